@@ -1,0 +1,53 @@
+"""Keep secrets out of logs, errors and output.
+
+URLs may carry credentials in their userinfo or tokens in their query string;
+DSNs carry database passwords. Everything that is printed or stored as text
+goes through these functions first.
+"""
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+REDACTED = "***"
+
+# key=value DSNs (libpq "conninfo" form): password='...' or password=...
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with its password/userinfo and query string replaced."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+        query = REDACTED if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        # Unparseable: say nothing of it rather than risk a secret.
+        return "<unparseable url>"
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return `dsn` (URI or key=value form) with its password replaced."""
+    if "://" in dsn:
+        try:
+            parts = urlsplit(dsn)
+        except ValueError:
+            return "<unparseable dsn>"
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+        query = _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, parts.query.replace("&", " ")).replace(" ", "&")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, dsn)
+
+
+def scrub(text: str, secrets) -> str:
+    """Replace every occurrence of each non-empty secret in `text`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
