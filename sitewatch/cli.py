@@ -1,0 +1,277 @@
+"""The `sitewatch` command: parse arguments, load configuration, dispatch.
+
+The only module that reads sys.argv and os.environ. Bad input exits 2 with one
+line on stderr before anything is written; runtime failures exit 1.
+"""
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+from . import __version__, config, logs
+from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
+from .redact import redact_url
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="sitewatch",
+        description="Monitor the availability of many websites; results go to PostgreSQL. "
+                    "With no database.dsn configured, an embedded PostgreSQL is started in "
+                    "database.data_dir.",
+        epilog="Configuration: defaults < YAML file < environment (SITEWATCH_<SECTION>__<KEY>, and DB_DSN, "
+               "DB_TIMEOUT, MIN_PERIOD, MAX_PERIOD, HTTP_REQUEST_TIMEOUT) < flags. "
+               "See config.example.yaml. Exit codes: 0 ok, 1 runtime failure, 2 bad input.")
+    p.add_argument("--version", action="version", version=f"sitewatch {__version__}")
+    p.add_argument("--config", metavar="PATH", help="YAML configuration file (default: $SITEWATCH_CONFIG, "
+                   "else ./sitewatch.yaml when present, else built-in defaults)")
+    p.add_argument("--log-format", choices=["console", "json"],
+                   help="log format (default: log.format = auto: console on a terminal, JSON otherwise)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="log level (default: log.level = info); debug also shows tracebacks")
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
+
+    run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
+                              description="Start one producer and N consumer processes, supervise and "
+                                          "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
+                                          "stops at once). SIGHUP: reload the configuration, restart "
+                                          "children.")
+    run.add_argument("--consumers", type=int, metavar="N",
+                     help="consumer processes (default: consumer.processes, unset = number of CPUs)")
+    run.add_argument("--concurrency", type=int, metavar="N",
+                     help="checks in flight per consumer (default: consumer.concurrency = 100)")
+
+    url = commands.add_parser("url", help="manage monitored URLs", description="Manage monitored URLs.")
+    url_commands = url.add_subparsers(dest="url_command", metavar="ACTION", required=True,
+                                      parser_class=ArgumentParser)
+    add = url_commands.add_parser("add", help="monitor a URL", description="Monitor a URL. Its first check "
+                                  "is due at once; then every PERIOD seconds.")
+    add.add_argument("url", metavar="URL", help="http:// or https:// URL")
+    add.add_argument("-p", "--period", metavar="SECONDS",
+                     help="seconds between checks (default: check.default_period = 60; "
+                          "within check.min_period..check.max_period, default 5..300)")
+    add.add_argument("-r", "--regex", metavar="REGEX",
+                     help="RE2 regular expression the body must contain (default: none)")
+    add_check_options(add)
+
+    remove = url_commands.add_parser("remove", help="stop monitoring a URL",
+                                     description="Stop monitoring a URL. Its pending task is dropped; its "
+                                                 "results stay in task_result.")
+    remove.add_argument("url", metavar="URL", help="the URL as added")
+
+    listing = url_commands.add_parser("list", help="list URLs with their last result",
+                                      description="List monitored URLs, their settings and last result "
+                                                  "(userinfo and query strings redacted).")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    imp = url_commands.add_parser("import", help="add or update many URLs from a file",
+                                  description="Upsert URLs from FILE (or - for stdin): a YAML list of "
+                                              "entries with keys url, period, regex, timeout, method, "
+                                              "expected-status, max-redirects, verify-tls (missing keys "
+                                              "take the defaults), or one URL per line. Every entry is "
+                                              "validated before anything is written. First checks are "
+                                              "spread across each URL's period.")
+    imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
+
+    chk = commands.add_parser("check", help="check one URL now and print the result (no database)",
+                              description="Run one check exactly as the consumers do and print the "
+                                          "result. Exit 0 when up, 1 when down.")
+    chk.add_argument("url", metavar="URL")
+    chk.add_argument("-r", "--regex", metavar="REGEX", help="RE2 regex the body must contain (default: none)")
+    add_check_options(chk)
+    chk.add_argument("--json", action="store_true", help="print JSON")
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True,
+                                    parser_class=ArgumentParser)
+    db_commands.add_parser("migrate", help="apply schema migrations (idempotent)",
+                           description="Bring the database schema to this version of sitewatch. "
+                                       "Safe to run at any time, also concurrently.")
+
+    cfg = commands.add_parser("config", help="configuration")
+    cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
+                                      parser_class=ArgumentParser)
+    cfg_commands.add_parser("show", help="print the effective configuration and where each value comes from",
+                            description="Print every setting, its value and its source (default, file, "
+                                        "env, flag). Passwords are redacted.")
+    return p
+
+
+def add_check_options(parser) -> None:
+    parser.add_argument("--timeout", metavar="SECONDS",
+                        help="total deadline of one check (default: check.timeout = 10)")
+    parser.add_argument("--method", metavar="METHOD", help="GET or HEAD (default: GET)")
+    parser.add_argument("--expected-status", metavar="CODES",
+                        help="status codes counted as up, e.g. 200-299,301 "
+                             "(default: check.expected_status = 200-399)")
+    parser.add_argument("--max-redirects", metavar="N",
+                        help="redirects followed at most (default: check.max_redirects = 5)")
+    parser.add_argument("--verify-tls", action=argparse.BooleanOptionalAction, default=None,
+                        help="verify TLS certificates (default: check.verify_tls = true)")
+
+
+def check_options(args) -> dict:
+    return {"url": args.url, "regex": args.regex, "timeout": args.timeout, "method": args.method,
+            "expected_status": args.expected_status, "max_redirects": args.max_redirects,
+            "verify_tls": args.verify_tls}
+
+
+def main(argv=None, env=None) -> int:
+    env = dict(os.environ if env is None else env)
+    args = build_parser().parse_args(argv)
+    debug = args.log_level == "debug"
+    try:
+        flags = {
+            "log.level": (args.log_level, "--log-level"),
+            "log.format": (args.log_format, "--log-format"),
+        }
+        if args.command == "run":
+            flags["consumer.processes"] = (args.consumers, "--consumers")
+            flags["consumer.concurrency"] = (args.concurrency, "--concurrency")
+        cfg = config.load(env, flags, args.config)
+        debug = cfg.log.level == "debug"
+        logs.configure(cfg.log.level, cfg.log.format, role="cli")
+        return dispatch(args, cfg, env)
+    except SitewatchError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"sitewatch: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: say so in one line, traceback only when asked
+        if debug:
+            traceback.print_exc()
+        print(f"sitewatch: internal error: {type(e).__name__}: {redact_url(str(e)) if '://' in str(e) else e}"
+              f" (run with --log-level debug for a traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def dispatch(args, cfg, env) -> int:
+    if args.command == "config":
+        print("\n".join(cfg.show()))
+        return 0
+    if args.command == "check":
+        return cmd_check(args, cfg)
+    if args.command == "run":
+        from .supervisor import run
+        return run(cfg, config_path=args.config, env=env)
+
+    # Validate everything the user gave before the database is even opened.
+    if args.command == "url" and args.url_command == "add":
+        from .urlspec import make_entry
+        options = check_options(args)
+        options["period"] = args.period
+        payload = make_entry(options, cfg.check)
+    elif args.command == "url" and args.url_command == "remove":
+        from .urlspec import normalise_url
+        payload = normalise_url(args.url)
+    elif args.command == "url" and args.url_command == "import":
+        payload = read_import(args.file, cfg)
+    else:
+        payload = None
+    return with_database(cfg, lambda conn: run_db_command(args, cfg, conn, payload))
+
+
+def read_import(path, cfg):
+    from .urlspec import parse_import
+    try:
+        if path == "-":
+            text, source = sys.stdin.read(), "<stdin>"
+        else:
+            with open(path, encoding="utf-8") as f:
+                text, source = f.read(), path
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is not UTF-8 text") from None
+    return parse_import(text, source, cfg.check)
+
+
+def with_database(cfg, action) -> int:
+    from . import schema
+    from .database import Database
+    db = Database.open(cfg)
+    try:
+        conn = db.connect("cli")
+        try:
+            schema.migrate(conn)
+            return action(conn)
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+def run_db_command(args, cfg, conn, payload) -> int:
+    from . import schema, store
+    if args.command == "db":
+        print(f"database schema at version {schema.check_version(conn)} (latest {schema.LATEST_VERSION})")
+        return 0
+    if args.url_command == "add":
+        store.add_url(conn, payload)
+        print(f"added {redact_url(payload.url)} (every {payload.period} s"
+              f"{', regex ' + repr(payload.regex) if payload.regex else ''})")
+    elif args.url_command == "remove":
+        store.remove_url(conn, payload)
+        print(f"removed {redact_url(payload)}")
+    elif args.url_command == "import":
+        inserted, updated = store.import_urls(conn, payload)
+        print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")
+    elif args.url_command == "list":
+        print_url_list(store.list_urls(conn), args.json)
+    return 0
+
+
+def print_url_list(rows, as_json: bool) -> None:
+    for row in rows:
+        row["url"] = redact_url(row["url"])
+    if as_json:
+        print(json.dumps(rows, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
+                         indent=2))
+        return
+    if not rows:
+        print("no URLs monitored; add one with: sitewatch url add URL")
+        return
+    print(f"{'URL':50} {'PERIOD':>6} {'LAST CHECK (UTC)':20} {'STATE':5} {'CODE':>4} {'MS':>7}  "
+          f"{'REGEX / ERROR'}")
+    for r in rows:
+        if r["last_started_at"] is None:
+            state, code, ms, last = "-", "-", "-", "never"
+        else:
+            state = "UP" if r["last_ok"] else "DOWN"
+            code = r["last_status_code"] if r["last_status_code"] is not None else "-"
+            ms = f"{r['last_response_time_ms']:.0f}" if r["last_response_time_ms"] is not None else "-"
+            last = r["last_started_at"].strftime("%Y-%m-%d %H:%M:%S")
+        detail = f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"] else (
+            f"/{r['regex']}/" if r["regex"] else "")
+        print(f"{r['url']:50} {r['period']:>6} {last:20} {state:5} {code!s:>4} {ms:>7}  {detail}")
+
+
+def cmd_check(args, cfg) -> int:
+    from . import probe
+    from .urlspec import make_entry, parse_expected_status
+    entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
+    target = probe.Target(url=entry.url, regex=entry.regex, timeout=entry.timeout, method=entry.method,
+                          expected_status=parse_expected_status(entry.expected_status),
+                          max_redirects=entry.max_redirects, verify_tls=entry.verify_tls,
+                          max_body_bytes=cfg.check.max_body_bytes)
+    outcome = probe.check(target)
+    if args.json:
+        print(json.dumps(probe.outcome_to_dict(outcome)))
+    else:
+        print(probe.format_outcome(target, outcome))
+    return 0 if outcome.ok else 1
+
+
+def entry_point() -> None:
+    sys.exit(main())

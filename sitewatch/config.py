@@ -1,0 +1,297 @@
+"""Configuration: defaults < YAML file < environment < command-line flags.
+
+Pure: the environment and the flags are passed in as arguments (only the CLI
+reads os.environ and sys.argv). Every value remembers where it came from, so
+errors and `sitewatch config show` can say so.
+"""
+
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .errors import ConfigError
+from .redact import redact_dsn
+
+ENV_PREFIX = "SITEWATCH_"
+
+# The seed's variable names keep working (original-readme.md).
+ENV_ALIASES = {
+    "DB_DSN": ("database", "dsn"),
+    "DB_TIMEOUT": ("database", "timeout"),
+    "MIN_PERIOD": ("check", "min_period"),
+    "MAX_PERIOD": ("check", "max_period"),
+    "HTTP_REQUEST_TIMEOUT": ("check", "timeout"),
+}
+
+
+def default_data_dir(env: Mapping[str, str]) -> str:
+    """Where the embedded PostgreSQL lives when no DSN is configured (XDG data dir)."""
+    home = env.get("HOME") or os.path.expanduser("~")
+    base = env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return os.path.join(base, "sitewatch", "postgres")
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    kind: type            # int, float, str, bool
+    default: Any
+    help: str
+    optional: bool = False            # None allowed (and is the default meaning "unset")
+    check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
+    secret: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env_var(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
+
+
+def _positive(value):
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value):
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices):
+    def check(value):
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+    return check
+
+
+SETTINGS = [
+    Setting("database", "dsn", str, None, "PostgreSQL DSN (URI or key=value). Unset: run an embedded "
+            "PostgreSQL in database.data_dir.", optional=True, secret=True),
+    Setting("database", "data_dir", str, None, "Data directory of the embedded PostgreSQL. Unset: "
+            "$XDG_DATA_HOME/sitewatch/postgres (~/.local/share/sitewatch/postgres).", optional=True),
+    Setting("database", "timeout", float, 5.0, "Seconds allowed to connect and for each statement.",
+            check=_positive),
+
+    Setting("check", "timeout", float, 10.0, "Default total deadline of one check in seconds "
+            "(DNS, connect, TLS, headers and body, all redirects).", check=_positive),
+    Setting("check", "default_period", int, 60, "Period in seconds of URLs added without -p.",
+            check=_positive),
+    Setting("check", "min_period", int, 5, "Smallest period a URL may have, in seconds.", check=_positive),
+    Setting("check", "max_period", int, 300, "Largest period a URL may have, in seconds.", check=_positive),
+    Setting("check", "max_redirects", int, 5, "Default number of redirects followed.", check=_non_negative),
+    Setting("check", "max_body_bytes", int, 1_048_576, "Bytes of body read at most (after decompression); "
+            "more is the error body_too_large.", check=_positive),
+    Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
+            "e.g. 200-299,301."),
+    Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
+
+    Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=_positive),
+    Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=_positive),
+
+    Setting("consumer", "processes", int, None, "Consumer processes per `sitewatch run`. Unset: the number "
+            "of CPUs.", optional=True, check=_positive),
+    Setting("consumer", "concurrency", int, 100, "Checks in flight per consumer process (threads).",
+            check=_positive),
+    Setting("consumer", "poll_interval", float, 1.0, "Seconds between claims when no NOTIFY arrives.",
+            check=_positive),
+    Setting("consumer", "lease_margin", float, 10.0, "Seconds a lease outlives the check's timeout before "
+            "another consumer may take the task.", check=_positive),
+    Setting("consumer", "max_attempts", int, 3, "Attempts at one slot before it is recorded as lost.",
+            check=_positive),
+    Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=_positive),
+    Setting("consumer", "flush_interval", float, 0.1, "Seconds a result may wait before it is written.",
+            check=_positive),
+    Setting("consumer", "buffer_limit", int, 100_000, "Results kept in memory while the database is "
+            "unreachable; beyond it new claims stop.", check=_positive),
+
+    Setting("supervisor", "grace_period", float, 15.0, "Seconds in-flight checks get to finish on "
+            "SIGTERM/SIGINT before children are killed.", check=_positive),
+    Setting("supervisor", "heartbeat_timeout", float, 30.0, "Seconds of silence after which a child is "
+            "killed and restarted.", check=_positive),
+    Setting("supervisor", "restart_backoff_max", float, 30.0, "Longest wait in seconds before restarting "
+            "a child that keeps dying.", check=_positive),
+    Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
+            check=_positive),
+
+    Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
+    Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",
+            check=_one_of("auto", "console", "json")),
+]
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
+
+
+class Config:
+    """The effective configuration: `cfg.consumer.concurrency`, plus the source of each value."""
+
+    def __init__(self, values: dict, sources: dict, path: str | None):
+        self.values = values        # "section.key" -> value
+        self.sources = sources      # "section.key" -> "default" | "file PATH" | "env VAR" | "flag --x"
+        self.path = path
+        for section in SECTIONS:
+            ns = SimpleNamespace(**{s.key: values[s.name] for s in SETTINGS if s.section == section})
+            setattr(self, section, ns)
+
+    def show(self) -> list[str]:
+        """Lines for `sitewatch config show`, secrets redacted."""
+        lines = []
+        for s in SETTINGS:
+            value = self.values[s.name]
+            shown = "null" if value is None else value
+            if s.secret and value is not None:
+                shown = redact_dsn(str(value))
+            if isinstance(value, bool):
+                shown = "true" if value else "false"
+            lines.append(f"{s.name} = {shown}    ({self.sources[s.name]})")
+        return lines
+
+
+def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
+    """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
+    shown = redact_dsn(str(raw)) if setting.secret else repr(raw)
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{setting.name}: {why}, got {shown} (from {source})")
+
+    if raw is None or (from_text and setting.optional and str(raw).strip().lower() in ("", "null", "none")):
+        if setting.optional:
+            return None
+        raise bad("must be set")
+    kind = setting.kind
+    if kind is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
+            value = True
+        elif from_text and str(raw).strip().lower() in ("0", "false", "no", "off"):
+            value = False
+        else:
+            raise bad("must be true or false")
+    elif kind is int:
+        if isinstance(raw, bool) or not (isinstance(raw, int) or from_text):
+            raise bad("must be a whole number")
+        try:
+            value = int(str(raw).strip()) if from_text else raw
+        except ValueError:
+            raise bad("must be a whole number") from None
+    elif kind is float:
+        if isinstance(raw, bool) or not (isinstance(raw, (int, float)) or from_text):
+            raise bad("must be a number")
+        try:
+            value = float(str(raw).strip()) if from_text else float(raw)
+        except ValueError:
+            raise bad("must be a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("must be a finite number")
+    else:
+        if not isinstance(raw, str) and not from_text:
+            raise bad("must be a string")
+        value = str(raw)
+        if setting.key in ("level", "format"):
+            value = value.strip().lower()
+    if setting.check is not None:
+        complaint = setting.check(value)
+        if complaint:
+            raise bad(complaint)
+    return value
+
+
+def read_file(path: str) -> dict:
+    """Parse the YAML file into {"section.key": raw value}; unknown keys are errors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise ConfigError(f"config file {path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of sections, got {type(data).__name__}")
+    raw = {}
+    for section, body in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"config file {path}: unknown section {section!r} "
+                              f"(known: {', '.join(SECTIONS)})")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"config file {path}: section {section!r} must be a mapping")
+        for key, value in body.items():
+            name = f"{section}.{key}"
+            if name not in SETTINGS_BY_NAME:
+                known = ", ".join(s.key for s in SETTINGS if s.section == section)
+                raise ConfigError(f"config file {path}: unknown key {name!r} (known in {section}: {known})")
+            raw[name] = value
+    return raw
+
+
+def find_config_path(flag_path: str | None, env: Mapping[str, str]) -> str | None:
+    """--config PATH, else $SITEWATCH_CONFIG, else ./sitewatch.yaml when present."""
+    if flag_path:
+        return flag_path
+    if env.get("SITEWATCH_CONFIG"):
+        return env["SITEWATCH_CONFIG"]
+    if os.path.exists("sitewatch.yaml"):
+        return "sitewatch.yaml"
+    return None
+
+
+def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
+         config_path: str | None = None) -> Config:
+    """Build the effective Config. `flags` maps "section.key" to values from the command line."""
+    path = find_config_path(config_path, env)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        values[s.name], sources[s.name] = s.default, "default"
+
+    if path is not None:
+        for name, raw in read_file(path).items():
+            source = f"file {path}"
+            values[name] = _convert(SETTINGS_BY_NAME[name], raw, source, from_text=False)
+            sources[name] = source
+
+    # Aliases first, so the SITEWATCH_ spelling wins when both are set.
+    for var, (section, key) in ENV_ALIASES.items():
+        if var in env:
+            name = f"{section}.{key}"
+            values[name] = _convert(SETTINGS_BY_NAME[name], env[var], f"env {var}", from_text=True)
+            sources[name] = f"env {var}"
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var == "SITEWATCH_CONFIG" or var.startswith("SITEWATCH_TEST"):
+            continue
+        section, sep, key = var[len(ENV_PREFIX):].lower().partition("__")
+        name = f"{section}.{key}"
+        if not sep or name not in SETTINGS_BY_NAME:
+            raise ConfigError(f"unknown environment variable {var} (expected SITEWATCH_<SECTION>__<KEY>, "
+                              f"e.g. SITEWATCH_CONSUMER__CONCURRENCY)")
+        values[name] = _convert(SETTINGS_BY_NAME[name], text, f"env {var}", from_text=True)
+        sources[name] = f"env {var}"
+
+    for name, (value, flag) in (flags or {}).items():
+        if value is None:
+            continue
+        values[name] = _convert(SETTINGS_BY_NAME[name], value, f"flag {flag}", from_text=False)
+        sources[name] = f"flag {flag}"
+
+    if values["check.min_period"] > values["check.max_period"]:
+        raise ConfigError(f"check.min_period ({values['check.min_period']}, {sources['check.min_period']}) "
+                          f"is above check.max_period ({values['check.max_period']}, "
+                          f"{sources['check.max_period']})")
+    if values["database.data_dir"] is None:
+        values["database.data_dir"] = default_data_dir(env)
+    return Config(values, sources, path)

@@ -1,0 +1,46 @@
+"""structlog setup: console lines on a terminal, JSON lines otherwise.
+
+Every line carries the process role (supervisor, producer, consumer-N, cli)
+and pid, so lines from many processes can be told apart.
+"""
+
+import logging
+import os
+import sys
+
+import structlog
+
+_role = "cli"
+
+
+def _add_process(_, __, event_dict):
+    event_dict.setdefault("role", _role)
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=None) -> None:
+    """Configure structlog for this process; call again after fork/spawn with the child's role."""
+    global _role
+    _role = role
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_process,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "sitewatch"):
+    return structlog.get_logger(name)

@@ -1,0 +1,154 @@
+-- All of sitewatch's SQL (migrations aside). Each block starts with
+-- "-- name: NAME" and a description; store.py loads them once.
+
+-- name: add_url
+-- Register one URL, first slot due now (a URL added by hand is checked within seconds).
+INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
+                 next_check_at)
+VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
+        %(max_redirects)s, %(verify_tls)s, now())
+ON CONFLICT (url) DO NOTHING
+RETURNING id;
+
+-- name: import_urls
+-- Upsert many URLs in one statement (execute_values fills VALUES). New URLs get their first
+-- slot spread at random across their period, so 10,000 URLs with one period do not fire in
+-- the same second; an existing URL keeps its slot phase unless its period changes.
+INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
+                      verify_tls, next_check_at)
+SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
+       v.verify_tls, now() + random() * make_interval(secs => v.period)
+FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls)
+ON CONFLICT (url) DO UPDATE SET
+    period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
+    method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
+    max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
+    next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
+                         ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
+RETURNING (xmax = 0) AS inserted;
+
+-- name: remove_url
+-- Forget a URL; its outstanding task goes with it (ON DELETE CASCADE), its history stays.
+DELETE FROM url WHERE url = %(url)s RETURNING id;
+
+-- name: list_urls
+-- Every URL with its settings and its last recorded result (one index probe per URL).
+SELECT u.url, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
+       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots,
+       r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
+       r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
+       r.error_kind AS last_error_kind, r.error AS last_error
+FROM url u
+LEFT JOIN LATERAL (
+    SELECT * FROM task_result t WHERE t.url_id = u.id ORDER BY t.scheduled_at DESC LIMIT 1
+) r ON true
+ORDER BY u.url;
+
+-- name: enqueue_due
+-- The producer's one statement: lock due URLs (SKIP LOCKED: other producers take others),
+-- enqueue one task per due slot and advance each cursor by whole periods (fixed rate), then
+-- wake the consumers. A slot is skipped, and counted, when the URL still has a task
+-- outstanding (no pile-up behind a slow site) or when it is a period or more late (skip
+-- ahead to the next future slot instead of bursting a backlog).
+WITH due AS (
+    SELECT id, period, next_check_at AS slot,
+           floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
+    FROM url
+    WHERE next_check_at <= now()
+    ORDER BY next_check_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), enqueued AS (
+    INSERT INTO task (url_id, scheduled_at, available_at)
+    SELECT id, slot, now() FROM due WHERE periods_late = 0
+    ON CONFLICT (url_id) DO NOTHING
+    RETURNING url_id
+), advanced AS (
+    UPDATE url SET
+        next_check_at = due.slot + (due.periods_late + 1) * make_interval(secs => due.period),
+        skipped_slots = url.skipped_slots + CASE
+            WHEN due.periods_late > 0 THEN due.periods_late + 1
+            WHEN enqueued.url_id IS NULL THEN 1
+            ELSE 0 END
+    FROM due LEFT JOIN enqueued ON enqueued.url_id = due.id
+    WHERE url.id = due.id
+    RETURNING CASE WHEN due.periods_late > 0 THEN due.periods_late + 1
+                   WHEN enqueued.url_id IS NULL THEN 1 ELSE 0 END AS skipped
+)
+SELECT (SELECT count(*) FROM due) AS due,
+       (SELECT count(*) FROM enqueued) AS enqueued,
+       (SELECT coalesce(sum(skipped), 0) FROM advanced) AS skipped,
+       (SELECT pg_notify('sitewatch_task', '') FROM (SELECT 1 FROM enqueued LIMIT 1) AS any_task) AS notified;
+
+-- name: seconds_until_due
+-- How long the producer may sleep: seconds until the earliest cursor (index scan, one row).
+SELECT extract(epoch FROM min(next_check_at) - now()) FROM url;
+
+-- name: claim_tasks
+-- A consumer's claim, one statement: take up to %(limit)s claimable tasks (fresh ones, and
+-- leased ones whose lease expired: recovery lives on the claim path, no reaper), lease them
+-- for the URL's timeout plus a margin, and return what the check needs. A task that has
+-- already been claimed max_attempts times is not handed out again: its slot is recorded as
+-- 'lost', so no slot disappears silently.
+WITH candidate AS (
+    SELECT id FROM task
+    WHERE available_at <= now()
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), lost AS (
+    DELETE FROM task USING candidate
+    WHERE task.id = candidate.id AND task.attempts >= %(max_attempts)s
+    RETURNING task.url_id, task.scheduled_at, task.attempts
+), lost_recorded AS (
+    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, attempt, checked_by)
+    SELECT url_id, scheduled_at, now(), false, 'lost',
+           'no result after ' || attempts || ' attempts (the consumers checking it died or lost their lease)',
+           attempts, %(owner)s
+    FROM lost
+    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+)
+UPDATE task SET
+    status = 1,
+    attempts = task.attempts + 1,
+    lease_owner = %(owner)s,
+    lease_expires_at = now() + make_interval(secs => url.timeout + %(lease_margin)s),
+    available_at = now() + make_interval(secs => url.timeout + %(lease_margin)s)
+FROM candidate, url
+WHERE task.id = candidate.id AND url.id = task.url_id AND task.attempts < %(max_attempts)s
+RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
+          url.method, url.expected_status, url.max_redirects, url.verify_tls;
+
+-- name: complete_tasks
+-- Write a batch of results and delete their tasks, one statement (execute_values fills VALUES).
+-- Fenced by the lease: only a task still leased by this owner at this attempt is finished, so
+-- a consumer that lost its lease cannot record the slot; UNIQUE (url_id, scheduled_at) is the
+-- last guard. Returns the task ids whose results were refused.
+WITH result (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
+             error_kind, error, cert_days_left) AS (
+    VALUES %s
+), finished AS (
+    DELETE FROM task USING result
+    WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
+    RETURNING task.id, task.url_id, task.scheduled_at
+), recorded AS (
+    INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
+                             regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by)
+    SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
+           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
+    FROM result r JOIN finished f ON f.id = r.task_id
+    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+)
+SELECT r.task_id FROM result r LEFT JOIN finished f ON f.id = r.task_id WHERE f.id IS NULL;
+
+-- name: release_tasks
+-- Hand back leased tasks that were never started (shutdown): claimable again at once, and
+-- the attempt they did not use is not counted.
+UPDATE task SET status = 0, lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
+                attempts = greatest(attempts - 1, 0)
+WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s;
+
+-- name: queue_depth
+-- Tasks waiting and tasks leased, for the summary line.
+SELECT count(*) FILTER (WHERE status = 0) AS waiting, count(*) FILTER (WHERE status = 1) AS leased
+FROM task;

@@ -1,0 +1,128 @@
+"""The only module that runs SQL (migrations aside): the queries in queries.sql.
+
+Functions take an open psycopg2 connection; the caller owns connecting,
+retrying and transactions.
+"""
+
+import datetime
+from importlib import resources
+
+import psycopg2.extras
+
+from .errors import BadInput
+from .urlspec import UrlEntry
+
+LISTEN_CHANNEL = "sitewatch_task"
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("sitewatch").joinpath("queries.sql").read_text(encoding="utf-8")
+    queries, name, lines = {}, None, []
+    for line in text.splitlines():
+        if line.startswith("-- name: "):
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = line[len("-- name: "):].strip(), []
+        elif name and not line.startswith("--"):
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return {k: v.rstrip(";") for k, v in queries.items()}
+
+
+QUERIES = _load_queries()
+
+
+# --- URLs (the CLI) ---------------------------------------------------------
+
+def add_url(conn, entry: UrlEntry) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute(QUERIES["add_url"], entry.as_row())
+        if cur.fetchone() is None:
+            raise BadInput(f"already monitored: {entry.url} (remove it first, or use url import to update it)")
+
+
+def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
+    """Upsert entries in one transaction; returns (inserted, updated)."""
+    template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
+                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean)")
+    with conn, conn.cursor() as cur:
+        rows = psycopg2.extras.execute_values(cur, QUERIES["import_urls"], [e.as_row() for e in entries],
+                                              template=template, page_size=1000, fetch=True)
+    inserted = sum(1 for (was_inserted,) in rows if was_inserted)
+    return inserted, len(rows) - inserted
+
+
+def remove_url(conn, url: str) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute(QUERIES["remove_url"], {"url": url})
+        if cur.fetchone() is None:
+            raise BadInput(f"not monitored: {url}")
+
+
+def list_urls(conn) -> list[dict]:
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES["list_urls"])
+        return [dict(row) for row in cur.fetchall()]
+
+
+# --- Producer ---------------------------------------------------------------
+
+def enqueue_due(conn, batch: int) -> tuple[int, int, int]:
+    """One producer step; returns (due, enqueued, skipped). `conn` must be in autocommit mode."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["enqueue_due"], {"batch": batch})
+        due, enqueued, skipped, _ = cur.fetchone()
+    return due, enqueued, int(skipped)
+
+
+def seconds_until_due(conn) -> float | None:
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["seconds_until_due"])
+        value = cur.fetchone()[0]
+    return None if value is None else float(value)
+
+
+# --- Consumer ---------------------------------------------------------------
+
+def listen(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"LISTEN {LISTEN_CHANNEL}")
+
+
+def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int) -> list[dict]:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES["claim_tasks"], {"owner": owner, "limit": limit, "lease_margin": lease_margin,
+                                             "max_attempts": max_attempts})
+        return [dict(row) for row in cur.fetchall()]
+
+
+COMPLETE_TEMPLATE = ("(%s::bigint, %s::integer, %s::text, %s::timestamptz, %s::float8, %s::integer,"
+                     " %s::boolean, %s::boolean, %s::text, %s::text, %s::integer)")
+
+
+def complete_tasks(conn, rows: list[tuple]) -> list[int]:
+    """Record results (tuples in COMPLETE_TEMPLATE order); returns ids refused by the lease fence."""
+    with conn.cursor() as cur:
+        refused = psycopg2.extras.execute_values(cur, QUERIES["complete_tasks"], rows,
+                                                 template=COMPLETE_TEMPLATE, page_size=len(rows) or 1,
+                                                 fetch=True)
+    return [task_id for (task_id,) in refused]
+
+
+def release_tasks(conn, owner: str, task_ids: list[int]) -> None:
+    if task_ids:
+        with conn.cursor() as cur:
+            cur.execute(QUERIES["release_tasks"], {"owner": owner, "ids": list(task_ids)})
+
+
+def queue_depth(conn) -> tuple[int, int]:
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["queue_depth"])
+        return cur.fetchone()
+
+
+def now(conn) -> datetime.datetime:
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]

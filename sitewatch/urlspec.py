@@ -1,0 +1,263 @@
+"""What a user may register: URL, period, regex and check options, validated.
+
+Everything here is pure. A refusal raises BadInput with one line that says why;
+the CLI turns it into exit code 2 before anything is written.
+"""
+
+import re
+from dataclasses import asdict, dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
+
+import re2
+import yaml
+
+from .errors import BadInput
+
+MAX_URL_LENGTH = 2048
+MAX_REGEX_LENGTH = 1000
+REGEX_MAX_MEM = 8 << 20          # RE2's program memory budget for one user regex
+METHODS = ("GET", "HEAD")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+@dataclass(frozen=True)
+class UrlEntry:
+    """One monitored URL as stored in the `url` table."""
+
+    url: str
+    period: int
+    regex: str | None
+    timeout: float
+    method: str
+    expected_status: str
+    max_redirects: int
+    verify_tls: bool
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+OPTION_NAMES = [f.name for f in fields(UrlEntry)]
+
+
+def normalise_url(raw) -> str:
+    """Validate and normalise a URL: lower-case scheme and host, no default port, no fragment."""
+    if not isinstance(raw, str):
+        raise BadInput(f"URL must be text, got {type(raw).__name__}")
+    if not raw:
+        raise BadInput("URL is empty")
+    if len(raw) > MAX_URL_LENGTH:
+        raise BadInput(f"URL is longer than {MAX_URL_LENGTH} characters ({len(raw)})")
+    for ch in raw:
+        if ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or not ch.isprintable():
+            raise BadInput(f"URL contains whitespace or a control character ({ch!r})")
+    scheme_match = _SCHEME.match(raw)
+    scheme = scheme_match.group(1).lower() if scheme_match else ""
+    if scheme not in DEFAULT_PORTS:
+        raise BadInput(f"URL scheme must be http or https, got {scheme or 'none'!r}")
+    if not raw[len(scheme) + 1:].startswith("//"):
+        raise BadInput("URL must start with http:// or https://")
+    try:
+        parts = urlsplit(raw)
+    except ValueError as e:
+        raise BadInput(f"URL is malformed: {e}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadInput("URL port must be a number between 1 and 65535") from None
+    host = parts.hostname
+    if not host:
+        raise BadInput("URL has no host")
+    if port == 0:
+        raise BadInput("URL port must be between 1 and 65535, got 0")
+    if ":" in host:                                  # IPv6 literal
+        hostport = f"[{host}]"
+    else:
+        try:
+            hostport = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise BadInput(f"URL host {host!r} is not a valid host name") from None
+        if hostport.startswith(".") or ".." in hostport or not all(
+                c.isalnum() or c in "-._" for c in hostport):
+            raise BadInput(f"URL host {host!r} is not a valid host name")
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        hostport = f"{hostport}:{port}"
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    netloc = f"{userinfo}@{hostport}" if userinfo else hostport
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def validate_period(raw, min_period: int, max_period: int) -> int:
+    """A whole number of seconds within [min_period, max_period]."""
+    if isinstance(raw, bool):
+        raw = repr(raw)
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.strip())
+        except ValueError:
+            raise BadInput(f"period must be a whole number of seconds, got {raw!r}") from None
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if not isinstance(raw, int):
+        raise BadInput(f"period must be a whole number of seconds, got {raw!r}")
+    if raw < min_period or raw > max_period:
+        raise BadInput(f"period must be between {min_period} and {max_period} seconds "
+                       f"(check.min_period, check.max_period), got {raw}")
+    return raw
+
+
+def validate_regex(raw) -> str | None:
+    """An RE2 pattern that compiles within budget; None or '' means no regex."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise BadInput(f"regex must be text, got {type(raw).__name__}")
+    if len(raw) > MAX_REGEX_LENGTH:
+        raise BadInput(f"regex is longer than {MAX_REGEX_LENGTH} characters ({len(raw)})")
+    if "\x00" in raw:
+        raise BadInput("regex contains a NUL character")
+    try:
+        options = re2.Options()
+        options.max_mem = REGEX_MAX_MEM
+        options.log_errors = False      # RE2 would print to stderr; we say why ourselves
+        re2.compile(raw, options)
+    except re2.error as e:
+        why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise BadInput(f"regex {raw!r} does not compile (RE2 syntax): {why}") from None
+    return raw
+
+
+def parse_expected_status(raw) -> tuple[tuple[int, int], ...]:
+    """'200-399' or '200,301-308' -> ((200, 399),) or ((200, 200), (301, 308))."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip():
+        raise BadInput(f"expected status must be codes or ranges like 200-399, got {raw!r}")
+    ranges = []
+    for part in raw.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            low_code, high_code = int(low), int(high or low)
+        except ValueError:
+            raise BadInput(f"expected status must be codes or ranges like 200-399, got {raw!r}") from None
+        if not (100 <= low_code <= high_code <= 599):
+            raise BadInput(f"expected status codes must be within 100-599, low before high, got {raw!r}")
+        ranges.append((low_code, high_code))
+    return tuple(ranges)
+
+
+def validate_timeout(raw) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not (0 < value <= 3600):
+        raise BadInput(f"timeout must be a number of seconds above 0 and at most 3600, got {raw!r}")
+    return value
+
+
+def validate_method(raw) -> str:
+    method = raw.upper() if isinstance(raw, str) else raw
+    if method not in METHODS:
+        raise BadInput(f"method must be one of {', '.join(METHODS)}, got {raw!r}")
+    return method
+
+
+def validate_max_redirects(raw) -> int:
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not (0 <= raw <= 30):
+        raise BadInput(f"max redirects must be a whole number from 0 to 30, got {raw!r}")
+    return raw
+
+
+def validate_bool(name, raw) -> bool:
+    if not isinstance(raw, bool):
+        raise BadInput(f"{name} must be true or false, got {raw!r}")
+    return raw
+
+
+def make_entry(options: dict, check_config) -> UrlEntry:
+    """Build a validated UrlEntry from user options; missing options take the configured defaults."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise BadInput(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_NAMES)})")
+    if "url" not in options:
+        raise BadInput("url is missing")
+
+    def given(name, default):
+        value = options.get(name)
+        return default if value is None else value
+
+    expected_status = given("expected_status", check_config.expected_status)
+    parse_expected_status(expected_status)
+    return UrlEntry(
+        url=normalise_url(options["url"]),
+        period=validate_period(given("period", check_config.default_period),
+                               check_config.min_period, check_config.max_period),
+        regex=validate_regex(options.get("regex")),
+        timeout=validate_timeout(given("timeout", check_config.timeout)),
+        method=validate_method(given("method", "GET")),
+        expected_status=str(expected_status).replace(" ", ""),
+        max_redirects=validate_max_redirects(given("max_redirects", check_config.max_redirects)),
+        verify_tls=validate_bool("verify_tls", given("verify_tls", check_config.verify_tls)),
+    )
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line number of each item of a top-level YAML list, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return []
+    if isinstance(node, yaml.SequenceNode):
+        return [item.start_mark.line + 1 for item in node.value]
+    return []
+
+
+def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
+    """Entries from an import file: a YAML list (of mappings or URL strings), or one URL per line.
+
+    All entries are validated before anything is written; the first bad one is named.
+    """
+    stripped = [line.strip() for line in text.splitlines()]
+    meaningful = [line for line in stripped if line and not line.startswith("#")]
+    if meaningful and not meaningful[0].startswith("-") and "://" in meaningful[0] \
+            and ": " not in meaningful[0]:
+        # One URL per line (YAML would fold the lines into one string).
+        items = []
+        for number, line in enumerate(stripped, start=1):
+            if line and not line.startswith("#"):
+                items.append((f"line {number}", {"url": line}))
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise BadInput(f"{source}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        if data is None:
+            data = []
+        if not isinstance(data, list):
+            raise BadInput(f"{source}: expected a YAML list of URL entries or one URL per line")
+        lines = _entry_lines(text)
+        items = []
+        for index, item in enumerate(data):
+            where = f"entry {index + 1}" + (f" (line {lines[index]})" if index < len(lines) else "")
+            if isinstance(item, str):
+                item = {"url": item}
+            if not isinstance(item, dict):
+                raise BadInput(f"{source}: {where}: must be a URL or a mapping with a 'url' key")
+            items.append((where, {str(k).replace("-", "_"): v for k, v in item.items()}))
+    entries, seen = [], {}
+    for where, options in items:
+        try:
+            entry = make_entry(options, check_config)
+        except BadInput as e:
+            raise BadInput(f"{source}: {where}: {e}") from None
+        if entry.url in seen:
+            raise BadInput(f"{source}: {where}: {entry.url} is already listed at {seen[entry.url]}")
+        seen[entry.url] = where
+        entries.append(entry)
+    return entries
