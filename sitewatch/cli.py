@@ -164,7 +164,10 @@ def dispatch(args, cfg, env) -> int:
         return cmd_check(args, cfg)
     if args.command == "run":
         from .supervisor import run
-        return run(cfg, config_path=args.config, env=env)
+        flags = {"consumer.processes": (args.consumers, "--consumers"),
+                 "consumer.concurrency": (args.concurrency, "--concurrency"),
+                 "log.level": (args.log_level, "--log-level"), "log.format": (args.log_format, "--log-format")}
+        return run(cfg, config_path=args.config, env=env, cli_flags=flags)
 
     # Validate everything the user gave before the database is even opened.
     if args.command == "url" and args.url_command == "add":

@@ -84,3 +84,79 @@ def is_connection_error(error: BaseException) -> bool:
 
 def hostname() -> str:
     return socket.gethostname()
+
+
+class Reconnecting:
+    """A connection that is reopened with exponential backoff after the database goes away.
+
+    Used by the long-running loops. Logging is rate-limited: one line when the
+    database goes away, one every `log_every` seconds while it stays away, one
+    when it is back.
+    """
+
+    def __init__(self, dsn: str, timeout: float, role: str, log, on_connect=None,
+                 backoff_max: float = 10.0, log_every: float = 30.0, clock=None):
+        import time
+        self._clock = clock or time.monotonic
+        self.dsn, self.timeout, self.role, self.log = dsn, timeout, role, log
+        self.on_connect = on_connect
+        self.backoff_max, self.log_every = backoff_max, log_every
+        self.conn = None
+        self._delay = 0.0
+        self._retry_at = 0.0
+        self._down_since = None
+        self._last_log = 0.0
+
+    def get(self):
+        """The open connection, or None while the database is unavailable (retry later)."""
+        if self.conn is not None:
+            return self.conn
+        now = self._clock()
+        if now < self._retry_at:
+            return None
+        try:
+            conn = connect(self.dsn, self.timeout, self.role, autocommit=True)
+            if self.on_connect is not None:
+                self.on_connect(conn)
+        except Exception as e:  # DatabaseUnavailable, or on_connect failing on a half-up server
+            self._failed(e)
+            return None
+        if self._down_since is not None:
+            self.log.info("database connection restored", down_for_s=round(now - self._down_since, 1))
+        self.conn, self._delay, self._down_since = conn, 0.0, None
+        return conn
+
+    def seconds_until_retry(self) -> float:
+        return max(0.0, self._retry_at - self._clock())
+
+    def broken(self, error: BaseException) -> None:
+        """The connection failed: close it; get() reconnects after a backoff."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+        self.conn = None
+        self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
+        now = self._clock()
+        self._delay = min(self.backoff_max, max(0.5, self._delay * 2))
+        self._retry_at = now + self._delay
+        if self._down_since is None:
+            self._down_since = now
+            self._last_log = now
+            self.log.warning("database unavailable, retrying", error=describe_error(error, self.dsn),
+                             retry_in_s=self._delay)
+        elif now - self._last_log >= self.log_every:
+            self._last_log = now
+            self.log.warning("database still unavailable", error=describe_error(error, self.dsn),
+                             down_for_s=round(now - self._down_since, 1))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None

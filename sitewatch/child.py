@@ -1,0 +1,130 @@
+"""The child side of `sitewatch run` (gunicorn's workers/base.py): what every
+producer and consumer process does before and around its own loop.
+
+A child starts clean (spawn start method): default signal handlers, then its
+own; SIGINT ignored (the supervisor owns Ctrl-C); logging set up for its role;
+database connections opened only here, after the process exists.
+"""
+
+import ctypes
+import os
+import random
+import select
+import signal
+import sys
+import time
+
+from . import logs
+from .errors import SchemaTooNew
+
+# Exit codes a child uses to talk to the supervisor.
+EXIT_STOPPED = 0          # asked to stop, stopped
+EXIT_BOOT_ERROR = 3       # cannot run, and restarting will not help (schema too new, bad config)
+
+STATS_INTERVAL = 5.0      # seconds between stats messages to the supervisor
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ChildContext:
+    """What a child's loop needs from its process: stop requests, sleeping, heartbeats, stats."""
+
+    def __init__(self, role: str, cfg, dsn: str, heartbeat, stats_queue, parent_pid: int):
+        self.role = role
+        self.cfg = cfg
+        self.dsn = dsn
+        self._heartbeat = heartbeat
+        self._stats_queue = stats_queue
+        self._parent_pid = parent_pid
+        self.stop_requested = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # Signal handling: the handler only records; the loop acts.
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._handle_term)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def _handle_term(self, signum, frame):
+        self.stop_requested = True
+
+    def should_stop(self) -> bool:
+        if not self.stop_requested and os.getppid() != self._parent_pid:
+            # The supervisor died (even kill -9): nobody would restart or stop us.
+            logs.get().warning("supervisor gone, stopping")
+            self.stop_requested = True
+        return self.stop_requested
+
+    def wake(self) -> None:
+        """Interrupt sleep(); safe from any thread."""
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is already pending
+
+    def sleep(self, seconds: float, fds=()) -> list:
+        """Sleep until `seconds` pass, wake() is called, a signal arrives or an fd is readable."""
+        try:
+            readable, _, _ = select.select([self._wake_r, *fds], [], [], max(0.0, seconds))
+        except InterruptedError:
+            readable = []
+        if self._wake_r in readable:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return [fd for fd in readable if fd != self._wake_r]
+
+    def heartbeat(self) -> None:
+        self._heartbeat.value = time.monotonic()
+
+    def send_stats(self, stats: dict) -> None:
+        try:
+            self._stats_queue.put_nowait((self.role, stats))
+        except Exception:  # a full or broken queue must never stop checking
+            pass
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the supervisor dies, so no orphan keeps checking sites."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass  # getppid() polling in should_stop() still covers it
+
+
+def run(role: str, cfg, dsn: str, heartbeat, stats_queue, parent_pid: int) -> None:
+    """Entry point of a child process (multiprocessing target)."""
+    _die_with_parent()
+    random.seed()
+    try:
+        import setproctitle
+        setproctitle.setproctitle(f"sitewatch: {role.replace('-', ' ')}")
+    except ImportError:
+        pass
+    logs.configure(cfg.log.level, cfg.log.format, role=role)
+    ctx = ChildContext(role, cfg, dsn, heartbeat, stats_queue, parent_pid)
+    ctx.install_signals()
+    ctx.heartbeat()
+    if ctx.should_stop():
+        sys.exit(EXIT_STOPPED)
+    log = logs.get()
+    try:
+        if role == "producer":
+            from .producer import Producer
+            Producer(ctx).run()
+        else:
+            from .consumer import Consumer
+            Consumer(ctx).run()
+    except SchemaTooNew as e:
+        log.error("cannot run", error=str(e))
+        sys.exit(EXIT_BOOT_ERROR)
+    except Exception:
+        log.exception("crashed")
+        sys.exit(1)
+    sys.exit(EXIT_STOPPED)

@@ -1,0 +1,225 @@
+"""A consumer: claims tasks in batches, checks URLs on a thread pool, writes results in batches.
+
+The main thread owns the one database connection (LISTEN, claims, writes);
+worker threads only run probe.check(). No transaction is open while a check
+runs: a claim commits its lease at once, and a result batch is written later
+in one statement fenced by the lease.
+"""
+
+import datetime
+import functools
+import os
+import socket
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from . import logs, probe, schema, store
+from .child import STATS_INTERVAL
+from .database import Reconnecting, is_connection_error
+from .urlspec import parse_expected_status
+
+STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_status(text: str):
+    return parse_expected_status(text)
+
+
+class Consumer:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.log = logs.get()
+        self.owner = f"{socket.gethostname()}:{ctx.role}:{os.getpid()}"
+        self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
+                               on_connect=self._on_connect)
+        self.concurrency = self.cfg.consumer.concurrency
+        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="check")
+        self.in_flight = {}          # task id -> (task row, future): claimed, not yet finished
+        self.started = {}            # task id -> monotonic start, for stuck detection
+        self.finished = deque()      # (task, outcome) from worker threads; deque appends are atomic
+        self.pending = []            # result rows waiting to be written
+        self.pending_since = None
+        self.maybe_more = True       # tasks may be waiting: claim when there is room
+        self.next_poll = 0.0
+        self.clock_offset = datetime.timedelta(0)   # database clock minus ours
+        self.stopping = False
+        self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
+        self._last_stats = time.monotonic()
+
+    # --- connection --------------------------------------------------------
+
+    def _on_connect(self, conn) -> None:
+        schema.check_version(conn)
+        store.listen(conn)      # re-LISTEN after every reconnect: NOTIFY is the fast path
+        before = datetime.datetime.now(datetime.timezone.utc)
+        db_now = store.now(conn)
+        after = datetime.datetime.now(datetime.timezone.utc)
+        # Results carry started_at on the database's clock, like scheduled_at.
+        self.clock_offset = db_now - (before + (after - before) / 2)
+        self.maybe_more = True
+
+    # --- main loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        self.log.info("consumer started", concurrency=self.concurrency, owner=self.owner)
+        while True:
+            if not self.stopping and self.ctx.should_stop():
+                self.begin_stop()
+            self.collect_finished()
+            self.heartbeat()
+            conn = self.db.get()
+            if conn is not None:
+                try:
+                    self.flush(conn)
+                    if not self.stopping:
+                        self.claim(conn)
+                except Exception as e:
+                    if not is_connection_error(e):
+                        raise
+                    self.db.broken(e)
+                    conn = None
+            if self.stopping and not self.in_flight and not self.pending:
+                break
+            self.report()
+            self.wait(conn)
+        self.finish()
+
+    def wait(self, conn) -> None:
+        now = time.monotonic()
+        timeouts = [max(0.0, self.next_poll - now)]
+        if self.pending:
+            timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now))
+        if conn is None:
+            timeouts.append(max(0.05, self.db.seconds_until_retry()))
+        if self.finished:
+            timeouts.append(0.0)
+        fds = [conn] if conn is not None else []
+        if self.ctx.sleep(min(timeouts), fds) and conn is not None:
+            try:
+                conn.poll()
+                if conn.notifies:
+                    conn.notifies.clear()
+                    self.maybe_more = True
+            except Exception as e:
+                if not is_connection_error(e):
+                    raise
+                self.db.broken(e)
+        if time.monotonic() >= self.next_poll:
+            # Polling is the guarantee, NOTIFY only the hint.
+            self.next_poll = time.monotonic() + self.cfg.consumer.poll_interval
+            self.maybe_more = True
+
+    def heartbeat(self) -> None:
+        """Beat unless every worker thread is stuck: then let the supervisor restart us."""
+        now = time.monotonic()
+        stuck = sum(1 for task_id, t0 in list(self.started.items())
+                    if task_id in self.in_flight
+                    and now - t0 > self.in_flight[task_id][0]["timeout"] + STUCK_MARGIN)
+        if stuck >= self.concurrency:
+            self.log.error("every check thread is stuck; no heartbeat", stuck=stuck)
+            return
+        self.ctx.heartbeat()
+
+    # --- claiming and checking ----------------------------------------------
+
+    def claim(self, conn) -> None:
+        room = self.concurrency - len(self.in_flight)
+        if not self.maybe_more or room <= 0:
+            return
+        # Under load, wait for a few free threads rather than claim one task per round trip.
+        if self.in_flight and room < max(1, self.concurrency // 10):
+            return
+        if len(self.pending) >= self.cfg.consumer.buffer_limit:
+            return
+        tasks = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
+                                  self.cfg.consumer.max_attempts)
+        self.maybe_more = len(tasks) == room
+        for task in tasks:
+            target = probe.Target(
+                url=task["url"], regex=task["regex"], timeout=task["timeout"], method=task["method"],
+                expected_status=_expected_status(task["expected_status"]),
+                max_redirects=task["max_redirects"], verify_tls=task["verify_tls"],
+                max_body_bytes=self.cfg.check.max_body_bytes)
+            future = self.pool.submit(self._check, task, target)
+            self.in_flight[task["id"]] = (task, future)
+
+    def _check(self, task, target) -> None:
+        """Runs in a worker thread."""
+        self.started[task["id"]] = time.monotonic()
+        outcome = probe.check(target)
+        self.finished.append((task, outcome))
+        self.ctx.wake()
+
+    def collect_finished(self) -> None:
+        while self.finished:
+            task, outcome = self.finished.popleft()
+            self.in_flight.pop(task["id"], None)
+            self.started.pop(task["id"], None)
+            started_at = outcome.started_at + self.clock_offset
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.append((
+                task["id"], task["attempts"], self.owner, started_at, outcome.response_time_ms,
+                outcome.status_code, outcome.regex_matched, outcome.ok, outcome.error_kind,
+                outcome.error, outcome.cert_days_left))
+            self.stats["checks"] += 1
+            self.stats["ok" if outcome.ok else "failed"] += 1
+            if len(self.stats["lags"]) < 2000:
+                self.stats["lags"].append((started_at - task["scheduled_at"]).total_seconds())
+
+    def flush(self, conn) -> None:
+        """Write pending results when the batch is full, old enough, or we are stopping."""
+        while self.pending:
+            full = len(self.pending) >= self.cfg.consumer.write_batch
+            due = time.monotonic() - self.pending_since >= self.cfg.consumer.flush_interval
+            if not (full or due or self.stopping):
+                return
+            batch = self.pending[:self.cfg.consumer.write_batch]
+            refused = store.complete_tasks(conn, batch)
+            # Only drop what is written: a failure above keeps the batch for the next attempt.
+            del self.pending[:len(batch)]
+            self.pending_since = time.monotonic()
+            if refused:
+                self.stats["refused"] += len(refused)
+                self.log.warning("results refused by the lease fence (lease lost: checked by another "
+                                 "consumer, or the URL was removed)", count=len(refused))
+
+    # --- stopping --------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        """Stop claiming; hand back tasks not started yet; let running checks finish."""
+        self.stopping = True
+        unstarted = [task_id for task_id, (_, future) in self.in_flight.items() if future.cancel()]
+        for task_id in unstarted:
+            del self.in_flight[task_id]
+        self.log.info("stopping", running=len(self.in_flight), handed_back=len(unstarted),
+                      pending_results=len(self.pending))
+        conn = self.db.get()
+        if conn is not None and unstarted:
+            # If this fails, the leases simply expire and the claim path takes the tasks back.
+            try:
+                store.release_tasks(conn, self.owner, unstarted)
+            except Exception as e:
+                if not is_connection_error(e):
+                    raise
+                self.db.broken(e)
+
+    def finish(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.send_stats()
+        self.db.close()
+        self.log.info("consumer stopped")
+
+    # --- stats -------------------------------------------------------------------
+
+    def report(self) -> None:
+        if time.monotonic() - self._last_stats >= STATS_INTERVAL:
+            self.send_stats()
+
+    def send_stats(self) -> None:
+        self._last_stats = time.monotonic()
+        self.ctx.send_stats(self.stats)
+        self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}

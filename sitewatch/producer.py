@@ -1,0 +1,75 @@
+"""The producer: turns due URLs into tasks, one per (URL, slot).
+
+All scheduling decisions are made by one SQL statement (store.enqueue_due)
+using the database clock, so any number of producers on any number of hosts
+can run against one database without double-enqueuing.
+"""
+
+import time
+
+from . import logs, schema, store
+from .child import STATS_INTERVAL
+from .database import Reconnecting, is_connection_error
+
+MIN_SLEEP = 0.02          # floor between loops when work is due continuously: batch, don't spin
+
+
+class Producer:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.log = logs.get()
+        self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
+                               on_connect=schema.check_version)
+        self.enqueued = 0
+        self.skipped = 0
+        self._last_stats = time.monotonic()
+
+    def run(self) -> None:
+        self.log.info("producer started", batch_size=self.cfg.producer.batch_size)
+        while not self.ctx.should_stop():
+            self.ctx.heartbeat()
+            conn = self.db.get()
+            if conn is None:
+                self.ctx.sleep(min(1.0, self.db.seconds_until_retry()))
+                continue
+            try:
+                pause = self.step(conn)
+                self.report(conn)
+            except Exception as e:
+                if not is_connection_error(e):
+                    raise
+                self.db.broken(e)
+                continue
+            self.ctx.sleep(pause)
+        self.db.close()
+        self.log.info("producer stopped")
+
+    def step(self, conn) -> float:
+        """Enqueue everything due now; return how long to sleep."""
+        batch = self.cfg.producer.batch_size
+        while True:
+            due, enqueued, skipped = store.enqueue_due(conn, batch)
+            self.enqueued += enqueued
+            self.skipped += skipped
+            if due < batch or self.ctx.should_stop():
+                break
+            self.ctx.heartbeat()
+        until_due = store.seconds_until_due(conn)
+        if until_due is None:
+            return self.cfg.producer.poll_interval
+        return min(self.cfg.producer.poll_interval, max(MIN_SLEEP, until_due))
+
+    def report(self, conn) -> None:
+        now = time.monotonic()
+        if now - self._last_stats < STATS_INTERVAL:
+            return
+        self._last_stats = now
+        waiting, leased = store.queue_depth(conn)
+        if self.skipped:
+            # One line per interval, not per statement: skips come in bursts after an outage.
+            self.log.info("slots skipped", skipped=self.skipped, interval_s=STATS_INTERVAL,
+                          reason="site still being checked, or a period or more behind")
+        self.ctx.send_stats({"enqueued": self.enqueued, "skipped": self.skipped,
+                             "queue_waiting": waiting, "queue_leased": leased})
+        self.enqueued = self.skipped = 0

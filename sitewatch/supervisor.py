@@ -1,0 +1,323 @@
+"""`sitewatch run`: the supervisor (gunicorn's arbiter).
+
+Knows processes, not SQL. Forks (spawn start method: children start clean, no
+inherited threads or libpq connections) one producer and N consumers, restarts
+them with exponential backoff, kills silent ones, and stops them gracefully.
+Signal handlers only record the signal; the main loop acts on it.
+"""
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import child, config, logs, schema
+from .database import Database
+
+START_METHOD = "spawn"
+EXIT_FATAL = 1
+BACKOFF_START = 0.5         # first restart delay, doubled on each consecutive failure
+STABLE_AFTER = 60.0         # a child that ran this long has its failure count reset
+LOOP_TICK = 1.0             # main loop wakes at least this often
+
+
+@dataclass
+class ChildSlot:
+    """One place in the process table and its restart state machine.
+
+    States: RUNNING (process alive), BACKOFF (dead, restart at restart_at),
+    STOPPED (not to be restarted: shutting down).
+    """
+    role: str
+    process: multiprocessing.Process | None = None
+    heartbeat: object = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    state: str = "BACKOFF"
+    deliberate: bool = False     # we asked it to stop (SIGHUP, heartbeat): not a failure
+    stats: dict = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, cfg, config_path, env, database):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.env = env
+        self.database = database
+        self.log = logs.get()
+        self.mp = multiprocessing.get_context(START_METHOD)
+        self.stats_queue = self.mp.Queue(maxsize=10_000)
+        self.signals = []
+        self.slots = []
+        self.stopping = False
+        self.stop_deadline = None
+        self.fatal = None
+        self.summary = _Summary()
+        self.next_summary = time.monotonic() + cfg.supervisor.summary_interval
+
+    # --- signals: handlers only record ----------------------------------------
+
+    def install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._record_signal)
+
+    def _record_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGHUP:
+                self.handle_hup()
+            elif signum == signal.SIGINT and self.stopping:
+                self.handle_second_int()
+            else:
+                self.handle_term(signal.Signals(signum).name)
+
+    def handle_term(self, name) -> None:
+        if self.stopping:
+            return
+        grace = self.cfg.supervisor.grace_period
+        self.log.info("stopping: finishing in-flight checks", signal=name, grace_period_s=grace)
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + grace
+        for slot in self.slots:
+            slot.state = "STOPPED"
+            self._signal(slot, signal.SIGTERM)
+
+    def handle_second_int(self) -> None:
+        self.log.warning("second SIGINT: stopping at once")
+        self.stop_deadline = time.monotonic()
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        try:
+            new = config.load(self.env, self.cli_flags, self.config_path)
+        except Exception as e:
+            self.log.error("SIGHUP: configuration not reloaded, keeping the old one", error=str(e))
+            return
+        if new.database.dsn != self.cfg.database.dsn or new.database.data_dir != self.cfg.database.data_dir:
+            self.log.warning("SIGHUP: database settings changed; they take effect on the next start")
+        self.cfg = new
+        self.log.info("SIGHUP: configuration reloaded, restarting children", config=new.path)
+        self._resize()
+        for slot in self.slots:
+            if slot.state == "RUNNING":
+                slot.deliberate = True
+                self._signal(slot, signal.SIGTERM)
+            else:
+                slot.restart_at = 0.0
+
+    # --- children ------------------------------------------------------------------
+
+    def _resize(self) -> None:
+        wanted = ["producer"] + [f"consumer-{i}" for i in range(1, self.consumer_count() + 1)]
+        existing = {slot.role: slot for slot in self.slots}
+        for slot in self.slots:
+            if slot.role not in wanted and slot.state == "RUNNING":
+                slot.state = "STOPPED"
+                self._signal(slot, signal.SIGTERM)
+        self.slots = [existing.get(role) or ChildSlot(role) for role in wanted] + \
+                     [slot for slot in self.slots if slot.role not in wanted and slot.process is not None
+                      and slot.process.is_alive()]
+
+    def consumer_count(self) -> int:
+        return self.cfg.consumer.processes or os.cpu_count() or 1
+
+    def spawn(self, slot: ChildSlot) -> None:
+        slot.heartbeat = self.mp.Value("d", time.monotonic(), lock=False)
+        slot.process = self.mp.Process(
+            target=child.run, name=f"sitewatch {slot.role}",
+            args=(slot.role, self.cfg, self.database.dsn, slot.heartbeat, self.stats_queue, os.getpid()))
+        slot.process.start()
+        slot.started_at = time.monotonic()
+        slot.state = "RUNNING"
+        slot.deliberate = False
+
+    def _signal(self, slot, signum) -> None:
+        if slot.process is not None and slot.process.is_alive():
+            try:
+                os.kill(slot.process.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def reap(self) -> None:
+        """Notice dead children and decide: restart after backoff, or stop everything."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None or slot.process.is_alive():
+                continue
+            code = slot.process.exitcode
+            slot.process.join()
+            slot.process.close()
+            slot.process = None
+            if slot.state == "STOPPED" or self.stopping:
+                continue
+            if code == child.EXIT_BOOT_ERROR:
+                self.fatal = f"{slot.role} cannot run (see its log line above); restarting would not help"
+                self.log.error("fatal child error: stopping", role=slot.role, exit_code=code)
+                self.handle_term("fatal")
+                continue
+            if slot.deliberate:
+                slot.restart_at = now
+            else:
+                if now - slot.started_at >= STABLE_AFTER:
+                    slot.failures = 0
+                delay = min(self.cfg.supervisor.restart_backoff_max, BACKOFF_START * 2 ** slot.failures)
+                slot.failures += 1
+                slot.restart_at = now + delay
+                self.log.warning("child died, restarting", role=slot.role, exit_code=code,
+                                 restart_in_s=delay, consecutive_failures=slot.failures)
+            slot.state = "BACKOFF"
+
+    def start_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.state == "BACKOFF" and now >= slot.restart_at and not self.stopping:
+                self.spawn(slot)
+
+    def check_heartbeats(self) -> None:
+        now = time.monotonic()
+        limit = self.cfg.supervisor.heartbeat_timeout
+        for slot in self.slots:
+            if slot.state == "RUNNING" and slot.process is not None and slot.process.is_alive():
+                silent = now - slot.heartbeat.value
+                if silent > limit:
+                    self.log.error("child silent, killing it", role=slot.role, silent_s=round(silent, 1))
+                    slot.process.kill()
+
+    # --- stats ---------------------------------------------------------------------
+
+    def drain_stats(self) -> None:
+        while True:
+            try:
+                role, stats = self.stats_queue.get_nowait()
+            except Exception:
+                return
+            self.summary.add(role, stats)
+
+    def maybe_log_summary(self) -> None:
+        now = time.monotonic()
+        if now < self.next_summary:
+            return
+        self.next_summary = now + self.cfg.supervisor.summary_interval
+        self.log.info("summary", **self.summary.take())
+
+    # --- main loop -----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        self._resize()
+        while True:
+            self.handle_signals()
+            self.reap()
+            self.drain_stats()
+            if self.stopping:
+                alive = [s for s in self.slots if s.process is not None and s.process.is_alive()]
+                if not alive:
+                    break
+                if time.monotonic() >= self.stop_deadline:
+                    for slot in alive:
+                        self.log.warning("grace period over, killing child", role=slot.role)
+                        slot.process.kill()
+                        slot.process.join(5)
+                    break
+            else:
+                self.start_due()
+                self.check_heartbeats()
+                self.maybe_log_summary()
+            self.wait()
+        self.drain_stats()
+        self.log.info("stopped", **self.summary.take())
+        return EXIT_FATAL if self.fatal else 0
+
+    def wait(self) -> None:
+        sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+        timeout = LOOP_TICK
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.state == "BACKOFF" and not self.stopping:
+                timeout = min(timeout, max(0.0, slot.restart_at - now))
+        if self.stopping:
+            timeout = min(timeout, max(0.0, self.stop_deadline - now))
+        multiprocessing.connection.wait([self._wake_r, *sentinels], timeout)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+class _Summary:
+    """Counters from the children between two summary lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.checks = self.ok = self.failed = self.refused = self.enqueued = self.skipped = 0
+        self.lags = []
+        self.queue = None
+
+    def add(self, role, stats):
+        if role == "producer":
+            self.enqueued += stats["enqueued"]
+            self.skipped += stats["skipped"]
+            self.queue = (stats["queue_waiting"], stats["queue_leased"])
+        else:
+            self.checks += stats["checks"]
+            self.ok += stats["ok"]
+            self.failed += stats["failed"]
+            self.refused += stats["refused"]
+            self.lags.extend(stats["lags"])
+
+    def take(self) -> dict:
+        lags = sorted(self.lags)
+
+        def pct(p):
+            return round(lags[min(len(lags) - 1, int(p * len(lags)))], 3) if lags else None
+        out = {"checks": self.checks, "ok": self.ok, "failed": self.failed, "enqueued": self.enqueued,
+               "skipped_slots": self.skipped, "refused": self.refused,
+               "lag_p50_s": pct(0.5), "lag_p99_s": pct(0.99),
+               "queue_waiting": self.queue[0] if self.queue else None,
+               "queue_leased": self.queue[1] if self.queue else None}
+        self.reset()
+        return out
+
+
+def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
+    """`sitewatch run`: migrate, start the children, supervise until stopped."""
+    try:
+        import setproctitle
+        setproctitle.setproctitle("sitewatch: supervisor")
+    except ImportError:
+        pass
+    log = logs.get()
+    logs.configure(cfg.log.level, cfg.log.format, role="supervisor")
+    database = Database.open(cfg)
+    try:
+        conn = database.connect("supervisor")
+        try:
+            applied = schema.migrate(conn)
+        finally:
+            conn.close()
+        sup = Supervisor(cfg, config_path, env or {}, database)
+        sup.cli_flags = cli_flags or {}
+        log.info("sitewatch running", database=database.describe(), schema_migrations_applied=applied,
+                 producer=1, consumers=sup.consumer_count(), concurrency=cfg.consumer.concurrency,
+                 start_method=START_METHOD, pid=os.getpid())
+        code = sup.run()
+        if sup.fatal:
+            from .errors import Failure
+            raise Failure(sup.fatal)
+        return code
+    finally:
+        database.close()

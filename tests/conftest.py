@@ -1,0 +1,123 @@
+"""Shared fixtures: a real PostgreSQL, a template database migrated once, a fresh database per test.
+
+SITEWATCH_TEST_DSN points at a server to use (CI); without it an embedded
+server is started in a temporary directory, so `tox` passes on a machine with
+no PostgreSQL at all.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from sitewatch import embedded, schema
+
+pytest_plugins = ["tests.conftest_http"]
+
+_counter = itertools.count()
+
+
+def _dsn_for(base_dsn: str, dbname: str) -> str:
+    return psycopg2.extensions.make_dsn(base_dsn, dbname=dbname)
+
+
+def _admin(base_dsn):
+    conn = psycopg2.connect(base_dsn)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg_base_dsn(tmp_path_factory):
+    """DSN of a PostgreSQL server the tests may create databases on."""
+    dsn = os.environ.get("SITEWATCH_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    server = embedded.start(str(tmp_path_factory.mktemp("embedded") / "pg"))
+    yield server.dsn
+    server.release()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_base_dsn):
+    """A database migrated once; each test copies it (CREATE DATABASE ... TEMPLATE)."""
+    name = f"sitewatch_tpl_{os.getpid()}"
+    admin = _admin(pg_base_dsn)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    conn = psycopg2.connect(_dsn_for(pg_base_dsn, name))
+    schema.migrate(conn)
+    conn.close()
+    yield name
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def dsn(pg_base_dsn, template_db):
+    """A fresh, migrated database for one test."""
+    name = f"sitewatch_t_{os.getpid()}_{next(_counter)}"
+    admin = _admin(pg_base_dsn)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield _dsn_for(pg_base_dsn, name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def empty_dsn(pg_base_dsn):
+    """A fresh database with no schema at all."""
+    name = f"sitewatch_e_{os.getpid()}_{next(_counter)}"
+    admin = _admin(pg_base_dsn)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield _dsn_for(pg_base_dsn, name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def db(dsn):
+    """A connection to the test's database (autocommit, for inspection)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def clean_env(tmp_path, **extra) -> dict:
+    """An environment for the sitewatch command: nothing inherited that could configure it."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SITEWATCH_") and k not in
+           ("DB_DSN", "DB_TIMEOUT", "MIN_PERIOD", "MAX_PERIOD", "HTTP_REQUEST_TIMEOUT")}
+    env["HOME"] = str(tmp_path)
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def cli(dsn, tmp_path):
+    """Run the real `sitewatch` command against the test's database."""
+    def run(*args, input=None, env=None, timeout=60):
+        full_env = clean_env(tmp_path, DB_DSN=dsn)
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "sitewatch", *args], input=input, env=full_env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    return run
+
+
+def count(conn, table: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        return cur.fetchone()[0]
