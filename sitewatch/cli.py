@@ -166,7 +166,8 @@ def dispatch(args, cfg, env) -> int:
         from .supervisor import run
         flags = {"consumer.processes": (args.consumers, "--consumers"),
                  "consumer.concurrency": (args.concurrency, "--concurrency"),
-                 "log.level": (args.log_level, "--log-level"), "log.format": (args.log_format, "--log-format")}
+                 "log.level": (args.log_level, "--log-level"),
+                 "log.format": (args.log_format, "--log-format")}
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
 
     # Validate everything the user gave before the database is even opened.

@@ -6,7 +6,7 @@ goes through these functions first.
 """
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -40,7 +40,8 @@ def redact_dsn(dsn: str) -> str:
             userinfo, _, hostport = netloc.rpartition("@")
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-        query = _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, parts.query.replace("&", " ")).replace(" ", "&")
+        query = "&".join(f"{key}={REDACTED if key.lower() == 'password' else value}"
+                         for key, value in parse_qsl(parts.query, keep_blank_values=True))
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     return _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, dsn)
 

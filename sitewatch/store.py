@@ -10,6 +10,7 @@ from importlib import resources
 import psycopg2.extras
 
 from .errors import BadInput
+from .redact import redact_url
 from .urlspec import UrlEntry
 
 LISTEN_CHANNEL = "sitewatch_task"
@@ -39,7 +40,8 @@ def add_url(conn, entry: UrlEntry) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(QUERIES["add_url"], entry.as_row())
         if cur.fetchone() is None:
-            raise BadInput(f"already monitored: {entry.url} (remove it first, or use url import to update it)")
+            raise BadInput(f"already monitored: {redact_url(entry.url)} "
+                           f"(remove it first, or use url import to update it)")
 
 
 def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
@@ -57,7 +59,7 @@ def remove_url(conn, url: str) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(QUERIES["remove_url"], {"url": url})
         if cur.fetchone() is None:
-            raise BadInput(f"not monitored: {url}")
+            raise BadInput(f"not monitored: {redact_url(url)}")
 
 
 def list_urls(conn) -> list[dict]:

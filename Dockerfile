@@ -1,0 +1,29 @@
+# sitewatch: a small image whose default command is `sitewatch run`.
+# Configure it with environment variables (DB_DSN or SITEWATCH_DATABASE__DSN, SITEWATCH_<SECTION>__<KEY>).
+# Without a DSN it runs the embedded PostgreSQL in /data (mount a volume there to keep results).
+# Note: this file is not built in CI (no Docker engine on the build machines).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    SITEWATCH_DATABASE__DATA_DIR=/data/postgres \
+    SITEWATCH_LOG__FORMAT=json
+
+WORKDIR /app
+COPY setup.py README.md ./
+COPY sitewatch ./sitewatch
+RUN pip install . \
+    && useradd --create-home --uid 10001 sitewatch \
+    && mkdir -p /data && chown sitewatch:sitewatch /data
+
+# PostgreSQL refuses to run as root; an unprivileged user also suits the checks.
+USER sitewatch
+VOLUME ["/data"]
+
+# SIGTERM from `docker stop` is a graceful stop (in-flight checks finish within
+# supervisor.grace_period, 15 s by default): give it longer than that, e.g.
+# `docker stop -t 30`.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["sitewatch"]
+CMD ["run"]

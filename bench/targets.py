@@ -1,0 +1,149 @@
+"""Local HTTP targets for the benchmarks: nginx when installed, a Python fallback
+otherwise, and a "hanging" server that accepts connections and never answers.
+
+Everything listens on 127.0.0.1 only.
+"""
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NGINX_CONF = """
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_timeout 5;
+    server {{
+        listen 127.0.0.1:{port} backlog=8192 reuseport;
+        location / {{ default_type text/plain; return 200 "sitewatch bench ok\\n"; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
+
+
+class FastTarget:
+    """nginx returning 200 for every path, or a threaded Python server when nginx is absent."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+        self.port = free_port()
+        self.kind = None
+        self._proc = None
+        self._server = None
+        self._dir = None
+
+    def start(self) -> "FastTarget":
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx:
+            self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-")
+            conf = os.path.join(self._dir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(workers=self.workers, prefix=self._dir, port=self.port))
+            self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.kind = f"nginx ({self.workers} worker{'s' if self.workers > 1 else ''})"
+        else:
+            class Handler(BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = b"sitewatch bench ok\n"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+                def log_message(self, *args):
+                    pass
+            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+            self._server.daemon_threads = True
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+            self.kind = "python ThreadingHTTPServer (fallback: nginx not installed)"
+        wait_for_port(self.port)
+        return self
+
+    def pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc else []
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        if self._server:
+            self._server.shutdown()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class HangingTarget:
+    """Accepts connections, reads what comes, never answers: every check to it times out."""
+
+    def __init__(self):
+        self.port = free_port()
+        self._loop = None
+
+    def start(self) -> "HangingTarget":
+        ready = threading.Event()
+
+        async def hold(reader, writer):
+            try:
+                while await reader.read(65536):
+                    pass
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def main():
+            server = await asyncio.start_server(hold, "127.0.0.1", self.port, backlog=4096)
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(main())
+            except RuntimeError:
+                pass  # loop stopped
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._loop.stop)
