@@ -1,0 +1,518 @@
+"""The probe against a real, hostile HTTP server on 127.0.0.1.
+
+Deadline cases use a 2 s timeout and assert the check ends within 1 s of it:
+long enough to be deterministic, short enough to keep the file fast.
+"""
+
+import datetime
+import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from urllib3.util.ssl_ import create_urllib3_context
+
+import sitewatch
+from sitewatch import probe
+from sitewatch.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
+from tests.httpfixture import HostileServer
+
+TIMEOUT = 2.0
+SLACK = 1.0  # a deadline case must end by TIMEOUT + SLACK
+
+
+def timed_check(target: Target) -> tuple[Outcome, float]:
+    start = time.monotonic()
+    outcome = check(target)
+    return outcome, time.monotonic() - start
+
+
+def assert_failed(outcome: Outcome, kind: str) -> None:
+    assert not outcome.ok
+    assert outcome.error_kind == kind, outcome
+    assert outcome.error  # a readable sentence, never empty
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_ok_records_status_time_and_utc_start(hostile_server):
+    before = datetime.datetime.now(datetime.timezone.utc)
+    outcome = check(Target(hostile_server.url("/ok"), regex=r"hello \w+"))
+    assert outcome.ok and outcome.error_kind is None and outcome.error is None
+    assert outcome.status_code == 200
+    assert outcome.regex_matched is True
+    assert 0 < outcome.response_time_ms < 2000
+    assert outcome.started_at.tzinfo is not None and outcome.started_at.utcoffset() == datetime.timedelta(0)
+    assert before <= outcome.started_at <= datetime.datetime.now(datetime.timezone.utc)
+    assert outcome.cert_days_left is None  # plain http
+
+
+def test_sends_user_agent_and_connection_close(hostile_server):
+    # The server echoes the request headers as the body; the regex looks at them.
+    ua = probe.USER_AGENT.replace(".", r"\.")
+    assert probe.USER_AGENT == f"sitewatch/{sitewatch.__version__}"
+    assert check(Target(hostile_server.url("/echo-headers"), regex=f"(?i)user-agent: {ua}")).ok
+    assert check(Target(hostile_server.url("/echo-headers"), regex="(?i)connection: close")).ok
+    assert check(Target(hostile_server.url("/echo-headers"), regex="(?i)accept-encoding: .*gzip")).ok
+
+
+def test_userinfo_is_sent_as_basic_auth(hostile_server):
+    url = hostile_server.url("/echo-headers", userinfo="alice:s3cret")
+    # base64("alice:s3cret") == "YWxpY2U6czNjcmV0"
+    assert check(Target(url, regex="(?i)authorization: Basic YWxpY2U6czNjcmV0")).ok
+
+
+def test_gzip_body_is_decoded_before_matching(hostile_server):
+    outcome = check(Target(hostile_server.url("/gzip"), regex="hello sitewatch"))
+    assert outcome.ok and outcome.regex_matched is True
+
+
+def test_head_reads_no_body(hostile_server):
+    # The server announces Content-Length: 15 but sends no body to a HEAD: a probe
+    # waiting for those bytes would hang until the deadline.
+    outcome, elapsed = timed_check(Target(hostile_server.url("/ok"), method="HEAD", timeout=TIMEOUT))
+    assert outcome.ok and outcome.status_code == 200
+    assert elapsed < 1.0
+    assert outcome.regex_matched is None
+
+
+def test_head_with_a_regex_cannot_match(hostile_server):
+    outcome = check(Target(hostile_server.url("/ok"), method="HEAD", regex="hello"))
+    assert_failed(outcome, "regex")
+    assert outcome.regex_matched is None
+    assert "HEAD" in outcome.error
+
+
+def test_body_exactly_at_the_limit_is_fine(hostile_server):
+    outcome = check(Target(hostile_server.url("/big/1000"), max_body_bytes=1000))
+    assert outcome.ok
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_status_outside_expected_ranges(hostile_server):
+    outcome = check(Target(hostile_server.url("/status/503")))
+    assert_failed(outcome, "status")
+    assert outcome.status_code == 503
+    assert outcome.error == "HTTP 503, expected 200-399"
+    assert outcome.response_time_ms is not None  # there was a full response
+
+
+def test_custom_expected_status(hostile_server):
+    target = Target(hostile_server.url("/status/404"), expected_status=((404, 404), (500, 599)))
+    assert check(target).ok
+    outcome = check(Target(hostile_server.url("/status/200"), expected_status=((404, 404), (500, 599))))
+    assert_failed(outcome, "status")
+    assert outcome.error == "HTTP 200, expected 404, 500-599"
+
+
+def test_regex_mismatch(hostile_server):
+    outcome = check(Target(hostile_server.url("/ok"), regex="Welcome"))
+    assert_failed(outcome, "regex")
+    assert outcome.regex_matched is False
+    assert outcome.error == "regex 'Welcome' not found in body (15 bytes)"
+
+
+def test_wrong_status_wins_but_regex_is_still_recorded(hostile_server):
+    outcome = check(Target(hostile_server.url("/status/500"), regex="status 500"))
+    assert_failed(outcome, "status")
+    assert outcome.regex_matched is True
+
+
+def test_invalid_regex_is_a_regex_failure_not_a_crash(hostile_server):
+    outcome = check(Target(hostile_server.url("/ok"), regex="(unclosed"))
+    assert_failed(outcome, "regex")
+    assert "invalid regex" in outcome.error
+    assert outcome.regex_matched is None
+
+
+def test_non_utf8_body_still_matches(hostile_server):
+    assert check(Target(hostile_server.url("/non-utf8"), regex="latin1 text")).regex_matched is True
+    # `.` must match the undecodable byte (\xe9), not stop at it.
+    assert check(Target(hostile_server.url("/non-utf8"), regex="caf. .*text$")).regex_matched is True
+
+
+def test_catastrophic_regex_is_linear(hostile_server):
+    # (a+)+$ against "a"*100000 + "!" takes forever with backtracking engines.
+    outcome, elapsed = timed_check(Target(hostile_server.url("/regex-bomb"), regex="(a+)+$"))
+    assert_failed(outcome, "regex")
+    assert outcome.regex_matched is False
+    assert elapsed < 2.0
+
+
+def test_compile_regex_is_cached():
+    assert compile_regex("cached-pattern") is compile_regex("cached-pattern")
+
+
+# --------------------------------------------------------------------------- the total deadline
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/hang",  # accepts, never replies
+        "/dribble-headers",  # a header byte every 0.5 s: per-read timeouts never fire
+        "/dribble-body",  # a body byte every 0.5 s
+        "/slow/10",
+    ],
+)
+def test_deadline_cases_time_out_at_the_deadline(hostile_server, path):
+    outcome, elapsed = timed_check(Target(hostile_server.url(path), timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + SLACK
+    assert outcome.error.startswith("timed out after 2.0 s (total deadline)")
+    assert outcome.response_time_ms is None
+
+
+def test_dribbled_body_keeps_the_status_it_got(hostile_server):
+    outcome = check(Target(hostile_server.url("/dribble-body"), timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert outcome.status_code == 200
+    assert "reading the body" in outcome.error
+
+
+def test_deadline_covers_all_redirect_hops(hostile_server):
+    # The first hop answers at once; the second hangs: the deadline is per check, not per hop.
+    url = hostile_server.url("/redirect-to?" + hostile_server.url("/hang"))
+    outcome, elapsed = timed_check(Target(url, timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert elapsed < TIMEOUT + SLACK
+
+
+def test_slow_but_within_the_deadline_is_ok(hostile_server):
+    outcome = check(Target(hostile_server.url("/slow/0.3"), timeout=TIMEOUT))
+    assert outcome.ok
+    assert outcome.response_time_ms >= 300
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def test_endless_body_is_too_large(hostile_server):
+    outcome, elapsed = timed_check(Target(hostile_server.url("/endless"), timeout=TIMEOUT))
+    assert_failed(outcome, "body_too_large")
+    assert outcome.error == "body exceeds 1048576 bytes"
+    assert outcome.status_code == 200
+    assert elapsed < TIMEOUT
+
+
+def test_gzip_bomb_is_too_large_without_memory_growth(hostile_server):
+    tracemalloc.start()
+    try:
+        outcome = check(Target(hostile_server.url("/gzip-bomb"), timeout=TIMEOUT))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_failed(outcome, "body_too_large")
+    # The bomb inflates to 100 MiB; the probe may hold ~1 MiB of body plus buffers.
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
+
+
+def test_max_body_bytes_counts_decoded_bytes(hostile_server):
+    # /gzip sends ~35 compressed bytes that decode to 15.
+    assert_failed(check(Target(hostile_server.url("/gzip"), max_body_bytes=10)), "body_too_large")
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+def test_redirect_chain_within_the_limit(hostile_server):
+    outcome = check(Target(hostile_server.url("/redirect/5"), regex="hello"))
+    assert outcome.ok
+    assert outcome.status_code == 200  # the final status, not the 302s
+
+
+def test_too_many_redirects(hostile_server):
+    outcome = check(Target(hostile_server.url("/redirect/6")))
+    assert_failed(outcome, "redirects")
+    assert outcome.status_code == 302
+    assert outcome.error.startswith("more than 5 redirects (last: http://127.0.0.1:")
+
+
+def test_redirects_can_be_disabled(hostile_server):
+    assert_failed(check(Target(hostile_server.url("/redirect/1"), max_redirects=0)), "redirects")
+
+
+def test_redirect_loop(hostile_server):
+    outcome, elapsed = timed_check(Target(hostile_server.url("/redirect-loop")))
+    assert_failed(outcome, "redirects")
+    assert "loop" in outcome.error
+    assert elapsed < 1.0
+
+
+def test_redirect_to_another_scheme(hostile_server):
+    outcome = check(Target(hostile_server.url("/redirect-to?ftp://files.example/x")))
+    assert_failed(outcome, "redirects")
+    assert "unsupported URL scheme 'ftp'" in outcome.error
+
+
+# --------------------------------------------------------------------------- not quite HTTP
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/close-early", "closed the connection without a response"),
+        ("/not-http", "not an HTTP response"),
+        ("/huge-header", "header line"),
+        ("/many-headers", "more than 100 headers"),
+        ("/truncated-body", "10 bytes read, 990 more expected"),
+        ("/bad-gzip", "cannot decode"),
+    ],
+)
+def test_broken_http_is_protocol(hostile_server, path, words):
+    outcome, elapsed = timed_check(Target(hostile_server.url(path), timeout=TIMEOUT))
+    assert_failed(outcome, "protocol")
+    assert words in outcome.error
+    assert elapsed < 1.0
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_connection_refused_is_connect():
+    with socket.socket() as sock:  # a port that was just free: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    outcome, elapsed = timed_check(Target(f"http://127.0.0.1:{port}/", timeout=TIMEOUT))
+    assert_failed(outcome, "connect")
+    assert "refused" in outcome.error
+    assert outcome.status_code is None and outcome.response_time_ms is None
+    assert elapsed < 1.0
+
+
+def test_unresolvable_host_is_dns():
+    # .invalid never resolves (RFC 2606); a resolver that cannot answer locally
+    # (no network) would make this a timeout instead, which is not what we test.
+    start = time.monotonic()
+    try:
+        socket.getaddrinfo("nonexistent.invalid", 80)
+    except socket.gaierror:
+        pass
+    if time.monotonic() - start > 1.0:
+        pytest.skip("the system resolver does not fail fast here (no local answer for .invalid)")
+    outcome = check(Target("http://nonexistent.invalid/", timeout=TIMEOUT))
+    assert_failed(outcome, "dns")
+    assert "nonexistent.invalid" in outcome.error
+
+
+def test_unresolvable_host_timed_out_when_the_resolver_hangs(monkeypatch):
+    # getaddrinfo() cannot be interrupted; the probe must stop waiting for it anyway.
+    def hanging_getaddrinfo(*args, **kwargs):
+        time.sleep(TIMEOUT + 2)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    outcome, elapsed = timed_check(Target("http://slow-dns.example/", timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert "resolving the host name" in outcome.error
+    assert elapsed < TIMEOUT + SLACK
+
+
+def test_timeout_from_a_numeric_column_is_accepted(hostile_server):
+    assert check(Target(hostile_server.url("/ok"), timeout=Decimal("1.5"))).ok
+
+
+def test_unsupported_scheme_is_reported_not_raised():
+    outcome = check(Target("ftp://example.invalid/file"))
+    assert_failed(outcome, "protocol")
+    assert "ftp" in outcome.error
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/redirect-loop?token=secret",  # URL in a redirects error
+        "/redirect/9?token=secret",
+        "/echo-request-line?token=secret",  # the server echoes our request line back
+        "/status/503?token=secret",
+        "/hang?token=secret",
+    ],
+)
+def test_errors_never_show_userinfo_or_query(hostile_server, path):
+    outcome = check(Target(hostile_server.url(path, userinfo="user:secret"), timeout=1.0))
+    assert not outcome.ok
+    assert "secret" not in outcome.error
+    assert "user:" not in outcome.error
+    text = format_outcome(Target(hostile_server.url(path, userinfo="user:secret")), outcome)
+    assert "secret" not in text
+
+
+def test_urllib3_log_lines_do_not_show_the_query(hostile_server, caplog):
+    # On malformed headers urllib3 logs a warning with the request URL in it.
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        outcome = check(Target(hostile_server.url("/bad-header-line?token=secret")))
+    assert outcome.status_code == 200
+    assert "Failed to parse headers" in caplog.text  # the warning is there...
+    assert "secret" not in caplog.text  # ...without the token
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_checks_are_all_classified(hostile_server):
+    paths = ["/ok", "/hang", "/dribble-headers", "/dribble-body", "/status/503", "/close-early"] * 9
+    expected = {
+        "/ok": None,
+        "/hang": "timeout",
+        "/dribble-headers": "timeout",
+        "/dribble-body": "timeout",
+        "/status/503": "status",
+        "/close-early": "protocol",
+    }
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        outcomes = list(pool.map(lambda p: check(Target(hostile_server.url(p), timeout=TIMEOUT)), paths))
+    elapsed = time.monotonic() - start
+    assert [o.error_kind for o in outcomes] == [expected[p] for p in paths]
+    assert elapsed < TIMEOUT + SLACK  # the deadlines ran in parallel, each cut on time
+
+
+def test_watchdog_starts_once(hostile_server):
+    check(Target(hostile_server.url("/ok")))
+    threads = [t for t in threading.enumerate() if t.name == "sitewatch-watchdog"]
+    assert len(threads) == 1
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_outcome_to_dict_is_json_serialisable(hostile_server):
+    outcome = check(Target(hostile_server.url("/ok")))
+    data = json.loads(json.dumps(outcome_to_dict(outcome)))
+    assert data["ok"] is True and data["status_code"] == 200
+    assert datetime.datetime.fromisoformat(data["started_at"]) == outcome.started_at
+
+
+def test_format_outcome(hostile_server):
+    target = Target(hostile_server.url("/status/503"), regex="status")
+    text = format_outcome(target, check(target))
+    assert "DOWN" in text
+    assert "503" in text
+    assert "[status] HTTP 503, expected 200-399" in text
+    assert "'status' matched" in text
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _self_signed_cert(directory) -> tuple[str, str]:
+    """A throwaway self-signed cert for 127.0.0.1: with `cryptography` if installed, else openssl."""
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor the openssl command is available")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return cert, key
+    import ipaddress
+
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(san, critical=False)
+        .sign(private_key, hashes.SHA256())
+    )
+    with open(cert, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(key, "wb") as f:
+        f.write(
+            private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    cert, key = _self_signed_cert(tmp_path_factory.mktemp("tls"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with HostileServer(tls=context) as server:
+        server.cafile = cert
+        yield server
+
+
+def test_self_signed_cert_fails_verification(tls_server):
+    outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT))
+    assert_failed(outcome, "tls")
+    assert "certificate verify failed" in outcome.error
+    assert outcome.cert_days_left is None
+
+
+def test_unverified_tls_is_ok_but_reports_no_cert_days(tls_server):
+    outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT, verify_tls=False, regex="hello"))
+    assert outcome.ok, outcome
+    assert outcome.cert_days_left is None  # only verified certificates are reported
+
+
+def test_verified_cert_reports_days_left(tls_server, monkeypatch):
+    # Trust the test certificate as if a real CA had issued it.
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.load_verify_locations(tls_server.cafile)
+    monkeypatch.setattr(probe, "_ssl_context", lambda verify: context)
+    outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT))
+    assert outcome.ok, outcome
+    assert outcome.cert_days_left in (29, 30)  # notAfter is 30 days from now
+
+
+def test_tls_dribble_is_cut_at_the_deadline(tls_server):
+    target = Target(tls_server.url("/dribble-headers"), timeout=TIMEOUT, verify_tls=False)
+    outcome, elapsed = timed_check(target)
+    assert_failed(outcome, "timeout")
+    assert elapsed < TIMEOUT + SLACK
+
+
+def test_plain_http_to_a_tls_port_is_protocol(tls_server):
+    outcome = check(Target(tls_server.url("/ok").replace("https://", "http://"), timeout=TIMEOUT))
+    assert_failed(outcome, "protocol")
+
+
+def test_silent_tls_handshake_is_cut_at_the_deadline():
+    # A listener that never accepts: TCP connects (the kernel's backlog), the
+    # ClientHello goes unanswered. The handshake must not outlive the deadline.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/"
+        outcome, elapsed = timed_check(Target(url, timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert "TLS handshake" in outcome.error
+    assert elapsed < TIMEOUT + SLACK
+
+
+def test_tls_to_a_plain_http_port_is_tls(hostile_server):
+    outcome = check(Target(hostile_server.url("/ok").replace("http://", "https://"), timeout=TIMEOUT))
+    assert_failed(outcome, "tls")
