@@ -179,7 +179,11 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._run, name="sitewatch-watchdog", daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
-            self._cond.notify()
+            # Wake the watchdog only when this deadline comes first: with one timeout for
+            # all URLs deadlines arrive in order, so thousands of checks a second do not
+            # cost thousands of thread wake-ups.
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
 
     def watch(self, deadline: _Deadline, sock: socket.socket | None) -> None:
         """Make `sock` the one to cut for `deadline` (None before closing it)."""

@@ -50,6 +50,10 @@ ORDER BY u.url;
 -- wake the consumers. A slot is skipped, and counted, when the URL still has a task
 -- outstanding (no pile-up behind a slow site) or when it is a period or more late (skip
 -- ahead to the next future slot instead of bursting a backlog).
+-- Plan: the UPDATE reaches url through "id = ANY (ARRAY(SELECT id FROM due))" (primary-key
+-- probes) and tests "was it enqueued" with a hashed IN subplan. A plain join to the CTEs
+-- (estimated at batch rows) made the planner hash a seq scan of the whole url table on every
+-- statement at the default batch size, or nested-loop due x enqueued (batch squared).
 WITH due AS (
     SELECT id, period, next_check_at AS slot,
            floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
@@ -65,15 +69,15 @@ WITH due AS (
     RETURNING url_id
 ), advanced AS (
     UPDATE url SET
-        next_check_at = due.slot + (due.periods_late + 1) * make_interval(secs => due.period),
-        skipped_slots = url.skipped_slots + CASE
-            WHEN due.periods_late > 0 THEN due.periods_late + 1
-            WHEN enqueued.url_id IS NULL THEN 1
-            ELSE 0 END
-    FROM due LEFT JOIN enqueued ON enqueued.url_id = due.id
-    WHERE url.id = due.id
-    RETURNING CASE WHEN due.periods_late > 0 THEN due.periods_late + 1
-                   WHEN enqueued.url_id IS NULL THEN 1 ELSE 0 END AS skipped
+        next_check_at = d.slot + (d.periods_late + 1) * make_interval(secs => d.period),
+        skipped_slots = url.skipped_slots + d.skipped
+    FROM (SELECT id, slot, period, periods_late,
+                 CASE WHEN periods_late > 0 THEN periods_late + 1
+                      WHEN id IN (SELECT url_id FROM enqueued) THEN 0
+                      ELSE 1 END AS skipped
+          FROM due) AS d
+    WHERE url.id = ANY (ARRAY(SELECT id FROM due)) AND url.id = d.id
+    RETURNING d.skipped
 )
 SELECT (SELECT count(*) FROM due) AS due,
        (SELECT count(*) FROM enqueued) AS enqueued,
@@ -90,6 +94,9 @@ SELECT extract(epoch FROM min(next_check_at) - now()) FROM url;
 -- for the URL's timeout plus a margin, and return what the check needs. A task that has
 -- already been claimed max_attempts times is not handed out again: its slot is recorded as
 -- 'lost', so no slot disappears silently.
+-- Plan: the DELETE and UPDATE reach task through "id = ANY (ARRAY(SELECT id FROM candidate))"
+-- (primary-key probes); a join to the CTE let the planner seq-scan the whole (churning, often
+-- bloated) task table twice per claim.
 WITH candidate AS (
     SELECT id FROM task
     WHERE available_at <= now()
@@ -97,8 +104,8 @@ WITH candidate AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), lost AS (
-    DELETE FROM task USING candidate
-    WHERE task.id = candidate.id AND task.attempts >= %(max_attempts)s
+    DELETE FROM task
+    WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND task.attempts >= %(max_attempts)s
     RETURNING task.url_id, task.scheduled_at, task.attempts
 ), lost_recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, attempt, checked_by)
@@ -114,8 +121,9 @@ UPDATE task SET
     lease_owner = %(owner)s,
     lease_expires_at = now() + make_interval(secs => url.timeout + %(lease_margin)s),
     available_at = now() + make_interval(secs => url.timeout + %(lease_margin)s)
-FROM candidate, url
-WHERE task.id = candidate.id AND url.id = task.url_id AND task.attempts < %(max_attempts)s
+FROM url
+WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND url.id = task.url_id
+  AND task.attempts < %(max_attempts)s
 RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
           url.method, url.expected_status, url.max_redirects, url.verify_tls;
 
