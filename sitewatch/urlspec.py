@@ -12,6 +12,7 @@ import re2
 import yaml
 
 from .errors import BadInput
+from .redact import redact_url
 
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000
@@ -62,6 +63,10 @@ def normalise_url(raw) -> str:
         parts = urlsplit(raw)
     except ValueError as e:
         raise BadInput(f"URL is malformed: {e}") from None
+    if "\\" in parts.netloc:
+        # urlsplit reads http://a.example\@b.example/ as host b.example, urllib3 (and browsers) as
+        # a.example: the URL shown and the one checked would differ.
+        raise BadInput("URL has a backslash before its path")
     try:
         port = parts.port
     except ValueError:
@@ -85,7 +90,10 @@ def normalise_url(raw) -> str:
         hostport = f"{hostport}:{port}"
     userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
     netloc = f"{userinfo}@{hostport}" if userinfo else hostport
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    if len(url) > MAX_URL_LENGTH:    # IDNA encoding can lengthen a host name
+        raise BadInput(f"URL is longer than {MAX_URL_LENGTH} characters once normalised ({len(url)})")
+    return url
 
 
 def validate_period(raw, min_period: int, max_period: int) -> int:
@@ -124,6 +132,8 @@ def validate_regex(raw) -> str | None:
         re2.compile(raw, options)
     except re2.error as e:
         why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        # RE2 quotes the offending part of the pattern raw: keep the message on one line.
+        why = "".join(c if c.isprintable() else repr(c)[1:-1] for c in why)
         raise BadInput(f"regex {raw!r} does not compile (RE2 syntax): {why}") from None
     return raw
 
@@ -150,7 +160,7 @@ def parse_expected_status(raw) -> tuple[tuple[int, int], ...]:
 def validate_timeout(raw) -> float:
     try:
         value = float(raw) if not isinstance(raw, bool) else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = None
     if value is None or not (0 < value <= 3600):
         raise BadInput(f"timeout must be a number of seconds above 0 and at most 3600, got {raw!r}")
@@ -165,8 +175,9 @@ def validate_method(raw) -> str:
 
 
 def validate_max_redirects(raw) -> int:
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw)
+    # isdigit() accepts '²' and strip() more whitespace than int() does: both made int() raise.
+    if isinstance(raw, str) and raw.strip().isdecimal():
+        raw = int(raw.strip())
     if isinstance(raw, bool) or not isinstance(raw, int) or not (0 <= raw <= 30):
         raise BadInput(f"max redirects must be a whole number from 0 to 30, got {raw!r}")
     return raw
@@ -236,7 +247,8 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise BadInput(f"{source}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+            why = " ".join(str(getattr(e, "problem", None) or e).split())   # one line
+            raise BadInput(f"{source}: malformed YAML{where}: {why}") from None
         if data is None:
             data = []
         if not isinstance(data, list):
@@ -257,7 +269,8 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
         except BadInput as e:
             raise BadInput(f"{source}: {where}: {e}") from None
         if entry.url in seen:
-            raise BadInput(f"{source}: {where}: {entry.url} is already listed at {seen[entry.url]}")
+            raise BadInput(f"{source}: {where}: {redact_url(entry.url)} is already listed "
+                           f"at {seen[entry.url]}")
         seen[entry.url] = where
         entries.append(entry)
     return entries
