@@ -144,7 +144,8 @@ def main(argv=None, env=None) -> int:
     except SitewatchError as e:
         if debug:
             traceback.print_exc()
-        print(f"sitewatch: error: {e}", file=sys.stderr)
+        # One line, always: a message quoting user input may carry a newline.
+        print(f"sitewatch: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

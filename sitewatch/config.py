@@ -312,6 +312,10 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
         raise ConfigError(f"check.min_period ({values['check.min_period']}, {sources['check.min_period']}) "
                           f"is above check.max_period ({values['check.max_period']}, "
                           f"{sources['check.max_period']})")
+    if not values["check.min_period"] <= values["check.default_period"] <= values["check.max_period"]:
+        raise ConfigError(f"check.default_period ({values['check.default_period']}, "
+                          f"{sources['check.default_period']}) must be within check.min_period.."
+                          f"check.max_period ({values['check.min_period']}..{values['check.max_period']})")
     if values["database.data_dir"] is None:
         values["database.data_dir"] = default_data_dir(env)
     return Config(values, sources, path)

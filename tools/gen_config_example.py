@@ -1,0 +1,29 @@
+"""Regenerate config.example.yaml from sitewatch.config.SETTINGS (run after adding a setting).
+
+    python tools/gen_config_example.py > config.example.yaml
+"""
+
+import textwrap
+
+from sitewatch.config import ENV_ALIASES, SECTIONS, SETTINGS
+
+alias = {f"{section}.{key}": var for var, (section, key) in ENV_ALIASES.items()}
+out = ["# sitewatch configuration: every key, with its default.",
+       "# Use it with `sitewatch --config PATH`, $SITEWATCH_CONFIG, or as ./sitewatch.yaml.",
+       "# Precedence: defaults < this file < environment < command-line flags.",
+       "# Every key can also be set as SITEWATCH_<SECTION>__<KEY>, e.g. SITEWATCH_CONSUMER__CONCURRENCY=50.",
+       "# `sitewatch config show` prints the effective values and where each comes from.", ""]
+for section in SECTIONS:
+    out.append(f"{section}:")
+    for s in SETTINGS:
+        if s.section != section:
+            continue
+        note = f"{s.help} Env: {s.env_var}" + (f" (or {alias[s.name]})" if s.name in alias else "") + "."
+        out.extend(f"  # {line}" for line in textwrap.wrap(note, 96))
+        value = s.default
+        shown = "null" if value is None else "true" if value is True else "false" if value is False else value
+        if isinstance(value, str):
+            shown = f'"{value}"'
+        out.append(f"  {s.key}: {shown}")
+    out.append("")
+print("\n".join(out), end="")
