@@ -8,13 +8,14 @@ database connections opened only here, after the process exists.
 
 import ctypes
 import os
+import pickle
 import random
 import select
 import signal
 import sys
 import time
 
-from . import logs
+from . import logs, schema
 from .errors import SchemaTooNew
 
 # Exit codes a child uses to talk to the supervisor.
@@ -22,6 +23,10 @@ EXIT_STOPPED = 0          # asked to stop, stopped
 EXIT_BOOT_ERROR = 3       # cannot run, and restarting will not help (schema too new, bad config)
 
 STATS_INTERVAL = 5.0      # seconds between stats messages to the supervisor
+# A stats message is written to the pipe in one write of at most PIPE_BUF bytes, which the
+# kernel makes atomic: a child killed or stopped mid-send never leaves half a message that
+# would block the supervisor's read.
+MAX_STATS_BYTES = getattr(select, "PIPE_BUF", 512) - 8
 
 _PR_SET_PDEATHSIG = 1
 
@@ -29,14 +34,15 @@ _PR_SET_PDEATHSIG = 1
 class ChildContext:
     """What a child's loop needs from its process: stop requests, sleeping, heartbeats, stats."""
 
-    def __init__(self, role: str, cfg, dsn: str, heartbeat, stats_queue, parent_pid: int):
+    def __init__(self, role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int):
         self.role = role
         self.cfg = cfg
         self.dsn = dsn
         self._heartbeat = heartbeat
-        self._stats_queue = stats_queue
+        self._stats_conn = stats_conn     # write end of this child's own pipe to the supervisor
         self._parent_pid = parent_pid
         self.stop_requested = False
+        self.fatal = None          # an error retrying cannot fix, found while (re)connecting
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -79,14 +85,34 @@ class ChildContext:
                 pass
         return [fd for fd in readable if fd != self._wake_r]
 
+    def check_schema(self, conn) -> None:
+        """on_connect hook for Reconnecting: refuse a schema newer than this sitewatch.
+
+        Reconnecting retries whatever on_connect raises, but a newer schema will not get
+        older: keep the error so the loop can raise it (see raise_if_fatal) and the child
+        exits with EXIT_BOOT_ERROR instead of retrying forever.
+        """
+        try:
+            schema.check_version(conn)
+        except SchemaTooNew as e:
+            self.fatal = e
+            raise
+
+    def raise_if_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+
     def heartbeat(self) -> None:
         self._heartbeat.value = time.monotonic()
 
     def send_stats(self, stats: dict) -> None:
+        data = pickle.dumps((self.role, stats))
+        if self._stats_conn is None or len(data) > MAX_STATS_BYTES:
+            return
         try:
-            self._stats_queue.put_nowait((self.role, stats))
-        except Exception:  # a full or broken queue must never stop checking
-            pass
+            self._stats_conn.send_bytes(data)
+        except Exception:  # the supervisor is gone (EPIPE): stats must never stop checking
+            self._stats_conn = None
 
 
 def _die_with_parent() -> None:
@@ -98,7 +124,7 @@ def _die_with_parent() -> None:
             pass  # getppid() polling in should_stop() still covers it
 
 
-def run(role: str, cfg, dsn: str, heartbeat, stats_queue, parent_pid: int) -> None:
+def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> None:
     """Entry point of a child process (multiprocessing target)."""
     _die_with_parent()
     random.seed()
@@ -108,7 +134,7 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_queue, parent_pid: int) -> No
     except ImportError:
         pass
     logs.configure(cfg.log.level, cfg.log.format, role=role)
-    ctx = ChildContext(role, cfg, dsn, heartbeat, stats_queue, parent_pid)
+    ctx = ChildContext(role, cfg, dsn, heartbeat, stats_conn, parent_pid)
     ctx.install_signals()
     ctx.heartbeat()
     if ctx.should_stop():

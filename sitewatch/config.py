@@ -312,7 +312,11 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
         raise ConfigError(f"check.min_period ({values['check.min_period']}, {sources['check.min_period']}) "
                           f"is above check.max_period ({values['check.max_period']}, "
                           f"{sources['check.max_period']})")
-    if not values["check.min_period"] <= values["check.default_period"] <= values["check.max_period"]:
+    if sources["check.default_period"] == "default":
+        # Narrowed limits (say MAX_PERIOD=30) move the built-in default along with them.
+        values["check.default_period"] = min(max(values["check.default_period"], values["check.min_period"]),
+                                             values["check.max_period"])
+    elif not values["check.min_period"] <= values["check.default_period"] <= values["check.max_period"]:
         raise ConfigError(f"check.default_period ({values['check.default_period']}, "
                           f"{sources['check.default_period']}) must be within check.min_period.."
                           f"check.max_period ({values['check.min_period']}..{values['check.max_period']})")

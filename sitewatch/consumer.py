@@ -9,17 +9,19 @@ in one statement fenced by the lease.
 import datetime
 import functools
 import os
+import random
 import socket
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from . import logs, probe, schema, store
+from . import logs, probe, store
 from .child import STATS_INTERVAL
 from .database import Reconnecting, is_connection_error
 from .urlspec import parse_expected_status
 
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
+LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 
 
 @functools.lru_cache(maxsize=1024)
@@ -52,7 +54,7 @@ class Consumer:
     # --- connection --------------------------------------------------------
 
     def _on_connect(self, conn) -> None:
-        schema.check_version(conn)
+        self.ctx.check_schema(conn)
         store.listen(conn)      # re-LISTEN after every reconnect: NOTIFY is the fast path
         before = datetime.datetime.now(datetime.timezone.utc)
         db_now = store.now(conn)
@@ -71,7 +73,9 @@ class Consumer:
             self.collect_finished()
             self.heartbeat()
             conn = self.db.get()
-            if conn is not None:
+            if conn is None:
+                self.ctx.raise_if_fatal()
+            else:
                 try:
                     self.flush(conn)
                     if not self.stopping:
@@ -95,6 +99,12 @@ class Consumer:
         if conn is None:
             timeouts.append(max(0.05, self.db.seconds_until_retry()))
         if self.finished:
+            timeouts.append(0.0)
+        if conn is not None and conn.notifies:
+            # A NOTIFY that arrived during a claim or a write is already read off the socket
+            # into conn.notifies: select() would not see it, and we would wait for the poll.
+            conn.notifies.clear()
+            self.maybe_more = True
             timeouts.append(0.0)
         fds = [conn] if conn is not None else []
         if self.ctx.sleep(min(timeouts), fds) and conn is not None:
@@ -167,8 +177,17 @@ class Consumer:
                 outcome.error, outcome.cert_days_left))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
-            if len(self.stats["lags"]) < 2000:
-                self.stats["lags"].append((started_at - task["scheduled_at"]).total_seconds())
+            self._sample_lag((started_at - task["scheduled_at"]).total_seconds())
+
+    def _sample_lag(self, lag: float) -> None:
+        """Reservoir sampling: every check of the interval equally likely to be in the sample."""
+        lags = self.stats["lags"]
+        if len(lags) < LAG_SAMPLE:
+            lags.append(round(lag, 4))
+        else:
+            slot = random.randrange(self.stats["checks"])
+            if slot < LAG_SAMPLE:
+                lags[slot] = round(lag, 4)
 
     def flush(self, conn) -> None:
         """Write pending results when the batch is full, old enough, or we are stopping."""

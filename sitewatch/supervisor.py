@@ -9,9 +9,10 @@ Signal handlers only record the signal; the main loop acts on it.
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import child, config, logs, schema
 from .database import Database
@@ -33,12 +34,25 @@ class ChildSlot:
     role: str
     process: multiprocessing.Process | None = None
     heartbeat: object = None
+    stats: multiprocessing.connection.Connection | None = None   # read end of the child's stats pipe
     started_at: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
     state: str = "BACKOFF"
-    deliberate: bool = False     # we asked it to stop (SIGHUP, heartbeat): not a failure
-    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Retiring:
+    """A child asked to stop while the program keeps running (SIGHUP, fewer consumers).
+
+    Its slot already has a replacement; it gets the grace period to finish its
+    in-flight checks, like on SIGTERM, and is killed at `deadline`.
+    """
+    role: str
+    process: multiprocessing.Process
+    stats: multiprocessing.connection.Connection | None
+    deadline: float
+    killed: bool = False
 
 
 class Supervisor:
@@ -46,12 +60,13 @@ class Supervisor:
         self.cfg = cfg
         self.config_path = config_path
         self.env = env
+        self.cli_flags = {}
         self.database = database
         self.log = logs.get()
         self.mp = multiprocessing.get_context(START_METHOD)
-        self.stats_queue = self.mp.Queue(maxsize=10_000)
         self.signals = []
         self.slots = []
+        self.retiring = []
         self.stopping = False
         self.stop_deadline = None
         self.fatal = None
@@ -90,7 +105,9 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + grace
         for slot in self.slots:
             slot.state = "STOPPED"
-            self._signal(slot, signal.SIGTERM)
+            self._signal(slot.process, signal.SIGTERM)
+        for old in self.retiring:
+            old.deadline = min(old.deadline, self.stop_deadline)
 
     def handle_second_int(self) -> None:
         self.log.warning("second SIGINT: stopping at once")
@@ -107,58 +124,88 @@ class Supervisor:
         if new.database.dsn != self.cfg.database.dsn or new.database.data_dir != self.cfg.database.data_dir:
             self.log.warning("SIGHUP: database settings changed; they take effect on the next start")
         self.cfg = new
+        logs.configure(new.log.level, new.log.format, role="supervisor")
         self.log.info("SIGHUP: configuration reloaded, restarting children", config=new.path)
+        # Replace every child at once (gunicorn's HUP): the old ones finish their in-flight
+        # checks within the grace period while the new ones already claim, so a check that
+        # hangs until its timeout cannot hold a consumer slot idle.
         self._resize()
+        now = time.monotonic()
         for slot in self.slots:
-            if slot.state == "RUNNING":
-                slot.deliberate = True
-                self._signal(slot, signal.SIGTERM)
-            else:
-                slot.restart_at = 0.0
+            if slot.process is not None:
+                self._retire(slot)
+            slot.state = "BACKOFF"
+            slot.restart_at = now
 
     # --- children ------------------------------------------------------------------
 
     def _resize(self) -> None:
+        """One producer and consumer_count() consumers; extra consumers are retired."""
         wanted = ["producer"] + [f"consumer-{i}" for i in range(1, self.consumer_count() + 1)]
         existing = {slot.role: slot for slot in self.slots}
         for slot in self.slots:
-            if slot.role not in wanted and slot.state == "RUNNING":
-                slot.state = "STOPPED"
-                self._signal(slot, signal.SIGTERM)
-        self.slots = [existing.get(role) or ChildSlot(role) for role in wanted] + \
-                     [slot for slot in self.slots if slot.role not in wanted and slot.process is not None
-                      and slot.process.is_alive()]
+            if slot.role not in wanted and slot.process is not None:
+                self._retire(slot)
+        self.slots = [existing.get(role) or ChildSlot(role) for role in wanted]
+
+    def _retire(self, slot: ChildSlot) -> None:
+        """Ask the slot's child to stop gracefully; the slot is free for a replacement at once."""
+        self._signal(slot.process, signal.SIGTERM)
+        self.retiring.append(Retiring(slot.role, slot.process, slot.stats,
+                                      time.monotonic() + self.cfg.supervisor.grace_period))
+        slot.process = slot.stats = slot.heartbeat = None
 
     def consumer_count(self) -> int:
         return self.cfg.consumer.processes or os.cpu_count() or 1
 
     def spawn(self, slot: ChildSlot) -> None:
         slot.heartbeat = self.mp.Value("d", time.monotonic(), lock=False)
+        # One stats pipe per child, not a shared multiprocessing.Queue: a queue's writers share
+        # a lock, and a child killed (-9, or stopped and then killed by the heartbeat check)
+        # while holding it would block every other child's stats, and their exit, for good.
+        reader, writer = self.mp.Pipe(duplex=False)
         slot.process = self.mp.Process(
             target=child.run, name=f"sitewatch {slot.role}",
-            args=(slot.role, self.cfg, self.database.dsn, slot.heartbeat, self.stats_queue, os.getpid()))
+            args=(slot.role, self.cfg, self.database.dsn, slot.heartbeat, writer, os.getpid()))
         slot.process.start()
+        writer.close()   # the child holds the only write end: EOF when it exits
+        slot.stats = reader
         slot.started_at = time.monotonic()
         slot.state = "RUNNING"
-        slot.deliberate = False
 
-    def _signal(self, slot, signum) -> None:
-        if slot.process is not None and slot.process.is_alive():
+    @staticmethod
+    def _signal(process, signum) -> None:
+        if process is not None and process.is_alive():
             try:
-                os.kill(slot.process.pid, signum)
+                os.kill(process.pid, signum)
             except ProcessLookupError:
                 pass
+
+    def _release(self, process, stats) -> None:
+        """Collect a dead child: its last stats, its exit status, its pipe."""
+        self._drain(stats)
+        if stats is not None:
+            stats.close()
+        process.join()
+        process.close()
 
     def reap(self) -> None:
         """Notice dead children and decide: restart after backoff, or stop everything."""
         now = time.monotonic()
+        for old in list(self.retiring):
+            if not old.process.is_alive():
+                self._release(old.process, old.stats)
+                self.retiring.remove(old)
+            elif now >= old.deadline and not old.killed:
+                self.log.warning("grace period over, killing child", role=old.role, pid=old.process.pid)
+                old.process.kill()
+                old.killed = True
         for slot in self.slots:
             if slot.process is None or slot.process.is_alive():
                 continue
             code = slot.process.exitcode
-            slot.process.join()
-            slot.process.close()
-            slot.process = None
+            self._release(slot.process, slot.stats)
+            slot.process = slot.stats = slot.heartbeat = None
             if slot.state == "STOPPED" or self.stopping:
                 continue
             if code == child.EXIT_BOOT_ERROR:
@@ -166,16 +213,13 @@ class Supervisor:
                 self.log.error("fatal child error: stopping", role=slot.role, exit_code=code)
                 self.handle_term("fatal")
                 continue
-            if slot.deliberate:
-                slot.restart_at = now
-            else:
-                if now - slot.started_at >= STABLE_AFTER:
-                    slot.failures = 0
-                delay = min(self.cfg.supervisor.restart_backoff_max, BACKOFF_START * 2 ** slot.failures)
-                slot.failures += 1
-                slot.restart_at = now + delay
-                self.log.warning("child died, restarting", role=slot.role, exit_code=code,
-                                 restart_in_s=delay, consecutive_failures=slot.failures)
+            if now - slot.started_at >= STABLE_AFTER:
+                slot.failures = 0
+            delay = min(self.cfg.supervisor.restart_backoff_max, BACKOFF_START * 2 ** slot.failures)
+            slot.failures += 1
+            slot.restart_at = now + delay
+            self.log.warning("child died, restarting", role=slot.role, exit_code=code,
+                             restart_in_s=delay, consecutive_failures=slot.failures)
             slot.state = "BACKOFF"
 
     def start_due(self) -> None:
@@ -197,12 +241,18 @@ class Supervisor:
     # --- stats ---------------------------------------------------------------------
 
     def drain_stats(self) -> None:
-        while True:
-            try:
-                role, stats = self.stats_queue.get_nowait()
-            except Exception:
-                return
-            self.summary.add(role, stats)
+        for slot in self.slots:
+            self._drain(slot.stats)
+        for old in self.retiring:
+            self._drain(old.stats)
+
+    def _drain(self, stats) -> None:
+        try:
+            while stats is not None and stats.poll():
+                role, counters = pickle.loads(stats.recv_bytes())
+                self.summary.add(role, counters)
+        except (EOFError, OSError):
+            pass   # the child is gone; reap() closes the pipe
 
     def maybe_log_summary(self) -> None:
         now = time.monotonic()
@@ -218,17 +268,22 @@ class Supervisor:
         self._resize()
         while True:
             self.handle_signals()
-            self.reap()
             self.drain_stats()
+            self.reap()
             if self.stopping:
-                alive = [s for s in self.slots if s.process is not None and s.process.is_alive()]
+                alive = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+                alive += [old.process for old in self.retiring if old.process.is_alive()]
                 if not alive:
                     break
                 if time.monotonic() >= self.stop_deadline:
-                    for slot in alive:
-                        self.log.warning("grace period over, killing child", role=slot.role)
-                        slot.process.kill()
-                        slot.process.join(5)
+                    roles = {s.process.pid: s.role for s in self.slots if s.process is not None}
+                    roles.update({old.process.pid: old.role for old in self.retiring})
+                    for process in alive:
+                        self.log.warning("grace period over, killing child", role=roles.get(process.pid),
+                                         pid=process.pid)
+                        process.kill()
+                    for process in alive:
+                        process.join(5)
                     break
             else:
                 self.start_due()
@@ -241,11 +296,15 @@ class Supervisor:
 
     def wait(self) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+        sentinels += [old.process.sentinel for old in self.retiring]
         timeout = LOOP_TICK
         now = time.monotonic()
         for slot in self.slots:
             if slot.state == "BACKOFF" and not self.stopping:
                 timeout = min(timeout, max(0.0, slot.restart_at - now))
+        for old in self.retiring:
+            if not old.killed:
+                timeout = min(timeout, max(0.0, old.deadline - now))
         if self.stopping:
             timeout = min(timeout, max(0.0, self.stop_deadline - now))
         multiprocessing.connection.wait([self._wake_r, *sentinels], timeout)
@@ -310,7 +369,7 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
         finally:
             conn.close()
         sup = Supervisor(cfg, config_path, env or {}, database)
-        sup.cli_flags = cli_flags or {}
+        sup.cli_flags = cli_flags or {}   # SIGHUP reloads with the same flags
         log.info("sitewatch running", database=database.describe(), schema_migrations_applied=applied,
                  producer=1, consumers=sup.consumer_count(), concurrency=cfg.consumer.concurrency,
                  start_method=START_METHOD, pid=os.getpid())
