@@ -20,7 +20,7 @@ setup(
         "setproctitle>=1.3",       # `ps` shows each process's role, as gunicorn does
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},
 )

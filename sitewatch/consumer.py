@@ -185,9 +185,9 @@ class Consumer:
         if len(lags) < LAG_SAMPLE:
             lags.append(round(lag, 4))
         else:
-            slot = random.randrange(self.stats["checks"])
-            if slot < LAG_SAMPLE:
-                lags[slot] = round(lag, 4)
+            index = random.randrange(self.stats["checks"])
+            if index < LAG_SAMPLE:
+                lags[index] = round(lag, 4)
 
     def flush(self, conn) -> None:
         """Write pending results when the batch is full, old enough, or we are stopping."""

@@ -37,7 +37,9 @@ def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (print() writes the newline separately): with PYTHONUNBUFFERED, as
+        # in our Dockerfile, lines from the supervisor and its children would interleave.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 

@@ -124,8 +124,8 @@ class Supervisor:
         if new.database.dsn != self.cfg.database.dsn or new.database.data_dir != self.cfg.database.data_dir:
             self.log.warning("SIGHUP: database settings changed; they take effect on the next start")
         self.cfg = new
-        logs.configure(new.log.level, new.log.format, role="supervisor")
         self.log.info("SIGHUP: configuration reloaded, restarting children", config=new.path)
+        logs.configure(new.log.level, new.log.format, role="supervisor")   # children start with it
         # Replace every child at once (gunicorn's HUP): the old ones finish their in-flight
         # checks within the grace period while the new ones already claim, so a check that
         # hangs until its timeout cannot hold a consumer slot idle.
