@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from . import logs, schema
+from . import logs
 from .errors import SchemaTooNew
 
 # Exit codes a child uses to talk to the supervisor.
@@ -42,7 +42,6 @@ class ChildContext:
         self._stats_conn = stats_conn     # write end of this child's own pipe to the supervisor
         self._parent_pid = parent_pid
         self.stop_requested = False
-        self.fatal = None          # an error retrying cannot fix, found while (re)connecting
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -84,23 +83,6 @@ class ChildContext:
             except BlockingIOError:
                 pass
         return [fd for fd in readable if fd != self._wake_r]
-
-    def check_schema(self, conn) -> None:
-        """on_connect hook for Reconnecting: refuse a schema newer than this sitewatch.
-
-        Reconnecting retries whatever on_connect raises, but a newer schema will not get
-        older: keep the error so the loop can raise it (see raise_if_fatal) and the child
-        exits with EXIT_BOOT_ERROR instead of retrying forever.
-        """
-        try:
-            schema.check_version(conn)
-        except SchemaTooNew as e:
-            self.fatal = e
-            raise
-
-    def raise_if_fatal(self) -> None:
-        if self.fatal is not None:
-            raise self.fatal
 
     def heartbeat(self) -> None:
         self._heartbeat.value = time.monotonic()

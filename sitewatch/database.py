@@ -9,7 +9,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import embedded
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, SchemaTooNew
 from .redact import redact_dsn, scrub
 
 
@@ -114,11 +114,18 @@ class Reconnecting:
         now = self._clock()
         if now < self._retry_at:
             return None
+        conn = None
         try:
             conn = connect(self.dsn, self.timeout, self.role, autocommit=True)
             if self.on_connect is not None:
                 self.on_connect(conn)
+        except SchemaTooNew:
+            # Waiting will not make the schema older: let the caller stop.
+            conn.close()
+            raise
         except Exception as e:  # DatabaseUnavailable, or on_connect failing on a half-up server
+            if conn is not None:
+                conn.close()
             self._failed(e)
             return None
         if self._down_since is not None:

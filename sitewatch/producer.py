@@ -7,7 +7,7 @@ can run against one database without double-enqueuing.
 
 import time
 
-from . import logs, store
+from . import logs, schema, store
 from .child import STATS_INTERVAL
 from .database import Reconnecting, is_connection_error
 
@@ -20,7 +20,7 @@ class Producer:
         self.cfg = ctx.cfg
         self.log = logs.get()
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
-                               on_connect=ctx.check_schema)
+                               on_connect=schema.check_version)
         self.enqueued = 0
         self.skipped = 0
         self._last_stats = time.monotonic()
@@ -31,7 +31,6 @@ class Producer:
             self.ctx.heartbeat()
             conn = self.db.get()
             if conn is None:
-                self.ctx.raise_if_fatal()
                 self.ctx.sleep(min(1.0, self.db.seconds_until_retry()))
                 continue
             try:

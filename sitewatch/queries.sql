@@ -128,13 +128,17 @@ RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.r
           url.method, url.expected_status, url.max_redirects, url.verify_tls;
 
 -- name: complete_tasks
--- Write a batch of results and delete their tasks, one statement (execute_values fills VALUES).
+-- Write a batch of results and delete their tasks, one statement (one array per column).
 -- Fenced by the lease: only a task still leased by this owner at this attempt is finished, so
 -- a consumer that lost its lease cannot record the slot; UNIQUE (url_id, scheduled_at) is the
 -- last guard. Returns the task ids whose results were refused.
-WITH result (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
-             error_kind, error, cert_days_left) AS (
-    VALUES %s
+WITH result AS (
+    SELECT * FROM unnest(%(task_id)s::bigint[], %(attempt)s::integer[], %(owner)s::text[],
+                         %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
+                         %(status_code)s::integer[], %(regex_matched)s::boolean[], %(ok)s::boolean[],
+                         %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[])
+        AS r (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
+              error_kind, error, cert_days_left)
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner

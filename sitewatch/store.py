@@ -93,23 +93,31 @@ def listen(conn) -> None:
 
 
 def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int) -> list[dict]:
-    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+    # A plain cursor and zip: RealDictCursor costs several times more per row on the hot path.
+    with conn.cursor() as cur:
         cur.execute(QUERIES["claim_tasks"], {"owner": owner, "limit": limit, "lease_margin": lease_margin,
                                              "max_attempts": max_attempts})
-        return [dict(row) for row in cur.fetchall()]
+        columns = [column.name for column in cur.description]
+        return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
-COMPLETE_TEMPLATE = ("(%s::bigint, %s::integer, %s::text, %s::timestamptz, %s::float8, %s::integer,"
-                     " %s::boolean, %s::boolean, %s::text, %s::text, %s::integer)")
+# The fields of one result row given to complete_tasks, in order.
+RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
+                 "regex_matched", "ok", "error_kind", "error", "cert_days_left")
 
 
 def complete_tasks(conn, rows: list[tuple]) -> list[int]:
-    """Record results (tuples in COMPLETE_TEMPLATE order); returns ids refused by the lease fence."""
+    """Record results (tuples in RESULT_FIELDS order); returns ids refused by the lease fence.
+
+    The batch travels as one array per column (psycopg2 adapts lists in C), which costs
+    far less Python time than one VALUES tuple per row.
+    """
+    if not rows:
+        return []
+    columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
     with conn.cursor() as cur:
-        refused = psycopg2.extras.execute_values(cur, QUERIES["complete_tasks"], rows,
-                                                 template=COMPLETE_TEMPLATE, page_size=len(rows) or 1,
-                                                 fetch=True)
-    return [task_id for (task_id,) in refused]
+        cur.execute(QUERIES["complete_tasks"], columns)
+        return [task_id for (task_id,) in cur.fetchall()]
 
 
 def release_tasks(conn, owner: str, task_ids: list[int]) -> None:
