@@ -36,6 +36,7 @@ class ChildContext:
 
     def __init__(self, role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int):
         self.role = role
+        self.cpu = None            # the CPU a consumer is pinned to, if any
         self.cfg = cfg
         self.dsn = dsn
         self._heartbeat = heartbeat
@@ -106,6 +107,24 @@ def _die_with_parent() -> None:
             pass  # getppid() polling in should_stop() still covers it
 
 
+def pin_to_cpu(index: int) -> int | None:
+    """Keep this process on one CPU (the index-th we may use); returns it, or None if unsupported.
+
+    A consumer's check threads hand the GIL to each other thousands of times a second;
+    when they run on different cores every hand-off crosses cores, which measured twice
+    as slow as the same threads kept on one core (bench/throughput.py, docs/benchmarks.md).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[index % len(cpus)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        return None
+    return cpu
+
+
 def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> None:
     """Entry point of a child process (multiprocessing target)."""
     _die_with_parent()
@@ -128,6 +147,8 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
             Producer(ctx).run()
         else:
             from .consumer import Consumer
+            if cfg.consumer.pin_cpu:
+                ctx.cpu = pin_to_cpu(int(role.rpartition("-")[2]) - 1)
             Consumer(ctx).run()
     except SchemaTooNew as e:
         log.error("cannot run", error=str(e))

@@ -114,6 +114,8 @@ SETTINGS = [
             "of CPUs.", optional=True, check=_positive),
     Setting("consumer", "concurrency", int, 100, "Checks in flight per consumer process (threads).",
             check=_positive),
+    Setting("consumer", "pin_cpu", bool, True, "Keep each consumer process on one CPU (consumer N on the "
+            "N-th usable CPU, round robin; Linux): moving the GIL between cores halves throughput."),
     Setting("consumer", "poll_interval", float, 1.0, "Seconds between claims when no NOTIFY arrives.",
             check=_positive),
     Setting("consumer", "lease_margin", float, 10.0, "Seconds a lease outlives the check's timeout before "

@@ -105,7 +105,7 @@ class Consumer:
     # --- main loop ---------------------------------------------------------
 
     def run(self) -> None:
-        self.log.info("consumer started", concurrency=self.concurrency, owner=self.owner)
+        self.log.info("consumer started", concurrency=self.concurrency, owner=self.owner, cpu=self.ctx.cpu)
         while True:
             if not self.stopping and self.ctx.should_stop():
                 self.begin_stop()
