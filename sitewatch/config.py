@@ -167,6 +167,10 @@ class Config:
                 shown = redact_dsn(str(value))
             if isinstance(value, bool):
                 shown = "true" if value else "false"
+            if isinstance(shown, str) and not shown.isprintable():
+                # One line per setting: a newline (or other control character) in a value from
+                # the file or the environment would otherwise split it, or fake a line.
+                shown = repr(shown)
             lines.append(f"{s.name} = {shown}    ({self.sources[s.name]})")
         return lines
 
@@ -208,6 +212,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
             value = float(str(raw).strip()) if from_text else float(raw)
         except ValueError:
             raise bad("must be a number") from None
+        except OverflowError:   # a YAML integer of 400 digits: float() cannot hold it (was exit 1)
+            raise bad("must be a finite number") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise bad("must be a finite number")
     else:
@@ -239,6 +245,9 @@ def read_file(path: str) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "malformed YAML"
         raise ConfigError(f"config file {path}: {problem}{where}") from None
+    except RecursionError:
+        # PyYAML parses recursively: deeply nested brackets exhaust the stack (was exit 1, a bug).
+        raise ConfigError(f"config file {path}: malformed YAML: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,7 +10,7 @@ import psycopg2.extensions
 
 from . import embedded
 from .errors import DatabaseUnavailable, SchemaTooNew
-from .redact import redact_dsn, scrub
+from .redact import redact_dsn, scrub, written_passwords
 
 
 class Database:
@@ -70,7 +70,12 @@ def describe_error(error: BaseException, dsn: str | None = None) -> str:
             params = psycopg2.extensions.parse_dsn(dsn)
         except psycopg2.Error:
             pass
-        text = scrub(text, [params.get("password")])
+        # libpq quotes a DSN it cannot parse back in its error, whole ('... in URI: "postgresql://u:pw@[::1/db"')
+        # or in part ('invalid percent-encoded token: "pw%zz"'), and parse_dsn fails on the same DSN: scrub
+        # the whole DSN and the password as written too, not only the one libpq would have used.
+        text = text.replace(dsn, redact_dsn(dsn))
+        text = scrub(text, sorted({params.get("password"), *written_passwords(dsn)} - {None, ""},
+                                  key=len, reverse=True))
     return text
 
 

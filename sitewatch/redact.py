@@ -6,7 +6,7 @@ goes through these functions first.
 """
 
 import re
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -44,6 +44,24 @@ def redact_dsn(dsn: str) -> str:
                          for key, value in parse_qsl(parts.query, keep_blank_values=True))
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     return _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, dsn)
+
+
+def written_passwords(dsn: str) -> list[str]:
+    """The password of `dsn` as written (and percent-decoded), found even when libpq cannot parse the DSN."""
+    found = []
+    if "://" in dsn:
+        netloc = re.split(r"[/?#]", dsn.split("://", 1)[1], maxsplit=1)[0]
+        userinfo = netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            password = userinfo.split(":", 1)[1]
+            found += [password, unquote(password)]
+        for key, value in re.findall(r"[?&]([^=&#]*)=([^&#]*)", dsn):
+            if key.lower() == "password":
+                found += [value, unquote(value)]
+    for match in _CONNINFO_PASSWORD.finditer(dsn):
+        value = match.group(2)
+        found += [value, value.strip("'")]
+    return [secret for secret in found if secret]
 
 
 def scrub(text: str, secrets) -> str:

@@ -126,6 +126,12 @@ def validate_regex(raw) -> str | None:
     if "\x00" in raw:
         raise BadInput("regex contains a NUL character")
     try:
+        # Undecodable bytes on the command line arrive as lone surrogates (PEP 383): neither RE2
+        # nor PostgreSQL can take them, and encoding them later raised UnicodeEncodeError (exit 1).
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"regex {raw!r} is not valid UTF-8 text") from None
+    try:
         options = re2.Options()
         options.max_mem = REGEX_MAX_MEM
         options.log_errors = False      # RE2 would print to stderr; we say why ourselves
@@ -220,7 +226,7 @@ def _entry_lines(text: str) -> list[int]:
     """Line number of each item of a top-level YAML list, for error messages."""
     try:
         node = yaml.compose(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return []
     if isinstance(node, yaml.SequenceNode):
         return [item.start_mark.line + 1 for item in node.value]
@@ -249,6 +255,9 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
             where = f" at line {mark.line + 1}" if mark else ""
             why = " ".join(str(getattr(e, "problem", None) or e).split())   # one line
             raise BadInput(f"{source}: malformed YAML{where}: {why}") from None
+        except RecursionError:
+            # PyYAML parses recursively: a few thousand "[" exhaust the stack (was exit 1, a bug).
+            raise BadInput(f"{source}: malformed YAML: nested too deeply") from None
         if data is None:
             data = []
         if not isinstance(data, list):
