@@ -94,9 +94,7 @@ class Consumer:
 
     def _on_connect(self, conn) -> None:
         schema.check_version(conn)
-        if not getattr(self, "_listened", False):   # MUTATION: LISTEN only on the first connect
-            store.listen(conn)
-            self._listened = True
+        store.listen(conn)      # re-LISTEN after every reconnect: NOTIFY is the fast path
         before = datetime.datetime.now(datetime.timezone.utc)
         db_now = store.now(conn)
         after = datetime.datetime.now(datetime.timezone.utc)

@@ -141,7 +141,7 @@ WITH result AS (
               error_kind, error, cert_days_left)
 ), finished AS (
     DELETE FROM task USING result
-    WHERE task.id = result.task_id
+    WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
     RETURNING task.id, task.url_id, task.scheduled_at
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
