@@ -12,7 +12,7 @@ import traceback
 
 from . import __version__, config, logs
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
-from .redact import redact_url
+from .redact import redact_text, redact_url
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -143,7 +143,7 @@ def main(argv=None, env=None) -> int:
         return dispatch(args, cfg, env)
     except SitewatchError as e:
         if debug:
-            traceback.print_exc()
+            print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         # One line, always: a message quoting user input may carry a newline.
         print(f"sitewatch: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
@@ -151,8 +151,8 @@ def main(argv=None, env=None) -> int:
         return 130
     except Exception as e:  # a bug: say so in one line, traceback only when asked
         if debug:
-            traceback.print_exc()
-        print(f"sitewatch: internal error: {type(e).__name__}: {redact_url(str(e)) if '://' in str(e) else e}"
+            print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"sitewatch: internal error: {type(e).__name__}: {' '.join(redact_text(str(e)).split())}"
               f" (run with --log-level debug for a traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -184,7 +184,8 @@ def dispatch(args, cfg, env) -> int:
         payload = read_import(args.file, cfg)
     else:
         payload = None
-    return with_database(cfg, lambda conn: run_db_command(args, cfg, conn, payload))
+    return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
+                         migrate=args.command == "db")
 
 
 def read_import(path, cfg):
@@ -202,25 +203,40 @@ def read_import(path, cfg):
     return parse_import(text, source, cfg.check)
 
 
-def with_database(cfg, action) -> int:
+def with_database(cfg, action, migrate: bool = False) -> int:
+    """Run action(conn) on the configured database.
+
+    Only `db migrate` (and `run`) upgrade an existing schema: a `url list` from a newer
+    laptop must not migrate a database that older hosts are running against. An empty
+    database is set up on the spot, so the zero-setup path needs no extra command.
+    """
     from . import schema
     from .database import Database
+    from .errors import Failure
     db = Database.open(cfg)
     try:
         conn = db.connect("cli")
         try:
-            schema.migrate(conn)
-            return action(conn)
+            version = schema.check_version(conn)
+            if migrate or version == 0:
+                applied = schema.migrate(conn)
+            elif version < schema.LATEST_VERSION:
+                raise Failure(f"the database schema is at version {version}, this sitewatch needs "
+                              f"{schema.LATEST_VERSION}: run `sitewatch db migrate`")
+            else:
+                applied = []
+            return action(conn, applied)
         finally:
             conn.close()
     finally:
         db.close()
 
 
-def run_db_command(args, cfg, conn, payload) -> int:
+def run_db_command(args, cfg, conn, payload, applied) -> int:
     from . import schema, store
     if args.command == "db":
-        print(f"database schema at version {schema.check_version(conn)} (latest {schema.LATEST_VERSION})")
+        done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+        print(f"database schema at version {schema.check_version(conn)}: {done}")
         return 0
     if args.url_command == "add":
         store.add_url(conn, payload)

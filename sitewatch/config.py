@@ -59,10 +59,6 @@ def _positive(value):
     return None if value > 0 else "must be greater than 0"
 
 
-def _non_negative(value):
-    return None if value >= 0 else "must be 0 or more"
-
-
 def _at_most(limit):
     def check(value):
         return None if 0 < value <= limit else f"must be greater than 0 and at most {limit}"
@@ -125,8 +121,6 @@ SETTINGS = [
     Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=_positive),
     Setting("consumer", "flush_interval", float, 0.1, "Seconds a result may wait before it is written.",
             check=_positive),
-    Setting("consumer", "buffer_limit", int, 100_000, "Results kept in memory while the database is "
-            "unreachable; beyond it new claims stop.", check=_positive),
 
     Setting("supervisor", "grace_period", float, 15.0, "Seconds in-flight checks get to finish on "
             "SIGTERM/SIGINT before children are killed.", check=_positive),

@@ -183,8 +183,6 @@ class Consumer:
         # Under load, wait for a few free threads rather than claim one task per round trip.
         if self.in_flight and room < self.wake_every:
             return
-        if len(self.pending) >= self.cfg.consumer.buffer_limit:
-            return
         tasks = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
                                   self.cfg.consumer.max_attempts)
         self.maybe_more = len(tasks) == room

@@ -86,11 +86,6 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) in (
         "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")
 
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
 class Reconnecting:
     """A connection that is reopened with exponential backoff after the database goes away.
 

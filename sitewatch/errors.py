@@ -1,6 +1,5 @@
 """Exceptions that map to the CLI's exit codes (DESIGN.md section 7)."""
 
-EXIT_OK = 0
 EXIT_FAILURE = 1      # runtime failure: database unreachable, schema too new, ...
 EXIT_BAD_INPUT = 2    # usage or validation error; nothing was written
 

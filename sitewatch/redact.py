@@ -70,3 +70,16 @@ def scrub(text: str, secrets) -> str:
         if secret:
             text = text.replace(secret, REDACTED)
     return text
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """Redact every URL or DSN found inside free text (exception messages, tracebacks)."""
+    def one(match):
+        found = match.group(0)
+        if found.lower().startswith(("postgres://", "postgresql://")):
+            return redact_dsn(found)
+        return redact_url(found)
+    return _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, _URL_IN_TEXT.sub(one, text))

@@ -18,7 +18,6 @@ from . import child, config, logs, schema
 from .database import Database
 
 START_METHOD = "spawn"
-EXIT_FATAL = 1
 BACKOFF_START = 0.5         # first restart delay, doubled on each consecutive failure
 STABLE_AFTER = 60.0         # a child that ran this long has its failure count reset
 LOOP_TICK = 1.0             # main loop wakes at least this often
@@ -156,7 +155,7 @@ class Supervisor:
         slot.process = slot.stats = slot.heartbeat = None
 
     def consumer_count(self) -> int:
-        return self.cfg.consumer.processes or os.cpu_count() or 1
+        return self.cfg.consumer.processes or usable_cpus()
 
     def spawn(self, slot: ChildSlot) -> None:
         slot.heartbeat = self.mp.Value("d", time.monotonic(), lock=False)
@@ -292,7 +291,7 @@ class Supervisor:
             self.wait()
         self.drain_stats()
         self.log.info("stopped", **self.summary.take())
-        return EXIT_FATAL if self.fatal else 0
+        return 1 if self.fatal else 0
 
     def wait(self) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
@@ -352,6 +351,13 @@ class _Summary:
         return out
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's cpuset, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
     """`sitewatch run`: migrate, start the children, supervise until stopped."""
     try:
@@ -361,6 +367,11 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
         pass
     log = logs.get()
     logs.configure(cfg.log.level, cfg.log.format, role="supervisor")
+    # Starting the embedded server and migrating can take a while: a signal arriving
+    # meanwhile is recorded and handled by the main loop, so the server is still released.
+    early_signals = []
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: early_signals.append(signum))
     database = Database.open(cfg)
     try:
         conn = database.connect("supervisor")
@@ -370,6 +381,7 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
             conn.close()
         sup = Supervisor(cfg, config_path, env or {}, database)
         sup.cli_flags = cli_flags or {}   # SIGHUP reloads with the same flags
+        sup.signals = early_signals       # the same list: nothing recorded in between is lost
         log.info("sitewatch running", database=database.describe(), schema_migrations_applied=applied,
                  producer=1, consumers=sup.consumer_count(), concurrency=cfg.consumer.concurrency,
                  start_method=START_METHOD, pid=os.getpid())
