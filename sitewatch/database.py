@@ -95,7 +95,7 @@ class Reconnecting:
     """
 
     def __init__(self, dsn: str, timeout: float, role: str, log, on_connect=None,
-                 backoff_max: float = 10.0, log_every: float = 30.0, clock=None):
+                 backoff_max: float = 5.0, log_every: float = 30.0, clock=None):
         import time
         self._clock = clock or time.monotonic
         self.dsn, self.timeout, self.role, self.log = dsn, timeout, role, log
