@@ -138,12 +138,7 @@ class Reconnecting:
 
     def broken(self, error: BaseException) -> None:
         """The connection failed: close it; get() reconnects after a backoff."""
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-        self.conn = None
+        self.close()
         self._failed(error)
 
     def _failed(self, error: BaseException) -> None:

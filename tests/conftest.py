@@ -60,30 +60,28 @@ def template_db(pg_base_dsn):
     admin.close()
 
 
-@pytest.fixture
-def dsn(pg_base_dsn, template_db):
-    """A fresh, migrated database for one test."""
-    name = f"sitewatch_t_{os.getpid()}_{next(_counter)}"
-    admin = _admin(pg_base_dsn)
+def _fresh_database(base_dsn: str, prefix: str, template: str | None):
+    """Create a database (a copy of `template`, or empty), yield its DSN, drop it afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    admin = _admin(base_dsn)
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield _dsn_for(pg_base_dsn, name)
+        cur.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    yield _dsn_for(base_dsn, name)
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture
+def dsn(pg_base_dsn, template_db):
+    """A fresh, migrated database for one test."""
+    yield from _fresh_database(pg_base_dsn, "sitewatch_t", template_db)
 
 
 @pytest.fixture
 def empty_dsn(pg_base_dsn):
     """A fresh database with no schema at all."""
-    name = f"sitewatch_e_{os.getpid()}_{next(_counter)}"
-    admin = _admin(pg_base_dsn)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    yield _dsn_for(pg_base_dsn, name)
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    yield from _fresh_database(pg_base_dsn, "sitewatch_e", None)
 
 
 @pytest.fixture
@@ -106,15 +104,20 @@ def clean_env(tmp_path, **extra) -> dict:
     return env
 
 
-@pytest.fixture
-def cli(dsn, tmp_path):
-    """Run the real `sitewatch` command against the test's database."""
+def cli_for(tmp_path, dsn):
+    """A function running the real `sitewatch` command against `dsn`."""
     def run(*args, input=None, env=None, timeout=60):
         full_env = clean_env(tmp_path, DB_DSN=dsn)
         full_env.update(env or {})
         return subprocess.run([sys.executable, "-m", "sitewatch", *args], input=input, env=full_env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
     return run
+
+
+@pytest.fixture
+def cli(dsn, tmp_path):
+    """Run the real `sitewatch` command against the test's database."""
+    return cli_for(tmp_path, dsn)
 
 
 def count(conn, table: str) -> int:

@@ -39,7 +39,7 @@ from sitewatch import config, embedded
 from sitewatch.errors import BadInput
 from sitewatch.redact import redact_url
 from sitewatch.urlspec import make_entry, parse_import
-from tests.conftest import clean_env
+from tests.conftest import clean_env, cli_for
 from tests.test_run import (
     Run,
     group_processes,
@@ -75,16 +75,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def cli_for(tmp_path, dsn):
-    """The real `sitewatch` command against `dsn` (the signature of conftest's `cli`)."""
-    def run(*args, input=None, env=None, timeout=60):
-        full_env = clean_env(tmp_path, DB_DSN=dsn)
-        full_env.update(env or {})
-        return subprocess.run([sys.executable, "-m", "sitewatch", *args], input=input, env=full_env,
-                              cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
-    return run
 
 
 def cursors(conn) -> dict[int, tuple]:
