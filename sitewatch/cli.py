@@ -140,7 +140,7 @@ def main(argv=None, env=None) -> int:
         cfg = config.load(env, flags, args.config)
         debug = cfg.log.level == "debug"
         logs.configure(cfg.log.level, cfg.log.format, role="cli")
-        return dispatch(args, cfg, env)
+        return dispatch(args, cfg, env, flags)
     except SitewatchError as e:
         if debug:
             print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
@@ -157,7 +157,7 @@ def main(argv=None, env=None) -> int:
         return EXIT_FAILURE
 
 
-def dispatch(args, cfg, env) -> int:
+def dispatch(args, cfg, env, flags) -> int:
     if args.command == "config":
         print("\n".join(cfg.show()))
         return 0
@@ -165,10 +165,6 @@ def dispatch(args, cfg, env) -> int:
         return cmd_check(args, cfg)
     if args.command == "run":
         from .supervisor import run
-        flags = {"consumer.processes": (args.consumers, "--consumers"),
-                 "consumer.concurrency": (args.concurrency, "--concurrency"),
-                 "log.level": (args.log_level, "--log-level"),
-                 "log.format": (args.log_format, "--log-format")}
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
 
     # Validate everything the user gave before the database is even opened.
