@@ -319,6 +319,26 @@ def test_unresolvable_host_timed_out_when_the_resolver_hangs(monkeypatch):
     assert elapsed < TIMEOUT + SLACK
 
 
+def test_a_hung_lookup_does_not_delay_other_lookups(monkeypatch, hostile_server):
+    # Resolver threads are reused; one stuck in getaddrinfo() must not hold up the next check.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "stuck.example":
+            time.sleep(TIMEOUT + 2)
+        return real_getaddrinfo("127.0.0.1" if host == "localhost" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with ThreadPoolExecutor(4) as pool:
+        stuck = [pool.submit(check, Target("http://stuck.example/", timeout=TIMEOUT)) for _ in range(3)]
+        time.sleep(0.2)  # the stuck lookups are now holding resolver threads
+        outcome, elapsed = timed_check(Target(hostile_server.url("/ok").replace("127.0.0.1", "localhost"),
+                                              timeout=TIMEOUT))
+        assert outcome.ok, outcome.error
+        assert elapsed < 1.0
+        assert all(f.result().error_kind == "timeout" for f in stuck)
+
+
 def test_timeout_from_a_numeric_column_is_accepted(hostile_server):
     assert check(Target(hostile_server.url("/ok"), timeout=Decimal("1.5"))).ok
 
