@@ -492,10 +492,10 @@ def test_self_signed_cert_fails_verification(tls_server):
     assert outcome.cert_days_left is None
 
 
-def test_unverified_tls_is_ok_but_reports_no_cert_days(tls_server):
+def test_unverified_tls_is_ok_and_still_reports_cert_days(tls_server):
     outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT, verify_tls=False, regex="hello"))
     assert outcome.ok, outcome
-    assert outcome.cert_days_left is None  # only verified certificates are reported
+    assert outcome.cert_days_left in (29, 30)  # read from the raw certificate: notAfter is 30 days out
 
 
 def test_verified_cert_reports_days_left(tls_server, monkeypatch):
@@ -536,3 +536,21 @@ def test_silent_tls_handshake_is_cut_at_the_deadline():
 def test_tls_to_a_plain_http_port_is_tls(hostile_server):
     outcome = check(Target(hostile_server.url("/ok").replace("http://", "https://"), timeout=TIMEOUT))
     assert_failed(outcome, "tls")
+
+
+def test_certificate_expiry_is_read_from_der_in_both_time_formats(tmp_path):
+    # Certificates expiring after 2049 carry GeneralizedTime, earlier ones UTCTime.
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available")
+    for days in (30, 15000):
+        key, cert = tmp_path / f"k{days}.pem", tmp_path / f"c{days}.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", str(days), "-subj", "/CN=sitewatch-test"],
+                       check=True, capture_output=True)
+        der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+        left = (probe._der_not_after(der) - time.time()) / 86400
+        assert days - 1 <= left <= days + 1
+    assert probe._der_not_after(b"not a certificate") is None
+
