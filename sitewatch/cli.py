@@ -276,12 +276,9 @@ def print_url_list(rows, as_json: bool) -> None:
 
 def cmd_check(args, cfg) -> int:
     from . import probe
-    from .urlspec import make_entry, parse_expected_status
+    from .urlspec import make_entry
     entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
-    target = probe.Target(url=entry.url, regex=entry.regex, timeout=entry.timeout, method=entry.method,
-                          expected_status=parse_expected_status(entry.expected_status),
-                          max_redirects=entry.max_redirects, verify_tls=entry.verify_tls,
-                          max_body_bytes=cfg.check.max_body_bytes)
+    target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
     outcome = probe.check(target)
     if args.json:
         print(json.dumps(probe.outcome_to_dict(outcome)))

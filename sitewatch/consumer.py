@@ -7,7 +7,6 @@ in one statement fenced by the lease.
 """
 
 import datetime
-import functools
 import os
 import queue
 import random
@@ -19,15 +18,9 @@ from collections import deque
 from . import logs, probe, schema, store
 from .child import STATS_INTERVAL
 from .database import Reconnecting, is_connection_error
-from .urlspec import parse_expected_status
 
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
-
-
-@functools.lru_cache(maxsize=1024)
-def _expected_status(text: str):
-    return parse_expected_status(text)
 
 
 class CheckThreads:
@@ -187,11 +180,7 @@ class Consumer:
                                   self.cfg.consumer.max_attempts)
         self.maybe_more = len(tasks) == room
         for task in tasks:
-            target = probe.Target(
-                url=task["url"], regex=task["regex"], timeout=task["timeout"], method=task["method"],
-                expected_status=_expected_status(task["expected_status"]),
-                max_redirects=task["max_redirects"], verify_tls=task["verify_tls"],
-                max_body_bytes=self.cfg.check.max_body_bytes)
+            target = probe.target_for(task, self.cfg.check.max_body_bytes)
             self.in_flight[task["id"]] = task
             self.threads.submit(task, target)
 

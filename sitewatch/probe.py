@@ -45,6 +45,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
 from sitewatch.redact import redact_url, scrub
+from sitewatch.urlspec import compile_regex, parse_expected_status
 
 USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 
@@ -66,6 +67,19 @@ class Target:
     max_redirects: int = 5
     verify_tls: bool = True
     max_body_bytes: int = 1_048_576  # counted after decompression
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    return parse_expected_status(text)
+
+
+def target_for(settings, max_body_bytes: int) -> Target:
+    """The Target for a URL's stored settings (a `url` row, a claimed task, or UrlEntry.as_row())."""
+    return Target(url=settings["url"], regex=settings["regex"], timeout=settings["timeout"],
+                  method=settings["method"], expected_status=_expected_ranges(settings["expected_status"]),
+                  max_redirects=settings["max_redirects"], verify_tls=settings["verify_tls"],
+                  max_body_bytes=max_body_bytes)
 
 
 @dataclass(frozen=True)
@@ -101,19 +115,6 @@ logging.getLogger("urllib3.connection").addFilter(_RedactLoggedUrls())
 
 
 # --------------------------------------------------------------------------- regexes
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_regex(pattern: str):
-    """Compile a user regex with re2; cached because checkers run the same few over and over.
-
-    Raises re2.error for an invalid pattern (or one needing backtracking features
-    such as lookaheads, which re2 refuses by design).
-    """
-    options = re2.Options()
-    # re2 logs every parse error to stderr by default; the caller reports it instead.
-    options.log_errors = False
-    return re2.compile(pattern, options)
 
 
 def _regex_matches(pattern: str, body: bytes) -> bool:

@@ -4,6 +4,7 @@ Everything here is pure. A refusal raises BadInput with one line that says why;
 the CLI turns it into exit code 2 before anything is written.
 """
 
+import functools
 import re
 from dataclasses import asdict, dataclass, fields
 from urllib.parse import urlsplit, urlunsplit
@@ -115,6 +116,18 @@ def validate_period(raw, min_period: int, max_period: int) -> int:
     return raw
 
 
+@functools.lru_cache(maxsize=1024)
+def compile_regex(pattern: str):
+    """Compile a user regex with RE2: validation and checking use the very same options.
+
+    Cached because checkers run the same few patterns over and over. Raises re2.error.
+    """
+    options = re2.Options()
+    options.max_mem = REGEX_MAX_MEM
+    options.log_errors = False      # RE2 would print to stderr; callers say why themselves
+    return re2.compile(pattern, options)
+
+
 def validate_regex(raw) -> str | None:
     """An RE2 pattern that compiles within budget; None or '' means no regex."""
     if raw is None or raw == "":
@@ -132,10 +145,7 @@ def validate_regex(raw) -> str | None:
     except UnicodeEncodeError:
         raise BadInput(f"regex {raw!r} is not valid UTF-8 text") from None
     try:
-        options = re2.Options()
-        options.max_mem = REGEX_MAX_MEM
-        options.log_errors = False      # RE2 would print to stderr; we say why ourselves
-        re2.compile(raw, options)
+        compile_regex(raw)
     except re2.error as e:
         why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         # RE2 quotes the offending part of the pattern raw: keep the message on one line.
