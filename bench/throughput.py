@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baseline import measure as measure_baseline  # noqa: E402
 from targets import FastTarget, HangingTarget  # noqa: E402
 
-from sitewatch import embedded  # noqa: E402
+from sitewatch.db import embedded  # noqa: E402
 
 SITEWATCH = [sys.executable, "-m", "sitewatch"]
 

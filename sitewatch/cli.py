@@ -164,7 +164,7 @@ def dispatch(args, cfg, env, flags) -> int:
     if args.command == "check":
         return cmd_check(args, cfg)
     if args.command == "run":
-        from .supervisor import run
+        from .run.supervisor import run
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
 
     # Validate everything the user gave before the database is even opened.
@@ -206,8 +206,8 @@ def with_database(cfg, action, migrate: bool = False) -> int:
     laptop must not migrate a database that older hosts are running against. An empty
     database is set up on the spot, so the zero-setup path needs no extra command.
     """
-    from . import schema
-    from .database import Database
+    from .db import schema
+    from .db.database import Database
     from .errors import Failure
     db = Database.open(cfg)
     try:
@@ -229,7 +229,7 @@ def with_database(cfg, action, migrate: bool = False) -> int:
 
 
 def run_db_command(args, cfg, conn, payload, applied) -> int:
-    from . import schema, store
+    from .db import schema, store
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")
@@ -275,7 +275,7 @@ def print_url_list(rows, as_json: bool) -> None:
 
 
 def cmd_check(args, cfg) -> int:
-    from . import probe
+    from .check import probe
     from .urlspec import make_entry
     entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
     target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)

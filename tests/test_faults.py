@@ -35,7 +35,8 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from sitewatch import config, embedded
+from sitewatch import config
+from sitewatch.db import embedded
 from sitewatch.errors import BadInput
 from sitewatch.redact import redact_url
 from sitewatch.urlspec import make_entry, parse_import

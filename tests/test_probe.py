@@ -21,8 +21,8 @@ import pytest
 from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
-from sitewatch import probe
-from sitewatch.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
+from sitewatch.check import probe
+from sitewatch.check.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
 from tests.httpfixture import HostileServer
 
 TIMEOUT = 2.0

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from sitewatch import config, store
+from sitewatch import config
+from sitewatch.db import store
 from sitewatch.urlspec import make_entry
 
 CHECK = config.load({}).check

@@ -25,7 +25,7 @@ import psutil
 import psycopg2.extensions
 import pytest
 
-from sitewatch import schema
+from sitewatch.db import schema
 from tests.conftest import clean_env
 
 # Short timings for tests; each test overrides what it is about.

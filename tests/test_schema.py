@@ -7,7 +7,7 @@ import threading
 import psycopg2
 import pytest
 
-from sitewatch import schema
+from sitewatch.db import schema
 from sitewatch.errors import SchemaTooNew
 from tests.conftest import clean_env, count
 

@@ -8,9 +8,9 @@ import socket
 import psycopg2
 import psycopg2.extensions
 
+from ..errors import DatabaseUnavailable, SchemaTooNew
+from ..redact import redact_dsn, scrub, written_passwords
 from . import embedded
-from .errors import DatabaseUnavailable, SchemaTooNew
-from .redact import redact_dsn, scrub, written_passwords
 
 
 class Database:

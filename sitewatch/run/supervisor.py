@@ -14,8 +14,10 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import child, config, logs, schema
-from .database import Database
+from .. import config, logs
+from ..db import schema
+from ..db.database import Database
+from . import child
 
 START_METHOD = "spawn"
 BACKOFF_START = 0.5         # first restart delay, doubled on each consecutive failure
@@ -387,7 +389,7 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
                  start_method=START_METHOD, pid=os.getpid())
         code = sup.run()
         if sup.fatal:
-            from .errors import Failure
+            from ..errors import Failure
             raise Failure(sup.fatal)
         return code
     finally:

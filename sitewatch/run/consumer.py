@@ -15,9 +15,11 @@ import threading
 import time
 from collections import deque
 
-from . import logs, probe, schema, store
+from .. import logs
+from ..check import probe
+from ..db import schema, store
+from ..db.database import Reconnecting, is_connection_error
 from .child import STATS_INTERVAL
-from .database import Reconnecting, is_connection_error
 
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write

@@ -15,8 +15,8 @@ import signal
 import sys
 import time
 
-from . import logs
-from .errors import SchemaTooNew
+from .. import logs
+from ..errors import SchemaTooNew
 
 # Exit codes a child uses to talk to the supervisor.
 EXIT_STOPPED = 0          # asked to stop, stopped

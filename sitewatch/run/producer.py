@@ -7,9 +7,10 @@ can run against one database without double-enqueuing.
 
 import time
 
-from . import logs, schema, store
+from .. import logs
+from ..db import schema, store
+from ..db.database import Reconnecting, is_connection_error
 from .child import STATS_INTERVAL
-from .database import Reconnecting, is_connection_error
 
 MIN_SLEEP = 0.02          # floor between loops when work is due continuously: batch, don't spin
 

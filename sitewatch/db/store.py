@@ -9,15 +9,15 @@ from importlib import resources
 
 import psycopg2.extras
 
-from .errors import BadInput
-from .redact import redact_url
-from .urlspec import UrlEntry
+from ..errors import BadInput
+from ..redact import redact_url
+from ..urlspec import UrlEntry
 
 LISTEN_CHANNEL = "sitewatch_task"
 
 
 def _load_queries() -> dict[str, str]:
-    text = resources.files("sitewatch").joinpath("queries.sql").read_text(encoding="utf-8")
+    text = resources.files("sitewatch.db").joinpath("queries.sql").read_text(encoding="utf-8")
     queries, name, lines = {}, None, []
     for line in text.splitlines():
         if line.startswith("-- name: "):

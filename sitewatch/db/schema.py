@@ -7,7 +7,7 @@ what is missing, all in one transaction.
 
 from importlib import resources
 
-from .errors import SchemaTooNew
+from ..errors import SchemaTooNew
 
 # Arbitrary constant shared by every sitewatch process: "the migration lock".
 MIGRATION_LOCK_KEY = 0x5173_7761_7463_68
@@ -16,7 +16,7 @@ MIGRATION_LOCK_KEY = 0x5173_7761_7463_68
 def migrations() -> list[tuple[int, str, str]]:
     """[(version, filename, sql)] in order."""
     found = []
-    for item in resources.files("sitewatch.migrations").iterdir():
+    for item in resources.files("sitewatch.db.migrations").iterdir():
         if item.name.endswith(".sql"):
             found.append((int(item.name.split("_", 1)[0]), item.name, item.read_text(encoding="utf-8")))
     return sorted(found)

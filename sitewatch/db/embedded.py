@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import Failure
+from ..errors import Failure
 
 START_TIMEOUT = 60.0     # seconds a starting embedded server may take
 

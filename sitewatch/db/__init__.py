@@ -1,0 +1,1 @@
+"""The database: connections, the embedded server, schema migrations and all SQL."""
