@@ -15,6 +15,7 @@ import yaml
 
 from .errors import ConfigError
 from .redact import redact_dsn
+from .urlspec import YamlLoader
 
 ENV_PREFIX = "SITEWATCH_"
 
@@ -233,7 +234,7 @@ def read_file(path: str) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=YamlLoader)     # noqa: S506 - a safe loader, libyaml's when built
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import re2
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -509,3 +510,30 @@ def test_parse_import_returns_entries_or_one_line_refusal(text):
         assert "\n" not in str(e)
         return
     assert len({e.url for e in entries}) == len(entries)
+
+
+@pytest.mark.parametrize("doc", [
+    "- https://a.example/\n- {url: https://b.example/, period: 5, verify-tls: no, regex: null}\n"
+    "- url: https://c.example/\n  timeout: 1.5\n  expected-status: 200-299\n",
+    "- &a https://a.example/\n- *a\n",            # anchors: the general path
+    "- !!str 5\n- 5\n- '5'\n- 0x1F\n- 2026-01-01\n",  # tags and implicit types
+    "- [https://a.example/]\n",                    # nesting
+    "", "# only a comment\n", "url: https://a.example/\n", "- a\n---\n- b\n", "- a\n- [unclosed\n",
+])
+def test_import_yaml_reads_like_safe_load(doc):
+    """The event-stream reader of the usual import shape gives what yaml.safe_load gives, errors too."""
+    try:
+        expected = yaml.safe_load(doc)
+    except yaml.YAMLError as e:
+        expected = type(e)
+    try:
+        got = urlspec.load_yaml(doc)[0]
+    except yaml.YAMLError as e:
+        got = type(e)
+    assert got == expected
+
+
+def test_import_yaml_line_numbers_from_the_event_stream():
+    doc = "# urls\n- https://a.example/\n- url: https://b.example/\n  period: 30\n\n- https://c.example/\n"
+    assert urlspec._load_flat_list(doc) is not None               # the fast path read it
+    assert urlspec.load_yaml(doc)[1] == [2, 3, 6]
