@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SITEWATCH_LOG__FORMAT=json
 
 WORKDIR /app
-COPY setup.py README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY sitewatch ./sitewatch
 RUN pip install . \
     && useradd --create-home --uid 10001 sitewatch \

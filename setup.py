@@ -1,11 +1,25 @@
+import os
+import tempfile
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def scratch_options() -> dict:
+    """Build in a temporary directory when the checkout is not ours to write (another user's,
+    or read-only): setuptools otherwise writes build/ and sitewatch.egg-info into it and fails."""
+    if os.access(HERE, os.W_OK):
+        return {}
+    scratch = tempfile.mkdtemp(prefix="sitewatch-build-")
+    return {"egg_info": {"egg_base": scratch}, "build": {"build_base": os.path.join(scratch, "build")}}
+
 
 setup(
     name="sitewatch",
     version="0.1.0",
     description="Website-availability monitor: scheduled HTTP checks, results in PostgreSQL",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md")
-    else "",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
@@ -23,4 +37,5 @@ setup(
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},
+    options=scratch_options(),
 )
