@@ -21,7 +21,7 @@ import pytest
 from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
-from sitewatch.check import probe
+from sitewatch.check import probe, tls
 from sitewatch.check.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
 from tests.httpfixture import HostileServer
 
@@ -502,7 +502,7 @@ def test_verified_cert_reports_days_left(tls_server, monkeypatch):
     # Trust the test certificate as if a real CA had issued it.
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     context.load_verify_locations(tls_server.cafile)
-    monkeypatch.setattr(probe, "_ssl_context", lambda verify: context)
+    monkeypatch.setattr(tls, "ssl_context", lambda verify: context)
     outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT))
     assert outcome.ok, outcome
     assert outcome.cert_days_left in (29, 30)  # notAfter is 30 days from now
@@ -550,7 +550,7 @@ def test_certificate_expiry_is_read_from_der_in_both_time_formats(tmp_path):
                         "-out", str(cert), "-days", str(days), "-subj", "/CN=sitewatch-test"],
                        check=True, capture_output=True)
         der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-        left = (probe._der_not_after(der) - time.time()) / 86400
+        left = (tls.der_not_after(der) - time.time()) / 86400
         assert days - 1 <= left <= days + 1
-    assert probe._der_not_after(b"not a certificate") is None
+    assert tls.der_not_after(b"not a certificate") is None
 

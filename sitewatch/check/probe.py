@@ -8,12 +8,10 @@ Why it is built the way it is:
 
 * A fresh connection per check (no pooling): DNS, TCP and TLS are part of what
   "available" means, so each check pays for them like a first-time visitor.
-* One total deadline per check. Socket timeouts alone are per recv() call and
-  http.client reads a header block with many small recv() calls, so a server
-  dribbling one byte per second would never trip them. A single watchdog thread
-  per process shuts down the socket of any check whose deadline has passed; the
-  blocked recv() then returns and the check reports `timeout`. DNS lookups run in
-  helper threads (reused) because getaddrinfo() cannot be interrupted at all.
+* One total deadline per check, enforced by a watchdog thread that cuts the
+  socket of an overdue check (deadline.py). DNS lookups run in helper threads
+  because getaddrinfo() cannot be interrupted at all (resolve.py). TLS contexts
+  and certificate expiry live in tls.py.
 * Bodies are read in chunks and capped after decompression, so an endless body or
   a gzip bomb costs at most `max_body_bytes` of memory.
 * User regexes run on google-re2 (linear time), never on Python's `re`.
@@ -24,16 +22,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import heapq
 import http.client
-import ipaddress
-import itertools
 import logging
-import os
-import queue
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urljoin
@@ -41,11 +33,14 @@ from urllib.parse import parse_qsl, unquote, urljoin
 import re2
 import urllib3
 from urllib3.util import make_headers, parse_url
-from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
 from sitewatch.redact import redact_url, scrub
 from sitewatch.urlspec import compile_regex, parse_expected_status
+
+from . import tls
+from .deadline import WATCHDOG, Deadline
+from .resolve import resolve
 
 USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 
@@ -124,165 +119,6 @@ def _regex_matches(pattern: str, body: bytes) -> bool:
     return compile_regex(pattern).search(body.decode("utf-8", errors="replace")) is not None
 
 
-# --------------------------------------------------------------------------- deadline
-
-
-class _Deadline:
-    """One check's total deadline, and the socket the watchdog must cut when it passes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = float(seconds)  # a NUMERIC column arrives as Decimal
-        self.start = time.monotonic()
-        self.at = self.start + self.seconds
-        self.expired = False  # set by the watchdog thread
-        self.finished = False  # set when the check is done; the watchdog then ignores it
-        self.sock: socket.socket | None = None  # guarded by the watchdog's lock
-
-    def passed(self) -> bool:
-        return self.expired or time.monotonic() >= self.at
-
-    def left(self) -> float:
-        """Seconds left, for socket timeouts; raises TimeoutError once none are."""
-        left = self.at - time.monotonic()
-        if left <= 0 or self.expired:
-            raise TimeoutError("total deadline passed")
-        return left
-
-
-def _cut(sock: socket.socket) -> None:
-    # socket.socket.shutdown, not SSLSocket.shutdown: the latter also drops the SSL
-    # object under the feet of the thread blocked reading it. Shutting the fd down
-    # is enough to make that read return.
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # not connected yet, already closed, or detached by the TLS wrapper
-
-
-class _Watchdog:
-    """One daemon thread per process that cuts the socket of every overdue check.
-
-    Started lazily on the first check, so nothing runs before a worker forks;
-    reset in a forked child, where the parent's thread does not exist.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._seq = itertools.count()  # tie-breaker: deadlines are not orderable
-        self._thread: threading.Thread | None = None
-
-    def add(self, deadline: _Deadline) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sitewatch-watchdog", daemon=True)
-                self._thread.start()
-            heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
-            # Wake the watchdog only when this deadline comes first: with one timeout for
-            # all URLs deadlines arrive in order, so thousands of checks a second do not
-            # cost thousands of thread wake-ups.
-            if self._heap[0][2] is deadline:
-                self._cond.notify()
-
-    def watch(self, deadline: _Deadline, sock: socket.socket | None) -> None:
-        """Make `sock` the one to cut for `deadline` (None before closing it)."""
-        with self._cond:
-            deadline.sock = sock
-            if sock is not None and deadline.expired:
-                _cut(sock)
-
-    def remove(self, deadline: _Deadline) -> None:
-        # The heap entry stays until it comes due (lazy deletion); marking it
-        # finished under the lock guarantees the watchdog never touches a socket
-        # of a check that has moved on (its fd number may already be reused).
-        with self._cond:
-            deadline.finished = True
-            deadline.sock = None
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                at, _, deadline = self._heap[0]
-                wait = at - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)  # woken early when an earlier deadline is added
-                    continue
-                heapq.heappop(self._heap)
-                if not deadline.finished:
-                    deadline.expired = True
-                    if deadline.sock is not None:
-                        _cut(deadline.sock)
-
-
-_WATCHDOG = _Watchdog()
-os.register_at_fork(after_in_child=_WATCHDOG._reset)
-
-
-class _Resolver:
-    """getaddrinfo() on reusable daemon threads, each lookup bounded by its check's deadline.
-
-    getaddrinfo() blocks in C and cannot be interrupted, so it runs on another thread
-    and the caller stops waiting at its deadline; the thread lingers until the system
-    resolver gives up. Threads are reused, because starting one costs ~90 us of CPU,
-    far more than a cached lookup; a new one starts whenever none is idle, so a hung
-    lookup never delays another.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0  # threads waiting for a job and not yet promised to one
-
-    def lookup(self, host: str, port: int, timeout: float) -> list:
-        done = threading.Event()
-        box: list = []
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-            else:
-                threading.Thread(target=self._serve, name="sitewatch-dns", daemon=True).start()
-        self._jobs.put((host, port, done, box))
-        if not done.wait(timeout):
-            raise TimeoutError("DNS lookup timed out")
-        if isinstance(box[0], Exception):
-            raise box[0]
-        return box[0]
-
-    def _serve(self) -> None:
-        while True:
-            host, port, done, box = self._jobs.get()
-            try:
-                box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-            except Exception as exc:
-                box.append(exc)
-            done.set()
-            with self._lock:
-                self._idle += 1
-
-
-_RESOLVER = _Resolver()
-os.register_at_fork(after_in_child=_RESOLVER._reset)
-
-
-def _resolve(host: str, port: int, deadline: _Deadline) -> list:
-    """getaddrinfo() bounded by the deadline (see _Resolver)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:  # an address literal needs no lookup
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    return _RESOLVER.lookup(host, port, deadline.left())
-
-
 # --------------------------------------------------------------------------- connections
 
 
@@ -309,69 +145,6 @@ class _HTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnectio
 
 class _HTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
     pass
-
-
-@functools.lru_cache(maxsize=2)
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    # Building a context and loading the system CAs costs ~15 ms of CPU, far too
-    # much per check; one shared context per mode is safe (wrap_socket is thread-safe).
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
-    if verify:
-        context.load_default_certs()
-    return context
-
-
-def _days_left(sock) -> int | None:
-    not_after = (sock.getpeercert() or {}).get("notAfter")
-    if not_after:
-        expires = ssl.cert_time_to_seconds(not_after)
-    else:
-        # getpeercert() is {} when the certificate was not verified (verify_tls=False):
-        # read the expiry from the raw certificate instead, so it is reported either way.
-        expires = _der_not_after(sock.getpeercert(binary_form=True) or b"")
-        if expires is None:
-            return None
-    return int((expires - time.time()) // 86400)
-
-
-def _der_element(data: bytes, at: int) -> tuple[int, int, int]:
-    """(tag, start of content, end of content) of the DER element at `at`."""
-    tag, length = data[at], data[at + 1]
-    at += 2
-    if length & 0x80:  # long form: the next (length & 0x7f) bytes hold the length
-        count = length & 0x7F
-        length = int.from_bytes(data[at:at + count], "big")
-        at += count
-    return tag, at, at + length
-
-
-def _der_not_after(cert: bytes) -> float | None:
-    """notAfter (epoch seconds) of a DER X.509 certificate; None if it cannot be read.
-
-    Certificate = SEQUENCE { tbsCertificate = SEQUENCE { [0] version OPTIONAL, serial,
-    signature, issuer, validity = SEQUENCE { notBefore, notAfter }, ... }, ... }.
-    """
-    try:
-        _, tbs, _ = _der_element(cert, 0)
-        _, at, _ = _der_element(cert, tbs)                  # into tbsCertificate
-        tag, _, end = _der_element(cert, at)
-        if tag == 0xA0:                                     # explicit version: skip it
-            at = end
-        for _ in range(3):                                  # serial, signature, issuer
-            at = _der_element(cert, at)[2]
-        _, validity, _ = _der_element(cert, at)
-        not_before_end = _der_element(cert, validity)[2]
-        tag, start, end = _der_element(cert, not_before_end)
-        text = cert[start:end].decode("ascii")
-        if tag == 0x17:                                     # UTCTime: YYMMDDHHMMSSZ
-            year = int(text[:2])
-            text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
-        elif tag != 0x18:                                   # not GeneralizedTime either
-            return None
-        moment = datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-        return moment.timestamp()
-    except (IndexError, ValueError, UnicodeDecodeError):
-        return None
 
 
 # --------------------------------------------------------------------------- the check
@@ -428,7 +201,7 @@ class _Check:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.deadline = _Deadline(target.timeout)
+        self.deadline = Deadline(target.timeout)
         self.stage = _RESOLVING
         self.https = False
         self.status_code: int | None = None
@@ -562,7 +335,7 @@ class _Check:
                 probe=self,
                 cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
                 assert_hostname=None if verify else False,
-                ssl_context=_ssl_context(verify),
+                ssl_context=tls.ssl_context(verify),
             )
         else:
             conn = _HTTPConnection(host, parts.port or 80, probe=self)
@@ -573,7 +346,7 @@ class _Check:
             self._watch(conn.sock)  # the TLS wrapper replaced the raw socket
             if self.https:
                 # Several hops may be https: keep the certificate that expires first.
-                days = _days_left(conn.sock)
+                days = tls.days_left(conn.sock)
                 if days is not None and (self.cert_days_left is None or days < self.cert_days_left):
                     self.cert_days_left = days
 
@@ -610,7 +383,7 @@ class _Check:
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
         self.stage = _RESOLVING
-        addresses = _resolve(host, port, self.deadline)
+        addresses = resolve(host, port, self.deadline)
         self.stage = _CONNECTING
         error: OSError | None = None
         for family, type_, proto, _, address in addresses:
@@ -635,7 +408,7 @@ class _Check:
         raise error or OSError(f"no address for {host}")
 
     def _watch(self, sock) -> None:
-        _WATCHDOG.watch(self.deadline, sock)
+        WATCHDOG.watch(self.deadline, sock)
 
     def _read_body(self, response) -> bytes:
         """Read the decoded body, failing as soon as it exceeds max_body_bytes."""
@@ -678,7 +451,7 @@ def check(target: Target) -> Outcome:
     probe = None
     try:
         probe = _Check(target)
-        _WATCHDOG.add(probe.deadline)
+        WATCHDOG.add(probe.deadline)
         return probe.run(started_at)
     except Exception as exc:  # a bug of ours or a library surprise: report it, never crash the worker
         return Outcome(
@@ -693,7 +466,7 @@ def check(target: Target) -> Outcome:
         )
     finally:
         if probe is not None:
-            _WATCHDOG.remove(probe.deadline)
+            WATCHDOG.remove(probe.deadline)
 
 
 # --------------------------------------------------------------------------- output
