@@ -192,6 +192,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def route_bad_gzip(self, arg, query) -> None:
         self.respond(200, b"this is not gzip at all", {"Content-Encoding": "gzip"})
 
+    def route_truncated_gzip(self, arg, query) -> None:
+        """A gzip body cut before its end, with a Content-Length that matches the cut."""
+        whole = zlib.compress(OK_BODY * 100, wbits=16 + zlib.MAX_WBITS)
+        self.respond(200, whole[: len(whole) // 2], {"Content-Encoding": "gzip"})
+
+    def route_truncated_deflate(self, arg, query) -> None:
+        whole = zlib.compress(OK_BODY * 100)
+        self.respond(200, whole[: len(whole) // 2], {"Content-Encoding": "deflate"})
+
+    def route_deflate(self, arg, query) -> None:
+        """/deflate/raw or /deflate/zlib: the OK body in either deflate form."""
+        wbits = -zlib.MAX_WBITS if arg == "raw" else zlib.MAX_WBITS
+        compressor = zlib.compressobj(wbits=wbits)
+        self.respond(200, compressor.compress(OK_BODY) + compressor.flush(), {"Content-Encoding": "deflate"})
+
+    def route_gzip_members(self, arg, query) -> None:
+        """Two concatenated gzip members: one body."""
+        member = zlib.compress(OK_BODY, wbits=16 + zlib.MAX_WBITS)
+        self.respond(200, member + member, {"Content-Encoding": "gzip"})
+
+    def route_deflate_empty_blocks(self, arg, query) -> None:
+        """A zlib header, then endless empty stored blocks: input that never yields output."""
+        self.raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n"
+                 b"Connection: close\r\n\r\n")
+        self.raw(b"2\r\n\x78\x01\r\n")
+        blocks = b"\x00\x00\x00\xff\xff" * 13107  # 64 KiB of empty blocks
+        chunk = b"%x\r\n%s\r\n" % (len(blocks), blocks)
+        while not self.server.stopping.is_set():
+            self.raw(chunk)
+
+    def route_interim(self, arg, query) -> None:
+        """/interim/<codes>: interim responses (e.g. 103,102) before a 200."""
+        for code in arg.split(","):
+            self.raw(b"HTTP/1.1 %s Interim\r\nLink: </style.css>; rel=preload\r\n\r\n" % code.encode())
+        self.respond(200, OK_BODY)
+
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # a hanging handler must never keep the interpreter alive

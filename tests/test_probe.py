@@ -218,6 +218,41 @@ def test_gzip_bomb_is_too_large_without_memory_growth(hostile_server):
     assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
 
 
+def test_deflate_of_endless_empty_blocks_is_too_large_at_once(hostile_server):
+    # urllib3's decoder buffered such input until output appeared, all inside one
+    # read(): memory grew and the check ran to its deadline.
+    tracemalloc.start()
+    try:
+        outcome, elapsed = timed_check(Target(hostile_server.url("/deflate-empty-blocks"), timeout=10))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_failed(outcome, "body_too_large")
+    assert outcome.error.startswith("compressed body exceeds")
+    assert elapsed < 5
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("path", ["/truncated-gzip", "/truncated-deflate"])
+def test_truncated_compressed_body_is_protocol(hostile_server, path):
+    outcome = check(Target(hostile_server.url(path), regex="hello"))
+    assert_failed(outcome, "protocol")
+    assert "ends early" in outcome.error
+
+
+@pytest.mark.parametrize("path", ["/deflate/raw", "/deflate/zlib", "/gzip-members"])
+def test_every_deflate_form_and_gzip_members_are_decoded(hostile_server, path):
+    outcome = check(Target(hostile_server.url(path), regex="^hello sitewatch"))
+    assert outcome.ok, outcome
+
+
+@pytest.mark.parametrize("codes", ["103", "102", "100,103,103"])
+def test_interim_responses_are_skipped(hostile_server, codes):
+    outcome = check(Target(hostile_server.url(f"/interim/{codes}"), regex="hello"))
+    assert outcome.ok, outcome
+    assert outcome.status_code == 200
+
+
 def test_max_body_bytes_counts_decoded_bytes(hostile_server):
     # /gzip sends ~35 compressed bytes that decode to 15.
     assert_failed(check(Target(hostile_server.url("/gzip"), max_body_bytes=10)), "body_too_large")

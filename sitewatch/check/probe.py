@@ -39,13 +39,14 @@ from sitewatch.redact import redact_url, scrub
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
 from . import tls
+from .body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
 from .deadline import WATCHDOG, Deadline
 from .resolve import resolve
 
 USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-BODY_CHUNK_BYTES = 64 * 1024
+MAX_INTERIM_RESPONSES = 32  # 1xx responses skipped before the final one
 # Cap on the length of any text taken from an exception or a server reply.
 MAX_DETAIL_CHARS = 200
 
@@ -139,12 +140,26 @@ class _DeadlineConnectionMixin:
         return self._probe.open_socket(self._probe_host, self.port, self.socket_options)
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client skips only `100 Continue`; skip every interim 1xx response
+    (`103 Early Hints`, `102 Processing`) so the final one is judged. 101 is a
+    final answer (we never ask to switch protocols)."""
+
+    def _read_status(self):
+        for _ in range(MAX_INTERIM_RESPONSES):
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # bounded like any header block
+        raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} interim 1xx responses")
+
+
 class _HTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
-    pass
+    response_class = _FinalResponse
 
 
 # --------------------------------------------------------------------------- the check
@@ -321,7 +336,7 @@ class _Check:
         self.https = parts.scheme == "https"
         host = parts.host.strip("[]")  # IPv6 literals come bracketed
         headers = make_headers(
-            accept_encoding=True,  # every encoding this urllib3 can decode
+            accept_encoding=ACCEPT_ENCODING,  # the encodings body.py decodes
             user_agent=USER_AGENT,
             basic_auth=unquote(parts.auth) if parts.auth else None,
         )
@@ -359,15 +374,15 @@ class _Check:
             location = response.headers.get("Location") or None
             if response.status not in REDIRECT_STATUSES:
                 location = None  # a Location on a 200 or 201 is no redirect
-            body = None
+            content = None
             if location is None and self.target.method.upper() != "HEAD":
                 self.stage = _READING
-                body = self._read_body(response)
+                content = self._read_body(response)
             # When the watchdog cut the socket, http.client may have taken the EOF
             # for the end of the headers or of the body: what we have is truncated.
             if self.deadline.passed():
                 raise TimeoutError("total deadline passed")
-            return location, body
+            return location, content
         except _Failure:
             raise
         except Exception as exc:
@@ -412,17 +427,12 @@ class _Check:
 
     def _read_body(self, response) -> bytes:
         """Read the decoded body, failing as soon as it exceeds max_body_bytes."""
-        limit = self.target.max_body_bytes
-        body = bytearray()
-        while True:
-            # urllib3 >= 2.6 caps the decompressed output of one read(amt) call at
-            # about amt, so a gzip bomb is unpacked chunk by chunk, never at once.
-            chunk = response.read(BODY_CHUNK_BYTES, decode_content=True)
-            if not chunk:
-                return bytes(body)
-            if len(body) + len(chunk) > limit:
-                raise _Failure("body_too_large", f"body exceeds {limit} bytes")
-            body += chunk
+        try:
+            return read_body(response, self.target.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise _Failure("body_too_large", str(exc)) from None
+        except BadEncoding as exc:
+            raise _Failure("protocol", str(exc)) from None
 
     def _classify(self, exc: BaseException, host: str, port: int) -> _Failure:
         """Turn an exception from one hop into a _Failure, by what the check was doing."""
