@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 OK_BODY = b"hello sitewatch"
 NON_UTF8_BODY = b"\xff\xfe caf\xe9 \x00 latin1 text"
@@ -136,8 +136,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.respond(302, headers={"Location": "/redirect-loop" + (f"?{query}" if query else "")})
 
     def route_redirect_to(self, arg, query) -> None:
-        """/redirect-to?<url>: one redirect to whatever the query says."""
-        self.respond(301, headers={"Location": query})
+        """/redirect-to?<url>: one redirect to whatever the query says (percent-decoded)."""
+        self.respond(301, headers={"Location": unquote(query)})
 
     # ---- never finishing
 
@@ -181,6 +181,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Like a confused non-HTTP service echoing input: the request line, with
         # its query string, comes back where a status line should be.
         self.raw(self.requestline.encode("latin-1") + b"\r\n\r\n")
+
+    def route_echo_auth_line(self, arg, query) -> None:
+        # Our Authorization header echoed back where a status line should be.
+        self.raw(b"AUTH " + self.headers.get("Authorization", "").encode("latin-1") + b"\r\n\r\n")
 
     def route_bad_header_line(self, arg, query) -> None:
         # A header line without a colon: http.client keeps going, urllib3 logs a warning.

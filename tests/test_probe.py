@@ -4,9 +4,11 @@ Deadline cases use a 2 s timeout and assert the check ends within 1 s of it:
 long enough to be deterministic, short enough to keep the file fast.
 """
 
+import base64
 import datetime
 import json
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -69,6 +71,33 @@ def test_userinfo_is_sent_as_basic_auth(hostile_server):
     url = hostile_server.url("/echo-headers", userinfo="alice:s3cret")
     # base64("alice:s3cret") == "YWxpY2U6czNjcmV0"
     assert check(Target(url, regex="(?i)authorization: Basic YWxpY2U6czNjcmV0")).ok
+
+
+@pytest.mark.parametrize(("userinfo", "sent"), [
+    ("u:%E2%82%ACuro", "u:\u20acuro"),    # UTF-8 percent-encoded: sent as UTF-8, not Latin-1
+    ("u:caf\u00e9", "u:caf\u00e9"),          # written raw in the URL
+    ("user", "user:"),                      # no colon: an empty password
+    ("us%3Aer:p%40ss", "us:er:p@ss"),
+])
+def test_userinfo_is_sent_as_utf8_basic_auth(hostile_server, userinfo, sent):
+    expected = base64.b64encode(sent.encode("utf-8")).decode()
+    outcome = check(Target(hostile_server.url("/echo-headers", userinfo=userinfo),
+                           regex=f"(?i)authorization: Basic {re.escape(expected)}\r?\n"))
+    assert outcome.ok, outcome
+
+
+def test_userinfo_follows_a_same_host_redirect_to_https(hostile_server, tls_server):
+    url = hostile_server.url("/redirect-to?" + tls_server.url("/echo-headers"), userinfo="alice:s3cret")
+    outcome = check(Target(url, verify_tls=False, regex="(?i)authorization: Basic YWxpY2U6czNjcmV0"))
+    assert outcome.ok, outcome
+
+
+def test_userinfo_never_follows_a_redirect_to_another_host(hostile_server):
+    other = hostile_server.url("/echo-headers").replace("127.0.0.1", "localhost")
+    outcome = check(Target(hostile_server.url(f"/redirect-to?{other}", userinfo="alice:s3cret"),
+                           regex="(?i)authorization"))
+    assert outcome.status_code == 200
+    assert outcome.regex_matched is False
 
 
 def test_gzip_body_is_decoded_before_matching(hostile_server):
@@ -285,6 +314,18 @@ def test_redirect_loop(hostile_server):
     assert elapsed < 1.0
 
 
+@pytest.mark.parametrize(("location", "words"), [
+    ("http://[::1/x", "invalid"),
+    ("http://[::1/x?a=b", "invalid"),
+    ("http://127.0.0.1:0/ok", "invalid port 0"),  # not the default port
+    ("http://127.0.0.1:99999/ok", "invalid"),
+])
+def test_a_bad_location_is_redirects(hostile_server, location, words):
+    outcome = check(Target(hostile_server.url(f"/redirect-to?{location}"), timeout=TIMEOUT))
+    assert_failed(outcome, "redirects")
+    assert words in outcome.error
+
+
 def test_redirect_to_another_scheme(hostile_server):
     outcome = check(Target(hostile_server.url("/redirect-to?ftp://files.example/x")))
     assert_failed(outcome, "redirects")
@@ -404,6 +445,35 @@ def test_errors_never_show_userinfo_or_query(hostile_server, path):
     assert "user:" not in outcome.error
     text = format_outcome(Target(hostile_server.url(path, userinfo="user:secret")), outcome)
     assert "secret" not in text
+
+
+def test_a_secret_is_redacted_before_the_message_is_cut(hostile_server):
+    # The echoed request line is far longer than an error may be; the token sits
+    # where a cut made before redaction would split it.
+    path = f"/echo-request-line?pad={'p' * 150}&token=tok{'CANARY' * 5}"
+    outcome = check(Target(hostile_server.url(path)))
+    assert_failed(outcome, "protocol")
+    assert "not an HTTP response" in outcome.error
+    assert "CANARY" not in outcome.error
+
+
+def test_the_basic_auth_value_is_redacted(hostile_server):
+    outcome = check(Target(hostile_server.url("/echo-auth-line", userinfo="alice:s3cret")))
+    assert_failed(outcome, "protocol")
+    assert "AUTH Basic ***" in outcome.error
+    assert "YWxpY2U6czNjcmV0" not in outcome.error
+
+
+def test_a_short_password_does_not_garble_messages(hostile_server):
+    outcome = check(Target(hostile_server.url("/status/401", userinfo="user:0")))
+    assert outcome.error == "HTTP 401, expected 200-399"
+
+
+@pytest.mark.parametrize("path", [f"/redirect-to?/{'a' * 60_000}", f"/echo-request-line?{'b' * 60_000}"])
+def test_every_error_is_short_whatever_the_server_sends(hostile_server, path):
+    outcome = check(Target(hostile_server.url(path), max_redirects=0))
+    assert not outcome.ok
+    assert len(outcome.error) <= probe.MAX_ERROR_CHARS, len(outcome.error)
 
 
 def test_urllib3_log_lines_do_not_show_the_query(hostile_server, caplog):

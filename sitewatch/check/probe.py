@@ -19,23 +19,25 @@ Why it is built the way it is:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import functools
 import http.client
 import logging
+import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urljoin
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
 import re2
 import urllib3
 from urllib3.util import make_headers, parse_url
 
 import sitewatch
-from sitewatch.redact import redact_url, scrub
+from sitewatch.redact import REDACTED, redact_url, scrub
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
 from . import tls
@@ -47,8 +49,14 @@ USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_INTERIM_RESPONSES = 32  # 1xx responses skipped before the final one
-# Cap on the length of any text taken from an exception or a server reply.
+# Cap on the length of a quoted regex inside a message.
 MAX_DETAIL_CHARS = 200
+# Cap on every `error` (DESIGN.md: a few hundred characters, whatever the server
+# sends). Applied after redaction: a cut secret would no longer match and leak.
+MAX_ERROR_CHARS = 300
+# Secrets shorter than this are only redacted as whole words: a password "0"
+# must not turn "HTTP 401" into "HTTP 4***1".
+SHORT_SECRET_CHARS = 6
 
 
 @dataclass(frozen=True)
@@ -181,8 +189,30 @@ class _Failure(Exception):
         self.message = message
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
+def _shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _scrub(text: str, secrets) -> str:
+    """Redact every secret in `text`: long ones anywhere, short ones as whole words."""
+    # Longest first, so a whole query string goes before the values inside it.
+    ordered = sorted(secrets, key=len, reverse=True)
+    text = scrub(text, [secret for secret in ordered if len(secret) >= SHORT_SECRET_CHARS])
+    for secret in ordered:
+        if 0 < len(secret) < SHORT_SECRET_CHARS:
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", REDACTED, text)
+    return text
+
+
+def _basic_auth(userinfo: str) -> str:
+    """The Authorization value for a URL's (percent-encoded) userinfo.
+
+    Percent-decoded to bytes, so a UTF-8 password is sent as UTF-8 (RFC 7617),
+    never re-encoded as Latin-1; `user@host` sends `user:` (an empty password).
+    """
+    user, _, password = userinfo.partition(":")
+    credentials = unquote_to_bytes(user) + b":" + unquote_to_bytes(password)
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
 def _describe(exc: BaseException) -> str:
@@ -194,7 +224,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, http.client.RemoteDisconnected):
         return "server closed the connection without a response"
     if isinstance(exc, http.client.BadStatusLine):
-        return f"not an HTTP response (got {_shorten(repr(exc.line))})"
+        return f"not an HTTP response (got {repr(exc.line)})"
     if isinstance(exc, http.client.IncompleteRead):  # urllib3's has a count, not the bytes
         got = exc.partial if isinstance(exc.partial, int) else len(exc.partial)
         more = f", {exc.expected} more expected" if exc.expected is not None else ""
@@ -204,7 +234,24 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return f"connection lost ({type(exc).__name__})"
     text = str(exc)
-    return _shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _carry_userinfo(old_url: str, new_url: str) -> str:
+    """`new_url`, with `old_url`'s userinfo when a redirect stays on the same host.
+
+    urljoin keeps the userinfo only for relative Locations; `http://host/` ->
+    `https://host/` must keep it too. Never carried to another host, nor from
+    https down to http.
+    """
+    old, new = urlsplit(old_url), urlsplit(new_url)
+    if "@" in new.netloc or "@" not in old.netloc:
+        return new_url
+    same_host = (old.hostname or "") == (new.hostname or "")
+    if not same_host or (old.scheme == "https" and new.scheme != "https"):
+        return new_url
+    userinfo = old.netloc.rpartition("@")[0]
+    return urlunsplit(new._replace(netloc=f"{userinfo}@{new.netloc}"))
 
 
 def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
@@ -278,16 +325,17 @@ class _Check:
         return _Failure("regex", f"regex {shown} not found in body ({len(body)} bytes)"), False
 
     def _redacted(self, message: str) -> str:
-        # Longest first, so a whole query string goes before the values inside it.
-        return scrub(message, sorted(self.secrets, key=len, reverse=True))
+        """The message as stored: secrets out first, then cut to length."""
+        return _shorten(_scrub(message, self.secrets), MAX_ERROR_CHARS)
 
     def _remember_secrets(self, url) -> None:
         """Note the secrets a URL carries, in case a server echoes them back."""
         if url.auth:
             self.secrets.add(url.auth)
             self.secrets.add(unquote(url.auth))
-            _, _, password = unquote(url.auth).partition(":")
-            self.secrets.add(password)
+            _, _, password = url.auth.partition(":")
+            self.secrets.update((password, unquote(password)))
+            self.secrets.add(_basic_auth(url.auth).partition(" ")[2])  # an echoed Authorization header
         if url.query:
             self.secrets.add(url.query)
             # Short values ("page=1") would mangle every message; they only appear
@@ -308,7 +356,10 @@ class _Check:
             location, body = self._fetch(url, bad_url_kind="protocol" if redirects == 0 else "redirects")
             if location is None:
                 return body
-            next_url = urljoin(url, location)
+            try:
+                next_url = _carry_userinfo(url, urljoin(url, location))
+            except ValueError:  # urljoin: "Invalid IPv6 URL", a port out of range, ...
+                raise _Failure("redirects", f"invalid redirect Location {redact_url(location)}") from None
             if redirects >= self.target.max_redirects:
                 limit = self.target.max_redirects
                 raise _Failure("redirects", f"more than {limit} redirects (last: {redact_url(next_url)})")
@@ -332,28 +383,28 @@ class _Check:
             raise _Failure(bad_url_kind, f"unsupported URL scheme {parts.scheme!r} in {redact_url(url)}")
         if not parts.host:
             raise _Failure(bad_url_kind, f"no host in URL {redact_url(url)}")
+        if parts.port == 0:  # `parts.port or 80` would quietly check another port
+            raise _Failure(bad_url_kind, f"invalid port 0 in {redact_url(url)}")
 
         self.https = parts.scheme == "https"
         host = parts.host.strip("[]")  # IPv6 literals come bracketed
-        headers = make_headers(
-            accept_encoding=ACCEPT_ENCODING,  # the encodings body.py decodes
-            user_agent=USER_AGENT,
-            basic_auth=unquote(parts.auth) if parts.auth else None,
-        )
+        headers = make_headers(accept_encoding=ACCEPT_ENCODING, user_agent=USER_AGENT)  # encodings body.py decodes
+        if parts.auth is not None:
+            headers["Authorization"] = _basic_auth(parts.auth)
         headers["Connection"] = "close"
 
         if self.https:
             verify = self.target.verify_tls
             conn = _HTTPSConnection(
                 host,
-                parts.port or 443,
+                443 if parts.port is None else parts.port,
                 probe=self,
                 cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
                 assert_hostname=None if verify else False,
                 ssl_context=tls.ssl_context(verify),
             )
         else:
-            conn = _HTTPConnection(host, parts.port or 80, probe=self)
+            conn = _HTTPConnection(host, 80 if parts.port is None else parts.port, probe=self)
         response = None
         try:
             self.stage = _RESOLVING
