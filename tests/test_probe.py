@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -23,7 +24,7 @@ import pytest
 from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
-from sitewatch.check import probe, tls
+from sitewatch.check import deadline, probe, resolve, tls
 from sitewatch.check.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
 from tests.httpfixture import HostileServer
 
@@ -415,6 +416,39 @@ def test_a_hung_lookup_does_not_delay_other_lookups(monkeypatch, hostile_server)
         assert all(f.result().error_kind == "timeout" for f in stuck)
 
 
+def test_a_hanging_dns_holds_a_bounded_number_of_resolver_threads(monkeypatch):
+    release = threading.Event()
+    asked = []
+
+    def hanging_getaddrinfo(host, *args, **kwargs):
+        asked.append(host)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    monkeypatch.setattr(resolve, "RESOLVER", resolve.Resolver(max_threads=4))
+    before = sum(t.name == "sitewatch-dns" for t in threading.enumerate())
+    names = [f"hung{i}.example" for i in range(12)] + ["shared.example"] * 12
+    try:
+        with ThreadPoolExecutor(len(names)) as pool:
+            outcomes = list(pool.map(lambda name: check(Target(f"http://{name}/", timeout=1.0)), names))
+        started = sum(t.name == "sitewatch-dns" for t in threading.enumerate()) - before
+    finally:
+        release.set()
+    assert all(o.error_kind == "timeout" and "resolving" in o.error for o in outcomes)
+    assert started == resolve.RESOLVER.threads == 4
+    assert len(asked) == 4  # the lookups queued behind them were given up, never asked
+    time.sleep(0.2)  # the freed threads drop the abandoned lookups
+    assert len(asked) == 4
+
+
+def test_ended_checks_do_not_stay_in_the_watchdog_heap(hostile_server):
+    # Each entry lived until its deadline: an hour here.
+    for _ in range(300):
+        assert check(Target(hostile_server.url("/ok"), timeout=3600)).ok
+    assert len(deadline.WATCHDOG._heap) <= 2 * deadline.COMPACT_MIN
+
+
 def test_timeout_from_a_numeric_column_is_accepted(hostile_server):
     assert check(Target(hostile_server.url("/ok"), timeout=Decimal("1.5"))).ok
 
@@ -423,6 +457,68 @@ def test_unsupported_scheme_is_reported_not_raised():
     outcome = check(Target("ftp://example.invalid/file"))
     assert_failed(outcome, "protocol")
     assert "ftp" in outcome.error
+
+
+# --------------------------------------------------------------------------- monitor failures
+
+# Runs in a subprocess, so that running out of descriptors or threads hurts nobody else.
+OUT_OF_FDS = """
+import json, resource, socket, sys
+from sitewatch.check.probe import Target, check
+urls = sys.argv[1:]
+assert check(Target(urls[0])).ok  # the watchdog and a resolver thread are running
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+held = []
+try:
+    while True:
+        held.append(socket.socket())
+except OSError:
+    pass
+print(json.dumps([(o.error_kind, o.error) for o in map(check, map(Target, urls))]))
+"""
+
+OUT_OF_THREADS = """
+import json, resource, sys, threading
+from sitewatch.check import resolve
+from sitewatch.check.probe import Target, check
+literal, name = sys.argv[1:]
+def starved(url):
+    # No thread can start: its stack does not fit in the address space left.
+    threading.stack_size(512 * 1024 * 1024)
+    try:
+        return check(Target(url))
+    finally:
+        threading.stack_size(0)
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 256 * 1024 * 1024, resource.RLIM_INFINITY))
+first = starved(literal)        # the watchdog thread cannot start
+second = check(Target(literal))  # now it can
+third = starved(name)           # a resolver thread cannot start
+print(json.dumps([(o.error_kind, o.error) for o in (first, second, third)]))
+"""
+
+
+def run_python(script: str, *args: str) -> list:
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_out_of_file_descriptors_is_a_monitor_failure_not_the_site(hostile_server):
+    urls = [hostile_server.url("/ok"), hostile_server.url("/ok").replace("127.0.0.1", "localhost")]
+    for kind, error in run_python(OUT_OF_FDS, *urls):  # socket() fails; getaddrinfo() fails
+        assert kind == "monitor", error
+        assert "out of file descriptors (EMFILE)" in error
+
+
+def test_no_thread_for_the_check_is_a_monitor_failure_not_the_site(hostile_server):
+    literal = hostile_server.url("/ok")
+    first, second, third = run_python(OUT_OF_THREADS, literal, literal.replace("127.0.0.1", "localhost"))
+    assert first[0] == "monitor" and "can't start new thread" in first[1], first
+    assert second == [None, None]
+    assert third[0] == "monitor" and "can't start new thread" in third[1], third
 
 
 # --------------------------------------------------------------------------- secrets

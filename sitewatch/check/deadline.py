@@ -49,6 +49,10 @@ def _cut(sock: socket.socket) -> None:
         pass  # not connected yet, already closed, or detached by the TLS wrapper
 
 
+# Ended checks tolerated in the heap before it is compacted.
+COMPACT_MIN = 64
+
+
 class Watchdog:
     """One daemon thread per process that cuts the socket of every overdue check.
 
@@ -63,13 +67,15 @@ class Watchdog:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Deadline]] = []
         self._seq = itertools.count()  # tie-breaker: deadlines are not orderable
+        self._finished = 0  # heap entries of checks that have already ended
         self._thread: threading.Thread | None = None
 
     def add(self, deadline: Deadline) -> None:
         with self._cond:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sitewatch-watchdog", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="sitewatch-watchdog", daemon=True)
+                thread.start()  # may raise "can't start new thread": then try again next check
+                self._thread = thread
             heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
             # Wake the watchdog only when this deadline comes first: with one timeout for
             # all URLs deadlines arrive in order, so thousands of checks a second do not
@@ -85,12 +91,23 @@ class Watchdog:
                 _cut(sock)
 
     def remove(self, deadline: Deadline) -> None:
-        # The heap entry stays until it comes due (lazy deletion); marking it
-        # finished under the lock guarantees the watchdog never touches a socket
-        # of a check that has moved on (its fd number may already be reused).
+        # Marking it finished under the lock guarantees the watchdog never touches
+        # a socket of a check that has moved on (its fd number may already be
+        # reused). The heap entry itself is deleted lazily: when it comes due, or
+        # when ended checks make up half the heap, which is then rebuilt. So the
+        # heap holds at most about twice the checks in progress, whatever the
+        # timeout (an hour-long timeout at 1,000 checks/s would otherwise keep
+        # millions of entries), at an amortised O(1) per check.
         with self._cond:
+            if deadline.finished:
+                return
             deadline.finished = True
             deadline.sock = None
+            self._finished += 1
+            if self._finished > COMPACT_MIN and 2 * self._finished > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
+                heapq.heapify(self._heap)
+                self._finished = 0
 
     def _run(self) -> None:
         while True:
@@ -103,7 +120,9 @@ class Watchdog:
                     self._cond.wait(wait)  # woken early when an earlier deadline is added
                     continue
                 heapq.heappop(self._heap)
-                if not deadline.finished:
+                if deadline.finished:
+                    self._finished -= 1
+                else:
                     deadline.expired = True
                     if deadline.sock is not None:
                         _cut(deadline.sock)

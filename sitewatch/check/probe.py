@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import errno
 import functools
 import http.client
 import logging
@@ -95,7 +96,9 @@ class Outcome:
     status_code: int | None  # final status (the last one received when redirects fail)
     regex_matched: bool | None  # None without a regex or when no complete body was read
     ok: bool
-    error_kind: str | None  # dns, connect, timeout, tls, redirects, body_too_large, protocol, status, regex
+    # dns, connect, timeout, tls, redirects, body_too_large, protocol, status, regex; or
+    # monitor: the monitor itself failed (out of file descriptors, threads, memory), the site was not checked
+    error_kind: str | None
     error: str | None  # human-readable, secrets redacted
     cert_days_left: int | None  # smallest days-until-notAfter of the certificates seen (https)
 
@@ -252,6 +255,37 @@ def _carry_userinfo(old_url: str, new_url: str) -> str:
         return new_url
     userinfo = old.netloc.rpartition("@")[0]
     return urlunsplit(new._replace(netloc=f"{userinfo}@{new.netloc}"))
+
+
+# errno values that mean this process or machine ran out of something.
+_MONITOR_ERRNOS = {
+    errno.EMFILE: "out of file descriptors",
+    errno.ENFILE: "the system is out of file descriptors",
+    errno.ENOBUFS: "out of socket buffer space",
+    errno.ENOMEM: "out of memory",
+}
+
+
+def _monitor_failure(exc: BaseException) -> str | None:
+    """What ran out, when `exc` is a failure of the monitor itself rather than of the site.
+
+    Such a failure must never be recorded as the site being down (DESIGN.md
+    section 4): the check reports error_kind "monitor" and the consumer retries.
+    """
+    seen = 0
+    while exc is not None and seen < 5:  # also look at what urllib3 or we wrapped
+        if isinstance(exc, OSError) and exc.errno in _MONITOR_ERRNOS:
+            return f"{_MONITOR_ERRNOS[exc.errno]} ({errno.errorcode[exc.errno]})"
+        if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_MEMORY:
+            return "out of memory (EAI_MEMORY)"
+        if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+            return "cannot start a thread (can't start new thread)"
+        if isinstance(exc, MemoryError):
+            return "out of memory (MemoryError)"
+        wrapped = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else None
+        exc = wrapped or exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
@@ -487,6 +521,9 @@ class _Check:
 
     def _classify(self, exc: BaseException, host: str, port: int) -> _Failure:
         """Turn an exception from one hop into a _Failure, by what the check was doing."""
+        exhausted = _monitor_failure(exc)
+        if exhausted:  # before anything else: it is never the site's doing
+            return _Failure("monitor", f"monitor failure while {self.stage}: {exhausted}; the site was not checked")
         timeouts = (TimeoutError, urllib3.exceptions.TimeoutError)
         if self.deadline.passed() or isinstance(exc, timeouts):
             seconds = float(self.deadline.seconds)
@@ -515,14 +552,19 @@ def check(target: Target) -> Outcome:
         WATCHDOG.add(probe.deadline)
         return probe.run(started_at)
     except Exception as exc:  # a bug of ours or a library surprise: report it, never crash the worker
+        exhausted = _monitor_failure(exc)
+        if exhausted:  # e.g. the watchdog thread could not start
+            kind, error = "monitor", f"monitor failure: {exhausted}; the site was not checked"
+        else:  # the class name only: str(exc) may hold secrets
+            kind, error = "protocol", f"unexpected error: {type(exc).__name__}"
         return Outcome(
             started_at=started_at,
             response_time_ms=None,
             status_code=probe.status_code if probe else None,
             regex_matched=None,
             ok=False,
-            error_kind="protocol",
-            error=f"unexpected error: {type(exc).__name__}",  # the class name only: str(exc) may hold secrets
+            error_kind=kind,
+            error=error,
             cert_days_left=probe.cert_days_left if probe else None,
         )
     finally:
