@@ -24,7 +24,7 @@ import pytest
 from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
-from sitewatch.check import deadline, probe, resolve, tls
+from sitewatch.check import connect, deadline, probe, resolve, tls
 from sitewatch.check.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
 from tests.httpfixture import HostileServer
 
@@ -366,6 +366,59 @@ def test_connection_refused_is_connect():
     assert "refused" in outcome.error
     assert outcome.status_code is None and outcome.response_time_ms is None
     assert elapsed < 1.0
+
+
+@pytest.fixture
+def blackholed_address():
+    """A 127.0.0.1 address whose SYNs go unanswered, like a broken AAAA record.
+
+    A listener with a backlog of 0 that never accepts: once one connection fills
+    its queue, the kernel drops further SYNs, so a connect hangs in SYN-SENT.
+    """
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        with socket.socket() as probe_sock:  # make sure the queue is full here
+            probe_sock.settimeout(0.3)
+            try:
+                probe_sock.connect(listener.getsockname())
+            except TimeoutError:
+                pass
+            else:
+                pytest.skip("this kernel accepts connections beyond the listen backlog")
+        yield listener.getsockname()
+
+
+def test_a_blackholed_first_address_falls_back_to_the_next(monkeypatch, hostile_server, blackholed_address):
+    good = ("127.0.0.1", hostile_server.port)
+
+    def getaddrinfo(host, port, *args, **kwargs):  # a resolver hook: the name has two addresses
+        assert host == "two-addresses.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", blackholed_address),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", good)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    outcome, elapsed = timed_check(Target("http://two-addresses.example/ok", timeout=TIMEOUT, regex="hello"))
+    assert outcome.ok, outcome
+    assert elapsed < 1.0  # the next address was tried after the attempt delay, not at the deadline
+
+
+def test_every_address_blackholed_is_a_timeout_while_connecting(monkeypatch, blackholed_address):
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", blackholed_address)] * 3
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    outcome, elapsed = timed_check(Target("http://all-blackholed.example/", timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert "while connecting" in outcome.error
+    assert TIMEOUT - 0.1 < elapsed < TIMEOUT + SLACK
+
+
+def test_addresses_are_tried_with_families_interleaved():
+    v6 = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (f"::{i}", 80, 0, 0)) for i in range(1, 4)]
+    v4 = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"10.0.0.{i}", 80)) for i in range(1, 3)]
+    assert connect.interleave(v6 + v4) == [v6[0], v4[0], v6[1], v4[1], v6[2]]
 
 
 def test_unresolvable_host_is_dns():

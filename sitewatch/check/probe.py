@@ -43,6 +43,7 @@ from sitewatch.urlspec import compile_regex, parse_expected_status
 
 from . import tls
 from .body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
+from .connect import connect, interleave
 from .deadline import WATCHDOG, Deadline
 from .resolve import resolve
 
@@ -483,29 +484,18 @@ class _Check:
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
         self.stage = _RESOLVING
-        addresses = resolve(host, port, self.deadline)
+        addresses = interleave(resolve(host, port, self.deadline))
         self.stage = _CONNECTING
-        error: OSError | None = None
-        for family, type_, proto, _, address in addresses:
-            sock = socket.socket(family, type_, proto)
-            self._watch(sock)
-            try:
-                for option in socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(self.deadline.left())
-                sock.connect(address)
-                # Left for the TLS handshake, which CPython bounds as a whole.
-                sock.settimeout(self.deadline.left())
-            except OSError as exc:
-                self._watch(None)
-                sock.close()
-                error = exc
-                if isinstance(exc, TimeoutError):
-                    break  # the deadline is gone; no time for the next address
-                continue
-            self.stage = _TLS if self.https else _WAITING
-            return sock
-        raise error or OSError(f"no address for {host}")
+        sock = connect(addresses, socket_options, self.deadline)
+        try:
+            # Left for the TLS handshake, which CPython bounds as a whole.
+            sock.settimeout(self.deadline.left())
+        except TimeoutError:
+            sock.close()  # not handed to urllib3 yet: nobody else would
+            raise
+        self._watch(sock)
+        self.stage = _TLS if self.https else _WAITING
+        return sock
 
     def _watch(self, sock) -> None:
         WATCHDOG.watch(self.deadline, sock)
