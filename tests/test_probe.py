@@ -6,6 +6,7 @@ long enough to be deterministic, short enough to keep the file fast.
 
 import base64
 import datetime
+import ipaddress
 import json
 import logging
 import re
@@ -701,8 +702,6 @@ def _self_signed_cert(directory) -> tuple[str, str]:
             check=True, capture_output=True,
         )  # fmt: skip
         return cert, key
-    import ipaddress
-
     private_key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -743,7 +742,67 @@ def test_self_signed_cert_fails_verification(tls_server):
     outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT))
     assert_failed(outcome, "tls")
     assert "certificate verify failed" in outcome.error
-    assert outcome.cert_days_left is None
+    assert outcome.cert_days_left in (29, 30)  # a certificate was presented: its expiry is recorded
+
+
+def _trusting(cafile):
+    """A tls.ssl_context replacement that trusts `cafile` as if a real CA had issued it."""
+    real = tls.ssl_context
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.load_verify_locations(cafile)
+    return lambda verify: context if verify else real(False)
+
+
+@pytest.fixture(scope="module")
+def expired_tls_server(tmp_path_factory):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = tmp_path_factory.mktemp("expired")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=3))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert, keyfile = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, keyfile)
+    with HostileServer(tls=context) as server:
+        server.cafile = str(cert)
+        yield server
+
+
+def test_an_expired_certificate_records_negative_days_left(expired_tls_server, monkeypatch):
+    monkeypatch.setattr(tls, "ssl_context", _trusting(expired_tls_server.cafile))
+    outcome = check(Target(expired_tls_server.url("/ok"), timeout=TIMEOUT))
+    assert_failed(outcome, "tls")
+    assert "certificate has expired" in outcome.error
+    assert outcome.cert_days_left in (-4, -3)
+
+
+def test_the_shared_tls_context_is_never_changed_by_a_check(tls_server, monkeypatch):
+    # urllib3 sets ALPN on the context before each handshake; on a context shared
+    # by threads that is the use-after-free of CPython issue 141012.
+    context = tls.ssl_context(False)
+    calls = []
+    real = ssl.SSLContext.set_alpn_protocols
+    monkeypatch.setattr(ssl.SSLContext, "set_alpn_protocols",
+                        lambda self, protocols: (calls.append(self), real(self, protocols)))
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(check, [Target(tls_server.url("/ok"), verify_tls=False)] * 16))
+    assert all(o.ok for o in outcomes)
+    assert context not in calls
 
 
 def test_unverified_tls_is_ok_and_still_reports_cert_days(tls_server):
@@ -753,10 +812,7 @@ def test_unverified_tls_is_ok_and_still_reports_cert_days(tls_server):
 
 
 def test_verified_cert_reports_days_left(tls_server, monkeypatch):
-    # Trust the test certificate as if a real CA had issued it.
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-    context.load_verify_locations(tls_server.cafile)
-    monkeypatch.setattr(tls, "ssl_context", lambda verify: context)
+    monkeypatch.setattr(tls, "ssl_context", _trusting(tls_server.cafile))
     outcome = check(Target(tls_server.url("/ok"), timeout=TIMEOUT))
     assert outcome.ok, outcome
     assert outcome.cert_days_left in (29, 30)  # notAfter is 30 days from now

@@ -303,6 +303,7 @@ class _Check:
         self.https = False
         self.status_code: int | None = None
         self.cert_days_left: int | None = None
+        self._peer: tuple | None = None  # the getaddrinfo() entry of the last connection
         self.secrets: set[str] = set()  # scrubbed from the final error message
 
     # ---- the whole check
@@ -446,10 +447,7 @@ class _Check:
             conn.connect()
             self._watch(conn.sock)  # the TLS wrapper replaced the raw socket
             if self.https:
-                # Several hops may be https: keep the certificate that expires first.
-                days = tls.days_left(conn.sock)
-                if days is not None and (self.cert_days_left is None or days < self.cert_days_left):
-                    self.cert_days_left = days
+                self._note_days_left(tls.days_left(conn.sock))
 
             self.stage = _WAITING
             conn.timeout = self.deadline.left()  # getresponse() applies it to the socket
@@ -472,6 +470,8 @@ class _Check:
         except _Failure:
             raise
         except Exception as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                self._note_days_left(self._days_left_unverified(host))
             raise self._classify(exc, host, conn.port) from None
         finally:
             # Stop watching before closing: once closed, the fd number may be reused
@@ -481,6 +481,32 @@ class _Check:
                 response.close()  # it holds the socket (http.client's makefile)
             conn.close()
 
+    def _note_days_left(self, days: int | None) -> None:
+        # Several hops may be https: keep the certificate that expires first.
+        if days is not None and (self.cert_days_left is None or days < self.cert_days_left):
+            self.cert_days_left = days
+
+    def _days_left_unverified(self, host: str) -> int | None:
+        """Days left on a certificate that failed verification (an expired one above all).
+
+        The verifying handshake is aborted before the certificate can be read, and
+        Python has no verify callback, so shake hands once more with the same
+        address without verifying, within the same deadline, only to read it.
+        """
+        if self._peer is None:
+            return None
+        sock = None
+        try:
+            sock = connect([self._peer], None, self.deadline)
+            sock.settimeout(self.deadline.left())
+            with tls.ssl_context(False).wrap_socket(sock, server_hostname=host) as tls_sock:
+                return tls.days_left(tls_sock)
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            return None  # the verification error is what gets reported
+        finally:
+            if sock is not None:
+                sock.close()
+
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
         self.stage = _RESOLVING
@@ -488,11 +514,13 @@ class _Check:
         self.stage = _CONNECTING
         sock = connect(addresses, socket_options, self.deadline)
         try:
+            peer = sock.getpeername()
             # Left for the TLS handshake, which CPython bounds as a whole.
             sock.settimeout(self.deadline.left())
-        except TimeoutError:
+        except OSError:  # TimeoutError, or the peer is already gone
             sock.close()  # not handed to urllib3 yet: nobody else would
             raise
+        self._peer = (sock.family, sock.type, sock.proto, "", peer)
         self._watch(sock)
         self.stage = _TLS if self.https else _WAITING
         return sock

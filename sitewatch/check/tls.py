@@ -7,14 +7,36 @@ import functools
 import ssl
 import time
 
-from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util.ssl_ import ALPN_PROTOCOLS, create_urllib3_context
+
+
+class _SharedContext(ssl.SSLContext):
+    """A client context shared by every check thread, never changed after it is built.
+
+    urllib3 calls set_alpn_protocols() on the context it is given before every
+    handshake. Changing a context while other threads handshake with it is the
+    use-after-free of CPython issue 141012 (seen with urllib3 in production). ALPN
+    is set once when the context is built; later calls (always the same list from
+    urllib3) change nothing.
+    """
+
+    _alpn_set = False
+
+    def set_alpn_protocols(self, alpn_protocols) -> None:
+        if not self._alpn_set:
+            super().set_alpn_protocols(alpn_protocols)
+            self._alpn_set = True
 
 
 @functools.lru_cache(maxsize=2)
 def ssl_context(verify: bool) -> ssl.SSLContext:
     # Building a context and loading the system CAs costs ~15 ms of CPU, far too
-    # much per check; one shared context per mode is safe (wrap_socket is thread-safe).
+    # much per check; one shared context per mode is safe as long as nothing
+    # changes it (wrap_socket is thread-safe).
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
+    # Same settings and memory layout; only set_alpn_protocols differs.
+    context.__class__ = _SharedContext
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
     if verify:
         context.load_default_certs()
     return context
