@@ -10,10 +10,14 @@ Why it is built the way it is:
   "available" means, so each check pays for them like a first-time visitor.
 * One total deadline per check, enforced by a watchdog thread that cuts the
   socket of an overdue check (deadline.py). DNS lookups run in helper threads
-  because getaddrinfo() cannot be interrupted at all (resolve.py). TLS contexts
-  and certificate expiry live in tls.py.
-* Bodies are read in chunks and capped after decompression, so an endless body or
-  a gzip bomb costs at most `max_body_bytes` of memory.
+  because getaddrinfo() cannot be interrupted at all (resolve.py); a name's
+  addresses are raced Happy Eyeballs style (connect.py). TLS contexts and
+  certificate expiry live in tls.py.
+* Bodies are read in chunks and decoded by body.py, capped after decompression
+  and before it, so an endless body, a gzip bomb or a deflate stream that never
+  yields output costs at most `max_body_bytes` of memory.
+* A failure of the monitor itself (out of descriptors, threads, memory) is
+  error_kind "monitor", never blamed on the site.
 * User regexes run on google-re2 (linear time), never on Python's `re`.
 """
 
