@@ -154,6 +154,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         while self.pause(DRIBBLE_INTERVAL):
             self.raw(b"a")
 
+    def route_dribble_gzip(self, arg, query) -> None:
+        """A gzip body without Content-Length (it ends at EOF), valid but dribbled."""
+        self.raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        data = zlib.compress(OK_BODY * 1000, wbits=16 + zlib.MAX_WBITS)
+        self.raw(data[:20])
+        for at in range(20, len(data)):
+            if not self.pause(DRIBBLE_INTERVAL):
+                return
+            self.raw(data[at:at + 1])
+
     def route_endless(self, arg, query) -> None:
         self.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"z" * 64 * 1024)

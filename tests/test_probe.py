@@ -264,6 +264,13 @@ def test_deflate_of_endless_empty_blocks_is_too_large_at_once(hostile_server):
     assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
 
 
+def test_a_dribbled_gzip_body_cut_at_the_deadline_is_a_timeout(hostile_server):
+    # The cut ends the stream early: that is the deadline's doing, not a truncated body.
+    outcome, elapsed = timed_check(Target(hostile_server.url("/dribble-gzip"), timeout=TIMEOUT))
+    assert_failed(outcome, "timeout")
+    assert elapsed < TIMEOUT + SLACK
+
+
 @pytest.mark.parametrize("path", ["/truncated-gzip", "/truncated-deflate"])
 def test_truncated_compressed_body_is_protocol(hostile_server, path):
     outcome = check(Target(hostile_server.url(path), regex="hello"))

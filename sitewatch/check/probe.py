@@ -539,6 +539,8 @@ class _Check:
         except BodyTooLarge as exc:
             raise _Failure("body_too_large", str(exc)) from None
         except BadEncoding as exc:
+            if self.deadline.passed():  # the watchdog's cut looks like an early end
+                raise TimeoutError("total deadline passed") from None
             raise _Failure("protocol", str(exc)) from None
 
     def _classify(self, exc: BaseException, host: str, port: int) -> _Failure:
