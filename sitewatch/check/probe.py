@@ -429,7 +429,7 @@ class _Check:
         self.https = parts.scheme == "https"
         host = parts.host.strip("[]")  # IPv6 literals come bracketed
         headers = make_headers(accept_encoding=ACCEPT_ENCODING, user_agent=USER_AGENT)  # encodings body.py decodes
-        if parts.auth is not None:
+        if parts.auth:  # `user@host` too; not an empty `@host`
             headers["Authorization"] = _basic_auth(parts.auth)
         headers["Connection"] = "close"
 
