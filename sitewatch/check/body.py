@@ -80,7 +80,7 @@ class _Inflater:
             raise BadEncoding(f"the {self.encoding} body ends early (truncated)")
 
 
-def read_body(response, limit: int) -> bytes:
+def read_body(response, limit: int) -> bytearray:
     """The decoded body of a urllib3 response; BodyTooLarge past `limit` decoded bytes."""
     layers = _layers(response.headers.get("Content-Encoding", ""))
     # A legitimate compressed body is at most slightly larger than its decoded form.
@@ -103,7 +103,7 @@ def read_body(response, limit: int) -> bytes:
         _push(layers, 0, raw, keep)
     for layer in layers:
         layer.finish()
-    return bytes(body)
+    return body  # no copy: the caller only decodes it for the regex
 
 
 def _layers(header: str) -> list[_Inflater]:

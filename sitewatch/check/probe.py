@@ -532,7 +532,7 @@ class _Check:
     def _watch(self, sock) -> None:
         WATCHDOG.watch(self.deadline, sock)
 
-    def _read_body(self, response) -> bytes:
+    def _read_body(self, response) -> bytearray:
         """Read the decoded body, failing as soon as it exceeds max_body_bytes."""
         try:
             return read_body(response, self.target.max_body_bytes)
