@@ -88,6 +88,12 @@ def test_userinfo_is_sent_as_utf8_basic_auth(hostile_server, userinfo, sent):
     assert outcome.ok, outcome
 
 
+def test_an_empty_userinfo_sends_no_authorization(hostile_server):
+    url = hostile_server.url("/echo-headers").replace("://", "://@")
+    outcome = check(Target(url, regex="(?i)authorization"))
+    assert outcome.status_code == 200 and outcome.regex_matched is False
+
+
 def test_userinfo_follows_a_same_host_redirect_to_https(hostile_server, tls_server):
     url = hostile_server.url("/redirect-to?" + tls_server.url("/echo-headers"), userinfo="alice:s3cret")
     outcome = check(Target(url, verify_tls=False, regex="(?i)authorization: Basic YWxpY2U6czNjcmV0"))
