@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 OK_BODY = b"hello sitewatch"
 NON_UTF8_BODY = b"\xff\xfe caf\xe9 \x00 latin1 text"
@@ -136,8 +136,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.respond(302, headers={"Location": "/redirect-loop" + (f"?{query}" if query else "")})
 
     def route_redirect_to(self, arg, query) -> None:
-        """/redirect-to?<url>: one redirect to whatever the query says."""
-        self.respond(301, headers={"Location": query})
+        """/redirect-to?<url>: one redirect to whatever the query says (percent-decoded)."""
+        self.respond(301, headers={"Location": unquote(query)})
 
     # ---- never finishing
 
@@ -153,6 +153,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
         while self.pause(DRIBBLE_INTERVAL):
             self.raw(b"a")
+
+    def route_dribble_gzip(self, arg, query) -> None:
+        """A gzip body without Content-Length (it ends at EOF), valid but dribbled."""
+        self.raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        data = zlib.compress(OK_BODY * 1000, wbits=16 + zlib.MAX_WBITS)
+        self.raw(data[:20])
+        for at in range(20, len(data)):
+            if not self.pause(DRIBBLE_INTERVAL):
+                return
+            self.raw(data[at:at + 1])
 
     def route_endless(self, arg, query) -> None:
         self.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
@@ -182,6 +192,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # its query string, comes back where a status line should be.
         self.raw(self.requestline.encode("latin-1") + b"\r\n\r\n")
 
+    def route_echo_auth_line(self, arg, query) -> None:
+        # Our Authorization header echoed back where a status line should be.
+        self.raw(b"AUTH " + self.headers.get("Authorization", "").encode("latin-1") + b"\r\n\r\n")
+
     def route_bad_header_line(self, arg, query) -> None:
         # A header line without a colon: http.client keeps going, urllib3 logs a warning.
         self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nthis line has no colon\r\nX-After: 1\r\n\r\nok")
@@ -191,6 +205,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def route_bad_gzip(self, arg, query) -> None:
         self.respond(200, b"this is not gzip at all", {"Content-Encoding": "gzip"})
+
+    def route_truncated_gzip(self, arg, query) -> None:
+        """A gzip body cut before its end, with a Content-Length that matches the cut."""
+        whole = zlib.compress(OK_BODY * 100, wbits=16 + zlib.MAX_WBITS)
+        self.respond(200, whole[: len(whole) // 2], {"Content-Encoding": "gzip"})
+
+    def route_truncated_deflate(self, arg, query) -> None:
+        whole = zlib.compress(OK_BODY * 100)
+        self.respond(200, whole[: len(whole) // 2], {"Content-Encoding": "deflate"})
+
+    def route_deflate(self, arg, query) -> None:
+        """/deflate/raw or /deflate/zlib: the OK body in either deflate form."""
+        wbits = -zlib.MAX_WBITS if arg == "raw" else zlib.MAX_WBITS
+        compressor = zlib.compressobj(wbits=wbits)
+        self.respond(200, compressor.compress(OK_BODY) + compressor.flush(), {"Content-Encoding": "deflate"})
+
+    def route_gzip_members(self, arg, query) -> None:
+        """Two concatenated gzip members: one body."""
+        member = zlib.compress(OK_BODY, wbits=16 + zlib.MAX_WBITS)
+        self.respond(200, member + member, {"Content-Encoding": "gzip"})
+
+    def route_deflate_empty_blocks(self, arg, query) -> None:
+        """A zlib header, then endless empty stored blocks: input that never yields output."""
+        self.raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n"
+                 b"Connection: close\r\n\r\n")
+        self.raw(b"2\r\n\x78\x01\r\n")
+        blocks = b"\x00\x00\x00\xff\xff" * 13107  # 64 KiB of empty blocks
+        chunk = b"%x\r\n%s\r\n" % (len(blocks), blocks)
+        while not self.server.stopping.is_set():
+            self.raw(chunk)
+
+    def route_interim(self, arg, query) -> None:
+        """/interim/<codes>: interim responses (e.g. 103,102) before a 200."""
+        for code in arg.split(","):
+            self.raw(b"HTTP/1.1 %s Interim\r\nLink: </style.css>; rel=preload\r\n\r\n" % code.encode())
+        self.respond(200, OK_BODY)
 
 
 class _Server(http.server.ThreadingHTTPServer):

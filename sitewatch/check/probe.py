@@ -8,51 +8,61 @@ Why it is built the way it is:
 
 * A fresh connection per check (no pooling): DNS, TCP and TLS are part of what
   "available" means, so each check pays for them like a first-time visitor.
-* One total deadline per check. Socket timeouts alone are per recv() call and
-  http.client reads a header block with many small recv() calls, so a server
-  dribbling one byte per second would never trip them. A single watchdog thread
-  per process shuts down the socket of any check whose deadline has passed; the
-  blocked recv() then returns and the check reports `timeout`. DNS lookups run in
-  helper threads (reused) because getaddrinfo() cannot be interrupted at all.
-* Bodies are read in chunks and capped after decompression, so an endless body or
-  a gzip bomb costs at most `max_body_bytes` of memory.
+* One total deadline per check, enforced by a watchdog thread that cuts the
+  socket of an overdue check (deadline.py). DNS lookups run in helper threads
+  because getaddrinfo() cannot be interrupted at all (resolve.py); a name's
+  addresses are raced Happy Eyeballs style (connect.py). TLS contexts and
+  certificate expiry live in tls.py.
+* Bodies are read in chunks and decoded by body.py, capped after decompression
+  and before it, so an endless body, a gzip bomb or a deflate stream that never
+  yields output costs at most `max_body_bytes` of memory.
+* A failure of the monitor itself (out of descriptors, threads, memory) is
+  error_kind "monitor", never blamed on the site.
 * User regexes run on google-re2 (linear time), never on Python's `re`.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
+import errno
 import functools
-import heapq
 import http.client
-import ipaddress
-import itertools
 import logging
-import os
-import queue
+import re
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urljoin
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
 import re2
 import urllib3
 from urllib3.util import make_headers, parse_url
-from urllib3.util.ssl_ import create_urllib3_context
 
 import sitewatch
-from sitewatch.redact import redact_url, scrub
+from sitewatch.redact import REDACTED, redact_url, scrub
 from sitewatch.urlspec import compile_regex, parse_expected_status
+
+from . import tls
+from .body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
+from .connect import connect, interleave
+from .deadline import WATCHDOG, Deadline
+from .resolve import resolve
 
 USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-BODY_CHUNK_BYTES = 64 * 1024
-# Cap on the length of any text taken from an exception or a server reply.
+MAX_INTERIM_RESPONSES = 32  # 1xx responses skipped before the final one
+# Cap on the length of a quoted regex inside a message.
 MAX_DETAIL_CHARS = 200
+# Cap on every `error` (DESIGN.md: a few hundred characters, whatever the server
+# sends). Applied after redaction: a cut secret would no longer match and leak.
+MAX_ERROR_CHARS = 300
+# Secrets shorter than this are only redacted as whole words: a password "0"
+# must not turn "HTTP 401" into "HTTP 4***1".
+SHORT_SECRET_CHARS = 6
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,9 @@ class Outcome:
     status_code: int | None  # final status (the last one received when redirects fail)
     regex_matched: bool | None  # None without a regex or when no complete body was read
     ok: bool
-    error_kind: str | None  # dns, connect, timeout, tls, redirects, body_too_large, protocol, status, regex
+    # dns, connect, timeout, tls, redirects, body_too_large, protocol, status, regex; or
+    # monitor: the monitor itself failed (out of file descriptors, threads, memory), the site was not checked
+    error_kind: str | None
     error: str | None  # human-readable, secrets redacted
     cert_days_left: int | None  # smallest days-until-notAfter of the certificates seen (https)
 
@@ -124,165 +136,6 @@ def _regex_matches(pattern: str, body: bytes) -> bool:
     return compile_regex(pattern).search(body.decode("utf-8", errors="replace")) is not None
 
 
-# --------------------------------------------------------------------------- deadline
-
-
-class _Deadline:
-    """One check's total deadline, and the socket the watchdog must cut when it passes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = float(seconds)  # a NUMERIC column arrives as Decimal
-        self.start = time.monotonic()
-        self.at = self.start + self.seconds
-        self.expired = False  # set by the watchdog thread
-        self.finished = False  # set when the check is done; the watchdog then ignores it
-        self.sock: socket.socket | None = None  # guarded by the watchdog's lock
-
-    def passed(self) -> bool:
-        return self.expired or time.monotonic() >= self.at
-
-    def left(self) -> float:
-        """Seconds left, for socket timeouts; raises TimeoutError once none are."""
-        left = self.at - time.monotonic()
-        if left <= 0 or self.expired:
-            raise TimeoutError("total deadline passed")
-        return left
-
-
-def _cut(sock: socket.socket) -> None:
-    # socket.socket.shutdown, not SSLSocket.shutdown: the latter also drops the SSL
-    # object under the feet of the thread blocked reading it. Shutting the fd down
-    # is enough to make that read return.
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # not connected yet, already closed, or detached by the TLS wrapper
-
-
-class _Watchdog:
-    """One daemon thread per process that cuts the socket of every overdue check.
-
-    Started lazily on the first check, so nothing runs before a worker forks;
-    reset in a forked child, where the parent's thread does not exist.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._seq = itertools.count()  # tie-breaker: deadlines are not orderable
-        self._thread: threading.Thread | None = None
-
-    def add(self, deadline: _Deadline) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sitewatch-watchdog", daemon=True)
-                self._thread.start()
-            heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
-            # Wake the watchdog only when this deadline comes first: with one timeout for
-            # all URLs deadlines arrive in order, so thousands of checks a second do not
-            # cost thousands of thread wake-ups.
-            if self._heap[0][2] is deadline:
-                self._cond.notify()
-
-    def watch(self, deadline: _Deadline, sock: socket.socket | None) -> None:
-        """Make `sock` the one to cut for `deadline` (None before closing it)."""
-        with self._cond:
-            deadline.sock = sock
-            if sock is not None and deadline.expired:
-                _cut(sock)
-
-    def remove(self, deadline: _Deadline) -> None:
-        # The heap entry stays until it comes due (lazy deletion); marking it
-        # finished under the lock guarantees the watchdog never touches a socket
-        # of a check that has moved on (its fd number may already be reused).
-        with self._cond:
-            deadline.finished = True
-            deadline.sock = None
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                at, _, deadline = self._heap[0]
-                wait = at - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)  # woken early when an earlier deadline is added
-                    continue
-                heapq.heappop(self._heap)
-                if not deadline.finished:
-                    deadline.expired = True
-                    if deadline.sock is not None:
-                        _cut(deadline.sock)
-
-
-_WATCHDOG = _Watchdog()
-os.register_at_fork(after_in_child=_WATCHDOG._reset)
-
-
-class _Resolver:
-    """getaddrinfo() on reusable daemon threads, each lookup bounded by its check's deadline.
-
-    getaddrinfo() blocks in C and cannot be interrupted, so it runs on another thread
-    and the caller stops waiting at its deadline; the thread lingers until the system
-    resolver gives up. Threads are reused, because starting one costs ~90 us of CPU,
-    far more than a cached lookup; a new one starts whenever none is idle, so a hung
-    lookup never delays another.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0  # threads waiting for a job and not yet promised to one
-
-    def lookup(self, host: str, port: int, timeout: float) -> list:
-        done = threading.Event()
-        box: list = []
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-            else:
-                threading.Thread(target=self._serve, name="sitewatch-dns", daemon=True).start()
-        self._jobs.put((host, port, done, box))
-        if not done.wait(timeout):
-            raise TimeoutError("DNS lookup timed out")
-        if isinstance(box[0], Exception):
-            raise box[0]
-        return box[0]
-
-    def _serve(self) -> None:
-        while True:
-            host, port, done, box = self._jobs.get()
-            try:
-                box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-            except Exception as exc:
-                box.append(exc)
-            done.set()
-            with self._lock:
-                self._idle += 1
-
-
-_RESOLVER = _Resolver()
-os.register_at_fork(after_in_child=_RESOLVER._reset)
-
-
-def _resolve(host: str, port: int, deadline: _Deadline) -> list:
-    """getaddrinfo() bounded by the deadline (see _Resolver)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:  # an address literal needs no lookup
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    return _RESOLVER.lookup(host, port, deadline.left())
-
-
 # --------------------------------------------------------------------------- connections
 
 
@@ -303,75 +156,26 @@ class _DeadlineConnectionMixin:
         return self._probe.open_socket(self._probe_host, self.port, self.socket_options)
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client skips only `100 Continue`; skip every interim 1xx response
+    (`103 Early Hints`, `102 Processing`) so the final one is judged. 101 is a
+    final answer (we never ask to switch protocols)."""
+
+    def _read_status(self):
+        for _ in range(MAX_INTERIM_RESPONSES):
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # bounded like any header block
+        raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} interim 1xx responses")
+
+
 class _HTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
-    pass
-
-
-@functools.lru_cache(maxsize=2)
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    # Building a context and loading the system CAs costs ~15 ms of CPU, far too
-    # much per check; one shared context per mode is safe (wrap_socket is thread-safe).
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
-    if verify:
-        context.load_default_certs()
-    return context
-
-
-def _days_left(sock) -> int | None:
-    not_after = (sock.getpeercert() or {}).get("notAfter")
-    if not_after:
-        expires = ssl.cert_time_to_seconds(not_after)
-    else:
-        # getpeercert() is {} when the certificate was not verified (verify_tls=False):
-        # read the expiry from the raw certificate instead, so it is reported either way.
-        expires = _der_not_after(sock.getpeercert(binary_form=True) or b"")
-        if expires is None:
-            return None
-    return int((expires - time.time()) // 86400)
-
-
-def _der_element(data: bytes, at: int) -> tuple[int, int, int]:
-    """(tag, start of content, end of content) of the DER element at `at`."""
-    tag, length = data[at], data[at + 1]
-    at += 2
-    if length & 0x80:  # long form: the next (length & 0x7f) bytes hold the length
-        count = length & 0x7F
-        length = int.from_bytes(data[at:at + count], "big")
-        at += count
-    return tag, at, at + length
-
-
-def _der_not_after(cert: bytes) -> float | None:
-    """notAfter (epoch seconds) of a DER X.509 certificate; None if it cannot be read.
-
-    Certificate = SEQUENCE { tbsCertificate = SEQUENCE { [0] version OPTIONAL, serial,
-    signature, issuer, validity = SEQUENCE { notBefore, notAfter }, ... }, ... }.
-    """
-    try:
-        _, tbs, _ = _der_element(cert, 0)
-        _, at, _ = _der_element(cert, tbs)                  # into tbsCertificate
-        tag, _, end = _der_element(cert, at)
-        if tag == 0xA0:                                     # explicit version: skip it
-            at = end
-        for _ in range(3):                                  # serial, signature, issuer
-            at = _der_element(cert, at)[2]
-        _, validity, _ = _der_element(cert, at)
-        not_before_end = _der_element(cert, validity)[2]
-        tag, start, end = _der_element(cert, not_before_end)
-        text = cert[start:end].decode("ascii")
-        if tag == 0x17:                                     # UTCTime: YYMMDDHHMMSSZ
-            year = int(text[:2])
-            text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
-        elif tag != 0x18:                                   # not GeneralizedTime either
-            return None
-        moment = datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-        return moment.timestamp()
-    except (IndexError, ValueError, UnicodeDecodeError):
-        return None
+    response_class = _FinalResponse
 
 
 # --------------------------------------------------------------------------- the check
@@ -393,8 +197,30 @@ class _Failure(Exception):
         self.message = message
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
+def _shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _scrub(text: str, secrets) -> str:
+    """Redact every secret in `text`: long ones anywhere, short ones as whole words."""
+    # Longest first, so a whole query string goes before the values inside it.
+    ordered = sorted(secrets, key=len, reverse=True)
+    text = scrub(text, [secret for secret in ordered if len(secret) >= SHORT_SECRET_CHARS])
+    for secret in ordered:
+        if 0 < len(secret) < SHORT_SECRET_CHARS:
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", REDACTED, text)
+    return text
+
+
+def _basic_auth(userinfo: str) -> str:
+    """The Authorization value for a URL's (percent-encoded) userinfo.
+
+    Percent-decoded to bytes, so a UTF-8 password is sent as UTF-8 (RFC 7617),
+    never re-encoded as Latin-1; `user@host` sends `user:` (an empty password).
+    """
+    user, _, password = userinfo.partition(":")
+    credentials = unquote_to_bytes(user) + b":" + unquote_to_bytes(password)
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
 def _describe(exc: BaseException) -> str:
@@ -406,7 +232,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, http.client.RemoteDisconnected):
         return "server closed the connection without a response"
     if isinstance(exc, http.client.BadStatusLine):
-        return f"not an HTTP response (got {_shorten(repr(exc.line))})"
+        return f"not an HTTP response (got {repr(exc.line)})"
     if isinstance(exc, http.client.IncompleteRead):  # urllib3's has a count, not the bytes
         got = exc.partial if isinstance(exc.partial, int) else len(exc.partial)
         more = f", {exc.expected} more expected" if exc.expected is not None else ""
@@ -416,7 +242,55 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return f"connection lost ({type(exc).__name__})"
     text = str(exc)
-    return _shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _carry_userinfo(old_url: str, new_url: str) -> str:
+    """`new_url`, with `old_url`'s userinfo when a redirect stays on the same host.
+
+    urljoin keeps the userinfo only for relative Locations; `http://host/` ->
+    `https://host/` must keep it too. Never carried to another host, nor from
+    https down to http.
+    """
+    old, new = urlsplit(old_url), urlsplit(new_url)
+    if "@" in new.netloc or "@" not in old.netloc:
+        return new_url
+    same_host = (old.hostname or "") == (new.hostname or "")
+    if not same_host or (old.scheme == "https" and new.scheme != "https"):
+        return new_url
+    userinfo = old.netloc.rpartition("@")[0]
+    return urlunsplit(new._replace(netloc=f"{userinfo}@{new.netloc}"))
+
+
+# errno values that mean this process or machine ran out of something.
+_MONITOR_ERRNOS = {
+    errno.EMFILE: "out of file descriptors",
+    errno.ENFILE: "the system is out of file descriptors",
+    errno.ENOBUFS: "out of socket buffer space",
+    errno.ENOMEM: "out of memory",
+}
+
+
+def _monitor_failure(exc: BaseException) -> str | None:
+    """What ran out, when `exc` is a failure of the monitor itself rather than of the site.
+
+    Such a failure must never be recorded as the site being down (DESIGN.md
+    section 4): the check reports error_kind "monitor" and the consumer retries.
+    """
+    seen = 0
+    while exc is not None and seen < 5:  # also look at what urllib3 or we wrapped
+        if isinstance(exc, OSError) and exc.errno in _MONITOR_ERRNOS:
+            return f"{_MONITOR_ERRNOS[exc.errno]} ({errno.errorcode[exc.errno]})"
+        if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_MEMORY:
+            return "out of memory (EAI_MEMORY)"
+        if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+            return "cannot start a thread (can't start new thread)"
+        if isinstance(exc, MemoryError):
+            return "out of memory (MemoryError)"
+        wrapped = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else None
+        exc = wrapped or exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
@@ -428,11 +302,12 @@ class _Check:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.deadline = _Deadline(target.timeout)
+        self.deadline = Deadline(target.timeout)
         self.stage = _RESOLVING
         self.https = False
         self.status_code: int | None = None
         self.cert_days_left: int | None = None
+        self._peer: tuple | None = None  # the getaddrinfo() entry of the last connection
         self.secrets: set[str] = set()  # scrubbed from the final error message
 
     # ---- the whole check
@@ -490,16 +365,17 @@ class _Check:
         return _Failure("regex", f"regex {shown} not found in body ({len(body)} bytes)"), False
 
     def _redacted(self, message: str) -> str:
-        # Longest first, so a whole query string goes before the values inside it.
-        return scrub(message, sorted(self.secrets, key=len, reverse=True))
+        """The message as stored: secrets out first, then cut to length."""
+        return _shorten(_scrub(message, self.secrets), MAX_ERROR_CHARS)
 
     def _remember_secrets(self, url) -> None:
         """Note the secrets a URL carries, in case a server echoes them back."""
         if url.auth:
             self.secrets.add(url.auth)
             self.secrets.add(unquote(url.auth))
-            _, _, password = unquote(url.auth).partition(":")
-            self.secrets.add(password)
+            _, _, password = url.auth.partition(":")
+            self.secrets.update((password, unquote(password)))
+            self.secrets.add(_basic_auth(url.auth).partition(" ")[2])  # an echoed Authorization header
         if url.query:
             self.secrets.add(url.query)
             # Short values ("page=1") would mangle every message; they only appear
@@ -520,7 +396,10 @@ class _Check:
             location, body = self._fetch(url, bad_url_kind="protocol" if redirects == 0 else "redirects")
             if location is None:
                 return body
-            next_url = urljoin(url, location)
+            try:
+                next_url = _carry_userinfo(url, urljoin(url, location))
+            except ValueError:  # urljoin: "Invalid IPv6 URL", a port out of range, ...
+                raise _Failure("redirects", f"invalid redirect Location {redact_url(location)}") from None
             if redirects >= self.target.max_redirects:
                 limit = self.target.max_redirects
                 raise _Failure("redirects", f"more than {limit} redirects (last: {redact_url(next_url)})")
@@ -544,38 +423,35 @@ class _Check:
             raise _Failure(bad_url_kind, f"unsupported URL scheme {parts.scheme!r} in {redact_url(url)}")
         if not parts.host:
             raise _Failure(bad_url_kind, f"no host in URL {redact_url(url)}")
+        if parts.port == 0:  # `parts.port or 80` would quietly check another port
+            raise _Failure(bad_url_kind, f"invalid port 0 in {redact_url(url)}")
 
         self.https = parts.scheme == "https"
         host = parts.host.strip("[]")  # IPv6 literals come bracketed
-        headers = make_headers(
-            accept_encoding=True,  # every encoding this urllib3 can decode
-            user_agent=USER_AGENT,
-            basic_auth=unquote(parts.auth) if parts.auth else None,
-        )
+        headers = make_headers(accept_encoding=ACCEPT_ENCODING, user_agent=USER_AGENT)  # encodings body.py decodes
+        if parts.auth:  # `user@host` too; not an empty `@host`
+            headers["Authorization"] = _basic_auth(parts.auth)
         headers["Connection"] = "close"
 
         if self.https:
             verify = self.target.verify_tls
             conn = _HTTPSConnection(
                 host,
-                parts.port or 443,
+                443 if parts.port is None else parts.port,
                 probe=self,
                 cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
                 assert_hostname=None if verify else False,
-                ssl_context=_ssl_context(verify),
+                ssl_context=tls.ssl_context(verify),
             )
         else:
-            conn = _HTTPConnection(host, parts.port or 80, probe=self)
+            conn = _HTTPConnection(host, 80 if parts.port is None else parts.port, probe=self)
         response = None
         try:
             self.stage = _RESOLVING
             conn.connect()
             self._watch(conn.sock)  # the TLS wrapper replaced the raw socket
             if self.https:
-                # Several hops may be https: keep the certificate that expires first.
-                days = _days_left(conn.sock)
-                if days is not None and (self.cert_days_left is None or days < self.cert_days_left):
-                    self.cert_days_left = days
+                self._note_days_left(tls.days_left(conn.sock))
 
             self.stage = _WAITING
             conn.timeout = self.deadline.left()  # getresponse() applies it to the socket
@@ -586,18 +462,20 @@ class _Check:
             location = response.headers.get("Location") or None
             if response.status not in REDIRECT_STATUSES:
                 location = None  # a Location on a 200 or 201 is no redirect
-            body = None
+            content = None
             if location is None and self.target.method.upper() != "HEAD":
                 self.stage = _READING
-                body = self._read_body(response)
+                content = self._read_body(response)
             # When the watchdog cut the socket, http.client may have taken the EOF
             # for the end of the headers or of the body: what we have is truncated.
             if self.deadline.passed():
                 raise TimeoutError("total deadline passed")
-            return location, body
+            return location, content
         except _Failure:
             raise
         except Exception as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                self._note_days_left(self._days_left_unverified(host))
             raise self._classify(exc, host, conn.port) from None
         finally:
             # Stop watching before closing: once closed, the fd number may be reused
@@ -607,52 +485,69 @@ class _Check:
                 response.close()  # it holds the socket (http.client's makefile)
             conn.close()
 
+    def _note_days_left(self, days: int | None) -> None:
+        # Several hops may be https: keep the certificate that expires first.
+        if days is not None and (self.cert_days_left is None or days < self.cert_days_left):
+            self.cert_days_left = days
+
+    def _days_left_unverified(self, host: str) -> int | None:
+        """Days left on a certificate that failed verification (an expired one above all).
+
+        The verifying handshake is aborted before the certificate can be read, and
+        Python has no verify callback, so shake hands once more with the same
+        address without verifying, within the same deadline, only to read it.
+        """
+        if self._peer is None:
+            return None
+        sock = None
+        try:
+            sock = connect([self._peer], None, self.deadline)
+            sock.settimeout(self.deadline.left())
+            with tls.ssl_context(False).wrap_socket(sock, server_hostname=host) as tls_sock:
+                return tls.days_left(tls_sock)
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            return None  # the verification error is what gets reported
+        finally:
+            if sock is not None:
+                sock.close()
+
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
         self.stage = _RESOLVING
-        addresses = _resolve(host, port, self.deadline)
+        addresses = interleave(resolve(host, port, self.deadline))
         self.stage = _CONNECTING
-        error: OSError | None = None
-        for family, type_, proto, _, address in addresses:
-            sock = socket.socket(family, type_, proto)
-            self._watch(sock)
-            try:
-                for option in socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(self.deadline.left())
-                sock.connect(address)
-                # Left for the TLS handshake, which CPython bounds as a whole.
-                sock.settimeout(self.deadline.left())
-            except OSError as exc:
-                self._watch(None)
-                sock.close()
-                error = exc
-                if isinstance(exc, TimeoutError):
-                    break  # the deadline is gone; no time for the next address
-                continue
-            self.stage = _TLS if self.https else _WAITING
-            return sock
-        raise error or OSError(f"no address for {host}")
+        sock = connect(addresses, socket_options, self.deadline)
+        try:
+            peer = sock.getpeername()
+            # Left for the TLS handshake, which CPython bounds as a whole.
+            sock.settimeout(self.deadline.left())
+        except OSError:  # TimeoutError, or the peer is already gone
+            sock.close()  # not handed to urllib3 yet: nobody else would
+            raise
+        self._peer = (sock.family, sock.type, sock.proto, "", peer)
+        self._watch(sock)
+        self.stage = _TLS if self.https else _WAITING
+        return sock
 
     def _watch(self, sock) -> None:
-        _WATCHDOG.watch(self.deadline, sock)
+        WATCHDOG.watch(self.deadline, sock)
 
-    def _read_body(self, response) -> bytes:
+    def _read_body(self, response) -> bytearray:
         """Read the decoded body, failing as soon as it exceeds max_body_bytes."""
-        limit = self.target.max_body_bytes
-        body = bytearray()
-        while True:
-            # urllib3 >= 2.6 caps the decompressed output of one read(amt) call at
-            # about amt, so a gzip bomb is unpacked chunk by chunk, never at once.
-            chunk = response.read(BODY_CHUNK_BYTES, decode_content=True)
-            if not chunk:
-                return bytes(body)
-            if len(body) + len(chunk) > limit:
-                raise _Failure("body_too_large", f"body exceeds {limit} bytes")
-            body += chunk
+        try:
+            return read_body(response, self.target.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise _Failure("body_too_large", str(exc)) from None
+        except BadEncoding as exc:
+            if self.deadline.passed():  # the watchdog's cut looks like an early end
+                raise TimeoutError("total deadline passed") from None
+            raise _Failure("protocol", str(exc)) from None
 
     def _classify(self, exc: BaseException, host: str, port: int) -> _Failure:
         """Turn an exception from one hop into a _Failure, by what the check was doing."""
+        exhausted = _monitor_failure(exc)
+        if exhausted:  # before anything else: it is never the site's doing
+            return _Failure("monitor", f"monitor failure while {self.stage}: {exhausted}; the site was not checked")
         timeouts = (TimeoutError, urllib3.exceptions.TimeoutError)
         if self.deadline.passed() or isinstance(exc, timeouts):
             seconds = float(self.deadline.seconds)
@@ -678,22 +573,27 @@ def check(target: Target) -> Outcome:
     probe = None
     try:
         probe = _Check(target)
-        _WATCHDOG.add(probe.deadline)
+        WATCHDOG.add(probe.deadline)
         return probe.run(started_at)
     except Exception as exc:  # a bug of ours or a library surprise: report it, never crash the worker
+        exhausted = _monitor_failure(exc)
+        if exhausted:  # e.g. the watchdog thread could not start
+            kind, error = "monitor", f"monitor failure: {exhausted}; the site was not checked"
+        else:  # the class name only: str(exc) may hold secrets
+            kind, error = "protocol", f"unexpected error: {type(exc).__name__}"
         return Outcome(
             started_at=started_at,
             response_time_ms=None,
             status_code=probe.status_code if probe else None,
             regex_matched=None,
             ok=False,
-            error_kind="protocol",
-            error=f"unexpected error: {type(exc).__name__}",  # the class name only: str(exc) may hold secrets
+            error_kind=kind,
+            error=error,
             cert_days_left=probe.cert_days_left if probe else None,
         )
     finally:
         if probe is not None:
-            _WATCHDOG.remove(probe.deadline)
+            WATCHDOG.remove(probe.deadline)
 
 
 # --------------------------------------------------------------------------- output
