@@ -1,5 +1,6 @@
 """Local HTTP targets for the benchmarks: nginx when installed, a Python fallback
-otherwise, and a "hanging" server that accepts connections and never answers.
+otherwise; a "delay" server that answers each URL after its own delay (internet-like
+latency); and a "hanging" server that accepts connections and never answers.
 
 Everything listens on 127.0.0.1 only.
 """
@@ -147,3 +148,108 @@ class HangingTarget:
     def stop(self) -> None:
         if self._loop:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"   # Debian: libnginx-mod-http-echo
+
+DELAY_NGINX_CONF = """
+load_module {module};
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_timeout 5;
+    server {{
+        listen 127.0.0.1:{port} backlog=8192 reuseport;
+        # /d/<seconds>/<anything>: answer 200 after <seconds>; echo_sleep is a timer, no CPU.
+        location ~ ^/d/(?<delay>[0-9.]+)/ {{ default_type text/plain; echo_sleep $delay; echo "ok"; }}
+    }}
+}}
+"""
+
+
+class DelayTarget:
+    """Answers /d/<seconds>/... with 200 after <seconds>: nginx with the echo module's echo_sleep
+    (no CPU while waiting) when installed, else an asyncio server (reported as such)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.kind = None
+        self._proc = None
+        self._dir = None
+        self._loop = None
+
+    def url(self, delay: float, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/d/{delay:g}/{name}"
+
+    def start(self) -> "DelayTarget":
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx and os.path.exists(ECHO_MODULE):
+            self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-delay-")
+            conf = os.path.join(self._dir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(DELAY_NGINX_CONF.format(module=ECHO_MODULE, prefix=self._dir, port=self.port))
+            self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.kind = "nginx + echo_sleep (1 worker)"
+        else:
+            self._start_asyncio()
+            self.kind = "python asyncio delay server (fallback: nginx or libnginx-mod-http-echo not installed)"
+        wait_for_port(self.port)
+        return self
+
+    def _start_asyncio(self) -> None:
+        ready = threading.Event()
+
+        async def answer(reader, writer):
+            try:
+                request = await reader.readuntil(b"\r\n\r\n")
+                path = request.split(b" ", 2)[1].decode()
+                parts = path.split("/")
+                await asyncio.sleep(float(parts[2]) if len(parts) > 2 and parts[1] == "d" else 0)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                pass
+            finally:
+                writer.close()
+
+        async def main():
+            server = await asyncio.start_server(answer, "127.0.0.1", self.port, backlog=8192)
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(main())
+            except RuntimeError:
+                pass
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+
+    def pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc else []
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -248,6 +248,36 @@ def test_skip_ahead_mixed_batch_sums_skips(db):
     assert q1(db, "SELECT count(*) FROM url WHERE next_check_at <= now()") == 0
 
 
+def test_a_long_import_never_moves_a_schedule_back_before_an_enqueued_slot(db, dsn):
+    fast = config.load({"MIN_PERIOD": "1"}).check
+    store.add_url(db, entry("http://moving.example/", period=PERIOD))
+    importer = psycopg2.connect(dsn)
+    try:
+        with importer.cursor() as cur:
+            cur.execute("SELECT now()")        # the import's transaction began here (now() is fixed)
+        # Meanwhile the producer enqueues the URL's slot (later than the import's now()), and the
+        # check is recorded; then the import changes the period to 1 s.
+        import time
+        time.sleep(1.5)
+        slot = set_cursor(db, "http://moving.example/", 0.0)
+        assert store.enqueue_due(db, 10) == (1, 1, 0)
+        [task] = claim(db, "c")
+        assert store.complete_tasks(db, [result_row(task, "c")]) == []
+        store.import_urls(importer, [make_entry({"url": "http://moving.example/", "period": 1}, fast)])
+    finally:
+        importer.close()
+    cursor = q1(db, "SELECT next_check_at FROM url")
+    assert cursor > slot, f"the schedule moved back to {cursor}, before the slot {slot} already checked"
+
+
+def test_import_commits_in_chunks_so_the_producer_is_not_held_off(db):
+    n = store.IMPORT_CHUNK * 2 + 10
+    store.import_urls(db, [entry(f"http://chunk{i}.example/") for i in range(n)])
+    assert q1(db, "SELECT count(*) FROM url") == n
+    # One transaction per chunk: rows of the first chunk were unlocked while the rest was written.
+    assert q1(db, "SELECT count(DISTINCT xmin::text) FROM url") == 3
+
+
 # --------------------------------------------------------------------------- 5. claim
 
 

@@ -14,10 +14,12 @@ RETURNING id;
 -- Upsert many URLs in one statement (execute_values fills VALUES). New URLs get their first
 -- slot spread at random across their period, so 10,000 URLs with one period do not fire in
 -- the same second; an existing URL keeps its slot phase unless its period changes.
+-- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
+-- producer enqueued since then would be scheduled again (the schedule moved backwards).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
                       verify_tls, next_check_at)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
-       v.verify_tls, now() + random() * make_interval(secs => v.period)
+       v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period)
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
@@ -159,11 +161,15 @@ LEFT JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
 WHERE f.id IS NULL;
 
 -- name: release_tasks
--- Hand back leased tasks that were never started (shutdown): claimable again at once, and
--- the attempt they did not use is not counted.
-UPDATE task SET status = 0, lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
-                attempts = greatest(attempts - 1, 0)
-WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s;
+-- Hand back leased tasks that were not checked (shutdown, or a failure of the monitor itself):
+-- claimable again after %(delay)s seconds, and the attempt they did not use is not counted.
+-- Each task is matched at its attempt when one is given (null: any attempt of ours).
+UPDATE task SET status = 0, lease_owner = NULL, lease_expires_at = NULL,
+                available_at = now() + make_interval(secs => %(delay)s),
+                attempts = greatest(task.attempts - 1, 0)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r (id, attempt)
+WHERE task.id = r.id AND (r.attempt IS NULL OR task.attempts = r.attempt)
+  AND task.lease_owner = %(owner)s;
 
 -- name: queue_depth
 -- Tasks waiting and tasks leased, for the summary line.
