@@ -16,11 +16,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NGINX_CONF = """
+{head}
 worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/body;
@@ -31,10 +33,13 @@ http {{
     keepalive_timeout 5;
     server {{
         listen 127.0.0.1:{port} backlog=8192 reuseport;
-        location / {{ default_type text/plain; return 200 "sitewatch bench ok\\n"; }}
+        {location}
     }}
 }}
 """
+
+
+FAST_LOCATION = 'location / { default_type text/plain; return 200 "sitewatch bench ok\\n"; }'
 
 
 def free_port() -> int:
@@ -54,6 +59,38 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
+def stop_process(proc) -> None:
+    if proc:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_in_thread(handle, port: int, backlog: int) -> asyncio.AbstractEventLoop:
+    """Run an asyncio server calling `handle(reader, writer)` on 127.0.0.1:port in a daemon
+    thread; returns its loop (stop it with loop.call_soon_threadsafe(loop.stop))."""
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=backlog)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    def run():
+        try:
+            loop.run_until_complete(main())
+        except RuntimeError:
+            pass  # loop stopped
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(10)
+    return loop
+
+
 class FastTarget:
     """nginx returning 200 for every path, or a threaded Python server when nginx is absent."""
 
@@ -71,7 +108,8 @@ class FastTarget:
             self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-")
             conf = os.path.join(self._dir, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(workers=self.workers, prefix=self._dir, port=self.port))
+                f.write(NGINX_CONF.format(head="", workers=self.workers, prefix=self._dir, port=self.port,
+                                          location=FAST_LOCATION))
             self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.kind = f"nginx ({self.workers} worker{'s' if self.workers > 1 else ''})"
@@ -97,12 +135,7 @@ class FastTarget:
         return [self._proc.pid] if self._proc else []
 
     def stop(self) -> None:
-        if self._proc:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_process(self._proc)
         if self._server:
             self._server.shutdown()
         if self._dir:
@@ -117,8 +150,6 @@ class HangingTarget:
         self._loop = None
 
     def start(self) -> "HangingTarget":
-        ready = threading.Event()
-
         async def hold(reader, writer):
             try:
                 while await reader.read(65536):
@@ -128,21 +159,7 @@ class HangingTarget:
             finally:
                 writer.close()
 
-        async def main():
-            server = await asyncio.start_server(hold, "127.0.0.1", self.port, backlog=4096)
-            ready.set()
-            async with server:
-                await server.serve_forever()
-
-        def run():
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(main())
-            except RuntimeError:
-                pass  # loop stopped
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
+        self._loop = serve_in_thread(hold, self.port, backlog=4096)
         return self
 
     def stop(self) -> None:
@@ -152,29 +169,8 @@ class HangingTarget:
 
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"   # Debian: libnginx-mod-http-echo
 
-DELAY_NGINX_CONF = """
-load_module {module};
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 32768; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_timeout 5;
-    server {{
-        listen 127.0.0.1:{port} backlog=8192 reuseport;
-        # /d/<seconds>/<anything>: answer 200 after <seconds>; echo_sleep is a timer, no CPU.
-        location ~ ^/d/(?<delay>[0-9.]+)/ {{ default_type text/plain; echo_sleep $delay; echo "ok"; }}
-    }}
-}}
-"""
+# /d/<seconds>/<anything>: answer 200 after <seconds>; echo_sleep is a timer, no CPU.
+DELAY_LOCATION = 'location ~ ^/d/(?<delay>[0-9.]+)/ { default_type text/plain; echo_sleep $delay; echo "ok"; }'
 
 
 class DelayTarget:
@@ -197,7 +193,8 @@ class DelayTarget:
             self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-delay-")
             conf = os.path.join(self._dir, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(DELAY_NGINX_CONF.format(module=ECHO_MODULE, prefix=self._dir, port=self.port))
+                f.write(NGINX_CONF.format(head=f"load_module {ECHO_MODULE};", workers=1, prefix=self._dir,
+                                          port=self.port, location=DELAY_LOCATION))
             self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.kind = "nginx + echo_sleep (1 worker)"
@@ -208,8 +205,6 @@ class DelayTarget:
         return self
 
     def _start_asyncio(self) -> None:
-        ready = threading.Event()
-
         async def answer(reader, writer):
             try:
                 request = await reader.readuntil(b"\r\n\r\n")
@@ -223,32 +218,13 @@ class DelayTarget:
             finally:
                 writer.close()
 
-        async def main():
-            server = await asyncio.start_server(answer, "127.0.0.1", self.port, backlog=8192)
-            ready.set()
-            async with server:
-                await server.serve_forever()
-
-        def run():
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(main())
-            except RuntimeError:
-                pass
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
+        self._loop = serve_in_thread(answer, self.port, backlog=8192)
 
     def pids(self) -> list[int]:
         return [self._proc.pid] if self._proc else []
 
     def stop(self) -> None:
-        if self._proc:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_process(self._proc)
         if self._loop:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._dir:

@@ -369,12 +369,18 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(db):
     assert q1(db, "SELECT count(*) FROM task_result") == 1
 
 
-def test_same_owner_new_attempt_fences_its_own_stale_attempt(db):
-    store.add_url(db, entry("http://again.example/", period=PERIOD))
+def claimed_twice_by(db, owner, url):
+    """A task claimed by `owner`, its lease expired, and claimed again by the same owner."""
+    store.add_url(db, entry(url, period=PERIOD))
     store.enqueue_due(db, 10)
-    [first] = claim(db, "A")
+    [first] = claim(db, owner)
     expire_leases(db)
-    [second] = claim(db, "A")
+    [second] = claim(db, owner)
+    return first, second
+
+
+def test_same_owner_new_attempt_fences_its_own_stale_attempt(db):
+    first, second = claimed_twice_by(db, "A", "http://again.example/")
     assert store.complete_tasks(db, [result_row(first, "A")]) == [first["id"]]
     assert store.complete_tasks(db, [result_row(second, "A")]) == []
     assert q1(db, "SELECT attempt FROM task_result") == 2
@@ -382,11 +388,7 @@ def test_same_owner_new_attempt_fences_its_own_stale_attempt(db):
 
 def test_one_batch_holding_both_attempts_of_a_task_records_only_the_current_one(db):
     # A consumer re-claims its own expired task; both attempts' results land in one batch.
-    store.add_url(db, entry("http://twice.example/", period=PERIOD))
-    store.enqueue_due(db, 10)
-    [first] = claim(db, "A")
-    expire_leases(db)
-    [second] = claim(db, "A")
+    first, second = claimed_twice_by(db, "A", "http://twice.example/")
     refused = store.complete_tasks(db, [result_row(first, "A", status_code=500, ok=False, error_kind="status"),
                                         result_row(second, "A", status_code=204)])
     assert refused == [first["id"]]                          # attempt 1 refused, and said so
