@@ -292,8 +292,9 @@ class Consumer:
         timeouts = [max(0.0, self.next_poll - now), max(0.0, self.next_control - now)]
         if self.pending:
             timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now))
-        if self.stopping:
-            timeouts.append(max(0.0, self.stop_deadline - now))
+        if self.stopping:     # wake for the hand-back, then for giving up on the database
+            give_up = self.stop_deadline + self.cfg.database.timeout
+            timeouts.append(self.stop_deadline - now if now < self.stop_deadline else max(0.0, give_up - now))
         if conn is None:
             timeouts.append(max(0.05, self.db.seconds_until_retry()))
         if self.finished:
