@@ -112,12 +112,15 @@ def test_orphaned_consumer_with_unwritten_results_exits_while_the_database_is_do
     finally:
         watcher.close()
     owned_pg.stop()                                  # the checks finish while it is down
-    os.kill(run.pid, signal.SIGKILL)                 # and nobody is left to kill the children
-    run.proc.wait(5)
-    t0 = time.monotonic()
-    wait_until(lambda: not group_processes(run.pid), grace + 15,
-               f"the orphans to exit: {[p.cmdline() for p in group_processes(run.pid)]}")
-    assert time.monotonic() - t0 < grace + 12
+    try:
+        os.kill(run.pid, signal.SIGKILL)             # and nobody is left to kill the children
+        run.proc.wait(5)
+        t0 = time.monotonic()
+        wait_until(lambda: not group_processes(run.pid), grace + 15,
+                   f"the orphans to exit: {[p.cmdline() for p in group_processes(run.pid)]}")
+        assert time.monotonic() - t0 < grace + 12
+    finally:
+        owned_pg.start()
     [gave_up] = run.events("stopping without writing results: database unavailable")
     assert gave_up["unwritten_results"] + gave_up["running"] >= 1
 
