@@ -1,5 +1,6 @@
 """Local HTTP targets for the benchmarks: nginx when installed, a Python fallback
-otherwise, and a "hanging" server that accepts connections and never answers.
+otherwise; a "delay" server that answers each URL after its own delay (internet-like
+latency); and a "hanging" server that accepts connections and never answers.
 
 Everything listens on 127.0.0.1 only.
 """
@@ -15,11 +16,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NGINX_CONF = """
+{head}
 worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/body;
@@ -30,10 +33,13 @@ http {{
     keepalive_timeout 5;
     server {{
         listen 127.0.0.1:{port} backlog=8192 reuseport;
-        location / {{ default_type text/plain; return 200 "sitewatch bench ok\\n"; }}
+        {location}
     }}
 }}
 """
+
+
+FAST_LOCATION = 'location / { default_type text/plain; return 200 "sitewatch bench ok\\n"; }'
 
 
 def free_port() -> int:
@@ -53,6 +59,38 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
+def stop_process(proc) -> None:
+    if proc:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_in_thread(handle, port: int, backlog: int) -> asyncio.AbstractEventLoop:
+    """Run an asyncio server calling `handle(reader, writer)` on 127.0.0.1:port in a daemon
+    thread; returns its loop (stop it with loop.call_soon_threadsafe(loop.stop))."""
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=backlog)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    def run():
+        try:
+            loop.run_until_complete(main())
+        except RuntimeError:
+            pass  # loop stopped
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(10)
+    return loop
+
+
 class FastTarget:
     """nginx returning 200 for every path, or a threaded Python server when nginx is absent."""
 
@@ -70,7 +108,8 @@ class FastTarget:
             self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-")
             conf = os.path.join(self._dir, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(workers=self.workers, prefix=self._dir, port=self.port))
+                f.write(NGINX_CONF.format(head="", workers=self.workers, prefix=self._dir, port=self.port,
+                                          location=FAST_LOCATION))
             self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.kind = f"nginx ({self.workers} worker{'s' if self.workers > 1 else ''})"
@@ -96,12 +135,7 @@ class FastTarget:
         return [self._proc.pid] if self._proc else []
 
     def stop(self) -> None:
-        if self._proc:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_process(self._proc)
         if self._server:
             self._server.shutdown()
         if self._dir:
@@ -116,8 +150,6 @@ class HangingTarget:
         self._loop = None
 
     def start(self) -> "HangingTarget":
-        ready = threading.Event()
-
         async def hold(reader, writer):
             try:
                 while await reader.read(65536):
@@ -127,23 +159,73 @@ class HangingTarget:
             finally:
                 writer.close()
 
-        async def main():
-            server = await asyncio.start_server(hold, "127.0.0.1", self.port, backlog=4096)
-            ready.set()
-            async with server:
-                await server.serve_forever()
-
-        def run():
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(main())
-            except RuntimeError:
-                pass  # loop stopped
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
+        self._loop = serve_in_thread(hold, self.port, backlog=4096)
         return self
 
     def stop(self) -> None:
         if self._loop:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"   # Debian: libnginx-mod-http-echo
+
+# /d/<seconds>/<anything>: answer 200 after <seconds>; echo_sleep is a timer, no CPU.
+DELAY_LOCATION = 'location ~ ^/d/(?<delay>[0-9.]+)/ { default_type text/plain; echo_sleep $delay; echo "ok"; }'
+
+
+class DelayTarget:
+    """Answers /d/<seconds>/... with 200 after <seconds>: nginx with the echo module's echo_sleep
+    (no CPU while waiting) when installed, else an asyncio server (reported as such)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.kind = None
+        self._proc = None
+        self._dir = None
+        self._loop = None
+
+    def url(self, delay: float, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/d/{delay:g}/{name}"
+
+    def start(self) -> "DelayTarget":
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx and os.path.exists(ECHO_MODULE):
+            self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-delay-")
+            conf = os.path.join(self._dir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(head=f"load_module {ECHO_MODULE};", workers=1, prefix=self._dir,
+                                          port=self.port, location=DELAY_LOCATION))
+            self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.kind = "nginx + echo_sleep (1 worker)"
+        else:
+            self._start_asyncio()
+            self.kind = "python asyncio delay server (fallback: nginx or libnginx-mod-http-echo not installed)"
+        wait_for_port(self.port)
+        return self
+
+    def _start_asyncio(self) -> None:
+        async def answer(reader, writer):
+            try:
+                request = await reader.readuntil(b"\r\n\r\n")
+                path = request.split(b" ", 2)[1].decode()
+                parts = path.split("/")
+                await asyncio.sleep(float(parts[2]) if len(parts) > 2 and parts[1] == "d" else 0)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                pass
+            finally:
+                writer.close()
+
+        self._loop = serve_in_thread(answer, self.port, backlog=8192)
+
+    def pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc else []
+
+    def stop(self) -> None:
+        stop_process(self._proc)
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)

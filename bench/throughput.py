@@ -8,6 +8,12 @@ task_result over the steady window. Only 127.0.0.1 is contacted.
     python bench/throughput.py --urls 100000 --period 60 --duration 300
     python bench/throughput.py --urls 5000 --period 1 --duration 60          # saturation
     python bench/throughput.py --urls 20000 --period 60 --slow-fraction 0.2  # hanging sites
+    python bench/throughput.py --urls 100000 --period 60 --latency-mix --slow-fraction 0.02 \
+        --timeout 10 --duration 150 --skip-baseline --skip-startup   # internet-like latency, defaults
+
+With --latency-mix the answering URLs wait before answering, as sites on the internet do:
+0.1 s (60 parts), 0.3 s (25), 1 s (10), 3 s (3), sharing what --slow-fraction leaves;
+"fast" lag is then the lag of the 0.1 s URLs.
 """
 
 import argparse
@@ -28,11 +34,12 @@ import psycopg2.extensions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baseline import measure as measure_baseline  # noqa: E402
-from targets import FastTarget, HangingTarget  # noqa: E402
+from targets import DelayTarget, FastTarget, HangingTarget  # noqa: E402
 
 from sitewatch.db import embedded  # noqa: E402
 
 SITEWATCH = [sys.executable, "-m", "sitewatch"]
+LATENCY_MIX = ((0.1, 60), (0.3, 25), (1.0, 10), (3.0, 3))   # (seconds before the answer, parts)
 
 
 def base_env(args, data_dir, dsn) -> dict:
@@ -203,6 +210,8 @@ def main() -> int:
     parser.add_argument("--nginx-workers", type=int, default=1)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--latency-mix", action="store_true",
+                        help="answering URLs answer after 0.1-3 s (see above), not at once")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 
@@ -213,10 +222,16 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="sitewatch-bench-")
     target = FastTarget(workers=args.nginx_workers).start()
     hang = HangingTarget().start() if args.slow_fraction else None
+    delay = DelayTarget().start() if args.latency_mix else None
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "target": target.kind,
               "urls": args.urls, "period_s": args.period, "duration_s": args.duration,
               "slow_fraction": args.slow_fraction, "database": "given DSN" if args.dsn else "embedded"}
+    if delay:
+        report["latency_mix"] = {f"{seconds:g}s": round(parts / sum(p for _, p in LATENCY_MIX)
+                                                        * (1 - args.slow_fraction), 4)
+                                 for seconds, parts in LATENCY_MIX}
+        report["delay_target"] = delay.kind
     held = None
     run = None
     dsn = None
@@ -236,7 +251,14 @@ def main() -> int:
         n_slow = int(args.urls * args.slow_fraction)
         urls_file = os.path.join(workdir, "urls.txt")
         with open(urls_file, "w") as f:
-            for i in range(args.urls - n_slow):
+            if delay:
+                answering, parts = args.urls - n_slow, sum(p for _, p in LATENCY_MIX)
+                counts = [answering * p // parts for _, p in LATENCY_MIX]
+                counts[0] += answering - sum(counts)
+                for (seconds, _), count in zip(LATENCY_MIX, counts, strict=True):
+                    for i in range(count):
+                        f.write(delay.url(seconds, f"u{i}") + "\n")
+            for i in range(0 if delay else args.urls - n_slow):
                 f.write(f"http://127.0.0.1:{target.port}/u/{i}\n")
             for i in range(n_slow):
                 f.write(f"http://127.0.0.1:{hang.port}/h/{i}\n")
@@ -294,7 +316,7 @@ def main() -> int:
         recorded, distinct, ok, lost = cur.fetchone()
         expected = sum(expected_slots(first, period, ws, we) for first, period in phases)
         healthy = f"{where} AND r.url_id IN (SELECT id FROM url WHERE url LIKE %s)"
-        hp = (ws, we, f"http://127.0.0.1:{target.port}/%")
+        hp = (ws, we, delay.url(0.1, "%") if delay else f"http://127.0.0.1:{target.port}/%")
         seconds = we - ws
         c0, c1 = cpu_marks["start"], cpu_marks["end"]
         report.update({
@@ -310,6 +332,28 @@ def main() -> int:
                 "target": round((c1[3] - c0[3]) / max(1, recorded) * 1000, 3)},
             "peak_rss_mb": round(peak_rss / 2**20, 1),
         })
+        report["due_per_s"] = round(expected / seconds, 1)
+        cur.execute("SELECT coalesce(sum(skipped_slots), 0) FROM url")
+        report["skipped_slots_whole_run"] = int(cur.fetchone()[0])
+        if delay:
+            answering = (ws, we, f"http://127.0.0.1:{delay.port}/d/%")    # every URL that answers
+            report["lag_answering_s"] = {p: percentile(cur, healthy, answering, q)
+                                         for p, q in (("p50", 0.5), ("p99", 0.99))}
+            cur.execute(f"SELECT count(*) FILTER (WHERE error_kind = 'timeout'), count(*) FILTER (WHERE NOT ok) "
+                        f"FROM task_result r WHERE {healthy}", answering)
+            report["answering_timeouts"], report["answering_failed"] = cur.fetchone()
+        summaries = []
+        with open(log_path) as log:
+            for line in log:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("event") == "summary":
+                    summaries.append(entry)
+        if summaries:
+            report["peak_check_threads"] = max(e.get("check_threads", 0) for e in summaries)
+            report["summaries_with_consumer_at_ceiling"] = sum(1 for e in summaries if e.get("consumers_at_ceiling"))
         if hang:
             report["slow_urls"] = n_slow
         if "baseline" in report:
@@ -325,6 +369,8 @@ def main() -> int:
         target.stop()
         if hang:
             hang.stop()
+        if delay:
+            delay.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     if args.json:

@@ -48,7 +48,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--consumers", type=int, metavar="N",
                      help="consumer processes (default: consumer.processes, unset = number of CPUs)")
     run.add_argument("--concurrency", type=int, metavar="N",
-                     help="checks in flight per consumer (default: consumer.concurrency = 100)")
+                     help="most checks in flight per consumer, a ceiling (default: consumer.concurrency = 2500)")
 
     url = commands.add_parser("url", help="manage monitored URLs", description="Manage monitored URLs.")
     url_commands = url.add_subparsers(dest="url_command", metavar="ACTION", required=True,

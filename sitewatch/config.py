@@ -109,7 +109,8 @@ SETTINGS = [
 
     Setting("consumer", "processes", int, None, "Consumer processes per `sitewatch run`. Unset: the number "
             "of CPUs.", optional=True, check=_positive),
-    Setting("consumer", "concurrency", int, 100, "Checks in flight per consumer process (threads).",
+    Setting("consumer", "concurrency", int, 2500, "Most checks in flight per consumer process (a ceiling: "
+            "the thread pool grows toward it while tasks wait and the CPU has room, and shrinks when idle).",
             check=_positive),
     Setting("consumer", "pin_cpu", bool, True, "Keep each consumer process on one CPU (consumer N on the "
             "N-th usable CPU, round robin; Linux): moving the GIL between cores halves throughput."),

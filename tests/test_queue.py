@@ -209,8 +209,10 @@ def test_outstanding_task_blocks_a_second_task_and_counts_a_skip(db):
 # --------------------------------------------------------------------------- 4. skip ahead
 
 
-@pytest.mark.parametrize("periods_late, skipped", [(0.5, 0), (1.5, 2), (3.5, 4), (10.25, 11)])
-def test_skip_ahead_to_the_next_future_slot_on_the_same_phase(db, periods_late, skipped):
+@pytest.mark.parametrize("periods_late, skipped", [(0.5, 0), (1.2, 1), (3.5, 3), (10.25, 10)])
+def test_after_a_stall_the_latest_due_slot_is_enqueued_and_only_older_ones_skipped(db, periods_late, skipped):
+    # DESIGN.md section 3: a URL 72 s late with period 60 gets its slot at +60 s checked now,
+    # not skipped to +120 s (which left it unchecked for about two periods after an outage).
     store.add_url(db, entry("http://behind.example/", period=PERIOD))
     cursor = set_cursor(db, "http://behind.example/", periods_late * PERIOD)
 
@@ -218,25 +220,62 @@ def test_skip_ahead_to_the_next_future_slot_on_the_same_phase(db, periods_late, 
     now = store.now(db)
     next_check_at, skipped_slots = q(db, "SELECT next_check_at, skipped_slots FROM url")[0]
 
-    assert (due, skipped_now, skipped_slots) == (1, skipped, skipped)
+    assert (due, enqueued, skipped_now, skipped_slots) == (1, 1, skipped, skipped)
     k = (next_check_at - cursor) / datetime.timedelta(seconds=PERIOD)
     assert k == int(k)                                     # same phase: a whole number of periods
     assert next_check_at > now                             # a future slot ...
     assert next_check_at - datetime.timedelta(seconds=PERIOD) <= now   # ... the first one
     assert k == int(periods_late) + 1
-    if skipped:
-        assert enqueued == 0
-        assert q1(db, "SELECT count(*) FROM task") == 0    # no task for a stale slot
-    else:
-        assert enqueued == 1
-        assert q1(db, "SELECT scheduled_at FROM task") == cursor
+    latest_due = cursor + int(periods_late) * datetime.timedelta(seconds=PERIOD)
+    assert q1(db, "SELECT scheduled_at FROM task") == latest_due        # the slot due now is checked
+    assert latest_due <= now < latest_due + datetime.timedelta(seconds=PERIOD)
+
+
+def test_late_url_with_a_task_outstanding_skips_the_due_slot_too(db):
+    store.add_url(db, entry("http://busy.example/", period=PERIOD))
+    set_cursor(db, "http://busy.example/", 1.0)
+    assert store.enqueue_due(db, 10) == (1, 1, 0)
+    claim(db, "c1")                                        # still being checked ...
+    set_cursor(db, "http://busy.example/", 2.5 * PERIOD)   # ... while 2.5 periods pass
+    assert store.enqueue_due(db, 10) == (1, 0, 3)          # two older slots and the due one
+    assert q1(db, "SELECT skipped_slots FROM url") == 3
 
 
 def test_skip_ahead_mixed_batch_sums_skips(db):
     add_many(db, 3, due_by=f"(ARRAY[0.5, 1.5, 3.5])[i] * {PERIOD}")
-    assert store.enqueue_due(db, 10) == (3, 1, 6)
-    assert q1(db, "SELECT sum(skipped_slots) FROM url") == 6
+    assert store.enqueue_due(db, 10) == (3, 3, 4)
+    assert q1(db, "SELECT sum(skipped_slots) FROM url") == 4
     assert q1(db, "SELECT count(*) FROM url WHERE next_check_at <= now()") == 0
+
+
+def test_a_long_import_never_moves_a_schedule_back_before_an_enqueued_slot(db, dsn):
+    fast = config.load({"MIN_PERIOD": "1"}).check
+    store.add_url(db, entry("http://moving.example/", period=PERIOD))
+    importer = psycopg2.connect(dsn)
+    try:
+        with importer.cursor() as cur:
+            cur.execute("SELECT now()")        # the import's transaction began here (now() is fixed)
+        # Meanwhile the producer enqueues the URL's slot (later than the import's now()), and the
+        # check is recorded; then the import changes the period to 1 s.
+        import time
+        time.sleep(1.5)
+        slot = set_cursor(db, "http://moving.example/", 0.0)
+        assert store.enqueue_due(db, 10) == (1, 1, 0)
+        [task] = claim(db, "c")
+        assert store.complete_tasks(db, [result_row(task, "c")]) == []
+        store.import_urls(importer, [make_entry({"url": "http://moving.example/", "period": 1}, fast)])
+    finally:
+        importer.close()
+    cursor = q1(db, "SELECT next_check_at FROM url")
+    assert cursor > slot, f"the schedule moved back to {cursor}, before the slot {slot} already checked"
+
+
+def test_import_commits_in_chunks_so_the_producer_is_not_held_off(db):
+    n = store.IMPORT_CHUNK * 2 + 10
+    store.import_urls(db, [entry(f"http://chunk{i}.example/") for i in range(n)])
+    assert q1(db, "SELECT count(*) FROM url") == n
+    # One transaction per chunk: rows of the first chunk were unlocked while the rest was written.
+    assert q1(db, "SELECT count(DISTINCT xmin::text) FROM url") == 3
 
 
 # --------------------------------------------------------------------------- 5. claim
@@ -330,15 +369,31 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(db):
     assert q1(db, "SELECT count(*) FROM task_result") == 1
 
 
-def test_same_owner_new_attempt_fences_its_own_stale_attempt(db):
-    store.add_url(db, entry("http://again.example/", period=PERIOD))
+def claimed_twice_by(db, owner, url):
+    """A task claimed by `owner`, its lease expired, and claimed again by the same owner."""
+    store.add_url(db, entry(url, period=PERIOD))
     store.enqueue_due(db, 10)
-    [first] = claim(db, "A")
+    [first] = claim(db, owner)
     expire_leases(db)
-    [second] = claim(db, "A")
+    [second] = claim(db, owner)
+    return first, second
+
+
+def test_same_owner_new_attempt_fences_its_own_stale_attempt(db):
+    first, second = claimed_twice_by(db, "A", "http://again.example/")
     assert store.complete_tasks(db, [result_row(first, "A")]) == [first["id"]]
     assert store.complete_tasks(db, [result_row(second, "A")]) == []
     assert q1(db, "SELECT attempt FROM task_result") == 2
+
+
+def test_one_batch_holding_both_attempts_of_a_task_records_only_the_current_one(db):
+    # A consumer re-claims its own expired task; both attempts' results land in one batch.
+    first, second = claimed_twice_by(db, "A", "http://twice.example/")
+    refused = store.complete_tasks(db, [result_row(first, "A", status_code=500, ok=False, error_kind="status"),
+                                        result_row(second, "A", status_code=204)])
+    assert refused == [first["id"]]                          # attempt 1 refused, and said so
+    assert q(db, "SELECT attempt, status_code FROM task_result") == [(2, 204)]
+    assert q1(db, "SELECT count(*) FROM task") == 0
 
 
 # --------------------------------------------------------------------------- 7. lost after K attempts

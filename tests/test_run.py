@@ -123,10 +123,19 @@ def pid_of_owner(owner: str) -> int:
     return int(owner.rsplit(":", 1)[1])
 
 
+def _set_nofile(limits: tuple[int, int]):
+    """A preexec_fn giving the command (soft, hard) open-file limits, as systemd or docker would."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    return apply
+
+
 class Run:
     """One `sitewatch run` process: its log (JSON lines, stdout and stderr) and its process group."""
 
-    def __init__(self, tmp_path, dsn, *args, env=None, name="run", global_args=()):
+    def __init__(self, tmp_path, dsn, *args, env=None, name="run", global_args=(), nofile=None):
         full_env = clean_env(tmp_path, DB_DSN=dsn, **BASE_ENV)
         for key, value in (env or {}).items():
             if value is None:
@@ -138,7 +147,7 @@ class Run:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sitewatch", "--log-format", "json", *global_args, "run", *args],
                 env=full_env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=None if nofile is None else _set_nofile(nofile))
         self.pid = self.proc.pid   # also the process group id (start_new_session)
 
     def text(self) -> str:
@@ -581,10 +590,16 @@ def test_sighup_does_not_leave_checking_stalled_behind_a_hanging_check(sitewatch
                                   " WHERE u.url = %s AND r.checked_by LIKE %s", (ok, f"%:{new['pid']}")) >= 1,
                grace + 5, "results from the new consumer")
     assert time.monotonic() - t0 < grace + 3, "checking stalled until the hanging check gave up"
-    # The old consumer had the grace period to finish, then was killed: no process is left behind.
+    # The old consumer had the grace period to finish; then it handed the hanging check back
+    # (attempt not counted: a slow healthy check cut short by reloads never becomes `lost`) and
+    # left by itself: no process is left behind.
     wait_until(lambda: not psutil.pid_exists(old["pid"]) or psutil.Process(old["pid"]).status() == "zombie",
                grace + 3, "the old consumer to be gone")
-    assert run.events("grace period over, killing child", role="consumer-1")
+    assert run.events("grace period ending: running checks handed back", pid=old["pid"], count=1)
+    assert not run.events("grace period over, killing child", role="consumer-1")
+    wait_until(lambda: query(db, "SELECT t.attempts, t.lease_owner LIKE %s FROM task t JOIN url u ON u.id = t.url_id"
+                                 " WHERE u.url = %s", (f"%:{new['pid']}", hang)) == [(1, True)],
+               5, "the hanging check taken over by the new consumer at attempt 1")
     code, _ = run.stop(timeout=grace + 10)
     assert code == 0
 

@@ -43,6 +43,11 @@ class Database:
             self.server = None
 
 
+def tcp_user_timeout_ms(timeout: float) -> int:
+    """How long sent data may stay unacknowledged before the connection counts as dead."""
+    return int(max(10.0, 2 * timeout) * 1000)
+
+
 def connect(dsn: str, timeout: float, role: str, autocommit: bool = False):
     """A psycopg2 connection with connect and statement timeouts; DatabaseUnavailable on failure."""
     try:
@@ -51,8 +56,12 @@ def connect(dsn: str, timeout: float, role: str, autocommit: bool = False):
             connect_timeout=max(1, int(round(timeout))),
             application_name=f"sitewatch {role}"[:63],
             options=f"-c statement_timeout={int(timeout * 1000)}",
-            # Notice a dead server within seconds, not after the kernel's two hours.
+            # Notice a dead server within seconds, not after the kernel's two hours: keepalives
+            # for an idle connection, tcp_user_timeout for one with data unacknowledged (a
+            # write or a query to a host gone silent; keepalives do not cover that case, and
+            # the kernel would retransmit for about 15 minutes).
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+            tcp_user_timeout=tcp_user_timeout_ms(timeout),
         )
     except psycopg2.Error as e:
         raise DatabaseUnavailable(f"cannot connect to the database {redact_dsn(dsn)}: "

@@ -14,10 +14,12 @@ RETURNING id;
 -- Upsert many URLs in one statement (execute_values fills VALUES). New URLs get their first
 -- slot spread at random across their period, so 10,000 URLs with one period do not fire in
 -- the same second; an existing URL keeps its slot phase unless its period changes.
+-- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
+-- producer enqueued since then would be scheduled again (the schedule moved backwards).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
                       verify_tls, next_check_at)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
-       v.verify_tls, now() + random() * make_interval(secs => v.period)
+       v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period)
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
@@ -46,35 +48,36 @@ ORDER BY u.url;
 
 -- name: enqueue_due
 -- The producer's one statement: lock due URLs (SKIP LOCKED: other producers take others),
--- enqueue one task per due slot and advance each cursor by whole periods (fixed rate), then
--- wake the consumers. A slot is skipped, and counted, when the URL still has a task
--- outstanding (no pile-up behind a slow site) or when it is a period or more late (skip
--- ahead to the next future slot instead of bursting a backlog).
+-- enqueue one task per due URL and advance each cursor by whole periods (fixed rate), then
+-- wake the consumers. The task is for the latest slot already due (t0 + kP <= now): after a
+-- stall of a period or more, the older slots are skipped and counted, with no burst of
+-- backlog and no URL left unchecked for almost two periods. A slot is also skipped, and
+-- counted, when the URL still has a task outstanding (no pile-up behind a slow site).
 -- Plan: the UPDATE reaches url through "id = ANY (ARRAY(SELECT id FROM due))" (primary-key
 -- probes) and tests "was it enqueued" with a hashed IN subplan. A plain join to the CTEs
 -- (estimated at batch rows) made the planner hash a seq scan of the whole url table on every
 -- statement at the default batch size, or nested-loop due x enqueued (batch squared).
 WITH due AS (
-    SELECT id, period, next_check_at AS slot,
-           floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
-    FROM url
-    WHERE next_check_at <= now()
-    ORDER BY next_check_at
-    LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED
+    SELECT id, period, periods_late,
+           next_check_at + periods_late * make_interval(secs => period) AS slot
+    FROM (SELECT id, period, next_check_at,
+                 floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
+          FROM url
+          WHERE next_check_at <= now()
+          ORDER BY next_check_at
+          LIMIT %(batch)s
+          FOR UPDATE SKIP LOCKED) AS locked
 ), enqueued AS (
     INSERT INTO task (url_id, scheduled_at, available_at)
-    SELECT id, slot, now() FROM due WHERE periods_late = 0
+    SELECT id, slot, now() FROM due
     ON CONFLICT (url_id) DO NOTHING
     RETURNING url_id
 ), advanced AS (
     UPDATE url SET
-        next_check_at = d.slot + (d.periods_late + 1) * make_interval(secs => d.period),
+        next_check_at = d.slot + make_interval(secs => d.period),
         skipped_slots = url.skipped_slots + d.skipped
-    FROM (SELECT id, slot, period, periods_late,
-                 CASE WHEN periods_late > 0 THEN periods_late + 1
-                      WHEN id IN (SELECT url_id FROM enqueued) THEN 0
-                      ELSE 1 END AS skipped
+    FROM (SELECT id, slot, period,
+                 periods_late + CASE WHEN id IN (SELECT url_id FROM enqueued) THEN 0 ELSE 1 END AS skipped
           FROM due) AS d
     WHERE url.id = ANY (ARRAY(SELECT id FROM due)) AND url.id = d.id
     RETURNING d.skipped
@@ -131,7 +134,9 @@ RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.r
 -- Write a batch of results and delete their tasks, one statement (one array per column).
 -- Fenced by the lease: only a task still leased by this owner at this attempt is finished, so
 -- a consumer that lost its lease cannot record the slot; UNIQUE (url_id, scheduled_at) is the
--- last guard. Returns the task ids whose results were refused.
+-- last guard. Every join to the deleted tasks is on id AND attempt: a batch may hold the same
+-- task twice (attempt 1, whose lease was lost, and attempt 2), and only the attempt whose lease
+-- is current may be recorded. Returns the task ids of the results refused.
 WITH result AS (
     SELECT * FROM unnest(%(task_id)s::bigint[], %(attempt)s::integer[], %(owner)s::text[],
                          %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
@@ -142,23 +147,29 @@ WITH result AS (
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
-    RETURNING task.id, task.url_id, task.scheduled_at
+    RETURNING task.id, task.attempts, task.url_id, task.scheduled_at
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
                              regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
            r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
-    FROM result r JOIN finished f ON f.id = r.task_id
+    FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
 )
-SELECT r.task_id FROM result r LEFT JOIN finished f ON f.id = r.task_id WHERE f.id IS NULL;
+SELECT r.task_id FROM result r
+LEFT JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
+WHERE f.id IS NULL;
 
 -- name: release_tasks
--- Hand back leased tasks that were never started (shutdown): claimable again at once, and
--- the attempt they did not use is not counted.
-UPDATE task SET status = 0, lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
-                attempts = greatest(attempts - 1, 0)
-WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s;
+-- Hand back leased tasks that were not checked (shutdown, or a failure of the monitor itself):
+-- claimable again after %(delay)s seconds, and the attempt they did not use is not counted.
+-- Each task is matched at its attempt when one is given (null: any attempt of ours).
+UPDATE task SET status = 0, lease_owner = NULL, lease_expires_at = NULL,
+                available_at = now() + make_interval(secs => %(delay)s),
+                attempts = greatest(task.attempts - 1, 0)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r (id, attempt)
+WHERE task.id = r.id AND (r.attempt IS NULL OR task.attempts = r.attempt)
+  AND task.lease_owner = %(owner)s;
 
 -- name: queue_depth
 -- Tasks waiting and tasks leased, for the summary line.

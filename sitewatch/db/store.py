@@ -44,13 +44,25 @@ def add_url(conn, entry: UrlEntry) -> None:
                            f"(remove it first, or use url import to update it)")
 
 
+IMPORT_CHUNK = 1000    # URLs upserted (and row-locked) per transaction by import_urls
+
+
 def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
-    """Upsert entries in one transaction; returns (inserted, updated)."""
+    """Upsert entries, IMPORT_CHUNK per transaction; returns (inserted, updated).
+
+    Chunked, not one transaction: the producer skips locked url rows (SKIP LOCKED), so a
+    100,000-URL import held in one transaction would delay those URLs' checks until it
+    committed. Entries are validated before this is called, and an upsert is idempotent:
+    an import interrupted half-way is completed by running it again.
+    """
     template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
                 " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean)")
-    with conn, conn.cursor() as cur:
-        rows = psycopg2.extras.execute_values(cur, QUERIES["import_urls"], [e.as_row() for e in entries],
-                                              template=template, page_size=1000, fetch=True)
+    rows = []
+    for start in range(0, len(entries), IMPORT_CHUNK):
+        chunk = [e.as_row() for e in entries[start:start + IMPORT_CHUNK]]
+        with conn, conn.cursor() as cur:
+            rows += psycopg2.extras.execute_values(cur, QUERIES["import_urls"], chunk, template=template,
+                                                   page_size=IMPORT_CHUNK, fetch=True)
     inserted = sum(1 for (was_inserted,) in rows if was_inserted)
     return inserted, len(rows) - inserted
 
@@ -120,10 +132,14 @@ def complete_tasks(conn, rows: list[tuple]) -> list[int]:
         return [task_id for (task_id,) in cur.fetchall()]
 
 
-def release_tasks(conn, owner: str, task_ids: list[int]) -> None:
+def release_tasks(conn, owner: str, task_ids: list[int], attempts: list[int] | None = None,
+                  delay: float = 0.0) -> None:
+    """Hand back tasks of ours (at these attempts, when given), claimable after `delay` seconds."""
     if task_ids:
+        attempts = list(attempts) if attempts is not None else [None] * len(task_ids)
         with conn.cursor() as cur:
-            cur.execute(QUERIES["release_tasks"], {"owner": owner, "ids": list(task_ids)})
+            cur.execute(QUERIES["release_tasks"], {"owner": owner, "ids": list(task_ids), "attempts": attempts,
+                                                   "delay": delay})
 
 
 def queue_depth(conn) -> tuple[int, int]:

@@ -72,18 +72,30 @@ class ChildContext:
             pass  # the pipe is full: a wake-up is already pending
 
     def sleep(self, seconds: float, fds=()) -> list:
-        """Sleep until `seconds` pass, wake() is called, a signal arrives or an fd is readable."""
+        """Sleep until `seconds` pass, wake() is called, a signal arrives or an fd is readable.
+
+        poll(), not select(): select() refuses descriptors of 1024 and more, which a
+        consumer with a thousand check sockets open gets for its database connection.
+        """
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_number = {}
+        for fd in fds:
+            number = fd if isinstance(fd, int) else fd.fileno()
+            by_number[number] = fd
+            poller.register(number, select.POLLIN)
         try:
-            readable, _, _ = select.select([self._wake_r, *fds], [], [], max(0.0, seconds))
+            events = poller.poll(max(0.0, seconds) * 1000.0)
         except InterruptedError:
-            readable = []
-        if self._wake_r in readable:
+            events = []
+        ready = {number for number, _ in events}
+        if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
-        return [fd for fd in readable if fd != self._wake_r]
+        return [fd for number, fd in by_number.items() if number in ready and number != self._wake_r]
 
     def heartbeat(self) -> None:
         self._heartbeat.value = time.monotonic()

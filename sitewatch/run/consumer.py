@@ -4,6 +4,13 @@ The main thread owns the one database connection (LISTEN, claims, writes);
 worker threads only run probe.check(). No transaction is open while a check
 runs: a claim commits its lease at once, and a result batch is written later
 in one statement fenced by the lease.
+
+How many checks run at once adapts (issue 10): `consumer.concurrency` is a
+ceiling, not a fixed pool. The limit grows while claimable tasks wait, every
+permitted check is running and the CPU has room; it shrinks when the CPU is
+saturated (more threads would only queue for the GIL and stretch every check
+toward its deadline) and when the monitor itself runs out of resources.
+Threads are started as checks need them and exit after idling.
 """
 
 import datetime
@@ -15,7 +22,7 @@ import threading
 import time
 from collections import deque
 
-from .. import logs
+from .. import __version__, logs
 from ..check import probe
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error
@@ -23,26 +30,76 @@ from .child import STATS_INTERVAL
 
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
+CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
+MONITOR_RETRY_DELAY = 2.0  # a task handed back after a monitor failure is claimable again after this
+STOP_MARGIN = 1.0        # seconds before the grace period ends at which running checks are handed back
+MAX_CLAIM_WAIT = 50      # under load, claim once this many threads are free (or at the flush timer)
+
+# Memory per thread: a check thread blocked on a socket measured about 26 KiB of RSS with the
+# default 8 MiB stack and with 512 KiB alike (bench/threads_memory.py): stacks are touched
+# lazily. The smaller reservation bounds address space (thousands of threads), with room to
+# spare for OpenSSL and getaddrinfo.
+THREAD_STACK_BYTES = 512 * 1024
+IDLE_THREAD_EXIT = 30.0  # seconds a check thread waits for work before it exits
+
+LIMIT_START = 100        # checks allowed at first (the old fixed default); grows from here
+LIMIT_FLOOR = 10         # the limit never shrinks below this (or the ceiling, if lower)
+CONTROL_INTERVAL = 1.0   # seconds between decisions about the limit
+# More threads help while checks wait on the network; once the CPU is the limit they only
+# queue for the GIL, cost CPU in switching, and stretch every check toward its deadline.
+CPU_OWN_BOUND = 0.85       # a consumer using this much of one core is CPU-bound
+CPU_CORE_BUSY = 0.90       # ... and so is one using a real part of a core this busy
+CPU_OWN_SIGNIFICANT = 0.30
+CPU_CORE_SATURATED = 0.97  # shrink (gently) only when the core is this busy
+CEILING_LOG_EVERY = 60.0  # seconds between "at its ceiling" warnings
 
 
 class CheckThreads:
-    """A fixed set of daemon threads running one function on items from a queue.
+    """Daemon threads running one function on items from a queue, started as needed.
 
     Not ThreadPoolExecutor: its Future and lock per item showed in profiles at a few
     thousand checks a second, and its threads are joined at exit, so one hanging check
-    would hold up a stop. A SimpleQueue hand-off is a single C call.
+    would hold up a stop. A SimpleQueue hand-off is a single C call. The consumer calls
+    ensure(n) after each claim so there is a thread for every check it holds; a thread
+    idle for IDLE_THREAD_EXIT seconds exits.
     """
 
-    def __init__(self, size: int, work):
+    def __init__(self, work, idle_exit: float = IDLE_THREAD_EXIT):
         self._queue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, args=(work,), name=f"check-{i}", daemon=True)
-                         for i in range(size)]
-        for thread in self._threads:
-            thread.start()
+        self._work = work
+        self._idle_exit = idle_exit
+        self._lock = threading.Lock()
+        self._names = iter(range(1, 1 << 62))
+        self.size = 0            # threads alive (approximately: changed under _lock)
+        self.start_failures = 0  # threads we asked for and the OS refused
 
-    def _loop(self, work) -> None:
-        while (item := self._queue.get()) is not None:
-            work(*item)
+    def _loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=self._idle_exit)
+                except queue.Empty:
+                    return       # idle: let the pool shrink
+                if item is None:
+                    return
+                self._work(*item)
+        finally:
+            with self._lock:
+                self.size -= 1
+
+    def ensure(self, wanted: int) -> bool:
+        """Have at least `wanted` threads alive; False if the OS refused one (a monitor failure)."""
+        while self.size < wanted:
+            with self._lock:
+                self.size += 1
+            try:
+                threading.Thread(target=self._loop, name=f"check-{next(self._names)}", daemon=True).start()
+            except RuntimeError:   # "can't start new thread": out of memory or the thread limit
+                with self._lock:
+                    self.size -= 1
+                self.start_failures += 1
+                return False
+        return True
 
     def submit(self, *item) -> None:
         self._queue.put(item)
@@ -57,8 +114,76 @@ class CheckThreads:
             return items
 
     def stop(self) -> None:
-        for _ in self._threads:
+        for _ in range(self.size):
             self._queue.put(None)
+
+
+class CpuMeter:
+    """How busy the CPU was since the last reading: (this process's share of one core, the
+    share of the CPU it runs on that was busy, by anyone), each 0.0-1.0.
+
+    The core: the pinned CPU's line of /proc/stat when pinned, the whole machine's
+    otherwise. Without /proc/stat the core counts as busy as this process.
+    """
+
+    def __init__(self, cpu: int | None):
+        self._label = f"cpu{cpu}".encode() if cpu is not None else b"cpu"
+        self._last = (time.monotonic(), time.process_time(), *self._core())
+
+    def _core(self) -> tuple[float, float]:
+        try:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and fields[0] == self._label:
+                        values = [int(v) for v in fields[1:9]]
+                        idle = values[3] + values[4]          # idle + iowait
+                        return float(sum(values) - idle), float(sum(values))
+        except (OSError, ValueError):
+            pass
+        return 0.0, 0.0
+
+    def read(self) -> tuple[float, float]:
+        now = (time.monotonic(), time.process_time(), *self._core())
+        wall, own, busy, total = (a - b for a, b in zip(now, self._last, strict=True))
+        self._last = now
+        own_share = min(1.0, max(0.0, own / wall)) if wall > 0 else 0.0
+        core_share = min(1.0, max(0.0, busy / total)) if total > 0 else own_share
+        return own_share, core_share
+
+
+class ConcurrencyLimit:
+    """How many checks a consumer may hold at once: grows with waiting work, within the ceiling.
+
+    A pure decision rule (no clock, no I/O): the consumer feeds it what it saw each
+    CONTROL_INTERVAL, which keeps it testable.
+    """
+
+    def __init__(self, ceiling: int, start: int = LIMIT_START):
+        self.ceiling = ceiling
+        self.floor = min(ceiling, LIMIT_FLOOR)
+        self.value = max(self.floor, min(ceiling, start))
+
+    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float) -> int:
+        """One decision from the last interval: grow by half while work waits, every permitted
+        check runs and the CPU has room; shrink by a tenth while this consumer is a real part
+        of a saturated core's load (another program keeping a shared core busy is no reason
+        to starve checks that only wait on the network)."""
+        cpu_bound = own_cpu >= CPU_OWN_BOUND or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT)
+        if cpu_bound and core_busy >= CPU_CORE_SATURATED and in_flight >= self.value * 0.9:
+            self.value = max(self.floor, int(self.value * 0.9))
+        elif work_waiting and in_flight >= self.value * 0.9 and not cpu_bound:
+            self.value = min(self.ceiling, max(self.value + 10, int(self.value * 1.5)))
+        return self.value
+
+    def back_off(self, in_flight: int) -> int:
+        """The monitor ran out of something (descriptors, threads): hold fewer checks."""
+        self.value = max(self.floor, min(self.value, int(in_flight * 0.8)))
+        return self.value
+
+    @property
+    def at_ceiling(self) -> bool:
+        return self.value >= self.ceiling
 
 
 class Consumer:
@@ -69,38 +194,64 @@ class Consumer:
         self.owner = f"{socket.gethostname()}:{ctx.role}:{os.getpid()}"
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
                                on_connect=self._on_connect)
-        self.concurrency = self.cfg.consumer.concurrency
-        self.wake_every = max(1, self.concurrency // 10)   # also the smallest claim under load
-        self.threads = CheckThreads(self.concurrency, self._check)
-        self.in_flight = {}          # task id -> task row: claimed, not yet finished
-        self.started = {}            # task id -> monotonic start, for stuck detection
+        self.limit = ConcurrencyLimit(self.cfg.consumer.concurrency)
+        self.cpu = CpuMeter(ctx.cpu)
+        self.next_control = time.monotonic() + CONTROL_INTERVAL
+        self.work_waiting = False    # a claim filled all the room it had since the last decision
+        self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
+        threading.stack_size(THREAD_STACK_BYTES)
+        self.threads = CheckThreads(self._check)
+        # Keyed by (task id, attempt): a consumer can re-claim its own task whose lease expired
+        # while the first attempt still runs; both are tracked, and the fence refuses the stale one.
+        self.in_flight = {}          # (task id, attempt) -> task row: claimed, not yet finished
+        self.started = {}            # (task id, attempt) -> monotonic start, for stuck detection
         self.next_stuck_check = 0.0
         self.finished = deque()      # (task, outcome) from worker threads; deque appends are atomic
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
+        self.to_release = []         # (task id, attempt) to hand back after a monitor failure
         self.maybe_more = True       # tasks may be waiting: claim when there is room
         self.next_poll = 0.0
         self.clock_offset = datetime.timedelta(0)   # database clock minus ours
+        self.next_clock_sync = 0.0
         self.stopping = False
-        self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
+        self.stop_deadline = None
+        self.stats = self._new_stats()
         self._last_stats = time.monotonic()
+
+    @staticmethod
+    def _new_stats() -> dict:
+        return {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "monitor_failures": 0, "unreadable": 0,
+                "lags": []}
+
+    @property
+    def wake_every(self) -> int:
+        """Finished checks per wake-up of the main loop, and the smallest claim under load."""
+        return max(1, min(MAX_CLAIM_WAIT, self.limit.value // 10))
 
     # --- connection --------------------------------------------------------
 
     def _on_connect(self, conn) -> None:
         schema.check_version(conn)
         store.listen(conn)      # re-LISTEN after every reconnect: NOTIFY is the fast path
+        self.sync_clock(conn)
+        self.maybe_more = True
+
+    def sync_clock(self, conn) -> None:
+        """Measure the database clock's offset from ours (results carry started_at on its clock,
+        like scheduled_at). Repeated every CLOCK_RESYNC: either clock may be stepped or slewed
+        while a consumer runs for months."""
         before = datetime.datetime.now(datetime.timezone.utc)
         db_now = store.now(conn)
         after = datetime.datetime.now(datetime.timezone.utc)
-        # Results carry started_at on the database's clock, like scheduled_at.
         self.clock_offset = db_now - (before + (after - before) / 2)
-        self.maybe_more = True
+        self.next_clock_sync = time.monotonic() + CLOCK_RESYNC
 
     # --- main loop ---------------------------------------------------------
 
     def run(self) -> None:
-        self.log.info("consumer started", concurrency=self.concurrency, owner=self.owner, cpu=self.ctx.cpu)
+        self.log.info("consumer started", concurrency=self.limit.ceiling, limit=self.limit.value,
+                      owner=self.owner, cpu=self.ctx.cpu)
         while True:
             if not self.stopping and self.ctx.should_stop():
                 self.begin_stop()
@@ -109,25 +260,41 @@ class Consumer:
             conn = self.db.get()
             if conn is not None:
                 try:
+                    self.release_handed_back(conn)
+                    if self.stopping and time.monotonic() >= self.stop_deadline:
+                        self.hand_back_running(conn)
                     self.flush(conn)
                     if not self.stopping:
+                        if time.monotonic() >= self.next_clock_sync:
+                            self.sync_clock(conn)
                         self.claim(conn)
                 except Exception as e:
                     if not is_connection_error(e):
                         raise
                     self.db.broken(e)
                     conn = None
-            if self.stopping and not self.in_flight and not self.pending:
+            if self.stopping and not self.in_flight and not self.pending and not self.to_release:
                 break
+            if self.stopping and time.monotonic() >= self.stop_deadline + self.cfg.database.timeout:
+                # The database stayed away through the grace period (or the supervisor is gone
+                # and nobody will kill us): give up rather than loop forever. The leases expire
+                # and the claim path checks these slots again.
+                self.log.error("stopping without writing results: database unavailable",
+                               unwritten_results=len(self.pending), running=len(self.in_flight))
+                break
+            self.control()
             self.report()
             self.wait(conn)
         self.finish()
 
     def wait(self, conn) -> None:
         now = time.monotonic()
-        timeouts = [max(0.0, self.next_poll - now)]
+        timeouts = [max(0.0, self.next_poll - now), max(0.0, self.next_control - now)]
         if self.pending:
             timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now))
+        if self.stopping:     # wake for the hand-back, then for giving up on the database
+            give_up = self.stop_deadline + self.cfg.database.timeout
+            timeouts.append(self.stop_deadline - now if now < self.stop_deadline else max(0.0, give_up - now))
         if conn is None:
             timeouts.append(max(0.05, self.db.seconds_until_retry()))
         if self.finished:
@@ -136,7 +303,7 @@ class Consumer:
             timeouts.append(self.cfg.consumer.flush_interval)
         if conn is not None and conn.notifies:
             # A NOTIFY that arrived during a claim or a write is already read off the socket
-            # into conn.notifies: select() would not see it, and we would wait for the poll.
+            # into conn.notifies: poll() would not see it, and we would wait for the poll.
             conn.notifies.clear()
             self.maybe_more = True
             timeouts.append(0.0)
@@ -159,21 +326,40 @@ class Consumer:
     def heartbeat(self) -> None:
         """Beat unless every worker thread is stuck: then let the supervisor restart us."""
         now = time.monotonic()
-        if now >= self.next_stuck_check and len(self.started) >= self.concurrency:
+        if now >= self.next_stuck_check and self.started and len(self.started) >= len(self.in_flight):
             self.next_stuck_check = now + 1.0     # a scan per second is plenty, and cheap
-            stuck = sum(1 for task_id, t0 in list(self.started.items())
-                        if task_id in self.in_flight
-                        and now - t0 > self.in_flight[task_id]["timeout"] + STUCK_MARGIN)
-            if stuck >= self.concurrency:
+            stuck = sum(1 for key, t0 in list(self.started.items())
+                        if key in self.in_flight and now - t0 > self.in_flight[key]["timeout"] + STUCK_MARGIN)
+            if stuck >= max(1, len(self.in_flight)) and stuck >= self.limit.value:
                 self.log.error("every check thread is stuck; no heartbeat", stuck=stuck)
                 return
         self.ctx.heartbeat()
 
+    # --- how many checks at once -----------------------------------------------
+
+    def control(self) -> None:
+        """Once per CONTROL_INTERVAL: adapt the limit; say so when it is held at the ceiling."""
+        now = time.monotonic()
+        if now < self.next_control:
+            return
+        self.next_control = now + CONTROL_INTERVAL
+        waiting, self.work_waiting = self.work_waiting, False
+        own_cpu, core_busy = self.cpu.read()
+        self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
+                          core_busy=core_busy)
+        if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
+                and now - self.last_ceiling_log >= CEILING_LOG_EVERY:
+            self.last_ceiling_log = now
+            self.log.warning("consumer at its concurrency ceiling with tasks waiting: add a host or raise "
+                             "consumer.concurrency", ceiling=self.limit.ceiling, in_flight=len(self.in_flight))
+
     # --- claiming and checking ----------------------------------------------
 
     def claim(self, conn) -> None:
-        room = self.concurrency - len(self.in_flight)
+        room = self.limit.value - len(self.in_flight)
         if not self.maybe_more or room <= 0:
+            if room <= 0 and self.maybe_more:
+                self.work_waiting = True
             return
         # Under load, wait for a few free threads rather than claim one task per round trip.
         if self.in_flight and room < self.wake_every:
@@ -181,14 +367,43 @@ class Consumer:
         tasks = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
                                   self.cfg.consumer.max_attempts)
         self.maybe_more = len(tasks) == room
+        if self.maybe_more:
+            self.work_waiting = True
         for task in tasks:
-            target = probe.target_for(task, self.cfg.check.max_body_bytes)
-            self.in_flight[task["id"]] = task
+            key = (task["id"], task["attempts"])
+            try:
+                target = probe.target_for(task, self.cfg.check.max_body_bytes)
+            except Exception as e:   # a stored value this version cannot read (a newer version wrote it)
+                self.in_flight[key] = task
+                self.finished.append((task, self._unreadable(task, e)))
+                continue
+            self.in_flight[key] = task
             self.threads.submit(task, target)
+        if not self.threads.ensure(len(self.in_flight)):
+            self.limit.back_off(self.threads.size)
+            self.log.error("monitor failure: cannot start check threads; holding fewer checks",
+                           threads=self.threads.size, limit=self.limit.value)
+
+    def _unreadable(self, task, error: Exception) -> probe.Outcome:
+        """The slot's result when this version cannot read the URL's stored settings: recorded as
+        `lost` (the monitor's failure, not the site's), so no consumer crashes on it and no
+        incident opens."""
+        self.stats["unreadable"] += 1
+        now = time.monotonic()
+        if now - self.last_unreadable_log >= CEILING_LOG_EVERY:   # one line a minute, not one per slot
+            self.last_unreadable_log = now
+            self.log.warning("URL settings unreadable by this version; its slots are recorded as lost",
+                             url_id=task["url_id"], error=type(error).__name__)
+        return probe.Outcome(
+            started_at=datetime.datetime.now(datetime.timezone.utc), response_time_ms=None,
+            status_code=None, regex_matched=None, ok=False, error_kind="lost",
+            error=f"not checked: sitewatch {__version__} cannot read this URL's stored settings "
+                  f"({type(error).__name__}); was it written by a newer version?",
+            cert_days_left=None)
 
     def _check(self, task, target) -> None:
         """Runs in a worker thread."""
-        self.started[task["id"]] = time.monotonic()
+        self.started[(task["id"], task["attempts"])] = time.monotonic()
         outcome = probe.check(target)
         self.finished.append((task, outcome))
         # Wake the main loop once per handful of finished checks, not per check: it only
@@ -198,10 +413,19 @@ class Consumer:
             self.ctx.wake()
 
     def collect_finished(self) -> None:
+        monitor_failures = 0
         while self.finished:
             task, outcome = self.finished.popleft()
-            self.in_flight.pop(task["id"], None)
-            self.started.pop(task["id"], None)
+            key = (task["id"], task["attempts"])
+            self.started.pop(key, None)
+            if self.in_flight.pop(key, None) is None:
+                continue          # handed back already (stop): its lease is gone
+            if outcome.error_kind == "monitor":
+                # The monitor failed (out of descriptors, threads, ...), not the site: never a
+                # site result. Hand the task back with the attempt not counted.
+                monitor_failures += 1
+                self.to_release.append(key)
+                continue
             started_at = outcome.started_at + self.clock_offset
             if not self.pending:
                 self.pending_since = time.monotonic()
@@ -213,6 +437,12 @@ class Consumer:
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
             self._sample_lag((started_at - task["scheduled_at"]).total_seconds())
+        if monitor_failures:
+            self.stats["monitor_failures"] += monitor_failures
+            self.limit.back_off(len(self.in_flight))
+            self.log.error("monitor failure: checks could not run (out of file descriptors or threads?); "
+                           "tasks handed back, not recorded as site failures", count=monitor_failures,
+                           in_flight=len(self.in_flight), limit=self.limit.value)
 
     def _sample_lag(self, lag: float) -> None:
         """Reservoir sampling: every check of the interval equally likely to be in the sample."""
@@ -223,6 +453,15 @@ class Consumer:
             index = random.randrange(self.stats["checks"])
             if index < LAG_SAMPLE:
                 lags[index] = round(lag, 4)
+
+    def release_handed_back(self, conn) -> None:
+        """Hand back tasks a monitor failure kept from being checked: claimable again shortly
+        (not at once: the shortage may last a moment), the attempt not counted."""
+        if self.to_release:
+            batch = list(self.to_release)
+            store.release_tasks(conn, self.owner, [k[0] for k in batch], [k[1] for k in batch],
+                                delay=MONITOR_RETRY_DELAY)
+            del self.to_release[:len(batch)]
 
     def flush(self, conn) -> None:
         """Write pending results when the batch is full, old enough, or we are stopping."""
@@ -244,22 +483,39 @@ class Consumer:
     # --- stopping --------------------------------------------------------------
 
     def begin_stop(self) -> None:
-        """Stop claiming; hand back tasks not started yet; let running checks finish."""
+        """Stop claiming; hand back tasks not started yet; let running checks finish.
+
+        Running checks get the grace period less STOP_MARGIN; those still running then are
+        handed back too (hand_back_running), so a slow but healthy check cut short by a stop
+        or a reload costs no attempt and can never turn into `lost`.
+        """
         self.stopping = True
-        unstarted = [task["id"] for task, _ in self.threads.take_unstarted()]
-        for task_id in unstarted:
-            del self.in_flight[task_id]
+        self.stop_deadline = time.monotonic() + max(0.0, self.cfg.supervisor.grace_period - STOP_MARGIN)
+        unstarted = [(task["id"], task["attempts"]) for task, _ in self.threads.take_unstarted()]
+        for key in unstarted:
+            self.in_flight.pop(key, None)
         self.log.info("stopping", running=len(self.in_flight), handed_back=len(unstarted),
                       pending_results=len(self.pending))
         conn = self.db.get()
         if conn is not None and unstarted:
             # If this fails, the leases simply expire and the claim path takes the tasks back.
             try:
-                store.release_tasks(conn, self.owner, unstarted)
+                store.release_tasks(conn, self.owner, [k[0] for k in unstarted], [k[1] for k in unstarted])
             except Exception as e:
                 if not is_connection_error(e):
                     raise
                 self.db.broken(e)
+
+    def hand_back_running(self, conn) -> None:
+        """The grace period is ending: hand back checks still running, the attempt not counted."""
+        self.collect_finished()
+        running = list(self.in_flight)
+        if not running:
+            return
+        store.release_tasks(conn, self.owner, [k[0] for k in running], [k[1] for k in running])
+        for key in running:
+            self.in_flight.pop(key, None)
+        self.log.info("grace period ending: running checks handed back", count=len(running))
 
     def finish(self) -> None:
         self.threads.stop()
@@ -275,5 +531,8 @@ class Consumer:
 
     def send_stats(self) -> None:
         self._last_stats = time.monotonic()
+        self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
+                          ceiling=self.limit.ceiling,
+                          at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
         self.ctx.send_stats(self.stats)
-        self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
+        self.stats = self._new_stats()

@@ -59,6 +59,10 @@ class Producer:
         until_due = store.seconds_until_due(conn)
         if until_due is None:
             return self.cfg.producer.poll_interval
+        if until_due <= 0 and due == 0:
+            # Rows are due but we could lock none of them: another producer or a `url import`
+            # holds them. They are its work (or free again soon); poll, don't spin.
+            return self.cfg.producer.poll_interval
         return min(self.cfg.producer.poll_interval, max(MIN_SLEEP, until_due))
 
     def report(self, conn) -> None:

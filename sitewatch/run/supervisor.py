@@ -119,6 +119,7 @@ class Supervisor:
             return
         try:
             new = config.load(self.env, self.cli_flags, self.config_path)
+            fit_open_files(new, self.log)
         except Exception as e:
             self.log.error("SIGHUP: configuration not reloaded, keeping the old one", error=str(e))
             return
@@ -321,11 +322,14 @@ class _Summary:
 
     def __init__(self):
         self.reset()
+        self.pool = {}     # consumer role -> its latest (threads, in_flight, limit): kept across lines
 
     def reset(self):
         self.checks = self.ok = self.failed = self.refused = self.enqueued = self.skipped = 0
+        self.monitor_failures = self.unreadable = 0
         self.lags = []
         self.queue = None
+        self.at_ceiling = set()
 
     def add(self, role, stats):
         if role == "producer":
@@ -337,7 +341,13 @@ class _Summary:
             self.ok += stats["ok"]
             self.failed += stats["failed"]
             self.refused += stats["refused"]
+            self.monitor_failures += stats.get("monitor_failures", 0)
+            self.unreadable += stats.get("unreadable", 0)
             self.lags.extend(stats["lags"])
+            if "threads" in stats:
+                self.pool[role] = (stats["threads"], stats["in_flight"], stats["limit"])
+            if stats.get("at_ceiling"):
+                self.at_ceiling.add(role)
 
     def take(self) -> dict:
         lags = sorted(self.lags)
@@ -348,9 +358,66 @@ class _Summary:
                "skipped_slots": self.skipped, "refused": self.refused,
                "lag_p50_s": pct(0.5), "lag_p99_s": pct(0.99),
                "queue_waiting": self.queue[0] if self.queue else None,
-               "queue_leased": self.queue[1] if self.queue else None}
+               "queue_leased": self.queue[1] if self.queue else None,
+               "check_threads": sum(p[0] for p in self.pool.values()),
+               "checks_in_flight": sum(p[1] for p in self.pool.values()),
+               # The signal to add a host or raise consumer.concurrency: consumers that held as
+               # many checks as their ceiling allows while tasks were still waiting.
+               "consumers_at_ceiling": sorted(self.at_ceiling)}
+        if self.monitor_failures:
+            out["monitor_failures"] = self.monitor_failures
+        if self.unreadable:
+            out["unreadable_settings"] = self.unreadable
         self.reset()
         return out
+
+
+FD_RESERVE = 64          # descriptors a consumer needs besides its check sockets (database, pipes, logs)
+
+
+def fds_needed(concurrency: int) -> int:
+    """Open files one consumer may need at its ceiling: a socket per check, a tenth more for
+    name lookups and redirects in flight, and the reserve."""
+    return concurrency + concurrency // 10 + FD_RESERVE
+
+
+def fit_open_files(cfg, log) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it), then make sure the
+    concurrency ceiling fits: running out of descriptors mid-check is a monitor failure, which
+    must not happen by configuration.
+
+    A ceiling the user set that does not fit is refused (ConfigError: exit 2, one line); the
+    default ceiling is lowered to fit, with a warning.
+    """
+    import resource
+
+    from ..errors import ConfigError
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return
+    wanted = cfg.consumer.concurrency
+    if fds_needed(wanted) <= soft:
+        return
+    fits = max(1, (soft - FD_RESERVE) * 10 // 11)
+    source = cfg.sources.get("consumer.concurrency", "default")
+    if source != "default":
+        raise ConfigError(f"consumer.concurrency: {wanted} (from {source}) needs about {fds_needed(wanted)} "
+                          f"open files per consumer, but the limit is {soft} (ulimit -n, hard limit): "
+                          f"set it to at most {fits}, or raise the limit (systemd LimitNOFILE=, "
+                          f"docker --ulimit nofile=)")
+    log.warning("open-file limit too low for the default concurrency ceiling: lowered", open_files_limit=soft,
+                concurrency=fits, default=wanted,
+                fix="raise the limit (systemd LimitNOFILE=, docker --ulimit nofile=)")
+    cfg.consumer.concurrency = fits
+    cfg.values["consumer.concurrency"] = fits
 
 
 def usable_cpus() -> int:
@@ -374,6 +441,7 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
     early_signals = []
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: early_signals.append(signum))
+    fit_open_files(cfg, log)    # before anything is started: a ceiling that cannot fit is bad input
     database = Database.open(cfg)
     try:
         conn = database.connect("supervisor")
