@@ -96,6 +96,13 @@ def build_parser() -> ArgumentParser:
     db_commands.add_parser("migrate", help="apply schema migrations (idempotent)",
                            description="Bring the database schema to this version of sitewatch. "
                                        "Safe to run at any time, also concurrently.")
+    db_commands.add_parser("maintain", help="run the maintenance job once now (partitions, rollups, retention)",
+                           description="One run of the job `sitewatch run` does every history.interval "
+                                       "seconds: create task_result partitions ahead, roll up complete "
+                                       "hours and days, drop raw partitions past history.raw_days and "
+                                       "rollups past their retention. For cron and tests; safe while "
+                                       "`sitewatch run` runs anywhere (one run at a time; a concurrent "
+                                       "one skips).")
 
     cfg = commands.add_parser("config", help="configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
@@ -181,7 +188,7 @@ def dispatch(args, cfg, env, flags) -> int:
     else:
         payload = None
     return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
-                         migrate=args.command == "db")
+                         migrate=args.command == "db" and args.db_command == "migrate")
 
 
 def read_import(path, cfg):
@@ -230,6 +237,12 @@ def with_database(cfg, action, migrate: bool = False) -> int:
 
 def run_db_command(args, cfg, conn, payload, applied) -> int:
     from .db import schema, store
+    if args.command == "db" and args.db_command == "maintain":
+        from .history import maintenance
+        summary = maintenance.run_once(conn, cfg)
+        print("skipped: another process is running the maintenance job" if summary is None else
+              " ".join(f"{key}={value}" for key, value in summary.items()))
+        return 0
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")

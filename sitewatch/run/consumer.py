@@ -18,9 +18,10 @@ from collections import deque
 from .. import logs
 from ..check import probe
 from ..db import schema, store
-from ..db.database import Reconnecting, is_connection_error
+from ..db.database import Reconnecting, is_connection_error, is_missing_partition
 from .child import STATS_INTERVAL
 
+WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 
@@ -78,6 +79,7 @@ class Consumer:
         self.finished = deque()      # (task, outcome) from worker threads; deque appends are atomic
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
+        self.write_retry_at = 0.0    # writes failed for want of a partition: wait until then
         self.maybe_more = True       # tasks may be waiting: claim when there is room
         self.next_poll = 0.0
         self.clock_offset = datetime.timedelta(0)   # database clock minus ours
@@ -107,16 +109,19 @@ class Consumer:
             self.collect_finished()
             self.heartbeat()
             conn = self.db.get()
-            if conn is not None:
+            if conn is not None and time.monotonic() >= self.write_retry_at:
                 try:
                     self.flush(conn)
                     if not self.stopping:
                         self.claim(conn)
                 except Exception as e:
-                    if not is_connection_error(e):
+                    if is_missing_partition(e):
+                        self.write_failed(e)
+                    elif not is_connection_error(e):
                         raise
-                    self.db.broken(e)
-                    conn = None
+                    else:
+                        self.db.broken(e)
+                        conn = None
             if self.stopping and not self.in_flight and not self.pending:
                 break
             self.report()
@@ -127,7 +132,8 @@ class Consumer:
         now = time.monotonic()
         timeouts = [max(0.0, self.next_poll - now)]
         if self.pending:
-            timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now))
+            timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now,
+                                self.write_retry_at - now))
         if conn is None:
             timeouts.append(max(0.05, self.db.seconds_until_retry()))
         if self.finished:
@@ -240,6 +246,14 @@ class Consumer:
                 self.stats["refused"] += len(refused)
                 self.log.warning("results refused by the lease fence (lease lost: checked by another "
                                  "consumer, or the URL was removed)", count=len(refused))
+
+    def write_failed(self, error) -> None:
+        """No partition for a result's slot: keep everything, stop claiming, retry in a while."""
+        self.write_retry_at = time.monotonic() + WRITE_RETRY
+        self.log.error("RESULTS NOT WRITTEN: task_result has no partition for their slots (is the "
+                       "maintenance job running? `sitewatch db maintain` creates partitions); kept in "
+                       "memory, not claiming, retrying", pending_results=len(self.pending),
+                       retry_in_s=WRITE_RETRY, error=" ".join(str(error).split()))
 
     # --- stopping --------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+-- The history subsystem's SQL (rollups, uptime, status, export). Each block starts with
+-- "-- name: NAME" and a description; history/rollup.py and history/uptime.py load them once
+-- with db/store.py's loader. {bucket} is replaced by histogram.BUCKET_SQL at load time.
+
+-- name: rollup_hours
+-- Recompute the hourly rollups of [from, to) (whole UTC hours) from raw rows and overwrite
+-- them: one scan of the window, grouped by (URL, hour, latency bucket), then by (URL, hour).
+-- Rows of the window that no raw row supports any more are deleted, so a rerun gives exactly
+-- what a first run gives. rt_sum is summed as numeric: exact, so reruns are identical bit for
+-- bit whatever order the rows come in.
+WITH fine AS (
+    SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS bucket,
+           {bucket} AS bi,
+           count(*) AS checks, count(*) FILTER (WHERE ok) AS ok,
+           sum(response_time_ms::numeric) AS rt_sum, min(response_time_ms) AS rt_min,
+           max(response_time_ms) AS rt_max, min(cert_days_left) AS cert_days_min
+    FROM task_result
+    WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+    GROUP BY 1, 2, 3
+), grouped AS (
+    SELECT url_id, bucket, sum(checks)::bigint AS checks, sum(ok)::bigint AS ok,
+           sum(checks - ok)::bigint AS failed,
+           coalesce(sum(checks) FILTER (WHERE bi IS NOT NULL), 0)::bigint AS rt_count,
+           sum(rt_sum)::float8 AS rt_sum, min(rt_min) AS rt_min, max(rt_max) AS rt_max,
+           min(cert_days_min) AS cert_days_min,
+           array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS idx,
+           array_agg(checks ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS cnt
+    FROM fine GROUP BY 1, 2
+), fresh AS (
+    SELECT g.url_id, g.bucket, g.checks, g.ok, g.failed, g.rt_count, g.rt_sum, g.rt_min, g.rt_max,
+           coalesce((SELECT array_agg(coalesce(g.cnt[array_position(g.idx, i)], 0)::integer ORDER BY i)
+                     FROM generate_series(0, g.idx[array_length(g.idx, 1)]) AS i), '{}') AS rt_hist,
+           g.cert_days_min
+    FROM grouped g
+), written AS (
+    INSERT INTO rollup_hour AS r (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max,
+                                  rt_hist, cert_days_min)
+    SELECT * FROM fresh
+    ON CONFLICT (url_id, bucket) DO UPDATE SET
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed,
+        rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
+        rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
+    RETURNING 1
+), stale AS (
+    DELETE FROM rollup_hour r
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
+
+-- name: rollup_days
+-- Recompute the daily rollups of [from, to) (whole UTC days) from the hourly ones (exact:
+-- counts and sums add, min/max combine, histograms add element-wise) and overwrite them.
+WITH hour AS (
+    SELECT * FROM rollup_hour WHERE bucket >= %(from)s AND bucket < %(to)s
+), hist AS (
+    SELECT url_id, day, array_agg(c ORDER BY i) AS rt_hist
+    FROM (SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS day, u.i, sum(u.c)::integer AS c
+          FROM hour h, unnest(h.rt_hist) WITH ORDINALITY AS u(c, i)
+          GROUP BY 1, 2, 3) AS cell
+    GROUP BY 1, 2
+), fresh AS (
+    SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS bucket, sum(h.checks)::bigint AS checks,
+           sum(h.ok)::bigint AS ok, sum(h.failed)::bigint AS failed, sum(h.rt_count)::bigint AS rt_count,
+           sum(h.rt_sum::numeric)::float8 AS rt_sum, min(h.rt_min) AS rt_min, max(h.rt_max) AS rt_max,
+           min(h.cert_days_min) AS cert_days_min
+    FROM hour h GROUP BY 1, 2
+), written AS (
+    INSERT INTO rollup_day AS r (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max,
+                                 rt_hist, cert_days_min)
+    SELECT f.url_id, f.bucket, f.checks, f.ok, f.failed, f.rt_count, f.rt_sum, f.rt_min, f.rt_max,
+           coalesce(x.rt_hist, '{}'), f.cert_days_min
+    FROM fresh f LEFT JOIN hist x ON x.url_id = f.url_id AND x.day = f.bucket
+    ON CONFLICT (url_id, bucket) DO UPDATE SET
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed,
+        rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
+        rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
+    RETURNING 1
+), stale AS (
+    DELETE FROM rollup_day r
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
+
+-- name: complete_before
+-- The instant before which every slot that will ever have a result has it: the oldest slot
+-- still outstanding (a task: claimed or not, maybe held in a consumer's memory while the
+-- database was away) and the oldest slot not yet enqueued (url.next_check_at), and no later
+-- than now minus the grace window. Read in the same snapshot as the raw rows it vouches for.
+SELECT least(now() - make_interval(secs => %(grace_s)s),
+             (SELECT min(scheduled_at) FROM task),
+             (SELECT min(next_check_at) FROM url));
+
+-- name: oldest_result
+-- Where the first rollup starts: the oldest raw row (once, when the watermark is still unset).
+SELECT min(scheduled_at) FROM task_result;
+
+-- name: longest_timeout
+-- The longest check timeout of any URL, for the grace window.
+SELECT coalesce(max(timeout), 0) FROM url;
