@@ -16,8 +16,14 @@ import pytest
 from sitewatch import config
 from sitewatch.history import maintenance, rollup
 from tests.conftest import clean_env
-from tests.historydata import (add_urls, assert_rollups_match_raw, ensure_past_partitions, insert_results,
-                               rollup_rows, watermark)
+from tests.historydata import (
+    add_urls,
+    assert_rollups_match_raw,
+    ensure_past_partitions,
+    insert_results,
+    rollup_rows,
+    watermark,
+)
 
 HOUR = datetime.timedelta(hours=1)
 
