@@ -101,3 +101,63 @@ SELECT min(scheduled_at) FROM task_result;
 -- name: longest_timeout
 -- The longest check timeout of any URL, for the grace window.
 SELECT coalesce(max(timeout), 0) FROM url;
+
+-- name: frontier
+-- Where rollups end and raw rows take over: hourly rollups are final before the hour
+-- watermark, daily ones before the day watermark (null: nothing rolled up yet).
+SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),
+       (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now();
+
+-- name: window_counts
+-- ok and failed per (window, URL) for many URLs at once, from three disjoint sources: whole
+-- days from rollup_day, the remaining whole hours before the hour watermark from rollup_hour,
+-- and raw rows after it. %(windows)s rows: (name, start, day_from, day_to, hour_to).
+WITH w AS (
+    SELECT * FROM unnest(%(names)s::text[], %(starts)s::timestamptz[], %(day_from)s::timestamptz[],
+                         %(day_to)s::timestamptz[], %(hour_to)s::timestamptz[])
+        AS w(name, start, day_from, day_to, hour_to)
+), days AS (
+    SELECT w.name, d.url_id, sum(d.ok) AS ok, sum(d.failed) AS failed
+    FROM w JOIN rollup_day d ON d.bucket >= w.day_from AND d.bucket < w.day_to
+    WHERE d.url_id = ANY (%(ids)s)
+    GROUP BY 1, 2
+), hours AS (
+    SELECT w.name, h.url_id, sum(h.ok) AS ok, sum(h.failed) AS failed
+    FROM w JOIN rollup_hour h ON h.bucket >= w.start AND h.bucket < w.hour_to
+                             AND NOT (h.bucket >= w.day_from AND h.bucket < w.day_to)
+    WHERE h.url_id = ANY (%(ids)s)
+    GROUP BY 1, 2
+), raw AS (
+    SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS hour,
+           count(*) FILTER (WHERE ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failed
+    FROM task_result
+    WHERE url_id = ANY (%(ids)s) AND scheduled_at >= %(raw_from)s
+    GROUP BY 1, 2
+), raw_w AS (
+    SELECT w.name, r.url_id, sum(r.ok) AS ok, sum(r.failed) AS failed
+    FROM w JOIN raw r ON r.hour >= w.start AND r.hour >= w.hour_to
+    GROUP BY 1, 2
+)
+SELECT name, url_id, sum(ok)::bigint, sum(failed)::bigint
+FROM (SELECT * FROM days UNION ALL SELECT * FROM hours UNION ALL SELECT * FROM raw_w) AS parts
+GROUP BY 1, 2;
+
+-- name: window_histogram
+-- Response-time histogram cells (URL, bucket index, count) over [start, now): hourly rollups
+-- before hour_to, raw rows after it.
+SELECT url_id, i, sum(c)::bigint
+FROM (
+    SELECT h.url_id, u.i - 1 AS i, u.c
+    FROM rollup_hour h, unnest(h.rt_hist) WITH ORDINALITY AS u(c, i)
+    WHERE h.url_id = ANY (%(ids)s) AND h.bucket >= %(start)s AND h.bucket < %(hour_to)s AND u.c > 0
+    UNION ALL
+    SELECT url_id, {bucket}, 1
+    FROM task_result
+    WHERE url_id = ANY (%(ids)s) AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+      AND response_time_ms IS NOT NULL
+) AS cells
+GROUP BY 1, 2;
+
+-- name: url_periods
+-- Period and creation time of the URLs still monitored, for expected slots.
+SELECT id, period, created_at FROM url WHERE id = ANY (%(ids)s);
