@@ -104,6 +104,31 @@ def build_parser() -> ArgumentParser:
                                        "`sitewatch run` runs anywhere (one run at a time; a concurrent "
                                        "one skips).")
 
+    status = commands.add_parser("status", help="state, uptime and response time of each URL",
+                                 description="One line per URL: state (from the alerts' state when present, "
+                                             "else the latest results), since when, uptime over 24 h / 7 d / "
+                                             "30 d (truncated, never rounded up; - when there is no data), "
+                                             "coverage (results / expected slots) over 24 h, p95 response "
+                                             "time over 24 h, certificate days left, the latest check's "
+                                             "error. Given one URL, also an hour-by-hour bar for the last "
+                                             "24 h and its last 10 failures.")
+    status.add_argument("urls", metavar="URL", nargs="*", help="URLs to show (default: all)")
+    status.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    status.add_argument("--down", action="store_true", help="only URLs that are down")
+
+    history = commands.add_parser("history", help="export one URL's results as CSV or JSON lines",
+                                  description="Results of one URL, oldest first: raw results while they are "
+                                              "kept (history.raw_days), hourly rollups further back; the "
+                                              "`source` column says which (raw|hourly). No data: prints "
+                                              "nothing, exit 0. Unknown URL: exit 2.")
+    history.add_argument("url", metavar="URL")
+    history.add_argument("--since", metavar="DURATION|TIME", default="24h",
+                         help="start: a duration back from now (90s, 15m, 2h, 7d) or an ISO 8601 time "
+                              "(UTC unless it has an offset) (default: 24h)")
+    history.add_argument("--until", metavar="TIME", help="end, exclusive: a time or a duration back (default: now)")
+    history.add_argument("--format", choices=["csv", "json"], default="csv",
+                         help="csv (with a header row) or json (one object per line) (default: csv)")
+
     cfg = commands.add_parser("config", help="configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
                                       parser_class=ArgumentParser)
@@ -185,10 +210,28 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = normalise_url(args.url)
     elif args.command == "url" and args.url_command == "import":
         payload = read_import(args.file, cfg)
+    elif args.command in ("status", "history"):
+        payload = read_report_args(args)
     else:
         payload = None
     return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
                          migrate=args.command == "db" and args.db_command == "migrate")
+
+
+def read_report_args(args):
+    """Check a report's arguments before the database is opened: bad ones exit 2."""
+    import datetime
+
+    from .history import report
+    from .urlspec import normalise_url
+    for url in getattr(args, "urls", None) or [getattr(args, "url", None)] * (args.command == "history"):
+        normalise_url(url)
+    if args.command == "history":
+        now = datetime.datetime.now(datetime.timezone.utc)
+        report.parse_time(args.since, "--since", now)
+        if args.until:
+            report.parse_time(args.until, "--until", now)
+    return None
 
 
 def read_import(path, cfg):
@@ -243,6 +286,8 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
         print("skipped: another process is running the maintenance job" if summary is None else
               " ".join(f"{key}={value}" for key, value in summary.items()))
         return 0
+    if args.command in ("status", "history"):
+        return run_report(args, conn)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")
@@ -259,6 +304,27 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
         print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")
     elif args.url_command == "list":
         print_url_list(store.list_urls(conn), args.json)
+    return 0
+
+
+def run_report(args, conn) -> int:
+    from .db import store
+    from .history import report
+    if args.command == "status":
+        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None))
+        if args.down:
+            rows = [row for row in rows if row["state"] == "down"]
+        report.print_status(conn, rows, args.json)
+        return 0
+    [(url_id, _)] = report.resolve_urls(conn, [args.url])
+    now = store.now(conn)     # the database's clock, like scheduled_at
+    since = report.parse_time(args.since, "--since", now)
+    until = report.parse_time(args.until, "--until", now) if args.until else now
+    try:
+        report.print_history(report.history_rows(conn, url_id, since, until), args.format)
+        sys.stdout.flush()
+    except BrokenPipeError:   # `sitewatch history URL | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -161,3 +161,62 @@ GROUP BY 1, 2;
 -- name: url_periods
 -- Period and creation time of the URLs still monitored, for expected slots.
 SELECT id, period, created_at FROM url WHERE id = ANY (%(ids)s);
+
+-- name: urls_by_name
+-- The monitored URLs named on the command line (all of them when %(urls)s is null).
+SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
+
+-- name: latest_results
+-- Each URL's latest result (one index probe per URL on (url_id, scheduled_at)).
+SELECT i.url_id, r.scheduled_at, r.ok, r.error_kind, r.error, r.cert_days_left
+FROM unnest(%(ids)s::bigint[]) AS i(url_id)
+CROSS JOIN LATERAL (
+    SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+    WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1
+) AS r;
+
+-- name: streak_start
+-- Without the alerts' url_state: when the latest streak of the same outcome began, looking
+-- back %(lookback)s at most (null: the streak is older than that, or there is no result).
+SELECT l.url_id,
+       (SELECT min(t.scheduled_at) FROM task_result t
+        WHERE t.url_id = l.url_id AND t.scheduled_at > coalesce((
+                  SELECT max(o.scheduled_at) FROM task_result o
+                  WHERE o.url_id = l.url_id AND o.ok <> l.ok AND o.scheduled_at >= now() - %(lookback)s),
+                  -- no other outcome in the lookback: the streak began with the first result if
+                  -- there is nothing older, else before the lookback (unknown)
+                  CASE WHEN EXISTS (SELECT 1 FROM task_result b WHERE b.url_id = l.url_id
+                                    AND b.scheduled_at < now() - %(lookback)s)
+                       THEN 'infinity'::timestamptz ELSE '-infinity'::timestamptz END))
+FROM unnest(%(ids)s::bigint[], %(oks)s::boolean[]) AS l(url_id, ok);
+
+-- name: url_state
+-- The alerts' state of each URL (table url_state, when the alerts migration created it).
+SELECT url_id, state, since FROM url_state WHERE url_id = ANY (%(ids)s);
+
+-- name: hourly_bar
+-- One URL's ok/failed per UTC hour over [start, now): rollup_hour before the hour watermark,
+-- raw rows after it.
+SELECT bucket, ok, failed FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
+UNION ALL
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+GROUP BY 1;
+
+-- name: last_failures
+-- One URL's latest failed results.
+SELECT scheduled_at, status_code, error_kind, error FROM task_result
+WHERE url_id = %(id)s AND NOT ok ORDER BY scheduled_at DESC LIMIT %(limit)s;
+
+-- name: raw_history
+-- One URL's raw results in [since, until), oldest first.
+SELECT scheduled_at, started_at, response_time_ms, status_code, regex_matched, ok, error_kind, error,
+       cert_days_left
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(since)s AND scheduled_at < %(until)s
+ORDER BY scheduled_at;
+
+-- name: hourly_history
+-- One URL's hourly rollups in [since, until), oldest first (for times raw rows no longer cover).
+SELECT bucket, checks, ok, failed, rt_count, rt_sum, cert_days_min FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(since)s AND bucket < %(until)s ORDER BY bucket;
