@@ -59,7 +59,8 @@ RECOMPUTE = """
            count(response_time_ms) AS rt_count, sum(response_time_ms) AS rt_sum,
            min(response_time_ms) AS rt_min, max(response_time_ms) AS rt_max,
            percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms) AS p95,
-           min(cert_days_left) AS cert_days_min
+           min(cert_days_left) AS cert_days_min,
+           count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx
     FROM task_result WHERE scheduled_at < %(until)s
     GROUP BY 1, 2 ORDER BY 1, 2"""
 
@@ -70,13 +71,13 @@ def assert_rollups_match_raw(conn, table: str, unit: str, until) -> int:
         cur.execute(RECOMPUTE, {"unit": unit, "until": until})
         expected = cur.fetchall()
         cur.execute(f"SELECT url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, rt_hist,"
-                    f" cert_days_min FROM {table} WHERE bucket < %s ORDER BY 1, 2", (until,))
+                    f" cert_days_min, non_2xx FROM {table} WHERE bucket < %s ORDER BY 1, 2", (until,))
         actual = cur.fetchall()
     conn.commit()
     assert [(e[0], e[1]) for e in expected] == [(a[0], a[1]) for a in actual], f"{table}: buckets differ"
     for e, a in zip(expected, actual, strict=True):
-        url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, p95, cert = e
-        assert (a[2], a[3], a[4], a[5]) == (checks, ok, failed, rt_count), (table, url_id, bucket)
+        url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, p95, cert, non_2xx = e
+        assert (a[2], a[3], a[4], a[5], a[11]) == (checks, ok, failed, rt_count, non_2xx), (table, url_id, bucket)
         assert a[7] == rt_min and a[8] == rt_max and a[10] == cert, (table, url_id, bucket)
         assert (a[6] is None) == (rt_sum is None) and (rt_sum is None or abs(a[6] - rt_sum) < 1e-6 * rt_sum)
         assert sum(a[9]) == rt_count

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS rollup_hour (
     checks        bigint NOT NULL,            -- results in the bucket (ok + failed)
     ok            bigint NOT NULL,
     failed        bigint NOT NULL,
+    non_2xx       bigint NOT NULL,            -- results without a 2xx status (none at all included)
     rt_count      bigint NOT NULL,            -- results with a response time
     rt_sum        float8,
     rt_min        float8,

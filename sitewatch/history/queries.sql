@@ -12,6 +12,7 @@ WITH fine AS (
     SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS bucket,
            {bucket} AS bi,
            count(*) AS checks, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx,
            sum(response_time_ms::numeric) AS rt_sum, min(response_time_ms) AS rt_min,
            max(response_time_ms) AS rt_max, min(cert_days_left) AS cert_days_min
     FROM task_result
@@ -19,7 +20,7 @@ WITH fine AS (
     GROUP BY 1, 2, 3
 ), grouped AS (
     SELECT url_id, bucket, sum(checks)::bigint AS checks, sum(ok)::bigint AS ok,
-           sum(checks - ok)::bigint AS failed,
+           sum(checks - ok)::bigint AS failed, sum(non_2xx)::bigint AS non_2xx,
            coalesce(sum(checks) FILTER (WHERE bi IS NOT NULL), 0)::bigint AS rt_count,
            sum(rt_sum)::float8 AS rt_sum, min(rt_min) AS rt_min, max(rt_max) AS rt_max,
            min(cert_days_min) AS cert_days_min,
@@ -27,17 +28,17 @@ WITH fine AS (
            array_agg(checks ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS cnt
     FROM fine GROUP BY 1, 2
 ), fresh AS (
-    SELECT g.url_id, g.bucket, g.checks, g.ok, g.failed, g.rt_count, g.rt_sum, g.rt_min, g.rt_max,
+    SELECT g.url_id, g.bucket, g.checks, g.ok, g.failed, g.non_2xx, g.rt_count, g.rt_sum, g.rt_min, g.rt_max,
            coalesce((SELECT array_agg(coalesce(g.cnt[array_position(g.idx, i)], 0)::integer ORDER BY i)
                      FROM generate_series(0, g.idx[array_length(g.idx, 1)]) AS i), '{}') AS rt_hist,
            g.cert_days_min
     FROM grouped g
 ), written AS (
-    INSERT INTO rollup_hour AS r (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max,
+    INSERT INTO rollup_hour AS r (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
                                   rt_hist, cert_days_min)
     SELECT * FROM fresh
     ON CONFLICT (url_id, bucket) DO UPDATE SET
-        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed,
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed, non_2xx = EXCLUDED.non_2xx,
         rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
         rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
     RETURNING 1
@@ -62,18 +63,19 @@ WITH hour AS (
     GROUP BY 1, 2
 ), fresh AS (
     SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS bucket, sum(h.checks)::bigint AS checks,
-           sum(h.ok)::bigint AS ok, sum(h.failed)::bigint AS failed, sum(h.rt_count)::bigint AS rt_count,
+           sum(h.ok)::bigint AS ok, sum(h.failed)::bigint AS failed, sum(h.non_2xx)::bigint AS non_2xx,
+           sum(h.rt_count)::bigint AS rt_count,
            sum(h.rt_sum::numeric)::float8 AS rt_sum, min(h.rt_min) AS rt_min, max(h.rt_max) AS rt_max,
            min(h.cert_days_min) AS cert_days_min
     FROM hour h GROUP BY 1, 2
 ), written AS (
-    INSERT INTO rollup_day AS r (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max,
+    INSERT INTO rollup_day AS r (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
                                  rt_hist, cert_days_min)
-    SELECT f.url_id, f.bucket, f.checks, f.ok, f.failed, f.rt_count, f.rt_sum, f.rt_min, f.rt_max,
+    SELECT f.url_id, f.bucket, f.checks, f.ok, f.failed, f.non_2xx, f.rt_count, f.rt_sum, f.rt_min, f.rt_max,
            coalesce(x.rt_hist, '{}'), f.cert_days_min
     FROM fresh f LEFT JOIN hist x ON x.url_id = f.url_id AND x.day = f.bucket
     ON CONFLICT (url_id, bucket) DO UPDATE SET
-        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed,
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed, non_2xx = EXCLUDED.non_2xx,
         rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
         rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
     RETURNING 1
