@@ -311,7 +311,7 @@ def run_report(args, conn) -> int:
     from .db import store
     from .history import report
     if args.command == "status":
-        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None))
+        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
         if args.down:
             rows = [row for row in rows if row["state"] == "down"]
         report.print_status(conn, rows, args.json)

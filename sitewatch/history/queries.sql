@@ -111,38 +111,30 @@ SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),
        (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now();
 
 -- name: window_counts
--- ok and failed per (window, URL) for many URLs at once, from three disjoint sources: whole
--- days from rollup_day, the remaining whole hours before the hour watermark from rollup_hour,
--- and raw rows after it. %(windows)s rows: (name, start, day_from, day_to, hour_to).
-WITH w AS (
-    SELECT * FROM unnest(%(names)s::text[], %(starts)s::timestamptz[], %(day_from)s::timestamptz[],
-                         %(day_to)s::timestamptz[], %(hour_to)s::timestamptz[])
-        AS w(name, start, day_from, day_to, hour_to)
-), days AS (
-    SELECT w.name, d.url_id, sum(d.ok) AS ok, sum(d.failed) AS failed
-    FROM w JOIN rollup_day d ON d.bucket >= w.day_from AND d.bucket < w.day_to
-    WHERE d.url_id = ANY (%(ids)s)
-    GROUP BY 1, 2
-), hours AS (
-    SELECT w.name, h.url_id, sum(h.ok) AS ok, sum(h.failed) AS failed
-    FROM w JOIN rollup_hour h ON h.bucket >= w.start AND h.bucket < w.hour_to
-                             AND NOT (h.bucket >= w.day_from AND h.bucket < w.day_to)
-    WHERE h.url_id = ANY (%(ids)s)
-    GROUP BY 1, 2
-), raw AS (
-    SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS hour,
-           count(*) FILTER (WHERE ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failed
+-- ok and failed per URL for several windows at once, from three disjoint sources read once
+-- each: whole days from rollup_day, the remaining whole hours before the hour watermark from
+-- rollup_hour, raw rows after it. One pair of FILTERed sums per window and source:
+-- {day_sums}, {hour_sums}, {raw_sums} and the range conditions {hour_ranges} are filled in by
+-- uptime.py from the window list (w0, w1, ...: parameters w0_start, w0_day_from, w0_day_to,
+-- w0_hour_to). %(all)s true: every URL (no id list to hash).
+SELECT url_id, {totals}
+FROM (
+    SELECT url_id, {day_sums}
+    FROM rollup_day
+    WHERE bucket >= %(day_min)s AND bucket < %(day_max)s AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+    UNION ALL
+    SELECT url_id, {hour_sums}
+    FROM rollup_hour
+    WHERE ({hour_ranges}) AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+    UNION ALL
+    SELECT url_id, {raw_sums}
     FROM task_result
-    WHERE url_id = ANY (%(ids)s) AND scheduled_at >= %(raw_from)s
-    GROUP BY 1, 2
-), raw_w AS (
-    SELECT w.name, r.url_id, sum(r.ok) AS ok, sum(r.failed) AS failed
-    FROM w JOIN raw r ON r.hour >= w.start AND r.hour >= w.hour_to
-    GROUP BY 1, 2
-)
-SELECT name, url_id, sum(ok)::bigint, sum(failed)::bigint
-FROM (SELECT * FROM days UNION ALL SELECT * FROM hours UNION ALL SELECT * FROM raw_w) AS parts
-GROUP BY 1, 2;
+    WHERE scheduled_at >= %(raw_from)s AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+) AS parts
+GROUP BY url_id;
 
 -- name: window_histogram
 -- Response-time histogram cells (URL, bucket index, count) over [start, now): hourly rollups

@@ -57,10 +57,10 @@ def resolve_urls(conn, urls: list[str] | None) -> list[tuple[int, str]]:
 
 # --- status -------------------------------------------------------------------------------
 
-def status_rows(conn, urls: list[tuple[int, str]]) -> list[dict]:
+def status_rows(conn, urls: list[tuple[int, str]], all_urls: bool = False) -> list[dict]:
     """One dict per URL with STATUS_FIELDS (JSON-ready apart from datetimes)."""
     ids = [url_id for url_id, _ in urls]
-    figures = uptime.for_urls(conn, ids, windows=("24h", "7d", "30d"))
+    figures = uptime.for_urls(conn, ids, windows=("24h", "7d", "30d"), all_urls=all_urls)
     with conn.cursor() as cur:
         cur.execute(QUERIES["latest_results"], {"ids": ids})
         latest = {row[0]: row[1:] for row in cur.fetchall()}

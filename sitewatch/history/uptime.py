@@ -99,11 +99,13 @@ def window_bounds(now, name: str, hour_until, day_until) -> dict:
     return {"start": start, "day_from": day_from, "day_to": day_to, "hour_to": hour_to}
 
 
-def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True) -> dict[int, Figures]:
+def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False) -> dict[int, Figures]:
     """Uptime, coverage (and p95 over 24 h) per window for every URL id given.
 
     Every id gets a Figures, with None figures where there is no data. Runs in one
     read-only snapshot; commits nothing. `conn` may be in any transaction mode.
+    all_urls=True says url_ids are every monitored URL: the queries then read whole ranges
+    instead of probing a list of ids (faster for `sitewatch status` at 100,000 URLs).
     """
     ids = sorted(set(int(i) for i in url_ids))
     if not ids:
@@ -112,12 +114,13 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True) -> dict[in
         cur.execute(QUERIES["frontier"])
         hour_until, day_until, now = cur.fetchone()
         bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
-        raw_from = min(b["hour_to"] for b in bounds.values())
-        cur.execute(QUERIES["window_counts"], {
-            "names": list(bounds), "starts": [b["start"] for b in bounds.values()],
-            "day_from": [b["day_from"] for b in bounds.values()], "day_to": [b["day_to"] for b in bounds.values()],
-            "hour_to": [b["hour_to"] for b in bounds.values()], "ids": ids, "raw_from": raw_from})
-        counts = {(name, url_id): (ok, failed) for name, url_id, ok, failed in cur.fetchall()}
+        sql, params = _window_counts(list(bounds.values()))
+        params.update({"ids": [] if all_urls else ids, "all": all_urls})
+        cur.execute(sql, params)
+        counts = {}
+        for url_id, *values in cur.fetchall():
+            for k, name in enumerate(bounds):
+                counts[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
         cur.execute(QUERIES["url_periods"], {"ids": ids})
         periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
         hists: dict[int, list[int]] = {}
@@ -140,6 +143,31 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True) -> dict[in
         hist = hists.get(url_id, [])
         out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if hist else None, hist)
     return out
+
+
+def _window_counts(bounds: list[dict]) -> tuple[str, dict]:
+    """queries.sql window_counts with one pair of FILTERed sums per window and source."""
+    params, day_sums, hour_sums, raw_sums, hour_ranges, totals = {}, [], [], [], [], []
+    for k, b in enumerate(bounds):
+        for key, value in b.items():
+            params[f"w{k}_{key}"] = value
+        in_days = f"bucket >= %(w{k}_day_from)s AND bucket < %(w{k}_day_to)s"
+        in_hours = (f"bucket >= %(w{k}_start)s AND bucket < %(w{k}_hour_to)s"
+                    f" AND NOT (bucket >= %(w{k}_day_from)s AND bucket < %(w{k}_day_to)s)")
+        in_raw = f"scheduled_at >= greatest(%(w{k}_start)s, %(w{k}_hour_to)s)"
+        # The first branch of the UNION names the columns for the outer sums.
+        day_sums.append(f"sum(ok) FILTER (WHERE {in_days}) AS ok{k}, sum(failed) FILTER (WHERE {in_days}) AS failed{k}")
+        hour_sums.append(f"sum(ok) FILTER (WHERE {in_hours}), sum(failed) FILTER (WHERE {in_hours})")
+        raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), count(*) FILTER (WHERE NOT ok AND {in_raw})")
+        hour_ranges.append(f"({in_hours})")
+        totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
+    params["day_min"] = min(b["day_from"] for b in bounds)
+    params["day_max"] = max(b["day_to"] for b in bounds)
+    params["raw_from"] = min(b["hour_to"] for b in bounds)
+    sql = QUERIES["window_counts"].format(
+        totals=", ".join(totals), day_sums=", ".join(day_sums), hour_sums=", ".join(hour_sums),
+        raw_sums=", ".join(raw_sums), hour_ranges=" OR ".join(hour_ranges))
+    return sql, params
 
 
 def _expected(period_created, start, now) -> int | None:
