@@ -27,8 +27,8 @@ import time
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import SITEWATCH, create_database, drop_database  # noqa: E402
 from targets import FastTarget  # noqa: E402
+from throughput import SITEWATCH, create_database, drop_database  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
