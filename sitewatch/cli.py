@@ -40,8 +40,9 @@ def build_parser() -> ArgumentParser:
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
-    run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
-                              description="Start one producer and N consumer processes, supervise and "
+    run = commands.add_parser("run", help="run the producer, consumers and maintenance job until SIGTERM/SIGINT",
+                              description="Start one producer, one maintenance job (partitions, rollups, "
+                                          "retention) and N consumer processes, supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children.")
@@ -310,6 +311,9 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
 def run_report(args, conn) -> int:
     from .db import store
     from .history import report
+    with conn.cursor() as cur:
+        # Read-only reports over months of rollups may take longer than database.timeout.
+        cur.execute("SET statement_timeout = '300s'")
     if args.command == "status":
         rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
         if args.down:

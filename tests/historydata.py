@@ -3,9 +3,26 @@ missing response times and certificate days, and an independent recomputation fr
 
 import datetime
 
+import psycopg2
+import pytest
+
+from sitewatch import config
 from sitewatch.history import histogram, partitions
 
 DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def conn(dsn):
+    """A transactional connection to the test's database (import this fixture to use it)."""
+    c = psycopg2.connect(dsn)
+    yield c
+    c.close()
+
+
+def cfg(**history):
+    """The default configuration, with history.* keys overridden (cfg(raw_days=1))."""
+    return config.load({f"SITEWATCH_HISTORY__{k.upper()}": str(v) for k, v in history.items()}, {}, None)
 
 
 def ensure_past_partitions(conn, days: int) -> None:

@@ -9,9 +9,10 @@ import time
 import psycopg2
 import pytest
 
-from sitewatch import config, logs
+from sitewatch import logs
 from sitewatch.history import maintenance, partitions
-from tests.historydata import add_urls, ensure_past_partitions, insert_results
+from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
+from tests.historydata import conn as conn  # noqa: F401  (fixture)
 from tests.test_run import import_urls, scalar, wait_until
 from tests.test_run import server as server  # noqa: F401  (fixture)
 from tests.test_run import sitewatch as sitewatch  # noqa: F401  (fixture)
@@ -19,22 +20,11 @@ from tests.test_run import sitewatch as sitewatch  # noqa: F401  (fixture)
 DAY = datetime.timedelta(days=1)
 
 
-@pytest.fixture
-def conn(dsn):
-    c = psycopg2.connect(dsn)
-    yield c
-    c.close()
-
-
 def names(conn):
     with conn.cursor() as cur:
         found = [p["name"] for p in partitions.attached(cur)]
     conn.commit()
     return found
-
-
-def cfg(**history):
-    return config.load({f"SITEWATCH_HISTORY__{k.upper()}": str(v) for k, v in history.items()}, {}, None)
 
 
 def test_retention_drops_three_partitions_while_results_are_inserted(dsn, conn):

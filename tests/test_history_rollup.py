@@ -11,32 +11,21 @@ import threading
 import time
 
 import psycopg2
-import pytest
 
-from sitewatch import config
 from sitewatch.history import maintenance, rollup
 from tests.conftest import clean_env
 from tests.historydata import (
     add_urls,
     assert_rollups_match_raw,
+    cfg,
     ensure_past_partitions,
     insert_results,
     rollup_rows,
     watermark,
 )
+from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
 HOUR = datetime.timedelta(hours=1)
-
-
-@pytest.fixture
-def conn(dsn):
-    c = psycopg2.connect(dsn)
-    yield c
-    c.close()
-
-
-def cfg():
-    return config.load({}, {}, None)
 
 
 def db_now(conn):

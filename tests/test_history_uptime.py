@@ -2,21 +2,12 @@
 
 import datetime
 
-import psycopg2
-import pytest
-
 from sitewatch import config
 from sitewatch.history import histogram, maintenance, uptime
 from tests.historydata import add_urls, ensure_past_partitions
+from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
 HOUR = datetime.timedelta(hours=1)
-
-
-@pytest.fixture
-def conn(dsn):
-    c = psycopg2.connect(dsn)
-    yield c
-    c.close()
 
 
 def test_truncate_never_round_up():
