@@ -162,6 +162,27 @@ def synthetic(args) -> dict:
     return report
 
 
+def status_timing(args) -> dict:
+    """Time `sitewatch status` on an existing database (one kept by `synthetic --keep`)."""
+    env = env_for(args.existing)
+    conn = psycopg2.connect(args.existing)
+    with conn.cursor() as cur:
+        urls = scalar(cur, "SELECT count(*) FROM url")
+        raw = scalar(cur, "SELECT count(*) FROM task_result WHERE scheduled_at >="
+                          " (SELECT done_until FROM rollup_watermark WHERE level = 'hour')")
+        hours = scalar(cur, "SELECT count(*) FROM rollup_hour")
+        days = scalar(cur, "SELECT count(*) FROM rollup_day")
+    conn.close()
+    timings = {"json": [], "table": []}
+    for _ in range(args.repeat):
+        timings["json"].append(cli(env, "status", "--json")[0])
+        timings["table"].append(cli(env, "status")[0])
+    return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
+            "status_s": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
+                         for k, v in timings.items()},
+            "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2)}
+
+
 def _hours(n):
     import datetime
     return datetime.timedelta(hours=n)
@@ -242,7 +263,8 @@ def _saturated_run(env, dsn, args) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["synthetic", "throughput"])
+    parser.add_argument("mode", choices=["synthetic", "throughput", "status"])
+    parser.add_argument("--existing", help="status: DSN of a database kept by `synthetic --keep`")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
@@ -251,7 +273,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
     args = parser.parse_args()
-    report = synthetic(args) if args.mode == "synthetic" else throughput(args)
+    report = {"synthetic": synthetic, "throughput": throughput, "status": status_timing}[args.mode](args)
     print(json.dumps(report, indent=2, default=str))
     return 0
 

@@ -143,11 +143,11 @@ SELECT url_id, i, sum(c)::bigint
 FROM (
     SELECT h.url_id, u.i - 1 AS i, u.c
     FROM rollup_hour h, unnest(h.rt_hist) WITH ORDINALITY AS u(c, i)
-    WHERE h.url_id = ANY (%(ids)s) AND h.bucket >= %(start)s AND h.bucket < %(hour_to)s AND u.c > 0
+    WHERE (%(all)s OR h.url_id = ANY (%(ids)s)) AND h.bucket >= %(start)s AND h.bucket < %(hour_to)s AND u.c > 0
     UNION ALL
     SELECT url_id, {bucket}, 1
     FROM task_result
-    WHERE url_id = ANY (%(ids)s) AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+    WHERE (%(all)s OR url_id = ANY (%(ids)s)) AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
       AND response_time_ms IS NOT NULL
 ) AS cells
 GROUP BY 1, 2;
@@ -161,12 +161,21 @@ SELECT id, period, created_at FROM url WHERE id = ANY (%(ids)s);
 SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
 
 -- name: latest_results
--- Each URL's latest result (one index probe per URL on (url_id, scheduled_at)).
+-- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
+-- partitions only (bounds on now() prune the others, future ones included), and only for a
+-- URL with no result in that day a probe of every partition (LIMIT 1 over UNION ALL stops
+-- at the first branch that has a row).
 SELECT i.url_id, r.scheduled_at, r.ok, r.error_kind, r.error, r.cert_days_left
 FROM unnest(%(ids)s::bigint[]) AS i(url_id)
 CROSS JOIN LATERAL (
-    SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
-    WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1
+    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+     WHERE t.url_id = i.url_id AND t.scheduled_at >= now() - interval '1 day'
+       AND t.scheduled_at <= now() + interval '1 hour'
+     ORDER BY t.scheduled_at DESC LIMIT 1)
+    UNION ALL
+    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+     WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1)
+    LIMIT 1
 ) AS r;
 
 -- name: streak_start
@@ -176,7 +185,8 @@ SELECT l.url_id,
        (SELECT min(t.scheduled_at) FROM task_result t
         WHERE t.url_id = l.url_id AND t.scheduled_at > coalesce((
                   SELECT max(o.scheduled_at) FROM task_result o
-                  WHERE o.url_id = l.url_id AND o.ok <> l.ok AND o.scheduled_at >= now() - %(lookback)s),
+                  WHERE o.url_id = l.url_id AND o.ok <> l.ok AND o.scheduled_at >= now() - %(lookback)s
+                    AND o.scheduled_at <= now() + interval '1 hour'),
                   -- no other outcome in the lookback: the streak began with the first result if
                   -- there is nothing older, else before the lookback (unknown)
                   CASE WHEN EXISTS (SELECT 1 FROM task_result b WHERE b.url_id = l.url_id

@@ -102,8 +102,9 @@ def window_bounds(now, name: str, hour_until, day_until) -> dict:
 def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False) -> dict[int, Figures]:
     """Uptime, coverage (and p95 over 24 h) per window for every URL id given.
 
-    Every id gets a Figures, with None figures where there is no data. Runs in one
-    read-only snapshot; commits nothing. `conn` may be in any transaction mode.
+    Every id gets a Figures, with None figures where there is no data. Read-only; `conn`
+    may be in any transaction mode. The counts of all windows come from one statement, so
+    one snapshot: a rollup committed meanwhile can never count a result twice or not at all.
     all_urls=True says url_ids are every monitored URL: the queries then read whole ranges
     instead of probing a list of ids (faster for `sitewatch status` at 100,000 URLs).
     """
@@ -126,7 +127,8 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
         hists: dict[int, list[int]] = {}
         if p95:
             b = window_bounds(now, "24h", hour_until, day_until)
-            cur.execute(QUERIES["window_histogram"], {"ids": ids, "start": b["start"], "hour_to": b["hour_to"]})
+            cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
+                                                      "start": b["start"], "hour_to": b["hour_to"]})
             for url_id, index, count in cur.fetchall():
                 hist = hists.setdefault(url_id, [])
                 if index >= len(hist):
