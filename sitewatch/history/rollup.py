@@ -91,6 +91,7 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None) -> dict:
                 start = cur.fetchone()[0]
             until = start
             if target <= start:
+                _advance(cur, "hour", min(start, target))   # remember where to start: scan for it once
                 conn.commit()
                 return {"hours": hours, "rows": rows, "until": until}
             end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
