@@ -23,7 +23,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
-    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"]},
+    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap

@@ -40,8 +40,9 @@ def build_parser() -> ArgumentParser:
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
-    run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
-                              description="Start one producer and N consumer processes, supervise and "
+    run = commands.add_parser("run", help="run the producer, consumers and maintenance job until SIGTERM/SIGINT",
+                              description="Start one producer, one maintenance job (partitions, rollups, "
+                                          "retention) and N consumer processes, supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children.")
@@ -96,6 +97,38 @@ def build_parser() -> ArgumentParser:
     db_commands.add_parser("migrate", help="apply schema migrations (idempotent)",
                            description="Bring the database schema to this version of sitewatch. "
                                        "Safe to run at any time, also concurrently.")
+    db_commands.add_parser("maintain", help="run the maintenance job once now (partitions, rollups, retention)",
+                           description="One run of the job `sitewatch run` does every history.interval "
+                                       "seconds: create task_result partitions ahead, roll up complete "
+                                       "hours and days, drop raw partitions past history.raw_days and "
+                                       "rollups past their retention. For cron and tests; safe while "
+                                       "`sitewatch run` runs anywhere (one run at a time; a concurrent "
+                                       "one skips).")
+
+    status = commands.add_parser("status", help="state, uptime and response time of each URL",
+                                 description="One line per URL: state (from the alerts' state when present, "
+                                             "else the latest results), since when, uptime over 24 h / 7 d / "
+                                             "30 d (truncated, never rounded up; - when there is no data), "
+                                             "coverage (results / expected slots) over 24 h, p95 response "
+                                             "time over 24 h, certificate days left, the latest check's "
+                                             "error. Given one URL, also an hour-by-hour bar for the last "
+                                             "24 h and its last 10 failures.")
+    status.add_argument("urls", metavar="URL", nargs="*", help="URLs to show (default: all)")
+    status.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    status.add_argument("--down", action="store_true", help="only URLs that are down")
+
+    history = commands.add_parser("history", help="export one URL's results as CSV or JSON lines",
+                                  description="Results of one URL, oldest first: raw results while they are "
+                                              "kept (history.raw_days), hourly rollups further back; the "
+                                              "`source` column says which (raw|hourly). No data: prints "
+                                              "nothing, exit 0. Unknown URL: exit 2.")
+    history.add_argument("url", metavar="URL")
+    history.add_argument("--since", metavar="DURATION|TIME", default="24h",
+                         help="start: a duration back from now (90s, 15m, 2h, 7d) or an ISO 8601 time "
+                              "(UTC unless it has an offset) (default: 24h)")
+    history.add_argument("--until", metavar="TIME", help="end, exclusive: a time or a duration back (default: now)")
+    history.add_argument("--format", choices=["csv", "json"], default="csv",
+                         help="csv (with a header row) or json (one object per line) (default: csv)")
 
     cfg = commands.add_parser("config", help="configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
@@ -178,10 +211,28 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = normalise_url(args.url)
     elif args.command == "url" and args.url_command == "import":
         payload = read_import(args.file, cfg)
+    elif args.command in ("status", "history"):
+        payload = read_report_args(args)
     else:
         payload = None
     return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
-                         migrate=args.command == "db")
+                         migrate=args.command == "db" and args.db_command == "migrate")
+
+
+def read_report_args(args):
+    """Check a report's arguments before the database is opened: bad ones exit 2."""
+    import datetime
+
+    from .history import report
+    from .urlspec import normalise_url
+    for url in getattr(args, "urls", None) or [getattr(args, "url", None)] * (args.command == "history"):
+        normalise_url(url)
+    if args.command == "history":
+        now = datetime.datetime.now(datetime.timezone.utc)
+        report.parse_time(args.since, "--since", now)
+        if args.until:
+            report.parse_time(args.until, "--until", now)
+    return None
 
 
 def read_import(path, cfg):
@@ -230,6 +281,14 @@ def with_database(cfg, action, migrate: bool = False) -> int:
 
 def run_db_command(args, cfg, conn, payload, applied) -> int:
     from .db import schema, store
+    if args.command == "db" and args.db_command == "maintain":
+        from .history import maintenance
+        summary = maintenance.run_once(conn, cfg)
+        print("skipped: another process is running the maintenance job" if summary is None else
+              " ".join(f"{key}={value}" for key, value in summary.items()))
+        return 0
+    if args.command in ("status", "history"):
+        return run_report(args, conn)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")
@@ -246,6 +305,30 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
         print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")
     elif args.url_command == "list":
         print_url_list(store.list_urls(conn), args.json)
+    return 0
+
+
+def run_report(args, conn) -> int:
+    from .db import store
+    from .history import report
+    with conn.cursor() as cur:
+        # Read-only reports over months of rollups may take longer than database.timeout.
+        cur.execute("SET statement_timeout = '300s'")
+    if args.command == "status":
+        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
+        if args.down:
+            rows = [row for row in rows if row["state"] == "down"]
+        report.print_status(conn, rows, args.json)
+        return 0
+    [(url_id, _)] = report.resolve_urls(conn, [args.url])
+    now = store.now(conn)     # the database's clock, like scheduled_at
+    since = report.parse_time(args.since, "--since", now)
+    until = report.parse_time(args.until, "--until", now) if args.until else now
+    try:
+        report.print_history(report.history_rows(conn, url_id, since, until), args.format)
+        sys.stdout.flush()
+    except BrokenPipeError:   # `sitewatch history URL | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

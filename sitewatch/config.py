@@ -133,6 +133,15 @@ SETTINGS = [
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
 
+    Setting("history", "raw_days", int, 7, "Days raw results (task_result) are kept; whole daily "
+            "partitions are dropped after that, once rolled up.", check=_positive),
+    Setting("history", "hourly_days", int, 90, "Days hourly rollups (rollup_hour) are kept.", check=_positive),
+    Setting("history", "daily_days", int, 1825, "Days daily rollups (rollup_day) are kept.", check=_positive),
+    Setting("history", "partitions_ahead", int, 7, "Days of task_result partitions created ahead (at least 3).",
+            check=lambda v: None if v >= 3 else "must be at least 3"),
+    Setting("history", "interval", float, 60.0, "Seconds between runs of the maintenance job (partitions, "
+            "rollups, retention) under `sitewatch run`.", check=_positive),
+
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",
             check=_one_of("auto", "console", "json")),

@@ -414,7 +414,8 @@ def test_outage_keeps_footprint_and_logs_flat_and_coalesces_the_backlog(
 
     # Logs: a handful of lines about the database, not one per retry.
     about_db = Counter(line["role"] for line in run.lines() if "database" in line.get("event", ""))
-    assert set(about_db) == {"producer", "consumer-1"} and max(about_db.values()) <= 3, about_db
+    # (The maintenance child notices the outage only if its next run falls within it.)
+    assert set(about_db) - {"maintenance"} == {"producer", "consumer-1"} and max(about_db.values()) <= 3, about_db
     assert len(warnings_and_errors(run)) <= 6, warnings_and_errors(run)
 
     # The backlog is coalesced: slots due during the outage are not checked late in a burst (only

@@ -95,6 +95,16 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) in (
         "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")
 
+def is_missing_partition(error: BaseException) -> bool:
+    """True for a write to task_result whose slot has no partition (history/partitions.py).
+
+    Not the site's fault nor the connection's: keep the results and retry once the
+    maintenance job has created the partition.
+    """
+    return (isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) == "23514"
+            and "no partition of relation" in str(error))
+
+
 class Reconnecting:
     """A connection that is reopened with exponential backoff after the database goes away.
 

@@ -16,8 +16,9 @@ from ..urlspec import UrlEntry
 LISTEN_CHANNEL = "sitewatch_task"
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files("sitewatch.db").joinpath("queries.sql").read_text(encoding="utf-8")
+def load_queries(package: str = "sitewatch.db", filename: str = "queries.sql") -> dict[str, str]:
+    """The "-- name: NAME" blocks of a .sql file in a package (a subsystem may keep its own)."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     queries, name, lines = {}, None, []
     for line in text.splitlines():
         if line.startswith("-- name: "):
@@ -31,7 +32,7 @@ def _load_queries() -> dict[str, str]:
     return {k: v.rstrip(";") for k, v in queries.items()}
 
 
-QUERIES = _load_queries()
+QUERIES = load_queries()
 
 
 # --- URLs (the CLI) ---------------------------------------------------------

@@ -25,9 +25,10 @@ from collections import deque
 from .. import __version__, logs
 from ..check import probe
 from ..db import schema, store
-from ..db.database import Reconnecting, is_connection_error
+from ..db.database import Reconnecting, is_connection_error, is_missing_partition
 from .child import STATS_INTERVAL
 
+WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
@@ -210,6 +211,7 @@ class Consumer:
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
         self.to_release = []         # (task id, attempt) to hand back after a monitor failure
+        self.write_retry_at = 0.0    # writes failed for want of a partition: wait until then
         self.maybe_more = True       # tasks may be waiting: claim when there is room
         self.next_poll = 0.0
         self.clock_offset = datetime.timedelta(0)   # database clock minus ours
@@ -258,7 +260,7 @@ class Consumer:
             self.collect_finished()
             self.heartbeat()
             conn = self.db.get()
-            if conn is not None:
+            if conn is not None and time.monotonic() >= self.write_retry_at:
                 try:
                     self.release_handed_back(conn)
                     if self.stopping and time.monotonic() >= self.stop_deadline:
@@ -269,10 +271,13 @@ class Consumer:
                             self.sync_clock(conn)
                         self.claim(conn)
                 except Exception as e:
-                    if not is_connection_error(e):
+                    if is_missing_partition(e):
+                        self.write_failed(e)
+                    elif not is_connection_error(e):
                         raise
-                    self.db.broken(e)
-                    conn = None
+                    else:
+                        self.db.broken(e)
+                        conn = None
             if self.stopping and not self.in_flight and not self.pending and not self.to_release:
                 break
             if self.stopping and time.monotonic() >= self.stop_deadline + self.cfg.database.timeout:
@@ -291,7 +296,8 @@ class Consumer:
         now = time.monotonic()
         timeouts = [max(0.0, self.next_poll - now), max(0.0, self.next_control - now)]
         if self.pending:
-            timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now))
+            timeouts.append(max(0.0, self.pending_since + self.cfg.consumer.flush_interval - now,
+                                self.write_retry_at - now))
         if self.stopping:     # wake for the hand-back, then for giving up on the database
             give_up = self.stop_deadline + self.cfg.database.timeout
             timeouts.append(self.stop_deadline - now if now < self.stop_deadline else max(0.0, give_up - now))
@@ -479,6 +485,14 @@ class Consumer:
                 self.stats["refused"] += len(refused)
                 self.log.warning("results refused by the lease fence (lease lost: checked by another "
                                  "consumer, or the URL was removed)", count=len(refused))
+
+    def write_failed(self, error) -> None:
+        """No partition for a result's slot: keep everything, stop claiming, retry in a while."""
+        self.write_retry_at = time.monotonic() + WRITE_RETRY
+        self.log.error("RESULTS NOT WRITTEN: task_result has no partition for their slots (is the "
+                       "maintenance job running? `sitewatch db maintain` creates partitions); kept in "
+                       "memory, not claiming, retrying", pending_results=len(self.pending),
+                       retry_in_s=WRITE_RETRY, error=" ".join(str(error).split()))
 
     # --- stopping --------------------------------------------------------------
 

@@ -1,0 +1,282 @@
+"""Benchmarks of the history subsystem (issue 9). Run under the shared lock:
+
+    flock /work/bench.lock python bench/history.py synthetic --urls 100000
+    flock /work/bench.lock python bench/history.py throughput --urls 5000 --duration 60 --rounds 2
+
+synthetic: a fresh database with N URLs at a 60 s period, one complete hour of raw results
+(N x 60 rows) plus the raw rows of the current hour, 30 days of daily and 24 h of hourly
+rollups (synthetic, from generate_series). Measures the maintenance job rolling up that hour
+(its share of one core at that rate), an idle job run, bytes per stored result and per
+URL-day of rollups, and `sitewatch status` (all URLs, JSON and table).
+
+throughput: saturated `sitewatch run` (N URLs at a 1 s period against a local nginx) on the
+layout before this change (plain task_result with a surrogate id and a UNIQUE index, the job
+off) and after it (partitioned, the job every 10 s), alternating, in one run; checks/s of each.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from targets import FastTarget  # noqa: E402
+from throughput import SITEWATCH, create_database, drop_database  # noqa: E402
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def env_for(dsn, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SITEWATCH_")
+           and k not in ("DB_DSN", "MIN_PERIOD", "MAX_PERIOD", "HTTP_REQUEST_TIMEOUT")}
+    env.update({"DB_DSN": dsn, "SITEWATCH_LOG__FORMAT": "json", "MIN_PERIOD": "1"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli(env, *argv) -> tuple[float, str]:
+    t0 = time.monotonic()
+    out = subprocess.run([*SITEWATCH, *argv], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"sitewatch {' '.join(argv)} failed: {out.stderr.strip()[-2000:]}")
+    return time.monotonic() - t0, out.stdout
+
+
+def scalar(cur, sql, params=None):
+    cur.execute(sql, params)
+    return cur.fetchone()[0]
+
+
+def synthetic(args) -> dict:
+    dsn = create_database(args.dsn, "sitewatch_hbench_keep" if args.keep else f"sitewatch_hbench_{os.getpid()}")
+    report = {"urls": args.urls}
+    try:
+        env = env_for(dsn)
+        cli(env, "db", "migrate")
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("INSERT INTO url (url, period, timeout, next_check_at, created_at)"
+                    " SELECT 'http://site' || g || '.example/', 60, 5, now() + interval '1 hour',"
+                    " now() - interval '31 days' FROM generate_series(1, %s) g", (args.urls,))
+        final = scalar(cur, "SELECT date_trunc('hour', now() - interval '300 s', 'UTC')")
+        now = scalar(cur, "SELECT now()")
+        # One complete hour for the job, then the raw rows after it (what `status` reads raw).
+        t0 = time.monotonic()
+        for start, end in ((final - _hours(1), final), (final, now)):
+            cur.execute("""
+                INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
+                                         error_kind, error, cert_days_left, checked_by)
+                SELECT u, t + (u %% 60) * interval '1 s', t, 20 + (u * 7 + extract(minute FROM t)::int) %% 300,
+                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 503 ELSE 200 END,
+                       (u + extract(minute FROM t)::int) %% 500 <> 0,
+                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status' END,
+                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status 503' END,
+                       60, 'bench/host:consumer-1:12345'
+                FROM generate_series(1, %s) u,
+                     generate_series(%s::timestamptz, %s::timestamptz - interval '61 s', interval '60 s') t""",
+                        (args.urls, start, end))
+        report["raw_insert_s"] = round(time.monotonic() - t0, 1)
+        raw_rows = scalar(cur, "SELECT count(*) FROM task_result")
+        cur.execute("VACUUM ANALYZE task_result")
+        raw_bytes = scalar(cur, "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                                " WHERE inhparent = 'task_result'::regclass")
+        report["raw_rows"] = raw_rows
+        report["bytes_per_result"] = round(float(raw_bytes) / raw_rows, 1)
+
+        # The job rolling up that hour (CPU of this process and of its PostgreSQL backend).
+        from sitewatch import config
+        from sitewatch.history import maintenance
+        cfg = config.load({}, {}, None)
+        job = psycopg2.connect(dsn)
+        backend = job.get_backend_pid()
+        runs = []
+        for _ in range(2):
+            c0, b0, w0 = time.process_time(), _backend_cpu(backend), time.monotonic()
+            summary = maintenance.run_once(job, cfg)
+            runs.append({"wall_s": round(time.monotonic() - w0, 3),
+                         "cpu_s": round(time.process_time() - c0 + _backend_cpu(backend) - b0, 3),
+                         "hours_rolled_up": summary["hours_rolled_up"], "hour_rows": summary["hour_rows"]})
+        report["job_run_rolling_up_one_hour"] = runs[0]
+        report["job_run_idle"] = runs[1]
+        hourly = runs[0]["cpu_s"] + 59 * runs[1]["cpu_s"]
+        report["job_cpu_percent_of_one_core"] = round(100 * hourly / 3600, 3)
+
+        # 30 days of daily rollups and the 23 other hours of the last 24 h (synthetic histograms:
+        # 8 busy buckets around 40-200 ms).
+        t0 = time.monotonic()
+        cur.execute("""
+            INSERT INTO rollup_hour (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                     rt_hist, cert_days_min)
+            SELECT u, b, 60, 59, 1, 1, 60, 6000, 20, 320,
+                   array_fill(0, ARRAY[38]) || ARRAY[2, 5, 12, 16, 12, 8, 3, 2], 60
+            FROM generate_series(1, %s) u, generate_series(%s::timestamptz - interval '24 hours',
+                                                           %s::timestamptz - interval '2 hours', interval '1 hour') b
+            ON CONFLICT DO NOTHING""", (args.urls, final, final))
+        cur.execute("""
+            INSERT INTO rollup_day (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                    rt_hist, cert_days_min)
+            SELECT u, d, 1440, 1438, 2, 2, 1440, 144000, 20, 320,
+                   array_fill(0, ARRAY[38]) || ARRAY[48, 120, 288, 384, 288, 192, 72, 48], 60
+            FROM generate_series(1, %s) u,
+                 generate_series(date_trunc('day', %s::timestamptz, 'UTC') - interval '30 days',
+                                 date_trunc('day', %s::timestamptz, 'UTC') - interval '1 day', interval '1 day') d
+            ON CONFLICT DO NOTHING""", (args.urls, final, final))
+        cur.execute("UPDATE rollup_watermark SET done_until = date_trunc('day', %s::timestamptz, 'UTC')"
+                    " WHERE level = 'day'", (final,))
+        report["rollup_insert_s"] = round(time.monotonic() - t0, 1)
+        cur.execute("VACUUM ANALYZE rollup_hour")
+        cur.execute("VACUUM ANALYZE rollup_day")
+        per_hour_row = scalar(cur, "SELECT pg_total_relation_size('rollup_hour')::float8 / count(*) FROM rollup_hour")
+        per_day_row = scalar(cur, "SELECT pg_total_relation_size('rollup_day')::float8 / count(*) FROM rollup_day")
+        report["bytes_per_rollup_hour_row"] = round(per_hour_row, 1)
+        report["bytes_per_rollup_day_row"] = round(per_day_row, 1)
+        report["bytes_per_url_day_of_rollups"] = round(24 * per_hour_row + per_day_row, 1)
+        report["bytes_per_url_day_raw_at_60s"] = round(1440 * float(raw_bytes) / raw_rows, 1)
+
+        if args.keep:
+            return report
+        timings = {"json": [], "table": []}
+        for _ in range(args.repeat):
+            timings["json"].append(cli(env, "status", "--json")[0])
+            timings["table"].append(cli(env, "status")[0])
+        _, out = cli(env, "status", "--json")
+        report["status_rows"] = len(json.loads(out))
+        report["status_s"] = {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
+                              for k, v in timings.items()}
+        report["status_one_url_s"] = round(cli(env, "status", "http://site1.example/")[0], 2)
+        job.close()
+        conn.close()
+    finally:
+        if args.keep:
+            print(f"kept: {dsn}", file=sys.stderr)
+        else:
+            drop_database(args.dsn, dsn)
+    return report
+
+
+def status_timing(args) -> dict:
+    """Time `sitewatch status` on an existing database (one kept by `synthetic --keep`)."""
+    env = env_for(args.existing)
+    conn = psycopg2.connect(args.existing)
+    with conn.cursor() as cur:
+        urls = scalar(cur, "SELECT count(*) FROM url")
+        raw = scalar(cur, "SELECT count(*) FROM task_result WHERE scheduled_at >="
+                          " (SELECT done_until FROM rollup_watermark WHERE level = 'hour')")
+        hours = scalar(cur, "SELECT count(*) FROM rollup_hour")
+        days = scalar(cur, "SELECT count(*) FROM rollup_day")
+    conn.close()
+    timings = {"json": [], "table": []}
+    for _ in range(args.repeat):
+        timings["json"].append(cli(env, "status", "--json")[0])
+        timings["table"].append(cli(env, "status")[0])
+    return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
+            "status_s": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
+                         for k, v in timings.items()},
+            "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2)}
+
+
+def _hours(n):
+    import datetime
+    return datetime.timedelta(hours=n)
+
+
+def _backend_cpu(pid: int) -> float:
+    import psutil
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
+PLAIN_TASK_RESULT = """
+ALTER TABLE task_result RENAME TO task_result_partitioned;
+CREATE TABLE task_result (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                          LIKE task_result_partitioned INCLUDING DEFAULTS,
+                          UNIQUE (url_id, scheduled_at));
+"""
+
+
+def throughput(args) -> dict:
+    target = FastTarget(workers=1).start()
+    workdir = tempfile.mkdtemp(prefix="sitewatch-hbench-")
+    urls_file = os.path.join(workdir, "urls.txt")
+    with open(urls_file, "w") as f:
+        for i in range(args.urls):
+            f.write(f"http://127.0.0.1:{target.port}/u/{i}\n")
+    results = {"plain (before)": [], "partitioned + job": []}
+    try:
+        for round_no in range(args.rounds):
+            for variant in results:
+                dsn = create_database(args.dsn, f"sitewatch_hbench_{os.getpid()}_{round_no}")
+                try:
+                    interval = 86400 if variant.startswith("plain") else 10
+                    env = env_for(dsn, SITEWATCH_CHECK__DEFAULT_PERIOD=1, SITEWATCH_HISTORY__INTERVAL=interval)
+                    cli(env, "db", "migrate")
+                    if variant.startswith("plain"):
+                        conn = psycopg2.connect(dsn)
+                        with conn, conn.cursor() as cur:
+                            cur.execute(PLAIN_TASK_RESULT)
+                        conn.close()
+                    cli(env, "url", "import", urls_file)
+                    results[variant].append(_saturated_run(env, dsn, args))
+                finally:
+                    drop_database(args.dsn, dsn)
+    finally:
+        target.stop()
+    report = {"urls": args.urls, "period_s": 1, "duration_s": args.duration, "rounds": args.rounds,
+              "checks_per_s": results}
+    means = {k: statistics.mean(v) for k, v in results.items()}
+    report["ratio_partitioned_to_plain"] = round(means["partitioned + job"] / means["plain (before)"], 3)
+    return report
+
+
+def _saturated_run(env, dsn, args) -> float:
+    log = open(os.devnull, "w")
+    run = subprocess.Popen([*SITEWATCH, "run"], env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        time.sleep(args.warmup)
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        cur = conn.cursor()
+        t0, n0 = scalar(cur, "SELECT now()"), scalar(cur, "SELECT count(*) FROM task_result")
+        time.sleep(args.duration)
+        t1, n1 = scalar(cur, "SELECT now()"), scalar(cur, "SELECT count(*) FROM task_result")
+        conn.close()
+        return round((n1 - n0) / (t1 - t0).total_seconds(), 1)
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        try:
+            run.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["synthetic", "throughput", "status"])
+    parser.add_argument("--existing", help="status: DSN of a database kept by `synthetic --keep`")
+    parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
+    parser.add_argument("--urls", type=int, default=100_000)
+    parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
+    parser.add_argument("--repeat", type=int, default=3, help="synthetic: `status` runs timed")
+    parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
+    args = parser.parse_args()
+    report = {"synthetic": synthetic, "throughput": throughput, "status": status_timing}[args.mode](args)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The maintenance job: partitions ahead, rollups, retention. One run = run_once().
+
+`sitewatch run` runs it every history.interval seconds in its own supervised
+child, `maintenance` (not in the producer: a rollup of a busy hour or a DETACH
+... CONCURRENTLY waiting for old transactions takes seconds to minutes, and the
+producer must never stall on it: every slot it enqueues late is lag).
+`sitewatch db maintain` runs it once. Any number of hosts may run it: a
+session-level advisory lock lets one run at a time; the others skip their turn.
+"""
+
+import threading
+import time
+
+from .. import logs
+from ..db.database import Reconnecting, is_connection_error
+from . import partitions, rollup
+
+# "the maintenance job" (distinct from the migration lock).
+MAINTENANCE_LOCK_KEY = 0x5173_7761_7463_69
+STATEMENT_TIMEOUT_MS = 600_000   # a rollup of a busy day or a detach waiting for old snapshots
+
+
+def grace_for(conn, cfg) -> float:
+    with conn.cursor() as cur:
+        cur.execute(rollup.QUERIES["longest_timeout"])
+        longest = float(cur.fetchone()[0])
+    conn.commit()
+    return rollup.grace_seconds(longest, cfg.consumer.max_attempts, cfg.consumer.lease_margin)
+
+
+def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
+    """One maintenance run on `conn` (any mode; restored afterwards). None if another host is running it."""
+    log = log or logs.get()
+    started = time.monotonic()
+    old_autocommit = conn.autocommit
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_KEY,))
+        if not cur.fetchone()[0]:
+            conn.autocommit = old_autocommit
+            log.info("maintenance skipped: another process is running it")
+            return None
+        cur.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
+    try:
+        conn.autocommit = False
+        created = partitions.ensure_ahead(conn, cfg.history.partitions_ahead, log)
+        heartbeat()
+        grace = grace_for(conn, cfg)
+        hours = rollup.catch_up_hours(conn, grace, heartbeat)
+        days = rollup.catch_up_days(conn, heartbeat)
+        conn.autocommit = True          # DETACH ... CONCURRENTLY: no transaction block
+        dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
+        conn.autocommit = False
+        expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days)
+        summary = {"partitions_created": len(created), "partitions_dropped": len(dropped),
+                   "hours_rolled_up": hours["hours"], "hour_rows": hours["rows"],
+                   "hours_final_until": hours["until"].isoformat() if hours["until"] else None,
+                   "days_rolled_up": days["days"], "day_rows": days["rows"],
+                   "rollup_rows_expired": sum(expired.values()), "grace_s": grace,
+                   "took_s": round(time.monotonic() - started, 3)}
+        log.info("maintenance done", **summary)
+        return summary
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("RESET statement_timeout")
+            cur.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_KEY,))
+        conn.autocommit = old_autocommit
+
+
+class Maintenance:
+    """The `maintenance` child of `sitewatch run`: run_once() every history.interval seconds."""
+
+    def __init__(self, ctx):
+        from ..db import schema
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.log = logs.get()
+        self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
+                               on_connect=schema.check_version)
+
+    def run(self) -> None:
+        self.log.info("maintenance started", interval_s=self.cfg.history.interval)
+        next_run = 0.0
+        while not self.ctx.should_stop():
+            self.ctx.heartbeat()
+            if time.monotonic() < next_run:
+                self.ctx.sleep(min(1.0, next_run - time.monotonic()))
+                continue
+            conn = self.db.get()
+            if conn is None:
+                self.ctx.sleep(min(1.0, self.db.seconds_until_retry()))
+                continue
+            try:
+                self._run_beating(conn)
+            except Exception as e:
+                if not is_connection_error(e):
+                    # A failed run (a lock timeout, a statement timeout) is retried next time;
+                    # nothing it did is half-committed.
+                    self.log.exception("maintenance run failed; retrying next interval")
+                self.db.broken(e)
+            next_run = time.monotonic() + self.cfg.history.interval
+        self.db.close()
+        self.log.info("maintenance stopped")
+
+    def _run_beating(self, conn) -> None:
+        """run_once, with heartbeats during long statements (statement_timeout bounds them)."""
+        done = threading.Event()
+
+        def beat():
+            while not done.wait(1.0):
+                self.ctx.heartbeat()
+        beater = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        beater.start()
+        try:
+            run_once(conn, self.cfg, self.log)
+        finally:
+            done.set()
+            beater.join()

@@ -1,0 +1,226 @@
+-- The history subsystem's SQL (rollups, uptime, status, export). Each block starts with
+-- "-- name: NAME" and a description; history/rollup.py and history/uptime.py load them once
+-- with db/store.py's loader. {bucket} is replaced by histogram.BUCKET_SQL at load time.
+
+-- name: rollup_hours
+-- Recompute the hourly rollups of [from, to) (whole UTC hours) from raw rows and overwrite
+-- them: one scan of the window, grouped by (URL, hour, latency bucket), then by (URL, hour).
+-- Rows of the window that no raw row supports any more are deleted, so a rerun gives exactly
+-- what a first run gives. rt_sum is summed as numeric: exact, so reruns are identical bit for
+-- bit whatever order the rows come in.
+WITH fine AS (
+    SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS bucket,
+           {bucket} AS bi,
+           count(*) AS checks, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx,
+           sum(response_time_ms::numeric) AS rt_sum, min(response_time_ms) AS rt_min,
+           max(response_time_ms) AS rt_max, min(cert_days_left) AS cert_days_min
+    FROM task_result
+    WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+    GROUP BY 1, 2, 3
+), grouped AS (
+    SELECT url_id, bucket, sum(checks)::bigint AS checks, sum(ok)::bigint AS ok,
+           sum(checks - ok)::bigint AS failed, sum(non_2xx)::bigint AS non_2xx,
+           coalesce(sum(checks) FILTER (WHERE bi IS NOT NULL), 0)::bigint AS rt_count,
+           sum(rt_sum)::float8 AS rt_sum, min(rt_min) AS rt_min, max(rt_max) AS rt_max,
+           min(cert_days_min) AS cert_days_min,
+           array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS idx,
+           array_agg(checks ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS cnt
+    FROM fine GROUP BY 1, 2
+), fresh AS (
+    SELECT g.url_id, g.bucket, g.checks, g.ok, g.failed, g.non_2xx, g.rt_count, g.rt_sum, g.rt_min, g.rt_max,
+           coalesce((SELECT array_agg(coalesce(g.cnt[array_position(g.idx, i)], 0)::integer ORDER BY i)
+                     FROM generate_series(0, g.idx[array_length(g.idx, 1)]) AS i), '{}') AS rt_hist,
+           g.cert_days_min
+    FROM grouped g
+), written AS (
+    INSERT INTO rollup_hour AS r (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                  rt_hist, cert_days_min)
+    SELECT * FROM fresh
+    ON CONFLICT (url_id, bucket) DO UPDATE SET
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed, non_2xx = EXCLUDED.non_2xx,
+        rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
+        rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
+    RETURNING 1
+), stale AS (
+    DELETE FROM rollup_hour r
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
+
+-- name: rollup_days
+-- Recompute the daily rollups of [from, to) (whole UTC days) from the hourly ones (exact:
+-- counts and sums add, min/max combine, histograms add element-wise) and overwrite them.
+WITH hour AS (
+    SELECT * FROM rollup_hour WHERE bucket >= %(from)s AND bucket < %(to)s
+), hist AS (
+    SELECT url_id, day, array_agg(c ORDER BY i) AS rt_hist
+    FROM (SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS day, u.i, sum(u.c)::integer AS c
+          FROM hour h, unnest(h.rt_hist) WITH ORDINALITY AS u(c, i)
+          GROUP BY 1, 2, 3) AS cell
+    GROUP BY 1, 2
+), fresh AS (
+    SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS bucket, sum(h.checks)::bigint AS checks,
+           sum(h.ok)::bigint AS ok, sum(h.failed)::bigint AS failed, sum(h.non_2xx)::bigint AS non_2xx,
+           sum(h.rt_count)::bigint AS rt_count,
+           sum(h.rt_sum::numeric)::float8 AS rt_sum, min(h.rt_min) AS rt_min, max(h.rt_max) AS rt_max,
+           min(h.cert_days_min) AS cert_days_min
+    FROM hour h GROUP BY 1, 2
+), written AS (
+    INSERT INTO rollup_day AS r (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                 rt_hist, cert_days_min)
+    SELECT f.url_id, f.bucket, f.checks, f.ok, f.failed, f.non_2xx, f.rt_count, f.rt_sum, f.rt_min, f.rt_max,
+           coalesce(x.rt_hist, '{}'), f.cert_days_min
+    FROM fresh f LEFT JOIN hist x ON x.url_id = f.url_id AND x.day = f.bucket
+    ON CONFLICT (url_id, bucket) DO UPDATE SET
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed, non_2xx = EXCLUDED.non_2xx,
+        rt_count = EXCLUDED.rt_count, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
+        rt_max = EXCLUDED.rt_max, rt_hist = EXCLUDED.rt_hist, cert_days_min = EXCLUDED.cert_days_min
+    RETURNING 1
+), stale AS (
+    DELETE FROM rollup_day r
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
+
+-- name: complete_before
+-- The instant before which every slot that will ever have a result has it: the oldest slot
+-- still outstanding (a task: claimed or not, maybe held in a consumer's memory while the
+-- database was away) and the oldest slot not yet enqueued (url.next_check_at), and no later
+-- than now minus the grace window. Read in the same snapshot as the raw rows it vouches for.
+SELECT least(now() - make_interval(secs => %(grace_s)s),
+             (SELECT min(scheduled_at) FROM task),
+             (SELECT min(next_check_at) FROM url));
+
+-- name: oldest_result
+-- Where the first rollup starts: the oldest raw row (once, when the watermark is still unset).
+SELECT min(scheduled_at) FROM task_result;
+
+-- name: longest_timeout
+-- The longest check timeout of any URL, for the grace window.
+SELECT coalesce(max(timeout), 0) FROM url;
+
+-- name: frontier
+-- Where rollups end and raw rows take over: hourly rollups are final before the hour
+-- watermark, daily ones before the day watermark (null: nothing rolled up yet).
+SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),
+       (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now();
+
+-- name: window_counts
+-- ok and failed per URL for several windows at once, from three disjoint sources read once
+-- each: whole days from rollup_day, the remaining whole hours before the hour watermark from
+-- rollup_hour, raw rows after it. One pair of FILTERed sums per window and source:
+-- {day_sums}, {hour_sums}, {raw_sums} and the range conditions {hour_ranges} are filled in by
+-- uptime.py from the window list (w0, w1, ...: parameters w0_start, w0_day_from, w0_day_to,
+-- w0_hour_to). %(all)s true: every URL (no id list to hash).
+SELECT url_id, {totals}
+FROM (
+    SELECT url_id, {day_sums}
+    FROM rollup_day
+    WHERE bucket >= %(day_min)s AND bucket < %(day_max)s AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+    UNION ALL
+    SELECT url_id, {hour_sums}
+    FROM rollup_hour
+    WHERE ({hour_ranges}) AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+    UNION ALL
+    SELECT url_id, {raw_sums}
+    FROM task_result
+    WHERE scheduled_at >= %(raw_from)s AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+) AS parts
+GROUP BY url_id;
+
+-- name: window_histogram
+-- Response-time histogram cells (URL, bucket index, count) over [start, now): hourly rollups
+-- before hour_to, raw rows after it.
+SELECT url_id, i, sum(c)::bigint
+FROM (
+    SELECT h.url_id, u.i - 1 AS i, u.c
+    FROM rollup_hour h, unnest(h.rt_hist) WITH ORDINALITY AS u(c, i)
+    WHERE (%(all)s OR h.url_id = ANY (%(ids)s)) AND h.bucket >= %(start)s AND h.bucket < %(hour_to)s AND u.c > 0
+    UNION ALL
+    SELECT url_id, {bucket}, 1
+    FROM task_result
+    WHERE (%(all)s OR url_id = ANY (%(ids)s)) AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+      AND response_time_ms IS NOT NULL
+) AS cells
+GROUP BY 1, 2;
+
+-- name: url_periods
+-- Period and creation time of the URLs still monitored, for expected slots.
+SELECT id, period, created_at FROM url WHERE id = ANY (%(ids)s);
+
+-- name: urls_by_name
+-- The monitored URLs named on the command line (all of them when %(urls)s is null).
+SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
+
+-- name: latest_results
+-- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
+-- partitions only (bounds on now() prune the others, future ones included), and only for a
+-- URL with no result in that day a probe of every partition (LIMIT 1 over UNION ALL stops
+-- at the first branch that has a row).
+SELECT i.url_id, r.scheduled_at, r.ok, r.error_kind, r.error, r.cert_days_left
+FROM unnest(%(ids)s::bigint[]) AS i(url_id)
+CROSS JOIN LATERAL (
+    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+     WHERE t.url_id = i.url_id AND t.scheduled_at >= now() - interval '1 day'
+       AND t.scheduled_at <= now() + interval '1 hour'
+     ORDER BY t.scheduled_at DESC LIMIT 1)
+    UNION ALL
+    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+     WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1)
+    LIMIT 1
+) AS r;
+
+-- name: streak_start
+-- Without the alerts' url_state: when the latest streak of the same outcome began, looking
+-- back %(lookback)s at most (null: the streak is older than that, or there is no result).
+SELECT l.url_id,
+       (SELECT min(t.scheduled_at) FROM task_result t
+        WHERE t.url_id = l.url_id AND t.scheduled_at > coalesce((
+                  SELECT max(o.scheduled_at) FROM task_result o
+                  WHERE o.url_id = l.url_id AND o.ok <> l.ok AND o.scheduled_at >= now() - %(lookback)s
+                    AND o.scheduled_at <= now() + interval '1 hour'),
+                  -- no other outcome in the lookback: the streak began with the first result if
+                  -- there is nothing older, else before the lookback (unknown)
+                  CASE WHEN EXISTS (SELECT 1 FROM task_result b WHERE b.url_id = l.url_id
+                                    AND b.scheduled_at < now() - %(lookback)s)
+                       THEN 'infinity'::timestamptz ELSE '-infinity'::timestamptz END))
+FROM unnest(%(ids)s::bigint[], %(oks)s::boolean[]) AS l(url_id, ok);
+
+-- name: url_state
+-- The alerts' state of each URL (table url_state, when the alerts migration created it).
+SELECT url_id, state, since FROM url_state WHERE url_id = ANY (%(ids)s);
+
+-- name: hourly_bar
+-- One URL's ok/failed per UTC hour over [start, now): rollup_hour before the hour watermark,
+-- raw rows after it.
+SELECT bucket, ok, failed FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
+UNION ALL
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+GROUP BY 1;
+
+-- name: last_failures
+-- One URL's latest failed results.
+SELECT scheduled_at, status_code, error_kind, error FROM task_result
+WHERE url_id = %(id)s AND NOT ok ORDER BY scheduled_at DESC LIMIT %(limit)s;
+
+-- name: raw_history
+-- One URL's raw results in [since, until), oldest first.
+SELECT scheduled_at, started_at, response_time_ms, status_code, regex_matched, ok, error_kind, error,
+       cert_days_left
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(since)s AND scheduled_at < %(until)s
+ORDER BY scheduled_at;
+
+-- name: hourly_history
+-- One URL's hourly rollups in [since, until), oldest first (for times raw rows no longer cover).
+SELECT bucket, checks, ok, failed, rt_count, rt_sum, cert_days_min FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(since)s AND bucket < %(until)s ORDER BY bucket;

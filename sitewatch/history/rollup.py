@@ -1,0 +1,158 @@
+"""Hourly and daily rollups, computed incrementally behind a watermark.
+
+rollup_watermark.done_until (per level) says: every bucket starting before it
+has been computed from complete data. A run computes the buckets between the
+watermark and the point where data is complete, writes them and moves the
+watermark in ONE transaction: a crash or kill before the commit leaves both as
+they were, and the next run does the same work again. Writes overwrite
+(INSERT ... ON CONFLICT DO UPDATE SET x = EXCLUDED.x), never add, so computing
+a bucket twice is harmless. The maintenance job's advisory lock keeps two
+hosts from computing the same buckets at the same time.
+
+"Complete" (queries.sql complete_before): no slot before that instant can
+still get a result: older than every outstanding task (held by a consumer, or
+in its memory while the database was away) and every URL's next slot, and at
+least the grace window in the past. Late results inside that window are
+therefore absorbed, not lost to the rollups.
+"""
+
+import datetime
+
+from ..db.store import load_queries
+from . import histogram
+
+QUERIES = {name: sql.replace("{bucket}", histogram.BUCKET_SQL.format(rt="response_time_ms"))
+           for name, sql in load_queries("sitewatch.history", "queries.sql").items()}
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+HOURS_PER_TRANSACTION = 24      # catching up on a long history: one day of hours per commit
+DAYS_PER_TRANSACTION = 31
+MIN_GRACE_S = 300.0
+
+
+def grace_seconds(longest_timeout: float, max_attempts: int, lease_margin: float) -> float:
+    """How long to wait for late results: a slot may take max_attempts leases to be recorded.
+
+    Always at least twice the longest timeout (and five minutes).
+    """
+    return max(MIN_GRACE_S, 2 * longest_timeout, max_attempts * (longest_timeout + lease_margin))
+
+
+def recompute_hours(cur, start, end) -> tuple[int, int]:
+    """Overwrite the hourly rollups of [start, end) from raw rows; returns (written, deleted)."""
+    cur.execute(QUERIES["rollup_hours"], {"from": start, "to": end})
+    return cur.fetchone()
+
+
+def recompute_days(cur, start, end) -> tuple[int, int]:
+    """Overwrite the daily rollups of [start, end) from the hourly ones; returns (written, deleted)."""
+    cur.execute(QUERIES["rollup_days"], {"from": start, "to": end})
+    return cur.fetchone()
+
+
+def watermark(cur, level: str):
+    cur.execute("SELECT done_until FROM rollup_watermark WHERE level = %s", (level,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _advance(cur, level: str, until) -> None:
+    # Forward only, whatever happens: a stale run can never move it back.
+    cur.execute("UPDATE rollup_watermark SET done_until = %s, updated_at = now()"
+                " WHERE level = %s AND (done_until IS NULL OR done_until < %s)", (until, level, until))
+
+
+def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None) -> dict:
+    """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts}.
+
+    The caller holds the maintenance lock. Each chunk is one REPEATABLE READ transaction, so
+    the completeness bound and the raw rows it vouches for come from one snapshot.
+    """
+    hours = rows = 0
+    until = None
+    while True:
+        heartbeat()
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute(QUERIES["complete_before"], {"grace_s": grace_s})
+            complete = cur.fetchone()[0]
+            cur.execute("SELECT date_trunc('hour', %s::timestamptz, 'UTC')", (complete,))
+            target = cur.fetchone()[0]
+            start = watermark(cur, "hour")
+            if start is None:
+                cur.execute(QUERIES["oldest_result"])
+                oldest = cur.fetchone()[0]
+                if oldest is None:
+                    _advance(cur, "hour", target)     # nothing recorded yet: nothing to roll up
+                    conn.commit()
+                    return {"hours": hours, "rows": rows, "until": target}
+                cur.execute("SELECT date_trunc('hour', %s::timestamptz, 'UTC')", (oldest,))
+                start = cur.fetchone()[0]
+            until = start
+            if target <= start:
+                _advance(cur, "hour", min(start, target))   # remember where to start: scan for it once
+                conn.commit()
+                return {"hours": hours, "rows": rows, "until": until}
+            end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
+            written, _ = recompute_hours(cur, start, end)
+            _advance(cur, "hour", end)
+        conn.commit()
+        hours += int((end - start) / HOUR)
+        rows += written
+        until = end
+
+
+def catch_up_days(conn, heartbeat=lambda: None) -> dict:
+    """Compute every day whose hours are all final; returns {"days": n, "rows": n, "until": ts}."""
+    days = rows = 0
+    while True:
+        heartbeat()
+        with conn.cursor() as cur:
+            hours_until = watermark(cur, "hour")
+            if hours_until is None:
+                conn.commit()
+                return {"days": days, "rows": rows, "until": None}
+            cur.execute("SELECT date_trunc('day', %s::timestamptz, 'UTC')", (hours_until,))
+            target = cur.fetchone()[0]
+            start = watermark(cur, "day")
+            if start is None:
+                cur.execute("SELECT date_trunc('day', min(bucket), 'UTC') FROM rollup_hour")
+                start = cur.fetchone()[0] or target
+            if target <= start:
+                _advance(cur, "day", start)
+                conn.commit()
+                return {"days": days, "rows": rows, "until": start}
+            end = min(target, start + DAYS_PER_TRANSACTION * DAY)
+            written, _ = recompute_days(cur, start, end)
+            _advance(cur, "day", end)
+        conn.commit()
+        days += (end - start).days
+        rows += written
+
+
+def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000) -> dict:
+    """Delete rollups past their retention (hourly ones only once their day is rolled up).
+
+    In batches, each its own transaction, so no long lock and no huge transaction.
+    """
+    deleted = {"rollup_hour": 0, "rollup_day": 0}
+    with conn.cursor() as cur:
+        cur.execute("SELECT least(date_trunc('day', now(), 'UTC') - make_interval(days => %s),"
+                    " (SELECT done_until FROM rollup_watermark WHERE level = 'day')),"
+                    " date_trunc('day', now(), 'UTC') - make_interval(days => %s)", (hourly_days, daily_days))
+        cutoffs = dict(zip(("rollup_hour", "rollup_day"), cur.fetchone(), strict=True))
+    conn.commit()
+    for table, cutoff in cutoffs.items():
+        if cutoff is None:
+            continue
+        while True:
+            with conn.cursor() as cur:
+                cur.execute(f"DELETE FROM {table} WHERE ctid = ANY (ARRAY("
+                            f"SELECT ctid FROM {table} WHERE bucket < %s LIMIT %s))", (cutoff, batch))
+                count = cur.rowcount
+            conn.commit()
+            deleted[table] += count
+            if count < batch:
+                break
+    return deleted

@@ -1,0 +1,191 @@
+"""Uptime and response-time percentiles for many URLs at once: the API that the web page,
+`sitewatch status` and metrics use.
+
+    from sitewatch.history import uptime
+    figures = uptime.for_urls(conn, [url_id, ...])          # one call for a whole page
+    f = figures[url_id]
+    f.windows["30d"].uptime      # 0.99997 (a fraction, truncated), or None when no data
+    f.windows["30d"].coverage    # results / expected slots, 0..1, or None
+    f.p95_ms_24h                 # 95th percentile response time over 24 h (ms), or None
+    uptime.format_percent(f.windows["30d"].uptime)   # "99.997%", or "-" for None
+
+Rules (README "Uptime"):
+* uptime = ok / (ok + failed) over the window. Slots with no result (not checked: the
+  monitor was down, slots skipped, the URL added later) count neither way; they lower the
+  coverage instead.
+* No result at all in the window gives None: neither 0% nor 100%.
+* Truncated, never rounded up, to UPTIME_DIGITS decimals of the fraction (0.001 %):
+  1 failure in 43,200 checks is 0.99997 (99.997%), not 1.0. Only no failure at all is 1.0.
+* coverage = (ok + failed) / expected slots, where expected = whole periods of the URL's
+  current period between the later of the window start and the URL's creation, and now
+  (capped at 1.0; None for a URL no longer monitored).
+* Windows (WINDOWS): 24h, 7d, 30d, 90d, 365d, ending now and starting at the first whole
+  UTC hour inside the window. Data comes from rollup_day for whole days, rollup_hour for
+  the other whole hours, and raw task_result rows after the hourly watermark (the current
+  hour, and any hour the job has not finalised yet): three disjoint parts, so nothing
+  counts twice, and the figures include results written seconds ago.
+
+Cost: two or three queries for any number of URLs (window_counts; window_histogram for
+p95; url_periods), each driven by the (url_id, ...) primary keys: a page of 100 URLs
+reads about 100 x (365 day rows + ~48 hour rows + the current hour's raw rows).
+"""
+
+import dataclasses
+import datetime
+
+from . import histogram
+from .rollup import QUERIES
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY, "365d": 365 * DAY}
+UPTIME_DIGITS = 5
+_SCALE = 10 ** UPTIME_DIGITS
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    ok: int
+    failed: int
+    expected: int | None      # slots the URL should have had in the window (None: URL removed)
+
+    @property
+    def results(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def uptime(self) -> float | None:
+        return truncated_ratio(self.ok, self.results)
+
+    @property
+    def coverage(self) -> float | None:
+        if not self.expected:
+            return None
+        return min(1.0, self.results / self.expected)
+
+
+@dataclasses.dataclass
+class Figures:
+    url_id: int
+    windows: dict[str, Window]
+    p95_ms_24h: float | None = None
+    hist_24h: list[int] = dataclasses.field(default_factory=list)
+
+
+def truncated_ratio(part: int, whole: int) -> float | None:
+    """part / whole truncated to UPTIME_DIGITS decimals (integer arithmetic: never rounds up)."""
+    if whole <= 0:
+        return None
+    return (part * _SCALE // whole) / _SCALE
+
+
+def format_percent(fraction: float | None) -> str:
+    """0.99997 -> '99.997%'; None -> '-'. The fraction is already truncated; this only formats."""
+    if fraction is None:
+        return "-"
+    units = round(fraction * _SCALE)       # exact: the fraction has UPTIME_DIGITS decimals
+    whole, rest = divmod(units, _SCALE // 100)
+    return f"{whole}.{rest:0{UPTIME_DIGITS - 2}d}%"
+
+
+def window_bounds(now, name: str, hour_until, day_until) -> dict:
+    """Where each source applies for one window (see window_counts in queries.sql)."""
+    start = _ceil(now - WINDOWS[name], HOUR)
+    hour_to = hour_until or start                      # nothing rolled up yet: all raw
+    hour_to = max(start, min(hour_to, _floor(now, HOUR)))
+    day_from = _ceil(start, DAY)
+    day_to = min(day_until or day_from, hour_to)
+    day_to = max(day_from, _floor(day_to, DAY))
+    return {"start": start, "day_from": day_from, "day_to": day_to, "hour_to": hour_to}
+
+
+def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False) -> dict[int, Figures]:
+    """Uptime, coverage (and p95 over 24 h) per window for every URL id given.
+
+    Every id gets a Figures, with None figures where there is no data. Read-only; `conn`
+    may be in any transaction mode. The counts of all windows come from one statement, so
+    one snapshot: a rollup committed meanwhile can never count a result twice or not at all.
+    all_urls=True says url_ids are every monitored URL: the queries then read whole ranges
+    instead of probing a list of ids (faster for `sitewatch status` at 100,000 URLs).
+    """
+    ids = sorted(set(int(i) for i in url_ids))
+    if not ids:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["frontier"])
+        hour_until, day_until, now = cur.fetchone()
+        bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
+        sql, params = _window_counts(list(bounds.values()))
+        params.update({"ids": [] if all_urls else ids, "all": all_urls})
+        cur.execute(sql, params)
+        counts = {}
+        for url_id, *values in cur.fetchall():
+            for k, name in enumerate(bounds):
+                counts[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
+        cur.execute(QUERIES["url_periods"], {"ids": ids})
+        periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
+        hists: dict[int, list[int]] = {}
+        if p95:
+            b = window_bounds(now, "24h", hour_until, day_until)
+            cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
+                                                      "start": b["start"], "hour_to": b["hour_to"]})
+            for url_id, index, count in cur.fetchall():
+                hist = hists.setdefault(url_id, [])
+                if index >= len(hist):
+                    hist.extend([0] * (index + 1 - len(hist)))
+                hist[index] += count
+    if not conn.autocommit:
+        conn.rollback()      # read-only: end the snapshot
+    out = {}
+    for url_id in ids:
+        figures = {}
+        for name in windows:
+            ok, failed = counts.get((name, url_id), (0, 0))
+            figures[name] = Window(ok, failed, _expected(periods.get(url_id), bounds[name]["start"], now))
+        hist = hists.get(url_id, [])
+        out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if hist else None, hist)
+    return out
+
+
+def _window_counts(bounds: list[dict]) -> tuple[str, dict]:
+    """queries.sql window_counts with one pair of FILTERed sums per window and source."""
+    params, day_sums, hour_sums, raw_sums, hour_ranges, totals = {}, [], [], [], [], []
+    for k, b in enumerate(bounds):
+        for key, value in b.items():
+            params[f"w{k}_{key}"] = value
+        in_days = f"bucket >= %(w{k}_day_from)s AND bucket < %(w{k}_day_to)s"
+        in_hours = (f"bucket >= %(w{k}_start)s AND bucket < %(w{k}_hour_to)s"
+                    f" AND NOT (bucket >= %(w{k}_day_from)s AND bucket < %(w{k}_day_to)s)")
+        in_raw = f"scheduled_at >= greatest(%(w{k}_start)s, %(w{k}_hour_to)s)"
+        # The first branch of the UNION names the columns for the outer sums.
+        day_sums.append(f"sum(ok) FILTER (WHERE {in_days}) AS ok{k}, sum(failed) FILTER (WHERE {in_days}) AS failed{k}")
+        hour_sums.append(f"sum(ok) FILTER (WHERE {in_hours}), sum(failed) FILTER (WHERE {in_hours})")
+        raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), count(*) FILTER (WHERE NOT ok AND {in_raw})")
+        hour_ranges.append(f"({in_hours})")
+        totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
+    params["day_min"] = min(b["day_from"] for b in bounds)
+    params["day_max"] = max(b["day_to"] for b in bounds)
+    params["raw_from"] = min(b["hour_to"] for b in bounds)
+    sql = QUERIES["window_counts"].format(
+        totals=", ".join(totals), day_sums=", ".join(day_sums), hour_sums=", ".join(hour_sums),
+        raw_sums=", ".join(raw_sums), hour_ranges=" OR ".join(hour_ranges))
+    return sql, params
+
+
+def _expected(period_created, start, now) -> int | None:
+    if period_created is None:
+        return None
+    period, created_at = period_created
+    begin = max(start, created_at)
+    return max(0, int((now - begin).total_seconds() // period))
+
+
+def _floor(t: datetime.datetime, unit: datetime.timedelta) -> datetime.datetime:
+    utc = t.astimezone(datetime.timezone.utc)
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return epoch + ((utc - epoch) // unit) * unit
+
+
+def _ceil(t: datetime.datetime, unit: datetime.timedelta) -> datetime.datetime:
+    floor = _floor(t, unit)
+    return floor if floor == t else floor + unit

@@ -1,0 +1,120 @@
+"""Synthetic history for the history tests: partitions for past days, results with failures,
+missing response times and certificate days, and an independent recomputation from raw rows."""
+
+import datetime
+
+import psycopg2
+import pytest
+
+from sitewatch import config
+from sitewatch.history import histogram, partitions
+
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def conn(dsn):
+    """A transactional connection to the test's database (import this fixture to use it)."""
+    c = psycopg2.connect(dsn)
+    yield c
+    c.close()
+
+
+def cfg(**history):
+    """The default configuration, with history.* keys overridden (cfg(raw_days=1))."""
+    return config.load({f"SITEWATCH_HISTORY__{k.upper()}": str(v) for k, v in history.items()}, {}, None)
+
+
+def ensure_past_partitions(conn, days: int) -> None:
+    """Partitions for the `days` UTC days before today (a fresh database has only yesterday on)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT date_trunc('day', now(), 'UTC')")
+        today = cur.fetchone()[0]
+        for back in range(1, days + 1):
+            partitions.create_partition(cur, today - back * DAY)
+    conn.commit()
+
+
+def add_urls(conn, count: int, prefix: str = "http://site") -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO url (url, period, timeout, next_check_at)"
+                    " SELECT %s || g || '.example/', 60, 5, now() + interval '1 hour'"
+                    " FROM generate_series(1, %s) g RETURNING id", (prefix, count))
+        ids = [row[0] for row in cur.fetchall()]
+    conn.commit()
+    return ids
+
+
+def insert_results(conn, url_ids, start, end, step_s: int = 60, checked_by: str = "synthetic") -> int:
+    """One result per URL every step_s seconds in [start, end): response times spread over
+    20..520 ms, every 13th without a response (timeout), every 11th failed with status 500."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
+                                     error_kind, error, cert_days_left, checked_by)
+            SELECT u, t, t,
+                   CASE WHEN n %% 13 = 0 THEN NULL ELSE 20 + (n * 7919 %% 1000) * 0.5 END,
+                   CASE WHEN n %% 13 = 0 THEN NULL WHEN n %% 11 = 0 THEN 500 ELSE 200 END,
+                   n %% 13 <> 0 AND n %% 11 <> 0,
+                   CASE WHEN n %% 13 = 0 THEN 'timeout' WHEN n %% 11 = 0 THEN 'status' END,
+                   CASE WHEN n %% 13 = 0 THEN 'deadline of 5 s passed' WHEN n %% 11 = 0 THEN 'status 500' END,
+                   30 + (n %% 7) - (u %% 3), %(by)s
+            FROM unnest(%(urls)s::bigint[]) AS u,
+                 generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 microsecond',
+                                 make_interval(secs => %(step)s)) AS t,
+                 LATERAL (SELECT (extract(epoch FROM t)::bigint / %(step)s + u * 31) AS n) AS k
+            ON CONFLICT (url_id, scheduled_at) DO NOTHING""",
+                    {"urls": list(url_ids), "start": start, "end": end, "step": step_s, "by": checked_by})
+        count = cur.rowcount
+    conn.commit()
+    return count
+
+
+RECOMPUTE = """
+    SELECT url_id, date_trunc(%(unit)s, scheduled_at, 'UTC') AS bucket, count(*) AS checks,
+           count(*) FILTER (WHERE ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failed,
+           count(response_time_ms) AS rt_count, sum(response_time_ms) AS rt_sum,
+           min(response_time_ms) AS rt_min, max(response_time_ms) AS rt_max,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms) AS p95,
+           min(cert_days_left) AS cert_days_min,
+           count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx
+    FROM task_result WHERE scheduled_at < %(until)s
+    GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+def assert_rollups_match_raw(conn, table: str, unit: str, until) -> int:
+    """Every bucket before `until` equals a recomputation from raw rows; returns buckets compared."""
+    with conn.cursor() as cur:
+        cur.execute(RECOMPUTE, {"unit": unit, "until": until})
+        expected = cur.fetchall()
+        cur.execute(f"SELECT url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, rt_hist,"
+                    f" cert_days_min, non_2xx FROM {table} WHERE bucket < %s ORDER BY 1, 2", (until,))
+        actual = cur.fetchall()
+    conn.commit()
+    assert [(e[0], e[1]) for e in expected] == [(a[0], a[1]) for a in actual], f"{table}: buckets differ"
+    for e, a in zip(expected, actual, strict=True):
+        url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, p95, cert, non_2xx = e
+        assert (a[2], a[3], a[4], a[5], a[11]) == (checks, ok, failed, rt_count, non_2xx), (table, url_id, bucket)
+        assert a[7] == rt_min and a[8] == rt_max and a[10] == cert, (table, url_id, bucket)
+        assert (a[6] is None) == (rt_sum is None) and (rt_sum is None or abs(a[6] - rt_sum) < 1e-6 * rt_sum)
+        assert sum(a[9]) == rt_count
+        if p95 is not None:
+            ours = histogram.percentile(a[9], 0.95)
+            assert abs(histogram.bucket(ours) - histogram.bucket(p95)) <= 1, (table, url_id, bucket, ours, p95)
+    return len(expected)
+
+
+def rollup_rows(conn, table: str) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {table} ORDER BY url_id, bucket")
+        rows = cur.fetchall()
+    conn.commit()
+    return rows
+
+
+def watermark(conn, level: str):
+    with conn.cursor() as cur:
+        cur.execute("SELECT done_until FROM rollup_watermark WHERE level = %s", (level,))
+        value = cur.fetchone()[0]
+    conn.commit()
+    return value
