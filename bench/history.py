@@ -2,6 +2,8 @@
 
     flock /work/bench.lock python bench/history.py synthetic --urls 100000
     flock /work/bench.lock python bench/history.py throughput --urls 5000 --duration 60 --rounds 2
+    flock /work/bench.lock python bench/history.py synthetic --urls 100000 --keep   # then status/profile:
+    flock /work/bench.lock python bench/history.py profile --existing postgresql://.../sitewatch_hbench_keep
 
 synthetic: a fresh database with N URLs at a 60 s period, one complete hour of raw results
 (N x 60 rows) plus the raw rows of the current hour, 30 days of daily and 24 h of hourly
@@ -183,6 +185,40 @@ def status_timing(args) -> dict:
             "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2)}
 
 
+def status_profile(args) -> dict:
+    """Time each piece of `status` alone on an existing database (where the time goes)."""
+    from sitewatch.history import report, uptime
+    from sitewatch.history.rollup import QUERIES
+    conn = psycopg2.connect(args.existing)
+    cur = conn.cursor()
+    cur.execute("SET statement_timeout = 0")
+    out = {}
+
+    def timed(name, fn):
+        t0 = time.monotonic()
+        value = fn()
+        out[name] = round(time.monotonic() - t0, 2)
+        return value
+    ids = [i for i, _ in timed("list_urls_s", lambda: report.resolve_urls(conn, None))]
+    timed("window_counts_24h_7d_30d_s", lambda: uptime.for_urls(conn, ids, ("24h", "7d", "30d"), p95=False,
+                                                                 all_urls=True))
+    timed("counts_24h_and_p95_s", lambda: uptime.for_urls(conn, ids, ("24h",), p95=True, all_urls=True))
+
+    def latest():
+        cur.execute(QUERIES["latest_results"], {"ids": ids})
+        return {row[0]: row[1:] for row in cur.fetchall()}
+    last = timed("latest_result_s", latest)
+    with_results = [i for i in ids if i in last]
+
+    def streak():
+        cur.execute(QUERIES["streak_start"], {"ids": with_results, "oks": [last[i][1] for i in with_results],
+                                              "lookback": report.STREAK_LOOKBACK})
+        return cur.fetchall()
+    timed("streak_start_s", streak)
+    conn.close()
+    return out
+
+
 def _hours(n):
     import datetime
     return datetime.timedelta(hours=n)
@@ -263,8 +299,8 @@ def _saturated_run(env, dsn, args) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["synthetic", "throughput", "status"])
-    parser.add_argument("--existing", help="status: DSN of a database kept by `synthetic --keep`")
+    parser.add_argument("mode", choices=["synthetic", "throughput", "status", "profile"])
+    parser.add_argument("--existing", help="status, profile: DSN of a database kept by `synthetic --keep`")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
@@ -273,7 +309,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
     args = parser.parse_args()
-    report = {"synthetic": synthetic, "throughput": throughput, "status": status_timing}[args.mode](args)
+    modes = {"synthetic": synthetic, "throughput": throughput, "status": status_timing, "profile": status_profile}
+    report = modes[args.mode](args)
     print(json.dumps(report, indent=2, default=str))
     return 0
 
