@@ -75,6 +75,11 @@ def _status_codes(value):
     return None
 
 
+def _listen_address(value):
+    from .operations.listener import check_listen  # the same parser the listener binds with
+    return check_listen(value)
+
+
 def _one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -130,6 +135,10 @@ SETTINGS = [
             "a child that keeps dying.", check=_positive),
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
+
+    Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
+            "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
+            "Empty: off.", check=_listen_address),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",

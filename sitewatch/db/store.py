@@ -16,8 +16,9 @@ from ..urlspec import UrlEntry
 LISTEN_CHANNEL = "sitewatch_task"
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files("sitewatch.db").joinpath("queries.sql").read_text(encoding="utf-8")
+def _load_queries(package: str = "sitewatch.db") -> dict[str, str]:
+    """The `-- name:` blocks of `package`'s queries.sql (subpackages keep their own SQL file)."""
+    text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     queries, name, lines = {}, None, []
     for line in text.splitlines():
         if line.startswith("-- name: "):

@@ -19,6 +19,7 @@ from .. import logs
 from ..check import probe
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error
+from ..operations.metrics import CheckCounts
 from .child import STATS_INTERVAL
 
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
@@ -75,7 +76,7 @@ class Consumer:
         self.in_flight = {}          # task id -> task row: claimed, not yet finished
         self.started = {}            # task id -> monotonic start, for stuck detection
         self.next_stuck_check = 0.0
-        self.finished = deque()      # (task, outcome) from worker threads; deque appends are atomic
+        self.finished = deque()      # (task, outcome, seconds) from worker threads; deque appends are atomic
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
         self.maybe_more = True       # tasks may be waiting: claim when there is room
@@ -83,6 +84,7 @@ class Consumer:
         self.clock_offset = datetime.timedelta(0)   # database clock minus ours
         self.stopping = False
         self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
+        self.counts = CheckCounts()  # for the supervisor's /metrics
         self._last_stats = time.monotonic()
 
     # --- connection --------------------------------------------------------
@@ -188,9 +190,9 @@ class Consumer:
 
     def _check(self, task, target) -> None:
         """Runs in a worker thread."""
-        self.started[task["id"]] = time.monotonic()
+        self.started[task["id"]] = t0 = time.monotonic()
         outcome = probe.check(target)
-        self.finished.append((task, outcome))
+        self.finished.append((task, outcome, time.monotonic() - t0))
         # Wake the main loop once per handful of finished checks, not per check: it only
         # needs to act when there is room for a worthwhile claim; otherwise its flush
         # timer collects results (see wait()).
@@ -199,7 +201,7 @@ class Consumer:
 
     def collect_finished(self) -> None:
         while self.finished:
-            task, outcome = self.finished.popleft()
+            task, outcome, duration = self.finished.popleft()
             self.in_flight.pop(task["id"], None)
             self.started.pop(task["id"], None)
             started_at = outcome.started_at + self.clock_offset
@@ -212,7 +214,9 @@ class Consumer:
                 outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
-            self._sample_lag((started_at - task["scheduled_at"]).total_seconds())
+            lag = (started_at - task["scheduled_at"]).total_seconds()
+            self._sample_lag(lag)
+            self.counts.observe(duration, lag)
 
     def _sample_lag(self, lag: float) -> None:
         """Reservoir sampling: every check of the interval equally likely to be in the sample."""
@@ -233,6 +237,7 @@ class Consumer:
                 return
             batch = self.pending[:self.cfg.consumer.write_batch]
             refused = store.complete_tasks(conn, batch)
+            self.counts.recorded(batch, refused)
             # Only drop what is written: a failure above keeps the batch for the next attempt.
             del self.pending[:len(batch)]
             self.pending_since = time.monotonic()
@@ -275,5 +280,5 @@ class Consumer:
 
     def send_stats(self) -> None:
         self._last_stats = time.monotonic()
-        self.ctx.send_stats(self.stats)
+        self.ctx.send_stats({**self.stats, **self.counts.take(), "db_errors": self.db.take_errors()})
         self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}

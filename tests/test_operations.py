@@ -1,0 +1,210 @@
+"""Operations: /metrics, /healthz, /readyz, Sentry, ECS logs (issue 11).
+
+Real parts only: the real `sitewatch run` (tests/test_run.py's Run, in its own process
+group), its metrics listener on a port of its own (metrics.listen 127.0.0.1:0; the
+"sitewatch running" log line names the URL), scraped over a real socket and parsed with
+prometheus_client's own text parser, and the test's PostgreSQL.
+"""
+
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sitewatch.operations.metrics import CODE_CLASSES, ERROR_KINDS, CheckCounts
+from sitewatch.operations.registry import Metrics
+from tests import test_run
+from tests.conftest import clean_env
+from tests.test_run import import_urls, query, wait_until
+
+sitewatch = test_run.sitewatch    # the fixture: `sitewatch run` processes, killed at teardown
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def metrics_url(run) -> str:
+    return run.wait_for("sitewatch running")[0]["metrics"]
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """(sample name, sorted labels) -> value, parsed with prometheus_client's text parser."""
+    status, text = get(url)
+    assert status == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def monotonic_samples(samples: dict) -> dict:
+    """The samples that must never go down: counters and histogram buckets, counts and sums."""
+    return {key: value for key, value in samples.items()
+            if key[0].startswith("sitewatch_") and key[0].endswith(("_total", "_bucket", "_count", "_sum"))}
+
+
+def checks_by_result(samples: dict) -> dict[tuple, float]:
+    return {(dict(labels)["result"], dict(labels)["error_kind"]): value
+            for (name, labels), value in samples.items() if name == "sitewatch_checks_total" and value}
+
+
+# --- the children's counts and the supervisor's fold (pure) ---------------------------------
+
+
+def test_a_worst_case_stats_message_fits_one_atomic_pipe_write():
+    counts = CheckCounts()
+    for kind in [*ERROR_KINDS, None, "something new"]:
+        for ok in (True, False):
+            for code in (100, 200, 302, 404, 503, 999, None):
+                counts.result(ok, kind, code)
+    for i in range(10_000):
+        counts.observe(i * 0.037, i * 0.5)
+    stats = {"checks": 10**12, "ok": 10**12, "failed": 10**12, "refused": 10**12,
+             "lags": [123.4567 + i for i in range(200)], **counts.take(), "db_errors": 10**9}
+    assert len(pickle.dumps(("consumer-1024", stats))) <= select.PIPE_BUF - 8
+
+
+def test_fold_adds_deltas_and_ignores_malformed_parts():
+    metrics = Metrics()
+    counts = CheckCounts()
+    counts.result(False, "timeout", None)
+    counts.result(True, None, 200)
+    counts.result(False, "brand-new-kind", 503)
+    counts.observe(0.2, 0.01)
+    message = {**counts.take(), "db_errors": 2, "refused": 1}
+    metrics.fold("consumer-1", message)
+    metrics.fold("consumer-1", message)
+    metrics.fold("consumer-2", {"results": "garbage", "codes": [1], "duration": [1, 2], "lag": None,
+                                "db_errors": -5, "notifications": {("slack", "sent"): 3, "bad": 1}})
+    assert metrics.results == {(False, "timeout"): 2, (True, None): 2, (False, "other"): 2}
+    assert dict(zip(CODE_CLASSES, metrics.codes, strict=True)) == {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0,
+                                                                    "5xx": 2}
+    assert sum(metrics.duration.counts) == 2 and sum(metrics.lag.counts) == 2
+    assert metrics.db_errors == {"consumer-1": 4, "consumer-2": 0} and metrics.refused == 2
+    assert metrics.notifications == {("slack", "sent"): 3}
+
+
+# --- against a running sitewatch ----------------------------------------------------------
+
+
+def test_scrape_parses_and_check_counters_equal_the_rows_in_task_result(sitewatch, cli, db, hostile_server):
+    """Issue 11, test 1: after a run with 2 consumers the counters equal task_result."""
+    run = sitewatch("--consumers", "2")
+    run.wait_started(consumers=2)
+    url = metrics_url(run)
+    import_urls(cli, [{"url": hostile_server.url(f"/ok/{i}"), "period": 1} for i in range(6)]
+                + [{"url": hostile_server.url("/status/503"), "period": 1},
+                   {"url": hostile_server.url("/status/404"), "period": 1},
+                   {"url": hostile_server.url("/redirect-loop"), "period": 1},
+                   {"url": f"http://127.0.0.1:{closed_port()}/", "period": 1}])
+    wait_until(lambda: query(db, "SELECT count(DISTINCT checked_by) = 2 AND count(DISTINCT coalesce(error_kind, ''))"
+                                 " >= 4 FROM task_result")[0][0], 20, "results of each kind from both consumers")
+    # Stop the flow: removed URLs lose their pending tasks, and a result that still comes
+    # back is refused by the lease fence (neither recorded nor counted).
+    for (address,) in query(db, "SELECT url FROM url"):
+        assert cli("url", "remove", address).returncode == 0
+
+    def table():
+        rows = query(db, "SELECT ok, coalesce(error_kind, ''), count(*) FROM task_result GROUP BY 1, 2")
+        return {("ok" if ok else "failed", kind): float(n) for ok, kind, n in rows}
+
+    def settled():
+        samples = scrape(url)
+        return samples if checks_by_result(samples) == table() else None
+    samples = wait_until(settled, 20, "sitewatch_checks_total to equal task_result")
+    expected = table()
+    assert {kind for _, kind in expected} >= {"", "status", "connect", "redirects"}, expected
+
+    codes = dict(query(db, "SELECT (status_code / 100)::text || 'xx', count(*) FROM task_result "
+                           "WHERE status_code IS NOT NULL GROUP BY 1"))
+    got_codes = {dict(labels)["code_class"]: value for (name, labels), value in samples.items()
+                 if name == "sitewatch_http_responses_total" and value}
+    assert got_codes == {k: float(v) for k, v in codes.items()}
+    total = sum(expected.values())
+    assert samples[("sitewatch_schedule_lag_seconds_count", ())] >= total
+    assert samples[("sitewatch_check_duration_seconds_count", ())] >= total
+    assert samples[("sitewatch_build_info", (("version", "0.1.0"),))] == 1
+    assert samples[("sitewatch_queue_tasks", (("state", "waiting"),))] == 0
+    assert samples[("sitewatch_urls", (("state", "unknown"),))] == 0
+    assert any(name.startswith("process_") for name, _ in samples), "the supervisor's process metrics"
+
+
+def test_a_consumer_killed_with_sigkill_leaves_every_counter_where_it_was(sitewatch, cli, hostile_server):
+    """Issue 11, test 2."""
+    run = sitewatch("--consumers", "2")
+    run.wait_started(consumers=2)
+    url = metrics_url(run)
+    import_urls(cli, [{"url": hostile_server.url(f"/ok/{i}"), "period": 1} for i in range(10)]
+                + [{"url": hostile_server.url("/status/500"), "period": 1}])
+    wait_until(lambda: sum(checks_by_result(scrape(url)).values()) >= 20, 20, "checks counted")
+    victim = run.child("sitewatch: consumer 1")
+    before = monotonic_samples(scrape(url))
+    victim.send_signal(signal.SIGKILL)
+    run.wait_for("child died, restarting", role="consumer-1")
+    run.wait_for("consumer started", count=3)
+    deadline = time.monotonic() + 8      # past a stats interval of the new consumer
+    while time.monotonic() < deadline:
+        now = monotonic_samples(scrape(url))
+        went_down = {key: (before[key], now.get(key)) for key in before if now.get(key, -1) < before[key]}
+        assert not went_down, f"counters went down after the SIGKILL: {went_down}"
+        before = now
+        time.sleep(0.5)
+    assert now[("sitewatch_child_restarts_total", (("role", "consumer-1"),))] == 1
+    assert sum(checks_by_result(scrape(url)).values()) > 20
+
+
+def test_ten_thousand_more_urls_add_no_series(sitewatch, cli, hostile_server):
+    """Issue 11, test 3: no label takes a URL."""
+    run = sitewatch()
+    run.wait_started()
+    url = metrics_url(run)
+    import_urls(cli, [{"url": hostile_server.url(f"/ok/first-{i}"), "period": 1} for i in range(5)])
+    wait_until(lambda: checks_by_result(scrape(url)), 20, "checks counted")
+    before = set(scrape(url))
+    text = "\n".join(hostile_server.url(f"/ok/many-{i}") for i in range(10_000)) + "\n"
+    done = cli("url", "import", "-", input=text, env={"SITEWATCH_CHECK__DEFAULT_PERIOD": "60"})
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: scrape(url)[("sitewatch_urls", (("state", "unknown"),))] == 10_005, 20,
+               "the URL gauge to count 10,005 URLs")
+    time.sleep(6)    # a stats interval: checks of the new URLs are counted
+    after = set(scrape(url))
+    assert after == before, f"series added: {sorted(after - before)[:10]}, removed: {sorted(before - after)[:10]}"
+
+
+def test_metrics_port_in_use_exits_2_with_one_line_naming_the_address(tmp_path, dsn):
+    """Issue 11, test 7."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run([sys.executable, "-m", "sitewatch", "run"], capture_output=True, text=True,
+                              timeout=60, env=clean_env(tmp_path, DB_DSN=dsn, SITEWATCH_METRICS__LISTEN=address))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and address in lines[0] and "in use" in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["9464", "localhost", "127.0.0.1:99999", "::1:9464", "a b:12"])
+def test_a_malformed_metrics_listen_is_bad_input(cli, value):
+    done = cli("config", "show", env={"SITEWATCH_METRICS__LISTEN": value})
+    assert done.returncode == 2 and "metrics.listen" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
