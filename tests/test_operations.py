@@ -21,11 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sitewatch.operations.metrics import CODE_CLASSES, ERROR_KINDS, CheckCounts
 from sitewatch.operations.registry import Metrics
-from tests import test_run
+from tests import test_faults, test_run
 from tests.conftest import clean_env
 from tests.test_run import import_urls, query, wait_until
 
-sitewatch = test_run.sitewatch    # the fixture: `sitewatch run` processes, killed at teardown
+# Fixtures shared with the run and fault tests.
+sitewatch = test_run.sitewatch    # `sitewatch run` on the test's database, killed at teardown
+runs = test_faults.runs           # `sitewatch run` on any DSN, killed at teardown
+owned_pg = test_faults.owned_pg   # an embedded PostgreSQL this module owns, to stop and start
+owned_dsn = test_faults.owned_dsn
 
 # --- helpers ------------------------------------------------------------------------
 
@@ -182,6 +186,42 @@ def test_ten_thousand_more_urls_add_no_series(sitewatch, cli, hostile_server):
     time.sleep(6)    # a stats interval: checks of the new URLs are counted
     after = set(scrape(url))
     assert after == before, f"series added: {sorted(after - before)[:10]}, removed: {sorted(before - after)[:10]}"
+
+
+def test_healthz_and_readyz_follow_the_children(sitewatch):
+    """/readyz: every child running with a fresh heartbeat; a frozen consumer makes it 503 until replaced."""
+    run = sitewatch("--consumers", "2")
+    run.wait_started(consumers=2)
+    base = metrics_url(run).removesuffix("/metrics")
+    assert get(f"{base}/healthz") == (200, "ok\n")
+    wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 10, "/readyz 200")
+    assert get(f"{base}/nothing")[0] == 404
+    frozen = run.child("sitewatch: consumer 2")
+    frozen.send_signal(signal.SIGSTOP)     # alive, but silent: heartbeat_timeout is 10 s in these tests
+    status, reason = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get(f"{base}/readyz")), 10,
+                                "/readyz 503 for the frozen consumer")
+    assert reason.startswith("consumer-2 ") and len(reason.splitlines()) == 1, reason
+    assert get(f"{base}/healthz")[0] == 200       # the supervisor itself is fine
+    run.wait_for("child silent, killing it", role="consumer-2")
+    wait_until(lambda: get(f"{base}/readyz")[0] == 200, 20, "/readyz 200 once consumer-2 is replaced")
+
+
+def test_readyz_is_503_while_postgresql_is_stopped_and_200_after(owned_pg, owned_dsn, runs):
+    """Issue 11, test 4 (on a PostgreSQL the test owns; never the machine's)."""
+    run = runs(owned_dsn)
+    run.wait_started()
+    base = metrics_url(run).removesuffix("/metrics")
+    wait_until(lambda: get(f"{base}/readyz")[0] == 200, 10, "/readyz 200")
+    owned_pg.stop()
+    try:
+        assert wait_until(lambda: get(f"{base}/readyz") == (503, "database unreachable\n"), 15,
+                          "/readyz 503 while PostgreSQL is stopped")
+        assert get(f"{base}/healthz")[0] == 200
+        samples = scrape(f"{base}/metrics")     # still served, from the totals in memory
+        assert samples[("sitewatch_db_errors_total", (("role", "supervisor"),))] >= 1
+    finally:
+        owned_pg.start()
+    wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 30, "/readyz 200 after PostgreSQL is back")
 
 
 def test_metrics_port_in_use_exits_2_with_one_line_naming_the_address(tmp_path, dsn):
