@@ -34,8 +34,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--version", action="version", version=f"sitewatch {__version__}")
     p.add_argument("--config", metavar="PATH", help="YAML configuration file (default: $SITEWATCH_CONFIG, "
                    "else ./sitewatch.yaml when present, else built-in defaults)")
-    p.add_argument("--log-format", choices=["console", "json"],
-                   help="log format (default: log.format = auto: console on a terminal, JSON otherwise)")
+    p.add_argument("--log-format", choices=["console", "json", "ecs"],
+                   help="log format: ecs is Elastic Common Schema JSON (default: log.format = auto: console "
+                        "on a terminal, JSON otherwise)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)

@@ -141,8 +141,8 @@ SETTINGS = [
             "Empty: off.", check=_listen_address),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
-    Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",
-            check=_one_of("auto", "console", "json")),
+    Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "
+            "auto (console on a terminal, JSON otherwise).", check=_one_of("auto", "console", "json", "ecs")),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,4 +1,4 @@
-"""structlog setup: console lines on a terminal, JSON lines otherwise.
+"""structlog setup: console lines on a terminal, JSON lines otherwise, or ECS JSON (ELK).
 
 Every line carries the process role (supervisor, producer, consumer-N, cli)
 and pid, so lines from many processes can be told apart.
@@ -26,15 +26,20 @@ def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    renderer = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
-                else structlog.processors.JSONRenderer())
+    if fmt == "ecs":
+        from .operations import ecs
+        renderers = [ecs.fields, ecs.renderer()]
+    elif fmt == "console":
+        renderers = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    else:
+        renderers = [structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_process,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # One write per line (print() writes the newline separately): with PYTHONUNBUFFERED, as

@@ -6,6 +6,7 @@ group), its metrics listener on a port of its own (metrics.listen 127.0.0.1:0; t
 prometheus_client's own text parser, and the test's PostgreSQL.
 """
 
+import json
 import pickle
 import select
 import signal
@@ -222,6 +223,30 @@ def test_readyz_is_503_while_postgresql_is_stopped_and_200_after(owned_pg, owned
     finally:
         owned_pg.start()
     wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 30, "/readyz 200 after PostgreSQL is back")
+
+
+def test_ecs_lines_parse_as_json_with_the_required_fields(sitewatch, cli, hostile_server):
+    """Issue 11, test 6: --log-format ecs, from every process of a run, a crash's traceback included."""
+    run = sitewatch("--consumers", "2", global_args=("--log-format", "ecs"))
+
+    def lines():
+        return [json.loads(raw) for raw in run.text().splitlines(keepends=True) if raw.endswith("\n")]
+    wait_until(lambda: sum(line.get("message") == "consumer started" for line in lines()) == 2, 20,
+               "both consumers started")
+    import_urls(cli, [{"url": hostile_server.url("/ok/ecs"), "period": 1}])
+    code, _ = run.stop(timeout=15)
+    assert code == 0
+    found = lines()
+    assert len(found) == len(run.text().splitlines()), "every line is one JSON object"
+    for line in found:
+        assert {"@timestamp", "log.level", "message", "ecs.version"} <= set(line), line
+        assert line["service"] == {"name": "sitewatch", "version": "0.1.0"}, line
+        assert line["process"]["pid"] > 0 and line["host"]["name"], line
+        assert not isinstance(line.get("error"), str), "error is an object in ECS"
+    assert {line["labels"]["role"] for line in found} == {"supervisor", "producer", "consumer-1", "consumer-2"}
+    running = next(line for line in found if line["message"] == "sitewatch running")
+    assert running["sitewatch"]["consumers"] == 2        # our own fields, namespaced
+    assert cli("config", "show", env={"SITEWATCH_LOG__FORMAT": "ecs"}).returncode == 0
 
 
 def test_metrics_port_in_use_exits_2_with_one_line_naming_the_address(tmp_path, dsn):
