@@ -21,7 +21,8 @@ setup(
         # /metrics in the Prometheus text format, parsed and served by the reference client;
         # still 0.x, so the pin is the 0 series (its API has been stable across 0.x minors).
         "prometheus_client>=0.20,<1",
-        "ecs-logging>=2.1,<3",     # log.format ecs: Elastic's own renderer keeps the lines ECS-valid
+        "ecs-logging>=2.1,<3",
+        "sentry-sdk>=2.0,<3",      # optional error reporting (sentry.dsn); imported only with a DSN     # log.format ecs: Elastic's own renderer keeps the lines ECS-valid
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9"],

@@ -151,6 +151,9 @@ def main(argv=None, env=None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a bug: say so in one line, traceback only when asked
+        from .operations import sentry
+        sentry.capture_current()   # `run` with sentry.dsn: the bug is reported (scrubbed)
+        sentry.flush()
         if debug:
             print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         print(f"sitewatch: internal error: {type(e).__name__}: {' '.join(redact_text(str(e)).split())}"

@@ -25,6 +25,7 @@ ENV_ALIASES = {
     "MIN_PERIOD": ("check", "min_period"),
     "MAX_PERIOD": ("check", "max_period"),
     "HTTP_REQUEST_TIMEOUT": ("check", "timeout"),
+    "SENTRY_DSN": ("sentry", "dsn"),     # the Sentry SDK's own variable
 }
 
 
@@ -139,6 +140,10 @@ SETTINGS = [
     Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
             "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
             "Empty: off.", check=_listen_address),
+
+    Setting("sentry", "dsn", str, None, "Sentry DSN: report unhandled exceptions and error log events "
+            "from every process (secrets scrubbed). Unset: off, and the SDK is not even imported.",
+            optional=True, secret=True),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "

@@ -6,6 +6,8 @@ group), its metrics listener on a port of its own (metrics.listen 127.0.0.1:0; t
 prometheus_client's own text parser, and the test's PostgreSQL.
 """
 
+import gzip
+import http.server
 import json
 import pickle
 import select
@@ -13,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sitewatch.operations.metrics import CODE_CLASSES, ERROR_KINDS, CheckCounts
 from sitewatch.operations.registry import Metrics
-from tests import test_faults, test_run
+from tests import test_faults, test_run, test_secrets
 from tests.conftest import clean_env
 from tests.test_run import import_urls, query, wait_until
 
@@ -31,6 +34,7 @@ sitewatch = test_run.sitewatch    # `sitewatch run` on the test's database, kill
 runs = test_faults.runs           # `sitewatch run` on any DSN, killed at teardown
 owned_pg = test_faults.owned_pg   # an embedded PostgreSQL this module owns, to stop and start
 owned_dsn = test_faults.owned_dsn
+canary_dsns = test_secrets.canary_dsns   # the test database as a role whose password is a canary
 
 # --- helpers ------------------------------------------------------------------------
 
@@ -247,6 +251,89 @@ def test_ecs_lines_parse_as_json_with_the_required_fields(sitewatch, cli, hostil
     running = next(line for line in found if line["message"] == "sitewatch running")
     assert running["sitewatch"]["consumers"] == 2        # our own fields, namespaced
     assert cli("config", "show", env={"SITEWATCH_LOG__FORMAT": "ecs"}).returncode == 0
+
+
+class FakeSentry:
+    """A local HTTP server standing in for Sentry: keeps every envelope posted to it."""
+
+    def __init__(self):
+        self.bodies = []
+        bodies = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                bodies.append(body.decode("utf-8", "replace"))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.dsn = f"http://publickey@127.0.0.1:{self.server.server_address[1]}/42"
+
+    def events(self) -> list[dict]:
+        """The error events received (envelope items of type event), newest last."""
+        found = []
+        for body in list(self.bodies):
+            lines = body.split("\n")
+            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+                if json.loads(header).get("type") == "event":
+                    found.append(json.loads(payload))
+        return found
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_sentry():
+    server = FakeSentry()
+    yield server
+    server.close()
+
+
+def test_a_consumer_exception_reaches_sentry_with_role_and_release_and_no_secret(
+        sitewatch, cli, db, canary_dsns, fake_sentry, hostile_server):
+    """Issue 11, test 5: a consumer crashes while it holds a URL with credentials and a token in
+    its query string, run with a DSN whose password is a canary; the report names the role and
+    release, and no canary survives anywhere in what was sent (frame variables included)."""
+    uri, _ = canary_dsns
+    run = sitewatch(dsn=uri, env={"SENTRY_DSN": fake_sentry.dsn})
+    run.wait_started()
+    secret_url = hostile_server.url("/ok/sentry", userinfo=f"alice:{test_secrets.TOKEN}") + \
+        f"?key={test_secrets.QUERY_TOKEN}"
+    assert cli("url", "add", secret_url, "-p", "1", env={"MIN_PERIOD": "1"}).returncode == 0
+    wait_until(lambda: query(db, "SELECT count(*) FROM task_result")[0][0] >= 1, 15, "a first result")
+    # A setting the consumer cannot parse: its next claim of this URL raises (a real crash).
+    query(db, "UPDATE url SET expected_status = 'not-a-status' RETURNING id")
+    run.wait_for("crashed", role="consumer-1")
+
+    def crash_report():
+        return [e for e in fake_sentry.events() if e.get("tags", {}).get("role") == "consumer-1"
+                and e.get("exception")]
+    event = wait_until(crash_report, 15, "the consumer's crash at the fake Sentry")[0]
+    assert event["release"] == "sitewatch@0.1.0"
+    assert event["tags"]["host"] == socket.gethostname() and event["server_name"] == socket.gethostname()
+    assert event["exception"]["values"][-1]["type"] == "BadInput"
+    sent = "\n".join(fake_sentry.bodies)
+    assert "/ok/sentry" in sent and "***@127.0.0.1" in sent, "the URL was in the report, redacted"
+    test_secrets.assert_no_canary("what was sent to Sentry", sent)
+
+
+def test_without_a_dsn_the_sentry_sdk_is_not_even_imported():
+    code = ("import sys; from sitewatch import logs; from sitewatch.operations import sentry; "
+            "assert sentry.init(None, 'consumer-1') is False; logs.configure('info', 'json', 'consumer-1'); "
+            "logs.get().error('boom'); sentry.flush(); assert 'sentry_sdk' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_metrics_port_in_use_exits_2_with_one_line_naming_the_address(tmp_path, dsn):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .. import config, logs
 from ..db import schema
 from ..db.database import Database
+from ..operations import sentry
 from ..operations.supervision import Operations
 from . import child
 
@@ -382,6 +383,7 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
         pass
     log = logs.get()
     logs.configure(cfg.log.level, cfg.log.format, role="supervisor")
+    sentry.init(cfg.sentry.dsn, "supervisor", cfg.database.dsn)
     # The metrics port is taken before anything starts: in use, it is bad input (exit 2).
     ops = Operations(cfg.metrics.listen, cfg.supervisor.heartbeat_timeout)
     # Starting the embedded server and migrating can take a while: a signal arriving
@@ -416,3 +418,4 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
     finally:
         ops.close()
         database.close()
+        sentry.flush()
