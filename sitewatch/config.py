@@ -140,6 +140,11 @@ SETTINGS = [
     Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
             "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
             "Empty: off.", check=_listen_address),
+    Setting("metrics", "per_url", bool, False, "Also serve blackbox_exporter-compatible per-URL metrics "
+            "(probe_success, probe_duration_seconds, probe_http_status_code, "
+            "probe_ssl_earliest_cert_expiry, labelled with the redacted URL) from each URL's last result."),
+    Setting("metrics", "per_url_limit", int, 1000, "At most this many URLs (the first by id) get per-URL "
+            "metrics: every one is a series per metric.", check=_positive),
 
     Setting("sentry", "dsn", str, None, "Sentry DSN: report unhandled exceptions and error log events "
             "from every process (secrets scrubbed). Unset: off, and the SDK is not even imported.",

@@ -193,6 +193,34 @@ def test_ten_thousand_more_urls_add_no_series(sitewatch, cli, hostile_server):
     assert after == before, f"series added: {sorted(after - before)[:10]}, removed: {sorted(before - after)[:10]}"
 
 
+def test_blackbox_compatible_per_url_metrics_are_opt_in_capped_and_redacted(sitewatch, cli, db, hostile_server):
+    run = sitewatch(env={"SITEWATCH_METRICS__PER_URL": "true", "SITEWATCH_METRICS__PER_URL_LIMIT": "3"})
+    run.wait_started()
+    url = metrics_url(run)
+    urls = [hostile_server.url("/ok/bb"), hostile_server.url("/status/503"),
+            hostile_server.url("/ok/secret", userinfo="u:tok-BB-SECRET") + "?key=q-BB-SECRET",
+            hostile_server.url("/ok/over-the-cap")]
+    for address in urls:     # one by one: ids in this order
+        assert cli("url", "add", address, "-p", "1", env={"MIN_PERIOD": "1"}).returncode == 0
+    ids = dict(query(db, "SELECT url, id FROM url"))
+
+    def probes():
+        samples = scrape(url)
+        found = {dict(labels)["url_id"]: (dict(labels)["url"], value) for (name, labels), value in samples.items()
+                 if name == "probe_success"}
+        return (found, samples) if len(found) == 3 else None
+    found, samples = wait_until(probes, 20, "probe_success for three URLs")
+    assert set(found) == {str(i) for i in sorted(ids.values())[:3]}, "the first three URLs by id, no more"
+    assert found[str(ids[urls[0]])] == (urls[0], 1.0)
+    assert found[str(ids[urls[1]])] == (urls[1], 0.0)
+    redacted, _ = found[str(ids[urls[2]])]
+    assert "BB-SECRET" not in redacted and redacted.endswith("/ok/secret?***"), redacted
+    status = {dict(labels)["url_id"]: value for (name, labels), value in samples.items()
+              if name == "probe_http_status_code"}
+    assert status[str(ids[urls[1]])] == 503
+    assert "BB-SECRET" not in get(url)[1]
+
+
 def test_healthz_and_readyz_follow_the_children(sitewatch):
     """/readyz: every child running with a fresh heartbeat; a frozen consumer makes it 503 until replaced."""
     run = sitewatch("--consumers", "2")

@@ -15,3 +15,15 @@ SELECT 'unknown', count(*) FROM url;
 -- name: ping
 -- Readiness: the database answers.
 SELECT 1;
+
+-- name: last_results
+-- Blackbox-compatible per-URL metrics (metrics.per_url): the last result of the first
+-- %(limit)s URLs by id, one index probe on task_result (url_id, scheduled_at) per URL.
+SELECT u.id, u.url, r.ok, r.response_time_ms, r.status_code, r.cert_days_left,
+       extract(epoch FROM r.started_at)::float8
+FROM (SELECT id, url FROM url ORDER BY id LIMIT %(limit)s) u
+LEFT JOIN LATERAL (
+    SELECT ok, response_time_ms, status_code, cert_days_left, started_at FROM task_result
+    WHERE url_id = u.id ORDER BY scheduled_at DESC LIMIT 1
+) r ON true
+ORDER BY u.id;

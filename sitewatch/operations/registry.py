@@ -11,6 +11,7 @@ from collections import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
+from ..redact import redact_url
 from .metrics import (
     CODE_CLASSES,
     DURATION_BUCKETS,
@@ -55,8 +56,10 @@ class ClusterGauges:
     with max(), not sum().
     """
 
-    def __init__(self, connect, max_age: float = 5.0, on_error=None, clock=time.monotonic):
+    def __init__(self, connect, max_age: float = 5.0, on_error=None, clock=time.monotonic,
+                 per_url_limit: int | None = None):
         self._connect = connect       # () -> autocommit connection; raises when unreachable
+        self._per_url_limit = per_url_limit   # None: no per-URL metrics
         self._max_age = max_age
         self._on_error = on_error     # called once per failed refresh (counts db_errors)
         self._clock = clock
@@ -65,10 +68,11 @@ class ClusterGauges:
         self._at = None
         self.queue = None             # (waiting, leased), None until read once
         self.urls = None              # {state: count}
+        self.last_results = None      # [(id, url, ok, response_time_ms, status_code, cert_days_left, started)]
 
-    def _query(self, name: str):
+    def _query(self, name: str, params=None):
         with self._conn.cursor() as cur:
-            cur.execute(queries()[name])
+            cur.execute(queries()[name], params)
             return cur.fetchall()
 
     def refresh(self, force: bool = False) -> bool:
@@ -86,6 +90,8 @@ class ClusterGauges:
                 urls = {state: 0 for state in URL_STATES}
                 urls.update(dict(self._query("urls_by_state" if exists else "urls_total")))
                 self.urls = urls
+                if self._per_url_limit is not None:
+                    self.last_results = self._query("last_results", {"limit": self._per_url_limit})
                 self._at = now
                 return True
             except Exception:
@@ -231,6 +237,32 @@ class Metrics:
             for state, n in sorted(self.cluster.urls.items()):
                 urls.add_metric([state], n)
             yield urls
+        if self.cluster is not None and self.cluster.last_results is not None:
+            yield from _per_url_families(self.cluster.last_results)
+
+
+def _per_url_families(rows):
+    """blackbox_exporter's names, one series per URL (redacted, with its id: redacted URLs may
+    coincide), from each URL's last result. A URL not checked yet has no series."""
+    labels = ["url", "url_id"]
+    success = GaugeMetricFamily("probe_success", "Whether the URL's last check succeeded.", labels=labels)
+    duration = GaugeMetricFamily("probe_duration_seconds", "Response time of the last check (absent "
+                                 "when no complete response).", labels=labels)
+    status = GaugeMetricFamily("probe_http_status_code", "Final HTTP status of the last check (0: no "
+                               "response).", labels=labels)
+    expiry = GaugeMetricFamily("probe_ssl_earliest_cert_expiry", "Earliest certificate expiry, unix time, "
+                               "to the day (from cert_days_left at the last check).", labels=labels)
+    for url_id, url, ok, response_ms, code, cert_days, started in rows:
+        if ok is None:
+            continue
+        key = [redact_url(url), str(url_id)]
+        success.add_metric(key, 1 if ok else 0)
+        if response_ms is not None:
+            duration.add_metric(key, response_ms / 1000)
+        status.add_metric(key, code or 0)
+        if cert_days is not None:
+            expiry.add_metric(key, started + cert_days * 86400)
+    return success, duration, status, expiry
 
 
 def _int(value) -> int:

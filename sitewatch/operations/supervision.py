@@ -9,8 +9,9 @@ from .registry import ClusterGauges, Metrics
 
 
 class Operations:
-    def __init__(self, listen: str = "", heartbeat_timeout: float = 30.0):
+    def __init__(self, listen: str = "", heartbeat_timeout: float = 30.0, per_url_limit: int | None = None):
         self.metrics = Metrics()
+        self.per_url_limit = per_url_limit     # None: no blackbox-compatible per-URL metrics
         # A child is not ready once half its heartbeat timeout passed without a beat (the
         # supervisor kills it at the full timeout).
         self.health = Health(self._ping, stale_after=heartbeat_timeout / 2)
@@ -32,7 +33,8 @@ class Operations:
         if self.listener is None:
             return
         self.metrics.cluster = ClusterGauges(lambda: database.connect("metrics", autocommit=True),
-                                             on_error=lambda: self.metrics.db_error("supervisor"))
+                                             on_error=lambda: self.metrics.db_error("supervisor"),
+                                             per_url_limit=self.per_url_limit)
         self.listener.start()
 
     def describe(self) -> str | None:

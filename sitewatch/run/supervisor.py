@@ -385,7 +385,8 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
     logs.configure(cfg.log.level, cfg.log.format, role="supervisor")
     sentry.init(cfg.sentry.dsn, "supervisor", cfg.database.dsn)
     # The metrics port is taken before anything starts: in use, it is bad input (exit 2).
-    ops = Operations(cfg.metrics.listen, cfg.supervisor.heartbeat_timeout)
+    ops = Operations(cfg.metrics.listen, cfg.supervisor.heartbeat_timeout,
+                     cfg.metrics.per_url_limit if cfg.metrics.per_url else None)
     # Starting the embedded server and migrating can take a while: a signal arriving
     # meanwhile is recorded and handled by the main loop, so the server is still released.
     early_signals = []
