@@ -44,9 +44,11 @@ def one_run(args, metrics_on: bool) -> dict:
     if metrics_on:
         thread.start()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True)
     finally:
         stop.set()
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout)
     result = {"metrics": "on" if metrics_on else "off", "checks_per_s": report["checks_per_s"],
               "missed_slots": report["missed_slots"], "lag_p99_s": report["lag_s"]["p99"],

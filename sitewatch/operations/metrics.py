@@ -26,6 +26,7 @@ Keys a child may put in its stats dict (all optional, all deltas; unknown keys a
     "notifications": {(channel: str, result: str): n}           the notifier (alerts)
 """
 
+import bisect
 import functools
 from collections import Counter
 
@@ -52,14 +53,17 @@ def queries() -> dict[str, str]:
 
 
 def _bucket(bounds, value: float) -> int:
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
+    """Index of the first bucket whose upper bound is >= value (len(bounds): the +Inf bucket)."""
+    return bisect.bisect_left(bounds, value)
 
 
 class CheckCounts:
     """A consumer's counts since its last stats message (plain ints: no locks, no prometheus_client)."""
+
+    @classmethod
+    def create(cls, enabled: bool) -> "CheckCounts":
+        """Counts, or (metrics.listen empty: nobody would read them) a stand-in that counts nothing."""
+        return cls() if enabled else _NoCounts()
 
     def __init__(self):
         self._reset()
@@ -107,3 +111,14 @@ class CheckCounts:
                "lag": [*self.lag, round(self.lag_sum, 4)]}
         self._reset()
         return out
+
+
+class _NoCounts(CheckCounts):
+    def recorded(self, rows, refused_ids) -> None:
+        pass
+
+    def observe(self, duration, lag) -> None:
+        pass
+
+    def take(self) -> dict:
+        return {}

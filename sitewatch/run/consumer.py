@@ -84,7 +84,7 @@ class Consumer:
         self.clock_offset = datetime.timedelta(0)   # database clock minus ours
         self.stopping = False
         self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
-        self.counts = CheckCounts()  # for the supervisor's /metrics
+        self.counts = CheckCounts.create(enabled=bool(self.cfg.metrics.listen.strip()))  # for /metrics
         self._last_stats = time.monotonic()
 
     # --- connection --------------------------------------------------------
