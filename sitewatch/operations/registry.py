@@ -56,75 +56,71 @@ class ClusterGauges:
     with max(), not sum().
     """
 
-    def __init__(self, connect, max_age: float = 5.0, on_error=None, clock=time.monotonic,
-                 per_url_limit: int | None = None):
-        self._connect = connect       # () -> autocommit connection; raises when unreachable
+    def __init__(self, db, max_age: float = 5.0, clock=time.monotonic, per_url_limit: int | None = None):
+        self._db = db                 # a db.database.Reconnecting: backoff and quiet logs while down
         self._per_url_limit = per_url_limit   # None: no per-URL metrics
         self._max_age = max_age
-        self._on_error = on_error     # called once per failed refresh (counts db_errors)
         self._clock = clock
-        self._conn = None
         self._lock = threading.Lock()
         self._at = None
-        self.queue = None             # (waiting, leased), None until read once
+        self.queue = None             # (waiting, leased); None while unknown
         self.urls = None              # {state: count}
         self.last_results = None      # [(id, url, ok, response_time_ms, status_code, cert_days_left, started)]
 
-    def _query(self, name: str, params=None):
-        with self._conn.cursor() as cur:
-            cur.execute(queries()[name], params)
-            return cur.fetchall()
-
-    def refresh(self, force: bool = False) -> bool:
-        """Re-read when older than max_age (or forced); True when the database answered."""
+    def refresh(self) -> None:
+        """Re-read when older than max_age. Unreadable values are dropped, not served stale."""
         from ..db import store
         with self._lock:
             now = self._clock()
-            if not force and self._at is not None and now - self._at < self._max_age:
-                return True
+            if self._at is not None and now - self._at < self._max_age:
+                return
+            self._at = None
+            conn = self._db.get()
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                self.queue = tuple(store.queue_depth(self._conn))
-                exists = self._query("url_state_exists")[0][0]
+                if conn is None:
+                    raise ConnectionError("database unavailable")
+                queue = tuple(store.queue_depth(conn))
+                exists = _query(conn, "url_state_exists")[0][0]
                 urls = {state: 0 for state in URL_STATES}
-                urls.update(dict(self._query("urls_by_state" if exists else "urls_total")))
-                self.urls = urls
+                urls.update(dict(_query(conn, "urls_by_state" if exists else "urls_total")))
+                last = None
                 if self._per_url_limit is not None:
-                    self.last_results = self._query("last_results", {"limit": self._per_url_limit})
-                self._at = now
-                return True
-            except Exception:
-                self.close_connection()
-                self._at = None
-                if self._on_error is not None:
-                    self._on_error()
-                return False
+                    last = _query(conn, "last_results", {"limit": self._per_url_limit})
+            except Exception as e:
+                if conn is not None:
+                    self._db.broken(e)
+                self.queue = self.urls = self.last_results = None
+                return
+            self.queue, self.urls, self.last_results, self._at = queue, urls, last, now
 
     def ping(self) -> bool:
-        """Is the database reachable right now? (A fresh cached read counts; otherwise ask it.)"""
+        """Is the database reachable right now? (A read in the last second counts; otherwise ask it.)"""
         with self._lock:
             if self._at is not None and self._clock() - self._at < 1.0:
                 return True
+            conn = self._db.get()
+            if conn is None:
+                return False
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                with self._conn.cursor() as cur:
-                    cur.execute(queries()["ping"])
+                _query(conn, "ping")
                 return True
-            except Exception:
-                self.close_connection()
-                if self._on_error is not None:
-                    self._on_error()
+            except Exception as e:
+                self._db.broken(e)
                 return False
 
-    def close_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
+    def take_errors(self) -> int:
+        with self._lock:
+            return self._db.take_errors()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _query(conn, name: str, params=None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(queries()[name], params)
+        return cur.fetchall()
 
 
 class Metrics:
@@ -164,10 +160,6 @@ class Metrics:
             for (channel, result), n in _items(stats.get("notifications")):
                 self.notifications[(str(channel), str(result))] += n
 
-    def db_error(self, role: str) -> None:
-        with self._lock:
-            self.db_errors[role] += 1
-
     def child_restarted(self, role: str) -> None:
         with self._lock:
             self.restarts[role] += 1
@@ -177,6 +169,9 @@ class Metrics:
     def collect(self):
         if self.cluster is not None:
             self.cluster.refresh()
+            errors = self.cluster.take_errors()      # the metrics/readiness connection's own failures
+            with self._lock:
+                self.db_errors["supervisor"] += errors
         with self._lock:
             yield from self._families()
 

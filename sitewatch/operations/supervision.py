@@ -3,6 +3,8 @@ health checks and the HTTP listener that serves both (metrics.listen)."""
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from .. import logs
+from ..db.database import Reconnecting
 from .health import Health
 from .listener import Listener
 from .registry import ClusterGauges, Metrics
@@ -32,9 +34,8 @@ class Operations:
         """Serve, now that the database is known (its connection is opened on first use)."""
         if self.listener is None:
             return
-        self.metrics.cluster = ClusterGauges(lambda: database.connect("metrics", autocommit=True),
-                                             on_error=lambda: self.metrics.db_error("supervisor"),
-                                             per_url_limit=self.per_url_limit)
+        db = Reconnecting(database.dsn, database.timeout, "metrics", logs.get())
+        self.metrics.cluster = ClusterGauges(db, per_url_limit=self.per_url_limit)
         self.listener.start()
 
     def describe(self) -> str | None:
@@ -49,4 +50,4 @@ class Operations:
         if self.listener is not None:
             self.listener.close()
         if self.metrics.cluster is not None:
-            self.metrics.cluster.close_connection()
+            self.metrics.cluster.close()
