@@ -52,9 +52,11 @@ def queries() -> dict[str, str]:
     return store._load_queries("sitewatch.operations")
 
 
-def _bucket(bounds, value: float) -> int:
-    """Index of the first bucket whose upper bound is >= value (len(bounds): the +Inf bucket)."""
-    return bisect.bisect_left(bounds, value)
+@functools.cache
+def _result_columns() -> tuple[int, int, int, int]:
+    """Where task_id, ok, error_kind and status_code sit in a result row (store.RESULT_FIELDS)."""
+    from ..db.store import RESULT_FIELDS
+    return tuple(RESULT_FIELDS.index(f) for f in ("task_id", "ok", "error_kind", "status_code"))
 
 
 class CheckCounts:
@@ -69,7 +71,7 @@ class CheckCounts:
         self._reset()
 
     def _reset(self) -> None:
-        self.results = Counter()
+        self.results = {}            # (ok, error_kind) -> results
         self.codes = [0] * len(CODE_CLASSES)
         self.duration = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
@@ -80,33 +82,44 @@ class CheckCounts:
         """Result rows just written (store.RESULT_FIELDS tuples), minus those the lease fence refused.
 
         Counted when written, not when checked, so that the counters add up to the rows in
-        task_result.
+        task_result. (On the consumer's hot path: plain dict and list updates, kinds checked
+        once per message in take().)
         """
-        from ..db.store import RESULT_FIELDS
-        task_id, ok, kind, code = (RESULT_FIELDS.index(f) for f in ("task_id", "ok", "error_kind", "status_code"))
+        task_id, ok, kind, code = _result_columns()
         refused = set(refused_ids)
+        results, codes = self.results, self.codes
         for row in rows:
-            if row[task_id] not in refused:
-                self.result(row[ok], row[kind], row[code])
+            if refused and row[task_id] in refused:
+                continue
+            key = (row[ok], row[kind])
+            results[key] = results.get(key, 0) + 1
+            status = row[code]
+            if status is not None and 100 <= status <= 599:
+                codes[status // 100 - 1] += 1
 
     def result(self, ok: bool, error_kind: str | None, status_code: int | None) -> None:
-        kind = None if error_kind is None else error_kind if error_kind in ERROR_KINDS else "other"
-        self.results[(bool(ok), kind)] += 1
+        """One recorded result (what recorded() does per row)."""
+        key = (bool(ok), error_kind)
+        self.results[key] = self.results.get(key, 0) + 1
         if status_code is not None and 100 <= status_code <= 599:
             self.codes[status_code // 100 - 1] += 1
 
     def observe(self, duration: float | None, lag: float) -> None:
         """One finished check: how long it took and how late it started."""
         if duration is not None:
-            self.duration[_bucket(DURATION_BUCKETS, duration)] += 1
+            self.duration[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration
-        lag = max(0.0, lag)
-        self.lag[_bucket(LAG_BUCKETS, lag)] += 1
+        if lag < 0.0:
+            lag = 0.0
+        self.lag[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
         self.lag_sum += lag
 
     def take(self) -> dict:
         """The counts for one stats message; starts counting afresh."""
-        out = {"results": dict(self.results), "codes": self.codes,
+        results = Counter()
+        for (ok, kind), n in self.results.items():
+            results[(bool(ok), kind if kind is None or kind in ERROR_KINDS else "other")] += n
+        out = {"results": dict(results), "codes": self.codes,
                "duration": [*self.duration, round(self.duration_sum, 4)],
                "lag": [*self.lag, round(self.lag_sum, 4)]}
         self._reset()
