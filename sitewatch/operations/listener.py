@@ -8,8 +8,10 @@ cheap, and serving them on their own threads keeps the supervisor's main loop
 import errno
 import http.server
 import socket
+import sys
 import threading
 
+from .. import logs
 from ..errors import BadInput
 
 
@@ -41,6 +43,11 @@ def check_listen(text: str) -> str | None:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True   # a restart may rebind while old connections sit in TIME_WAIT
+
+    def handle_error(self, request, client_address):
+        # socketserver would print a traceback to stderr (a scraper hanging up mid-reply):
+        # one debug line instead, in the log's format.
+        logs.get().debug("metrics listener: request failed", error=repr(sys.exc_info()[1]))
 
 
 class Listener:
