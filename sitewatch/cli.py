@@ -45,7 +45,8 @@ def build_parser() -> ArgumentParser:
                               description="Start one producer and N consumer processes, supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
-                                          "children.")
+                                          "children. Serves /metrics, /healthz and /readyz on "
+                                          "metrics.listen (default 127.0.0.1:9464; empty = off).")
     run.add_argument("--consumers", type=int, metavar="N",
                      help="consumer processes (default: consumer.processes, unset = number of CPUs)")
     run.add_argument("--concurrency", type=int, metavar="N",
