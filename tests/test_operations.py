@@ -98,7 +98,10 @@ def test_fold_adds_deltas_and_ignores_malformed_parts():
     metrics.fold("consumer-1", message)
     metrics.fold("consumer-2", {"results": "garbage", "codes": [1], "duration": [1, 2], "lag": None,
                                 "db_errors": -5, "notifications": {("slack", "sent"): 3, "bad": 1}})
-    assert metrics.results == {(False, "timeout"): 2, (True, None): 2, (False, "other"): 2}
+    metrics.fold("consumer-2", {"results": {(True, 5): 1, (False, None): "1"}, "codes": ["a"] * 5,
+                                "duration": ["x"] * (len(metrics.duration.counts) + 1),
+                                "lag": [None] * (len(metrics.lag.counts) + 1), "refused": 1.5})
+    assert metrics.results == {(False, "timeout"): 2, (True, None): 2, (False, "other"): 2, (True, "other"): 1}
     assert dict(zip(CODE_CLASSES, metrics.codes, strict=True)) == {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0,
                                                                     "5xx": 2}
     assert sum(metrics.duration.counts) == 2 and sum(metrics.lag.counts) == 2

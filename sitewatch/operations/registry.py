@@ -33,8 +33,10 @@ class _Histogram:
         self.sum = 0.0
 
     def add(self, delta) -> None:
-        if not isinstance(delta, (list, tuple)) or len(delta) != len(self.counts) + 1:
-            return   # from a child built with other buckets (mid-upgrade): ignore, never crash
+        if not (isinstance(delta, (list, tuple)) and len(delta) == len(self.counts) + 1
+                and all(_int(n) == n for n in delta[:-1]) and isinstance(delta[-1], (int, float))
+                and not isinstance(delta[-1], bool)):
+            return   # from a child built with other buckets (mid-upgrade), or garbage: never crash
         for i, n in enumerate(delta[:-1]):
             self.counts[i] += n
         self.sum += delta[-1]
@@ -145,9 +147,9 @@ class Metrics:
         """Add one child's stats message (deltas) to the totals. Malformed parts are ignored."""
         with self._lock:
             for (ok, kind), n in _items(stats.get("results")):
-                self.results[(bool(ok), kind if kind in ERROR_KINDS or kind is None else "other")] += n
+                self.results[(bool(ok), kind if kind is None or kind in ERROR_KINDS else "other")] += n
             codes = stats.get("codes")
-            if isinstance(codes, list) and len(codes) == len(self.codes):
+            if isinstance(codes, list) and len(codes) == len(self.codes) and all(_int(n) == n for n in codes):
                 self.codes = [a + b for a, b in zip(self.codes, codes, strict=True)]
             if "duration" in stats:
                 self.duration.add(stats["duration"])
@@ -261,6 +263,7 @@ def _per_url_families(rows):
 
 
 def _int(value) -> int:
+    """A count from a child: a non-negative int, anything else counts as 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
