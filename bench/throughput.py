@@ -61,6 +61,7 @@ def base_env(args, data_dir, dsn) -> dict:
         env["DB_DSN"] = dsn
     else:
         env["SITEWATCH_DATABASE__DATA_DIR"] = data_dir
+    env.update(dict(setting.split("=", 1) for setting in args.set))
     return env
 
 
@@ -213,6 +214,8 @@ def main() -> int:
     parser.add_argument("--latency-mix", action="store_true",
                         help="answering URLs answer after 0.1-3 s (see above), not at once")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                        help="extra environment for sitewatch, e.g. SITEWATCH_METRICS__LISTEN= (repeatable)")
     args = parser.parse_args()
 
     def say(*a):

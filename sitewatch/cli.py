@@ -34,8 +34,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--version", action="version", version=f"sitewatch {__version__}")
     p.add_argument("--config", metavar="PATH", help="YAML configuration file (default: $SITEWATCH_CONFIG, "
                    "else ./sitewatch.yaml when present, else built-in defaults)")
-    p.add_argument("--log-format", choices=["console", "json"],
-                   help="log format (default: log.format = auto: console on a terminal, JSON otherwise)")
+    p.add_argument("--log-format", choices=["console", "json", "ecs"],
+                   help="log format: ecs is Elastic Common Schema JSON (default: log.format = auto: console "
+                        "on a terminal, JSON otherwise)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
@@ -45,7 +46,8 @@ def build_parser() -> ArgumentParser:
                                           "retention) and N consumer processes, supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
-                                          "children.")
+                                          "children. Serves /metrics, /healthz and /readyz on "
+                                          "metrics.listen (default 127.0.0.1:9464; empty = off).")
     run.add_argument("--consumers", type=int, metavar="N",
                      help="consumer processes (default: consumer.processes, unset = number of CPUs)")
     run.add_argument("--concurrency", type=int, metavar="N",
@@ -183,6 +185,9 @@ def main(argv=None, env=None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a bug: say so in one line, traceback only when asked
+        from .operations import sentry
+        sentry.capture_current()   # `run` with sentry.dsn: the bug is reported (scrubbed)
+        sentry.flush()
         if debug:
             print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         print(f"sitewatch: internal error: {type(e).__name__}: {' '.join(redact_text(str(e)).split())}"

@@ -26,6 +26,7 @@ ENV_ALIASES = {
     "MIN_PERIOD": ("check", "min_period"),
     "MAX_PERIOD": ("check", "max_period"),
     "HTTP_REQUEST_TIMEOUT": ("check", "timeout"),
+    "SENTRY_DSN": ("sentry", "dsn"),     # the Sentry SDK's own variable
 }
 
 
@@ -74,6 +75,11 @@ def _status_codes(value):
     except BadInput:
         return "must be status codes or ranges within 100-599, e.g. 200-299,301"
     return None
+
+
+def _listen_address(value):
+    from .operations.listener import check_listen  # the same parser the listener binds with
+    return check_listen(value)
 
 
 def _one_of(*choices):
@@ -141,10 +147,22 @@ SETTINGS = [
             check=lambda v: None if v >= 3 else "must be at least 3"),
     Setting("history", "interval", float, 60.0, "Seconds between runs of the maintenance job (partitions, "
             "rollups, retention) under `sitewatch run`.", check=_positive),
+    Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
+            "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
+            "Empty: off.", check=_listen_address),
+    Setting("metrics", "per_url", bool, False, "Also serve blackbox_exporter-compatible per-URL metrics "
+            "(probe_success, probe_duration_seconds, probe_http_status_code, "
+            "probe_ssl_earliest_cert_expiry, labelled with the redacted URL) from each URL's last result."),
+    Setting("metrics", "per_url_limit", int, 1000, "At most this many URLs (the first by id) get per-URL "
+            "metrics: every one is a series per metric.", check=_positive),
+
+    Setting("sentry", "dsn", str, None, "Sentry DSN: report unhandled exceptions and error log events "
+            "from every process (secrets scrubbed). Unset: off, and the SDK is not even imported.",
+            optional=True, secret=True),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
-    Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",
-            check=_one_of("auto", "console", "json")),
+    Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "
+            "auto (console on a terminal, JSON otherwise).", check=_one_of("auto", "console", "json", "ecs")),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

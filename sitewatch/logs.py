@@ -1,4 +1,4 @@
-"""structlog setup: console lines on a terminal, JSON lines otherwise.
+"""structlog setup: console lines on a terminal, JSON lines otherwise, or ECS JSON (ELK).
 
 Every line carries the process role (supervisor, producer, consumer-N, cli)
 and pid, so lines from many processes can be told apart.
@@ -11,11 +11,27 @@ import sys
 import structlog
 
 _role = "cli"
+_error_sink = None     # operations/sentry.py: error-level events are reported there too
+
+
+def set_error_sink(sink) -> None:
+    """Also hand every error-level event (a dict, exc_info still unformatted) to `sink`."""
+    global _error_sink
+    _error_sink = sink
 
 
 def _add_process(_, __, event_dict):
     event_dict.setdefault("role", _role)
     event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
+def _forward_errors(_, method, event_dict):
+    if _error_sink is not None and method in ("error", "critical", "exception"):
+        try:
+            _error_sink(event_dict)
+        except Exception:
+            pass   # reporting an error must never raise from a log call
     return event_dict
 
 
@@ -26,15 +42,21 @@ def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    renderer = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
-                else structlog.processors.JSONRenderer())
+    if fmt == "ecs":
+        from .operations import ecs
+        renderers = [ecs.fields, ecs.renderer()]
+    elif fmt == "console":
+        renderers = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    else:
+        renderers = [structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_process,
+            _forward_errors,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # One write per line (print() writes the newline separately): with PYTHONUNBUFFERED, as

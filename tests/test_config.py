@@ -39,6 +39,10 @@ def sample(setting):
         return "debug", "debug"
     if setting.name == "log.format":
         return "json", "json"
+    if setting.name == "metrics.listen":
+        return "[::1]:9100", "[::1]:9100"
+    if setting.name == "sentry.dsn":
+        return "https://key@sentry.example/1", "https://key@sentry.example/1"
     if setting.kind is bool:
         return "false", False
     if setting.kind is int:

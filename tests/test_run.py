@@ -39,6 +39,9 @@ BASE_ENV = {
     "SITEWATCH_CONSUMER__POLL_INTERVAL": 0.5,
     "SITEWATCH_CONSUMER__PROCESSES": 1,
     "SITEWATCH_CONSUMER__CONCURRENCY": 10,
+    # Port 0: each run's /metrics on a port of its own (the log line "sitewatch running" says
+    # which), so runs side by side never collide on the default 9464.
+    "SITEWATCH_METRICS__LISTEN": "127.0.0.1:0",
 }
 START_TIMEOUT = 20      # seconds for `sitewatch run` to have its children up
 ONE_SECOND = datetime.timedelta(seconds=1)

@@ -125,6 +125,7 @@ class Reconnecting:
         self._retry_at = 0.0
         self._down_since = None
         self._last_log = 0.0
+        self.errors = 0          # failures since the last take_errors() (sitewatch_db_errors_total)
 
     def get(self):
         """The open connection, or None while the database is unavailable (retry later)."""
@@ -160,7 +161,13 @@ class Reconnecting:
         self.close()
         self._failed(error)
 
+    def take_errors(self) -> int:
+        """Connection failures since the last call, for the stats message."""
+        errors, self.errors = self.errors, 0
+        return errors
+
     def _failed(self, error: BaseException) -> None:
+        self.errors += 1
         now = self._clock()
         self._delay = min(self.backoff_max, max(0.5, self._delay * 2))
         self._retry_at = now + self._delay

@@ -17,6 +17,7 @@ import time
 
 from .. import logs
 from ..errors import SchemaTooNew
+from ..operations import sentry
 
 # Exit codes a child uses to talk to the supervisor.
 EXIT_STOPPED = 0          # asked to stop, stopped
@@ -147,6 +148,7 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
     except ImportError:
         pass
     logs.configure(cfg.log.level, cfg.log.format, role=role)
+    sentry.init(cfg.sentry.dsn, role, dsn)   # every role reports (when configured), flushed below
     ctx = ChildContext(role, cfg, dsn, heartbeat, stats_conn, parent_pid)
     ctx.install_signals()
     ctx.heartbeat()
@@ -171,4 +173,6 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
     except Exception:
         log.exception("crashed")
         sys.exit(1)
+    finally:
+        sentry.flush()
     sys.exit(EXIT_STOPPED)

@@ -26,6 +26,7 @@ from .. import __version__, logs
 from ..check import probe
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition
+from ..operations.metrics import CheckCounts
 from .child import STATS_INTERVAL
 
 WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
@@ -207,7 +208,7 @@ class Consumer:
         self.in_flight = {}          # (task id, attempt) -> task row: claimed, not yet finished
         self.started = {}            # (task id, attempt) -> monotonic start, for stuck detection
         self.next_stuck_check = 0.0
-        self.finished = deque()      # (task, outcome) from worker threads; deque appends are atomic
+        self.finished = deque()      # (task, outcome, seconds) from worker threads; deque appends are atomic
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
         self.to_release = []         # (task id, attempt) to hand back after a monitor failure
@@ -219,6 +220,7 @@ class Consumer:
         self.stopping = False
         self.stop_deadline = None
         self.stats = self._new_stats()
+        self.counts = CheckCounts.create(enabled=bool(self.cfg.metrics.listen.strip()))  # for /metrics
         self._last_stats = time.monotonic()
 
     @staticmethod
@@ -381,7 +383,7 @@ class Consumer:
                 target = probe.target_for(task, self.cfg.check.max_body_bytes)
             except Exception as e:   # a stored value this version cannot read (a newer version wrote it)
                 self.in_flight[key] = task
-                self.finished.append((task, self._unreadable(task, e)))
+                self.finished.append((task, self._unreadable(task, e), 0.0))
                 continue
             self.in_flight[key] = task
             self.threads.submit(task, target)
@@ -409,9 +411,9 @@ class Consumer:
 
     def _check(self, task, target) -> None:
         """Runs in a worker thread."""
-        self.started[(task["id"], task["attempts"])] = time.monotonic()
+        self.started[(task["id"], task["attempts"])] = t0 = time.monotonic()
         outcome = probe.check(target)
-        self.finished.append((task, outcome))
+        self.finished.append((task, outcome, time.monotonic() - t0))
         # Wake the main loop once per handful of finished checks, not per check: it only
         # needs to act when there is room for a worthwhile claim; otherwise its flush
         # timer collects results (see wait()).
@@ -421,7 +423,7 @@ class Consumer:
     def collect_finished(self) -> None:
         monitor_failures = 0
         while self.finished:
-            task, outcome = self.finished.popleft()
+            task, outcome, duration = self.finished.popleft()
             key = (task["id"], task["attempts"])
             self.started.pop(key, None)
             if self.in_flight.pop(key, None) is None:
@@ -442,7 +444,9 @@ class Consumer:
                 outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
-            self._sample_lag((started_at - task["scheduled_at"]).total_seconds())
+            lag = (started_at - task["scheduled_at"]).total_seconds()
+            self._sample_lag(lag)
+            self.counts.observe(duration, lag)
         if monitor_failures:
             self.stats["monitor_failures"] += monitor_failures
             self.limit.back_off(len(self.in_flight))
@@ -478,6 +482,7 @@ class Consumer:
                 return
             batch = self.pending[:self.cfg.consumer.write_batch]
             refused = store.complete_tasks(conn, batch)
+            self.counts.recorded(batch, refused)
             # Only drop what is written: a failure above keeps the batch for the next attempt.
             del self.pending[:len(batch)]
             self.pending_since = time.monotonic()
@@ -548,5 +553,5 @@ class Consumer:
         self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
                           ceiling=self.limit.ceiling,
                           at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
-        self.ctx.send_stats(self.stats)
+        self.ctx.send_stats({**self.stats, **self.counts.take(), "db_errors": self.db.take_errors()})
         self.stats = self._new_stats()

@@ -76,5 +76,6 @@ class Producer:
             self.log.info("slots skipped", skipped=self.skipped, interval_s=STATS_INTERVAL,
                           reason="site still being checked, or a period or more behind")
         self.ctx.send_stats({"enqueued": self.enqueued, "skipped": self.skipped,
-                             "queue_waiting": waiting, "queue_leased": leased})
+                             "queue_waiting": waiting, "queue_leased": leased,
+                             "db_errors": self.db.take_errors()})
         self.enqueued = self.skipped = 0

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from .. import config, logs
 from ..db import schema
 from ..db.database import Database
+from ..operations import sentry
+from ..operations.supervision import Operations
 from . import child
 
 START_METHOD = "spawn"
@@ -72,6 +74,7 @@ class Supervisor:
         self.stop_deadline = None
         self.fatal = None
         self.summary = _Summary()
+        self.ops = Operations()          # run() gives it the configured listener
         self.next_summary = time.monotonic() + cfg.supervisor.summary_interval
 
     # --- signals: handlers only record ----------------------------------------
@@ -125,6 +128,8 @@ class Supervisor:
             return
         if new.database.dsn != self.cfg.database.dsn or new.database.data_dir != self.cfg.database.data_dir:
             self.log.warning("SIGHUP: database settings changed; they take effect on the next start")
+        if new.metrics.listen != self.cfg.metrics.listen:
+            self.log.warning("SIGHUP: metrics.listen changed; it takes effect on the next start")
         self.cfg = new
         self.log.info("SIGHUP: configuration reloaded, restarting children", config=new.path)
         logs.configure(new.log.level, new.log.format, role="supervisor")   # children start with it
@@ -219,6 +224,7 @@ class Supervisor:
                 slot.failures = 0
             delay = min(self.cfg.supervisor.restart_backoff_max, BACKOFF_START * 2 ** slot.failures)
             slot.failures += 1
+            self.ops.metrics.child_restarted(slot.role)
             slot.restart_at = now + delay
             self.log.warning("child died, restarting", role=slot.role, exit_code=code,
                              restart_in_s=delay, consecutive_failures=slot.failures)
@@ -240,6 +246,12 @@ class Supervisor:
                     self.log.error("child silent, killing it", role=slot.role, silent_s=round(silent, 1))
                     slot.process.kill()
 
+    def health_snapshot(self) -> list[tuple]:
+        """(role, state, seconds since its last heartbeat) per slot, for /readyz."""
+        now = time.monotonic()
+        return [(slot.role, slot.state if slot.process is None or slot.process.is_alive() else "EXITED",
+                 None if slot.heartbeat is None else now - slot.heartbeat.value) for slot in self.slots]
+
     # --- stats ---------------------------------------------------------------------
 
     def drain_stats(self) -> None:
@@ -253,6 +265,7 @@ class Supervisor:
             while stats is not None and stats.poll():
                 role, counters = pickle.loads(stats.recv_bytes())
                 self.summary.add(role, counters)
+                self.ops.metrics.fold(role, counters)
         except (EOFError, OSError):
             pass   # the child is gone; reap() closes the pipe
 
@@ -291,6 +304,7 @@ class Supervisor:
                 self.start_due()
                 self.check_heartbeats()
                 self.maybe_log_summary()
+            self.ops.health.update(self.health_snapshot(), self.stopping)
             self.wait()
         self.drain_stats()
         self.log.info("stopped", **self.summary.take())
@@ -436,13 +450,21 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
         pass
     log = logs.get()
     logs.configure(cfg.log.level, cfg.log.format, role="supervisor")
+    sentry.init(cfg.sentry.dsn, "supervisor", cfg.database.dsn)
+    fit_open_files(cfg, log)    # before anything is started: a ceiling that cannot fit is bad input
+    # The metrics port is taken before anything starts: in use, it is bad input (exit 2).
+    ops = Operations(cfg.metrics.listen, cfg.supervisor.heartbeat_timeout,
+                     cfg.metrics.per_url_limit if cfg.metrics.per_url else None)
     # Starting the embedded server and migrating can take a while: a signal arriving
     # meanwhile is recorded and handled by the main loop, so the server is still released.
     early_signals = []
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: early_signals.append(signum))
-    fit_open_files(cfg, log)    # before anything is started: a ceiling that cannot fit is bad input
-    database = Database.open(cfg)
+    try:
+        database = Database.open(cfg)
+    except BaseException:
+        ops.close()
+        raise
     try:
         conn = database.connect("supervisor")
         try:
@@ -452,13 +474,17 @@ def run(cfg, config_path=None, env=None, cli_flags=None) -> int:
         sup = Supervisor(cfg, config_path, env or {}, database)
         sup.cli_flags = cli_flags or {}   # SIGHUP reloads with the same flags
         sup.signals = early_signals       # the same list: nothing recorded in between is lost
+        sup.ops = ops
+        ops.start(database)
         log.info("sitewatch running", database=database.describe(), schema_migrations_applied=applied,
                  producer=1, consumers=sup.consumer_count(), concurrency=cfg.consumer.concurrency,
-                 start_method=START_METHOD, pid=os.getpid())
+                 start_method=START_METHOD, pid=os.getpid(), metrics=ops.describe())
         code = sup.run()
         if sup.fatal:
             from ..errors import Failure
             raise Failure(sup.fatal)
         return code
     finally:
+        ops.close()
         database.close()
+        sentry.flush()
