@@ -162,6 +162,13 @@ class Metrics:
             for (channel, result), n in _items(stats.get("notifications")):
                 self.notifications[(str(channel), str(result))] += n
 
+    def child_known(self, role: str) -> None:
+        """Per-role series exist from the child's start, at 0: a series that appears only with
+        the first error would be missed by rate() and alerting on absent series."""
+        with self._lock:
+            self.db_errors[role] += 0
+            self.restarts[role] += 0
+
     def child_restarted(self, role: str) -> None:
         with self._lock:
             self.restarts[role] += 1

@@ -103,7 +103,11 @@ class ChildContext:
 
     def send_stats(self, stats: dict) -> None:
         data = pickle.dumps((self.role, stats))
-        if self._stats_conn is None or len(data) > MAX_STATS_BYTES:
+        if self._stats_conn is None:
+            return
+        if len(data) > MAX_STATS_BYTES:     # a bug, not a condition: say so instead of losing counts
+            logs.get().error("stats message too large for one pipe write; dropped",
+                             size=len(data), limit=MAX_STATS_BYTES, keys=sorted(stats))
             return
         try:
             self._stats_conn.send_bytes(data)

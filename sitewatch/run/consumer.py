@@ -553,5 +553,8 @@ class Consumer:
         self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
                           ceiling=self.limit.ceiling,
                           at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
-        self.ctx.send_stats({**self.stats, **self.counts.take(), "db_errors": self.db.take_errors()})
+        # Two messages: each must fit one atomic pipe write, and the lag sample plus the metrics'
+        # histograms together do not.
+        self.ctx.send_stats(self.stats)
+        self.ctx.send_stats({**self.counts.take(), "db_errors": self.db.take_errors()})
         self.stats = self._new_stats()

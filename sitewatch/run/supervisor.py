@@ -166,6 +166,7 @@ class Supervisor:
         return self.cfg.consumer.processes or usable_cpus()
 
     def spawn(self, slot: ChildSlot) -> None:
+        self.ops.metrics.child_known(slot.role)
         slot.heartbeat = self.mp.Value("d", time.monotonic(), lock=False)
         # One stats pipe per child, not a shared multiprocessing.Queue: a queue's writers share
         # a lock, and a child killed (-9, or stopped and then killed by the heartbeat check)
@@ -350,7 +351,7 @@ class _Summary:
             self.enqueued += stats["enqueued"]
             self.skipped += stats["skipped"]
             self.queue = (stats["queue_waiting"], stats["queue_leased"])
-        else:
+        elif role.startswith("consumer") and "checks" in stats:    # not its metrics-only messages
             self.checks += stats["checks"]
             self.ok += stats["ok"]
             self.failed += stats["failed"]
