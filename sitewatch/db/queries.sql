@@ -150,6 +150,16 @@ WITH result AS (
            r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
     FROM result r JOIN finished f ON f.id = r.task_id
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by
+), alerted AS (
+    -- Alerts (0002_alerts.sql): url_state, incidents and the outbox move in this transaction,
+    -- fed by the rows actually recorded.
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
+                                                            cert_days_left, checked_by)::alert_result)
+                                       FROM recorded),
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[])
+    ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r LEFT JOIN finished f ON f.id = r.task_id WHERE f.id IS NULL;
 

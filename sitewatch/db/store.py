@@ -16,8 +16,9 @@ from ..urlspec import UrlEntry
 LISTEN_CHANNEL = "sitewatch_task"
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files("sitewatch.db").joinpath("queries.sql").read_text(encoding="utf-8")
+def load_queries(package: str = "sitewatch.db") -> dict[str, str]:
+    """The `-- name:` blocks of PACKAGE/queries.sql (also used by sitewatch.alerts)."""
+    text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     queries, name, lines = {}, None, []
     for line in text.splitlines():
         if line.startswith("-- name: "):
@@ -31,7 +32,7 @@ def _load_queries() -> dict[str, str]:
     return {k: v.rstrip(";") for k, v in queries.items()}
 
 
-QUERIES = _load_queries()
+QUERIES = load_queries()
 
 
 # --- URLs (the CLI) ---------------------------------------------------------
@@ -106,15 +107,22 @@ RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms"
                  "regex_matched", "ok", "error_kind", "error", "cert_days_left")
 
 
-def complete_tasks(conn, rows: list[tuple]) -> list[int]:
+# Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
+# and the default channels' names); see sitewatch/alerts/settings.py alert_defaults().
+NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": []}
+
+
+def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) -> list[int]:
     """Record results (tuples in RESULT_FIELDS order); returns ids refused by the lease fence.
 
     The batch travels as one array per column (psycopg2 adapts lists in C), which costs
-    far less Python time than one VALUES tuple per row.
+    far less Python time than one VALUES tuple per row. The same statement moves the alert
+    state (url_state, incidents, outbox) with `alert_defaults` for URLs without overrides.
     """
     if not rows:
         return []
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
+    columns.update(alert_defaults or NO_ALERT_CHANNELS)
     with conn.cursor() as cur:
         cur.execute(QUERIES["complete_tasks"], columns)
         return [task_id for (task_id,) in cur.fetchall()]

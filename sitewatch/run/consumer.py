@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from .. import logs
+from ..alerts.settings import alert_defaults
 from ..check import probe
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error
@@ -84,6 +85,7 @@ class Consumer:
         self.stopping = False
         self.stats = {"checks": 0, "ok": 0, "failed": 0, "refused": 0, "lags": []}
         self._last_stats = time.monotonic()
+        self.alert_defaults = alert_defaults(self.cfg)   # thresholds and channels for URLs without overrides
 
     # --- connection --------------------------------------------------------
 
@@ -232,7 +234,7 @@ class Consumer:
             if not (full or due or self.stopping):
                 return
             batch = self.pending[:self.cfg.consumer.write_batch]
-            refused = store.complete_tasks(conn, batch)
+            refused = store.complete_tasks(conn, batch, self.alert_defaults)
             # Only drop what is written: a failure above keeps the batch for the next attempt.
             del self.pending[:len(batch)]
             self.pending_since = time.monotonic()
