@@ -148,7 +148,9 @@ BEGIN
         RETURN;
     END IF;
     SELECT max(n) INTO rounds FROM (SELECT count(*) AS n FROM unnest(results) r GROUP BY r.url_id) AS per_url;
-    offline := ARRAY(SELECT host FROM alert_host WHERE NOT connectivity_ok);
+    -- a verdict older than five minutes is not trusted (that host's notifier is gone)
+    offline := ARRAY(SELECT host FROM alert_host WHERE NOT connectivity_ok
+                                                   AND checked_at > now() - interval '5 minutes');
     silenced := ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now());
     PERFORM 1 FROM url_state s WHERE s.url_id = ANY (ARRAY(SELECT r.url_id FROM unnest(results) r))
         ORDER BY s.url_id FOR UPDATE;
