@@ -210,7 +210,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
     """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
     shown = repr(raw)
     if setting.secret:   # redact_dsn only understands a DSN string: of anything else, show only its type
-        shown = redact_dsn(raw) if isinstance(raw, str) and setting.kind is str else f"a {type(raw).__name__}"
+        shown = (redact_dsn(raw) if isinstance(raw, str) and setting.kind is str
+                 else "a value not shown (it holds secrets)" if setting.kind is dict else f"a {type(raw).__name__}")
 
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{setting.name}: {why}, got {shown} (from {source})")

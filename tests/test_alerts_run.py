@@ -13,7 +13,9 @@ import time
 import pytest
 
 from tests.alert_receivers import Site, SmtpReceiver, WebhookReceiver
-from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401 - sitewatch is a fixture
+
+# `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
+from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401
 
 KEY = re.compile(r"\[sitewatch (\w+) (\S+)\]")
 
@@ -76,7 +78,7 @@ def outbox_states(db) -> list[tuple]:
 
 
 def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
-        sitewatch, cli, db, site, hook, chat, smtp):
+        sitewatch, cli, db, site, hook, chat, smtp):  # noqa: F811
     channels = {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok"),
                 "mail": smtp.apprise_url()}
     site.script("/a", [503, 503, 200, 503, 503, 503, 200, 200])
@@ -104,7 +106,7 @@ def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
 # --- 3. kill -9 of every process during an outage, then a restart
 
 
-def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(sitewatch, cli, db, site, hook):
+def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(sitewatch, cli, db, site, hook):  # noqa: F811
     site.status = 503
     env = alert_env({"hook": hook.apprise_url("json")})
     run = sitewatch(env=env)
@@ -126,7 +128,7 @@ def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(sitew
 # --- 4. the notifier killed between claiming and sending, and between sending and marking
 
 
-def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(sitewatch, cli, db, site, hook):
+def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(sitewatch, cli, db, site, hook):  # noqa: F811
     site.status = 503
     run = sitewatch(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__SEND_TIMEOUT=4))
     run.wait_started()

@@ -4,9 +4,10 @@
 -- name: add_url
 -- Register one URL, first slot due now (a URL added by hand is checked within seconds).
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                 next_check_at)
+                 next_check_at, failure_threshold, success_threshold, notify)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
-        %(max_redirects)s, %(verify_tls)s, now())
+        %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
+        %(notify)s::text[])
 ON CONFLICT (url) DO NOTHING
 RETURNING id;
 
@@ -15,14 +16,18 @@ RETURNING id;
 -- slot spread at random across their period, so 10,000 URLs with one period do not fire in
 -- the same second; an existing URL keeps its slot phase unless its period changes.
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
-                      verify_tls, next_check_at)
+                      verify_tls, next_check_at, failure_threshold, success_threshold, notify)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
-       v.verify_tls, now() + random() * make_interval(secs => v.period)
-FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls)
+       v.verify_tls, now() + random() * make_interval(secs => v.period), v.failure_threshold,
+       v.success_threshold, v.notify
+FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
+                       failure_threshold, success_threshold, notify)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
     method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
     max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
+    failure_threshold = EXCLUDED.failure_threshold, success_threshold = EXCLUDED.success_threshold,
+    notify = EXCLUDED.notify,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;

@@ -48,7 +48,8 @@ def add_url(conn, entry: UrlEntry) -> None:
 def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     """Upsert entries in one transaction; returns (inserted, updated)."""
     template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
-                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean)")
+                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
+                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[])")
     with conn, conn.cursor() as cur:
         rows = psycopg2.extras.execute_values(cur, QUERIES["import_urls"], [e.as_row() for e in entries],
                                               template=template, page_size=1000, fetch=True)
