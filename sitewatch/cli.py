@@ -83,7 +83,8 @@ def build_parser() -> ArgumentParser:
                                   description="Upsert URLs from FILE (or - for stdin): a YAML list of "
                                               "entries with keys url, period, regex, timeout, method, "
                                               "expected-status, max-redirects, verify-tls, failure-threshold, "
-                                              "success-threshold, notify (missing keys take the defaults), or one URL per line. Every entry is "
+                                              "success-threshold, notify (missing keys take the defaults), "
+                                              "or one URL per line. Every entry is "
                                               "validated before anything is written. First checks are "
                                               "spread across each URL's period.")
     imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
