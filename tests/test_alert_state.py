@@ -203,3 +203,50 @@ def test_writers_racing_on_the_same_urls_never_deadlock_and_open_one_incident_ea
     # Both send slots 0-5: a slot already applied, or older than the last applied, counts once at most.
     low, high = q(conn, "SELECT min(failed_checks), max(failed_checks) FROM incident")[0]
     assert 3 <= low and high <= 6
+
+
+def test_a_certificate_seen_by_three_hosts_is_announced_once(dsn, conn):
+    url = add_url(conn, "https://c.example/")
+    others = [connect(dsn) for _ in range(2)]
+    try:
+        for i in range(9):      # three hosts take turns checking, each sees 13 days left
+            host = i % 3
+            writer = conn if host == 0 else others[host - 1]
+            feed(writer, url, [True], start=i, owner=f"host{host}:consumer-1:{host}", cert=13)
+    finally:
+        for c in others:
+            c.close()
+    assert [(k, c) for k, c, _ in outbox(conn)] == [("cert_expiring", "ops"), ("cert_expiring", "mail")]
+
+
+def test_reminders_every_repeat_interval_while_down_not_when_silenced(conn):
+    from sitewatch.alerts import store as alerts_store
+    url = add_url(conn)
+    feed(conn, url, [False] * 3)
+    assert alerts_store.queue_reminders(conn, 60, ["ops"]) == 0, "not due yet"
+    q(conn, "UPDATE incident SET last_notice_at = now() - interval '61 seconds'")
+    assert alerts_store.queue_reminders(conn, 60, ["ops"]) == 1
+    assert alerts_store.queue_reminders(conn, 60, ["ops"]) == 0, "the next one is an interval later"
+    (incident_id,) = q(conn, "SELECT id FROM incident")[0]
+    assert outbox(conn)[-1] == ("reminder", "ops", f"incident:{incident_id}:reminder:1")
+    q(conn, "INSERT INTO silence (pattern, like_pattern, ends_at) VALUES ('x', '%%', now() + interval '1h')")
+    q(conn, "UPDATE incident SET last_notice_at = now() - interval '61 seconds'")
+    assert alerts_store.queue_reminders(conn, 60, ["ops"]) == 0
+
+
+def test_when_a_silence_ends_only_a_state_that_differs_from_the_last_notice_is_sent(conn):
+    from sitewatch.alerts import store as alerts_store
+    blip, long, quiet = (add_url(conn, f"http://{n}.example/") for n in ("blip", "long", "quiet"))
+    q(conn, "INSERT INTO silence (pattern, like_pattern, ends_at) VALUES ('x', 'http://%%', now() + interval '1h')")
+    feed(conn, blip, [False] * 3 + [True] * 2)     # down and up inside
+    feed(conn, long, [False] * 3)                  # down inside, still down
+    feed(conn, quiet, [True] * 3)                  # up all along
+    assert outbox(conn) == []
+    assert alerts_store.settle_silences(conn, ["ops"]) == 0, "still in force"
+    q(conn, "UPDATE silence SET ends_at = now()")
+    assert alerts_store.settle_silences(conn, ["ops"]) == 1
+    (incident_id,) = q(conn, "SELECT id FROM incident WHERE url_id = %s", (long,))[0]
+    assert outbox(conn) == [("down", "ops", f"incident:{incident_id}:down")]
+    assert alerts_store.settle_silences(conn, ["ops"]) == 0, "settled once"
+    feed(conn, long, [True] * 2, start=3)
+    assert [k for k, *_ in outbox(conn)] == ["down", "up", "up"]

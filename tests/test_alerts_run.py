@@ -12,12 +12,18 @@ import time
 
 import pytest
 
-from tests.alert_receivers import Site, SmtpReceiver, WebhookReceiver
+from tests.alert_receivers import Site, SmtpReceiver, WebhookReceiver, refused_port
 
 # `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
 from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401
 
 KEY = re.compile(r"\[sitewatch (\w+) (\S+)\]")
+
+
+@pytest.fixture
+def runs(sitewatch):  # noqa: F811 - test_run's fixture, imported above
+    """Start `sitewatch run` processes (killed at teardown, whatever happened)."""
+    return sitewatch
 
 
 @pytest.fixture
@@ -78,11 +84,11 @@ def outbox_states(db) -> list[tuple]:
 
 
 def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
-        sitewatch, cli, db, site, hook, chat, smtp):  # noqa: F811
+        runs, cli, db, site, hook, chat, smtp):
     channels = {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok"),
                 "mail": smtp.apprise_url()}
     site.script("/a", [503, 503, 200, 503, 503, 503, 200, 200])
-    run = sitewatch(env=alert_env(channels))
+    run = runs(env=alert_env(channels))
     run.wait_started()
     run.wait_for("notifier started")
     add(cli, site.url("/a"))
@@ -106,15 +112,15 @@ def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
 # --- 3. kill -9 of every process during an outage, then a restart
 
 
-def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(sitewatch, cli, db, site, hook):  # noqa: F811
+def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(runs, cli, db, site, hook):
     site.status = 503
     env = alert_env({"hook": hook.apprise_url("json")})
-    run = sitewatch(env=env)
+    run = runs(env=env)
     run.wait_started()
     add(cli, site.url("/b"))
     wait_until(lambda: kinds(hook.texts()) == ["down"], 30, "the down notice")
     run.kill_group()
-    again = sitewatch(env=env)
+    again = runs(env=env)
     again.wait_started()
     again.wait_for("notifier started")
     checks = scalar(db, "SELECT count(*) FROM task_result")
@@ -128,9 +134,9 @@ def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(sitew
 # --- 4. the notifier killed between claiming and sending, and between sending and marking
 
 
-def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(sitewatch, cli, db, site, hook):  # noqa: F811
+def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(runs, cli, db, site, hook):
     site.status = 503
-    run = sitewatch(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__SEND_TIMEOUT=4))
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__SEND_TIMEOUT=4))
     run.wait_started()
     run.wait_for("notifier started")
     hook.blackhole()      # the request goes into the listen backlog: claimed, never received
@@ -151,3 +157,118 @@ def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(sit
     up_keys = [KEY.search(str(r["body"].get("message"))).group(2) for r in hook.requests[1:]]
     assert len(up_keys) >= 2 and len(set(up_keys)) == 1, f"a repeat carries the same key: {up_keys}"
     assert [s for _, _, s, _ in outbox_states(db)] == ["sent", "sent"]
+
+
+# --- 5. a hanging channel, a flaky one, a refusing SMTP server: retries, dead, nothing delayed
+
+
+def test_failing_channels_retry_with_growing_gaps_then_die_without_delaying_the_others(
+        runs, cli, db, site, hook, chat):
+    hanging = WebhookReceiver()
+    with hanging:
+        hanging.hang = True
+        chat.fail_next = 2
+        channels = {"good": hook.apprise_url("json"), "flaky": chat.apprise_url("json"),
+                    "hang": hanging.apprise_url("json"),
+                    "smtp": f"mailto://localhost:{refused_port()}?to=a@example.com&from=b@example.com"}
+        site.status = 503
+        run = runs(env=alert_env(channels, SITEWATCH_ALERTS__SEND_TIMEOUT=2,
+                                      SITEWATCH_ALERTS__RETRY_BACKOFF=1))
+        run.wait_started()
+        run.wait_for("notifier started")
+        add(cli, site.url("/d"))
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM alert_outbox") == 4, 20, "the down queued")
+        created = time.monotonic()
+        wait_until(lambda: hook.messages(), 10, "the good channel's down")
+        assert hook.messages()[0]["time"] - created < 2.0, "the good channel is not held up"
+        wait_until(lambda: chat.messages(), 20, "the flaky channel's down on its third try")
+        tries = [r["time"] for r in chat.requests]
+        assert len(tries) == 3, tries
+        assert tries[2] - tries[1] > tries[1] - tries[0] >= 0.9, f"growing gaps: {tries}"
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM alert_outbox WHERE status = 'dead'") == 2, 30,
+                   "the hanging and the refusing channels given up on")
+        assert dict(query(db, "SELECT channel, status FROM alert_outbox")) == {
+            "good": "sent", "flaky": "sent", "hang": "dead", "smtp": "dead"}
+        assert dict(query(db, "SELECT channel, attempts FROM alert_outbox WHERE status = 'dead'")) == {
+            "hang": 3, "smtp": 3}
+        assert len(run.events("notice dead: giving up after max_attempts")) == 2
+        listed = json.loads(cli("incidents", "--json").stdout)
+        assert sorted(d["channel"] for d in listed[0]["dead_notifications"]) == ["hang", "smtp"]
+        assert len(hook.messages()) == 1 and len(chat.messages()) == 1
+
+
+# --- 2. three `sitewatch run` on one database: one incident, one notice per channel per event
+
+
+def test_three_runs_on_one_database_send_each_notice_once_per_channel(
+        runs, cli, db, site, hook, chat):
+    channels = {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok")}
+    runs = [runs(env=alert_env(channels, SITEWATCH_CONSUMER__PROCESSES=1)) for _ in range(3)]
+    for run in runs:
+        run.wait_started()
+        run.wait_for("notifier started")
+    site.status = 503
+    urls = [site.url(f"/e{i}") for i in range(5)]
+    for url in urls:
+        add(cli, url)
+    wait_until(lambda: len(hook.texts()) >= 5 and len(chat.texts()) >= 5, 30, "five downs per channel")
+    checkers = {r[0].rsplit(":", 1)[1] for r in query(db, "SELECT checked_by FROM task_result")}
+    assert len(checkers) >= 2, "the runs share the work"
+    site.status = 200
+    wait_until(lambda: len(hook.texts()) >= 10 and len(chat.texts()) >= 10, 30, "five ups per channel")
+    time.sleep(2)
+    for receiver in (hook, chat):
+        found = keys(receiver.texts())
+        assert sorted(kind for kind, _ in found) == ["down"] * 5 + ["up"] * 5
+        assert len(set(found)) == 10, "no notice twice"
+    assert scalar(db, "SELECT count(*) FROM incident") == 5
+    senders = {r[0].rsplit(":", 1)[1] for r in query(db, "SELECT checked_by FROM task_result")}
+    assert senders
+
+
+# --- 7. a silence before, during and after an outage
+
+
+def test_no_notice_inside_a_silence_and_the_right_one_after_it(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}))
+    run.wait_started()
+    run.wait_for("notifier started")
+    done = cli("silence", "add", site.url("/f*"), "--for", "1h", "--reason", "maintenance")
+    assert done.returncode == 0, done.stderr
+    silence_id = json.loads(cli("silence", "list", "--json").stdout)[0]["id"]
+    site.script("/f-blip", [503] * 4)          # down and up again, all inside the silence
+    site.script("/f-long", [503] * 1000)       # still down when the silence ends
+    add(cli, site.url("/f-blip"))
+    add(cli, site.url("/f-long"))
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NOT NULL") == 1
+               and scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NULL") == 1, 30,
+               "one incident over and one open, inside the silence")
+    time.sleep(1.5)
+    assert hook.texts() == [], "no notice inside the silence"
+    assert cli("silence", "remove", str(silence_id)).returncode == 0
+    wait_until(lambda: hook.texts(), 10, "the notice owed after the silence")
+    time.sleep(2)
+    texts = hook.texts()
+    assert kinds(texts) == ["down"] and "/f-long" in texts[0] and "after a silence" in texts[0]
+    site.script("/f-long", [])
+    wait_until(lambda: kinds(hook.texts()) == ["down", "up"], 20, "the up of the long outage")
+    assert "/f-blip" not in " ".join(hook.texts())
+
+
+# --- 10. the connectivity URL failing: this host's failures open no incident
+
+
+def test_no_incident_while_the_connectivity_url_fails(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")},
+                                  SITEWATCH_ALERTS__CONNECTIVITY_URL=f"http://127.0.0.1:{refused_port()}/"))
+    run.wait_started()
+    wait_until(lambda: query(db, "SELECT connectivity_ok FROM alert_host") == [(False,)], 20,
+               "the connectivity check recorded as failing")
+    site.status = 503
+    add(cli, site.url("/g"))
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE NOT ok") >= 5, 20, "failed checks")
+    assert scalar(db, "SELECT count(*) FROM incident") == 0
+    assert query(db, "SELECT state, fail_streak FROM url_state") == [("unknown", 0)]
+    time.sleep(1)
+    assert hook.texts() == []
+    assert run.events("connectivity check failed: this host's failed checks count toward no incident")
