@@ -603,7 +603,7 @@ def test_startup_line_says_what_runs_where_and_every_line_names_role_and_pid(sit
     assert (line["producer"], line["consumers"], line["concurrency"]) == (1, 2, 3)
 
     titles = sorted(title(p) for p in psutil.Process(run.pid).children())
-    for expected in ("sitewatch: producer", "sitewatch: consumer 1", "sitewatch: consumer 2"):
+    for expected in ("sitewatch: producer", "sitewatch: notifier", "sitewatch: consumer 1", "sitewatch: consumer 2"):
         assert any(t.startswith(expected) for t in titles), titles
     assert title(psutil.Process(run.pid)).startswith("sitewatch: supervisor")
 
@@ -613,7 +613,7 @@ def test_startup_line_says_what_runs_where_and_every_line_names_role_and_pid(sit
     assert lines and all("_raw" not in line for line in lines), [x for x in lines if "_raw" in x]
     assert all(isinstance(x.get("role"), str) and isinstance(x.get("pid"), int) for x in lines)
     roles = {x["role"]: x["pid"] for x in lines if x.get("event", "").endswith("started")}
-    assert set(roles) == {"producer", "consumer-1", "consumer-2"}
+    assert set(roles) == {"producer", "notifier", "consumer-1", "consumer-2"}
     assert {x["pid"] for x in lines if x["role"] == "supervisor"} == {run.pid}
     for role, pid in roles.items():
         assert {x["pid"] for x in lines if x["role"] == role} == {pid}

@@ -33,7 +33,7 @@ CREATE TABLE url_state (
     cert_seq    integer NOT NULL DEFAULT 0,
     cert_notified integer,
     updated_at  timestamptz
-);
+) WITH (fillfactor = 50);   -- rewritten on every result: room on the page keeps updates HOT
 INSERT INTO url_state (url_id) SELECT id FROM url;
 
 -- Every URL gets its state row when it is added: the result path then only UPDATEs url_state,
@@ -116,15 +116,20 @@ CREATE TYPE alert_result AS (
 
 -- Nagios' percent state change over a window of up to 21 outcomes (bit 0 newest): each of the
 -- 20 possible changes weighs from 1.2 (newest) down to 0.8 (oldest). Pure bit arithmetic, so
--- the planner inlines it: sum of weights = 1.2 * changes - 0.4/19 * (sum of change positions),
+-- the planner inlines it (no FROM): sum of weights = 1.2 * changes - 0.4/19 * (sum of change positions),
 -- and the sum of positions is read off five masks (bit b of the position).
+CREATE FUNCTION alert_flap_changes(bits integer, len integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (bits # (bits >> 1)) & ((1 << greatest(least(len, 21) - 1, 0)) - 1)
+$$;
 CREATE FUNCTION alert_flap_percent(bits integer, len integer) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (1.2 * bit_count(c::bit(32))
-            - 0.4 / 19 * (bit_count((c & 699050)::bit(32)) + 2 * bit_count((c & 838860)::bit(32))
-                          + 4 * bit_count((c & 61680)::bit(32)) + 8 * bit_count((c & 65280)::bit(32))
-                          + 16 * bit_count((c & 983040)::bit(32)))) * 100.0 / 20
-    FROM (SELECT (bits # (bits >> 1)) & ((1 << greatest(least(len, 21) - 1, 0)) - 1) AS c) AS changes
+    SELECT (1.2 * bit_count(alert_flap_changes(bits, len)::bit(32))
+            - 0.4 / 19 * (bit_count((alert_flap_changes(bits, len) & 699050)::bit(32))
+                          + 2 * bit_count((alert_flap_changes(bits, len) & 838860)::bit(32))
+                          + 4 * bit_count((alert_flap_changes(bits, len) & 61680)::bit(32))
+                          + 8 * bit_count((alert_flap_changes(bits, len) & 65280)::bit(32))
+                          + 16 * bit_count((alert_flap_changes(bits, len) & 983040)::bit(32)))) * 100.0 / 20
 $$;
 
 -- Apply a batch of recorded results to url_state, incidents and flapping/certificate state;
@@ -156,16 +161,11 @@ BEGIN
         ORDER BY s.url_id FOR UPDATE;
     FOR round IN 1 .. rounds LOOP
         RETURN QUERY
-        WITH r AS (
-            SELECT DISTINCT ON (r.url_id) r.*
-            FROM unnest(results) r JOIN url_state s ON s.url_id = r.url_id
-            WHERE (s.last_slot IS NULL OR r.slot > s.last_slot)
-              AND r.error_kind IS DISTINCT FROM 'lost'
-              AND (r.ok OR split_part(r.checked_by, ':', 1) <> ALL (offline))
-            ORDER BY r.url_id, r.slot
-        ), streak AS (
-            SELECT r.*, s.state AS old_state, s.incident_id AS old_incident, s.notified_state, s.flapping,
-                   s.flap_bits, s.flap_len, s.flap_seq, s.cert_days_left AS old_cert, s.cert_seq, s.cert_notified,
+        WITH streak AS (
+            -- each URL's oldest result not applied yet, with its state row (one index probe each)
+            SELECT DISTINCT ON (r.url_id)
+                   r.*, s.state AS old_state, s.incident_id AS old_incident, s.notified_state, s.flapping,
+                   s.flap_bits, s.flap_len, s.flap_seq, s.cert_seq, s.cert_notified,
                    u.url, coalesce(u.failure_threshold, default_failure) AS failure_threshold,
                    coalesce(u.success_threshold, default_success) AS success_threshold,
                    coalesce(u.notify, default_channels) AS channels,
@@ -182,7 +182,11 @@ BEGIN
                    least(s.flap_len + 1, 21) AS new_flap_len,
                    r.cert_days_left IS NOT NULL AND s.cert_days_left IS NOT NULL
                        AND r.cert_days_left > s.cert_days_left + 1 AS renewed
-            FROM r JOIN url_state s ON s.url_id = r.url_id JOIN url u ON u.id = r.url_id
+            FROM unnest(results) r JOIN url_state s ON s.url_id = r.url_id JOIN url u ON u.id = r.url_id
+            WHERE (s.last_slot IS NULL OR r.slot > s.last_slot)
+              AND r.error_kind IS DISTINCT FROM 'lost'
+              AND (r.ok OR split_part(r.checked_by, ':', 1) <> ALL (offline))
+            ORDER BY r.url_id, r.slot
         ), decided AS (
             SELECT st.*,
                    CASE WHEN st.old_state <> 'down' AND st.fail_streak >= st.failure_threshold THEN 'down'
