@@ -250,3 +250,11 @@ def test_when_a_silence_ends_only_a_state_that_differs_from_the_last_notice_is_s
     assert alerts_store.settle_silences(conn, ["ops"]) == 0, "settled once"
     feed(conn, long, [True] * 2, start=3)
     assert [k for k, *_ in outbox(conn)] == ["down", "up", "up"]
+
+
+def test_incidents_and_notices_never_keep_url_credentials_or_query(conn):
+    url = add_url(conn, "http://user:pw-SECRET@a.example/health?token=tok-SECRET")
+    feed(conn, url, [False] * 3)
+    rows = q(conn, "SELECT i::text FROM incident i") + q(conn, "SELECT o::text FROM alert_outbox o")
+    assert rows and not any("SECRET" in text for (text,) in rows), rows
+    assert q(conn, "SELECT url FROM incident") == [("http://***@a.example/health?***",)]

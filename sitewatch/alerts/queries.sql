@@ -85,7 +85,8 @@ WITH ended AS (
     WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
     RETURNING like_pattern
 ), changed AS (
-    SELECT s.url_id, s.state, s.incident_id, u.url, coalesce(u.notify, %(channels)s::text[]) AS channels
+    SELECT s.url_id, s.state, s.incident_id, alert_redact_url(u.url) AS url,
+           coalesce(u.notify, %(channels)s::text[]) AS channels
     FROM url_state s JOIN url u ON u.id = s.url_id
     WHERE u.url LIKE ANY (ARRAY(SELECT like_pattern FROM ended))
       AND NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
@@ -134,7 +135,9 @@ UPDATE silence SET ends_at = least(ends_at, now()) WHERE id = %(id)s RETURNING i
 SELECT i.id, i.url, i.started_at, i.ended_at, i.first_error_kind, i.first_error, i.last_error_kind,
        i.last_error, i.failed_checks
 FROM incident i
-WHERE (NOT %(open)s OR i.ended_at IS NULL) AND (%(url)s::text IS NULL OR i.url = %(url)s)
+WHERE (NOT %(open)s OR i.ended_at IS NULL)
+  AND (%(url)s::text IS NULL OR i.url_id = (SELECT id FROM url WHERE url = %(url)s)
+       OR i.url = alert_redact_url(%(url)s))
 ORDER BY i.started_at DESC, i.id DESC
 LIMIT %(limit)s;
 
@@ -143,6 +146,7 @@ LIMIT %(limit)s;
 SELECT o.id, o.key, o.channel, o.kind, o.incident_id, o.detail->>'url' AS url, o.attempts, o.last_error,
        o.created_at
 FROM alert_outbox o
-WHERE o.status = 'dead' AND (%(url)s::text IS NULL OR o.detail->>'url' = %(url)s)
+WHERE o.status = 'dead' AND (%(url)s::text IS NULL OR o.url_id = (SELECT id FROM url WHERE url = %(url)s)
+                             OR o.detail->>'url' = alert_redact_url(%(url)s))
 ORDER BY o.id DESC
 LIMIT %(limit)s;

@@ -45,11 +45,19 @@ BEGIN
 END $$;
 CREATE TRIGGER url_state_create AFTER INSERT ON url FOR EACH ROW EXECUTE FUNCTION url_state_create();
 
+-- A URL as incidents and notices keep it: userinfo and query string replaced, like
+-- sitewatch/redact.py redact_url (stored URLs are normalised: no fragment).
+CREATE FUNCTION alert_redact_url(url text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT regexp_replace(regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@', '\1***@'),
+                          '\?.*$', '?***')
+$$;
+
 -- History is kept when a URL is removed (no FK, like task_result).
 CREATE TABLE incident (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     url_id           bigint NOT NULL,
-    url              text NOT NULL,              -- as monitored then (the URL may be removed later)
+    url              text NOT NULL,              -- as monitored then, redacted (the URL may be removed later)
     started_at       timestamptz NOT NULL,       -- first failed slot of the streak
     ended_at         timestamptz,                -- null while open: the first good slot of the recovery
     first_error_kind text, first_error text,
@@ -210,7 +218,7 @@ BEGIN
         ), opened AS (
             INSERT INTO incident (url_id, url, started_at, first_error_kind, first_error, last_error_kind,
                                   last_error, failed_checks)
-            SELECT e.url_id, e.url, e.streak_since, e.streak_error_kind, e.streak_error, e.error_kind, e.error,
+            SELECT e.url_id, alert_redact_url(e.url), e.streak_since, e.streak_error_kind, e.streak_error, e.error_kind, e.error,
                    e.fail_streak
             FROM events e WHERE e.went_down
             RETURNING incident.id, incident.url_id, incident.started_at
@@ -226,13 +234,13 @@ BEGIN
         ), notice AS (
             -- down / up, unless silenced or flapping (flapping announces itself, below)
             SELECT e.url_id, o.id AS incident_id, 'down' AS kind, 'incident:' || o.id || ':down' AS key,
-                   e.channels, jsonb_build_object('url', e.url, 'error_kind', e.streak_error_kind,
+                   e.channels, jsonb_build_object('url', alert_redact_url(e.url), 'error_kind', e.streak_error_kind,
                        'error', e.streak_error, 'since', o.started_at, 'failed_checks', e.fail_streak) AS detail,
                    NOT e.silenced AND NOT e.new_flapping AS send
             FROM events e JOIN opened o ON o.url_id = e.url_id
             UNION ALL
             SELECT e.url_id, m.id, 'up', 'incident:' || m.id || ':up', e.channels,
-                   jsonb_build_object('url', e.url, 'since', m.started_at, 'ended_at', m.ended_at,
+                   jsonb_build_object('url', alert_redact_url(e.url), 'since', m.started_at, 'ended_at', m.ended_at,
                        'down_seconds', extract(epoch FROM m.ended_at - m.started_at),
                        'failed_checks', m.failed_checks),
                    NOT e.silenced AND NOT e.new_flapping
@@ -242,14 +250,14 @@ BEGIN
             SELECT e.url_id, e.old_incident, 'flapping',
                    'flapping:' || e.url_id || ':' || (e.flap_seq + e.new_flapping::integer) || ':'
                        || CASE WHEN e.new_flapping THEN 'start' ELSE 'stop' END,
-                   e.channels, jsonb_build_object('url', e.url, 'flapping', e.new_flapping, 'state', e.new_state,
+                   e.channels, jsonb_build_object('url', alert_redact_url(e.url), 'flapping', e.new_flapping, 'state', e.new_state,
                        'percent', round(alert_flap_percent(e.new_flap_bits, e.new_flap_len)::numeric, 1)),
                    NOT e.silenced
             FROM events e WHERE e.new_flapping <> e.flapping
             UNION ALL
             SELECT e.url_id, NULL, 'cert_expiring',
                    'cert:' || e.url_id || ':' || e.new_cert_seq || ':' || e.cert_threshold, e.channels,
-                   jsonb_build_object('url', e.url, 'days_left', e.cert_days_left, 'threshold', e.cert_threshold),
+                   jsonb_build_object('url', alert_redact_url(e.url), 'days_left', e.cert_days_left, 'threshold', e.cert_threshold),
                    NOT e.silenced
             FROM events e WHERE e.cert_crossed
         ), saved AS (
