@@ -26,28 +26,33 @@ def runs(sitewatch):  # noqa: F811 - test_run's fixture, imported above
     return sitewatch
 
 
+def _serving(cls):
+    with cls() as server:
+        yield server
+
+
 @pytest.fixture
 def site():
-    with Site() as s:
-        yield s
+    """The monitored website."""
+    yield from _serving(Site)
 
 
 @pytest.fixture
 def hook():
-    with WebhookReceiver() as r:
-        yield r
+    """A json:// receiver."""
+    yield from _serving(WebhookReceiver)
 
 
 @pytest.fixture
 def chat():
-    with WebhookReceiver() as r:
-        yield r
+    """A second webhook receiver (Mattermost, or a flaky json:// one)."""
+    yield from _serving(WebhookReceiver)
 
 
 @pytest.fixture
 def smtp():
-    with SmtpReceiver() as r:
-        yield r
+    """A real SMTP server for mailto://."""
+    yield from _serving(SmtpReceiver)
 
 
 def alert_env(channels: dict, **extra) -> dict:
@@ -272,3 +277,23 @@ def test_no_incident_while_the_connectivity_url_fails(runs, cli, db, site, hook)
     time.sleep(1)
     assert hook.texts() == []
     assert run.events("connectivity check failed: this host's failed checks count toward no incident")
+
+
+# --- 6. a URL alternating up and down: one flapping notice, not a storm
+
+
+def test_a_flapping_url_gives_one_notice_not_a_storm(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__FAILURE_THRESHOLD=1,
+                             SITEWATCH_ALERTS__SUCCESS_THRESHOLD=1))
+    run.wait_started()
+    run.wait_for("notifier started")
+    site.script("/h", [200, 503] * 12)       # every check changes the state (thresholds of 1)
+    add(cli, site.url("/h"))
+    wait_until(lambda: site.hits.get("/h", 0) >= 24, 40, "24 alternating checks")
+    time.sleep(2)
+    found = kinds(hook.texts())
+    assert found.count("flapping") == 1, found
+    # Before flapping is detected a few real changes are announced; after it, none.
+    first_flap = found.index("flapping")
+    assert first_flap <= 6 and found[first_flap + 1:] == [], found
+    assert scalar(db, "SELECT flapping FROM url_state")
