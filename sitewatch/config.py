@@ -227,6 +227,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
                 raw = yaml.safe_load(str(raw))
             except yaml.YAMLError:
                 raise bad(f"must be a YAML {'mapping' if kind is dict else 'list'}") from None
+            if kind is list and isinstance(raw, str):     # NAME,NAME
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
         if not isinstance(raw, kind):
             raise bad(f"must be a {'mapping' if kind is dict else 'list'}")
         value = raw

@@ -258,3 +258,12 @@ def test_incidents_and_notices_never_keep_url_credentials_or_query(conn):
     rows = q(conn, "SELECT i::text FROM incident i") + q(conn, "SELECT o::text FROM alert_outbox o")
     assert rows and not any("SECRET" in text for (text,) in rows), rows
     assert q(conn, "SELECT url FROM incident") == [("http://***@a.example/health?***",)]
+
+
+def test_an_open_incident_left_behind_is_adopted_not_a_failed_batch(conn):
+    url = add_url(conn)
+    q(conn, "INSERT INTO incident (url_id, url, started_at, failed_checks) VALUES (%s, 'x', now(), 1)", (url,))
+    feed(conn, url, [False] * 3)
+    assert q(conn, "SELECT count(*) FROM incident") == [(1,)] and state(conn, url)[0] == "down"
+    feed(conn, url, [True] * 2, start=3)
+    assert q(conn, "SELECT count(*) FROM incident WHERE ended_at IS NOT NULL") == [(1,)]

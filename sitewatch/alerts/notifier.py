@@ -83,8 +83,8 @@ class Notifier:
                     if not is_connection_error(e):
                         raise
                     self.db.broken(e)
-            if stopping and not self.in_flight:
-                break
+            if stopping and (not self.in_flight or conn is None):
+                break     # sends cut short are not lost: their leases expire and they go out again
             self.ctx.sleep(self._sleep_for(conn))
         self.db.close()
         self.log.info("notifier stopped")

@@ -221,6 +221,10 @@ BEGIN
             SELECT e.url_id, alert_redact_url(e.url), e.streak_since, e.streak_error_kind, e.streak_error, e.error_kind, e.error,
                    e.fail_streak
             FROM events e WHERE e.went_down
+            -- Defensive: an open incident left behind (a hand edit) is adopted, never a unique
+            -- violation that would fail every result batch.
+            ON CONFLICT (url_id) WHERE ended_at IS NULL DO UPDATE SET
+                last_error_kind = EXCLUDED.last_error_kind, last_error = EXCLUDED.last_error
             RETURNING incident.id, incident.url_id, incident.started_at
         ), moved AS (
             UPDATE incident SET
