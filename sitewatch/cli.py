@@ -40,8 +40,9 @@ def build_parser() -> ArgumentParser:
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
-    run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
-                              description="Start one producer and N consumer processes, supervise and "
+    run = commands.add_parser("run", help="run the producer, consumers and notifier until SIGTERM/SIGINT",
+                              description="Start one producer, N consumer processes and the alert "
+                                          "notifier, supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children.")
