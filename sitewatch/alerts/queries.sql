@@ -75,6 +75,10 @@ CROSS JOIN LATERAL unnest(coalesce(u.notify, %(channels)s::text[])) AS c (channe
 WHERE NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
 ON CONFLICT (key, channel) DO NOTHING;
 
+-- name: silences_to_settle
+-- Cheap guard for settle_silences (which scans every URL): is any silence over and unsettled?
+SELECT EXISTS (SELECT 1 FROM silence WHERE NOT settled AND ends_at <= now());
+
 -- name: settle_silences
 -- Silences that are over (expired or removed), taken once by one notifier: each URL they
 -- covered, no longer silenced, whose state differs from the last one announced gets that

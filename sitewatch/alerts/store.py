@@ -52,7 +52,11 @@ def queue_reminders(conn, interval: float, channels: list[str]) -> int:
 
 
 def settle_silences(conn, channels: list[str]) -> int:
+    """Queue the notices owed for silences that are over; returns how many were queued."""
     with conn.cursor() as cur:
+        cur.execute(QUERIES["silences_to_settle"])
+        if not cur.fetchone()[0]:
+            return 0
         cur.execute(QUERIES["settle_silences"], {"channels": channels})
         return cur.rowcount
 
