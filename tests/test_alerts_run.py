@@ -297,3 +297,22 @@ def test_a_flapping_url_gives_one_notice_not_a_storm(runs, cli, db, site, hook):
     first_flap = found.index("flapping")
     assert first_flap <= 6 and found[first_flap + 1:] == [], found
     assert scalar(db, "SELECT flapping FROM url_state")
+
+
+# --- reminders while a URL stays down
+
+
+def test_reminders_every_repeat_interval_while_down_and_none_after_the_up(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__REPEAT_INTERVAL="2s"))
+    run.wait_started()
+    site.status = 503
+    add(cli, site.url("/r"))
+    wait_until(lambda: kinds(hook.texts()).count("reminder") >= 2, 30, "two reminders")
+    incident_id = scalar(db, "SELECT id FROM incident")
+    reminders = [key for kind, key in keys(hook.texts()) if kind == "reminder"]
+    assert reminders[:2] == [f"incident:{incident_id}:reminder:1", f"incident:{incident_id}:reminder:2"]
+    site.status = 200
+    wait_until(lambda: "up" in kinds(hook.texts()), 20, "the up")
+    count = len(hook.texts())
+    time.sleep(3)
+    assert len(hook.texts()) == count, "no reminder after the incident closed"
