@@ -8,11 +8,14 @@ Periods are 1 s and retries short, so each test takes seconds; every wait has a 
 
 import json
 import re
+import ssl
+import subprocess
 import time
 
 import pytest
 
 from tests.alert_receivers import Site, SmtpReceiver, WebhookReceiver, refused_port
+from tests.httpfixture import HostileServer
 
 # `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
 from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401
@@ -316,3 +319,30 @@ def test_reminders_every_repeat_interval_while_down_and_none_after_the_up(runs, 
     count = len(hook.texts())
     time.sleep(3)
     assert len(hook.texts()) == count, "no reminder after the incident closed"
+
+
+# --- 8. a certificate with 13 days left, seen by three `sitewatch run`: one cert_expiring
+
+
+def test_a_certificate_expiring_soon_seen_by_three_runs_is_announced_once(runs, cli, db, hook, tmp_path):
+    key, cert = str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "14", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with HostileServer(tls=context) as server:
+        started = [runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_CONSUMER__PROCESSES=1))
+                   for _ in range(3)]
+        for run in started:
+            run.wait_started()
+        done = cli("url", "add", server.url("/ok"), "-p", "1", "--no-verify-tls", env={"MIN_PERIOD": "1"})
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: len({r[0] for r in query(db, "SELECT checked_by FROM task_result")}) >= 3, 30,
+                   "results from all three runs")
+        time.sleep(2)
+    days = {d for (d,) in query(db, "SELECT DISTINCT cert_days_left FROM task_result")}
+    assert days == {13}, days
+    texts = hook.texts()
+    assert kinds(texts) == ["cert_expiring"], texts
+    assert "expires in 13 days" in texts[0]
