@@ -45,6 +45,7 @@ class Setting:
     optional: bool = False            # None allowed (and is the default meaning "unset")
     check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
     secret: bool = False
+    numbers_as_text: bool = False     # a str setting that also takes a YAML number (a duration: 0, 90)
 
     @property
     def name(self) -> str:
@@ -149,7 +150,7 @@ SETTINGS = [
     Setting("alerts", "success_threshold", int, 2, "Consecutive good slots that turn a down URL up "
             "again (url add --success-threshold).", check=_between(1, 1000)),
     Setting("alerts", "repeat_interval", str, "0", "Remind every DURATION (90s, 15m, 2h, 7d) while a URL "
-            "stays down; 0 = never.", check=_alerts("check_duration")),
+            "stays down; 0 = never.", check=_alerts("check_duration"), numbers_as_text=True),
     Setting("alerts", "max_attempts", int, 6, "Tries per notice and channel before it is marked dead "
             "(listed by `sitewatch incidents`).", check=_between(1, 100)),
     Setting("alerts", "retry_backoff", float, 5.0, "Seconds before the first retry of a failed notice; "
@@ -260,6 +261,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise bad("must be a finite number")
     else:
+        if setting.numbers_as_text and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = str(raw)
         if not isinstance(raw, str) and not from_text:
             raise bad("must be a string")
         value = str(raw)

@@ -122,3 +122,14 @@ def test_notify_test_reports_each_channel_and_exits_1_if_any_failed(cli):
         assert cli("notify", "test", "good", env=env).returncode == 0
         one_line_error(cli("notify", "test", "nosuch", env=env))
         assert len(hook.messages()) == 2
+
+
+def test_repeat_interval_takes_a_duration_or_a_number_of_seconds(cli, tmp_path):
+    for value, shown in (("0", "0"), ("90", "90"), ('"2h"', "2h")):
+        path = tmp_path / "sw.yaml"
+        path.write_text(f"alerts:\n  repeat_interval: {value}\n")
+        done = cli("--config", str(path), "config", "show")
+        assert done.returncode == 0, done.stderr
+        assert f"alerts.repeat_interval = {shown}    (file" in done.stdout
+    path.write_text("alerts:\n  repeat_interval: [1]\n")
+    one_line_error(cli("--config", str(path), "config", "show"))
