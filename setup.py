@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
     package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
-                  "sitewatch.operations": ["queries.sql"]},
+                  "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap
@@ -36,12 +36,15 @@ setup(
         # /metrics in the Prometheus text format, parsed and served by the reference client;
         # still 0.x, so the pin is the 0 series (its API has been stable across 0.x minors).
         "prometheus_client>=0.20,<1",
-        "ecs-logging>=2.1,<3",
-        "sentry-sdk>=2.0,<3",      # optional error reporting (sentry.dsn); imported only with a DSN     # log.format ecs: Elastic's own renderer keeps the lines ECS-valid
+        "ecs-logging>=2.1,<3",     # log.format ecs: Elastic's own renderer keeps the line
+        "sentry-sdk>=2.0,<3",      # optional error reporting (sentry.dsn); imported only with a DSN
+        "apprise>=2.3,<3",         # alert channels: Slack, email, webhooks and 100+ services, one URL each
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
-                 "cryptography>=50,<51"],  # test certificates with any dates (an expired one for the probe)
+                 "cryptography>=50,<51",   # test certificates with any dates (an expired one for the probe)
+                 "aiosmtpd>=1.4",          # a real SMTP server for the mailto:// alert tests
+                 ],
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},
     options=scratch_options(),

@@ -41,9 +41,11 @@ def build_parser() -> ArgumentParser:
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
-    run = commands.add_parser("run", help="run the producer, consumers and maintenance job until SIGTERM/SIGINT",
-                              description="Start one producer, one maintenance job (partitions, rollups, "
-                                          "retention) and N consumer processes, supervise and "
+    run = commands.add_parser("run", help="run the producer, consumers, maintenance job and notifier until "
+                                          "SIGTERM/SIGINT",
+                              description="Start one producer, N consumer processes, the maintenance job "
+                                          "(partitions, rollups, retention) and the alert notifier, "
+                                          "supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children. Serves /metrics, /healthz and /readyz on "
@@ -65,6 +67,12 @@ def build_parser() -> ArgumentParser:
     add.add_argument("-r", "--regex", metavar="REGEX",
                      help="RE2 regular expression the body must contain (default: none)")
     add_check_options(add)
+    add.add_argument("--failure-threshold", metavar="N", help="consecutive failed checks that turn it "
+                     "down (default: alerts.failure_threshold = 3)")
+    add.add_argument("--success-threshold", metavar="N", help="consecutive good checks that turn it up "
+                     "again (default: alerts.success_threshold = 2)")
+    add.add_argument("--notify", metavar="NAME,NAME", help="channels to notify, names from alerts.channels "
+                     "(default: alerts.default_channels, unset = all)")
 
     remove = url_commands.add_parser("remove", help="stop monitoring a URL",
                                      description="Stop monitoring a URL. Its pending task is dropped; its "
@@ -79,8 +87,9 @@ def build_parser() -> ArgumentParser:
     imp = url_commands.add_parser("import", help="add or update many URLs from a file",
                                   description="Upsert URLs from FILE (or - for stdin): a YAML list of "
                                               "entries with keys url, period, regex, timeout, method, "
-                                              "expected-status, max-redirects, verify-tls (missing keys "
-                                              "take the defaults), or one URL per line. Every entry is "
+                                              "expected-status, max-redirects, verify-tls, failure-threshold, "
+                                              "success-threshold, notify (missing keys take the defaults), "
+                                              "or one URL per line. Every entry is "
                                               "validated before anything is written. First checks are "
                                               "spread across each URL's period.")
     imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
@@ -131,6 +140,9 @@ def build_parser() -> ArgumentParser:
     history.add_argument("--until", metavar="TIME", help="end, exclusive: a time or a duration back (default: now)")
     history.add_argument("--format", choices=["csv", "json"], default="csv",
                          help="csv (with a header row) or json (one object per line) (default: csv)")
+
+    from .alerts import cli as alerts_cli
+    alerts_cli.add_commands(commands, ArgumentParser)
 
     cfg = commands.add_parser("config", help="configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
@@ -210,14 +222,24 @@ def dispatch(args, cfg, env, flags) -> int:
         from .urlspec import make_entry
         options = check_options(args)
         options["period"] = args.period
+        options.update(failure_threshold=args.failure_threshold, success_threshold=args.success_threshold,
+                       notify=args.notify)
         payload = make_entry(options, cfg.check)
+        check_channels_known([payload], cfg)
     elif args.command == "url" and args.url_command == "remove":
         from .urlspec import normalise_url
         payload = normalise_url(args.url)
     elif args.command == "url" and args.url_command == "import":
         payload = read_import(args.file, cfg)
+        check_channels_known(payload, cfg)
     elif args.command in ("status", "history"):
         payload = read_report_args(args)
+    elif args.command == "notify":
+        from .alerts import cli as alerts_cli
+        return alerts_cli.notify_test(args, cfg)
+    elif args.command in ("incidents", "silence"):
+        from .alerts import cli as alerts_cli
+        payload = alerts_cli.prepare(args, cfg)
     else:
         payload = None
     return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
@@ -238,6 +260,16 @@ def read_report_args(args):
         if args.until:
             report.parse_time(args.until, "--until", now)
     return None
+
+
+def check_channels_known(entries, cfg) -> None:
+    """--notify / notify: names must be channels of alerts.channels."""
+    for entry in entries:
+        for name in entry.notify or []:
+            if name not in cfg.alerts.channels:
+                known = ", ".join(sorted(cfg.alerts.channels)) or "none configured"
+                raise BadInput(f"{redact_url(entry.url)}: notify names {name!r}, not a channel of "
+                               f"alerts.channels ({known})")
 
 
 def read_import(path, cfg):
@@ -294,6 +326,9 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
         return 0
     if args.command in ("status", "history"):
         return run_report(args, conn)
+    if args.command in ("incidents", "silence"):
+        from .alerts import cli as alerts_cli
+        return alerts_cli.run(args, cfg, conn, payload)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")

@@ -47,6 +47,7 @@ class Setting:
     optional: bool = False            # None allowed (and is the default meaning "unset")
     check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
     secret: bool = False
+    numbers_as_text: bool = False     # a str setting that also takes a YAML number (a duration: 0, 90)
 
     @property
     def name(self) -> str:
@@ -80,6 +81,19 @@ def _status_codes(value):
 def _listen_address(value):
     from .operations.listener import check_listen  # the same parser the listener binds with
     return check_listen(value)
+
+
+def _between(low, high):
+    def check(value):
+        return None if low <= value <= high else f"must be from {low} to {high}"
+    return check
+
+
+def _alerts(name):
+    def check(value):
+        from .alerts import settings  # loads Apprise only when channels are configured
+        return getattr(settings, name)(value)
+    return check
 
 
 def _one_of(*choices):
@@ -139,6 +153,26 @@ SETTINGS = [
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
 
+    Setting("alerts", "failure_threshold", int, 3, "Consecutive failed slots that turn a URL down (a URL "
+            "may override it: url add --failure-threshold).", check=_between(1, 1000)),
+    Setting("alerts", "success_threshold", int, 2, "Consecutive good slots that turn a down URL up "
+            "again (url add --success-threshold).", check=_between(1, 1000)),
+    Setting("alerts", "repeat_interval", str, "0", "Remind every DURATION (90s, 15m, 2h, 7d) while a URL "
+            "stays down; 0 = never.", check=_alerts("check_duration"), numbers_as_text=True),
+    Setting("alerts", "max_attempts", int, 6, "Tries per notice and channel before it is marked dead "
+            "(listed by `sitewatch incidents`).", check=_between(1, 100)),
+    Setting("alerts", "retry_backoff", float, 5.0, "Seconds before the first retry of a failed notice; "
+            "doubled on each try (with jitter), at most one hour.", check=_positive),
+    Setting("alerts", "send_timeout", float, 30.0, "Hard deadline in seconds of one send to one channel: "
+            "a hanging channel delays nothing else.", check=_at_most(600)),
+    Setting("alerts", "channels", dict, {}, "Notification channels: a map NAME -> Apprise URL (slack://, "
+            "mailto://, json://, discord://, tgram://, ...). Secret: shown as scheme://*** only.",
+            check=_alerts("check_channels"), secret=True),
+    Setting("alerts", "default_channels", list, None, "Channel names for URLs without url add --notify. "
+            "Unset: every channel.", optional=True, check=_alerts("check_default_channels")),
+    Setting("alerts", "connectivity_url", str, None, "A URL that is up when this host's own network works "
+            "(checked by the notifier); while it fails, this host's failed checks count toward no incident.",
+            optional=True),
     Setting("history", "raw_days", int, 7, "Days raw results (task_result) are kept; whole daily "
             "partitions are dropped after that, once rolled up.", check=_positive),
     Setting("history", "hourly_days", int, 90, "Days hourly rollups (rollup_hour) are kept.", check=_positive),
@@ -186,7 +220,10 @@ class Config:
         for s in SETTINGS:
             value = self.values[s.name]
             shown = "null" if value is None else value
-            if s.secret and value is not None:
+            if s.secret and isinstance(value, dict):
+                from .alerts.settings import redact_channel
+                shown = "{" + ", ".join(f"{k}: {redact_channel(v)}" for k, v in value.items()) + "}"
+            elif s.secret and value is not None:
                 shown = redact_dsn(str(value))
             if isinstance(value, bool):
                 shown = "true" if value else "false"
@@ -202,7 +239,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
     """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
     shown = repr(raw)
     if setting.secret:   # redact_dsn only understands a DSN string: of anything else, show only its type
-        shown = redact_dsn(raw) if isinstance(raw, str) else f"a {type(raw).__name__}"
+        shown = (redact_dsn(raw) if isinstance(raw, str) and setting.kind is str
+                 else "a value not shown (it holds secrets)" if setting.kind is dict else f"a {type(raw).__name__}")
 
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{setting.name}: {why}, got {shown} (from {source})")
@@ -212,7 +250,18 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
             return None
         raise bad("must be set")
     kind = setting.kind
-    if kind is bool:
+    if kind in (dict, list):
+        if from_text:   # environment: YAML (or JSON) text
+            try:
+                raw = yaml.safe_load(str(raw))
+            except yaml.YAMLError:
+                raise bad(f"must be a YAML {'mapping' if kind is dict else 'list'}") from None
+            if kind is list and isinstance(raw, str):     # NAME,NAME
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, kind):
+            raise bad(f"must be a {'mapping' if kind is dict else 'list'}")
+        value = raw
+    elif kind is bool:
         if isinstance(raw, bool):
             value = raw
         elif from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
@@ -240,6 +289,8 @@ def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise bad("must be a finite number")
     else:
+        if setting.numbers_as_text and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = str(raw)
         if not isinstance(raw, str) and not from_text:
             raise bad("must be a string")
         value = str(raw)
@@ -354,6 +405,10 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
         raise ConfigError(f"check.default_period ({values['check.default_period']}, "
                           f"{sources['check.default_period']}) must be within check.min_period.."
                           f"check.max_period ({values['check.min_period']}..{values['check.max_period']})")
+    unknown = [n for n in values["alerts.default_channels"] or [] if n not in values["alerts.channels"]]
+    if unknown:
+        raise ConfigError(f"alerts.default_channels names {unknown[0]!r}, which is not in alerts.channels "
+                          f"({sources['alerts.default_channels']})")
     if values["database.data_dir"] is None:
         values["database.data_dir"] = default_data_dir(env)
     return Config(values, sources, path)

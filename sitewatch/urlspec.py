@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import re2
 import yaml
 
+from .alerts.settings import parse_notify
 from .errors import BadInput
 from .redact import redact_url
 
@@ -36,6 +37,10 @@ class UrlEntry:
     expected_status: str
     max_redirects: int
     verify_tls: bool
+    # Alerts overrides (None = the alerts.* default).
+    failure_threshold: int | None = None
+    success_threshold: int | None = None
+    notify: list[str] | None = None      # channel names
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -230,7 +235,21 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         expected_status=str(expected_status).replace(" ", ""),
         max_redirects=validate_max_redirects(given("max_redirects", check_config.max_redirects)),
         verify_tls=validate_bool("verify_tls", given("verify_tls", check_config.verify_tls)),
+        failure_threshold=validate_threshold("failure threshold", options.get("failure_threshold")),
+        success_threshold=validate_threshold("success threshold", options.get("success_threshold")),
+        notify=parse_notify(options.get("notify")),
     )
+
+
+def validate_threshold(name, raw) -> int | None:
+    """Consecutive slots (1-1000); None keeps the alerts.* default."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().isdecimal():
+        raw = int(raw.strip())
+    if isinstance(raw, bool) or not isinstance(raw, int) or not (1 <= raw <= 1000):
+        raise BadInput(f"{name} must be a whole number from 1 to 1000, got {raw!r}")
+    return raw
 
 
 # libyaml's parser when PyYAML was built with it: about 4x faster than the pure-Python one,

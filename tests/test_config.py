@@ -43,6 +43,14 @@ def sample(setting):
         return "[::1]:9100", "[::1]:9100"
     if setting.name == "sentry.dsn":
         return "https://key@sentry.example/1", "https://key@sentry.example/1"
+    if setting.name == "alerts.repeat_interval":
+        return "2h", "2h"
+    if setting.name == "alerts.channels":
+        return '{"ops": "json://127.0.0.1:9/hook"}', {"ops": "json://127.0.0.1:9/hook"}
+    if setting.name == "alerts.default_channels":
+        return "[]", []
+    if setting.name == "alerts.connectivity_url":
+        return "http://127.0.0.1:9/", "http://127.0.0.1:9/"
     if setting.kind is bool:
         return "false", False
     if setting.kind is int:

@@ -323,9 +323,10 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
     assert all(figures["skipped"] <= 6 for figures in report.values()), report
     assert scalar(db, "SELECT count(*) FROM task_result WHERE error_kind = 'lost'") == 0
     assert not run.events("child died, restarting") and not run.events("crashed")
-    # one line when it went away and one when it came back, per process and kill
+    # one line when it went away and one when it came back, per process (producer, notifier,
+    # consumer) and kill
     lines = [line for line in run.lines() if "database" in line.get("event", "")]
-    assert len(lines) <= 2 * 2 * 2, lines
+    assert len(lines) <= 2 * 3 * 2, lines
 
 
 # --- 3. database unreachable at start ------------------------------------------------------------
@@ -415,7 +416,8 @@ def test_outage_keeps_footprint_and_logs_flat_and_coalesces_the_backlog(
     # Logs: a handful of lines about the database, not one per retry.
     about_db = Counter(line["role"] for line in run.lines() if "database" in line.get("event", ""))
     # (The maintenance child notices the outage only if its next run falls within it.)
-    assert set(about_db) - {"maintenance"} == {"producer", "consumer-1"} and max(about_db.values()) <= 3, about_db
+    assert set(about_db) - {"maintenance"} == {"producer", "notifier", "consumer-1"} and max(about_db.values()) <= 3, \
+        about_db
     assert len(warnings_and_errors(run)) <= 6, warnings_and_errors(run)
 
     # The backlog is coalesced: slots due during the outage are not checked late in a burst (only

@@ -549,7 +549,7 @@ def test_sighup_reloads_configuration_and_keeps_the_old_one_when_broken(sitewatc
     run.wait_for("SIGHUP: configuration reloaded, restarting children", timeout=5)
     second = run.wait_for("consumer started", count=2, timeout=15)[-1]
     assert second["concurrency"] == 7 and second["pid"] != first["pid"]
-    assert len(run.events("producer started")) == 2
+    run.wait_for("producer started", count=2, timeout=15)   # children start in any order
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
                               (f"%:{second['pid']}",)) >= 2, 10, "results after the reload")
 
@@ -621,7 +621,7 @@ def test_startup_line_says_what_runs_where_and_every_line_names_role_and_pid(sit
     assert (line["producer"], line["consumers"], line["concurrency"]) == (1, 2, 3)
 
     titles = sorted(title(p) for p in psutil.Process(run.pid).children())
-    for expected in ("sitewatch: producer", "sitewatch: consumer 1", "sitewatch: consumer 2"):
+    for expected in ("sitewatch: producer", "sitewatch: notifier", "sitewatch: consumer 1", "sitewatch: consumer 2"):
         assert any(t.startswith(expected) for t in titles), titles
     assert title(psutil.Process(run.pid)).startswith("sitewatch: supervisor")
 
@@ -631,7 +631,7 @@ def test_startup_line_says_what_runs_where_and_every_line_names_role_and_pid(sit
     assert lines and all("_raw" not in line for line in lines), [x for x in lines if "_raw" in x]
     assert all(isinstance(x.get("role"), str) and isinstance(x.get("pid"), int) for x in lines)
     roles = {x["role"]: x["pid"] for x in lines if x.get("event", "").endswith("started")}
-    assert set(roles) == {"producer", "maintenance", "consumer-1", "consumer-2"}
+    assert set(roles) == {"producer", "maintenance", "notifier", "consumer-1", "consumer-2"}
     assert {x["pid"] for x in lines if x["role"] == "supervisor"} == {run.pid}
     for role, pid in roles.items():
         assert {x["pid"] for x in lines if x["role"] == role} == {pid}

@@ -4,9 +4,10 @@
 -- name: add_url
 -- Register one URL, first slot due now (a URL added by hand is checked within seconds).
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                 next_check_at)
+                 next_check_at, failure_threshold, success_threshold, notify)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
-        %(max_redirects)s, %(verify_tls)s, now())
+        %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
+        %(notify)s::text[])
 ON CONFLICT (url) DO NOTHING
 RETURNING id;
 
@@ -17,14 +18,18 @@ RETURNING id;
 -- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
 -- producer enqueued since then would be scheduled again (the schedule moved backwards).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
-                      verify_tls, next_check_at)
+                      verify_tls, next_check_at, failure_threshold, success_threshold, notify)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
-       v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period)
-FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls)
+       v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period), v.failure_threshold,
+       v.success_threshold, v.notify
+FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
+                       failure_threshold, success_threshold, notify)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
     method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
     max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
+    failure_threshold = EXCLUDED.failure_threshold, success_threshold = EXCLUDED.success_threshold,
+    notify = EXCLUDED.notify,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
@@ -155,6 +160,16 @@ WITH result AS (
            r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by
+), alerted AS (
+    -- Alerts (0002_alerts.sql): url_state, incidents and the outbox move in this transaction,
+    -- fed by the rows actually recorded.
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
+                                                            cert_days_left, checked_by)::alert_result)
+                                       FROM recorded),
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[])
+    ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r
 LEFT JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt

@@ -57,7 +57,8 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     an import interrupted half-way is completed by running it again.
     """
     template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
-                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean)")
+                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
+                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[])")
     rows = []
     for start in range(0, len(entries), IMPORT_CHUNK):
         chunk = [e.as_row() for e in entries[start:start + IMPORT_CHUNK]]
@@ -119,15 +120,22 @@ RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms"
                  "regex_matched", "ok", "error_kind", "error", "cert_days_left")
 
 
-def complete_tasks(conn, rows: list[tuple]) -> list[int]:
+# Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
+# and the default channels' names); see sitewatch/alerts/settings.py alert_defaults().
+NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": []}
+
+
+def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) -> list[int]:
     """Record results (tuples in RESULT_FIELDS order); returns ids refused by the lease fence.
 
     The batch travels as one array per column (psycopg2 adapts lists in C), which costs
-    far less Python time than one VALUES tuple per row.
+    far less Python time than one VALUES tuple per row. The same statement moves the alert
+    state (url_state, incidents, outbox) with `alert_defaults` for URLs without overrides.
     """
     if not rows:
         return []
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
+    columns.update(alert_defaults or NO_ALERT_CHANNELS)
     with conn.cursor() as cur:
         cur.execute(QUERIES["complete_tasks"], columns)
         return [task_id for (task_id,) in cur.fetchall()]

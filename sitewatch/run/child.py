@@ -166,6 +166,9 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
         elif role == "maintenance":
             from ..history.maintenance import Maintenance
             Maintenance(ctx).run()
+        elif role == "notifier":
+            from ..alerts.notifier import Notifier
+            Notifier(ctx).run()
         else:
             from .consumer import Consumer
             if cfg.consumer.pin_cpu:

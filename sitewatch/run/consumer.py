@@ -23,6 +23,7 @@ import time
 from collections import deque
 
 from .. import __version__, logs
+from ..alerts.settings import alert_defaults
 from ..check import probe
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition
@@ -222,6 +223,7 @@ class Consumer:
         self.stats = self._new_stats()
         self.counts = CheckCounts.create(enabled=bool(self.cfg.metrics.listen.strip()))  # for /metrics
         self._last_stats = time.monotonic()
+        self.alert_defaults = alert_defaults(self.cfg)   # thresholds and channels for URLs without overrides
 
     @staticmethod
     def _new_stats() -> dict:
@@ -481,7 +483,7 @@ class Consumer:
             if not (full or due or self.stopping):
                 return
             batch = self.pending[:self.cfg.consumer.write_batch]
-            refused = store.complete_tasks(conn, batch)
+            refused = store.complete_tasks(conn, batch, self.alert_defaults)
             self.counts.recorded(batch, refused)
             # Only drop what is written: a failure above keeps the batch for the next attempt.
             del self.pending[:len(batch)]

@@ -147,8 +147,10 @@ class Supervisor:
     # --- children ------------------------------------------------------------------
 
     def _resize(self) -> None:
-        """One producer, one maintenance job and consumer_count() consumers; extra consumers are retired."""
-        wanted = ["producer", "maintenance"] + [f"consumer-{i}" for i in range(1, self.consumer_count() + 1)]
+        """One producer, one maintenance job, one notifier (alerts) and consumer_count() consumers;
+        extra consumers are retired."""
+        wanted = ["producer", "maintenance", "notifier"] + \
+            [f"consumer-{i}" for i in range(1, self.consumer_count() + 1)]
         existing = {slot.role: slot for slot in self.slots}
         for slot in self.slots:
             if slot.role not in wanted and slot.process is not None:

@@ -1,0 +1,182 @@
+"""The notifier child: delivers the alert outbox, at least once, never in the way of checks.
+
+One per `sitewatch run` (so every host has one). It claims due outbox rows with a lease
+(SKIP LOCKED: notifiers on other hosts take others), sends each outside any transaction in
+its own thread with a hard deadline, and marks the row sent with a compare-and-swap on the
+lease. A failed send is retried with exponential backoff and jitter up to
+alerts.max_attempts, then marked dead and logged. A notifier killed between claiming and
+marking loses nothing: the lease expires and the claim path hands the row out again (the
+repeat carries the same idempotency key).
+
+Also here, because they are periodic and per host: the connectivity check
+(alerts.connectivity_url), reminders while a URL stays down, and the notices owed when a
+silence ends.
+"""
+
+import os
+import random
+import socket
+import threading
+import time
+
+from .. import logs
+from ..check import probe
+from ..db import schema
+from ..db.database import Reconnecting, is_connection_error
+from ..redact import redact_url
+from . import store
+from .channels import Channels
+from .messages import render
+from .settings import default_channels, parse_duration
+
+POLL_INTERVAL = 0.5         # seconds between looks at the outbox (notices are not latency-critical)
+SWEEP_INTERVAL = 1.0        # seconds between reminder / silence sweeps
+CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
+CONNECTIVITY_TIMEOUT = 5.0
+LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
+MAX_IN_FLIGHT = 50          # sends at once
+MAX_BACKOFF = 3600.0
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1), plus up to a quarter more, capped."""
+    delay = base * 2 ** (attempt - 1)
+    return min(MAX_BACKOFF, delay * (1 + random.uniform(0, 0.25)))
+
+
+class Notifier:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.cfg = ctx.cfg.alerts
+        self.log = logs.get()
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{ctx.role}:{os.getpid()}"
+        self.db = Reconnecting(ctx.dsn, ctx.cfg.database.timeout, ctx.role, self.log,
+                               on_connect=schema.check_version)
+        self.channels = Channels(self.cfg.channels)
+        self.defaults = default_channels(ctx.cfg)
+        self.repeat_interval = parse_duration(self.cfg.repeat_interval)
+        self.lease = self.cfg.send_timeout + LEASE_MARGIN
+        self.in_flight = {}          # outbox id -> (row, SendResult, deadline)
+        self.next_sweep = 0.0
+        self.next_connectivity = 0.0
+        self.connectivity = None     # the last check's verdict, waiting to be recorded
+        self.connectivity_thread = None
+
+    def run(self) -> None:
+        self.log.info("notifier started", owner=self.owner, channels=self.channels.names(),
+                      connectivity_url=bool(self.cfg.connectivity_url))
+        stopping = False
+        while True:
+            if not stopping and self.ctx.should_stop():
+                stopping = True
+                self.log.info("stopping", sending=len(self.in_flight))
+            self.ctx.heartbeat()
+            conn = self.db.get()
+            if conn is not None:
+                try:
+                    self.finish_sends(conn, force=stopping and self._overdue_all())
+                    if not stopping:
+                        self.periodic(conn)
+                        self.claim(conn)
+                except Exception as e:
+                    if not is_connection_error(e):
+                        raise
+                    self.db.broken(e)
+            if stopping and (not self.in_flight or conn is None):
+                break     # sends cut short are not lost: their leases expire and they go out again
+            self.ctx.sleep(self._sleep_for(conn))
+        self.db.close()
+        self.log.info("notifier stopped")
+
+    def _overdue_all(self) -> bool:
+        return all(time.monotonic() >= deadline for _, _, deadline in self.in_flight.values())
+
+    def _sleep_for(self, conn) -> float:
+        timeout = POLL_INTERVAL
+        if conn is None:
+            timeout = max(0.05, self.db.seconds_until_retry())
+        now = time.monotonic()
+        for _, result, deadline in self.in_flight.values():
+            if result.done.is_set():
+                return 0.0
+            timeout = min(timeout, max(0.0, deadline - now))
+        return timeout
+
+    # --- the outbox -----------------------------------------------------------------------
+
+    def claim(self, conn) -> None:
+        room = MAX_IN_FLIGHT - len(self.in_flight)
+        if room <= 0:
+            return
+        for row in store.claim_outbox(conn, self.owner, room, self.lease, self.cfg.max_attempts):
+            title, body, level = render(row["kind"], row["detail"], row["key"])
+            result = self.channels.start(row["channel"], title, body, level)
+            threading.Thread(target=self._wake_when_done, args=(result,), daemon=True).start()
+            self.in_flight[row["id"]] = (row, result, time.monotonic() + self.cfg.send_timeout)
+
+    def _wake_when_done(self, result) -> None:
+        if result.done.wait(self.cfg.send_timeout + 1):
+            self.ctx.wake()
+
+    def finish_sends(self, conn, force: bool = False) -> None:
+        now = time.monotonic()
+        for outbox_id, (row, result, deadline) in list(self.in_flight.items()):
+            if result.done.is_set():
+                ok, error = result.ok, result.error
+            elif now >= deadline or force:
+                ok, error = False, f"no answer within {self.cfg.send_timeout:g} s"
+            else:
+                continue
+            fields = {"key": row["key"], "channel": row["channel"], "kind": row["kind"], "attempt": row["attempts"]}
+            if ok:
+                if store.mark_sent(conn, row, self.owner):
+                    self.log.info("notice sent", **fields)
+                else:
+                    self.log.warning("notice sent, but its lease was lost: it may be sent again "
+                                     "(same key)", **fields)
+            else:
+                retry_in = retry_delay(self.cfg.retry_backoff, row["attempts"])
+                status = store.mark_failed(conn, row, self.owner, error, retry_in, self.cfg.max_attempts)
+                if status == "dead":
+                    self.log.error("notice dead: giving up after max_attempts", error=error,
+                                   max_attempts=self.cfg.max_attempts, **fields)
+                elif status == "pending":
+                    self.log.warning("notice failed, will retry", error=error, retry_in_s=round(retry_in, 2),
+                                     **fields)
+                else:
+                    self.log.warning("notice failed, and its lease was lost", error=error, **fields)
+            del self.in_flight[outbox_id]
+
+    # --- periodic work ----------------------------------------------------------------------
+
+    def periodic(self, conn) -> None:
+        now = time.monotonic()
+        if now >= self.next_connectivity:
+            self.next_connectivity = now + CONNECTIVITY_INTERVAL
+            self._check_connectivity(conn)
+        if self.connectivity is not None:
+            ok, self.connectivity = self.connectivity, None
+            store.record_connectivity(conn, self.host, ok)
+            if not ok:
+                self.log.warning("connectivity check failed: this host's failed checks count toward "
+                                 "no incident", connectivity_url=redact_url(self.cfg.connectivity_url))
+        if now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_INTERVAL
+            if self.repeat_interval > 0:
+                store.queue_reminders(conn, self.repeat_interval, self.defaults)
+            store.settle_silences(conn, self.defaults)
+
+    def _check_connectivity(self, conn) -> None:
+        url = self.cfg.connectivity_url
+        if not url:
+            store.record_connectivity(conn, self.host, None)
+            return
+        if self.connectivity_thread is not None and self.connectivity_thread.is_alive():
+            return
+
+        def check():
+            self.connectivity = probe.check(probe.Target(url=url, timeout=CONNECTIVITY_TIMEOUT)).ok
+            self.ctx.wake()
+        self.connectivity_thread = threading.Thread(target=check, name="connectivity", daemon=True)
+        self.connectivity_thread.start()

@@ -1,0 +1,156 @@
+-- The alerts subsystem's SQL (the state update itself lives in migrations/0002_alerts.sql,
+-- alert_apply_results, called by complete_tasks). Loaded with db/store.py's loader.
+
+-- name: claim_outbox
+-- The notifier's claim, one statement: take up to %(limit)s notices that are due (new ones,
+-- retries whose backoff is over, and ones whose sender's lease expired: recovery lives on the
+-- claim path), lease them, and return what the message needs. A notice already tried
+-- max_attempts times whose last sender vanished is marked dead instead.
+WITH candidate AS (
+    SELECT id FROM alert_outbox
+    WHERE status IN ('pending', 'sending') AND available_at <= now()
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), abandoned AS (
+    UPDATE alert_outbox SET status = 'dead', lease_owner = NULL,
+        last_error = coalesce(last_error || '; ', '') || 'no outcome after ' || attempts
+                     || ' attempts (the notifier sending it died or lost its lease)'
+    WHERE id = ANY (ARRAY(SELECT id FROM candidate)) AND status = 'sending' AND attempts >= %(max_attempts)s
+    RETURNING id
+)
+UPDATE alert_outbox o SET
+    status = 'sending', attempts = o.attempts + 1, lease_owner = %(owner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s),
+    available_at = now() + make_interval(secs => %(lease)s)
+WHERE o.id = ANY (ARRAY(SELECT id FROM candidate)) AND o.id NOT IN (SELECT id FROM abandoned)
+RETURNING o.id, o.key, o.channel, o.url_id, o.incident_id, o.kind, o.detail, o.attempts, o.created_at;
+
+-- name: mark_sent
+-- Compare-and-swap on the lease: only the sender still holding it marks the notice sent.
+UPDATE alert_outbox SET status = 'sent', sent_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempts)s AND status = 'sending'
+RETURNING id;
+
+-- name: mark_failed
+-- The send failed: retry after the backoff, or give up (dead) after max_attempts. Same fence.
+UPDATE alert_outbox SET
+    status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    available_at = now() + make_interval(secs => %(retry_in)s),
+    lease_owner = NULL, lease_expires_at = NULL, last_error = %(error)s
+WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempts)s AND status = 'sending'
+RETURNING status;
+
+-- name: record_connectivity
+-- This host's own network, as the notifier saw it by checking alerts.connectivity_url.
+INSERT INTO alert_host (host, connectivity_ok, checked_at) VALUES (%(host)s, %(ok)s, now())
+ON CONFLICT (host) DO UPDATE SET connectivity_ok = EXCLUDED.connectivity_ok, checked_at = EXCLUDED.checked_at;
+
+-- name: forget_connectivity
+-- No connectivity_url configured on this host: its failures always count.
+DELETE FROM alert_host WHERE host = %(host)s;
+
+-- name: queue_reminders
+-- Every alerts.repeat_interval while a URL stays down (not flapping, not silenced): one
+-- reminder per channel. SKIP LOCKED: notifiers on other hosts, and a consumer closing the
+-- incident right now, are never waited for; the key (incident, reminder number) and
+-- UNIQUE (key, channel) keep hosts from queueing the same reminder twice.
+WITH due AS (
+    SELECT i.id FROM incident i
+    WHERE i.ended_at IS NULL AND i.last_notice_at <= now() - make_interval(secs => %(interval)s)
+    FOR UPDATE OF i SKIP LOCKED
+), bumped AS (
+    UPDATE incident SET reminders = incident.reminders + 1, last_notice_at = now()
+    FROM due WHERE incident.id = due.id
+    RETURNING incident.*
+)
+INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+SELECT 'incident:' || b.id || ':reminder:' || b.reminders, c.channel, b.url_id, b.id, 'reminder',
+       jsonb_build_object('url', b.url, 'since', b.started_at, 'error_kind', b.last_error_kind,
+                          'error', b.last_error, 'failed_checks', b.failed_checks, 'reminder', b.reminders)
+FROM bumped b
+JOIN url u ON u.id = b.url_id
+JOIN url_state s ON s.url_id = b.url_id AND NOT s.flapping
+CROSS JOIN LATERAL unnest(coalesce(u.notify, %(channels)s::text[])) AS c (channel)
+WHERE NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
+ON CONFLICT (key, channel) DO NOTHING;
+
+-- name: silences_to_settle
+-- Cheap guard for settle_silences (which scans every URL): is any silence over and unsettled?
+SELECT EXISTS (SELECT 1 FROM silence WHERE NOT settled AND ends_at <= now());
+
+-- name: settle_silences
+-- Silences that are over (expired or removed), taken once by one notifier: each URL they
+-- covered, no longer silenced, whose state differs from the last one announced gets that
+-- state's notice now (a down that began inside, or a recovery that happened inside).
+-- url_state rows are locked in url_id order, like the result path.
+WITH ended AS (
+    UPDATE silence SET settled = true
+    WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
+    RETURNING like_pattern
+), changed AS (
+    SELECT s.url_id, s.state, s.incident_id, alert_redact_url(u.url) AS url,
+           coalesce(u.notify, %(channels)s::text[]) AS channels
+    FROM url_state s JOIN url u ON u.id = s.url_id
+    WHERE u.url LIKE ANY (ARRAY(SELECT like_pattern FROM ended))
+      AND NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
+      AND s.state <> 'unknown' AND s.state <> coalesce(s.notified_state, 'up') AND NOT s.flapping
+    ORDER BY s.url_id
+    FOR UPDATE OF s
+), marked AS (
+    UPDATE url_state SET notified_state = c.state FROM changed c WHERE url_state.url_id = c.url_id
+    RETURNING url_state.url_id
+), notice AS (
+    SELECT c.url_id, i.id AS incident_id, c.state AS kind, c.channels,
+           CASE WHEN c.state = 'down'
+                THEN jsonb_build_object('url', c.url, 'error_kind', i.first_error_kind, 'error', i.first_error,
+                                        'since', i.started_at, 'failed_checks', i.failed_checks,
+                                        'after_silence', true)
+                ELSE jsonb_build_object('url', c.url, 'since', i.started_at, 'ended_at', i.ended_at,
+                                        'down_seconds', extract(epoch FROM i.ended_at - i.started_at),
+                                        'failed_checks', i.failed_checks, 'after_silence', true) END AS detail
+    FROM changed c
+    JOIN LATERAL (SELECT * FROM incident WHERE incident.url_id = c.url_id
+                  ORDER BY started_at DESC LIMIT 1) i ON true
+    WHERE c.url_id IN (SELECT url_id FROM marked)
+)
+INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+SELECT 'incident:' || n.incident_id || ':' || n.kind, ch.channel, n.url_id, n.incident_id, n.kind, n.detail
+FROM notice n CROSS JOIN LATERAL unnest(n.channels) AS ch (channel)
+ON CONFLICT (key, channel) DO NOTHING;
+
+-- name: add_silence
+INSERT INTO silence (pattern, like_pattern, ends_at, reason)
+VALUES (%(pattern)s, %(like_pattern)s, now() + make_interval(secs => %(seconds)s), %(reason)s)
+RETURNING id, starts_at, ends_at;
+
+-- name: list_silences
+-- Silences in force, and those over in the last day (for the record).
+SELECT id, pattern, starts_at, ends_at, reason, ends_at > now() AS active
+FROM silence WHERE ends_at > now() - interval '1 day'
+ORDER BY ends_at DESC;
+
+-- name: end_silence
+-- `silence remove`: end it now (kept for the record); the next notifier sweep settles it.
+UPDATE silence SET ends_at = least(ends_at, now()) WHERE id = %(id)s RETURNING id, pattern;
+
+-- name: list_incidents
+-- Incidents, newest first; optionally only open ones, or one URL's.
+SELECT i.id, i.url, i.started_at, i.ended_at, i.first_error_kind, i.first_error, i.last_error_kind,
+       i.last_error, i.failed_checks
+FROM incident i
+WHERE (NOT %(open)s OR i.ended_at IS NULL)
+  AND (%(url)s::text IS NULL OR i.url_id = (SELECT id FROM url WHERE url = %(url)s)
+       OR i.url = alert_redact_url(%(url)s))
+ORDER BY i.started_at DESC, i.id DESC
+LIMIT %(limit)s;
+
+-- name: list_dead
+-- Notices given up on after alerts.max_attempts (or whose sender vanished), newest first.
+SELECT o.id, o.key, o.channel, o.kind, o.incident_id, o.detail->>'url' AS url, o.attempts, o.last_error,
+       o.created_at
+FROM alert_outbox o
+WHERE o.status = 'dead' AND (%(url)s::text IS NULL OR o.url_id = (SELECT id FROM url WHERE url = %(url)s)
+                             OR o.detail->>'url' = alert_redact_url(%(url)s))
+ORDER BY o.id DESC
+LIMIT %(limit)s;

@@ -1,0 +1,109 @@
+"""The alerts subsystem's SQL (sitewatch/alerts/queries.sql), loaded by db/store.py's loader.
+
+Functions take an open psycopg2 connection; the caller owns connecting and retrying.
+"""
+
+import fnmatch
+
+import psycopg2.extras
+
+from ..db.store import load_queries
+
+QUERIES = load_queries("sitewatch.alerts")
+
+
+def _rows(conn, name, params) -> list[dict]:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES[name], params)
+        return [dict(r) for r in cur.fetchall()] if cur.description else []
+
+
+# --- notifier ------------------------------------------------------------------------
+
+def claim_outbox(conn, owner: str, limit: int, lease: float, max_attempts: int) -> list[dict]:
+    return _rows(conn, "claim_outbox", {"owner": owner, "limit": limit, "lease": lease,
+                                         "max_attempts": max_attempts})
+
+
+def mark_sent(conn, row: dict, owner: str) -> bool:
+    """False when the lease was lost (another notifier took the notice over)."""
+    return bool(_rows(conn, "mark_sent", {"id": row["id"], "owner": owner, "attempts": row["attempts"]}))
+
+
+def mark_failed(conn, row: dict, owner: str, error: str, retry_in: float, max_attempts: int) -> str | None:
+    """'pending' (will retry), 'dead', or None when the lease was lost."""
+    found = _rows(conn, "mark_failed", {"id": row["id"], "owner": owner, "attempts": row["attempts"],
+                                        "error": error, "retry_in": retry_in, "max_attempts": max_attempts})
+    return found[0]["status"] if found else None
+
+
+def record_connectivity(conn, host: str, ok: bool | None) -> None:
+    with conn.cursor() as cur:
+        if ok is None:
+            cur.execute(QUERIES["forget_connectivity"], {"host": host})
+        else:
+            cur.execute(QUERIES["record_connectivity"], {"host": host, "ok": ok})
+
+
+def queue_reminders(conn, interval: float, channels: list[str]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["queue_reminders"], {"interval": interval, "channels": channels})
+        return cur.rowcount
+
+
+def settle_silences(conn, channels: list[str]) -> int:
+    """Queue the notices owed for silences that are over; returns how many were queued."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["silences_to_settle"])
+        if not cur.fetchone()[0]:
+            return 0
+        cur.execute(QUERIES["settle_silences"], {"channels": channels})
+        return cur.rowcount
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+def like_pattern(pattern: str) -> str:
+    """A URL or glob (*, ?) as a LIKE pattern: LIKE's own % and _ are literal in a glob."""
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?") and fnmatch.translate(pattern) is not None
+
+
+def add_silence(conn, pattern: str, seconds: float, reason: str | None) -> dict:
+    with conn:
+        return _rows(conn, "add_silence", {"pattern": pattern, "like_pattern": like_pattern(pattern),
+                                            "seconds": seconds, "reason": reason})[0]
+
+
+def list_silences(conn) -> list[dict]:
+    with conn:
+        return _rows(conn, "list_silences", {})
+
+
+def end_silence(conn, silence_id: int) -> dict | None:
+    with conn:
+        found = _rows(conn, "end_silence", {"id": silence_id})
+    return found[0] if found else None
+
+
+def list_incidents(conn, open_only: bool, url: str | None, limit: int = 1000) -> list[dict]:
+    with conn:
+        return _rows(conn, "list_incidents", {"open": open_only, "url": url, "limit": limit})
+
+
+def list_dead(conn, url: str | None, limit: int = 1000) -> list[dict]:
+    with conn:
+        return _rows(conn, "list_dead", {"url": url, "limit": limit})

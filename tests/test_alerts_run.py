@@ -1,0 +1,348 @@
+"""Alerts end to end: the real `sitewatch run` (producer, consumers, notifier) against a site
+the test controls, delivering to real receivers on 127.0.0.1: an HTTP receiver for json://,
+a Mattermost (Slack-compatible) webhook receiver for mmost://, and a real SMTP server
+(aiosmtpd) for mailto://.
+
+Periods are 1 s and retries short, so each test takes seconds; every wait has a deadline.
+"""
+
+import json
+import re
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.alert_receivers import Site, SmtpReceiver, WebhookReceiver, refused_port
+from tests.httpfixture import HostileServer
+
+# `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
+from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401
+
+KEY = re.compile(r"\[sitewatch (\w+) (\S+)\]")
+
+
+@pytest.fixture
+def runs(sitewatch):  # noqa: F811 - test_run's fixture, imported above
+    """Start `sitewatch run` processes (killed at teardown, whatever happened)."""
+    return sitewatch
+
+
+def _serving(cls):
+    with cls() as server:
+        yield server
+
+
+@pytest.fixture
+def site():
+    """The monitored website."""
+    yield from _serving(Site)
+
+
+@pytest.fixture
+def hook():
+    """A json:// receiver."""
+    yield from _serving(WebhookReceiver)
+
+
+@pytest.fixture
+def chat():
+    """A second webhook receiver (Mattermost, or a flaky json:// one)."""
+    yield from _serving(WebhookReceiver)
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server for mailto://."""
+    yield from _serving(SmtpReceiver)
+
+
+def alert_env(channels: dict, **extra) -> dict:
+    env = {"SITEWATCH_ALERTS__CHANNELS": json.dumps(channels),
+           "SITEWATCH_ALERTS__SEND_TIMEOUT": 3, "SITEWATCH_ALERTS__RETRY_BACKOFF": 0.5,
+           "SITEWATCH_ALERTS__MAX_ATTEMPTS": 3}
+    env.update(extra)
+    return env
+
+
+def keys(texts) -> list[tuple[str, str]]:
+    """(kind, idempotency key) of each message text."""
+    return [m.groups() for m in (KEY.search(t) for t in texts) if m]
+
+
+def kinds(texts) -> list[str]:
+    return [kind for kind, _ in keys(texts)]
+
+
+def mail_texts(smtp) -> list[str]:
+    return [m["data"].replace("=\r\n", "") for m in smtp.messages()]
+
+
+def add(cli, url, period=1, env=None):
+    done = cli("url", "add", url, "-p", str(period), env={"MIN_PERIOD": "1", **(env or {})})
+    assert done.returncode == 0, done.stderr
+
+
+def outbox_states(db) -> list[tuple]:
+    return query(db, "SELECT kind, channel, status, attempts FROM alert_outbox ORDER BY id")
+
+
+# --- 1. thresholds: 2 failures + a success send nothing; 3 failures one down; 2 successes one up
+
+
+def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
+        runs, cli, db, site, hook, chat, smtp):
+    channels = {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok"),
+                "mail": smtp.apprise_url()}
+    site.script("/a", [503, 503, 200, 503, 503, 503, 200, 200])
+    run = runs(env=alert_env(channels))
+    run.wait_started()
+    run.wait_for("notifier started")
+    add(cli, site.url("/a"))
+    wait_until(lambda: len(hook.texts()) >= 2 and len(chat.texts()) >= 2 and len(smtp.messages()) >= 2,
+               30, "a down and an up on every channel")
+    time.sleep(2)   # nothing more may follow
+    for texts in (hook.texts(), chat.texts(), mail_texts(smtp)):
+        assert kinds(texts) == ["down", "up"], texts
+    down, up = hook.texts()
+    assert "is down since" in down and "status: HTTP 503" in down
+    assert "up again after" in up
+    started, failed = query(db, "SELECT started_at, failed_checks FROM incident")[0]
+    slots = [r[0] for r in query(db, "SELECT scheduled_at FROM task_result ORDER BY scheduled_at")]
+    assert started == slots[3], "the incident starts at the first failed slot of the streak of three"
+    assert failed == 3
+    # The same key on every channel: one event.
+    assert keys(hook.texts()) == keys(chat.texts()) == keys(mail_texts(smtp))
+    assert all(status == "sent" for _, _, status, _ in outbox_states(db))
+
+
+# --- 3. kill -9 of every process during an outage, then a restart
+
+
+def test_kill_9_during_an_outage_neither_repeats_the_down_nor_loses_the_up(runs, cli, db, site, hook):
+    site.status = 503
+    env = alert_env({"hook": hook.apprise_url("json")})
+    run = runs(env=env)
+    run.wait_started()
+    add(cli, site.url("/b"))
+    wait_until(lambda: kinds(hook.texts()) == ["down"], 30, "the down notice")
+    run.kill_group()
+    again = runs(env=env)
+    again.wait_started()
+    again.wait_for("notifier started")
+    checks = scalar(db, "SELECT count(*) FROM task_result")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= checks + 3, 20, "more failed checks")
+    assert kinds(hook.texts()) == ["down"], "no second down after the restart"
+    site.status = 200
+    wait_until(lambda: kinds(hook.texts()) == ["down", "up"], 30, "the up notice after the restart")
+    assert scalar(db, "SELECT count(*) FROM incident") == 1
+
+
+# --- 4. the notifier killed between claiming and sending, and between sending and marking
+
+
+def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(runs, cli, db, site, hook):
+    site.status = 503
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__SEND_TIMEOUT=4))
+    run.wait_started()
+    run.wait_for("notifier started")
+    hook.blackhole()      # the request goes into the listen backlog: claimed, never received
+    add(cli, site.url("/c"))
+    wait_until(lambda: outbox_states(db) and outbox_states(db)[0][2] == "sending", 20, "the down being sent")
+    time.sleep(0.5)
+    run.child("sitewatch: notifier").kill()
+    hook.reopen()         # the black-holed request is dropped unread
+    wait_until(lambda: kinds(hook.texts()) == ["down"], 30, "the down after the lease expired")
+    assert len(hook.requests) == 1, "claimed-but-unsent: delivered exactly once"
+
+    hook.hang = True      # received, never answered: sent but not marked
+    site.status = 200
+    wait_until(lambda: len(hook.requests) == 2, 20, "the up being received")
+    run.child("sitewatch: notifier").kill()
+    hook.hang = False
+    wait_until(lambda: kinds(hook.texts()) == ["down", "up"], 30, "the up resent after the lease expired")
+    up_keys = [KEY.search(str(r["body"].get("message"))).group(2) for r in hook.requests[1:]]
+    assert len(up_keys) >= 2 and len(set(up_keys)) == 1, f"a repeat carries the same key: {up_keys}"
+    assert [s for _, _, s, _ in outbox_states(db)] == ["sent", "sent"]
+
+
+# --- 5. a hanging channel, a flaky one, a refusing SMTP server: retries, dead, nothing delayed
+
+
+def test_failing_channels_retry_with_growing_gaps_then_die_without_delaying_the_others(
+        runs, cli, db, site, hook, chat):
+    hanging = WebhookReceiver()
+    with hanging:
+        hanging.hang = True
+        chat.fail_next = 2
+        channels = {"good": hook.apprise_url("json"), "flaky": chat.apprise_url("json"),
+                    "hang": hanging.apprise_url("json"),
+                    "smtp": f"mailto://localhost:{refused_port()}?to=a@example.com&from=b@example.com"}
+        site.status = 503
+        run = runs(env=alert_env(channels, SITEWATCH_ALERTS__SEND_TIMEOUT=2,
+                                      SITEWATCH_ALERTS__RETRY_BACKOFF=1))
+        run.wait_started()
+        run.wait_for("notifier started")
+        add(cli, site.url("/d"))
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM alert_outbox") == 4, 20, "the down queued")
+        created = time.monotonic()
+        wait_until(lambda: hook.messages(), 10, "the good channel's down")
+        assert hook.messages()[0]["time"] - created < 2.0, "the good channel is not held up"
+        wait_until(lambda: chat.messages(), 20, "the flaky channel's down on its third try")
+        tries = [r["time"] for r in chat.requests]
+        assert len(tries) == 3, tries
+        assert tries[2] - tries[1] > tries[1] - tries[0] >= 0.9, f"growing gaps: {tries}"
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM alert_outbox WHERE status = 'dead'") == 2, 30,
+                   "the hanging and the refusing channels given up on")
+        assert dict(query(db, "SELECT channel, status FROM alert_outbox")) == {
+            "good": "sent", "flaky": "sent", "hang": "dead", "smtp": "dead"}
+        assert dict(query(db, "SELECT channel, attempts FROM alert_outbox WHERE status = 'dead'")) == {
+            "hang": 3, "smtp": 3}
+        assert len(run.events("notice dead: giving up after max_attempts")) == 2
+        listed = json.loads(cli("incidents", "--json").stdout)
+        assert sorted(d["channel"] for d in listed[0]["dead_notifications"]) == ["hang", "smtp"]
+        assert len(hook.messages()) == 1 and len(chat.messages()) == 1
+
+
+# --- 2. three `sitewatch run` on one database: one incident, one notice per channel per event
+
+
+def test_three_runs_on_one_database_send_each_notice_once_per_channel(
+        runs, cli, db, site, hook, chat):
+    channels = {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok")}
+    runs = [runs(env=alert_env(channels, SITEWATCH_CONSUMER__PROCESSES=1)) for _ in range(3)]
+    for run in runs:
+        run.wait_started()
+        run.wait_for("notifier started")
+    site.status = 503
+    urls = [site.url(f"/e{i}") for i in range(5)]
+    for url in urls:
+        add(cli, url)
+    wait_until(lambda: len(hook.texts()) >= 5 and len(chat.texts()) >= 5, 30, "five downs per channel")
+    checkers = {r[0].rsplit(":", 1)[1] for r in query(db, "SELECT checked_by FROM task_result")}
+    assert len(checkers) >= 2, "the runs share the work"
+    site.status = 200
+    wait_until(lambda: len(hook.texts()) >= 10 and len(chat.texts()) >= 10, 30, "five ups per channel")
+    time.sleep(2)
+    for receiver in (hook, chat):
+        found = keys(receiver.texts())
+        assert sorted(kind for kind, _ in found) == ["down"] * 5 + ["up"] * 5
+        assert len(set(found)) == 10, "no notice twice"
+    assert scalar(db, "SELECT count(*) FROM incident") == 5
+    senders = {r[0].rsplit(":", 1)[1] for r in query(db, "SELECT checked_by FROM task_result")}
+    assert senders
+
+
+# --- 7. a silence before, during and after an outage
+
+
+def test_no_notice_inside_a_silence_and_the_right_one_after_it(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}))
+    run.wait_started()
+    run.wait_for("notifier started")
+    done = cli("silence", "add", site.url("/f*"), "--for", "1h", "--reason", "maintenance")
+    assert done.returncode == 0, done.stderr
+    silence_id = json.loads(cli("silence", "list", "--json").stdout)[0]["id"]
+    site.script("/f-blip", [503] * 4)          # down and up again, all inside the silence
+    site.script("/f-long", [503] * 1000)       # still down when the silence ends
+    add(cli, site.url("/f-blip"))
+    add(cli, site.url("/f-long"))
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NOT NULL") == 1
+               and scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NULL") == 1, 30,
+               "one incident over and one open, inside the silence")
+    time.sleep(1.5)
+    assert hook.texts() == [], "no notice inside the silence"
+    assert cli("silence", "remove", str(silence_id)).returncode == 0
+    wait_until(lambda: hook.texts(), 10, "the notice owed after the silence")
+    time.sleep(2)
+    texts = hook.texts()
+    assert kinds(texts) == ["down"] and "/f-long" in texts[0] and "after a silence" in texts[0]
+    site.script("/f-long", [])
+    wait_until(lambda: kinds(hook.texts()) == ["down", "up"], 20, "the up of the long outage")
+    assert "/f-blip" not in " ".join(hook.texts())
+
+
+# --- 10. the connectivity URL failing: this host's failures open no incident
+
+
+def test_no_incident_while_the_connectivity_url_fails(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")},
+                                  SITEWATCH_ALERTS__CONNECTIVITY_URL=f"http://127.0.0.1:{refused_port()}/"))
+    run.wait_started()
+    wait_until(lambda: query(db, "SELECT connectivity_ok FROM alert_host") == [(False,)], 20,
+               "the connectivity check recorded as failing")
+    site.status = 503
+    add(cli, site.url("/g"))
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE NOT ok") >= 5, 20, "failed checks")
+    assert scalar(db, "SELECT count(*) FROM incident") == 0
+    assert query(db, "SELECT state, fail_streak FROM url_state") == [("unknown", 0)]
+    time.sleep(1)
+    assert hook.texts() == []
+    assert run.events("connectivity check failed: this host's failed checks count toward no incident")
+
+
+# --- 6. a URL alternating up and down: one flapping notice, not a storm
+
+
+def test_a_flapping_url_gives_one_notice_not_a_storm(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__FAILURE_THRESHOLD=1,
+                             SITEWATCH_ALERTS__SUCCESS_THRESHOLD=1))
+    run.wait_started()
+    run.wait_for("notifier started")
+    site.script("/h", [200, 503] * 12)       # every check changes the state (thresholds of 1)
+    add(cli, site.url("/h"))
+    wait_until(lambda: site.hits.get("/h", 0) >= 24, 40, "24 alternating checks")
+    time.sleep(2)
+    found = kinds(hook.texts())
+    assert found.count("flapping") == 1, found
+    # Before flapping is detected a few real changes are announced; after it, none.
+    first_flap = found.index("flapping")
+    assert first_flap <= 6 and found[first_flap + 1:] == [], found
+    assert scalar(db, "SELECT flapping FROM url_state")
+
+
+# --- reminders while a URL stays down
+
+
+def test_reminders_every_repeat_interval_while_down_and_none_after_the_up(runs, cli, db, site, hook):
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__REPEAT_INTERVAL="2s"))
+    run.wait_started()
+    site.status = 503
+    add(cli, site.url("/r"))
+    wait_until(lambda: kinds(hook.texts()).count("reminder") >= 2, 30, "two reminders")
+    incident_id = scalar(db, "SELECT id FROM incident")
+    reminders = [key for kind, key in keys(hook.texts()) if kind == "reminder"]
+    assert reminders[:2] == [f"incident:{incident_id}:reminder:1", f"incident:{incident_id}:reminder:2"]
+    site.status = 200
+    wait_until(lambda: "up" in kinds(hook.texts()), 20, "the up")
+    count = len(hook.texts())
+    time.sleep(3)
+    assert len(hook.texts()) == count, "no reminder after the incident closed"
+
+
+# --- 8. a certificate with 13 days left, seen by three `sitewatch run`: one cert_expiring
+
+
+def test_a_certificate_expiring_soon_seen_by_three_runs_is_announced_once(runs, cli, db, hook, tmp_path):
+    key, cert = str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "14", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with HostileServer(tls=context) as server:
+        started = [runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_CONSUMER__PROCESSES=1))
+                   for _ in range(3)]
+        for run in started:
+            run.wait_started()
+        done = cli("url", "add", server.url("/ok"), "-p", "1", "--no-verify-tls", env={"MIN_PERIOD": "1"})
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: len({r[0] for r in query(db, "SELECT checked_by FROM task_result")}) >= 3, 30,
+                   "results from all three runs")
+        time.sleep(2)
+    days = {d for (d,) in query(db, "SELECT DISTINCT cert_days_left FROM task_result")}
+    assert days == {13}, days
+    texts = hook.texts()
+    assert kinds(texts) == ["cert_expiring"], texts
+    assert "expires in 13 days" in texts[0]
