@@ -45,6 +45,7 @@ class Setting:
     optional: bool = False            # None allowed (and is the default meaning "unset")
     check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
     secret: bool = False
+    redact: Callable[[str], str] = redact_dsn   # how a secret value is shown (config show, errors)
 
     @property
     def name(self) -> str:
@@ -73,6 +74,42 @@ def _status_codes(value):
     except BadInput:
         return "must be status codes or ranges within 100-599, e.g. 200-299,301"
     return None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[IPV6]:PORT' -> (host, port); ValueError saying why."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080 (empty: off)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def _listen_address(value):
+    if value.strip() == "":
+        return None        # empty: off
+    try:
+        parse_listen(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _web_auth(value):
+    from .web.auth import parse_auth  # the same parser the web server uses
+    try:
+        parse_auth(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _redact_web_auth(value):
+    from .web.auth import redact_auth
+    return redact_auth(value)
 
 
 def _one_of(*choices):
@@ -131,6 +168,17 @@ SETTINGS = [
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
 
+    Setting("web", "listen", str, "127.0.0.1:8080", "Address of the status page, JSON API and badges "
+            "(HOST:PORT); empty: no web server in `sitewatch run`.", check=_listen_address),
+    Setting("web", "auth", str, None, "Access control for the web server, space-separated entries: "
+            "'token:SECRET' (Authorization: Bearer SECRET) and/or 'basic:USER:PASSWORD' (one per user). "
+            "Unset: open to anyone who can reach web.listen.", optional=True, secret=True,
+            check=_web_auth, redact=_redact_web_auth),
+    Setting("web", "public", str, "/badge/*", "Paths that stay open when web.auth is set, comma-separated; "
+            "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
+    Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
+            "frame, e.g. 'self' https://intranet.example.com. Default: nobody."),
+
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, or auto (console on a terminal, JSON otherwise).",
             check=_one_of("auto", "console", "json")),
@@ -158,7 +206,7 @@ class Config:
             value = self.values[s.name]
             shown = "null" if value is None else value
             if s.secret and value is not None:
-                shown = redact_dsn(str(value))
+                shown = s.redact(str(value))
             if isinstance(value, bool):
                 shown = "true" if value else "false"
             if isinstance(shown, str) and not shown.isprintable():
@@ -172,8 +220,8 @@ class Config:
 def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
     """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
     shown = repr(raw)
-    if setting.secret:   # redact_dsn only understands a DSN string: of anything else, show only its type
-        shown = redact_dsn(raw) if isinstance(raw, str) else f"a {type(raw).__name__}"
+    if setting.secret:   # a redactor only understands a string: of anything else, show only its type
+        shown = setting.redact(raw) if isinstance(raw, str) else f"a {type(raw).__name__}"
 
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{setting.name}: {why}, got {shown} (from {source})")

@@ -145,6 +145,9 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
         if role == "producer":
             from .producer import Producer
             Producer(ctx).run()
+        elif role == "web":
+            from ..web.server import run_child
+            run_child(ctx)
         else:
             from .consumer import Consumer
             if cfg.consumer.pin_cpu:
