@@ -118,7 +118,7 @@ def url_item(row: dict, windows: dict) -> dict:
 
 
 def incident_item(row: dict) -> dict:
-    return {"id": row["id"], "url_id": row["url_id"], "url": row["shown_url"],
+    return {"id": row["id"], "url_id": row["url_id"], "url": redact_url(row["url"]) if row["url"] else None,
             "started_at": row["started_at"], "ended_at": row["ended_at"],
             "duration_s": int(row["duration"].total_seconds()),
             "first_error_kind": row["first_error_kind"], "first_error": row["first_error"],

@@ -184,7 +184,7 @@ WHERE t.url_id = %(id)s AND t.scheduled_at >= greatest(b.cut, b.raw_from)
 GROUP BY 1
 """
 
-_URL_COLUMNS = f"""u.id, u.url, {SHOWN_URL_SQL} AS shown_url, u.period, u.regex, u.created_at,
+_URL_COLUMNS = """u.id, u.url, u.period, u.regex, u.created_at,
        coalesce(s.state, 'unknown') AS state, s.since"""
 
 _LAST_CHECK = """LEFT JOIN LATERAL (
@@ -250,8 +250,8 @@ SELECT cert_days_min FROM rollup_hour
 WHERE url_id = %(id)s AND cert_days_min IS NOT NULL ORDER BY bucket DESC LIMIT 1
 """
 
-INCIDENTS_SQL = f"""
-SELECT i.id, i.url_id, {SHOWN_URL_SQL} AS shown_url, i.started_at, i.ended_at,
+INCIDENTS_SQL = """
+SELECT i.id, i.url_id, u.url, i.started_at, i.ended_at,
        coalesce(i.ended_at, now()) - i.started_at AS duration,
        i.first_error_kind, i.first_error, i.last_error_kind, i.last_error, i.failed_checks
 FROM incident i LEFT JOIN url u ON u.id = i.url_id
