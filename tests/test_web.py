@@ -165,6 +165,7 @@ def test_summary_and_incidents(web):
     summary = web.get("/api/v1/summary").json()
     assert (summary["urls"], summary["down"], summary["unknown"], summary["open_incidents"]) == \
         (3 + webseed.FILLER, 1, 1, 1)
+    assert summary["last_result_slot"] is not None
     items = web.get("/api/v1/incidents").json()["items"]
     assert items[0]["ended_at"] is None and items[0]["url_id"] == web.ids["beta"]       # open first
     assert {"url", "started_at", "ended_at", "first_error_kind", "first_error", "last_error_kind",
@@ -203,6 +204,14 @@ def test_pages_are_self_contained_and_small(web):
     assert web.get("/?page=3").text.count('<tr data-state=') == 43
     assert web.get("/urls/999999").status_code == 404
     assert web.get("/?page=0").status_code == 400
+
+
+def test_a_cached_response_is_the_same_response(web):
+    first, second = web.get("/?state=down"), web.get("/?state=down")       # the second is a cache hit
+    assert first.content == second.content
+    for response in (first, second):
+        assert len(response.headers.get_list("content-security-policy")) == 1
+        assert len(response.headers.get_list("content-length")) == 1
 
 
 def test_atom_feed_is_well_formed(web):

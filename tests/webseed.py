@@ -93,9 +93,9 @@ def seed(conn) -> dict:
         cur.execute(_rollup("hour", "rollup_hour", "date_trunc('hour', now()) - interval '2 hours'"))
         cur.execute(_rollup("day", "rollup_day", "date_trunc('day', now())"))
         cur.execute("DELETE FROM task_result WHERE scheduled_at < now() - interval '7 days'")
-        cur.execute("INSERT INTO url_state (url_id, state, since) VALUES "
-                    "(%(alpha)s, 'up', now() - interval '2 days'), (%(beta)s, 'down', now() - interval '3 hours')",
-                    ids)
+        cur.execute("INSERT INTO url_state (url_id, state, since, last_slot) VALUES "
+                    "(%(alpha)s, 'up', now() - interval '2 days', date_trunc('minute', now())), "
+                    "(%(beta)s, 'down', now() - interval '3 hours', date_trunc('minute', now()))", ids)
         cur.execute("""INSERT INTO url_state (url_id, state, since)
                        SELECT id, 'up', now() - interval '1 day' FROM url WHERE url LIKE 'https://site-%%'""")
         cur.execute("""

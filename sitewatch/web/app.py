@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import time
 
 import psycopg2
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ MAX_LIMIT = 500                 # largest page the API hands out
 MAX_CHECKS = 1000
 MAX_ID = 2 ** 63 - 1
 BAR_DAYS = 90
+CACHE_SECONDS = 5.0             # a GET response is reused this long (ResponseCache)
 BADGE_MAX_AGE = 60              # seconds badges may be cached (README images are proxied and cached)
 PAGE_REFRESH_S = 60
 STATES = ("up", "down", "unknown")
@@ -375,6 +377,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         BadParam: on_bad_param, NotFound: on_not_found, 404: on_not_found,
         DatabaseUnavailable: on_database, psycopg2.OperationalError: on_database})
     app.state.pool = pool
+    app.add_middleware(ResponseCache, ttl=CACHE_SECONDS)
     access = parse_auth(cfg.web.auth)
     if access.enabled:
         app.add_middleware(AuthMiddleware, access=access, public=parse_public(cfg.web.public))
@@ -386,6 +389,60 @@ def _query(q, state, page_no) -> str:
     from urllib.parse import urlencode
     params = {k: v for k, v in (("q", q), ("state", state), ("page", page_no)) if v and v != 1}
     return "?" + urlencode(params) if params else "?"
+
+
+class ResponseCache:
+    """Reuse a successful GET response for a few seconds (nginx's "micro-caching").
+
+    A status page is read by many people at once and its figures move by the minute: with
+    100,000 URLs, twenty people (or one wall display per team) asking for page 1 in the same
+    second cost one rendering, not twenty. Concurrent misses for one key wait for the first
+    (single flight). It sits inside the auth middleware: only admitted requests reach it.
+    """
+
+    def __init__(self, app, ttl: float, max_entries: int = 256):
+        self.app, self.ttl, self.max_entries = app, ttl, max_entries
+        self.entries: dict = {}            # key -> (expires, start message, body)
+        self.pending: dict = {}            # key -> asyncio.Future of the first request's response
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or self.ttl <= 0:
+            return await self.app(scope, receive, send)
+        import asyncio
+        key = scope["path"] + "?" + scope.get("query_string", b"").decode("latin-1")
+        now = time.monotonic()
+        hit = self.entries.get(key)
+        if hit is None and key in self.pending:
+            hit = await asyncio.shield(self.pending[key])
+        if hit is not None and hit[0] > now:
+            await send(dict(hit[1]))          # a copy: outer middleware add headers to the message
+            await send({"type": "http.response.body", "body": hit[2]})
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.pending[key] = future
+        captured = {"start": None, "body": [], "complete": False}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                captured["start"] = dict(message, headers=list(message.get("headers", [])))
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))
+                captured["complete"] = not message.get("more_body", False)
+            await send(message)
+        entry = None
+        try:
+            await self.app(scope, receive, capture)
+            start = captured["start"]
+            if start is not None and start["status"] == 200 and captured["complete"]:
+                entry = (time.monotonic() + self.ttl, start, b"".join(captured["body"]))
+                if len(self.entries) >= self.max_entries:
+                    self.entries = {k: v for k, v in self.entries.items() if v[0] > time.monotonic()}
+                    if len(self.entries) >= self.max_entries:
+                        self.entries.pop(next(iter(self.entries)))
+                self.entries[key] = entry
+        finally:
+            self.pending.pop(key, None)
+            future.set_result(entry)
 
 
 class SecurityHeaders:

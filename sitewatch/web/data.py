@@ -197,21 +197,24 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
   AND (%(q)s::text IS NULL OR {SHOWN_URL_SQL} ILIKE %(q)s)"""
 
 # Down first, then by URL. Two ordered, limited branches instead of one sort of every URL:
-# the non-down branch walks url's unique index and stops after offset + limit rows.
+# down URLs are few (found from url_state), and the other branch walks url's unique index
+# and stops after offset + limit rows. The last check is looked up for the page's rows only.
 URL_PAGE_SQL = f"""
 WITH page AS (
-    (SELECT u.id, true AS down FROM url u JOIN url_state s ON s.url_id = u.id
-     WHERE s.state = 'down' AND {_FILTER}
-     ORDER BY u.url LIMIT %(end)s)
-    UNION ALL
-    (SELECT u.id, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
-     WHERE s.state IS DISTINCT FROM 'down' AND {_FILTER}
-     ORDER BY u.url LIMIT %(end)s))
+    SELECT p.id, p.down FROM (
+        (SELECT u.id, u.url, true AS down FROM url_state s JOIN url u ON u.id = s.url_id
+         WHERE s.state = 'down' AND {_FILTER}
+         ORDER BY u.url LIMIT %(end)s)
+        UNION ALL
+        (SELECT u.id, u.url, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
+         WHERE s.state IS DISTINCT FROM 'down' AND {_FILTER}
+         ORDER BY u.url LIMIT %(end)s)) p
+    ORDER BY p.down DESC, p.url
+    LIMIT %(limit)s OFFSET %(offset)s)
 SELECT {_URL_COLUMNS}, last.*
 FROM page p JOIN url u ON u.id = p.id LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
 ORDER BY p.down DESC, u.url
-LIMIT %(limit)s OFFSET %(offset)s
 """
 
 URL_COUNT_SQL = f"""
@@ -227,13 +230,12 @@ WHERE u.id = %(id)s
 
 # url_state rows go with their URL (ON DELETE CASCADE): URLs without one are 'unknown'.
 SUMMARY_SQL = """
-SELECT (SELECT count(*) FROM url) AS urls,
-       (SELECT count(*) FROM url_state WHERE state = 'up') AS up,
-       (SELECT count(*) FROM url_state WHERE state = 'down') AS down,
+SELECT (SELECT count(*) FROM url) AS urls, s.up, s.down,
        (SELECT count(*) FROM incident WHERE ended_at IS NULL) AS open_incidents,
-       (SELECT max(started_at) FROM task_result
-        WHERE scheduled_at > now() - interval '1 hour') AS last_check_at,
-       now() AS generated_at
+       s.last_result_slot, now() AS generated_at
+FROM (SELECT count(*) FILTER (WHERE state = 'up') AS up, count(*) FILTER (WHERE state = 'down') AS down,
+             max(last_slot) AS last_result_slot
+      FROM url_state) s
 """
 
 CHECKS_SQL = """

@@ -25,7 +25,10 @@ class ReadOnlyPool:
     def _open(self):
         conn = connect(self.dsn, self.timeout, "web", autocommit=True)
         with conn.cursor() as cur:
-            cur.execute("SET default_transaction_read_only = on; SET TIME ZONE 'UTC'")
+            # Short queries: parallel workers and JIT compilation cost more than they save, and
+            # workers would take backends and CPU from the producer and consumers.
+            cur.execute("SET default_transaction_read_only = on; SET TIME ZONE 'UTC'; "
+                        "SET max_parallel_workers_per_gather = 0; SET jit = off")
         return conn
 
     @contextmanager
