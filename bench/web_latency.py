@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 ENDPOINTS = [
     ("/ (page 1 of 100 URLs)", "/"),
-    ("/?page=500 (deep page)", "/?page=500"),
+    ("/?page=N (random page: no cache hit)", "/?page={page}"),
     ("/urls/ID (random ID)", "/urls/{id}"),
     ("/api/v1/summary", "/api/v1/summary"),
     ("/api/v1/urls (100 per page)", "/api/v1/urls?limit=100"),
@@ -49,12 +49,13 @@ def main() -> int:
     try:
         base = server.stdout.readline().split("serving on ", 1)[1].strip().rstrip("/")
         for _, path in ENDPOINTS:                       # warm the caches once
-            urllib.request.urlopen(base + path.replace("{id}", "1"), timeout=30).read()
+            urllib.request.urlopen(base + path.replace("{id}", "1").replace("{page}", "1"), timeout=30).read()
         print(json.dumps({"urls": max_id, "connections": args.connections, "duration_s": args.duration}))
         for name, path in ENDPOINTS:
             out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s",
                                   "-s", os.path.join(HERE, "web_wrk.lua"), base],
-                                 env={**os.environ, "WRK_PATH": path, "WRK_MAX_ID": str(max_id)},
+                                 env={**os.environ, "WRK_PATH": path, "WRK_MAX_ID": str(max_id),
+                                      "WRK_MAX_PAGE": str(max(1, max_id // 100))},
                                  capture_output=True, text=True, check=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             result["requests_per_s"] = round(result["requests"] / result["seconds"], 1)

@@ -1,10 +1,12 @@
 -- wrk script for bench/web_latency.py: optional random IDs in the path, percentiles as one JSON line.
--- PATHS: a path with "{id}" gets a random ID in 1..MAX_ID (env), else the path as given.
+-- WRK_PATH: "{id}" becomes a random ID in 1..WRK_MAX_ID, "{page}" a random page in 1..WRK_MAX_PAGE.
 local path_template = os.getenv("WRK_PATH") or "/"
 local max_id = tonumber(os.getenv("WRK_MAX_ID") or "1")
+local max_page = tonumber(os.getenv("WRK_MAX_PAGE") or "1")
 
 request = function()
   local path = path_template:gsub("{id}", tostring(math.random(1, max_id)))
+  path = path:gsub("{page}", tostring(math.random(1, max_page)))
   return wrk.format("GET", path)
 end
 

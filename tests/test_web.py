@@ -377,8 +377,13 @@ def test_sitewatch_run_supervises_a_web_child(seeded, tmp_path):
                          if " ".join(p.cmdline()).startswith("sitewatch: web"))
         web_child.kill()                                 # a dead web child is restarted
         assert wait_for(lambda: summary() and not web_child.is_running(), timeout=30)
+        second = next(p for p in psutil.Process(proc.pid).children()
+                      if " ".join(p.cmdline()).startswith("sitewatch: web"))
+        proc.send_signal(signal.SIGHUP)                  # the replacement takes the port over
+        assert wait_for(lambda: summary() and not second.is_running(), timeout=30)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=40)
     assert proc.returncode == 0, err[-2000:]
-    assert '"web server stopped"' in err or "web server stopped" in err
+    assert "web server stopped" in err
+    assert "web server cannot start" not in err

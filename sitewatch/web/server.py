@@ -12,6 +12,7 @@ import errno
 import signal
 import socket
 import sys
+import time
 
 import uvicorn
 
@@ -20,6 +21,7 @@ from ..config import parse_listen
 from ..errors import BadInput
 
 GRACEFUL_SHUTDOWN = 5.0     # seconds open requests get to finish on stop
+BIND_RETRY = 2.0            # seconds past the grace period the web child waits for its port
 
 
 def bind(listen: str) -> socket.socket:
@@ -91,12 +93,20 @@ def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
 def run_child(ctx) -> None:
     """The `web` child of `sitewatch run`."""
     log = logs.get()
-    try:
-        sock = bind(ctx.cfg.web.listen)
-    except BadInput as e:
-        # Not fatal to monitoring: the supervisor restarts us with backoff, checks go on.
-        log.error("web server cannot start", error=str(e))
-        sys.exit(1)
+    # After SIGHUP the web child being replaced holds the port until it has drained (a second or
+    # two): keep trying for a while before calling the address taken.
+    deadline = time.monotonic() + ctx.cfg.supervisor.grace_period + BIND_RETRY
+    while True:
+        try:
+            sock = bind(ctx.cfg.web.listen)
+            break
+        except BadInput as e:
+            if "in use" not in str(e) or time.monotonic() >= deadline or ctx.should_stop():
+                # Not fatal to monitoring: the supervisor restarts us with backoff, checks go on.
+                log.error("web server cannot start", error=str(e))
+                sys.exit(1)
+        ctx.heartbeat()
+        ctx.sleep(0.2)
     log.info("web server listening", url=f"http://{address_of(sock)}/")
 
     def tick() -> bool:
