@@ -120,26 +120,22 @@ days AS (
     GROUP BY 1, 2)
 """
 
-# ok, failed and expected slots per (URL, window); windows of hours or of days.
-UPTIME_HOURS_SQL = "WITH " + _HOURS_CTE + """
-SELECT u.id, w.n, coalesce(sum(h.ok), 0)::bigint, coalesce(sum(h.failed), 0)::bigint,
-       floor(extract(epoch FROM now() - greatest(date_trunc('hour', now())
-             - make_interval(hours => w.n - 1), u.created_at)) / u.period)::bigint
+
+def _windows_sql(cte: str, unit: str) -> str:
+    """ok, failed and expected slots (for coverage) per (URL, window of N `unit`s)."""
+    start = f"date_trunc('{unit}', now()) - make_interval({unit}s => w.n - 1)"
+    return "WITH " + cte + f"""
+SELECT u.id, w.n, coalesce(sum(b.ok), 0)::bigint, coalesce(sum(b.failed), 0)::bigint,
+       floor(extract(epoch FROM now() - greatest({start}, u.created_at)) / u.period)::bigint
 FROM url u JOIN ids i ON i.url_id = u.id
 CROSS JOIN unnest(%(windows)s::int[]) AS w (n)
-LEFT JOIN hours h ON h.url_id = u.id AND h.bucket >= date_trunc('hour', now()) - make_interval(hours => w.n - 1)
+LEFT JOIN {unit}s b ON b.url_id = u.id AND b.bucket >= {start}
 GROUP BY u.id, u.created_at, u.period, w.n
 """
 
-UPTIME_DAYS_SQL = "WITH " + _DAYS_CTE + """
-SELECT u.id, w.n, coalesce(sum(d.ok), 0)::bigint, coalesce(sum(d.failed), 0)::bigint,
-       floor(extract(epoch FROM now() - greatest(date_trunc('day', now())
-             - make_interval(days => w.n - 1), u.created_at)) / u.period)::bigint
-FROM url u JOIN ids i ON i.url_id = u.id
-CROSS JOIN unnest(%(windows)s::int[]) AS w (n)
-LEFT JOIN days d ON d.url_id = u.id AND d.bucket >= date_trunc('day', now()) - make_interval(days => w.n - 1)
-GROUP BY u.id, u.created_at, u.period, w.n
-"""
+
+UPTIME_HOURS_SQL = _windows_sql(_HOURS_CTE, "hour")
+UPTIME_DAYS_SQL = _windows_sql(_DAYS_CTE, "day")
 
 DAILY_SQL = "WITH " + _DAYS_CTE + """
 SELECT bucket, sum(ok)::bigint, sum(failed)::bigint FROM days GROUP BY 1
