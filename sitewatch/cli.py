@@ -41,8 +41,8 @@ def build_parser() -> ArgumentParser:
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
     run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
-                              description="Start one producer and N consumer processes, supervise and "
-                                          "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
+                              description="Start one producer, N consumer processes and the web server "
+                                          "(web.listen; empty = none), supervise and restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children.")
     run.add_argument("--consumers", type=int, metavar="N",
