@@ -42,8 +42,9 @@ def build_parser() -> ArgumentParser:
 
     run = commands.add_parser("run", help="run the producer and consumers until SIGTERM/SIGINT",
                               description="Start one producer, N consumer processes and the web server "
-                                          "(web.listen; empty = none), supervise and restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
-                                          "stops at once). SIGHUP: reload the configuration, restart "
+                                          "(web.listen; empty = none), supervise and restart them. "
+                                          "SIGTERM/SIGINT: graceful stop (a second SIGINT stops at once). "
+                                          "SIGHUP: reload the configuration, restart "
                                           "children.")
     run.add_argument("--consumers", type=int, metavar="N",
                      help="consumer processes (default: consumer.processes, unset = number of CPUs)")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 
 import psycopg2
@@ -167,6 +168,18 @@ def create_app(cfg, dsn: str) -> Starlette:
     env.filters.update(pct=svg.pct, ms=svg.ms, time=fmt_time, duration=fmt_duration)
     env.globals["ago"] = fmt_ago
     pool = ReadOnlyPool(dsn, cfg.database.timeout)
+    summary_memo = {"at": -1e9, "value": None}
+    summary_lock = threading.Lock()
+
+    def summary(conn) -> dict:
+        """The counts every page shows, computed at most once per CACHE_SECONDS (a scan of url_state)."""
+        with summary_lock:
+            if time.monotonic() - summary_memo["at"] < CACHE_SECONDS:
+                return summary_memo["value"]
+        value = data.summary(conn)
+        with summary_lock:
+            summary_memo.update(at=time.monotonic(), value=value)
+        return value
 
     def page(request, name, context, status=200):
         return templates.TemplateResponse(request, name, context, status_code=status)
@@ -178,8 +191,8 @@ def create_app(cfg, dsn: str) -> Starlette:
         q = _search(request)
         page_no = _int_param(request, "page", 1, 1, 10 ** 6)
         with pool.connection() as conn:
-            totals = data.summary(conn)
-            rows, total = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
+            totals = summary(conn)
+            rows, total = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE, totals)
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
         items = [url_item(r, windows) for r in rows]
         pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -213,14 +226,14 @@ def create_app(cfg, dsn: str) -> Starlette:
         with pool.connection() as conn:
             open_rows = [incident_item(i) for i in data.incidents(conn, open_only=True, limit=500)]
             recent = [incident_item(i) for i in data.incidents(conn, open_only=False, limit=100)]
-            now = data.summary(conn)["generated_at"]
+            now = summary(conn)["generated_at"]
         return page(request, "incidents.html", {"open": open_rows, "recent": recent, "now": now,
                                                 "refresh": True})
 
     def incidents_atom(request: Request):
         with pool.connection() as conn:
             rows = [incident_item(i) for i in data.incidents(conn, limit=50)]
-            now = data.summary(conn)["generated_at"]
+            now = summary(conn)["generated_at"]
         rows.sort(key=lambda i: i["ended_at"] or i["started_at"], reverse=True)
         base = str(request.base_url).rstrip("/")
         body = templates.get_template("incidents.atom").render(items=rows, base=base, now=now)
@@ -230,7 +243,7 @@ def create_app(cfg, dsn: str) -> Starlette:
 
     def api_summary(request: Request):
         with pool.connection() as conn:
-            return JSON(data.summary(conn))
+            return JSON(summary(conn))
 
     def api_urls(request: Request):
         state = _choice(request, "state", STATES)
@@ -238,7 +251,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, 10 ** 9)
         with pool.connection() as conn:
-            rows, total = data.url_page(conn, state, q, limit, offset)
+            rows, total = data.url_page(conn, state, q, limit, offset, summary(conn))
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
         return JSON({"total": total, "limit": limit, "offset": offset,
                      "items": [url_item(r, windows) for r in rows]})

@@ -193,17 +193,21 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
   AND (%(q)s::text IS NULL OR {SHOWN_URL_SQL} ILIKE %(q)s)"""
 
 # Down first, then by URL. Two ordered, limited branches instead of one sort of every URL:
-# down URLs are few (found from url_state), and the other branch walks url's unique index
-# and stops after offset + limit rows. The last check is looked up for the page's rows only.
+# down URLs are few (a hashed set from url_state), and the other branch walks url's unique
+# index and stops after offset + limit rows. url_state is joined there only for a state
+# filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
+# drops the unused join). The last check is looked up for the page's rows only.
 URL_PAGE_SQL = f"""
-WITH page AS (
+WITH down AS MATERIALIZED (SELECT url_id FROM url_state WHERE state = 'down'),
+page AS (
     SELECT p.id, p.down FROM (
-        (SELECT u.id, u.url, true AS down FROM url_state s JOIN url u ON u.id = s.url_id
-         WHERE s.state = 'down' AND {_FILTER}
+        (SELECT u.id, u.url, true AS down FROM url u
+         WHERE u.id IN (SELECT url_id FROM down) AND (%(state)s::text IS NULL OR %(state)s = 'down')
+           AND (%(q)s::text IS NULL OR {SHOWN_URL_SQL} ILIKE %(q)s)
          ORDER BY u.url LIMIT %(end)s)
         UNION ALL
         (SELECT u.id, u.url, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
-         WHERE s.state IS DISTINCT FROM 'down' AND {_FILTER}
+         WHERE u.id NOT IN (SELECT url_id FROM down) AND {_FILTER}
          ORDER BY u.url LIMIT %(end)s)) p
     ORDER BY p.down DESC, p.url
     LIMIT %(limit)s OFFSET %(offset)s)
@@ -281,11 +285,16 @@ def summary(conn) -> dict:
     return row
 
 
-def url_page(conn, state: str | None, q: str | None, limit: int, offset: int) -> tuple[list[dict], int]:
-    """One page of URLs (down first, then by URL) and the number matching the filter."""
+def url_page(conn, state: str | None, q: str | None, limit: int, offset: int,
+             counts: dict | None = None) -> tuple[list[dict], int]:
+    """One page of URLs (down first, then by URL) and the number matching the filter
+    (taken from `counts`, a summary(), when there is no search)."""
     params = {"state": state, "q": _like(q), "limit": limit, "offset": offset, "end": offset + limit}
     rows = _rows(conn, URL_PAGE_SQL, params)
-    total = _rows(conn, URL_COUNT_SQL, params)[0]["count"]
+    if counts is not None and q is None:
+        total = counts[state] if state else counts["urls"]
+    else:
+        total = _rows(conn, URL_COUNT_SQL, params)[0]["count"]
     return rows, total
 
 
