@@ -12,8 +12,14 @@ and the N-1 before it. Each (URL, hour) comes from `rollup_hour` where the histo
 job wrote it, and from the raw `task_result` rows for the hours after the URL's
 newest rolled-up hour (the job has not got to them yet), so the figures are current
 and equal to a count over the raw rows. `lost` results are the monitor's failure,
-not the site's: they count as neither ok nor failed. Windows of 90 days and more are
-whole UTC days from `rollup_day`, filled the same way from hours and raw rows.
+not the site's: they count as neither ok nor failed. Windows of days (7d, 30d, 90d,
+365d) are the current UTC day and the days before it, from `rollup_day`, filled the same
+way from the hours and raw rows after the newest rolled-up day. `daily` (the 90-day bar)
+and `hourly` (the 24 h chart) read the same way.
+
+Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
+UNIQUE (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
+url_state (a partial index on url_state (url_id) WHERE state = 'down' would remove it).
 """
 
 import math
