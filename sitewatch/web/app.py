@@ -35,6 +35,7 @@ MAX_CHECKS = 1000
 MAX_ID = 2 ** 63 - 1
 BAR_DAYS = 90
 CACHE_SECONDS = 5.0             # a GET response is reused this long (ResponseCache)
+STALE_SECONDS = 30.0            # ... and served this much longer while one request renders it again
 BADGE_MAX_AGE = 60              # seconds badges may be cached (README images are proxied and cached)
 PAGE_REFRESH_S = 60
 STATES = ("up", "down", "unknown")
@@ -410,7 +411,9 @@ class ResponseCache:
     A status page is read by many people at once and its figures move by the minute: with
     100,000 URLs, twenty people (or one wall display per team) asking for page 1 in the same
     second cost one rendering, not twenty. Concurrent misses for one key wait for the first
-    (single flight). It sits inside the auth middleware: only admitted requests reach it.
+    (single flight); once an entry expires, one request renders it again while the others are
+    served the old one (at most STALE_SECONDS older). It sits inside the auth middleware: only
+    admitted requests reach it.
     """
 
     def __init__(self, app, ttl: float, max_entries: int = 256):
@@ -425,9 +428,11 @@ class ResponseCache:
         key = scope["path"] + "?" + scope.get("query_string", b"").decode("latin-1")
         now = time.monotonic()
         hit = self.entries.get(key)
+        if hit is not None and hit[0] <= now and not (key in self.pending and hit[0] + STALE_SECONDS > now):
+            hit = None          # expired, and nobody is refreshing it (or it is too old): render it
         if hit is None and key in self.pending:
             hit = await asyncio.shield(self.pending[key])
-        if hit is not None and hit[0] > now:
+        if hit is not None:     # fresh, or stale for a moment while another request refreshes it
             await send(dict(hit[1]))          # a copy: outer middleware add headers to the message
             await send({"type": "http.response.body", "body": hit[2]})
             return
