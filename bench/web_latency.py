@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 ENDPOINTS = [
     ("/ (page 1 of 100 URLs)", "/"),
+    ("/?page=1&nocache=ID (page 1, never a cache hit)", "/?page=1&nocache={id}"),
     ("/?page=N (random page: no cache hit)", "/?page={page}"),
     ("/urls/ID (random ID)", "/urls/{id}"),
     ("/api/v1/summary", "/api/v1/summary"),
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--db", default="sitewatch_bench_web")
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--duration", type=int, default=20, help="seconds per endpoint")
+    parser.add_argument("--only", help="run only the endpoints whose name contains this text")
     args = parser.parse_args()
     dsn = psycopg2.extensions.make_dsn(args.dsn, dbname=args.db)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
@@ -52,6 +54,8 @@ def main() -> int:
             urllib.request.urlopen(base + path.replace("{id}", "1").replace("{page}", "1"), timeout=30).read()
         print(json.dumps({"urls": max_id, "connections": args.connections, "duration_s": args.duration}))
         for name, path in ENDPOINTS:
+            if args.only and args.only not in name:
+                continue
             out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s",
                                   "-s", os.path.join(HERE, "web_wrk.lua"), base],
                                  env={**os.environ, "WRK_PATH": path, "WRK_MAX_ID": str(max_id),
