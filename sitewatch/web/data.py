@@ -79,14 +79,16 @@ SHOWN_URL_SQL = r"regexp_replace(split_part(split_part(u.url, '#', 1), '?', 1), 
 
 # Per (URL, hour) since the window's start: rolled-up hours, then raw rows of the hours after
 # each URL's newest rolled-up hour. %(ids)s: the URLs; %(hours)s: the longest window in hours.
-_HOURS_CTE = """
+_RAW_FROM_CTE = """
 ids AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS url_id),
 bounds AS (SELECT date_trunc('hour', now()) - make_interval(hours => %(hours)s - 1) AS cut),
 raw_from AS (
     SELECT i.url_id,
            greatest(b.cut, (SELECT max(r.bucket) + interval '1 hour' FROM rollup_hour r
                             WHERE r.url_id = i.url_id)) AS t
-    FROM ids i, bounds b),
+    FROM ids i, bounds b)"""
+
+_HOURS_CTE = _RAW_FROM_CTE + """,
 hours AS (
     SELECT r.url_id, r.bucket, r.ok, r.failed
     FROM rollup_hour r JOIN ids USING (url_id), bounds b
@@ -148,14 +150,7 @@ SELECT bucket, sum(ok)::bigint, sum(failed)::bigint FROM days GROUP BY 1
 """
 
 # Response-time histogram over the window, per URL: (url_id, bucket index, count).
-RT_HIST_SQL = """
-WITH ids AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS url_id),
-bounds AS (SELECT date_trunc('hour', now()) - make_interval(hours => %(hours)s - 1) AS cut),
-raw_from AS (
-    SELECT i.url_id,
-           greatest(b.cut, (SELECT max(r.bucket) + interval '1 hour' FROM rollup_hour r
-                            WHERE r.url_id = i.url_id)) AS t
-    FROM ids i, bounds b)
+RT_HIST_SQL = "WITH " + _RAW_FROM_CTE + """
 SELECT url_id, idx, sum(n)::bigint FROM (
     SELECT r.url_id, (e.i - 1)::int AS idx, e.n
     FROM rollup_hour r JOIN ids USING (url_id), bounds b,
