@@ -24,7 +24,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
     package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
-                  "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"]},
+                  "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"],
+                  "sitewatch.web": ["templates/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap
@@ -39,11 +40,18 @@ setup(
         "ecs-logging>=2.1,<3",     # log.format ecs: Elastic's own renderer keeps the line
         "sentry-sdk>=2.0,<3",      # optional error reporting (sentry.dsn); imported only with a DSN
         "apprise>=2.3,<3",         # alert channels: Slack, email, webhooks and 100+ services, one URL each
+        # The web child: a small, well-kept ASGI stack (README "Web"). Starlette is 0.x and breaks
+        # its API between minor versions, so it is pinned to the 0.x line we test; uvicorn likewise.
+        "starlette>=0.40,<1",
+        "uvicorn>=0.30,<1",
+        "jinja2>=3.1,<4",          # server-side templates with autoescaping
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
                  "cryptography>=50,<51",   # test certificates with any dates (an expired one for the probe)
                  "aiosmtpd>=1.4",          # a real SMTP server for the mailto:// alert tests
+                 "httpx>=0.27,<1",         # HTTP client for the web tests (real sockets)
+                 "selenium>=4.20,<5",      # drives Debian's headless Chromium in tests/test_web_browser.py
                  ],
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},

@@ -41,11 +41,11 @@ def build_parser() -> ArgumentParser:
                    help="log level (default: log.level = info); debug also shows tracebacks")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
-    run = commands.add_parser("run", help="run the producer, consumers, maintenance job and notifier until "
-                                          "SIGTERM/SIGINT",
+    run = commands.add_parser("run", help="run the producer, consumers, maintenance job, notifier and web "
+                                          "server until SIGTERM/SIGINT",
                               description="Start one producer, N consumer processes, the maintenance job "
-                                          "(partitions, rollups, retention) and the alert notifier, "
-                                          "supervise and "
+                                          "(partitions, rollups, retention), the alert notifier and the "
+                                          "web server (web.listen; empty = none), supervise and "
                                           "restart them. SIGTERM/SIGINT: graceful stop (a second SIGINT "
                                           "stops at once). SIGHUP: reload the configuration, restart "
                                           "children. Serves /metrics, /healthz and /readyz on "
@@ -144,6 +144,13 @@ def build_parser() -> ArgumentParser:
     from .alerts import cli as alerts_cli
     alerts_cli.add_commands(commands, ArgumentParser)
 
+    web = commands.add_parser("web", help="serve the status page, JSON API and badges (read-only)",
+                              description="Run the web server alone (the same one `sitewatch run` starts "
+                                          "as its web child), against any sitewatch database. It never "
+                                          "writes. SIGTERM/SIGINT stop it.")
+    web.add_argument("--listen", metavar="ADDR",
+                     help="HOST:PORT to listen on (default: web.listen = 127.0.0.1:8080)")
+
     cfg = commands.add_parser("config", help="configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True,
                                       parser_class=ArgumentParser)
@@ -184,6 +191,8 @@ def main(argv=None, env=None) -> int:
         if args.command == "run":
             flags["consumer.processes"] = (args.consumers, "--consumers")
             flags["consumer.concurrency"] = (args.concurrency, "--concurrency")
+        if args.command == "web":
+            flags["web.listen"] = (args.listen, "--listen")
         cfg = config.load(env, flags, args.config)
         debug = cfg.log.level == "debug"
         logs.configure(cfg.log.level, cfg.log.format, role="cli")
@@ -216,6 +225,8 @@ def dispatch(args, cfg, env, flags) -> int:
     if args.command == "run":
         from .run.supervisor import run
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
+    if args.command == "web":
+        return cmd_web(cfg)
 
     # Validate everything the user gave before the database is even opened.
     if args.command == "url" and args.url_command == "add":
@@ -408,6 +419,31 @@ def cmd_check(args, cfg) -> int:
     else:
         print(probe.format_outcome(target, outcome))
     return 0 if outcome.ok else 1
+
+
+def cmd_web(cfg) -> int:
+    """`sitewatch web`: bind first (a taken address is bad input, exit 2), then serve read-only."""
+    from .db import schema
+    from .db.database import Database
+    from .errors import Failure
+    from .web import server
+    if not cfg.web.listen.strip():
+        raise BadInput("web.listen is empty: give an address with --listen HOST:PORT")
+    sock = server.bind(cfg.web.listen)
+    db = Database.open(cfg)
+    try:
+        conn = db.connect("web")
+        try:
+            version = schema.check_version(conn)
+        finally:
+            conn.close()
+        if version < schema.LATEST_VERSION:
+            raise Failure(f"the database schema is at version {version}, this sitewatch needs "
+                          f"{schema.LATEST_VERSION}: run `sitewatch db migrate` (the web never writes)")
+        return server.run_alone(cfg, db.dsn, sock)
+    finally:
+        sock.close()
+        db.close()
 
 
 def entry_point() -> None:

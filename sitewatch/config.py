@@ -48,6 +48,7 @@ class Setting:
     check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
     secret: bool = False
     numbers_as_text: bool = False     # a str setting that also takes a YAML number (a duration: 0, 90)
+    redact: Callable[[str], str] = redact_dsn   # how a secret value is shown (config show, errors)
 
     @property
     def name(self) -> str:
@@ -79,7 +80,7 @@ def _status_codes(value):
 
 
 def _listen_address(value):
-    from .operations.listener import check_listen  # the same parser the listener binds with
+    from .operations.listener import check_listen  # the same parser the listeners bind with
     return check_listen(value)
 
 
@@ -94,6 +95,20 @@ def _alerts(name):
         from .alerts import settings  # loads Apprise only when channels are configured
         return getattr(settings, name)(value)
     return check
+
+
+def _web_auth(value):
+    from .web.auth import parse_auth  # the same parser the web server uses
+    try:
+        parse_auth(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _redact_web_auth(value):
+    from .web.auth import redact_auth
+    return redact_auth(value)
 
 
 def _one_of(*choices):
@@ -193,6 +208,16 @@ SETTINGS = [
     Setting("sentry", "dsn", str, None, "Sentry DSN: report unhandled exceptions and error log events "
             "from every process (secrets scrubbed). Unset: off, and the SDK is not even imported.",
             optional=True, secret=True),
+    Setting("web", "listen", str, "127.0.0.1:8080", "Address of the status page, JSON API and badges "
+            "(HOST:PORT); empty: no web server in `sitewatch run`.", check=_listen_address),
+    Setting("web", "auth", str, None, "Access control for the web server, space-separated entries: "
+            "'token:SECRET' (Authorization: Bearer SECRET) and/or 'basic:USER:PASSWORD' (one per user). "
+            "Unset: open to anyone who can reach web.listen.", optional=True, secret=True,
+            check=_web_auth, redact=_redact_web_auth),
+    Setting("web", "public", str, "/badge/*", "Paths that stay open when web.auth is set, comma-separated; "
+            "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
+    Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
+            "frame, e.g. 'self' https://intranet.example.com. Default: nobody."),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "
@@ -224,7 +249,7 @@ class Config:
                 from .alerts.settings import redact_channel
                 shown = "{" + ", ".join(f"{k}: {redact_channel(v)}" for k, v in value.items()) + "}"
             elif s.secret and value is not None:
-                shown = redact_dsn(str(value))
+                shown = s.redact(str(value))
             if isinstance(value, bool):
                 shown = "true" if value else "false"
             if isinstance(shown, str) and not shown.isprintable():
@@ -238,8 +263,8 @@ class Config:
 def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:
     """Turn `raw` into the setting's type or raise ConfigError naming key, value and source."""
     shown = repr(raw)
-    if setting.secret:   # redact_dsn only understands a DSN string: of anything else, show only its type
-        shown = (redact_dsn(raw) if isinstance(raw, str) and setting.kind is str
+    if setting.secret:   # a redactor only understands a string: of anything else, show only its type
+        shown = (setting.redact(raw) if isinstance(raw, str) and setting.kind is str
                  else "a value not shown (it holds secrets)" if setting.kind is dict else f"a {type(raw).__name__}")
 
     def bad(why: str) -> ConfigError:

@@ -16,7 +16,7 @@ import pytest
 
 from sitewatch.db import embedded, schema
 
-pytest_plugins = ["tests.conftest_http"]
+pytest_plugins = ["tests.conftest_http", "tests.conftest_web"]
 
 _counter = itertools.count()
 
@@ -100,6 +100,9 @@ def clean_env(tmp_path, **extra) -> dict:
            ("DB_DSN", "DB_TIMEOUT", "MIN_PERIOD", "MAX_PERIOD", "HTTP_REQUEST_TIMEOUT")}
     env["HOME"] = str(tmp_path)
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    # No web child in `sitewatch run` unless a test asks for one: tests run side by side and
+    # would all want web.listen's default port.
+    env["SITEWATCH_WEB__LISTEN"] = ""
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

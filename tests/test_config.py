@@ -37,6 +37,12 @@ def sample(setting):
         return "200-299,301", "200-299,301"
     if setting.name == "log.level":
         return "debug", "debug"
+    if setting.name == "web.listen":
+        return "0.0.0.0:9090", "0.0.0.0:9090"
+    if setting.name == "web.auth":
+        return "token:abc basic:alice:pw", "token:abc basic:alice:pw"
+    if setting.name in ("web.public", "web.frame_ancestors"):
+        return "/status", "/status"
     if setting.name == "log.format":
         return "json", "json"
     if setting.name == "metrics.listen":

@@ -169,6 +169,9 @@ def run(role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int) -> Non
         elif role == "notifier":
             from ..alerts.notifier import Notifier
             Notifier(ctx).run()
+        elif role == "web":
+            from ..web.server import run_child
+            run_child(ctx)
         else:
             from .consumer import Consumer
             if cfg.consumer.pin_cpu:

@@ -147,10 +147,11 @@ class Supervisor:
     # --- children ------------------------------------------------------------------
 
     def _resize(self) -> None:
-        """One producer, one maintenance job, one notifier (alerts) and consumer_count() consumers;
-        extra consumers are retired."""
+        """One producer, one maintenance job, one notifier (alerts), consumer_count() consumers and a
+        web child unless web.listen is empty; children no longer wanted are retired."""
         wanted = ["producer", "maintenance", "notifier"] + \
             [f"consumer-{i}" for i in range(1, self.consumer_count() + 1)]
+        wanted += ["web"] if self.cfg.web.listen.strip() else []
         existing = {slot.role: slot for slot in self.slots}
         for slot in self.slots:
             if slot.role not in wanted and slot.process is not None:
