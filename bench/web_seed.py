@@ -3,14 +3,14 @@
     python bench/web_seed.py --dsn postgresql://postgres@127.0.0.1:5432/postgres --db sitewatch_bench_web
 
 Per URL (period 300 s): 30 rows of rollup_day (the days before today), rollup_hour for every
-complete hour of today and yesterday, and raw task_result rows for the current hour (what the
-history job has not rolled up yet); url_state for every URL, 1% of them down, with one open
-incident each, and 5,000 closed incidents. Hourly rollups older than two days are not
-seeded: the web reads only the last 24 hours of them (an index range scan), so older hourly
-rows would cost disk, not page time.
-
-TRANSITIONAL: the alerts and history tables come from tests/web_contract.sql until those
-branches are merged; then the migrations create them and that step goes.
+hour of the UTC days the 24 h, 7 d and 30 d windows read hours from (today's complete hours,
+yesterday, and the first, partial day of the 7 d and 30 d windows: sitewatch.history.uptime
+reads whole days from rollup_day and the other hours from rollup_hour), and raw task_result
+rows for the current hour (what the history job has not rolled up yet); rollup_watermark says
+so (hours final until the current hour, days until today). Histograms are in the rollups' own
+layout (sitewatch.history.histogram). url_state (rows made by the alerts' trigger on url):
+every URL up, 1% of them down, with one open incident each, and 5,000 closed incidents.
+Everything goes through the real schema (schema.migrate to the latest version).
 """
 
 import argparse
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sitewatch.db import schema  # noqa: E402
-from sitewatch.web.data import HIST_BUCKETS  # noqa: E402
+from sitewatch.history import histogram  # noqa: E402
 
 PERIOD = 300
 
@@ -36,31 +36,35 @@ STEPS = [
                now() + interval '1 year', now() - interval '40 days'
         FROM generate_series(1, %(urls)s) n"""),
     ("url_state", """
-        INSERT INTO url_state (url_id, state, since)
-        SELECT id, CASE WHEN id %% 100 = 0 THEN 'down' ELSE 'up' END, now() - (id %% 5000) * interval '1 minute'
-        FROM url"""),
-    # Eight response-time shapes, shared by many rows (building 64 counts per row would be slow).
+        UPDATE url_state SET state = CASE WHEN url_id %% 100 = 0 THEN 'down' ELSE 'up' END,
+                             since = now() - (url_id %% 5000) * interval '1 minute'"""),
+    # Eight response-time shapes, shared by many rows: nine buckets each from about 40 ms
+    # (bucket {low}) on, in the rollups' layout (trailing empty buckets left out).
     ("shapes", """
         CREATE TEMP TABLE shape AS
-        SELECT k, ARRAY(SELECT CASE WHEN i BETWEEN 22 + k AND 30 + k THEN 10 + i ELSE 0 END
-                        FROM generate_series(0, {last}) i ORDER BY i)::int[] AS hist
+        SELECT k, ARRAY(SELECT CASE WHEN i >= {low} + k THEN i - {low} + 1 ELSE 0 END
+                        FROM generate_series(0, {low} + 8 + k) i ORDER BY i)::int[] AS hist
         FROM generate_series(0, 7) k"""),
     ("rollup_day", """
-        INSERT INTO rollup_day (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, rt_hist,
-                                cert_days_min)
-        SELECT u.id, d, 288, 288 - f, f, 288 - f, (288 - f) * 120.0, 40, 900, s.hist, 60
+        INSERT INTO rollup_day (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                rt_hist, cert_days_min)
+        SELECT u.id, d, 288, 288 - f, f, f, 288 - f, (288 - f) * 120.0, 40, 900, s.hist, 60
         FROM url u
         CROSS JOIN generate_series(date_trunc('day', now()) - interval '30 days',
                                    date_trunc('day', now()) - interval '1 day', interval '1 day') d
         CROSS JOIN LATERAL (SELECT CASE WHEN (u.id + extract(doy FROM d)::int) %% 7 = 0 THEN 3 ELSE 0 END AS f) x
         JOIN shape s ON s.k = u.id %% 8"""),
     ("rollup_hour", """
-        INSERT INTO rollup_hour (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, rt_hist,
-                                 cert_days_min)
-        SELECT u.id, h, 12, 12 - f, f, 12 - f, (12 - f) * 120.0, 40, 900, s.hist, 60
+        INSERT INTO rollup_hour (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_sum, rt_min, rt_max,
+                                 rt_hist, cert_days_min)
+        SELECT u.id, h, 12, 12 - f, f, f, 12 - f, (12 - f) * 120.0, 40, 900, s.hist, 60
         FROM url u
-        CROSS JOIN generate_series(date_trunc('day', now()) - interval '1 day',
-                                   date_trunc('hour', now()) - interval '1 hour', interval '1 hour') h
+        CROSS JOIN (SELECT generate_series(date_trunc('day', now()) - interval '1 day',
+                                           date_trunc('hour', now()) - interval '1 hour', interval '1 hour')
+                    UNION ALL
+                    SELECT generate_series(d, d + interval '23 hours', interval '1 hour')
+                    FROM unnest(ARRAY[date_trunc('day', now() - interval '7 days'),
+                                      date_trunc('day', now() - interval '30 days')]) AS d) AS hh (h)
         CROSS JOIN LATERAL (SELECT CASE WHEN (u.id + extract(hour FROM h)::int) %% 11 = 0 THEN 1 ELSE 0 END AS f) x
         JOIN shape s ON s.k = (u.id + 3) %% 8"""),
     ("task_result", """
@@ -73,15 +77,19 @@ STEPS = [
         CROSS JOIN LATERAL (SELECT u.id %% 100 = 0 AS down) x
         CROSS JOIN generate_series(date_trunc('hour', now()) + (u.id %% {period}) * interval '1 second',
                                    now(), interval '{period} seconds') WITH ORDINALITY AS g (t, n)"""),
+    ("watermarks", """
+        UPDATE rollup_watermark SET done_until = CASE level WHEN 'hour' THEN date_trunc('hour', now())
+                                                            ELSE date_trunc('day', now()) END"""),
     ("incidents", """
-        INSERT INTO incident (url_id, started_at, ended_at, first_error_kind, first_error, last_error_kind,
+        INSERT INTO incident (url_id, url, started_at, ended_at, first_error_kind, first_error, last_error_kind,
                               last_error, failed_checks)
-        SELECT id, now() - (id %% 5000) * interval '1 minute', NULL, 'connect', 'connection refused', 'connect',
+        SELECT id, url, now() - (id %% 5000) * interval '1 minute', NULL, 'connect', 'connection refused', 'connect',
                'connection refused', 3 + id %% 50
         FROM url WHERE id %% 100 = 0
         UNION ALL
-        SELECT 1 + (n * 7919) %% %(urls)s, now() - n * interval '7 minutes', now() - n * interval '7 minutes'
-               + interval '12 minutes', 'timeout', 'no answer within 10 s', 'timeout', 'no answer within 10 s', 4
+        SELECT 1 + (n * 7919) %% %(urls)s, 'https://closed.example.net/', now() - n * interval '7 minutes',
+               now() - n * interval '7 minutes' + interval '12 minutes', 'timeout', 'no answer within 10 s',
+               'timeout', 'no answer within 10 s', 4
         FROM generate_series(1, 5000) n"""),
 ]
 
@@ -102,12 +110,11 @@ def main() -> int:
     conn = psycopg2.connect(dsn)
     schema.migrate(conn)
     conn.autocommit = True
-    with conn.cursor() as cur, open(os.path.join(ROOT, "tests", "web_contract.sql"), encoding="utf-8") as f:
-        cur.execute(f.read())
+    with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         for name, sql in STEPS:
             started = time.monotonic()
-            cur.execute(sql.format(period=PERIOD, last=HIST_BUCKETS - 1), {"urls": args.urls})
+            cur.execute(sql.format(period=PERIOD, low=histogram.bucket(40)), {"urls": args.urls})
             print(f"{name}: {cur.rowcount} rows in {time.monotonic() - started:.1f} s", flush=True)
         cur.execute("VACUUM ANALYZE")
         cur.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")

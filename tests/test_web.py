@@ -4,7 +4,6 @@ Real parts only: a seeded PostgreSQL (tests/webseed.py), the real `sitewatch web
 `sitewatch run`) as a subprocess on 127.0.0.1, HTTP over real sockets.
 """
 
-import math
 import re
 import signal
 import socket
@@ -16,7 +15,8 @@ import psutil
 import psycopg2
 import pytest
 
-from sitewatch.web import svg
+from sitewatch.history import histogram
+from sitewatch.web import data, svg
 from sitewatch.web.pool import ReadOnlyPool
 from tests import webseed
 from tests.conftest import clean_env
@@ -24,14 +24,14 @@ from tests.conftest_web import wait_for
 
 SECRETS = ("s3cret", "abc123", "user:")
 
-# The window starts as data.py documents them, in SQL.
-SINCE = {"24h": "date_trunc('hour', now()) - interval '23 hours'",
-         "7d": "date_trunc('day', now()) - interval '6 days'",
-         "30d": "date_trunc('day', now()) - interval '29 days'"}
+# The window starts as sitewatch.history.uptime documents them (the first whole UTC hour inside
+# the window), in SQL.
+SINCE = {name: f"date_trunc('hour', now() - interval '{length}') + interval '1 hour'"
+         for name, length in (("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"))}
 
 
 def truncated(ok, failed):
-    return math.floor(ok / (ok + failed) * 1e6) / 1e6
+    return ok * 10 ** 5 // (ok + failed) / 10 ** 5      # history's uptime: 5 decimals, never rounded up
 
 
 @pytest.fixture
@@ -60,14 +60,15 @@ def test_uptime_windows_equal_the_raw_rows(web, conn, name):
     assert body["windows"]["30d"]["ok"] > 4 * body["windows"]["7d"]["ok"]
 
 
-def test_lost_results_count_as_neither_ok_nor_failed(web, conn):
+def test_lost_results_count_as_failed_like_the_rollups(web, conn):
     url_id = web.ids["alpha"]
     got = web.get(f"/api/v1/urls/{url_id}/uptime?windows=7d").json()["windows"]["7d"]
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM seed_raw WHERE url_id = %s AND scheduled_at >= {SINCE['7d']}",
-                    (url_id,))
-        all_rows = cur.fetchone()[0]
-    assert got["ok"] + got["failed"] < all_rows       # the seed has lost slots in every week
+        cur.execute(f"SELECT count(*), count(*) FILTER (WHERE error_kind = 'lost') FROM seed_raw "
+                    f"WHERE url_id = %s AND scheduled_at >= {SINCE['7d']}", (url_id,))
+        all_rows, lost = cur.fetchone()
+    assert lost > 0                                   # the seed has lost slots in every week
+    assert got["ok"] + got["failed"] == all_rows      # rollup_hour.failed = checks - ok
 
 
 def test_daily_bars_equal_the_raw_rows_per_day(web, conn):
@@ -75,15 +76,33 @@ def test_daily_bars_equal_the_raw_rows_per_day(web, conn):
     days = web.get(f"/api/v1/urls/{url_id}/daily?days=90").json()["days"]
     assert len(days) == 90
     with conn.cursor() as cur:
-        cur.execute("SELECT date_trunc('day', scheduled_at)::date, count(*) FILTER (WHERE ok), "
-                    "count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') "
-                    "FROM seed_raw WHERE url_id = %s GROUP BY 1", (url_id,))
+        cur.execute("SELECT (scheduled_at AT TIME ZONE 'UTC')::date, count(*) FILTER (WHERE ok), "
+                    "count(*) FILTER (WHERE NOT ok) FROM seed_raw WHERE url_id = %s GROUP BY 1", (url_id,))
         truth = {d.isoformat(): (ok, failed) for d, ok, failed in cur.fetchall()}
     for day in days:
         ok, failed = truth.get(day["date"], (0, 0))
         assert (day["ok"], day["failed"]) == (ok, failed), day["date"]
         assert day["uptime"] == (truncated(ok, failed) if ok + failed else None)
     assert sum(1 for d in days if d["uptime"] is not None) == 31      # 30 days back plus today
+
+
+def test_hourly_chart_equals_the_raw_rows_per_hour(web, conn):
+    # The 24 h chart reads rollup_hour (history's histogram layout) and the raw rows after the
+    # hour watermark: per hour, the counts and percentiles of the raw rows themselves.
+    url_id = web.ids["alpha"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), "
+                    "count(*) FILTER (WHERE NOT ok), array_agg(response_time_ms) FROM seed_raw "
+                    f"WHERE url_id = %s AND scheduled_at >= {SINCE['24h']} GROUP BY 1 ORDER BY 1", (url_id,))
+        truth = cur.fetchall()
+        cur.execute("SELECT done_until FROM rollup_watermark WHERE level = 'hour'")
+        hour_until = cur.fetchone()[0]
+    assert truth[0][0] < hour_until                  # some hours come from the rollups
+    got = data.hourly(conn, url_id, 24)
+    assert [(h["hour"], h["ok"], h["failed"]) for h in got] == [(t[0], t[1], t[2]) for t in truth]
+    for hour, (*_, times) in zip(got, truth, strict=True):
+        hist = histogram.from_values(times)
+        assert (hour["p50_ms"], hour["p95_ms"]) == (histogram.percentile(hist, 0.5), histogram.percentile(hist, 0.95))
 
 
 def test_p95_is_within_a_histogram_bucket_of_the_raw_rows(web, conn):

@@ -1,60 +1,40 @@
-"""Seed data for the web tests: URLs, 30 days of raw results, rollups, states and incidents.
+"""Seed data for the web tests: URLs, 30 days of raw results, real rollups, states and incidents.
 
-The rollups are computed from the raw rows here, the way the history job would (every complete
-hour but the last two, every day before today), and then raw rows older than 7 days are
-deleted (raw retention): so the 7 d and 30 d figures can only come out right if the web combines
-rollups and raw rows correctly. A copy of every raw row stays in `seed_raw` as the truth to
-compare with.
+Everything goes through the real schema (the test database is migrated to the latest version):
+url_state rows come from the alerts' trigger on url, raw results go into task_result's daily
+partitions, and the rollups are written by the real maintenance job (history.maintenance
+run_once), which then applies raw retention (history.raw_days = 7: partitions older than that
+are dropped once rolled up). So the 7 d and 30 d figures can only come out right if the web
+combines rollups and raw rows correctly. A copy of every raw row stays in `seed_raw` as the
+truth to compare with.
 """
 
-import os
+import datetime
 
-from sitewatch.web.data import HIST_BUCKETS
-
-CONTRACT_SQL = os.path.join(os.path.dirname(__file__), "web_contract.sql")
+from sitewatch import config
+from sitewatch.history import maintenance, partitions
 
 ALPHA = "https://alpha.example.com/"
 BETA = "https://user:s3cret@beta.example.com/status?token=abc123"   # down; shown redacted
 GAMMA = "http://gamma.example.com/"                                # never checked: unknown
 PERIOD = 600
 FILLER = 240          # more URLs, so there are several pages
+RAW_DAYS = 7
+DAY = datetime.timedelta(days=1)
 
 
-def apply_contract(conn) -> None:
-    """TRANSITIONAL (see tests/web_contract.sql): the alerts and history tables when absent."""
-    with open(CONTRACT_SQL, encoding="utf-8") as f, conn.cursor() as cur:
-        cur.execute(f.read())
-
-
-_BUCKET = (f"CASE WHEN response_time_ms < 1 THEN 0 ELSE least({HIST_BUCKETS - 1},"
-           " floor(4 * ln(response_time_ms) / ln(2.0))::int + 1) END")
-
-
-def _rollup(unit: str, table: str, before: str) -> str:
-    return f"""
-    INSERT INTO {table} (url_id, bucket, checks, ok, failed, rt_count, rt_sum, rt_min, rt_max, rt_hist,
-                         cert_days_min)
-    SELECT g.url_id, g.b, g.checks, g.ok, g.failed, g.rt_count, g.rt_sum, g.rt_min, g.rt_max,
-           ARRAY(SELECT count(*) FILTER (WHERE r.idx = i)::int
-                 FROM generate_series(0, {HIST_BUCKETS - 1}) i
-                 LEFT JOIN (SELECT {_BUCKET} AS idx FROM task_result t
-                            WHERE t.url_id = g.url_id AND t.scheduled_at >= g.b
-                              AND t.scheduled_at < g.b + interval '1 {unit}'
-                              AND t.response_time_ms IS NOT NULL) r ON r.idx = i
-                 GROUP BY i ORDER BY i),
-           g.cert
-    FROM (SELECT url_id, date_trunc('{unit}', scheduled_at) AS b, count(*) AS checks,
-                 count(*) FILTER (WHERE ok) AS ok,
-                 count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
-                 count(response_time_ms) AS rt_count, sum(response_time_ms) AS rt_sum,
-                 min(response_time_ms) AS rt_min, max(response_time_ms) AS rt_max, min(cert_days_left) AS cert
-          FROM task_result WHERE scheduled_at < {before} GROUP BY 1, 2) g
-    """
+def _past_partitions(conn, days: int) -> None:
+    """Partitions for the `days` UTC days before today (a fresh database has only yesterday on)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT date_trunc('day', now(), 'UTC')")
+        today = cur.fetchone()[0]
+        for back in range(1, days + 1):
+            partitions.create_partition(cur, today - back * DAY)
 
 
 def seed(conn) -> dict:
-    """Seed the test database; returns {"alpha": id, "beta": id, "gamma": id}."""
-    apply_contract(conn)
+    """Seed the test database (conn in autocommit); returns {"alpha": id, "beta": id, "gamma": id}."""
+    _past_partitions(conn, 31)
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         ids = {}
@@ -66,7 +46,8 @@ def seed(conn) -> dict:
                     "SELECT format('https://site-%%s.example.org/', lpad(n::text, 4, '0')), 60, 10, now() "
                     "FROM generate_series(1, %s) n", (FILLER,))
         # 30 days of raw results every PERIOD s. alpha: fails one slot in 17 (timeout), one in 53
-        # is lost (the monitor's failure, counts for nothing); beta: same, and down for 3 hours.
+        # is lost (the monitor's failure: a result that is not ok, as the rollups count it);
+        # beta: same, and down for 3 hours.
         cur.execute(f"""
             INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
                                      error_kind, error, cert_days_left, checked_by)
@@ -89,32 +70,34 @@ def seed(conn) -> dict:
             WHERE u.id IN (%(alpha)s, %(beta)s)
         """, ids)
         cur.execute("CREATE TABLE seed_raw AS SELECT * FROM task_result")
-        # What the history job would have rolled up by now, then raw retention.
-        cur.execute(_rollup("hour", "rollup_hour", "date_trunc('hour', now()) - interval '2 hours'"))
-        cur.execute(_rollup("day", "rollup_day", "date_trunc('day', now())"))
-        cur.execute("DELETE FROM task_result WHERE scheduled_at < now() - interval '7 days'")
-        cur.execute("INSERT INTO url_state (url_id, state, since, last_slot) VALUES "
-                    "(%(alpha)s, 'up', now() - interval '2 days', date_trunc('minute', now())), "
-                    "(%(beta)s, 'down', now() - interval '3 hours', date_trunc('minute', now()))", ids)
-        cur.execute("""INSERT INTO url_state (url_id, state, since)
-                       SELECT id, 'up', now() - interval '1 day' FROM url WHERE url LIKE 'https://site-%%'""")
+        # url_state rows exist already (the alerts' trigger on url): set the states.
+        cur.execute("UPDATE url_state SET state = 'up', since = now() - interval '2 days', "
+                    "last_slot = date_trunc('minute', now()) WHERE url_id = %(alpha)s", ids)
+        cur.execute("UPDATE url_state SET state = 'down', since = now() - interval '3 hours', "
+                    "last_slot = date_trunc('minute', now()) WHERE url_id = %(beta)s", ids)
+        cur.execute("UPDATE url_state SET state = 'up', since = now() - interval '1 day' "
+                    "WHERE url_id IN (SELECT id FROM url WHERE url LIKE 'https://site-%%')")
         cur.execute("""
-            INSERT INTO incident (url_id, started_at, ended_at, first_error_kind, first_error,
+            INSERT INTO incident (url_id, url, started_at, ended_at, first_error_kind, first_error,
                                   last_error_kind, last_error, failed_checks)
-            VALUES (%(beta)s, now() - interval '3 hours', NULL, 'connect', 'connection refused',
-                    'connect', 'connection refused', 18),
-                   (%(alpha)s, now() - interval '2 days 30 minutes', now() - interval '2 days', 'timeout',
-                    'no answer within 10 s', 'timeout', 'no answer within 10 s', 3),
-                   (999999, now() - interval '5 days', now() - interval '5 days' + interval '12 minutes',
+            VALUES (%(beta)s, alert_redact_url(%(beta_url)s), now() - interval '3 hours', NULL, 'connect',
+                    'connection refused', 'connect', 'connection refused', 18),
+                   (%(alpha)s, %(alpha_url)s, now() - interval '2 days 30 minutes', now() - interval '2 days',
+                    'timeout', 'no answer within 10 s', 'timeout', 'no answer within 10 s', 3),
+                   (999999, 'https://removed.example.com/', now() - interval '5 days',
+                    now() - interval '5 days' + interval '12 minutes',
                     'dns', 'name not known', 'dns', 'name not known', 2)
-        """, ids)
+        """, {**ids, "beta_url": BETA, "alpha_url": ALPHA})
+    # The real history job: hourly and daily rollups up to the grace window, then raw retention.
+    cfg = config.load({"SITEWATCH_HISTORY__RAW_DAYS": str(RAW_DAYS)}, {}, None)
+    summary = maintenance.run_once(conn, cfg)
+    assert summary and summary["hours_rolled_up"] > 24 * 29 and summary["partitions_dropped"] > 0, summary
     return ids
 
 
 def truth(conn, url_id: int, since_sql: str) -> tuple[int, int]:
     """(ok, failed) from the raw rows (seed_raw) since a SQL time expression."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok AND "
-                    f"error_kind IS DISTINCT FROM 'lost') FROM seed_raw "
+        cur.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM seed_raw "
                     f"WHERE url_id = %s AND scheduled_at >= {since_sql}", (url_id,))
         return cur.fetchone()

@@ -1,75 +1,32 @@
-"""Every SQL query of the web (read-only), and the uptime and percentile figures.
+"""Every SQL query of the web (read-only); uptime and percentiles come from sitewatch.history.
 
-Tables read: url, task_result (migration 0001); url_state, incident (alerts);
-rollup_hour, rollup_day (history). The contracts are in PLAN.md.
+Tables read: url, task_result (migration 0001); url_state, incident (0002_alerts.sql);
+rollup_hour, rollup_day, rollup_watermark (0003_history.py).
 
-Uptime and percentiles are computed in two places only, `uptime_windows` and
-`percentile` (with `HIST_EDGES`): the history subsystem owns the same figures
-(`sitewatch.history`), and at merge these two are switched to its API.
-
-How a window is counted (until then): a window of N hours is the current UTC hour
-and the N-1 before it. Each (URL, hour) comes from `rollup_hour` where the history
-job wrote it, and from the raw `task_result` rows for the hours after the URL's
-newest rolled-up hour (the job has not got to them yet), so the figures are current
-and equal to a count over the raw rows. `lost` results are the monitor's failure,
-not the site's: they count as neither ok nor failed. Windows of days (7d, 30d, 90d,
-365d) are the current UTC day and the days before it, from `rollup_day`, filled the same
-way from the hours and raw rows after the newest rolled-up day. `daily` (the 90-day bar)
-and `hourly` (the 24 h chart) read the same way.
+The figures have one owner, the history subsystem: uptime, coverage and p95 per window are
+`sitewatch.history.uptime.for_urls` (its rules: README "Uptime rules"; the same figures as
+`sitewatch status`), and response-time histograms are `sitewatch.history.histogram`'s layout
+(the one the rollups are written in). The 90-day daily bar (`daily`) and the 24 h chart
+(`hourly`) are per-day and per-hour series that for_urls does not give; they read the same
+three disjoint sources the same way: rollup_day before the day watermark, rollup_hour from
+there to the hour watermark, raw task_result rows after it. As in the rollups, failed =
+results that are not ok (`lost` slots included: the rollups cannot tell them apart).
 
 Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
-UNIQUE (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
+primary key (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
 url_state (a partial index on url_state (url_id) WHERE state = 'down' would remove it).
 """
 
-import math
+import datetime
 from collections import defaultdict
 
 import psycopg2.extras
 
-# --- Percentiles from fixed log-spaced histograms -------------------------------------------------
+from ..history import histogram, uptime
+from ..history.rollup import QUERIES as HISTORY_QUERIES
 
-# Bucket 0 holds [0, 1) ms; bucket i >= 1 holds [2^((i-1)/4), 2^(i/4)) ms; the last is open-ended.
-# Four buckets per doubling: a percentile is known within about 9%.
-HIST_BUCKETS = 64
-HIST_EDGES = [2 ** (i / 4) for i in range(HIST_BUCKETS)]       # upper edge of bucket i
-
-
-def bucket_index(ms: float) -> int:
-    if ms < 1:
-        return 0
-    return min(HIST_BUCKETS - 1, int(math.floor(4 * math.log2(ms))) + 1)
-
-
-# The same bucketing in SQL, for raw rows not rolled up yet.
-_BUCKET_SQL = (f"CASE WHEN t.response_time_ms < 1 THEN 0 ELSE least({HIST_BUCKETS - 1},"
-               " floor(4 * ln(t.response_time_ms) / ln(2.0))::int + 1) END")
-
-
-def percentile(hist: list[int], q: float) -> float | None:
-    """The q-quantile (0..1) in ms of a histogram; the geometric middle of its bucket."""
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for i, n in enumerate(hist):
-        seen += n
-        if seen >= rank:
-            if i == 0:
-                return 0.5
-            low = HIST_EDGES[i - 1]
-            return low if i == HIST_BUCKETS - 1 else math.sqrt(low * HIST_EDGES[i])
-    return None
-
-
-def _hist_from_pairs(pairs) -> list[int]:
-    hist = [0] * HIST_BUCKETS
-    for idx, n in pairs:
-        if idx is not None and 0 <= idx < HIST_BUCKETS:
-            hist[idx] += int(n)
-    return hist
-
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
 
 # --- SQL -------------------------------------------------------------------------------------------
 
@@ -77,107 +34,31 @@ def _hist_from_pairs(pairs) -> list[int]:
 # cannot probe for a secret token either).
 SHOWN_URL_SQL = r"regexp_replace(split_part(split_part(u.url, '#', 1), '?', 1), '^([A-Za-z]+://)[^/@]*@', '\1***@')"
 
-# Per (URL, hour) since the window's start: rolled-up hours, then raw rows of the hours after
-# each URL's newest rolled-up hour. %(ids)s: the URLs; %(hours)s: the longest window in hours.
-_RAW_FROM_CTE = """
-ids AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS url_id),
-bounds AS (SELECT date_trunc('hour', now()) - make_interval(hours => %(hours)s - 1) AS cut),
-raw_from AS (
-    SELECT i.url_id,
-           greatest(b.cut, (SELECT max(r.bucket) + interval '1 hour' FROM rollup_hour r
-                            WHERE r.url_id = i.url_id)) AS t
-    FROM ids i, bounds b)"""
-
-_HOURS_CTE = _RAW_FROM_CTE + """,
-hours AS (
-    SELECT r.url_id, r.bucket, r.ok, r.failed
-    FROM rollup_hour r JOIN ids USING (url_id), bounds b
-    WHERE r.bucket >= b.cut
-    UNION ALL
-    SELECT t.url_id, date_trunc('hour', t.scheduled_at),
-           count(*) FILTER (WHERE t.ok),
-           count(*) FILTER (WHERE NOT t.ok AND t.error_kind IS DISTINCT FROM 'lost')
-    FROM raw_from f JOIN task_result t ON t.url_id = f.url_id AND t.scheduled_at >= f.t
-    GROUP BY 1, 2)
-"""
-
-# Per (URL, UTC day) since the window's start: rolled-up days; after each URL's newest
-# rolled-up day its rolled-up hours; after its newest rolled-up hour its raw rows.
-_DAYS_CTE = """
-ids AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS url_id),
-bounds AS (SELECT date_trunc('day', now()) - make_interval(days => %(days)s - 1) AS cut),
-day_from AS (
-    SELECT i.url_id,
-           greatest(b.cut, (SELECT max(r.bucket) + interval '1 day' FROM rollup_day r
-                            WHERE r.url_id = i.url_id)) AS d,
-           (SELECT max(r.bucket) + interval '1 hour' FROM rollup_hour r WHERE r.url_id = i.url_id) AS h
-    FROM ids i, bounds b),
-days AS (
-    SELECT r.url_id, r.bucket, r.ok, r.failed
-    FROM rollup_day r JOIN ids USING (url_id), bounds b
-    WHERE r.bucket >= b.cut
-    UNION ALL
-    SELECT r.url_id, date_trunc('day', r.bucket), sum(r.ok), sum(r.failed)
-    FROM day_from f JOIN rollup_hour r ON r.url_id = f.url_id AND r.bucket >= f.d
-    GROUP BY 1, 2
-    UNION ALL
-    SELECT t.url_id, date_trunc('day', t.scheduled_at),
-           count(*) FILTER (WHERE t.ok),
-           count(*) FILTER (WHERE NOT t.ok AND t.error_kind IS DISTINCT FROM 'lost')
-    FROM day_from f JOIN task_result t ON t.url_id = f.url_id AND t.scheduled_at >= greatest(f.d, f.h)
-    GROUP BY 1, 2)
-"""
-
-
-def _windows_sql(cte: str, unit: str) -> str:
-    """ok, failed and expected slots (for coverage) per (URL, window of N `unit`s)."""
-    start = f"date_trunc('{unit}', now()) - make_interval({unit}s => w.n - 1)"
-    return "WITH " + cte + f"""
-SELECT u.id, w.n, coalesce(sum(b.ok), 0)::bigint, coalesce(sum(b.failed), 0)::bigint,
-       floor(extract(epoch FROM now() - greatest({start}, u.created_at)) / u.period)::bigint
-FROM url u JOIN ids i ON i.url_id = u.id
-CROSS JOIN unnest(%(windows)s::int[]) AS w (n)
-LEFT JOIN {unit}s b ON b.url_id = u.id AND b.bucket >= {start}
-GROUP BY u.id, u.created_at, u.period, w.n
-"""
-
-
-UPTIME_HOURS_SQL = _windows_sql(_HOURS_CTE, "hour")
-UPTIME_DAYS_SQL = _windows_sql(_DAYS_CTE, "day")
-
-DAILY_SQL = "WITH " + _DAYS_CTE + """
-SELECT bucket, sum(ok)::bigint, sum(failed)::bigint FROM days GROUP BY 1
-"""
-
-# Response-time histogram over the window, per URL: (url_id, bucket index, count).
-RT_HIST_SQL = "WITH " + _RAW_FROM_CTE + """
-SELECT url_id, idx, sum(n)::bigint FROM (
-    SELECT r.url_id, (e.i - 1)::int AS idx, e.n
-    FROM rollup_hour r JOIN ids USING (url_id), bounds b,
-         unnest(r.rt_hist) WITH ORDINALITY AS e (n, i)
-    WHERE r.bucket >= b.cut AND e.n > 0
-    UNION ALL
-    SELECT t.url_id, """ + _BUCKET_SQL + """, 1
-    FROM raw_from f JOIN task_result t ON t.url_id = f.url_id AND t.scheduled_at >= f.t
-    WHERE t.response_time_ms IS NOT NULL) x
-GROUP BY 1, 2
-"""
-
-# One URL's hours (for the 24 h chart): (bucket, ok, failed, histogram or raw bucket indexes).
-HOURLY_SQL = """
-WITH bounds AS (
-    SELECT date_trunc('hour', now()) - make_interval(hours => %(hours)s - 1) AS cut,
-           (SELECT max(bucket) + interval '1 hour' FROM rollup_hour WHERE url_id = %(id)s) AS raw_from)
-SELECT r.bucket, r.ok, r.failed, r.rt_hist, NULL::int[]
-FROM rollup_hour r, bounds b WHERE r.url_id = %(id)s AND r.bucket >= b.cut
+# One URL's (UTC day, ok, failed) over [start, now): rollup_day in [start, day_to), rollup_hour
+# in [day_to, hour_to), raw rows from hour_to (see _series_bounds).
+DAILY_SQL = """
+SELECT bucket, ok, failed FROM rollup_day
+WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(day_to)s
 UNION ALL
-SELECT date_trunc('hour', t.scheduled_at),
-       count(*) FILTER (WHERE t.ok),
-       count(*) FILTER (WHERE NOT t.ok AND t.error_kind IS DISTINCT FROM 'lost'),
-       NULL::integer[],
-       array_agg(""" + _BUCKET_SQL + """) FILTER (WHERE t.response_time_ms IS NOT NULL)
-FROM task_result t, bounds b
-WHERE t.url_id = %(id)s AND t.scheduled_at >= greatest(b.cut, b.raw_from)
+SELECT date_trunc('day', bucket, 'UTC'), sum(ok), sum(failed) FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(day_to)s AND bucket < %(hour_to)s
+GROUP BY 1
+UNION ALL
+SELECT date_trunc('day', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(hour_to)s
+GROUP BY 1
+"""
+
+# One URL's hours over [start, now) for the 24 h chart: (hour, ok, failed, rt_hist, raw bucket
+# indexes): rollup_hour before the hour watermark, raw rows after it.
+HOURLY_SQL = """
+SELECT bucket, ok, failed, rt_hist, NULL::integer[] FROM rollup_hour
+WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
+UNION ALL
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),
+       NULL::integer[], array_agg(""" + histogram.BUCKET_SQL.format(rt="response_time_ms") + """)
+                            FILTER (WHERE response_time_ms IS NOT NULL)
+FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
 GROUP BY 1
 """
 
@@ -229,7 +110,8 @@ FROM url u LEFT JOIN url_state s ON s.url_id = u.id
 WHERE u.id = %(id)s
 """
 
-# url_state rows go with their URL (ON DELETE CASCADE): URLs without one are 'unknown'.
+# Every URL has a url_state row (the alerts' trigger on url inserts it, in state 'unknown');
+# the LEFT JOINs and coalesce(..., 'unknown') only guard a hand-edited database.
 SUMMARY_SQL = """
 SELECT (SELECT count(*) FROM url) AS urls, s.up, s.down,
        (SELECT count(*) FROM incident WHERE ended_at IS NULL) AS open_incidents,
@@ -304,74 +186,78 @@ def url_one(conn, url_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
-# Window names and their length: hours-long windows count UTC hours, longer ones UTC days.
-WINDOWS = {"24h": ("hours", 24), "7d": ("days", 7), "30d": ("days", 30), "90d": ("days", 90),
-           "365d": ("days", 365)}
+# The windows the web offers: history's (24h, 7d, 30d, 90d, 365d).
+WINDOWS = uptime.WINDOWS
 
 
 def uptime_windows(conn, url_ids: list[int], names=("24h", "7d", "30d")) -> dict[int, dict]:
     """{url_id: {name: {ok, failed, expected, uptime, coverage}, "p95_ms_24h": ms}} for many URLs
-    in three queries, whatever their number. uptime = ok / (ok + failed), truncated (never
-    rounded up to 1); coverage = (ok + failed) / expected slots; None without data.
-    """
+    in a fixed number of queries: sitewatch.history.uptime.for_urls, as plain dicts."""
     out: dict[int, dict] = {url_id: {} for url_id in url_ids}
     if not url_ids:
         return out
-    ids = list(url_ids)
-    with conn.cursor() as cur:
-        for unit, sql in (("hours", UPTIME_HOURS_SQL), ("days", UPTIME_DAYS_SQL)):
-            wanted = {WINDOWS[name][1]: name for name in names if WINDOWS[name][0] == unit}
-            if not wanted:
-                continue
-            cur.execute(sql, {"ids": ids, unit: max(wanted), "windows": list(wanted)})
-            for url_id, n, ok, failed, expected in cur.fetchall():
-                out[url_id][wanted[n]] = figures(ok, failed, expected)
-        cur.execute(RT_HIST_SQL, {"ids": ids, "hours": 24})
-        pairs = defaultdict(list)
-        for url_id, idx, n in cur.fetchall():
-            pairs[url_id].append((idx, n))
-    for url_id in url_ids:
-        out[url_id]["p95_ms_24h"] = percentile(_hist_from_pairs(pairs.get(url_id, [])), 0.95)
+    for url_id, fig in uptime.for_urls(conn, url_ids, windows=tuple(names)).items():
+        entry = out[url_id]
+        for name, w in fig.windows.items():
+            entry[name] = {"ok": w.ok, "failed": w.failed, "expected": w.expected,
+                           "uptime": w.uptime, "coverage": w.coverage}
+        entry["p95_ms_24h"] = fig.p95_ms_24h
     return out
 
 
 def figures(ok: int, failed: int, expected: int | None) -> dict:
-    counted = ok + failed
-    return {"ok": ok, "failed": failed, "expected": expected,
-            "uptime": math.floor(ok / counted * 1e6) / 1e6 if counted else None,
-            "coverage": min(1.0, math.floor(counted / expected * 1e6) / 1e6) if expected else None}
+    """The same figures as for_urls' Window, for counts the web sums itself (daily bars)."""
+    w = uptime.Window(ok, failed, expected)
+    return {"ok": ok, "failed": failed, "expected": expected, "uptime": w.uptime, "coverage": w.coverage}
+
+
+def _series_bounds(conn, start_of) -> dict:
+    """Where rollup_day, rollup_hour and raw rows apply from `start` on (history's watermarks).
+
+    start_of(now) gives the start. Days come from rollup_day before the day watermark, hours
+    from rollup_hour before the hour watermark, the rest from raw rows: disjoint, so nothing
+    counts twice (like uptime.window_bounds, with a start on a day or hour boundary)."""
+    with conn.cursor() as cur:
+        cur.execute(HISTORY_QUERIES["frontier"])
+        hour_until, day_until, now = cur.fetchone()
+    start = start_of(now)
+    hour_to = max(start, min(hour_until or start, uptime._floor(now, HOUR)))
+    day_to = max(start, uptime._floor(min(day_until or start, hour_to), DAY))
+    return {"start": start, "day_to": day_to, "hour_to": hour_to}
 
 
 def hourly(conn, url_id: int, hours: int = 24) -> list[dict]:
     """The last `hours` UTC hours of one URL, oldest first: ok, failed, p50 and p95 in ms."""
+    bounds = _series_bounds(conn, lambda now: uptime._floor(now, HOUR) - (hours - 1) * HOUR)
     merged: dict = {}
     with conn.cursor() as cur:
-        cur.execute(HOURLY_SQL, {"id": url_id, "hours": hours})
+        cur.execute(HOURLY_SQL, {"id": url_id, **bounds})
         for bucket, ok, failed, hist, raw_idx in cur.fetchall():
-            slot = merged.setdefault(bucket, {"ok": 0, "failed": 0, "hist": [0] * HIST_BUCKETS})
-            slot["ok"] += ok
-            slot["failed"] += failed
-            for i, n in enumerate(hist or []):
-                if i < HIST_BUCKETS:
-                    slot["hist"][i] += n
+            slot = merged.setdefault(bucket, {"ok": 0, "failed": 0, "hist": []})
+            slot["ok"] += int(ok)
+            slot["failed"] += int(failed)
+            slot["hist"] = histogram.merge(slot["hist"], hist)
             for idx in raw_idx or []:
-                slot["hist"][idx] += 1
+                slot["hist"] = histogram.merge(slot["hist"], [0] * idx + [1])
     out = []
     for bucket in sorted(merged):
         slot = merged[bucket]
         out.append({"hour": bucket, "ok": slot["ok"], "failed": slot["failed"],
-                    "p50_ms": percentile(slot["hist"], 0.5), "p95_ms": percentile(slot["hist"], 0.95)})
+                    "p50_ms": histogram.percentile(slot["hist"], 0.5),
+                    "p95_ms": histogram.percentile(slot["hist"], 0.95)})
     return out
 
 
 def daily(conn, url_id: int, days: int) -> dict:
     """{date: (ok, failed)} for the last `days` UTC days of one URL (days without data absent)."""
+    bounds = _series_bounds(conn, lambda now: uptime._floor(now, DAY) - (days - 1) * DAY)
     merged: dict = defaultdict(lambda: [0, 0])
     with conn.cursor() as cur:
-        cur.execute(DAILY_SQL, {"ids": [url_id], "days": days})
+        cur.execute(DAILY_SQL, {"id": url_id, **bounds})
         for bucket, ok, failed in cur.fetchall():
-            merged[bucket.date()][0] += int(ok)
-            merged[bucket.date()][1] += int(failed)
+            day = bucket.astimezone(datetime.timezone.utc).date()
+            merged[day][0] += int(ok)
+            merged[day][1] += int(failed)
     return {day: tuple(v) for day, v in merged.items()}
 
 
