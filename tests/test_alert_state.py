@@ -14,7 +14,10 @@ import pytest
 
 from sitewatch.db import store
 
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+# Slots from yesterday's UTC midnight: task_result is partitioned by day, and a fresh database
+# has partitions from yesterday on.
+T0 = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) \
+    - datetime.timedelta(days=1)
 DEFAULTS = {"failure_threshold": 3, "success_threshold": 2, "channels": ["ops", "mail"]}
 
 
