@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SITEWATCH_DATABASE__DATA_DIR=/data/postgres \
     SITEWATCH_SUPERVISOR__GRACE_PERIOD=8 \
     SITEWATCH_LOG__FORMAT=json \
-    SITEWATCH_METRICS__LISTEN=0.0.0.0:9464
+    SITEWATCH_METRICS__LISTEN=0.0.0.0:9464 \
+    SITEWATCH_WEB__LISTEN=0.0.0.0:8080
 
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
@@ -24,6 +25,8 @@ USER sitewatch
 VOLUME ["/data"]
 # /metrics, /healthz and /readyz (metrics.listen; 127.0.0.1 would be unreachable from outside).
 EXPOSE 9464
+# The status page, JSON API and badges (web.listen; read-only; set web.auth to restrict it).
+EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=3)"]
 

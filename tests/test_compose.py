@@ -70,7 +70,9 @@ def test_compose_runs_sitewatch_with_keys_and_ports_it_accepts(compose):
     assert cfg.log.format == "ecs"
     port = listen_port(cfg)
     assert cfg.metrics.listen.startswith("0.0.0.0:"), "reachable from Prometheus in the compose network"
-    assert [int(p) for p in service["expose"]] == [port]
+    web_port = int(cfg.web.listen.rpartition(":")[2])
+    assert cfg.web.listen.startswith("0.0.0.0:"), "the status page reachable in the compose network"
+    assert [int(p) for p in service["expose"]] == [port, web_port]
     assert "ports" not in service, "a fixed host port would collide under --scale"
     probe_port, path = probed_port(" ".join(service["healthcheck"]["test"]))
     assert (probe_port, path) == (port, "/readyz")
