@@ -47,17 +47,20 @@ def add_urls(conn, count: int, prefix: str = "http://site") -> list[int]:
 
 def insert_results(conn, url_ids, start, end, step_s: int = 60, checked_by: str = "synthetic") -> int:
     """One result per URL every step_s seconds in [start, end): response times spread over
-    20..520 ms, every 13th without a response (timeout), every 11th failed with status 500."""
+    20..520 ms, every 13th without a response (timeout), every 11th failed with status 500, every
+    17th `lost` (the monitor's failure: neither ok nor failed in the rollups)."""
     with conn.cursor() as cur:
         cur.execute("""
             INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
                                      error_kind, error, cert_days_left, checked_by)
             SELECT u, t, t,
-                   CASE WHEN n %% 13 = 0 THEN NULL ELSE 20 + (n * 7919 %% 1000) * 0.5 END,
-                   CASE WHEN n %% 13 = 0 THEN NULL WHEN n %% 11 = 0 THEN 500 ELSE 200 END,
-                   n %% 13 <> 0 AND n %% 11 <> 0,
-                   CASE WHEN n %% 13 = 0 THEN 'timeout' WHEN n %% 11 = 0 THEN 'status' END,
-                   CASE WHEN n %% 13 = 0 THEN 'deadline of 5 s passed' WHEN n %% 11 = 0 THEN 'status 500' END,
+                   CASE WHEN n %% 13 = 0 OR n %% 17 = 0 THEN NULL ELSE 20 + (n * 7919 %% 1000) * 0.5 END,
+                   CASE WHEN n %% 13 = 0 OR n %% 17 = 0 THEN NULL WHEN n %% 11 = 0 THEN 500 ELSE 200 END,
+                   n %% 13 <> 0 AND n %% 11 <> 0 AND n %% 17 <> 0,
+                   CASE WHEN n %% 17 = 0 THEN 'lost' WHEN n %% 13 = 0 THEN 'timeout'
+                        WHEN n %% 11 = 0 THEN 'status' END,
+                   CASE WHEN n %% 17 = 0 THEN 'not recorded after 3 attempts'
+                        WHEN n %% 13 = 0 THEN 'deadline of 5 s passed' WHEN n %% 11 = 0 THEN 'status 500' END,
                    30 + (n %% 7) - (u %% 3), %(by)s
             FROM unnest(%(urls)s::bigint[]) AS u,
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 microsecond',
@@ -72,7 +75,7 @@ def insert_results(conn, url_ids, start, end, step_s: int = 60, checked_by: str 
 
 RECOMPUTE = """
     SELECT url_id, date_trunc(%(unit)s, scheduled_at, 'UTC') AS bucket, count(*) AS checks,
-           count(*) FILTER (WHERE ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failed,
+           count(*) FILTER (WHERE ok) AS ok, count(*) FILTER (WHERE NOT ok AND error_kind <> 'lost') AS failed,
            count(response_time_ms) AS rt_count, sum(response_time_ms) AS rt_sum,
            min(response_time_ms) AS rt_min, max(response_time_ms) AS rt_max,
            percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms) AS p95,

@@ -46,7 +46,7 @@ def seed(conn) -> dict:
                     "SELECT format('https://site-%%s.example.org/', lpad(n::text, 4, '0')), 60, 10, now() "
                     "FROM generate_series(1, %s) n", (FILLER,))
         # 30 days of raw results every PERIOD s. alpha: fails one slot in 17 (timeout), one in 53
-        # is lost (the monitor's failure: a result that is not ok, as the rollups count it);
+        # is lost (the monitor's failure: counted neither as up nor as down);
         # beta: same, and down for 3 hours.
         cur.execute(f"""
             INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
@@ -98,6 +98,7 @@ def seed(conn) -> dict:
 def truth(conn, url_id: int, since_sql: str) -> tuple[int, int]:
     """(ok, failed) from the raw rows (seed_raw) since a SQL time expression."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM seed_raw "
+        cur.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok AND error_kind <> 'lost') "
+                    f"FROM seed_raw "
                     f"WHERE url_id = %s AND scheduled_at >= {since_sql}", (url_id,))
         return cur.fetchone()

@@ -12,6 +12,8 @@ WITH fine AS (
     SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS bucket,
            {bucket} AS bi,
            count(*) AS checks, count(*) FILTER (WHERE ok) AS ok,
+           -- A `lost` slot is the monitor's failure to check, not the site's: neither ok nor failed.
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
            count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx,
            sum(response_time_ms::numeric) AS rt_sum, min(response_time_ms) AS rt_min,
            max(response_time_ms) AS rt_max, min(cert_days_left) AS cert_days_min
@@ -20,7 +22,7 @@ WITH fine AS (
     GROUP BY 1, 2, 3
 ), grouped AS (
     SELECT url_id, bucket, sum(checks)::bigint AS checks, sum(ok)::bigint AS ok,
-           sum(checks - ok)::bigint AS failed, sum(non_2xx)::bigint AS non_2xx,
+           sum(failed)::bigint AS failed, sum(non_2xx)::bigint AS non_2xx,
            coalesce(sum(checks) FILTER (WHERE bi IS NOT NULL), 0)::bigint AS rt_count,
            sum(rt_sum)::float8 AS rt_sum, min(rt_min) AS rt_min, max(rt_max) AS rt_max,
            min(cert_days_min) AS cert_days_min,
@@ -204,7 +206,8 @@ SELECT url_id, state, since FROM url_state WHERE url_id = ANY (%(ids)s);
 SELECT bucket, ok, failed FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
 UNION ALL
-SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost')
 FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
 GROUP BY 1;
 

@@ -160,7 +160,9 @@ def _window_counts(bounds: list[dict]) -> tuple[str, dict]:
         # The first branch of the UNION names the columns for the outer sums.
         day_sums.append(f"sum(ok) FILTER (WHERE {in_days}) AS ok{k}, sum(failed) FILTER (WHERE {in_days}) AS failed{k}")
         hour_sums.append(f"sum(ok) FILTER (WHERE {in_hours}), sum(failed) FILTER (WHERE {in_hours})")
-        raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), count(*) FILTER (WHERE NOT ok AND {in_raw})")
+        # A lost slot is the monitor's failure, not the site's: neither ok nor failed (as in the rollups).
+        raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), "
+                        f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND {in_raw})")
         hour_ranges.append(f"({in_hours})")
         totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
     params["day_min"] = min(b["day_from"] for b in bounds)

@@ -10,7 +10,8 @@ The figures have one owner, the history subsystem: uptime, coverage and p95 per 
 (`hourly`) are per-day and per-hour series that for_urls does not give; they read the same
 three disjoint sources the same way: rollup_day before the day watermark, rollup_hour from
 there to the hour watermark, raw task_result rows after it. As in the rollups, failed =
-results that are not ok (`lost` slots included: the rollups cannot tell them apart).
+results that are not ok, except `lost` slots (the monitor's failure, not the site's: they
+count neither as up nor as down).
 
 Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
 primary key (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
@@ -44,7 +45,8 @@ SELECT date_trunc('day', bucket, 'UTC'), sum(ok), sum(failed) FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(day_to)s AND bucket < %(hour_to)s
 GROUP BY 1
 UNION ALL
-SELECT date_trunc('day', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+SELECT date_trunc('day', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost')
 FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(hour_to)s
 GROUP BY 1
 """
@@ -55,7 +57,8 @@ HOURLY_SQL = """
 SELECT bucket, ok, failed, rt_hist, NULL::integer[] FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
 UNION ALL
-SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'),
        NULL::integer[], array_agg(""" + histogram.BUCKET_SQL.format(rt="response_time_ms") + """)
                             FILTER (WHERE response_time_ms IS NOT NULL)
 FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
