@@ -270,3 +270,16 @@ def test_an_open_incident_left_behind_is_adopted_not_a_failed_batch(conn):
     assert q(conn, "SELECT count(*) FROM incident") == [(1,)] and state(conn, url)[0] == "down"
     feed(conn, url, [True] * 2, start=3)
     assert q(conn, "SELECT count(*) FROM incident WHERE ended_at IS NOT NULL") == [(1,)]
+
+
+def test_every_url_gets_one_state_row_on_add_and_on_import_upserts(conn):
+    """The statement-level trigger: one url_state row per inserted URL, none for updated ones."""
+    from sitewatch import config
+    from sitewatch.urlspec import make_entry
+    check = config.load(env={}).check
+    entries = [make_entry({"url": f"http://import{i}.example/"}, check) for i in range(3)]
+    store.import_urls(conn, entries)
+    store.import_urls(conn, entries + [make_entry({"url": "http://import3.example/", "period": 30}, check)])
+    rows = q(conn, "SELECT u.url, s.state FROM url u LEFT JOIN url_state s ON s.url_id = u.id ORDER BY u.url")
+    assert rows == [(f"http://import{i}.example/", "unknown") for i in range(4)]
+    assert q(conn, "SELECT count(*) FROM url_state")[0][0] == 4
