@@ -203,6 +203,16 @@ def test_failing_channels_retry_with_growing_gaps_then_die_without_delaying_the_
         listed = json.loads(cli("incidents", "--json").stdout)
         assert sorted(d["channel"] for d in listed[0]["dead_notifications"]) == ["hang", "smtp"]
         assert len(hook.messages()) == 1 and len(chat.messages()) == 1
+        # The same outcomes on /metrics, by channel (the notifier's stats reach it within 5 s).
+        from tests.test_operations import metrics_url, scrape
+        url = metrics_url(run)
+        expected = {("good", "sent"): 1, ("flaky", "failed"): 2, ("flaky", "sent"): 1,
+                    ("hang", "failed"): 2, ("hang", "dead"): 1, ("smtp", "failed"): 2, ("smtp", "dead"): 1}
+
+        def notifications():
+            return {(dict(labels)["channel"], dict(labels)["result"]): value
+                    for (name, labels), value in scrape(url).items() if name == "sitewatch_notifications_total"}
+        wait_until(lambda: notifications() == expected, 10, f"notification counters {expected}")
 
 
 # --- 2. three `sitewatch run` on one database: one incident, one notice per channel per event

@@ -18,12 +18,14 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 
 from .. import logs
 from ..check import probe
 from ..db import schema
 from ..db.database import Reconnecting, is_connection_error
 from ..redact import redact_url
+from ..run.child import STATS_INTERVAL
 from . import store
 from .channels import Channels
 from .messages import render
@@ -62,6 +64,8 @@ class Notifier:
         self.next_connectivity = 0.0
         self.connectivity = None     # the last check's verdict, waiting to be recorded
         self.connectivity_thread = None
+        self.outcomes = Counter()    # (channel, sent|failed|dead) since the last stats message: /metrics
+        self.last_stats = time.monotonic()
 
     def run(self) -> None:
         self.log.info("notifier started", owner=self.owner, channels=self.channels.names(),
@@ -79,6 +83,7 @@ class Notifier:
                     if not stopping:
                         self.periodic(conn)
                         self.claim(conn)
+                    self.report()
                 except Exception as e:
                     if not is_connection_error(e):
                         raise
@@ -86,8 +91,17 @@ class Notifier:
             if stopping and (not self.in_flight or conn is None):
                 break     # sends cut short are not lost: their leases expire and they go out again
             self.ctx.sleep(self._sleep_for(conn))
+        self.report(force=True)
         self.db.close()
         self.log.info("notifier stopped")
+
+    def report(self, force: bool = False) -> None:
+        """Send the supervisor the notices' outcomes by channel (sitewatch_notifications_total)."""
+        now = time.monotonic()
+        if self.outcomes and (force or now - self.last_stats >= STATS_INTERVAL):
+            self.ctx.send_stats({"notifications": dict(self.outcomes)})
+            self.outcomes.clear()
+            self.last_stats = now
 
     def _overdue_all(self) -> bool:
         return all(time.monotonic() >= deadline for _, _, deadline in self.in_flight.values())
@@ -130,6 +144,7 @@ class Notifier:
                 continue
             fields = {"key": row["key"], "channel": row["channel"], "kind": row["kind"], "attempt": row["attempts"]}
             if ok:
+                self.outcomes[(row["channel"], "sent")] += 1
                 if store.mark_sent(conn, row, self.owner):
                     self.log.info("notice sent", **fields)
                 else:
@@ -138,6 +153,7 @@ class Notifier:
             else:
                 retry_in = retry_delay(self.cfg.retry_backoff, row["attempts"])
                 status = store.mark_failed(conn, row, self.owner, error, retry_in, self.cfg.max_attempts)
+                self.outcomes[(row["channel"], "dead" if status == "dead" else "failed")] += 1
                 if status == "dead":
                     self.log.error("notice dead: giving up after max_attempts", error=error,
                                    max_attempts=self.cfg.max_attempts, **fields)
