@@ -180,3 +180,29 @@ def test_a_consumer_at_its_ceiling_says_so_in_the_summary_and_the_log(sitewatch,
     wait_until(lambda: any(line["consumers_at_ceiling"] == ["consumer-1"] for line in run.events("summary")), 8,
                "a summary naming the consumer at its ceiling")
     assert scalar(db, "SELECT count(*) FROM task WHERE status = 1") == 20
+
+
+def test_a_deadlocked_result_write_is_retried_not_lost(sitewatch, cli, db, server):
+    """A result write that loses a lock race (deadlock, lock timeout) keeps its results and
+    retries, instead of crashing the consumer with them."""
+    with db.cursor() as cur:
+        # Not transactional: the first two writes fail, whatever rolls back.
+        cur.execute("CREATE SEQUENCE write_attempts")
+        cur.execute("""CREATE FUNCTION fail_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+                       BEGIN
+                           IF nextval('write_attempts') <= 2 THEN
+                               RAISE EXCEPTION 'deadlock detected (test)' USING ERRCODE = '40P01';
+                           END IF;
+                           RETURN NEW;
+                       END $$""")
+        cur.execute("CREATE TRIGGER fail_twice BEFORE INSERT ON task_result FOR EACH STATEMENT "
+                    "EXECUTE FUNCTION fail_twice()")
+    run = sitewatch(env={"SITEWATCH_CONSUMER__PROCESSES": 1})
+    run.wait_started()
+    import_urls(cli, [{"url": server.url(f"/ok?deadlock={i}"), "period": 60} for i in range(3)])
+    query(db, "UPDATE url SET next_check_at = now() RETURNING id")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") == 3, 20, "the results written after retries")
+    retries = run.events("database statement failed, results kept, retrying")
+    assert len(retries) == 2 and all(r["pgcode"] == "40P01" for r in retries), retries
+    assert not run.events("crashed") and not run.events("child died, restarting")
+    assert scalar(db, "SELECT count(*) FROM task") == 0

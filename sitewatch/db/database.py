@@ -95,6 +95,16 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) in (
         "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")
 
+# Errors that a retry of the same statement cures: it lost a lock race or was cancelled.
+TRANSIENT_PGCODES = {"40P01": "deadlock detected", "40001": "serialization failure",
+                     "55P03": "lock not available", "57014": "statement cancelled"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for a database error worth retrying as is (deadlock, lock timeout, cancel)."""
+    return isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) in TRANSIENT_PGCODES
+
+
 def is_missing_partition(error: BaseException) -> bool:
     """True for a write to task_result whose slot has no partition (history/partitions.py).
 

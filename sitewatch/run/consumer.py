@@ -26,11 +26,13 @@ from .. import __version__, logs
 from ..alerts.settings import alert_defaults
 from ..check import probe
 from ..db import schema, store
-from ..db.database import Reconnecting, is_connection_error, is_missing_partition
+from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
 from ..operations.metrics import CheckCounts
+from ..redact import redact_text
 from .child import STATS_INTERVAL
 
 WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
+TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeout or cancelled statement
 STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
@@ -276,6 +278,8 @@ class Consumer:
                 except Exception as e:
                     if is_missing_partition(e):
                         self.write_failed(e)
+                    elif is_transient(e):
+                        self.retry_soon(e)
                     elif not is_connection_error(e):
                         raise
                     else:
@@ -491,6 +495,14 @@ class Consumer:
                 self.stats["refused"] += len(refused)
                 self.log.warning("results refused by the lease fence (lease lost: checked by another "
                                  "consumer, or the URL was removed)", count=len(refused))
+
+    def retry_soon(self, error) -> None:
+        """A statement lost a lock race or was cancelled: nothing was written (autocommit, one
+        statement), so keep the results and retry shortly instead of crashing with them."""
+        self.write_retry_at = time.monotonic() + TRANSIENT_RETRY
+        self.log.warning("database statement failed, results kept, retrying", pgcode=error.pgcode,
+                         pending_results=len(self.pending), retry_in_s=TRANSIENT_RETRY,
+                         error=redact_text(" ".join(str(error).split()))[:300])
 
     def write_failed(self, error) -> None:
         """No partition for a result's slot: keep everything, stop claiming, retry in a while."""
