@@ -84,9 +84,27 @@ INSERT INTO rollup_watermark (level) VALUES ('hour'), ('day') ON CONFLICT DO NOT
 """
 
 
+class _Quiet:
+    """A new database converts an empty table: its steps are no news to the user (debug, not info)."""
+
+    def __init__(self, log):
+        self._log = log
+
+    def info(self, *args, **kwargs):
+        self._log.debug(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
 def upgrade(conn, record_version) -> None:
     """Convert task_result (schema 1 or 2) to the partitioned layout; see the module docstring."""
     log = logs.get()
+    with conn.cursor() as cur:
+        cur.execute("SELECT NOT EXISTS (SELECT 1 FROM task_result)")
+        if cur.fetchone()[0]:
+            log = _Quiet(log)
+    conn.commit()
     started = time.monotonic()
     with conn.cursor() as cur:
         cur.execute("SET statement_timeout = 0")   # steps 2 scans the whole table
