@@ -6,21 +6,10 @@ path, passwords in the userinfo), so only their scheme is ever shown.
 
 import re
 
+from ..duration import seconds as parse_duration
 from ..errors import BadInput
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def parse_duration(raw) -> float:
-    """'90s', '15m', '2h', '7d' or a number of seconds -> seconds. BadInput when malformed."""
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw >= 0:
-        return float(raw)
-    match = _DURATION.fullmatch(str(raw).strip().lower()) if isinstance(raw, str) else None
-    if not match:
-        raise BadInput(f"duration must look like 90s, 15m, 2h or 7d, got {raw!r}")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
 
 
 def redact_channel(url) -> str:

@@ -6,14 +6,14 @@ import json
 import re
 import sys
 
+from .. import duration
 from ..errors import BadInput
 from ..redact import redact_url
 from . import partitions, uptime
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")     # a duration, not a time: whole units required
 STREAK_LOOKBACK = datetime.timedelta(hours=24)   # how far `status` looks for "since" without url_state
 FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
@@ -27,7 +27,7 @@ def parse_duration(text: str, what: str) -> datetime.timedelta:
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise BadInput(f"{what}: {text!r} is not a duration like 90s, 15m, 2h or 7d")
-    return datetime.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    return datetime.timedelta(seconds=duration.seconds(text.strip()))
 
 
 def parse_time(text: str, what: str, now: datetime.datetime) -> datetime.datetime:
