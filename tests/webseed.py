@@ -12,7 +12,8 @@ truth to compare with.
 import datetime
 
 from sitewatch import config
-from sitewatch.history import maintenance, partitions
+from sitewatch.history import maintenance
+from tests.historydata import ensure_past_partitions
 
 ALPHA = "https://alpha.example.com/"
 BETA = "https://user:s3cret@beta.example.com/status?token=abc123"   # down; shown redacted
@@ -23,18 +24,9 @@ RAW_DAYS = 7
 DAY = datetime.timedelta(days=1)
 
 
-def _past_partitions(conn, days: int) -> None:
-    """Partitions for the `days` UTC days before today (a fresh database has only yesterday on)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT date_trunc('day', now(), 'UTC')")
-        today = cur.fetchone()[0]
-        for back in range(1, days + 1):
-            partitions.create_partition(cur, today - back * DAY)
-
-
 def seed(conn) -> dict:
     """Seed the test database (conn in autocommit); returns {"alpha": id, "beta": id, "gamma": id}."""
-    _past_partitions(conn, 31)
+    ensure_past_partitions(conn, 31)
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         ids = {}
