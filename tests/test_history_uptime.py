@@ -61,7 +61,8 @@ def test_uptime_rules_over_rollups_and_raw_rows(conn):
     insert(conn, every_2s, slots[:1], ok=False)
     # skipping: every other minute only (half its slots were never checked).
     minutes = [start + datetime.timedelta(minutes=2 * i) for i in range(720)]
-    insert(conn, skipping, [t for t in minutes if t < now])
+    checked = [t for t in minutes if t < now]
+    insert(conn, skipping, checked)
     cfg = config.load({}, {}, None)
 
     def check():
@@ -77,8 +78,11 @@ def test_uptime_rules_over_rollups_and_raw_rows(conn):
         skip = figures[skipping].windows["24h"]
         assert skip.uptime == 1.0
         assert abs(skip.coverage - 0.5) < 0.01
-        assert figures[skipping].windows["30d"].uptime == 1.0
-        assert abs(figures[skipping].windows["30d"].coverage - 0.25) < 0.01   # 2 days of 60 s slots, half
+        month = figures[skipping].windows["30d"]
+        assert month.uptime == 1.0 and month.results == len(checked)
+        # Expected slots: 2 days of 60 s slots. The 24 h window starts at the next whole hour,
+        # so it holds 23 to 24 hours of results: coverage is 0.24 to 0.25 by the minute of the hour.
+        assert abs(month.coverage - len(checked) / 2880) < 0.001
         assert abs(figures[every_2s].p95_ms_24h - 50) / 50 < 0.1
         return figures
 
