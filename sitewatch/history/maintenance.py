@@ -1,4 +1,4 @@
-"""The maintenance job: partitions ahead, rollups, retention. One run = run_once().
+"""The maintenance job: partitions ahead, rollups, the uptime summary, retention. One run = run_once().
 
 `sitewatch run` runs it every history.interval seconds in its own supervised
 child, `maintenance` (not in the producer: a rollup of a busy hour or a DETACH
@@ -13,7 +13,7 @@ import time
 
 from .. import logs
 from ..db.database import Reconnecting, is_connection_error
-from . import partitions, rollup
+from . import partitions, rollup, summary
 
 # "the maintenance job" (distinct from the migration lock).
 MAINTENANCE_LOCK_KEY = 0x5173_7761_7463_69
@@ -48,18 +48,20 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         grace = grace_for(conn, cfg)
         hours = rollup.catch_up_hours(conn, grace, heartbeat)
         days = rollup.catch_up_days(conn, heartbeat)
+        heartbeat()
+        uptime_summary = summary.refresh(conn, grace)
         conn.autocommit = True          # DETACH ... CONCURRENTLY: no transaction block
         dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
         conn.autocommit = False
         expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days)
-        summary = {"partitions_created": len(created), "partitions_dropped": len(dropped),
+        report = {"partitions_created": len(created), "partitions_dropped": len(dropped),
                    "hours_rolled_up": hours["hours"], "hour_rows": hours["rows"],
                    "hours_final_until": hours["until"].isoformat() if hours["until"] else None,
                    "days_rolled_up": days["days"], "day_rows": days["rows"],
-                   "rollup_rows_expired": sum(expired.values()), "grace_s": grace,
+                   "rollup_rows_expired": sum(expired.values()), "grace_s": grace, **uptime_summary,
                    "took_s": round(time.monotonic() - started, 3)}
-        log.info("maintenance done", **summary)
-        return summary
+        log.info("maintenance done", **report)
+        return report
     finally:
         conn.rollback()
         conn.autocommit = True

@@ -108,9 +108,11 @@ SELECT coalesce(max(timeout), 0) FROM url;
 
 -- name: frontier
 -- Where rollups end and raw rows take over: hourly rollups are final before the hour
--- watermark, daily ones before the day watermark (null: nothing rolled up yet).
+-- watermark, daily ones before the day watermark (null: nothing rolled up yet); and the
+-- hour the uptime summary was built at (null: none).
 SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),
-       (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now();
+       (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now(),
+       (SELECT anchor FROM uptime_summary_state);
 
 -- name: window_counts
 -- ok and failed per URL for several windows at once, from three disjoint sources read once
@@ -133,14 +135,14 @@ FROM (
     UNION ALL
     SELECT url_id, {raw_sums}
     FROM task_result
-    WHERE scheduled_at >= %(raw_from)s AND (%(all)s OR url_id = ANY (%(ids)s))
+    WHERE scheduled_at >= %(raw_from)s AND scheduled_at < %(raw_until)s AND (%(all)s OR url_id = ANY (%(ids)s))
     GROUP BY url_id
 ) AS parts
 GROUP BY url_id;
 
 -- name: window_histogram
--- Response-time histogram cells (URL, bucket index, count) over [start, now): hourly rollups
--- before hour_to, raw rows after it.
+-- Response-time histogram cells (URL, bucket index, count) over [start, raw_until): hourly
+-- rollups before hour_to, raw rows after it.
 SELECT url_id, i, sum(c)::bigint
 FROM (
     SELECT h.url_id, u.i - 1 AS i, u.c
@@ -150,7 +152,7 @@ FROM (
     SELECT url_id, {bucket}, 1
     FROM task_result
     WHERE (%(all)s OR url_id = ANY (%(ids)s)) AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
-      AND response_time_ms IS NOT NULL
+      AND scheduled_at < %(raw_until)s AND response_time_ms IS NOT NULL
 ) AS cells
 GROUP BY 1, 2;
 
@@ -227,3 +229,86 @@ ORDER BY scheduled_at;
 -- One URL's hourly rollups in [since, until), oldest first (for times raw rows no longer cover).
 SELECT bucket, checks, ok, failed, rt_count, rt_sum, cert_days_min FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(since)s AND bucket < %(until)s ORDER BY bucket;
+
+-- name: summary_state
+SELECT anchor, until FROM uptime_summary_state;
+
+-- name: summary_set_state
+INSERT INTO uptime_summary_state AS s (anchor, until, built_at, updated_at)
+VALUES (%(anchor)s, %(until)s, now(), now())
+ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until, updated_at = now(),
+    built_at = CASE WHEN s.anchor = EXCLUDED.anchor THEN s.built_at ELSE now() END;
+
+-- name: summary_add
+-- Add the raw rows of [from, to) to the uptime summary: they are inside every window, so
+-- each window's counts grow by them, and the 24 h histogram by their cells (element-wise,
+-- from the sparse cells without building a second array). Only the maintenance job writes
+-- the summary (under its lock), so UPDATE then INSERT of the rest cannot race.
+WITH fine AS (
+    SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
+    FROM task_result
+    WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+    GROUP BY 1, 2
+), delta AS (
+    SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
+           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS idx,
+           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt
+    FROM fine GROUP BY 1
+), updated AS (
+    UPDATE uptime_summary s SET
+        ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
+        ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
+        ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
+        hist_24h = CASE WHEN cardinality(d.idx) = 0 THEN s.hist_24h ELSE ARRAY(
+            SELECT (coalesce(s.hist_24h[i + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
+            FROM generate_series(0, greatest(cardinality(s.hist_24h) - 1, d.idx[cardinality(d.idx)])) AS i
+            ORDER BY i) END
+    FROM delta d WHERE s.url_id = d.url_id
+    RETURNING s.url_id
+), inserted AS (
+    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_24h)
+    SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed,
+           ARRAY(SELECT coalesce(d.cnt[array_position(d.idx, i)], 0)::integer
+                 FROM generate_series(0, coalesce(d.idx[cardinality(d.idx)], -1)) AS i ORDER BY i)
+    FROM delta d WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.url_id = d.url_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
+
+-- name: summary_counts
+-- ok and failed per URL for windows the summary keeps: its row, minus the hours that left
+-- each window since it was built ({minus}: one branch per window, only while the hourly
+-- watermark lags the clock), plus the raw rows from `until` on. The summary's state is read
+-- in this same statement (one snapshot) as the rows it describes. {columns}, {raw_sums} and
+-- {totals} are filled in by history/summary.py (w0, w1, ...: one per window).
+SELECT url_id, {totals}
+FROM (
+    SELECT url_id, {columns}
+    FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)
+    {minus}
+    UNION ALL
+    SELECT url_id, {raw_sums}
+    FROM task_result
+    WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY url_id
+) AS parts
+GROUP BY url_id;
+
+-- name: summary_histograms
+-- The pieces of each URL's 24 h latency histogram: the summary's array (sign 1), the arrays
+-- of hours that left the window since it was built (sign -1; none unless the watermark
+-- lags: %(lag_to)s equals the start then), and raw cells from `until` on.
+SELECT url_id, hist_24h, NULL::integer, NULL::bigint, 1
+FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)
+UNION ALL
+SELECT url_id, rt_hist, NULL, NULL, -1
+FROM rollup_hour
+WHERE bucket >= (SELECT anchor FROM uptime_summary_state) - interval '23 hours' AND bucket < %(lag_to)s
+  AND (%(all)s OR url_id = ANY (%(ids)s))
+UNION ALL
+SELECT url_id, NULL, {bucket}, count(*), 1
+FROM task_result
+WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND response_time_ms IS NOT NULL
+  AND (%(all)s OR url_id = ANY (%(ids)s))
+GROUP BY 1, 3;

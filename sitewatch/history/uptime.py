@@ -27,7 +27,9 @@ Rules (README "Uptime"):
 
 Cost: two or three queries for any number of URLs (window_counts; window_histogram for
 p95; url_periods), each driven by the (url_id, ...) primary keys: a page of 100 URLs
-reads about 100 x (365 day rows + ~48 hour rows + the current hour's raw rows).
+reads about 100 x (365 day rows + ~48 hour rows + the current hour's raw rows). For the
+24h, 7d and 30d windows the maintenance job's summary (history/summary.py) replaces the
+rollups and most raw rows: one summary row per URL plus the last few minutes of raw rows.
 """
 
 import dataclasses
@@ -99,7 +101,8 @@ def window_bounds(now, name: str, hour_until, day_until) -> dict:
     return {"start": start, "day_from": day_from, "day_to": day_to, "hour_to": hour_to}
 
 
-def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False) -> dict[int, Figures]:
+def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False,
+             use_summary: bool = True) -> dict[int, Figures]:
     """Uptime, coverage (and p95 over 24 h) per window for every URL id given.
 
     Every id gets a Figures, with None figures where there is no data. Read-only; `conn`
@@ -107,33 +110,41 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
     one snapshot: a rollup committed meanwhile can never count a result twice or not at all.
     all_urls=True says url_ids are every monitored URL: the queries then read whole ranges
     instead of probing a list of ids (faster for `sitewatch status` at 100,000 URLs).
+    For the windows the maintenance job's summary keeps (24h, 7d, 30d) the figures come from
+    it plus the last raw rows (history/summary.py): the same figures, far fewer rows read.
+    use_summary=False computes them from the rollups directly (tests compare the two).
     """
+    from . import summary
     ids = sorted(set(int(i) for i in url_ids))
     if not ids:
         return {}
     with conn.cursor() as cur:
         cur.execute(QUERIES["frontier"])
-        hour_until, day_until, now = cur.fetchone()
+        hour_until, day_until, now, anchor = cur.fetchone()
         bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
-        sql, params = _window_counts(list(bounds.values()))
-        params.update({"ids": [] if all_urls else ids, "all": all_urls})
-        cur.execute(sql, params)
-        counts = {}
-        for url_id, *values in cur.fetchall():
-            for k, name in enumerate(bounds):
-                counts[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
+        fast = use_summary and summary.usable(anchor, hour_until, now, windows)
+        if fast:
+            counts = summary.counts(cur, bounds, anchor, ids, all_urls)
+        else:
+            sql, params = window_counts_sql(list(bounds.values()))
+            params.update({"ids": [] if all_urls else ids, "all": all_urls, "raw_until": "infinity"})
+            cur.execute(sql, params)
+            counts = {}
+            for url_id, *values in cur.fetchall():
+                for k, name in enumerate(bounds):
+                    counts[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
         cur.execute(QUERIES["url_periods"], {"ids": ids})
         periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
         hists: dict[int, list[int]] = {}
         if p95:
             b = window_bounds(now, "24h", hour_until, day_until)
-            cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
-                                                      "start": b["start"], "hour_to": b["hour_to"]})
-            for url_id, index, count in cur.fetchall():
-                hist = hists.setdefault(url_id, [])
-                if index >= len(hist):
-                    hist.extend([0] * (index + 1 - len(hist)))
-                hist[index] += count
+            if fast:
+                hists = summary.histograms(cur, b["start"], ids, all_urls)
+            else:
+                cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
+                                                          "start": b["start"], "hour_to": b["hour_to"],
+                                                          "raw_until": "infinity"})
+                hists = cells_to_histograms(cur.fetchall())
     if not conn.autocommit:
         conn.rollback()      # read-only: end the snapshot
     out = {}
@@ -143,11 +154,22 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
             ok, failed = counts.get((name, url_id), (0, 0))
             figures[name] = Window(ok, failed, _expected(periods.get(url_id), bounds[name]["start"], now))
         hist = hists.get(url_id, [])
-        out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if hist else None, hist)
+        out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if any(hist) else None, hist)
     return out
 
 
-def _window_counts(bounds: list[dict]) -> tuple[str, dict]:
+def cells_to_histograms(cells) -> dict[int, list[int]]:
+    """{url_id: histogram} from (url_id, bucket index, count) cells."""
+    hists: dict[int, list[int]] = {}
+    for url_id, index, count in cells:
+        hist = hists.setdefault(url_id, [])
+        if index >= len(hist):
+            hist.extend([0] * (index + 1 - len(hist)))
+        hist[index] += count
+    return hists
+
+
+def window_counts_sql(bounds: list[dict]) -> tuple[str, dict]:
     """queries.sql window_counts with one pair of FILTERed sums per window and source."""
     params, day_sums, hour_sums, raw_sums, hour_ranges, totals = {}, [], [], [], [], []
     for k, b in enumerate(bounds):

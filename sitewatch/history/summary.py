@@ -1,0 +1,135 @@
+"""The per-URL uptime summary: what makes `sitewatch status` and the web page fast at 100,000 URLs.
+
+Computing 24 h / 7 d / 30 d uptime and the 24 h p95 of every URL from the rollups reads a
+month of daily rows, a day of hourly histograms and up to an hour of raw rows per URL: at
+100,000 URLs that is tens of seconds. The maintenance job keeps, per URL, those counts and
+the 24 h histogram (table uptime_summary, migration 0004), so that a reader adds only the
+raw rows of the last few minutes.
+
+The summary is anchored at the hourly watermark A it was built at: each window W covers
+[A - W + 1 h, until), which is exactly the rolled-up part plus the first raw rows of the
+window as it stands while the clock is in the hour after A. Readers add the raw rows from
+`until` on. While the watermark lags the clock (the first minutes of every hour, until the
+job rolls up the hour that ended) the windows have moved on by whole hours: readers subtract
+those hours' rollup_hour rows. So the figures are always exactly those of
+uptime.for_urls's direct computation over the same data.
+
+The job (refresh, every history.interval):
+* when the hourly watermark moved: build again from the rollups (one big statement an hour,
+  overwriting every row: self-healing, nothing accumulates);
+* otherwise: add the raw rows that became complete since `until` (the same completeness
+  bound as the rollups, so no late result is missed).
+"""
+
+import datetime
+
+from psycopg2.extras import execute_values
+
+from . import uptime
+from .rollup import QUERIES, watermark
+
+HOUR = datetime.timedelta(hours=1)
+WINDOWS = ("24h", "7d", "30d")         # the windows uptime_summary has columns for
+MAX_LAG = 6 * HOUR                     # a summary older than this is not used (the job is down)
+_TINY = datetime.timedelta(microseconds=1)
+
+
+def refresh(conn, grace_s: float) -> dict:
+    """Bring the summary up to date (the caller holds the maintenance lock). Commits."""
+    with conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        anchor = watermark(cur, "hour")
+        if anchor is None:
+            conn.commit()
+            return {"summary": "none"}
+        cur.execute(QUERIES["complete_before"], {"grace_s": grace_s})
+        until = max(anchor, cur.fetchone()[0])
+        cur.execute(QUERIES["summary_state"])
+        state = cur.fetchone()
+        if state is not None and state[0] == anchor:
+            if until <= state[1]:
+                conn.commit()
+                return {"summary": "current"}
+            cur.execute(QUERIES["summary_add"], {"from": state[1], "to": until})
+            updated, inserted = cur.fetchone()
+            cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
+            conn.commit()
+            return {"summary": "added", "summary_rows": updated + inserted}
+        rows = _build(cur, anchor, until, watermark(cur, "day"))
+        cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
+    conn.commit()
+    return {"summary": "built", "summary_rows": rows}
+
+
+def _build(cur, anchor, until, day_until) -> int:
+    """Overwrite every summary row from the rollups before `anchor` and raw rows up to `until`."""
+    bounds = [uptime.window_bounds(anchor + _TINY, name, anchor, day_until) for name in WINDOWS]
+    sql, params = uptime.window_counts_sql(bounds)
+    params.update({"ids": [], "all": True, "raw_until": until})
+    cur.execute(sql, params)
+    rows = {url_id: [int(v) for v in values] for url_id, *values in cur.fetchall()}
+    cur.execute(QUERIES["window_histogram"], {"ids": [], "all": True, "start": bounds[0]["start"],
+                                              "hour_to": anchor, "raw_until": until})
+    hists = uptime.cells_to_histograms(cur.fetchall())
+    cur.execute("DELETE FROM uptime_summary")
+    execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
+                        " failed_30d, hist_24h) VALUES %s",
+                   ((url_id, *values, hists.get(url_id, [])) for url_id, values in rows.items()),
+                   template="(%s, %s, %s, %s, %s, %s, %s, %s::integer[])", page_size=5000)
+    return len(rows)
+
+
+def usable(anchor, hour_until, now, windows) -> bool:
+    """Whether readers may use the summary built at `anchor` for these windows now."""
+    if anchor is None or anchor != hour_until or not set(windows) <= set(WINDOWS):
+        return False
+    lag = uptime._ceil(now - uptime.DAY, HOUR) - (anchor - uptime.DAY + HOUR)
+    return datetime.timedelta(0) <= lag <= MAX_LAG
+
+
+def counts(cur, bounds: dict, anchor, ids, all_urls: bool) -> dict:
+    """{(window, url_id): (ok, failed)} from the summary (see summary_counts in queries.sql)."""
+    params = {"ids": [] if all_urls else ids, "all": all_urls}
+    columns, minus, raw_sums, totals = [], [], [], []
+    names = list(bounds)
+    for k, name in enumerate(names):
+        params[f"w{k}_start"] = bounds[name]["start"]
+        params[f"w{k}_len"] = uptime.WINDOWS[name]
+        columns.append(f"ok_{name} AS ok{k}, failed_{name} AS failed{k}")
+        raw_sums.append(f"count(*) FILTER (WHERE ok AND scheduled_at >= %(w{k}_start)s), "
+                        f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'"
+                        f" AND scheduled_at >= %(w{k}_start)s)")
+        totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
+        if bounds[name]["start"] > anchor - uptime.WINDOWS[name] + HOUR:      # the watermark lags
+            sums = ["0, 0"] * len(names)
+            sums[k] = "-sum(ok), -sum(failed)"
+            minus.append(f"UNION ALL SELECT url_id, {', '.join(sums)} FROM rollup_hour"
+                         f" WHERE bucket >= (SELECT anchor FROM uptime_summary_state) - %(w{k}_len)s"
+                         f" + interval '1 hour' AND bucket < %(w{k}_start)s"
+                         f" AND (%(all)s OR url_id = ANY (%(ids)s)) GROUP BY url_id")
+    sql = QUERIES["summary_counts"].format(columns=", ".join(columns), minus="\n    ".join(minus),
+                                           raw_sums=", ".join(raw_sums), totals=", ".join(totals))
+    cur.execute(sql, params)
+    out = {}
+    for url_id, *values in cur.fetchall():
+        for k, name in enumerate(names):
+            out[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
+    return out
+
+
+def histograms(cur, start, ids, all_urls: bool) -> dict[int, list[int]]:
+    """{url_id: 24 h latency histogram} from the summary (see summary_histograms)."""
+    cur.execute(QUERIES["summary_histograms"], {"ids": [] if all_urls else ids, "all": all_urls, "lag_to": start})
+    out: dict[int, list[int]] = {}
+    for url_id, array, index, count, sign in cur:
+        hist = out.setdefault(url_id, [])
+        if array is not None:
+            if len(array) > len(hist):
+                hist.extend([0] * (len(array) - len(hist)))
+            for i, c in enumerate(array):
+                hist[i] += sign * c
+        elif index is not None:
+            if index >= len(hist):
+                hist.extend([0] * (index + 1 - len(hist)))
+            hist[index] += count
+    return out

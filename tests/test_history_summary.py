@@ -1,0 +1,118 @@
+"""The uptime summary (history/summary.py) gives exactly the figures of the direct computation.
+
+Real PostgreSQL; synthetic results with failures, lost slots and missing response times over
+32 days, so every source is used: rollup_day, rollup_hour, and raw rows on both sides of the
+summary's `until`.
+"""
+
+import datetime
+
+from sitewatch.history import maintenance, rollup, summary, uptime
+from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
+from tests.historydata import conn as conn  # noqa: F401  (fixture)
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+
+
+def figures(conn, ids, use_summary):
+    out = uptime.for_urls(conn, ids, windows=summary.WINDOWS, use_summary=use_summary)
+    return {url_id: ({name: (w.ok, w.failed, w.expected) for name, w in f.windows.items()}, f.hist_24h)
+            for url_id, f in out.items()}
+
+
+def assert_same(conn, ids):
+    """The summary's figures equal the direct ones, for a list of ids and for all URLs."""
+    direct = figures(conn, ids, use_summary=False)
+    assert figures(conn, ids, use_summary=True) == direct
+    everything = uptime.for_urls(conn, ids, windows=summary.WINDOWS, all_urls=True)
+    assert {i: {n: (w.ok, w.failed, w.expected) for n, w in f.windows.items()} for i, f in everything.items()} \
+        == {i: windows for i, (windows, _) in direct.items()}
+    return direct
+
+
+def summary_state(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT anchor, until FROM uptime_summary_state")
+        row = cur.fetchone()
+        cur.execute("SELECT count(*) FROM uptime_summary")
+        count = cur.fetchone()[0]
+    conn.commit()
+    return row, count
+
+
+def now_of(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        now = cur.fetchone()[0]
+    conn.commit()
+    return now
+
+
+def old_urls(conn, count: int) -> list[int]:
+    """`count` URLs created 40 days ago, with partitions for the last 32 days."""
+    ensure_past_partitions(conn, 32)
+    ids = add_urls(conn, count)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE url SET created_at = now() - interval '40 days'")
+    conn.commit()
+    return ids
+
+
+def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
+    ids = old_urls(conn, 4)
+    now = now_of(conn)
+    # 32 days of results every 10 minutes, then every minute for the last 3 hours, up to
+    # 20 minutes ago: rollup_day, rollup_hour and raw rows after the watermark all hold some.
+    insert_results(conn, ids, now - 32 * DAY, now - 3 * HOUR, step_s=600)
+    insert_results(conn, ids, now - 3 * HOUR, now - datetime.timedelta(minutes=20), step_s=60)
+    assert figures(conn, ids, use_summary=True) == figures(conn, ids, use_summary=False)   # no summary yet
+
+    report = maintenance.run_once(conn, cfg())
+    assert report["summary"] == "built" and report["summary_rows"] == 4
+    (anchor, until), rows = summary_state(conn)
+    assert anchor == rollup.watermark(conn.cursor(), "hour") and until >= anchor and rows == 4
+    conn.commit()
+    direct = assert_same(conn, ids)
+    assert all(direct[i][0]["30d"][1] > 0 and direct[i][0]["24h"][0] > 0 for i in ids)   # failures counted
+    assert all(sum(direct[i][1]) > 0 for i in ids)
+
+    # Results after `until` (the completeness bound: no result can arrive before it any more)
+    # are read as raw rows, then added by the job once complete (grace 0 here: no waiting).
+    insert_results(conn, ids, until, now_of(conn), step_s=15, checked_by="recent")
+    assert_same(conn, ids)
+    # A URL added since the build: no summary row yet, then an inserted one.
+    (new,) = add_urls(conn, 1, prefix="http://new")
+    insert_results(conn, [new], until, now_of(conn), step_s=30)
+    assert_same(conn, ids + [new])
+    report = summary.refresh(conn, 0.0)
+    assert report == {"summary": "added", "summary_rows": 5}
+    assert summary_state(conn)[0][1] > until and summary_state(conn)[1] == 5
+    assert_same(conn, ids + [new])
+    assert summary.refresh(conn, 3600.0) == {"summary": "current"}
+    assert_same(conn, ids + [new])
+
+
+def test_summary_when_the_hourly_watermark_lags_the_clock(conn):
+    """In the first minutes of an hour the windows have moved on but the watermark has not:
+    the hours that left each window are subtracted (up to summary.MAX_LAG, then not used)."""
+    ids = old_urls(conn, 3)
+    now = now_of(conn)
+    insert_results(conn, ids, now - 31 * DAY, now, step_s=300)
+    anchor = uptime._floor(now, HOUR) - 2 * HOUR
+    with conn.cursor() as cur:
+        rollup.recompute_hours(cur, uptime._floor(now - 31 * DAY, HOUR), anchor)
+        rollup.recompute_days(cur, uptime._floor(now - 31 * DAY, DAY), uptime._floor(anchor, DAY))
+        cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'hour'", (anchor,))
+        cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'day'", (uptime._floor(anchor, DAY),))
+    conn.commit()
+    assert summary.refresh(conn, 300.0)["summary"] == "built"
+    assert summary_state(conn)[0][0] == anchor
+    assert summary.usable(anchor, anchor, now, summary.WINDOWS)           # two hours behind: subtracted
+    direct = assert_same(conn, ids)
+    assert all(direct[i][0]["24h"][0] > 0 for i in ids)
+
+    assert not summary.usable(anchor, anchor, now + 5 * HOUR, summary.WINDOWS)   # job down: not used
+    assert not summary.usable(anchor, anchor + HOUR, now, summary.WINDOWS)       # watermark moved on
+    assert not summary.usable(anchor, anchor, now, ("24h", "90d"))               # a window it does not keep
+    assert not summary.usable(None, anchor, now, summary.WINDOWS)
