@@ -17,6 +17,7 @@ off) and after it (partitioned, the job every 10 s), alternating, in one run; ch
 """
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -73,18 +74,7 @@ def synthetic(args) -> dict:
         # One complete hour for the job, then the raw rows after it (what `status` reads raw).
         t0 = time.monotonic()
         for start, end in ((final - _hours(1), final), (final, now)):
-            cur.execute("""
-                INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
-                                         error_kind, error, cert_days_left, checked_by)
-                SELECT u, t + (u %% 60) * interval '1 s', t, 20 + (u * 7 + extract(minute FROM t)::int) %% 300,
-                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 503 ELSE 200 END,
-                       (u + extract(minute FROM t)::int) %% 500 <> 0,
-                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status' END,
-                       CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status 503' END,
-                       60, 'bench/host:consumer-1:12345'
-                FROM generate_series(1, %s) u,
-                     generate_series(%s::timestamptz, %s::timestamptz - interval '61 s', interval '60 s') t""",
-                        (args.urls, start, end))
+            _insert_raw(cur, args.urls, start, end)
         report["raw_insert_s"] = round(time.monotonic() - t0, 1)
         raw_rows = scalar(cur, "SELECT count(*) FROM task_result")
         cur.execute("VACUUM ANALYZE task_result")
@@ -178,11 +168,42 @@ def synthetic(args) -> dict:
     return report
 
 
+def _insert_raw(cur, urls: int, start, end) -> None:
+    """One result a minute for URLs 1..urls in [start, end - 1 min]; 1 in 500 failed."""
+    cur.execute("""
+        INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
+                                 error_kind, error, cert_days_left, checked_by)
+        SELECT u, t + (u %% 60) * interval '1 s', t, 20 + (u * 7 + extract(minute FROM t)::int) %% 300,
+               CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 503 ELSE 200 END,
+               (u + extract(minute FROM t)::int) %% 500 <> 0,
+               CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status' END,
+               CASE WHEN (u + extract(minute FROM t)::int) %% 500 = 0 THEN 'status 503' END,
+               60, 'bench/host:consumer-1:12345'
+        FROM generate_series(1, %s) u,
+             generate_series(%s::timestamptz, %s::timestamptz - interval '61 s', interval '60 s') t
+        ON CONFLICT DO NOTHING""", (urls, start, end))
+
+
 def status_timing(args) -> dict:
     """Time `sitewatch status` on an existing database (one kept by `synthetic --keep`)."""
+    from sitewatch.history import summary as uptime_summary
     env = env_for(args.existing)
     conn = psycopg2.connect(args.existing)
     with conn.cursor() as cur:
+        # The summary as the job leaves it at worst: built, with its margin (1 min) and one
+        # job interval (1 min) of raw rows after its `until`, which status reads raw. The
+        # synthetic rows stop when they were made: add results for the last minutes (so
+        # that every URL's latest result is recent, as when sitewatch is running).
+        now = scalar(cur, "SELECT now()")
+        _insert_raw(cur, scalar(cur, "SELECT count(*) FROM url"), now - (args.tail_minutes + 1) * _hours(1) / 60,
+                    now + datetime.timedelta(seconds=1))
+        cur.execute("DELETE FROM uptime_summary_state")
+        conn.commit()
+        t0 = time.monotonic()
+        built = uptime_summary.refresh(conn, args.tail_minutes * 60)
+        built["wall_s"] = round(time.monotonic() - t0, 1)
+        tail = scalar(cur, "SELECT count(*) FROM task_result"
+                           " WHERE scheduled_at >= (SELECT until FROM uptime_summary_state)")
         urls = scalar(cur, "SELECT count(*) FROM url")
         raw = scalar(cur, "SELECT count(*) FROM task_result WHERE scheduled_at >="
                           " (SELECT done_until FROM rollup_watermark WHERE level = 'hour')")
@@ -194,6 +215,7 @@ def status_timing(args) -> dict:
         timings["json"].append(cli(env, "status", "--json")[0])
         timings["table"].append(cli(env, "status")[0])
     return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
+            "summary": built, "raw_rows_after_summary": tail,
             "status_s": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
                          for k, v in timings.items()},
             "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2)}
@@ -322,6 +344,8 @@ def main() -> int:
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
     parser.add_argument("--repeat", type=int, default=3, help="synthetic: `status` runs timed")
+    parser.add_argument("--tail-minutes", type=float, default=2,
+                        help="status: minutes of raw rows left after the summary's `until`")
     parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")

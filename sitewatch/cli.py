@@ -5,6 +5,7 @@ line on stderr before anything is written; runtime failures exit 1.
 """
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -365,7 +366,13 @@ def run_report(args, conn) -> int:
     with conn.cursor() as cur:
         # Read-only reports over months of rollups may take longer than database.timeout.
         cur.execute("SET statement_timeout = '300s'")
+        # Their big statements are simple scans and sums: compiling them (JIT) costs more
+        # than it saves (0.1-0.2 s each at 100,000 URLs).
+        cur.execute("SET jit = off")
     if args.command == "status":
+        # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
+        # collector would walk them over and over (a quarter of the time) for nothing.
+        gc.disable()
         rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
         if args.down:
             rows = [row for row in rows if row["state"] == "down"]

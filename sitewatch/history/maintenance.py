@@ -49,7 +49,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         hours = rollup.catch_up_hours(conn, grace, heartbeat)
         days = rollup.catch_up_days(conn, heartbeat)
         heartbeat()
-        uptime_summary = summary.refresh(conn, grace)
+        uptime_summary = summary.refresh(conn)
         conn.autocommit = True          # DETACH ... CONCURRENTLY: no transaction block
         dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
         conn.autocommit = False

@@ -157,8 +157,9 @@ FROM (
 GROUP BY 1, 2;
 
 -- name: url_periods
--- Period and creation time of the URLs still monitored, for expected slots.
-SELECT id, period, created_at FROM url WHERE id = ANY (%(ids)s);
+-- Period and creation time (seconds since the epoch) of the URLs still monitored, for
+-- expected slots.
+SELECT id, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s);
 
 -- name: urls_by_name
 -- The monitored URLs named on the command line (all of them when %(urls)s is null).
@@ -182,6 +183,18 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS r;
 
+-- name: latest_results_recent
+-- Every URL's latest result if it is in the last few minutes: one scan of those minutes'
+-- rows instead of one index probe per URL (status of 100,000 URLs). The window is twice the
+-- longest period plus a minute, at most 15 minutes, so it holds about two results per URL
+-- whatever the periods; latest_results answers for the URLs it misses.
+SELECT DISTINCT ON (url_id) url_id, scheduled_at, ok, error_kind, error, cert_days_left
+FROM task_result
+WHERE scheduled_at >= now() - least(interval '15 minutes',
+                                    (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
+  AND scheduled_at <= now() + interval '1 hour'
+ORDER BY url_id, scheduled_at DESC;
+
 -- name: streak_start
 -- Without the alerts' url_state: when the latest streak of the same outcome began, looking
 -- back %(lookback)s at most (null: the streak is older than that, or there is no result).
@@ -200,7 +213,7 @@ FROM unnest(%(ids)s::bigint[], %(oks)s::boolean[]) AS l(url_id, ok);
 
 -- name: url_state
 -- The alerts' state of each URL (table url_state, when the alerts migration created it).
-SELECT url_id, state, since FROM url_state WHERE url_id = ANY (%(ids)s);
+SELECT url_id, state, since FROM url_state WHERE %(all)s OR url_id = ANY (%(ids)s);
 
 -- name: hourly_bar
 -- One URL's ok/failed per UTC hour over [start, now): rollup_hour before the hour watermark,
@@ -253,24 +266,30 @@ WITH fine AS (
 ), delta AS (
     SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
            coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS idx,
-           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt
+           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt,
+           min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
     FROM fine GROUP BY 1
 ), updated AS (
     UPDATE uptime_summary s SET
         ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
         ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
         ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
-        hist_24h = CASE WHEN cardinality(d.idx) = 0 THEN s.hist_24h ELSE ARRAY(
-            SELECT (coalesce(s.hist_24h[i + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
-            FROM generate_series(0, greatest(cardinality(s.hist_24h) - 1, d.idx[cardinality(d.idx)])) AS i
+        -- (SET expressions all see the old row)
+        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.hist_24h) = 0 THEN d.lo
+                         ELSE least(s.hist_from, d.lo) END,
+        hist_24h = CASE WHEN d.lo IS NULL THEN s.hist_24h ELSE ARRAY(
+            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
+            FROM generate_series(CASE WHEN cardinality(s.hist_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
+                                 CASE WHEN cardinality(s.hist_24h) = 0 THEN d.hi
+                                      ELSE greatest(s.hist_from + cardinality(s.hist_24h) - 1, d.hi) END) AS i
             ORDER BY i) END
     FROM delta d WHERE s.url_id = d.url_id
     RETURNING s.url_id
 ), inserted AS (
-    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_24h)
-    SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed,
+    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, hist_24h)
+    SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
            ARRAY(SELECT coalesce(d.cnt[array_position(d.idx, i)], 0)::integer
-                 FROM generate_series(0, coalesce(d.idx[cardinality(d.idx)], -1)) AS i ORDER BY i)
+                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
     FROM delta d WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.url_id = d.url_id)
     RETURNING 1
 )
@@ -280,7 +299,9 @@ SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
 -- ok and failed per URL for windows the summary keeps: its row, minus the hours that left
 -- each window since it was built ({minus}: one branch per window, only while the hourly
 -- watermark lags the clock), plus the raw rows from `until` on. The summary's state is read
--- in this same statement (one snapshot) as the rows it describes. {columns}, {raw_sums} and
+-- in this same statement (one snapshot) as the rows it describes; until_hint is `until` read
+-- just before (it only moves forward, so it is never later than the one read here), a
+-- constant that lets the planner see how few raw rows follow it. {columns}, {raw_sums} and
 -- {totals} are filled in by history/summary.py (w0, w1, ...: one per window).
 SELECT url_id, {totals}
 FROM (
@@ -291,24 +312,27 @@ FROM (
     SELECT url_id, {raw_sums}
     FROM task_result
     WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND (%(all)s OR url_id = ANY (%(ids)s))
+      AND scheduled_at >= %(until_hint)s     -- the same bound as read before: for the planner's estimate
     GROUP BY url_id
 ) AS parts
 GROUP BY url_id;
 
 -- name: summary_histograms
--- The pieces of each URL's 24 h latency histogram: the summary's array (sign 1), the arrays
+-- The pieces of each URL's 24 h latency histogram: the summary's array (sign 1; its first
+-- element is bucket hist_from), the arrays
 -- of hours that left the window since it was built (sign -1; none unless the watermark
--- lags: %(lag_to)s equals the start then), and raw cells from `until` on.
-SELECT url_id, hist_24h, NULL::integer, NULL::bigint, 1
+-- lags: %(lag_to)s equals the start then), and raw cells from `until` on. until_hint: see
+-- summary_counts.
+SELECT url_id, hist_from, hist_24h, NULL::integer, NULL::bigint, 1
 FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)
 UNION ALL
-SELECT url_id, rt_hist, NULL, NULL, -1
+SELECT url_id, 0, rt_hist, NULL, NULL, -1
 FROM rollup_hour
 WHERE bucket >= (SELECT anchor FROM uptime_summary_state) - interval '23 hours' AND bucket < %(lag_to)s
   AND (%(all)s OR url_id = ANY (%(ids)s))
 UNION ALL
-SELECT url_id, NULL, {bucket}, count(*), 1
+SELECT url_id, NULL, NULL, {bucket}, count(*), 1
 FROM task_result
 WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND response_time_ms IS NOT NULL
-  AND (%(all)s OR url_id = ANY (%(ids)s))
-GROUP BY 1, 3;
+  AND (%(all)s OR url_id = ANY (%(ids)s)) AND scheduled_at >= %(until_hint)s
+GROUP BY 1, 4;

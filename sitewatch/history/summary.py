@@ -17,8 +17,8 @@ uptime.for_urls's direct computation over the same data.
 The job (refresh, every history.interval):
 * when the hourly watermark moved: build again from the rollups (one big statement an hour,
   overwriting every row: self-healing, nothing accumulates);
-* otherwise: add the raw rows that became complete since `until` (the same completeness
-  bound as the rollups, so no late result is missed).
+* otherwise: add the raw rows that became complete since `until` (the rollups'
+  completeness bound with a shorter margin, GRACE_S).
 """
 
 import datetime
@@ -31,10 +31,17 @@ from .rollup import QUERIES, watermark
 HOUR = datetime.timedelta(hours=1)
 WINDOWS = ("24h", "7d", "30d")         # the windows uptime_summary has columns for
 MAX_LAG = 6 * HOUR                     # a summary older than this is not used (the job is down)
+# How far behind the clock the job adds raw rows. The rollups wait out a grace window of at
+# least 5 minutes on top of the completeness bound (history/rollup.py); the summary needs
+# only the bound itself (no outstanding task and no URL's next slot before it: nothing
+# before it can still get a result) plus a margin, so that readers add about a minute of
+# raw rows rather than five. Should a result still come later, the next hourly build
+# (from the rollups, which wait longer) counts it.
+GRACE_S = 60.0
 _TINY = datetime.timedelta(microseconds=1)
 
 
-def refresh(conn, grace_s: float) -> dict:
+def refresh(conn, grace_s: float = GRACE_S) -> dict:
     """Bring the summary up to date (the caller holds the maintenance lock). Commits."""
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -73,10 +80,16 @@ def _build(cur, anchor, until, day_until) -> int:
     hists = uptime.cells_to_histograms(cur.fetchall())
     cur.execute("DELETE FROM uptime_summary")
     execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
-                        " failed_30d, hist_24h) VALUES %s",
-                   ((url_id, *values, hists.get(url_id, [])) for url_id, values in rows.items()),
-                   template="(%s, %s, %s, %s, %s, %s, %s, %s::integer[])", page_size=5000)
+                        " failed_30d, hist_from, hist_24h) VALUES %s",
+                   ((url_id, *values, *_trimmed(hists.get(url_id, []))) for url_id, values in rows.items()),
+                   template="(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer[])", page_size=5000)
     return len(rows)
+
+
+def _trimmed(hist: list[int]) -> tuple[int, list[int]]:
+    """(index of the first non-empty bucket, the histogram from there on)."""
+    first = next((i for i, c in enumerate(hist) if c), len(hist))
+    return (first, hist[first:]) if first < len(hist) else (0, [])
 
 
 def usable(anchor, hour_until, now, windows) -> bool:
@@ -87,9 +100,16 @@ def usable(anchor, hour_until, now, windows) -> bool:
     return datetime.timedelta(0) <= lag <= MAX_LAG
 
 
+def until_hint(cur):
+    """The summary's `until` now (summary_counts says why the queries take it)."""
+    cur.execute(QUERIES["summary_state"])
+    row = cur.fetchone()
+    return row[1] if row else "-infinity"
+
+
 def counts(cur, bounds: dict, anchor, ids, all_urls: bool) -> dict:
-    """{(window, url_id): (ok, failed)} from the summary (see summary_counts in queries.sql)."""
-    params = {"ids": [] if all_urls else ids, "all": all_urls}
+    """{url_id: (ok, failed) of each window of `bounds` in turn} (see summary_counts in queries.sql)."""
+    params = {"ids": [] if all_urls else ids, "all": all_urls, "until_hint": until_hint(cur)}
     columns, minus, raw_sums, totals = [], [], [], []
     names = list(bounds)
     for k, name in enumerate(names):
@@ -99,7 +119,8 @@ def counts(cur, bounds: dict, anchor, ids, all_urls: bool) -> dict:
         raw_sums.append(f"count(*) FILTER (WHERE ok AND scheduled_at >= %(w{k}_start)s), "
                         f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'"
                         f" AND scheduled_at >= %(w{k}_start)s)")
-        totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
+        # bigint, not the numeric of sum(bigint): psycopg2 makes Decimals of those, slowly
+        totals.append(f"coalesce(sum(ok{k}), 0)::bigint, coalesce(sum(failed{k}), 0)::bigint")
         if bounds[name]["start"] > anchor - uptime.WINDOWS[name] + HOUR:      # the watermark lags
             sums = ["0, 0"] * len(names)
             sums[k] = "-sum(ok), -sum(failed)"
@@ -110,26 +131,31 @@ def counts(cur, bounds: dict, anchor, ids, all_urls: bool) -> dict:
     sql = QUERIES["summary_counts"].format(columns=", ".join(columns), minus="\n    ".join(minus),
                                            raw_sums=", ".join(raw_sums), totals=", ".join(totals))
     cur.execute(sql, params)
-    out = {}
-    for url_id, *values in cur.fetchall():
-        for k, name in enumerate(names):
-            out[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
-    return out
+    return {url_id: tuple(map(int, values)) for url_id, *values in cur.fetchall()}
 
 
 def histograms(cur, start, ids, all_urls: bool) -> dict[int, list[int]]:
     """{url_id: 24 h latency histogram} from the summary (see summary_histograms)."""
-    cur.execute(QUERIES["summary_histograms"], {"ids": [] if all_urls else ids, "all": all_urls, "lag_to": start})
+    cur.execute(QUERIES["summary_histograms"], {"ids": [] if all_urls else ids, "all": all_urls, "lag_to": start,
+                                                "until_hint": until_hint(cur)})
     out: dict[int, list[int]] = {}
-    for url_id, array, index, count, sign in cur:
-        hist = out.setdefault(url_id, [])
+    for url_id, offset, array, index, count, sign in cur:
+        hist = out.get(url_id)
+        if hist is None and array is not None and sign == 1:
+            out[url_id] = [0] * offset + array      # the usual first piece: the summary's own row
+            continue
+        if hist is None:
+            hist = out[url_id] = []
         if array is not None:
-            if len(array) > len(hist):
-                hist.extend([0] * (len(array) - len(hist)))
-            for i, c in enumerate(array):
+            if offset + len(array) > len(hist):
+                hist.extend([0] * (offset + len(array) - len(hist)))
+            for i, c in enumerate(array, offset):
                 hist[i] += sign * c
         elif index is not None:
             if index >= len(hist):
                 hist.extend([0] * (index + 1 - len(hist)))
             hist[index] += count
+    for hist in out.values():
+        while hist and hist[-1] == 0:    # as the direct computation gives them
+            hist.pop()
     return out

@@ -45,7 +45,7 @@ UPTIME_DIGITS = 5
 _SCALE = 10 ** UPTIME_DIGITS
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)      # not frozen: a frozen __init__ is 3x slower (x 300,000)
 class Window:
     ok: int
     failed: int
@@ -129,11 +129,8 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
             sql, params = window_counts_sql(list(bounds.values()))
             params.update({"ids": [] if all_urls else ids, "all": all_urls, "raw_until": "infinity"})
             cur.execute(sql, params)
-            counts = {}
-            for url_id, *values in cur.fetchall():
-                for k, name in enumerate(bounds):
-                    counts[(name, url_id)] = (int(values[2 * k]), int(values[2 * k + 1]))
-        cur.execute(QUERIES["url_periods"], {"ids": ids})
+            counts = {url_id: tuple(map(int, values)) for url_id, *values in cur.fetchall()}
+        cur.execute(QUERIES["url_periods"], {"ids": [] if all_urls else ids, "all": all_urls})
         periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
         hists: dict[int, list[int]] = {}
         if p95:
@@ -147,12 +144,18 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
                 hists = cells_to_histograms(cur.fetchall())
     if not conn.autocommit:
         conn.rollback()      # read-only: end the snapshot
+    # Plain loops below: `status` runs them for 100,000 URLs.
     out = {}
+    now_s = now.timestamp()
+    names = list(bounds)
+    starts = [bounds[name]["start"].timestamp() for name in names]
+    nothing = (0,) * (2 * len(names))
     for url_id in ids:
+        values = counts.get(url_id, nothing)     # ok, failed of each window in turn
+        period_created = periods.get(url_id)
         figures = {}
-        for name in windows:
-            ok, failed = counts.get((name, url_id), (0, 0))
-            figures[name] = Window(ok, failed, _expected(periods.get(url_id), bounds[name]["start"], now))
+        for k, name in enumerate(names):
+            figures[name] = Window(values[2 * k], values[2 * k + 1], _expected(period_created, starts[k], now_s))
         hist = hists.get(url_id, [])
         out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if any(hist) else None, hist)
     return out
@@ -186,7 +189,8 @@ def window_counts_sql(bounds: list[dict]) -> tuple[str, dict]:
         raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), "
                         f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND {in_raw})")
         hour_ranges.append(f"({in_hours})")
-        totals.append(f"coalesce(sum(ok{k}), 0), coalesce(sum(failed{k}), 0)")
+        # bigint, not the numeric of sum(bigint): psycopg2 makes Decimals of those, slowly
+        totals.append(f"coalesce(sum(ok{k}), 0)::bigint, coalesce(sum(failed{k}), 0)::bigint")
     params["day_min"] = min(b["day_from"] for b in bounds)
     params["day_max"] = max(b["day_to"] for b in bounds)
     params["raw_from"] = min(b["hour_to"] for b in bounds)
@@ -196,12 +200,12 @@ def window_counts_sql(bounds: list[dict]) -> tuple[str, dict]:
     return sql, params
 
 
-def _expected(period_created, start, now) -> int | None:
+def _expected(period_created, start: float, now: float) -> int | None:
+    """Whole periods between the later of `start` and the URL's creation, and `now` (epoch seconds)."""
     if period_created is None:
         return None
     period, created_at = period_created
-    begin = max(start, created_at)
-    return max(0, int((now - begin).total_seconds() // period))
+    return max(0, int((now - max(start, created_at)) // period))
 
 
 def _floor(t: datetime.datetime, unit: datetime.timedelta) -> datetime.datetime:

@@ -5,7 +5,8 @@
 -- Anchored at `anchor` (the hourly watermark when it was built): the ok and failed counts
 -- of each window cover [anchor - window + 1 hour, until), which is what the window needs
 -- while the clock is in the hour after the anchor; hist_24h (the latency histogram of
--- history/histogram.py) covers the same span for 24 h. Raw rows from `until` on are added
+-- history/histogram.py, from bucket hist_from on: 100,000 of them are read at once, and
+-- a site's response times fill a few buckets of the hundred) covers the same span for 24 h. Raw rows from `until` on are added
 -- at query time. Built again from the rollups when the watermark moves; between builds,
 -- the job adds the raw rows that became complete.
 CREATE TABLE uptime_summary (
@@ -16,6 +17,7 @@ CREATE TABLE uptime_summary (
     failed_7d   bigint NOT NULL,
     ok_30d      bigint NOT NULL,
     failed_30d  bigint NOT NULL,
+    hist_from   integer NOT NULL,   -- the bucket index of hist_24h[1]: leading empty buckets left out
     hist_24h    integer[] NOT NULL
 ) WITH (fillfactor = 70);   -- every row is rewritten once a job run: room keeps updates HOT
 
