@@ -83,7 +83,8 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     with conn.cursor() as cur:       # faster and slower than anything so far: the histogram grows both ways
         cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, ok, checked_by)"
                     " VALUES (%s, %s, %s, 0.05, true, 'fast'), (%s, %s, %s, 9000, true, 'slow')",
-                    (ids[0], until + datetime.timedelta(seconds=1), until, ids[0], until + datetime.timedelta(seconds=2), until))
+                    (ids[0], until + datetime.timedelta(seconds=1), until,
+                     ids[0], until + datetime.timedelta(seconds=2), until))
     conn.commit()
     assert_same(conn, ids)
     # A URL added since the build: no summary row yet, then an inserted one.

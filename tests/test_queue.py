@@ -70,7 +70,7 @@ def expire_leases(conn, where="true"):
 
 
 def claim(conn, owner, limit=100, max_attempts=MAX_ATTEMPTS):
-    return store.claim_tasks(conn, owner, limit, MARGIN, max_attempts)
+    return store.claim_tasks(conn, owner, limit, MARGIN, max_attempts)[0]
 
 
 def result_row(task, owner, *, ok=True, response_time_ms=12.5, status_code=200, regex_matched=None,
@@ -412,8 +412,9 @@ def test_slot_recorded_as_lost_after_max_attempts(db):
     q(db, "UPDATE url SET next_check_at = now() - interval '1 second' WHERE url = 'http://fine.example/'")
     assert store.enqueue_due(db, 10) == (1, 1, 0)   # a healthy task waits too, behind the expired one
 
-    tasks = claim(db, "last", limit=10)
+    tasks, lost = store.claim_tasks(db, "last", 10, MARGIN, MAX_ATTEMPTS)
     assert [t["url"] for t in tasks] == ["http://fine.example/"]   # the lost one is not handed out
+    assert lost == 1                                               # and counted (sitewatch_checks_total)
     assert q(db, "SELECT u.url FROM task t JOIN url u ON u.id = t.url_id") == [("http://fine.example/",)]
     rows = q(db, "SELECT url_id, scheduled_at, ok, error_kind, attempt, status_code, response_time_ms, "
                  "regex_matched, checked_by, error FROM task_result")

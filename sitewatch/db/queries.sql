@@ -122,18 +122,25 @@ WITH candidate AS (
            attempts, %(owner)s
     FROM lost
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING 1
+), claimed AS (
+    UPDATE task SET
+        status = 1,
+        attempts = task.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => url.timeout + %(lease_margin)s),
+        available_at = now() + make_interval(secs => url.timeout + %(lease_margin)s)
+    FROM url
+    WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND url.id = task.url_id
+      AND task.attempts < %(max_attempts)s
+    RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
+              url.method, url.expected_status, url.max_redirects, url.verify_tls
 )
-UPDATE task SET
-    status = 1,
-    attempts = task.attempts + 1,
-    lease_owner = %(owner)s,
-    lease_expires_at = now() + make_interval(secs => url.timeout + %(lease_margin)s),
-    available_at = now() + make_interval(secs => url.timeout + %(lease_margin)s)
-FROM url
-WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND url.id = task.url_id
-  AND task.attempts < %(max_attempts)s
-RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
-          url.method, url.expected_status, url.max_redirects, url.verify_tls;
+SELECT * FROM claimed
+-- One more row, its id null, when slots were recorded lost: how many (for the metrics).
+UNION ALL
+SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM lost_recorded HAVING count(*) > 0;
 
 -- name: complete_tasks
 -- Write a batch of results and delete their tasks, one statement (one array per column).

@@ -106,13 +106,18 @@ def listen(conn) -> None:
         cur.execute(f"LISTEN {LISTEN_CHANNEL}")
 
 
-def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int) -> list[dict]:
+def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int) -> tuple[list[dict], int]:
+    """(the tasks claimed, how many slots this claim recorded as `lost`)."""
     # A plain cursor and zip: RealDictCursor costs several times more per row on the hot path.
     with conn.cursor() as cur:
         cur.execute(QUERIES["claim_tasks"], {"owner": owner, "limit": limit, "lease_margin": lease_margin,
                                              "max_attempts": max_attempts})
         columns = [column.name for column in cur.description]
-        return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+        rows = cur.fetchall()
+    lost = 0
+    if rows and rows[-1][0] is None:       # the count row (queries.sql claim_tasks)
+        lost = rows.pop()[1]
+    return [dict(zip(columns, row, strict=True)) for row in rows], lost
 
 
 # The fields of one result row given to complete_tasks, in order.

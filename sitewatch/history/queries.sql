@@ -295,44 +295,41 @@ WITH fine AS (
 )
 SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
 
--- name: summary_counts
--- ok and failed per URL for windows the summary keeps: its row, minus the hours that left
--- each window since it was built ({minus}: one branch per window, only while the hourly
--- watermark lags the clock), plus the raw rows from `until` on. The summary's state is read
--- in this same statement (one snapshot) as the rows it describes; until_hint is `until` read
--- just before (it only moves forward, so it is never later than the one read here), a
--- constant that lets the planner see how few raw rows follow it. {columns}, {raw_sums} and
--- {totals} are filled in by history/summary.py (w0, w1, ...: one per window).
-SELECT url_id, {totals}
-FROM (
-    SELECT url_id, {columns}
-    FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)
-    {minus}
-    UNION ALL
-    SELECT url_id, {raw_sums}
+-- name: summary_read
+-- Each URL's summary row and the raw rows from the summary's `until` on (ok, failed and
+-- latency cells: inside every window, as summary.usable() makes sure), in one statement,
+-- so the state and the rows it describes come from one snapshot. until_hint is `until` as
+-- read just before (it only moves forward, so never later than the one read here): a
+-- constant that shows the planner how few raw rows follow it.
+WITH tail AS (
+    SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
     FROM task_result
-    WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND (%(all)s OR url_id = ANY (%(ids)s))
-      AND scheduled_at >= %(until_hint)s     -- the same bound as read before: for the planner's estimate
-    GROUP BY url_id
-) AS parts
+    WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
+      AND (%(all)s OR url_id = ANY (%(ids)s))
+    GROUP BY 1, 2
+), recent AS (
+    SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
+           array_agg(bi) FILTER (WHERE bi IS NOT NULL) AS idx,
+           array_agg(n::integer) FILTER (WHERE bi IS NOT NULL) AS cnt
+    FROM tail GROUP BY url_id
+)
+SELECT coalesce(s.url_id, r.url_id), s.ok_24h, s.failed_24h, s.ok_7d, s.failed_7d, s.ok_30d, s.failed_30d,
+       r.ok, r.failed, s.hist_from, s.hist_24h, r.idx, r.cnt
+FROM (SELECT * FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)) AS s
+FULL JOIN recent AS r ON r.url_id = s.url_id;
+
+-- name: summary_lag_counts
+-- While the hourly watermark lags the clock: ok and failed of the hours that have left a
+-- window since the summary was built, [anchor - window + 1 hour, start), to subtract.
+SELECT url_id, sum(ok)::bigint, sum(failed)::bigint
+FROM rollup_hour
+WHERE bucket >= %(anchor)s - %(length)s + interval '1 hour' AND bucket < %(start)s
+  AND (%(all)s OR url_id = ANY (%(ids)s))
 GROUP BY url_id;
 
--- name: summary_histograms
--- The pieces of each URL's 24 h latency histogram: the summary's array (sign 1; its first
--- element is bucket hist_from), the arrays
--- of hours that left the window since it was built (sign -1; none unless the watermark
--- lags: %(lag_to)s equals the start then), and raw cells from `until` on. until_hint: see
--- summary_counts.
-SELECT url_id, hist_from, hist_24h, NULL::integer, NULL::bigint, 1
-FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)
-UNION ALL
-SELECT url_id, 0, rt_hist, NULL, NULL, -1
+-- name: summary_lag_histograms
+-- The same for the 24 h latency histogram: those hours' arrays.
+SELECT url_id, rt_hist
 FROM rollup_hour
-WHERE bucket >= (SELECT anchor FROM uptime_summary_state) - interval '23 hours' AND bucket < %(lag_to)s
-  AND (%(all)s OR url_id = ANY (%(ids)s))
-UNION ALL
-SELECT url_id, NULL, NULL, {bucket}, count(*), 1
-FROM task_result
-WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND response_time_ms IS NOT NULL
-  AND (%(all)s OR url_id = ANY (%(ids)s)) AND scheduled_at >= %(until_hint)s
-GROUP BY 1, 4;
+WHERE bucket >= %(anchor)s - interval '23 hours' AND bucket < %(start)s AND (%(all)s OR url_id = ANY (%(ids)s));

@@ -123,25 +123,22 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
         hour_until, day_until, now, anchor = cur.fetchone()
         bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
         fast = use_summary and summary.usable(anchor, hour_until, now, windows)
-        if fast:
-            counts = summary.counts(cur, bounds, anchor, ids, all_urls)
+        if fast:      # counts and the 24 h histograms in one statement
+            counts, hists = summary.read(cur, bounds, anchor, ids, all_urls)
         else:
             sql, params = window_counts_sql(list(bounds.values()))
             params.update({"ids": [] if all_urls else ids, "all": all_urls, "raw_until": "infinity"})
             cur.execute(sql, params)
             counts = {url_id: tuple(map(int, values)) for url_id, *values in cur.fetchall()}
-        cur.execute(QUERIES["url_periods"], {"ids": [] if all_urls else ids, "all": all_urls})
-        periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
-        hists: dict[int, list[int]] = {}
-        if p95:
-            b = window_bounds(now, "24h", hour_until, day_until)
-            if fast:
-                hists = summary.histograms(cur, b["start"], ids, all_urls)
-            else:
+            hists = {}
+            if p95:
+                b = window_bounds(now, "24h", hour_until, day_until)
                 cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
                                                           "start": b["start"], "hour_to": b["hour_to"],
                                                           "raw_until": "infinity"})
                 hists = cells_to_histograms(cur.fetchall())
+        cur.execute(QUERIES["url_periods"], {"ids": [] if all_urls else ids, "all": all_urls})
+        periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
     if not conn.autocommit:
         conn.rollback()      # read-only: end the snapshot
     # Plain loops below: `status` runs them for 100,000 URLs.

@@ -377,9 +377,11 @@ class Consumer:
         # Under load, wait for a few free threads rather than claim one task per round trip.
         if self.in_flight and room < self.wake_every:
             return
-        tasks = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
-                                  self.cfg.consumer.max_attempts)
-        self.maybe_more = len(tasks) == room
+        tasks, lost = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
+                                        self.cfg.consumer.max_attempts)
+        for _ in range(lost):          # recorded by the claim itself: counted like any result
+            self.counts.result(False, "lost", None)
+        self.maybe_more = len(tasks) + lost == room
         if self.maybe_more:
             self.work_waiting = True
         for task in tasks:
