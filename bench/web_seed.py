@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sitewatch.db import schema  # noqa: E402
-from sitewatch.history import histogram  # noqa: E402
+from sitewatch.history import histogram, summary  # noqa: E402
 
 PERIOD = 300
 
@@ -116,6 +116,13 @@ def main() -> int:
             started = time.monotonic()
             cur.execute(sql.format(period=PERIOD, low=histogram.bucket(40)), {"urls": args.urls})
             print(f"{name}: {cur.rowcount} rows in {time.monotonic() - started:.1f} s", flush=True)
+    # The uptime summary, as the maintenance job builds it when the hourly watermark moves.
+    conn.autocommit = False
+    started = time.monotonic()
+    built = summary.refresh(conn)
+    print(f"uptime summary: {built} in {time.monotonic() - started:.1f} s", flush=True)
+    conn.autocommit = True
+    with conn.cursor() as cur:
         cur.execute("VACUUM ANALYZE")
         cur.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         print(f"database {args.db}: {cur.fetchone()[0]}; DSN {dsn}")

@@ -102,7 +102,8 @@ def print_status(conn, rows: list[dict], as_json: bool, out=sys.stdout) -> None:
     if as_json:
         # A list with one object per line: json.dumps(indent=...) takes the pure-Python
         # encoder, four times slower at 100,000 URLs.
-        lines = ",\n".join(json.dumps({k: r[k] for k in STATUS_FIELDS}, default=_jsonable) for r in rows)
+        encode = json.JSONEncoder(default=_jsonable).encode      # one encoder, not one per row
+        lines = ",\n".join(encode({k: r[k] for k in STATUS_FIELDS}) for r in rows)
         print(f"[\n{lines}\n]" if rows else "[]", file=out)
         return
     if not rows:

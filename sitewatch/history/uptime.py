@@ -147,14 +147,15 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
     names = list(bounds)
     starts = [bounds[name]["start"].timestamp() for name in names]
     nothing = (0,) * (2 * len(names))
+    percentile = histogram.percentile
     for url_id in ids:
         values = counts.get(url_id, nothing)     # ok, failed of each window in turn
         period_created = periods.get(url_id)
         figures = {}
         for k, name in enumerate(names):
             figures[name] = Window(values[2 * k], values[2 * k + 1], _expected(period_created, starts[k], now_s))
-        hist = hists.get(url_id, [])
-        out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95) if any(hist) else None, hist)
+        hist = hists.get(url_id) or []
+        out[url_id] = Figures(url_id, figures, percentile(hist, 0.95), hist)
     return out
 
 
