@@ -374,9 +374,7 @@ def run_report(args, conn) -> int:
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        rows = None if args.urls else report.status_all(conn)
-        if rows is None:
-            rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
+        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
         if args.down:
             rows = [row for row in rows if row["state"] == "down"]
         report.print_status(conn, rows, args.json)

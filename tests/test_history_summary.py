@@ -7,7 +7,7 @@ summary's `until`.
 
 import datetime
 
-from sitewatch.history import maintenance, report, rollup, summary, uptime
+from sitewatch.history import maintenance, rollup, summary, uptime
 from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
@@ -22,16 +22,12 @@ def figures(conn, ids, use_summary):
 
 
 def assert_same(conn, ids):
-    """The summary's figures equal the direct ones, for a list of ids and for all URLs; and
-    `status` of every URL in one statement gives the lines status_rows() gives."""
+    """The summary's figures equal the direct ones, for a list of ids and for all URLs."""
     direct = figures(conn, ids, use_summary=False)
     assert figures(conn, ids, use_summary=True) == direct
     everything = uptime.for_urls(conn, ids, windows=summary.WINDOWS, all_urls=True)
     assert {i: {n: (w.ok, w.failed, w.expected) for n, w in f.windows.items()} for i, f in everything.items()} \
         == {i: windows for i, (windows, _) in direct.items()}
-    one_statement = report.status_all(conn)
-    assert one_statement is not None and len(one_statement) == len(ids)
-    assert one_statement == report.status_rows(conn, report.resolve_urls(conn, None))
     return direct
 
 
@@ -71,10 +67,9 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     insert_results(conn, ids, now - 32 * DAY, now - 3 * HOUR, step_s=600)
     insert_results(conn, ids, now - 3 * HOUR, now - datetime.timedelta(minutes=20), step_s=60)
     assert figures(conn, ids, use_summary=True) == figures(conn, ids, use_summary=False)   # no summary yet
-    assert report.status_all(conn) is None                  # `status` then computes directly
 
-    ran = maintenance.run_once(conn, cfg())
-    assert ran["summary"] == "built" and ran["summary_rows"] == 4
+    report = maintenance.run_once(conn, cfg())
+    assert report["summary"] == "built" and report["summary_rows"] == 4
     (anchor, until), rows = summary_state(conn)
     assert anchor == rollup.watermark(conn.cursor(), "hour") and until >= anchor and rows == 4
     conn.commit()
@@ -96,7 +91,8 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     (new,) = add_urls(conn, 1, prefix="http://new")
     insert_results(conn, [new], until, now_of(conn), step_s=30)
     assert_same(conn, ids + [new])
-    assert summary.refresh(conn, 0.0) == {"summary": "added", "summary_rows": 5}
+    report = summary.refresh(conn, 0.0)
+    assert report == {"summary": "added", "summary_rows": 5}
     assert summary_state(conn)[0][1] > until and summary_state(conn)[1] == 5
     assert_same(conn, ids + [new])
     assert summary.refresh(conn, 3600.0) == {"summary": "current"}

@@ -166,12 +166,10 @@ SELECT id, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s
 SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
 
 -- name: latest_results
--- Each URL's latest result (status_all finds most of them in one scan of the last minutes:
--- twice the longest period plus a minute, at most 15 minutes; this answers for the others):
--- an index probe on (url_id, scheduled_at) of the last day's partitions only (bounds on
--- now() prune the others, future ones included), and only for a URL with no result in that
--- day a probe of every partition (LIMIT 1 over UNION ALL stops at the first branch that
--- has a row).
+-- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
+-- partitions only (bounds on now() prune the others, future ones included), and only for a
+-- URL with no result in that day a probe of every partition (LIMIT 1 over UNION ALL stops
+-- at the first branch that has a row).
 SELECT i.url_id, r.scheduled_at, r.ok, r.error_kind, r.error, r.cert_days_left
 FROM unnest(%(ids)s::bigint[]) AS i(url_id)
 CROSS JOIN LATERAL (
@@ -184,6 +182,18 @@ CROSS JOIN LATERAL (
      WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1)
     LIMIT 1
 ) AS r;
+
+-- name: latest_results_recent
+-- Every URL's latest result if it is in the last few minutes: one scan of those minutes'
+-- rows instead of one index probe per URL (status of 100,000 URLs). The window is twice the
+-- longest period plus a minute, at most 15 minutes, so it holds about two results per URL
+-- whatever the periods; latest_results answers for the URLs it misses.
+SELECT DISTINCT ON (url_id) url_id, scheduled_at, ok, error_kind, error, cert_days_left
+FROM task_result
+WHERE scheduled_at >= now() - least(interval '15 minutes',
+                                    (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
+  AND scheduled_at <= now() + interval '1 hour'
+ORDER BY url_id, scheduled_at DESC;
 
 -- name: streak_start
 -- Without the alerts' url_state: when the latest streak of the same outcome began, looking
@@ -304,35 +314,10 @@ WITH tail AS (
            array_agg(n::integer) FILTER (WHERE bi IS NOT NULL) AS cnt
     FROM tail GROUP BY url_id
 )
-SELECT coalesce(s.url_id, r.url_id) AS url_id, s.ok_24h, s.failed_24h, s.ok_7d, s.failed_7d, s.ok_30d,
-       s.failed_30d, r.ok AS tail_ok, r.failed AS tail_failed, s.hist_from, s.hist_24h, r.idx AS tail_idx,
-       r.cnt AS tail_cnt
+SELECT coalesce(s.url_id, r.url_id), s.ok_24h, s.failed_24h, s.ok_7d, s.failed_7d, s.ok_30d, s.failed_30d,
+       r.ok, r.failed, s.hist_from, s.hist_24h, r.idx, r.cnt
 FROM (SELECT * FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)) AS s
 FULL JOIN recent AS r ON r.url_id = s.url_id;
-
--- name: status_all
--- `sitewatch status` of every URL in one statement: summary_read's columns ({summary_read}
--- is that query, with %(all)s true) for each monitored URL, then its URL, period and
--- creation, alert state, and latest result when that is in the last minutes (as
--- latest_results_recent; latest_results answers for the others). Sorted by URL.
-WITH figures AS ({summary_read}),
-latest AS (
-    SELECT DISTINCT ON (url_id) url_id, error_kind, error, cert_days_left
-    FROM task_result
-    WHERE scheduled_at >= now() - least(interval '15 minutes',
-                                        (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
-      AND scheduled_at <= now() + interval '1 hour'
-    ORDER BY url_id, scheduled_at DESC
-)
-SELECT u.id, f.ok_24h, f.failed_24h, f.ok_7d, f.failed_7d, f.ok_30d, f.failed_30d, f.tail_ok, f.tail_failed,
-       f.hist_from, f.hist_24h, f.tail_idx, f.tail_cnt,
-       u.url, u.period, extract(epoch FROM u.created_at)::float8, coalesce(st.state, 'unknown'), st.since,
-       l.url_id IS NOT NULL, l.error_kind, l.error, l.cert_days_left
-FROM url u
-LEFT JOIN figures f ON f.url_id = u.id
-LEFT JOIN url_state st ON st.url_id = u.id
-LEFT JOIN latest l ON l.url_id = u.id
-ORDER BY u.url;
 
 -- name: summary_lag_counts
 -- While the hourly watermark lags the clock: ok and failed of the hours that have left a

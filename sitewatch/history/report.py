@@ -9,7 +9,7 @@ import sys
 from .. import duration
 from ..errors import BadInput
 from ..redact import redact_url
-from . import histogram, partitions, summary, uptime
+from . import partitions, uptime
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -88,58 +88,14 @@ def status_rows(conn, urls: list[tuple[int, str]], all_urls: bool = False) -> li
     for url_id, url in urls:
         f = figures[url_id]
         state, since = states.get(url_id, ("unknown", None))
-        rows.append(_status_row(url_id, url, state, since, f.windows, f.p95_ms_24h,
-                                latest.get(url_id, _NO_RESULT)[2:]))
+        _, _, error_kind, error, cert = latest.get(url_id, (None, None, None, None, None))
+        rows.append({"url": redact_url(url), "state": state, "since": since,
+                     "uptime_24h": f.windows["24h"].uptime, "uptime_7d": f.windows["7d"].uptime,
+                     "uptime_30d": f.windows["30d"].uptime, "coverage_24h": f.windows["24h"].coverage,
+                     "p95_ms_24h": None if f.p95_ms_24h is None else round(f.p95_ms_24h, 1),
+                     "last_error_kind": error_kind, "last_error": error, "cert_days_left": cert,
+                     "_id": url_id})
     return rows
-
-
-_NO_RESULT = (None, None, None, None, None)      # scheduled_at, ok, error_kind, error, cert_days_left
-
-
-def _status_row(url_id: int, url: str, state: str, since, windows: dict, p95_ms, last: tuple) -> dict:
-    error_kind, error, cert = last
-    return {"url": redact_url(url), "state": state, "since": since,
-            "uptime_24h": windows["24h"].uptime, "uptime_7d": windows["7d"].uptime,
-            "uptime_30d": windows["30d"].uptime, "coverage_24h": windows["24h"].coverage,
-            "p95_ms_24h": None if p95_ms is None else round(p95_ms, 1),
-            "last_error_kind": error_kind, "last_error": error, "cert_days_left": cert, "_id": url_id}
-
-
-def status_all(conn) -> list[dict] | None:
-    """status_rows() of every monitored URL in one statement over the uptime summary (the
-    same figures: tests compare them); None when the summary cannot be used (not built yet,
-    or the maintenance job is not running), and status_rows() must compute them directly."""
-    windows = ("24h", "7d", "30d")
-    with conn.cursor() as cur:
-        cur.execute(QUERIES["frontier"])
-        hour_until, day_until, now, anchor = cur.fetchone()
-        if not summary.usable(anchor, hour_until, now, windows):
-            if not conn.autocommit:
-                conn.rollback()
-            return None
-        bounds = {name: uptime.window_bounds(now, name, hour_until, day_until) for name in windows}
-        counts, hists, rows = summary.read(cur, bounds, anchor, [], True, status=True)
-        found_latest = 18                     # status_all's column: a recent result was found
-        missing = [row[0] for row in rows if not row[found_latest]]
-        older = {}
-        if missing:
-            cur.execute(QUERIES["latest_results"], {"ids": missing})
-            older = {row[0]: row[3:] for row in cur.fetchall()}
-    if not conn.autocommit:
-        conn.rollback()
-    now_s = now.timestamp()
-    starts = [bounds[name]["start"].timestamp() for name in windows]
-    out = []
-    for row in rows:
-        url_id, period_created = row[0], (row[14], row[15])
-        values = counts.get(url_id) or [0] * 6
-        figures = {name: uptime.Window(values[2 * k], values[2 * k + 1],
-                                       uptime._expected(period_created, starts[k], now_s))
-                   for k, name in enumerate(windows)}
-        last = row[19:22] if row[found_latest] else older.get(url_id, (None, None, None))
-        out.append(_status_row(url_id, row[13], row[16], row[17], figures,
-                               histogram.percentile(hists.get(url_id) or [], 0.95), last))
-    return out
 
 
 def print_status(conn, rows: list[dict], as_json: bool, out=sys.stdout) -> None:

@@ -110,22 +110,16 @@ def until_hint(cur):
 _COLUMN = {"24h": 1, "7d": 3, "30d": 5}     # where each window's ok (then failed) sits in summary_read
 
 
-def read(cur, bounds: dict, anchor, ids, all_urls: bool, status: bool = False) -> tuple[dict, dict, list]:
-    """({url_id: [ok, failed] of each window of `bounds` in turn}, {url_id: 24 h histogram}, rows).
+def read(cur, bounds: dict, anchor, ids, all_urls: bool) -> tuple[dict, dict]:
+    """({url_id: (ok, failed) of each window of `bounds` in turn}, {url_id: 24 h histogram}).
 
-    status=True: every monitored URL, with the columns `sitewatch status` shows after
-    summary_read's in each of `rows` (queries.sql status_all; ids and all_urls unused).
     Plain loops: `status` runs them for 100,000 URLs.
     """
-    params = {"ids": [] if all_urls or status else ids, "all": all_urls or status}
-    sql = QUERIES["summary_read"]
-    if status:
-        sql = QUERIES["status_all"].replace("{summary_read}", sql.strip().rstrip(";"))
-    cur.execute(sql, {**params, "until_hint": until_hint(cur)})
-    rows = cur.fetchall()
+    params = {"ids": [] if all_urls else ids, "all": all_urls}
+    cur.execute(QUERIES["summary_read"], {**params, "until_hint": until_hint(cur)})
     columns = [_COLUMN[name] for name in bounds]
     counts, hists = {}, {}
-    for row in rows:
+    for row in cur.fetchall():
         url_id = row[0]
         ok, failed = row[7] or 0, row[8] or 0
         values = []
@@ -143,7 +137,7 @@ def read(cur, bounds: dict, anchor, ids, all_urls: bool, status: bool = False) -
                if bounds[name]["start"] > anchor - uptime.WINDOWS[name] + HOUR]
     for k, name in lagging:
         _subtract_lag(cur, params, anchor, k, name, bounds[name]["start"], counts, hists)
-    return counts, hists, rows
+    return counts, hists
 
 
 def _subtract_lag(cur, params, anchor, k: int, name: str, start, counts: dict, hists: dict) -> None:
