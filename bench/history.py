@@ -197,6 +197,12 @@ def status_timing(args) -> dict:
         now = scalar(cur, "SELECT now()")
         _insert_raw(cur, scalar(cur, "SELECT count(*) FROM url"), now - (args.tail_minutes + 1) * _hours(1) / 60,
                     now + datetime.timedelta(seconds=1))
+        conn.commit()
+        # The job as it runs every minute: hours rolled up to the last complete one (else the
+        # readers would subtract the hours the windows have left since: see summary.py).
+        from sitewatch import config
+        from sitewatch.history import maintenance
+        maintenance.run_once(conn, config.load({}, {}, None))
         cur.execute("DELETE FROM uptime_summary_state")
         conn.commit()
         t0 = time.monotonic()
