@@ -252,14 +252,7 @@ def status_profile(args) -> dict:
     def latest():
         cur.execute(QUERIES["latest_results"], {"ids": ids})
         return {row[0]: row[1:] for row in cur.fetchall()}
-    last = timed("latest_result_s", latest)
-    with_results = [i for i in ids if i in last]
-
-    def streak():
-        cur.execute(QUERIES["streak_start"], {"ids": with_results, "oks": [last[i][1] for i in with_results],
-                                              "lookback": report.STREAK_LOOKBACK})
-        return cur.fetchall()
-    timed("streak_start_s", streak)
+    timed("latest_result_s", latest)
     conn.close()
     return out
 

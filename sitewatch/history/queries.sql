@@ -195,24 +195,8 @@ WHERE scheduled_at >= now() - least(interval '15 minutes',
   AND scheduled_at <= now() + interval '1 hour'
 ORDER BY url_id, scheduled_at DESC;
 
--- name: streak_start
--- Without the alerts' url_state: when the latest streak of the same outcome began, looking
--- back %(lookback)s at most (null: the streak is older than that, or there is no result).
-SELECT l.url_id,
-       (SELECT min(t.scheduled_at) FROM task_result t
-        WHERE t.url_id = l.url_id AND t.scheduled_at > coalesce((
-                  SELECT max(o.scheduled_at) FROM task_result o
-                  WHERE o.url_id = l.url_id AND o.ok <> l.ok AND o.scheduled_at >= now() - %(lookback)s
-                    AND o.scheduled_at <= now() + interval '1 hour'),
-                  -- no other outcome in the lookback: the streak began with the first result if
-                  -- there is nothing older, else before the lookback (unknown)
-                  CASE WHEN EXISTS (SELECT 1 FROM task_result b WHERE b.url_id = l.url_id
-                                    AND b.scheduled_at < now() - %(lookback)s)
-                       THEN 'infinity'::timestamptz ELSE '-infinity'::timestamptz END))
-FROM unnest(%(ids)s::bigint[], %(oks)s::boolean[]) AS l(url_id, ok);
-
 -- name: url_state
--- The alerts' state of each URL (table url_state, when the alerts migration created it).
+-- The alerts' state of each URL.
 SELECT url_id, state, since FROM url_state WHERE %(all)s OR url_id = ANY (%(ids)s);
 
 -- name: hourly_bar

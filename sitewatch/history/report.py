@@ -14,7 +14,6 @@ from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")     # a duration, not a time: whole units required
-STREAK_LOOKBACK = datetime.timedelta(hours=24)   # how far `status` looks for "since" without url_state
 FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
                    "error_kind", "error", "cert_days_left", "source")
@@ -62,8 +61,6 @@ def status_rows(conn, urls: list[tuple[int, str]], all_urls: bool = False) -> li
     ids = [url_id for url_id, _ in urls]
     figures = uptime.for_urls(conn, ids, windows=("24h", "7d", "30d"), all_urls=all_urls)
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('url_state') IS NOT NULL")
-        has_state = cur.fetchone()[0]
         latest = {}
         if all_urls:
             cur.execute(QUERIES["latest_results_recent"])
@@ -72,16 +69,10 @@ def status_rows(conn, urls: list[tuple[int, str]], all_urls: bool = False) -> li
         if missing:
             cur.execute(QUERIES["latest_results"], {"ids": missing})
             latest.update((row[0], row[1:]) for row in cur.fetchall())
-        if has_state:
-            cur.execute(QUERIES["url_state"], {"ids": [] if all_urls else ids, "all": all_urls})
-            states = {url_id: (state, since) for url_id, state, since in cur.fetchall()}
-        else:
-            with_results = [url_id for url_id in ids if url_id in latest]
-            cur.execute(QUERIES["streak_start"], {"ids": with_results,
-                                                  "oks": [latest[i][1] for i in with_results],
-                                                  "lookback": STREAK_LOOKBACK})
-            streaks = dict(cur.fetchall())
-            states = {url_id: ("up" if latest[url_id][1] else "down", streaks.get(url_id)) for url_id in with_results}
+        # url_state exists in every database `status` runs on (schema 2 on; an older one is
+        # refused until `sitewatch db migrate`).
+        cur.execute(QUERIES["url_state"], {"ids": [] if all_urls else ids, "all": all_urls})
+        states = {url_id: (state, since) for url_id, state, since in cur.fetchall()}
     if not conn.autocommit:
         conn.rollback()
     rows = []
@@ -113,7 +104,7 @@ def print_status(conn, rows: list[dict], as_json: bool, out=sys.stdout) -> None:
     print(f"{'URL':{width}} {'STATE':7} {'SINCE (UTC)':16} {'UP 24H':>8} {'UP 7D':>8} {'UP 30D':>8} "
           f"{'COV 24H':>7} {'P95 24H':>8} {'CERT':>5}  LAST ERROR", file=out)
     for r in rows:
-        since = r["since"].strftime("%Y-%m-%d %H:%M") if r["since"] else ("-" if r["state"] == "unknown" else ">24h")
+        since = r["since"].strftime("%Y-%m-%d %H:%M") if r["since"] else "-"
         coverage = "-" if r["coverage_24h"] is None else f"{int(r['coverage_24h'] * 100)}%"
         p95 = "-" if r["p95_ms_24h"] is None else f"{r['p95_ms_24h']:.0f}ms"
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
