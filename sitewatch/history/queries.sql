@@ -109,10 +109,10 @@ SELECT coalesce(max(timeout), 0) FROM url;
 -- name: frontier
 -- Where rollups end and raw rows take over: hourly rollups are final before the hour
 -- watermark, daily ones before the day watermark (null: nothing rolled up yet); and the
--- hour the uptime summary was built at (null: none).
+-- hour the uptime summary was built at and its `until` (null: none).
 SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),
        (SELECT done_until FROM rollup_watermark WHERE level = 'day'), now(),
-       (SELECT anchor FROM uptime_summary_state);
+       (SELECT anchor FROM uptime_summary_state), (SELECT until FROM uptime_summary_state);
 
 -- name: window_counts
 -- ok and failed per URL for several windows at once, from three disjoint sources read once

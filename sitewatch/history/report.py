@@ -120,7 +120,7 @@ def print_detail(conn, url_id: int, out) -> None:
     """One URL: an hour-by-hour bar for the last 24 h and its last failures."""
     with conn.cursor() as cur:
         cur.execute(QUERIES["frontier"])
-        hour_until, _, now, _ = cur.fetchone()
+        hour_until, _, now, _, _ = cur.fetchone()
         start = uptime._floor(now, HOUR) - 23 * HOUR
         cur.execute(QUERIES["hourly_bar"], {"id": url_id, "start": start, "hour_to": hour_until or start})
         hours = {}

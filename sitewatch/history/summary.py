@@ -100,23 +100,17 @@ def usable(anchor, hour_until, now, windows) -> bool:
     return datetime.timedelta(0) <= lag <= MAX_LAG
 
 
-def until_hint(cur):
-    """The summary's `until` now (summary_read says why the query takes it)."""
-    cur.execute(QUERIES["summary_state"])
-    row = cur.fetchone()
-    return row[1] if row else "-infinity"
-
-
 _COLUMN = {"24h": 1, "7d": 3, "30d": 5}     # where each window's ok (then failed) sits in summary_read
 
 
-def read(cur, bounds: dict, anchor, ids, all_urls: bool) -> tuple[dict, dict]:
+def read(cur, bounds: dict, anchor, until, ids, all_urls: bool) -> tuple[dict, dict]:
     """({url_id: (ok, failed) of each window of `bounds` in turn}, {url_id: 24 h histogram}).
 
     Plain loops: `status` runs them for 100,000 URLs.
     """
     params = {"ids": [] if all_urls else ids, "all": all_urls}
-    cur.execute(QUERIES["summary_read"], {**params, "until_hint": until_hint(cur)})
+    # `until` as the frontier query read it: summary_read says why it is passed along.
+    cur.execute(QUERIES["summary_read"], {**params, "until_hint": until})
     columns = [_COLUMN[name] for name in bounds]
     counts, hists = {}, {}
     for row in cur.fetchall():

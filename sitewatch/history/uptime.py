@@ -120,11 +120,11 @@ def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: 
         return {}
     with conn.cursor() as cur:
         cur.execute(QUERIES["frontier"])
-        hour_until, day_until, now, anchor = cur.fetchone()
+        hour_until, day_until, now, anchor, until = cur.fetchone()
         bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
         fast = use_summary and summary.usable(anchor, hour_until, now, windows)
         if fast:      # counts and the 24 h histograms in one statement
-            counts, hists = summary.read(cur, bounds, anchor, ids, all_urls)
+            counts, hists = summary.read(cur, bounds, anchor, until, ids, all_urls)
         else:
             sql, params = window_counts_sql(list(bounds.values()))
             params.update({"ids": [] if all_urls else ids, "all": all_urls, "raw_until": "infinity"})

@@ -222,7 +222,7 @@ def _series_bounds(conn, start_of) -> dict:
     counts twice (like uptime.window_bounds, with a start on a day or hour boundary)."""
     with conn.cursor() as cur:
         cur.execute(HISTORY_QUERIES["frontier"])
-        hour_until, day_until, now, _ = cur.fetchone()
+        hour_until, day_until, now, _, _ = cur.fetchone()
     start = start_of(now)
     hour_to = max(start, min(hour_until or start, uptime._floor(now, HOUR)))
     day_to = max(start, uptime._floor(min(day_until or start, hour_to), DAY))
