@@ -45,6 +45,7 @@ setup(
         "starlette>=0.40,<1",
         "uvicorn>=0.30,<1",
         "jinja2>=3.1,<4",          # server-side templates with autoescaping
+        "orjson>=3.10,<4",         # `status --json` of 100,000 URLs: 8x faster than the json module
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",

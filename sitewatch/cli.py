@@ -254,7 +254,7 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = alerts_cli.prepare(args, cfg)
     else:
         payload = None
-    return with_database(cfg, lambda conn, applied: run_db_command(args, cfg, conn, payload, applied),
+    return with_database(cfg, lambda *opened: run_db_command(args, cfg, payload, *opened),
                          migrate=args.command == "db" and args.db_command == "migrate")
 
 
@@ -300,7 +300,8 @@ def read_import(path, cfg):
 
 
 def with_database(cfg, action, migrate: bool = False) -> int:
-    """Run action(conn) on the configured database.
+    """Run action(conn, applied migrations, connect) on the configured database; connect()
+    opens one more connection to it (closed by the caller).
 
     Only `db migrate` (and `run`) upgrade an existing schema: a `url list` from a newer
     laptop must not migrate a database that older hosts are running against. An empty
@@ -321,14 +322,14 @@ def with_database(cfg, action, migrate: bool = False) -> int:
                               f"{schema.LATEST_VERSION}: run `sitewatch db migrate`")
             else:
                 applied = []
-            return action(conn, applied)
+            return action(conn, applied, lambda: db.connect("cli"))
         finally:
             conn.close()
     finally:
         db.close()
 
 
-def run_db_command(args, cfg, conn, payload, applied) -> int:
+def run_db_command(args, cfg, payload, conn, applied, connect) -> int:
     from .db import schema, store
     if args.command == "db" and args.db_command == "maintain":
         from .history import maintenance
@@ -337,7 +338,7 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
               " ".join(f"{key}={value}" for key, value in summary.items()))
         return 0
     if args.command in ("status", "history"):
-        return run_report(args, conn)
+        return run_report(args, conn, connect)
     if args.command in ("incidents", "silence"):
         from .alerts import cli as alerts_cli
         return alerts_cli.run(args, cfg, conn, payload)
@@ -360,23 +361,17 @@ def run_db_command(args, cfg, conn, payload, applied) -> int:
     return 0
 
 
-def run_report(args, conn) -> int:
+def run_report(args, conn, connect) -> int:
     from .db import store
     from .history import report
-    with conn.cursor() as cur:
-        # Read-only reports over months of rollups may take longer than database.timeout.
-        cur.execute("SET statement_timeout = '300s'")
-        # Their big statements are simple scans and sums: compiling them (JIT) costs more
-        # than it saves (0.1-0.2 s each at 100,000 URLs).
-        cur.execute("SET jit = off")
-        cur.execute("SET work_mem = '64MB'")     # sorts of 100,000 URLs' rows in memory, not on disk
+    report.configure_session(conn)
     if args.command == "status":
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        rows = report.status_rows(conn, report.resolve_urls(conn, args.urls or None), all_urls=not args.urls)
+        rows = report.status_rows(conn, args.urls or None, connect)
         if args.down:
-            rows = [row for row in rows if row["state"] == "down"]
+            rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
         report.print_status(conn, rows, args.json)
         return 0
     [(url_id, _)] = report.resolve_urls(conn, [args.url])

@@ -7,7 +7,9 @@ summary's `until`.
 
 import datetime
 
-from sitewatch.history import maintenance, rollup, summary, uptime
+import psycopg2
+
+from sitewatch.history import maintenance, report, rollup, summary, uptime
 from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
@@ -22,13 +24,32 @@ def figures(conn, ids, use_summary):
 
 
 def assert_same(conn, ids):
-    """The summary's figures equal the direct ones, for a list of ids and for all URLs."""
+    """The summary's figures equal the direct ones, for a list of ids and for all URLs, and
+    so do those `sitewatch status` prints (its own loop over the counts)."""
     direct = figures(conn, ids, use_summary=False)
     assert figures(conn, ids, use_summary=True) == direct
     everything = uptime.for_urls(conn, ids, windows=summary.WINDOWS, all_urls=True)
     assert {i: {n: (w.ok, w.failed, w.expected) for n, w in f.windows.items()} for i, f in everything.items()} \
         == {i: windows for i, (windows, _) in direct.items()}
+    assert_status_same(conn)
     return direct
+
+
+def assert_status_same(conn):
+    """status_rows, for all URLs (on one connection and on two) and for URLs named, shows
+    the figures of the direct computation."""
+    report.configure_session(conn)
+    shown = {"one connection": report.status_rows(conn, None),
+             "two connections": report.status_rows(conn, None, lambda: psycopg2.connect(conn.dsn))}
+    ids = [url_id for url_id, _ in shown["one connection"]]
+    shown["named"] = report.status_rows(conn, [row["url"] for _, row in shown["one connection"]])
+    direct = uptime.for_urls(conn, ids, windows=summary.WINDOWS, use_summary=False)
+    expected = [(url_id, tuple(f.windows[n].uptime for n in summary.WINDOWS) + (f.windows["24h"].coverage,)
+                 + (None if f.p95_ms_24h is None else round(f.p95_ms_24h, 1),)) for url_id, f in direct.items()]
+    for how, rows in shown.items():
+        got = sorted((url_id, (r["uptime_24h"], r["uptime_7d"], r["uptime_30d"], r["coverage_24h"], r["p95_ms_24h"]))
+                     for url_id, r in rows)
+        assert got == expected, how
 
 
 def summary_state(conn):

@@ -46,6 +46,9 @@ def value(index: int) -> float:
     return math.sqrt(low * high)
 
 
+VALUES = [value(i) for i in range(SIZE)]
+
+
 def merge(*hists) -> list[int]:
     """Element-wise sum of histograms of any lengths (None is empty)."""
     out: list[int] = []
@@ -59,8 +62,9 @@ def merge(*hists) -> list[int]:
     return out
 
 
-def percentile(hist, q: float) -> float | None:
+def percentile(hist, q: float, offset: int = 0) -> float | None:
     """The q-quantile (0 < q <= 1, e.g. 0.95) of a histogram, in milliseconds; None when empty.
+    `offset`: the bucket index of hist[0] (a histogram with its leading empty buckets left out).
 
     Nearest rank: the value of the bucket holding the ceil(q * n)-th smallest response time.
     """
@@ -70,7 +74,7 @@ def percentile(hist, q: float) -> float | None:
     if not running or running[-1] == 0:
         return None
     rank = max(1, math.ceil(q * running[-1] - 1e-9))   # 0.95 * 20 is 19.000000000000004
-    return value(bisect.bisect_left(running, rank))    # the first bucket whose running count reaches it
+    return VALUES[offset + bisect.bisect_left(running, rank)]   # the first bucket whose running count reaches it
 
 
 def from_values(values) -> list[int]:

@@ -50,7 +50,9 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         days = rollup.catch_up_days(conn, heartbeat)
         heartbeat()
         uptime_summary = summary.refresh(conn)
-        conn.autocommit = True          # DETACH ... CONCURRENTLY: no transaction block
+        conn.autocommit = True          # VACUUM, DETACH ... CONCURRENTLY: no transaction block
+        if uptime_summary["summary"] in ("built", "added"):
+            summary.vacuum(conn)
         dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
         conn.autocommit = False
         expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days)

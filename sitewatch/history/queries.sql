@@ -165,20 +165,26 @@ SELECT id, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s
 -- The monitored URLs named on the command line (all of them when %(urls)s is null).
 SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
 
+-- name: status_urls
+-- The URLs `status` shows (the ids given, or all), in URL order, with what expected slots
+-- need: period and creation time (seconds since the epoch).
+SELECT id, url, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s)
+ORDER BY url;
+
 -- name: latest_results
 -- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
 -- partitions only (bounds on now() prune the others, future ones included), and only for a
 -- URL with no result in that day a probe of every partition (LIMIT 1 over UNION ALL stops
 -- at the first branch that has a row).
-SELECT i.url_id, r.scheduled_at, r.ok, r.error_kind, r.error, r.cert_days_left
+SELECT i.url_id, r.error_kind, r.error, r.cert_days_left
 FROM unnest(%(ids)s::bigint[]) AS i(url_id)
 CROSS JOIN LATERAL (
-    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+    (SELECT error_kind, error, cert_days_left FROM task_result t
      WHERE t.url_id = i.url_id AND t.scheduled_at >= now() - interval '1 day'
        AND t.scheduled_at <= now() + interval '1 hour'
      ORDER BY t.scheduled_at DESC LIMIT 1)
     UNION ALL
-    (SELECT scheduled_at, ok, error_kind, error, cert_days_left FROM task_result t
+    (SELECT error_kind, error, cert_days_left FROM task_result t
      WHERE t.url_id = i.url_id ORDER BY t.scheduled_at DESC LIMIT 1)
     LIMIT 1
 ) AS r;
@@ -188,7 +194,7 @@ CROSS JOIN LATERAL (
 -- rows instead of one index probe per URL (status of 100,000 URLs). The window is twice the
 -- longest period plus a minute, at most 15 minutes, so it holds about two results per URL
 -- whatever the periods; latest_results answers for the URLs it misses.
-SELECT DISTINCT ON (url_id) url_id, scheduled_at, ok, error_kind, error, cert_days_left
+SELECT DISTINCT ON (url_id) url_id, error_kind, error, cert_days_left
 FROM task_result
 WHERE scheduled_at >= now() - least(interval '15 minutes',
                                     (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
@@ -238,9 +244,12 @@ ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until
 
 -- name: summary_add
 -- Add the raw rows of [from, to) to the uptime summary: they are inside every window, so
--- each window's counts grow by them, and the 24 h histogram by their cells (element-wise,
--- from the sparse cells without building a second array). Only the maintenance job writes
--- the summary (under its lock), so UPDATE then INSERT of the rest cannot race.
+-- each window's counts grow by them, and the 24 h histogram by their cells (element-wise
+-- over the union of the two bucket ranges). One INSERT ... ON CONFLICT, an index probe per
+-- URL: the rows are minutes old, so the planner's statistics know nothing of them and
+-- would pick a nested loop for a join of the URLs updated against the URLs added
+-- (quadratic: minutes at 100,000 URLs). Only the maintenance job writes the summary (under
+-- its lock).
 WITH fine AS (
     SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
            count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
@@ -249,57 +258,59 @@ WITH fine AS (
     GROUP BY 1, 2
 ), delta AS (
     SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
-           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS idx,
-           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt,
+           array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS idx,
+           array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS cnt,
            min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
     FROM fine GROUP BY 1
-), updated AS (
-    UPDATE uptime_summary s SET
-        ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
-        ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
-        ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
-        -- (SET expressions all see the old row)
-        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.hist_24h) = 0 THEN d.lo
-                         ELSE least(s.hist_from, d.lo) END,
-        hist_24h = CASE WHEN d.lo IS NULL THEN s.hist_24h ELSE ARRAY(
-            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
-            FROM generate_series(CASE WHEN cardinality(s.hist_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
-                                 CASE WHEN cardinality(s.hist_24h) = 0 THEN d.hi
-                                      ELSE greatest(s.hist_from + cardinality(s.hist_24h) - 1, d.hi) END) AS i
-            ORDER BY i) END
-    FROM delta d WHERE s.url_id = d.url_id
-    RETURNING s.url_id
-), inserted AS (
-    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, hist_24h)
+), written AS (
+    INSERT INTO uptime_summary AS s (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d,
+                                     hist_from, hist_24h)
     SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
            ARRAY(SELECT coalesce(d.cnt[array_position(d.idx, i)], 0)::integer
-                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
-    FROM delta d WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.url_id = d.url_id)
+                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)     -- empty when lo is null
+    FROM delta d
+    ON CONFLICT (url_id) DO UPDATE SET
+        ok_24h = s.ok_24h + EXCLUDED.ok_24h, failed_24h = s.failed_24h + EXCLUDED.failed_24h,
+        ok_7d = s.ok_7d + EXCLUDED.ok_7d, failed_7d = s.failed_7d + EXCLUDED.failed_7d,
+        ok_30d = s.ok_30d + EXCLUDED.ok_30d, failed_30d = s.failed_30d + EXCLUDED.failed_30d,
+        -- (SET expressions all see the old row)
+        hist_from = CASE WHEN cardinality(EXCLUDED.hist_24h) = 0 THEN s.hist_from
+                         WHEN cardinality(s.hist_24h) = 0 THEN EXCLUDED.hist_from
+                         ELSE least(s.hist_from, EXCLUDED.hist_from) END,
+        hist_24h = CASE WHEN cardinality(EXCLUDED.hist_24h) = 0 THEN s.hist_24h
+                        WHEN cardinality(s.hist_24h) = 0 THEN EXCLUDED.hist_24h
+                        ELSE ARRAY(
+            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0)
+                    + coalesce(EXCLUDED.hist_24h[i - EXCLUDED.hist_from + 1], 0))::integer
+            FROM generate_series(least(s.hist_from, EXCLUDED.hist_from),
+                                 greatest(s.hist_from + cardinality(s.hist_24h),
+                                          EXCLUDED.hist_from + cardinality(EXCLUDED.hist_24h)) - 1) AS i
+            ORDER BY i) END
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
+SELECT count(*) FROM written;
 
 -- name: summary_read
--- Each URL's summary row and the raw rows from the summary's `until` on (ok, failed and
--- latency cells: inside every window, as summary.usable() makes sure), in one statement,
--- so the state and the rows it describes come from one snapshot. until_hint is `until` as
--- read just before (it only moves forward, so never later than the one read here): a
--- constant that shows the planner how few raw rows follow it.
-WITH tail AS (
-    SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
+-- Each URL's summary counts plus those of the raw rows from the summary's `until` on (inside
+-- every window, as summary.usable() makes sure), its 24 h histogram, and the histogram
+-- buckets of those raw rows (a minute or two of them: one or two per URL), in one
+-- statement, so the state and the rows it describes come from one snapshot. until_hint is
+-- `until` as read just before (it only moves forward, so never later than the one read
+-- here): a constant that shows the planner how few raw rows follow it.
+WITH recent AS (
+    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+           array_agg({bucket}) FILTER (WHERE response_time_ms IS NOT NULL) AS buckets
     FROM task_result
     WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
       AND (%(all)s OR url_id = ANY (%(ids)s))
-    GROUP BY 1, 2
-), recent AS (
-    SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
-           array_agg(bi) FILTER (WHERE bi IS NOT NULL) AS idx,
-           array_agg(n::integer) FILTER (WHERE bi IS NOT NULL) AS cnt
-    FROM tail GROUP BY url_id
+    GROUP BY url_id
 )
-SELECT coalesce(s.url_id, r.url_id), s.ok_24h, s.failed_24h, s.ok_7d, s.failed_7d, s.ok_30d, s.failed_30d,
-       r.ok, r.failed, s.hist_from, s.hist_24h, r.idx, r.cnt
+SELECT coalesce(s.url_id, r.url_id),
+       coalesce(s.ok_24h, 0) + coalesce(r.ok, 0), coalesce(s.failed_24h, 0) + coalesce(r.failed, 0),
+       coalesce(s.ok_7d, 0) + coalesce(r.ok, 0), coalesce(s.failed_7d, 0) + coalesce(r.failed, 0),
+       coalesce(s.ok_30d, 0) + coalesce(r.ok, 0), coalesce(s.failed_30d, 0) + coalesce(r.failed, 0),
+       coalesce(s.hist_from, 0), s.hist_24h, r.buckets
 FROM (SELECT * FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)) AS s
 FULL JOIN recent AS r ON r.url_id = s.url_id;
 

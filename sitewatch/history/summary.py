@@ -58,14 +58,23 @@ def refresh(conn, grace_s: float = GRACE_S) -> dict:
                 conn.commit()
                 return {"summary": "current"}
             cur.execute(QUERIES["summary_add"], {"from": state[1], "to": until})
-            updated, inserted = cur.fetchone()
+            (written,) = cur.fetchone()
             cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
             conn.commit()
-            return {"summary": "added", "summary_rows": updated + inserted}
+            return {"summary": "added", "summary_rows": written}
         rows = _build(cur, anchor, until, watermark(cur, "day"))
         cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
     conn.commit()
     return {"summary": "built", "summary_rows": rows}
+
+
+def vacuum(conn) -> None:
+    """VACUUM the summary (`conn` in autocommit). Every job run rewrites every row of it, and
+    readers scan all of it: vacuumed at once, the table stays near its live size whatever
+    autovacuum's settings (with autovacuum off, 100,000 URLs left 680,000 dead rows, 164 MB,
+    after a few runs)."""
+    with conn.cursor() as cur:
+        cur.execute("VACUUM uptime_summary")
 
 
 def _build(cur, anchor, until, day_until) -> int:
@@ -100,33 +109,35 @@ def usable(anchor, hour_until, now, windows) -> bool:
     return datetime.timedelta(0) <= lag <= MAX_LAG
 
 
-_COLUMN = {"24h": 1, "7d": 3, "30d": 5}     # where each window's ok (then failed) sits in summary_read
+_COLUMNS = {"24h": (1, 2), "7d": (3, 4), "30d": (5, 6)}    # each window's ok and failed in summary_read
 
 
 def read(cur, bounds: dict, anchor, until, ids, all_urls: bool) -> tuple[dict, dict]:
-    """({url_id: (ok, failed) of each window of `bounds` in turn}, {url_id: 24 h histogram}).
+    """({url_id: (ok, failed) of each window of `bounds` in turn},
+        {url_id: (offset, 24 h histogram from bucket `offset` on)}).
 
     Plain loops: `status` runs them for 100,000 URLs.
     """
     params = {"ids": [] if all_urls else ids, "all": all_urls}
     # `until` as the frontier query read it: summary_read says why it is passed along.
     cur.execute(QUERIES["summary_read"], {**params, "until_hint": until})
-    columns = [_COLUMN[name] for name in bounds]
+    names = list(bounds)
+    columns = None if names == list(WINDOWS) else [i for name in names for i in _COLUMNS[name]]
     counts, hists = {}, {}
     for row in cur.fetchall():
-        url_id = row[0]
-        ok, failed = row[7] or 0, row[8] or 0
-        values = []
-        for i in columns:
-            values += ((row[i] or 0) + ok, (row[i + 1] or 0) + failed)
-        counts[url_id] = values
-        hist = [0] * row[9] + row[10] if row[10] else []
-        if row[11]:
-            for index, count in zip(row[11], row[12], strict=True):
-                if index >= len(hist):
-                    hist.extend([0] * (index + 1 - len(hist)))
-                hist[index] += count
-        hists[url_id] = hist
+        url_id, offset, hist, buckets = row[0], row[7], row[8] or [], row[9]
+        counts[url_id] = row[1:7] if columns is None else [row[i] for i in columns]
+        if buckets:       # the raw rows' response times
+            if not hist:
+                offset = min(buckets)
+            elif min(buckets) < offset:
+                hist[:0] = [0] * (offset - min(buckets))
+                offset = min(buckets)
+            for index in buckets:
+                if index - offset >= len(hist):
+                    hist.extend([0] * (index - offset + 1 - len(hist)))
+                hist[index - offset] += 1
+        hists[url_id] = (offset, hist)
     lagging = [(k, name) for k, name in enumerate(bounds)
                if bounds[name]["start"] > anchor - uptime.WINDOWS[name] + HOUR]
     for k, name in lagging:
@@ -140,16 +151,19 @@ def _subtract_lag(cur, params, anchor, k: int, name: str, start, counts: dict, h
                                                 "start": start})
     for url_id, ok, failed in cur.fetchall():
         if url_id in counts:
-            counts[url_id][2 * k] -= ok
-            counts[url_id][2 * k + 1] -= failed
+            values = list(counts[url_id])
+            values[2 * k] -= ok
+            values[2 * k + 1] -= failed
+            counts[url_id] = values
     if name != "24h":
         return
     cur.execute(QUERIES["summary_lag_histograms"], {**params, "anchor": anchor, "start": start})
     for url_id, array in cur.fetchall():
-        hist = hists.get(url_id)
-        if hist is None:
+        offset, hist = hists.get(url_id, (0, None))
+        if not hist:
             continue
-        for i, c in enumerate(array[:len(hist)]):
+        # Every non-empty bucket of those hours is in the summary's histogram (it counted them).
+        for i, c in enumerate(array[offset:offset + len(hist)]):
             hist[i] -= c
         while hist and hist[-1] == 0:      # as the direct computation gives them
             hist.pop()

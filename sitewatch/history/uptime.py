@@ -34,6 +34,7 @@ rollups and most raw rows: one summary row per URL plus the last few minutes of 
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 
 from . import histogram
 from .rollup import QUERIES
@@ -43,6 +44,7 @@ DAY = datetime.timedelta(days=1)
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY, "365d": 365 * DAY}
 UPTIME_DIGITS = 5
 _SCALE = 10 ** UPTIME_DIGITS
+_NO_HISTOGRAM = (0, ())
 
 
 @dataclasses.dataclass(slots=True)      # not frozen: a frozen __init__ is 3x slower (x 300,000)
@@ -61,9 +63,7 @@ class Window:
 
     @property
     def coverage(self) -> float | None:
-        if not self.expected:
-            return None
-        return min(1.0, self.results / self.expected)
+        return _coverage(self.results, self.expected)
 
 
 @dataclasses.dataclass
@@ -101,61 +101,101 @@ def window_bounds(now, name: str, hour_until, day_until) -> dict:
     return {"start": start, "day_from": day_from, "day_to": day_to, "hour_to": hour_to}
 
 
+@dataclasses.dataclass(slots=True)
+class Counts:
+    """What read_counts found for a set of URLs, before the uptime rules apply."""
+    now: datetime.datetime
+    names: list[str]                    # the windows, in the order of each URL's counts
+    starts: list[float]                 # each window's start (epoch seconds)
+    counts: dict[int, Sequence[int]]    # url_id: ok, failed of each window in turn
+    hists: dict[int, tuple[int, list[int]]]   # url_id: the 24 h latency histogram from bucket [0] on
+
+    def plain_rows(self, urls):
+        """For each (url_id, period, created_at epoch) of `urls`: (uptime of each window...,
+        coverage of the first window, p95 over 24 h). The figures of for_urls as plain values
+        for `sitewatch status` and its 100,000 URLs: one loop, the rules inline (the same as
+        truncated_ratio, _expected and _coverage), no object per window."""
+        now, first, scale = self.now.timestamp(), self.starts[0], _SCALE
+        counts, hists, percentile = self.counts.get, self.hists.get, histogram.percentile
+        nothing = (0,) * (2 * len(self.starts))
+        for url_id, period, created_at in urls:
+            values = counts(url_id, nothing)
+            row = [(ok * scale // (ok + failed)) / scale if ok + failed > 0 else None
+                   for ok, failed in zip(values[0::2], values[1::2], strict=True)]
+            expected = int((now - (first if first > created_at else created_at)) // period) if period else 0
+            results = values[0] + values[1]
+            row.append((results / expected if results < expected else 1.0) if expected > 0 else None)
+            offset, hist = hists(url_id, _NO_HISTOGRAM)
+            row.append(percentile(hist, 0.95, offset))
+            yield row
+
+
+def read_counts(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False,
+                use_summary: bool = True) -> Counts:
+    """ok and failed per window (and the 24 h histogram) of the URLs given, or of every URL
+    with all_urls=True (the queries then read whole ranges instead of probing a list of ids).
+
+    The counts of all windows come from one statement, so one snapshot: a rollup committed
+    meanwhile can never count a result twice or not at all. For the windows the maintenance
+    job's summary keeps (24h, 7d, 30d) they come from it plus the last raw rows
+    (history/summary.py): the same counts, far fewer rows read. use_summary=False computes
+    them from the rollups directly (tests compare the two). Leaves the transaction open.
+    """
+    from . import summary
+    ids = [] if all_urls else sorted(set(int(i) for i in url_ids))
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["frontier"])
+        hour_until, day_until, now, anchor, until = cur.fetchone()
+        bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
+        if use_summary and summary.usable(anchor, hour_until, now, windows):
+            counts, hists = summary.read(cur, bounds, anchor, until, ids, all_urls)
+        else:
+            sql, params = window_counts_sql(list(bounds.values()))
+            params.update({"ids": ids, "all": all_urls, "raw_until": "infinity"})
+            cur.execute(sql, params)
+            counts = {url_id: values for url_id, *values in cur.fetchall()}
+            hists = {}
+            if p95:
+                b = bounds["24h"] if "24h" in bounds else window_bounds(now, "24h", hour_until, day_until)
+                cur.execute(QUERIES["window_histogram"], {"ids": ids, "all": all_urls, "start": b["start"],
+                                                          "hour_to": b["hour_to"], "raw_until": "infinity"})
+                hists = {url_id: (0, hist) for url_id, hist in cells_to_histograms(cur.fetchall()).items()}
+    return Counts(now, list(bounds), [b["start"].timestamp() for b in bounds.values()], counts, hists)
+
+
+def read_periods(conn, url_ids, all_urls: bool = False) -> dict[int, tuple[int, float]]:
+    """{url_id: (period, created_at epoch)} of the URLs given that are still monitored."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["url_periods"], {"ids": [] if all_urls else list(url_ids), "all": all_urls})
+        return {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
+
+
 def for_urls(conn, url_ids, windows=tuple(WINDOWS), p95: bool = True, all_urls: bool = False,
              use_summary: bool = True) -> dict[int, Figures]:
     """Uptime, coverage (and p95 over 24 h) per window for every URL id given.
 
     Every id gets a Figures, with None figures where there is no data. Read-only; `conn`
-    may be in any transaction mode. The counts of all windows come from one statement, so
-    one snapshot: a rollup committed meanwhile can never count a result twice or not at all.
-    all_urls=True says url_ids are every monitored URL: the queries then read whole ranges
-    instead of probing a list of ids (faster for `sitewatch status` at 100,000 URLs).
-    For the windows the maintenance job's summary keeps (24h, 7d, 30d) the figures come from
-    it plus the last raw rows (history/summary.py): the same figures, far fewer rows read.
-    use_summary=False computes them from the rollups directly (tests compare the two).
+    may be in any transaction mode. all_urls=True says url_ids are every monitored URL
+    (faster for 100,000 of them). The counts come from read_counts (which says how).
     """
-    from . import summary
     ids = sorted(set(int(i) for i in url_ids))
     if not ids:
         return {}
-    with conn.cursor() as cur:
-        cur.execute(QUERIES["frontier"])
-        hour_until, day_until, now, anchor, until = cur.fetchone()
-        bounds = {name: window_bounds(now, name, hour_until, day_until) for name in windows}
-        fast = use_summary and summary.usable(anchor, hour_until, now, windows)
-        if fast:      # counts and the 24 h histograms in one statement
-            counts, hists = summary.read(cur, bounds, anchor, until, ids, all_urls)
-        else:
-            sql, params = window_counts_sql(list(bounds.values()))
-            params.update({"ids": [] if all_urls else ids, "all": all_urls, "raw_until": "infinity"})
-            cur.execute(sql, params)
-            counts = {url_id: tuple(map(int, values)) for url_id, *values in cur.fetchall()}
-            hists = {}
-            if p95:
-                b = window_bounds(now, "24h", hour_until, day_until)
-                cur.execute(QUERIES["window_histogram"], {"ids": [] if all_urls else ids, "all": all_urls,
-                                                          "start": b["start"], "hour_to": b["hour_to"],
-                                                          "raw_until": "infinity"})
-                hists = cells_to_histograms(cur.fetchall())
-        cur.execute(QUERIES["url_periods"], {"ids": [] if all_urls else ids, "all": all_urls})
-        periods = {url_id: (period, created_at) for url_id, period, created_at in cur.fetchall()}
+    read = read_counts(conn, ids, windows, p95, all_urls, use_summary)
+    periods = read_periods(conn, ids, all_urls)
     if not conn.autocommit:
         conn.rollback()      # read-only: end the snapshot
-    # Plain loops below: `status` runs them for 100,000 URLs.
     out = {}
-    now_s = now.timestamp()
-    names = list(bounds)
-    starts = [bounds[name]["start"].timestamp() for name in names]
-    nothing = (0,) * (2 * len(names))
-    percentile = histogram.percentile
+    now_s = read.now.timestamp()
+    nothing = (0,) * (2 * len(read.names))
     for url_id in ids:
-        values = counts.get(url_id, nothing)     # ok, failed of each window in turn
+        values = read.counts.get(url_id, nothing)     # ok, failed of each window in turn
         period_created = periods.get(url_id)
-        figures = {}
-        for k, name in enumerate(names):
-            figures[name] = Window(values[2 * k], values[2 * k + 1], _expected(period_created, starts[k], now_s))
-        hist = hists.get(url_id) or []
-        out[url_id] = Figures(url_id, figures, percentile(hist, 0.95), hist)
+        figures = {name: Window(values[2 * k], values[2 * k + 1], _expected(period_created, read.starts[k], now_s))
+                   for k, name in enumerate(read.names)}
+        offset, hist = read.hists.get(url_id, _NO_HISTOGRAM)
+        out[url_id] = Figures(url_id, figures, histogram.percentile(hist, 0.95, offset),
+                              [0] * offset + list(hist) if hist else [])
     return out
 
 
@@ -196,6 +236,13 @@ def window_counts_sql(bounds: list[dict]) -> tuple[str, dict]:
         totals=", ".join(totals), day_sums=", ".join(day_sums), hour_sums=", ".join(hour_sums),
         raw_sums=", ".join(raw_sums), hour_ranges=" OR ".join(hour_ranges))
     return sql, params
+
+
+def _coverage(results: int, expected: int | None) -> float | None:
+    """results / expected slots, capped at 1.0; None when no slot was expected (or the URL is gone)."""
+    if not expected:
+        return None
+    return min(1.0, results / expected)
 
 
 def _expected(period_created, start: float, now: float) -> int | None:
