@@ -169,7 +169,8 @@ def synthetic(args) -> dict:
 
 
 def _insert_raw(cur, urls: int, start, end) -> None:
-    """One result a minute for URLs 1..urls in [start, end - 1 min]; 1 in 500 failed."""
+    """One result a minute for URLs 1..urls in [start, end - 1 min]; 1 in 500 failed. In time
+    order, as sitewatch writes them (the BRIN index on scheduled_at relies on it)."""
     cur.execute("""
         INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, ok,
                                  error_kind, error, cert_days_left, checked_by)
@@ -181,6 +182,7 @@ def _insert_raw(cur, urls: int, start, end) -> None:
                60, 'bench/host:consumer-1:12345'
         FROM generate_series(1, %s) u,
              generate_series(%s::timestamptz, %s::timestamptz - interval '61 s', interval '60 s') t
+        ORDER BY t, u
         ON CONFLICT DO NOTHING""", (urls, start, end))
 
 
@@ -217,12 +219,16 @@ def status_timing(args) -> dict:
         days = scalar(cur, "SELECT count(*) FROM rollup_day")
     cur = conn.cursor()
     timings = {"json": [], "table": []}
+    written_until = now + datetime.timedelta(seconds=1)
     for _ in range(args.repeat):
         for form in timings:
-            # As while sitewatch runs: every URL has a result of the last minute (the
-            # synthetic rows stop when they were made; status reads each URL's latest one
-            # from the last few minutes), and the job ran within the last minute.
-            _insert_raw(cur, urls, scalar(cur, "SELECT now() - interval '61 s'"), scalar(cur, "SELECT now()"))
+            # As while sitewatch runs: every URL has one result a minute up to the last
+            # minute (the synthetic rows stop when they were made; status reads each URL's
+            # latest one from the last few minutes), and the job ran within the last minute.
+            time.sleep(max(0.0, (written_until + datetime.timedelta(seconds=61) - scalar(cur, "SELECT now()"))
+                           .total_seconds()))
+            _insert_raw(cur, urls, written_until, written_until + datetime.timedelta(seconds=61))
+            written_until += datetime.timedelta(seconds=60)
             conn.commit()
             maintenance.run_once(conn, config.load({}, {}, None))
             timings[form].append(cli(env, "status", *(["--json"] if form == "json" else []))[0])

@@ -132,7 +132,7 @@ def _status_details(conn, ids: list[int] | None) -> tuple[list, dict, dict]:
         if ids is None:
             cur.execute(QUERIES["latest_results_recent"])
             latest = {row[0]: row[1:] for row in cur.fetchall()}
-        missing = [url_id for url_id, *_ in urls if url_id not in latest]
+        missing = [url[0] for url in urls if url[0] not in latest]
         if missing:
             cur.execute(QUERIES["latest_results"], {"ids": missing})
             latest.update((row[0], row[1:]) for row in cur.fetchall())
@@ -160,17 +160,19 @@ def print_status(conn, rows: list[tuple[int, dict]], as_json: bool, out=sys.stdo
         print("no URLs to show", file=out)
         return
     width = min(60, max(len(r["url"]) for _, r in rows))
-    print(f"{'URL':{width}} {'STATE':7} {'SINCE (UTC)':16} {'UP 24H':>8} {'UP 7D':>8} {'UP 30D':>8} "
-          f"{'COV 24H':>7} {'P95 24H':>8} {'CERT':>5}  LAST ERROR", file=out)
+    percent = uptime.format_percent
+    lines = [f"{'URL':{width}} {'STATE':7} {'SINCE (UTC)':16} {'UP 24H':>8} {'UP 7D':>8} {'UP 30D':>8} "
+             f"{'COV 24H':>7} {'P95 24H':>8} {'CERT':>5}  LAST ERROR"]
     for _, r in rows:
         since = r["since"].strftime("%Y-%m-%d %H:%M") if r["since"] else "-"
         coverage = "-" if r["coverage_24h"] is None else f"{int(r['coverage_24h'] * 100)}%"
         p95 = "-" if r["p95_ms_24h"] is None else f"{r['p95_ms_24h']:.0f}ms"
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
         error = f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"] else ""
-        print(f"{r['url']:{width}} {r['state']:7} {since:16} {uptime.format_percent(r['uptime_24h']):>8} "
-              f"{uptime.format_percent(r['uptime_7d']):>8} {uptime.format_percent(r['uptime_30d']):>8} "
-              f"{coverage:>7} {p95:>8} {cert:>5}  {error}", file=out)
+        lines.append(f"{r['url']:{width}} {r['state']:7} {since:16} {percent(r['uptime_24h']):>8} "
+                     f"{percent(r['uptime_7d']):>8} {percent(r['uptime_30d']):>8} "
+                     f"{coverage:>7} {p95:>8} {cert:>5}  {error}")
+    print("\n".join(lines), file=out)      # one write, not 100,000
     if len(rows) == 1:
         print_detail(conn, rows[0][0], out)
 
