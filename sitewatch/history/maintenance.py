@@ -44,6 +44,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
     try:
         conn.autocommit = False
         created = partitions.ensure_ahead(conn, cfg.history.partitions_ahead, log)
+        brin_ranges = partitions.summarize_brin(conn)      # before the reads of recent rows below
         heartbeat()
         grace = grace_for(conn, cfg)
         hours = rollup.catch_up_hours(conn, grace, heartbeat)
@@ -60,7 +61,8 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
                    "hours_rolled_up": hours["hours"], "hour_rows": hours["rows"],
                    "hours_final_until": hours["until"].isoformat() if hours["until"] else None,
                    "days_rolled_up": days["days"], "day_rows": days["rows"],
-                   "rollup_rows_expired": sum(expired.values()), "grace_s": grace, **uptime_summary,
+                   "rollup_rows_expired": sum(expired.values()), "brin_ranges_summarized": brin_ranges,
+                   "grace_s": grace, **uptime_summary,
                    "took_s": round(time.monotonic() - started, 3)}
         log.info("maintenance done", **report)
         return report

@@ -93,6 +93,29 @@ def ensure_ahead(conn, days_ahead: int, log) -> list[str]:
     return created
 
 
+def summarize_brin(conn) -> int:
+    """Summarise the BRIN ranges of task_result's partitions filled since the last run; the
+    number of ranges summarised. Commits.
+
+    BRIN's autosummarize runs only where autovacuum does, and a range never summarised
+    matches every query: with autovacuum off, each read of the last minutes (the uptime
+    summary, `status`'s latest results) scanned every row written since the last VACUUM
+    (3.2 million rows rechecked for 145,000 found, at 100,000 URLs). Summarised, a range
+    stays so: later inserts widen its summary.
+    """
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT coalesce(sum(brin_summarize_new_values(i.indexrelid)), 0)::bigint
+            FROM pg_inherits h
+            JOIN pg_index i ON i.indrelid = h.inhrelid
+            JOIN pg_class c ON c.oid = i.indexrelid
+            JOIN pg_am a ON a.oid = c.relam AND a.amname = 'brin'
+            WHERE h.inhparent = 'task_result'::regclass""")
+        (ranges,) = cur.fetchone()
+    conn.commit()
+    return ranges
+
+
 def drop_expired(conn, raw_days: int, rolled_up_until, log) -> list[str]:
     """Drop whole partitions older than raw_days whose hours are all rolled up.
 
