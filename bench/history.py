@@ -4,6 +4,8 @@
     flock /work/bench.lock python bench/history.py throughput --urls 5000 --duration 60 --rounds 2
     flock /work/bench.lock python bench/history.py synthetic --urls 100000 --keep   # then status/profile:
     flock /work/bench.lock python bench/history.py profile --existing postgresql://.../sitewatch_hbench_keep
+    flock /work/bench.lock python bench/history.py status --existing postgresql://.../sitewatch_hbench_keep \
+        --repeat 3 --baseline-src DIR      # DIR: e.g. `git archive ee2b596 | tar -x -C DIR`
 
 synthetic: a fresh database with N URLs at a 60 s period, one complete hour of raw results
 (N x 60 rows) plus the raw rows of the current hour, 30 days of daily and 24 h of hourly
@@ -229,6 +231,11 @@ def status_timing(args) -> dict:
         days = scalar(cur, "SELECT count(*) FROM rollup_day")
     cur = conn.cursor()
     timings = {"json": [], "table": []}
+    if args.baseline_src:
+        # The same command from another checkout (e.g. `git archive ee2b596 | tar -x -C DIR`),
+        # alternated with this one on the same data: a ratio measured in one run.
+        timings["json_baseline"] = []
+        env_baseline = {**env, "PYTHONPATH": os.path.abspath(args.baseline_src)}
     written_until = now + datetime.timedelta(seconds=1)
     for _ in range(args.repeat):
         for form in timings:
@@ -241,13 +248,17 @@ def status_timing(args) -> dict:
             written_until += datetime.timedelta(seconds=60)
             conn.commit()
             maintenance.run_once(conn, config.load({}, {}, None))
-            timings[form].append(cli(env, "status", *(["--json"] if form == "json" else []))[0])
+            timings[form].append(cli(env_baseline if form == "json_baseline" else env, "status",
+                                     *([] if form == "table" else ["--json"]))[0])
     conn.close()
     return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
             "summary": built, "raw_rows_after_summary": tail,
             "status_s": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
                          for k, v in timings.items()},
-            "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2)}
+            "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2),
+            **({"json_time_vs_baseline": round(statistics.median(timings["json"])
+                                               / statistics.median(timings["json_baseline"]), 3)}
+               if args.baseline_src else {})}
 
 
 def status_profile(args) -> dict:
@@ -365,7 +376,8 @@ def main() -> int:
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
-    parser.add_argument("--repeat", type=int, default=3, help="synthetic: `status` runs timed")
+    parser.add_argument("--repeat", type=int, default=3, help="synthetic, status: `status` runs timed")
+    parser.add_argument("--baseline-src", help="status: also time `status --json` from this source tree, alternating")
     parser.add_argument("--tail-minutes", type=float, default=2,
                         help="status: minutes of raw rows left after the summary's `until`")
     parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
