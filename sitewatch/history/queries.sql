@@ -244,12 +244,13 @@ ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until
 
 -- name: summary_add
 -- Add the raw rows of [from, to) to the uptime summary: they are inside every window, so
--- each window's counts grow by them, and the 24 h histogram by their cells (element-wise
--- over the union of the two bucket ranges). One INSERT ... ON CONFLICT, an index probe per
--- URL: the rows are minutes old, so the planner's statistics know nothing of them and
--- would pick a nested loop for a join of the URLs updated against the URLs added
--- (quadratic: minutes at 100,000 URLs). Only the maintenance job writes the summary (under
--- its lock).
+-- each window's counts grow by them, and the 24 h histogram by their cells (element-wise,
+-- from the sparse cells without building a second array). Only the maintenance job writes
+-- the summary (under its lock), so UPDATE then INSERT of the rest cannot race. The INSERT
+-- finds the URLs with no row in the table as the statement started (an index probe each),
+-- not in the UPDATE's output: the rows are minutes old, the planner's statistics know
+-- nothing of them, and it chose a nested loop over the two CTEs (100,000 x 100,000: one
+-- run was cancelled after 3.5 minutes).
 WITH fine AS (
     SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
            count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
@@ -258,37 +259,35 @@ WITH fine AS (
     GROUP BY 1, 2
 ), delta AS (
     SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
-           array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS idx,
-           array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL) AS cnt,
+           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS idx,
+           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt,
            min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
     FROM fine GROUP BY 1
-), written AS (
-    INSERT INTO uptime_summary AS s (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d,
-                                     hist_from, hist_24h)
+), updated AS (
+    UPDATE uptime_summary s SET
+        ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
+        ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
+        ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
+        -- (SET expressions all see the old row)
+        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.hist_24h) = 0 THEN d.lo
+                         ELSE least(s.hist_from, d.lo) END,
+        hist_24h = CASE WHEN d.lo IS NULL THEN s.hist_24h ELSE ARRAY(
+            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
+            FROM generate_series(CASE WHEN cardinality(s.hist_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
+                                 CASE WHEN cardinality(s.hist_24h) = 0 THEN d.hi
+                                      ELSE greatest(s.hist_from + cardinality(s.hist_24h) - 1, d.hi) END) AS i
+            ORDER BY i) END
+    FROM delta d WHERE s.url_id = d.url_id
+    RETURNING s.url_id
+), inserted AS (
+    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, hist_24h)
     SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
            ARRAY(SELECT coalesce(d.cnt[array_position(d.idx, i)], 0)::integer
-                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)     -- empty when lo is null
-    FROM delta d
-    ON CONFLICT (url_id) DO UPDATE SET
-        ok_24h = s.ok_24h + EXCLUDED.ok_24h, failed_24h = s.failed_24h + EXCLUDED.failed_24h,
-        ok_7d = s.ok_7d + EXCLUDED.ok_7d, failed_7d = s.failed_7d + EXCLUDED.failed_7d,
-        ok_30d = s.ok_30d + EXCLUDED.ok_30d, failed_30d = s.failed_30d + EXCLUDED.failed_30d,
-        -- (SET expressions all see the old row)
-        hist_from = CASE WHEN cardinality(EXCLUDED.hist_24h) = 0 THEN s.hist_from
-                         WHEN cardinality(s.hist_24h) = 0 THEN EXCLUDED.hist_from
-                         ELSE least(s.hist_from, EXCLUDED.hist_from) END,
-        hist_24h = CASE WHEN cardinality(EXCLUDED.hist_24h) = 0 THEN s.hist_24h
-                        WHEN cardinality(s.hist_24h) = 0 THEN EXCLUDED.hist_24h
-                        ELSE ARRAY(
-            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0)
-                    + coalesce(EXCLUDED.hist_24h[i - EXCLUDED.hist_from + 1], 0))::integer
-            FROM generate_series(least(s.hist_from, EXCLUDED.hist_from),
-                                 greatest(s.hist_from + cardinality(s.hist_24h),
-                                          EXCLUDED.hist_from + cardinality(EXCLUDED.hist_24h)) - 1) AS i
-            ORDER BY i) END
+                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
+    FROM delta d WHERE NOT EXISTS (SELECT 1 FROM uptime_summary s WHERE s.url_id = d.url_id)
     RETURNING 1
 )
-SELECT count(*) FROM written;
+SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
 
 -- name: summary_read
 -- Each URL's summary counts plus those of the raw rows from the summary's `until` on (inside

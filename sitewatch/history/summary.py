@@ -58,10 +58,10 @@ def refresh(conn, grace_s: float = GRACE_S) -> dict:
                 conn.commit()
                 return {"summary": "current"}
             cur.execute(QUERIES["summary_add"], {"from": state[1], "to": until})
-            (written,) = cur.fetchone()
+            updated, inserted = cur.fetchone()
             cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
             conn.commit()
-            return {"summary": "added", "summary_rows": written}
+            return {"summary": "added", "summary_rows": updated + inserted}
         rows = _build(cur, anchor, until, watermark(cur, "day"))
         cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
     conn.commit()
