@@ -108,7 +108,7 @@ class Counts:
     names: list[str]                    # the windows, in the order of each URL's counts
     starts: list[float]                 # each window's start (epoch seconds)
     counts: dict[int, Sequence[int]]    # url_id: ok, failed of each window in turn
-    hists: dict[int, tuple[int, list[int]]]   # url_id: the 24 h latency histogram from bucket [0] on
+    hists: dict[int, tuple[int, list[int]]]   # url_id: (offset, the 24 h latency histogram from bucket offset on)
 
     def plain_rows(self, urls):
         """For each (url_id, period, created_at epoch) of `urls`: (uptime of each window...,
