@@ -43,6 +43,9 @@ def test_retention_drops_three_partitions_while_results_are_inserted(dsn, conn):
     def writer():
         c = psycopg2.connect(dsn)
         c.autocommit = True
+        # One slot per insert, counted back from a fixed instant: now() - n ms collided
+        # whenever two inserts were exactly 1 ms apart (a duplicate key, seen in CI).
+        base = datetime.datetime.now(datetime.timezone.utc)
         n = 0
         while not stop.is_set():
             n += 1
@@ -50,8 +53,8 @@ def test_retention_drops_three_partitions_while_results_are_inserted(dsn, conn):
             try:
                 with c.cursor() as cur:
                     cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, ok, checked_by)"
-                                " VALUES (%s, now() - make_interval(secs => %s * 0.001), now(), true, 'w')",
-                                (urls[0], n))
+                                " VALUES (%s, %s, now(), true, 'w')",
+                                (urls[0], base - datetime.timedelta(milliseconds=n)))
                 written[0] += 1
             except psycopg2.Error as e:
                 errors.append(str(e))
