@@ -84,17 +84,13 @@ def status_rows(conn, names: list[str] | None, connect=None) -> list[tuple[int, 
     then computes the figures: PostgreSQL works on both at once, and Python works while
     the other statement runs (at 100,000 URLs each half takes about a second alone).
     """
-    if names:
-        ids = [url_id for url_id, _ in resolve_urls(conn, names)]      # BadInput for unknown URLs
-        counts = uptime.read_counts(conn, ids, STATUS_WINDOWS)
+    if names or connect is None:
+        # None: all URLs. Named ones are resolved first: BadInput for unknown URLs.
+        ids = [url_id for url_id, _ in resolve_urls(conn, names)] if names else None
+        counts = uptime.read_counts(conn, ids, STATUS_WINDOWS, all_urls=ids is None)
         urls = _status_urls(conn, ids)
         figures = list(counts.plain_rows((url[0], url[2], url[3]) for url in urls))
         states, latest = _status_states(conn, urls, ids)
-    elif connect is None:
-        counts = uptime.read_counts(conn, None, STATUS_WINDOWS, all_urls=True)
-        urls = _status_urls(conn, None)
-        figures = list(counts.plain_rows((url[0], url[2], url[3]) for url in urls))
-        states, latest = _status_states(conn, urls, None)
     else:
         other = connect()
         try:
