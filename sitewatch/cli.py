@@ -369,10 +369,13 @@ def run_report(args, conn, connect) -> int:
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        rows = report.status_rows(conn, args.urls or None, connect)
-        if args.down:
-            rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
-        report.print_status(conn, rows, args.json)
+        lines = report.status_lines(conn, args.urls or None, args.json, args.down, connect)
+        if lines is None:      # no usable summary: the figures computed in Python
+            rows = report.status_rows(conn, args.urls or None, connect)
+            if args.down:
+                rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
+            lines = report.lines_of(rows, args.json)
+        report.print_status_lines(conn, lines, args.json)
         return 0
     [(url_id, _)] = report.resolve_urls(conn, [args.url])
     now = store.now(conn)     # the database's clock, like scheduled_at

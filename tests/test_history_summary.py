@@ -6,8 +6,12 @@ summary's `until`.
 """
 
 import datetime
+import io
+import json
+import random
 
 import psycopg2
+import pytest
 
 from sitewatch.history import maintenance, report, rollup, summary, uptime
 from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
@@ -31,18 +35,26 @@ def assert_same(conn, ids):
     everything = uptime.for_urls(conn, ids, windows=summary.WINDOWS, all_urls=True)
     assert {i: {n: (w.ok, w.failed, w.expected) for n, w in f.windows.items()} for i, f in everything.items()} \
         == {i: windows for i, (windows, _) in direct.items()}
-    assert_status_same(conn)
+    served = assert_status_same(conn)
+    with conn.cursor() as cur:
+        cur.execute(rollup.QUERIES["frontier"])
+        hour_until, _, now, anchor, _ = cur.fetchone()
+    conn.commit()
+    assert served == summary.current(anchor, hour_until, now)
     return direct
 
 
 def assert_status_same(conn):
-    """status_rows, for all URLs (on one connection and on two) and for URLs named, shows
-    the figures of the direct computation."""
+    """`sitewatch status` shows the figures of the direct computation: status_rows for all URLs
+    (on one connection and on two) and for URLs named; and status_lines (the one statement
+    that serves while the summary is current) prints the same JSON and the same table as
+    status_rows. Returns whether status_lines served."""
     report.configure_session(conn)
     shown = {"one connection": report.status_rows(conn, None),
              "two connections": report.status_rows(conn, None, lambda: psycopg2.connect(conn.dsn))}
     ids = [url_id for url_id, _ in shown["one connection"]]
-    shown["named"] = report.status_rows(conn, [row["url"] for _, row in shown["one connection"]])
+    names = [row["url"] for _, row in shown["one connection"]]
+    shown["named"] = report.status_rows(conn, names)
     direct = uptime.for_urls(conn, ids, windows=summary.WINDOWS, use_summary=False)
     expected = [(url_id, tuple(f.windows[n].uptime for n in summary.WINDOWS) + (f.windows["24h"].coverage,)
                  + (None if f.p95_ms_24h is None else round(f.p95_ms_24h, 1),)) for url_id, f in direct.items()]
@@ -50,6 +62,29 @@ def assert_status_same(conn):
         got = sorted((url_id, (r["uptime_24h"], r["uptime_7d"], r["uptime_30d"], r["coverage_24h"], r["p95_ms_24h"]))
                      for url_id, r in rows)
         assert got == expected, how
+    served = report.status_lines(conn, None, as_json=True)
+    if served is None:
+        return False
+    def other():
+        return psycopg2.connect(conn.dsn)
+    for names_given, connect in ((None, None), (None, other), (names[:1], None), (names, other)):
+        rows = report.status_rows(conn, names_given)
+        for as_json in (True, False):
+            assert printed(conn, report.status_lines(conn, names_given, as_json, connect=connect), as_json) \
+                == printed(conn, report.lines_of(rows, as_json), as_json), (names_given, connect, as_json)
+    return True
+
+
+def printed(conn, lines, as_json):
+    """What print_status_lines prints: JSON parsed (times compared as instants), or the text."""
+    out = io.StringIO()
+    report.print_status_lines(conn, lines, as_json, out)
+    if not as_json:
+        return out.getvalue()
+    objects = json.loads(out.getvalue())
+    for o in objects:
+        o["since"] = o["since"] and datetime.datetime.fromisoformat(o["since"])
+    return objects
 
 
 def summary_state(conn):
@@ -120,13 +155,16 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     assert_same(conn, ids + [new])
 
 
-def test_summary_when_the_hourly_watermark_lags_the_clock(conn):
+@pytest.mark.parametrize("lag_hours", [0, 2])
+def test_summary_when_the_hourly_watermark_lags_the_clock(conn, lag_hours):
     """In the first minutes of an hour the windows have moved on but the watermark has not:
-    the hours that left each window are subtracted (up to summary.MAX_LAG, then not used)."""
+    the hours that left each window are subtracted (up to summary.MAX_LAG, then not used),
+    and `status` computes its figures in Python. With no lag (the rest of the hour) status
+    computes them in one statement (report.status_lines): both equal the direct ones."""
     ids = old_urls(conn, 3)
     now = now_of(conn)
     insert_results(conn, ids, now - 31 * DAY, now, step_s=300)
-    anchor = uptime._floor(now, HOUR) - 2 * HOUR
+    anchor = uptime._floor(now, HOUR) - lag_hours * HOUR
     with conn.cursor() as cur:
         rollup.recompute_hours(cur, uptime._floor(now - 31 * DAY, HOUR), anchor)
         rollup.recompute_days(cur, uptime._floor(now - 31 * DAY, DAY), uptime._floor(anchor, DAY))
@@ -135,11 +173,64 @@ def test_summary_when_the_hourly_watermark_lags_the_clock(conn):
     conn.commit()
     assert summary.refresh(conn, 300.0)["summary"] == "built"
     assert summary_state(conn)[0][0] == anchor
-    assert summary.usable(anchor, anchor, now, summary.WINDOWS)           # two hours behind: subtracted
+    assert summary.usable(anchor, anchor, now, summary.WINDOWS)           # hours behind: subtracted
+    assert summary.current(anchor, anchor, now) == (lag_hours == 0)
     direct = assert_same(conn, ids)
     assert all(direct[i][0]["24h"][0] > 0 for i in ids)
+    # Many raw rows after `until` for one URL (status_lines' p95 takes its general branch for
+    # more than two), one for another, and buckets below and above the summary's histogram.
+    until = summary_state(conn)[0][1]
+    insert_results(conn, ids[:1], until, now_of(conn), step_s=15, checked_by="recent")
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, ok, checked_by)"
+                    " VALUES (%s, %s, %s, 0.05, true, 'fast'), (%s, %s, %s, 9000, true, 'slow')"
+                    " ON CONFLICT DO NOTHING",
+                    (ids[1], until + datetime.timedelta(milliseconds=1), until,
+                     ids[2], until + datetime.timedelta(milliseconds=2), until))
+    conn.commit()
+    assert_same(conn, ids)
 
-    assert not summary.usable(anchor, anchor, now + 5 * HOUR, summary.WINDOWS)   # job down: not used
+    assert not summary.usable(anchor, anchor, now + 7 * HOUR, summary.WINDOWS)   # job down: not used
     assert not summary.usable(anchor, anchor + HOUR, now, summary.WINDOWS)       # watermark moved on
     assert not summary.usable(anchor, anchor, now, ("24h", "90d"))               # a window it does not keep
     assert not summary.usable(None, anchor, now, summary.WINDOWS)
+
+
+def test_status_lines_p95_equals_the_python_percentile_over_random_histograms(conn):
+    """status_lines reads p95 by binary searches over the summary's cumulative histogram,
+    corrected for the raw rows after `until`; status_rows merges them in Python and takes
+    histogram.percentile. Over random histograms (empty ones too) and 0 to 6 raw rows per
+    URL (below, inside and above the histogram, some without a response time), every URL's
+    line is the same both ways."""
+    rng = random.Random(9)
+    ids = old_urls(conn, 300)
+    now = now_of(conn)
+    anchor = uptime._floor(now, HOUR)
+    until = max(anchor, now - datetime.timedelta(minutes=3))
+    with conn.cursor() as cur:
+        cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'hour'", (anchor,))
+        cur.execute(rollup.QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
+        raw = []
+        for url_id in ids:
+            low = rng.randrange(0, 60)
+            hist = [rng.choice((0, 0, 1, 3, 40)) for _ in range(rng.randrange(0, 12))]
+            hist = [0] * low + hist
+            first, cum = summary._cumulative(hist)
+            results = cum[-1] if cum else 0
+            failed = rng.randrange(0, 3) if results else 0
+            cur.execute("INSERT INTO uptime_summary VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (url_id, results - failed, failed, results, failed, results, failed, first, cum))
+            for k in range(rng.choice((0, 1, 1, 2, 2, 3, 6))):
+                ms = None if rng.random() < 0.1 else rng.choice((0.01, 5.0, 50.0, 200.0, 3000.0, 60000.0))
+                raw.append((url_id, until + datetime.timedelta(milliseconds=k + 1), until, ms, ms is not None))
+        cur.executemany("INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, ok, checked_by)"
+                        " VALUES (%s, %s, %s, %s, %s, 'random')", raw)
+    conn.commit()
+    report.configure_session(conn)
+    lines = report.status_lines(conn, None, as_json=True, connect=lambda: psycopg2.connect(conn.dsn))
+    assert lines is not None
+    by_python = printed(conn, report.lines_of(report.status_rows(conn, None), True), True)
+    by_sql = printed(conn, lines, True)
+    assert len(by_sql) == 300 and sum(o["p95_ms_24h"] is None for o in by_sql) > 0
+    assert len({o["p95_ms_24h"] for o in by_sql}) > 20
+    assert by_sql == by_python

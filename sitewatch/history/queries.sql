@@ -169,7 +169,7 @@ SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) O
 -- The URLs `status` shows (the ids given, or all), in URL order, with what expected slots
 -- need: period and creation time (seconds since the epoch).
 SELECT id, url, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s)
-ORDER BY url;
+ORDER BY url COLLATE "C";      -- the order of status_lines
 
 -- name: latest_results
 -- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
@@ -244,46 +244,44 @@ ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until
 
 -- name: summary_add
 -- Add the raw rows of [from, to) to the uptime summary: they are inside every window, so
--- each window's counts grow by them, and the 24 h histogram by their cells (element-wise,
--- from the sparse cells without building a second array). Only the maintenance job writes
--- the summary (under its lock), so UPDATE then INSERT of the rest cannot race. The INSERT
--- finds the URLs with no row in the table as the statement started (an index probe each),
--- not in the UPDATE's output: the rows are minutes old, the planner's statistics know
--- nothing of them, and it chose a nested loop over the two CTEs (100,000 x 100,000: one
--- run was cancelled after 3.5 minutes).
-WITH fine AS (
-    SELECT url_id, {bucket} AS bi, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed
-    FROM task_result
-    WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
-    GROUP BY 1, 2
-), delta AS (
-    SELECT url_id, sum(ok)::bigint AS ok, sum(failed)::bigint AS failed,
-           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS idx,
-           coalesce(array_agg(n ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS cnt,
+-- each window's counts grow by them, and the cumulative 24 h histogram by the number of
+-- them at or below each bucket (width_bucket over their sorted bucket indexes counts
+-- them). Only the maintenance job writes the summary (under its lock), so UPDATE then
+-- INSERT of the rest cannot race. The INSERT finds the URLs with no row in the table as the
+-- statement started (an index probe each), not in the UPDATE's output: the rows are
+-- minutes old, the planner's statistics know nothing of them, and it chose a nested loop
+-- over the two CTEs (100,000 x 100,000: one run was cancelled after 3.5 minutes).
+WITH delta AS (
+    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS sorted,
            min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
-    FROM fine GROUP BY 1
+    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
+          WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s) AS raw
+    GROUP BY url_id
 ), updated AS (
     UPDATE uptime_summary s SET
         ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
         ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
         ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
-        -- (SET expressions all see the old row)
-        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.hist_24h) = 0 THEN d.lo
+        -- (SET expressions all see the old row.) Below hist_from the old counts are 0,
+        -- past its end they stay at its total.
+        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.cum_24h) = 0 THEN d.lo
                          ELSE least(s.hist_from, d.lo) END,
-        hist_24h = CASE WHEN d.lo IS NULL THEN s.hist_24h ELSE ARRAY(
-            SELECT (coalesce(s.hist_24h[i - s.hist_from + 1], 0) + coalesce(d.cnt[array_position(d.idx, i)], 0))::integer
-            FROM generate_series(CASE WHEN cardinality(s.hist_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
-                                 CASE WHEN cardinality(s.hist_24h) = 0 THEN d.hi
-                                      ELSE greatest(s.hist_from + cardinality(s.hist_24h) - 1, d.hi) END) AS i
+        cum_24h = CASE WHEN d.lo IS NULL THEN s.cum_24h ELSE ARRAY(
+            SELECT (CASE WHEN i < s.hist_from THEN 0
+                         ELSE coalesce(s.cum_24h[least(i - s.hist_from + 1, cardinality(s.cum_24h))], 0) END
+                    + width_bucket(i, d.sorted))::integer
+            FROM generate_series(CASE WHEN cardinality(s.cum_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
+                                 CASE WHEN cardinality(s.cum_24h) = 0 THEN d.hi
+                                      ELSE greatest(s.hist_from + cardinality(s.cum_24h) - 1, d.hi) END) AS i
             ORDER BY i) END
     FROM delta d WHERE s.url_id = d.url_id
     RETURNING s.url_id
 ), inserted AS (
-    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, hist_24h)
+    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, cum_24h)
     SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
-           ARRAY(SELECT coalesce(d.cnt[array_position(d.idx, i)], 0)::integer
-                 FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
+           ARRAY(SELECT width_bucket(i, d.sorted) FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
     FROM delta d WHERE NOT EXISTS (SELECT 1 FROM uptime_summary s WHERE s.url_id = d.url_id)
     RETURNING 1
 )
@@ -309,9 +307,118 @@ SELECT coalesce(s.url_id, r.url_id),
        coalesce(s.ok_24h, 0) + coalesce(r.ok, 0), coalesce(s.failed_24h, 0) + coalesce(r.failed, 0),
        coalesce(s.ok_7d, 0) + coalesce(r.ok, 0), coalesce(s.failed_7d, 0) + coalesce(r.failed, 0),
        coalesce(s.ok_30d, 0) + coalesce(r.ok, 0), coalesce(s.failed_30d, 0) + coalesce(r.failed, 0),
-       coalesce(s.hist_from, 0), s.hist_24h, r.buckets
+       coalesce(s.hist_from, 0), s.cum_24h, r.buckets
 FROM (SELECT * FROM uptime_summary WHERE %(all)s OR url_id = ANY (%(ids)s)) AS s
 FULL JOIN recent AS r ON r.url_id = s.url_id;
+
+-- name: status_lines
+-- `sitewatch status` of many URLs in one statement, while the uptime summary is usable and
+-- no window lags it (report.py): each URL's figures by the rules of history/uptime.py
+-- (Counts.plain_rows), computed here so that Python only writes the lines. Per URL: the
+-- summary's counts plus those of the raw rows from its `until` on (as summary_read), the
+-- uptime of each window in truncated units of 0.001 %% (integer division), the 24 h
+-- coverage, and the p95 bucket: the first bucket where the running count reaches the rank
+-- ceil(0.95 n). Over the summary's cumulative histogram alone that is one binary search
+-- (width_bucket); with the raw rows' buckets b_1 <= .. <= b_k as well it is the least of
+-- greatest(b_m, the first bucket where the summary's count reaches rank - m), m = 0..k
+-- (inline for k <= 2, the usual one or two raw rows, else a subquery). {line} is
+-- status_line_json or status_line_table: the rest of the line after the URL.
+WITH recent AS (
+    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+           coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS buckets
+    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
+          WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
+            AND (%(all)s OR url_id = ANY (%(ids)s)) AND url_id %% %(parts)s = %(part)s) AS raw
+    GROUP BY url_id
+), latest AS (      -- as latest_results_recent
+    SELECT DISTINCT ON (url_id) url_id, error_kind, error, cert_days_left
+    FROM task_result
+    WHERE scheduled_at >= now() - least(interval '15 minutes',
+                                        (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
+      AND scheduled_at <= now() + interval '1 hour' AND (%(all)s OR url_id = ANY (%(ids)s))
+      AND url_id %% %(parts)s = %(part)s
+    ORDER BY url_id, scheduled_at DESC
+), older AS (      -- the few URLs with none in those minutes: their latest result, by index probes
+    SELECT u.id AS url_id, t.error_kind, t.error, t.cert_days_left
+    FROM url u
+    CROSS JOIN LATERAL (SELECT error_kind, error, cert_days_left FROM task_result t WHERE t.url_id = u.id
+                        ORDER BY t.scheduled_at DESC LIMIT 1) AS t
+    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id %% %(parts)s = %(part)s
+      AND NOT EXISTS (SELECT 1 FROM latest l WHERE l.url_id = u.id)
+), counted AS (
+    SELECT u.id, u.url, floor((%(now)s - greatest(%(start_24h)s, extract(epoch FROM u.created_at)::float8))
+                              / u.period)::bigint AS expected,
+           coalesce(s.ok_24h, 0) + coalesce(r.ok, 0) AS ok_24h, coalesce(s.failed_24h, 0) + coalesce(r.failed, 0) AS failed_24h,
+           coalesce(s.ok_7d, 0) + coalesce(r.ok, 0) AS ok_7d, coalesce(s.failed_7d, 0) + coalesce(r.failed, 0) AS failed_7d,
+           coalesce(s.ok_30d, 0) + coalesce(r.ok, 0) AS ok_30d, coalesce(s.failed_30d, 0) + coalesce(r.failed, 0) AS failed_30d,
+           coalesce(s.hist_from, 0) AS hist_from, coalesce(s.cum_24h, '{}') AS cum,
+           coalesce(r.buckets, '{}') AS buckets
+    FROM url u
+    LEFT JOIN uptime_summary s ON s.url_id = u.id
+    LEFT JOIN recent r ON r.url_id = u.id
+    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id %% %(parts)s = %(part)s
+), ranked AS (
+    SELECT c.*, (95 * n + 99) / 100 AS rank, n
+    FROM counted c, LATERAL (SELECT coalesce(c.cum[cardinality(c.cum)], 0) + cardinality(c.buckets) AS n) AS total
+), figured AS (
+    SELECT id, url, ok_24h + failed_24h AS results, expected,
+           CASE WHEN ok_24h + failed_24h > 0 THEN ok_24h * 100000 / (ok_24h + failed_24h) END AS units_24h,
+           CASE WHEN ok_7d + failed_7d > 0 THEN ok_7d * 100000 / (ok_7d + failed_7d) END AS units_7d,
+           CASE WHEN ok_30d + failed_30d > 0 THEN ok_30d * 100000 / (ok_30d + failed_30d) END AS units_30d,
+           CASE WHEN n = 0 THEN NULL
+                WHEN cardinality(buckets) <= 2 THEN least(
+                    CASE WHEN width_bucket(rank - 1, cum) < cardinality(cum) THEN hist_from + width_bucket(rank - 1, cum) END,
+                    CASE WHEN cardinality(buckets) < 1 THEN NULL WHEN rank <= 1 THEN buckets[1]
+                         WHEN width_bucket(rank - 2, cum) < cardinality(cum)
+                         THEN greatest(buckets[1], hist_from + width_bucket(rank - 2, cum)) END,
+                    CASE WHEN cardinality(buckets) < 2 THEN NULL WHEN rank <= 2 THEN buckets[2]
+                         WHEN width_bucket(rank - 3, cum) < cardinality(cum)
+                         THEN greatest(buckets[2], hist_from + width_bucket(rank - 3, cum)) END)
+                ELSE (SELECT min(x) FROM (
+                    SELECT CASE WHEN width_bucket(rank - 1, cum) < cardinality(cum)
+                                THEN hist_from + width_bucket(rank - 1, cum) END AS x
+                    UNION ALL
+                    SELECT CASE WHEN rank <= m THEN b WHEN width_bucket(rank - 1 - m, cum) < cardinality(cum)
+                                THEN greatest(b, hist_from + width_bucket(rank - 1 - m, cum)) END
+                    FROM unnest(buckets) WITH ORDINALITY AS t(b, m)) AS candidates) END AS p95_bucket
+    FROM ranked
+)
+SELECT f.id, f.url, {line}
+FROM figured f
+LEFT JOIN url_state st ON st.url_id = f.id
+LEFT JOIN latest l ON l.url_id = f.id
+LEFT JOIN older old ON old.url_id = f.id
+WHERE NOT %(down)s OR st.state = 'down'
+ORDER BY f.url COLLATE "C";     -- as Python orders str: report.py merges two halves
+
+-- name: status_line_json
+-- The JSON object of a status line, without its "url" (report.py puts it first, redacted).
+-- Concatenated rather than json_build_object (twice as fast); text goes through to_json.
+concat('{"state": ', to_json(coalesce(st.state, 'unknown')), ', "since": ', coalesce(to_json(st.since)::text, 'null'),
+    ', "uptime_24h": ', coalesce((f.units_24h::float8 / 100000)::text, 'null'),
+    ', "uptime_7d": ', coalesce((f.units_7d::float8 / 100000)::text, 'null'),
+    ', "uptime_30d": ', coalesce((f.units_30d::float8 / 100000)::text, 'null'),
+    ', "coverage_24h": ', CASE WHEN f.expected <= 0 THEN 'null' WHEN f.results < f.expected
+                              THEN (f.results::float8 / f.expected)::text ELSE '1.0' END,
+    ', "p95_ms_24h": ', coalesce(((%(p95_values)s::float8[])[f.p95_bucket + 1])::text, 'null'),
+    ', "last_error_kind": ', coalesce(to_json(coalesce(l.error_kind, old.error_kind))::text, 'null'),
+    ', "last_error": ', coalesce(to_json(coalesce(l.error, old.error))::text, 'null'),
+    ', "cert_days_left": ', coalesce(coalesce(l.cert_days_left, old.cert_days_left)::text, 'null'), '}')
+
+-- name: status_line_table
+-- A line of the status table after its URL column (report.py pads the URL).
+format('%%-7s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
+    coalesce(st.state, 'unknown'), coalesce(to_char(st.since, 'YYYY-MM-DD HH24:MI'), '-'),
+    CASE WHEN f.units_24h IS NULL THEN '-' ELSE (f.units_24h / 1000) || '.' || lpad((f.units_24h %% 1000)::text, 3, '0') || '%%' END,
+    CASE WHEN f.units_7d IS NULL THEN '-' ELSE (f.units_7d / 1000) || '.' || lpad((f.units_7d %% 1000)::text, 3, '0') || '%%' END,
+    CASE WHEN f.units_30d IS NULL THEN '-' ELSE (f.units_30d / 1000) || '.' || lpad((f.units_30d %% 1000)::text, 3, '0') || '%%' END,
+    CASE WHEN f.expected <= 0 THEN '-' WHEN f.results < f.expected
+         THEN floor(f.results::float8 / f.expected * 100)::integer || '%%' ELSE '100%%' END,
+    coalesce((%(p95_texts)s::text[])[f.p95_bucket + 1], '-'),
+    coalesce(coalesce(l.cert_days_left, old.cert_days_left) || 'd', '-'),
+    CASE WHEN coalesce(l.error_kind, old.error_kind) <> ''
+         THEN coalesce(l.error_kind, old.error_kind) || ': ' || coalesce(l.error, old.error, '') ELSE '' END)
 
 -- name: summary_lag_counts
 -- While the hourly watermark lags the clock: ok and failed of the hours that have left a

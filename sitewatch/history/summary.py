@@ -3,7 +3,7 @@
 Computing 24 h / 7 d / 30 d uptime and the 24 h p95 of every URL from the rollups reads a
 month of daily rows, a day of hourly histograms and up to an hour of raw rows per URL: at
 100,000 URLs that is tens of seconds. The maintenance job keeps, per URL, those counts and
-the 24 h histogram (table uptime_summary, migration 0004), so that a reader adds only the
+the 24 h histogram, cumulative (table uptime_summary, migrations 0004 and 0005), so that a reader adds only the
 raw rows of the last few minutes.
 
 The summary is anchored at the hourly watermark A it was built at: each window W covers
@@ -22,6 +22,7 @@ The job (refresh, every history.interval):
 """
 
 import datetime
+import itertools
 
 from psycopg2.extras import execute_values
 
@@ -89,16 +90,24 @@ def _build(cur, anchor, until, day_until) -> int:
     hists = uptime.cells_to_histograms(cur.fetchall())
     cur.execute("DELETE FROM uptime_summary")
     execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
-                        " failed_30d, hist_from, hist_24h) VALUES %s",
-                   ((url_id, *values, *_trimmed(hists.get(url_id, []))) for url_id, values in rows.items()),
+                        " failed_30d, hist_from, cum_24h) VALUES %s",
+                   ((url_id, *values, *_cumulative(hists.get(url_id, []))) for url_id, values in rows.items()),
                    template="(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer[])", page_size=5000)
     return len(rows)
 
 
-def _trimmed(hist: list[int]) -> tuple[int, list[int]]:
-    """(index of the first non-empty bucket, the histogram from there on)."""
+def _cumulative(hist: list[int]) -> tuple[int, list[int]]:
+    """(index of the first non-empty bucket, the running counts from there on): cum_24h."""
     first = next((i for i, c in enumerate(hist) if c), len(hist))
-    return (first, hist[first:]) if first < len(hist) else (0, [])
+    return (first, list(itertools.accumulate(hist[first:]))) if first < len(hist) else (0, [])
+
+
+def _differences(cum: list[int]) -> list[int]:
+    """The histogram of a cumulative one (its trailing empty buckets left out)."""
+    hist = [b - a for a, b in zip([0, *cum], cum, strict=False)]     # the last total pairs with nothing
+    while hist and hist[-1] == 0:
+        hist.pop()
+    return hist
 
 
 def usable(anchor, hour_until, now, windows) -> bool:
@@ -107,6 +116,13 @@ def usable(anchor, hour_until, now, windows) -> bool:
         return False
     lag = uptime._ceil(now - uptime.DAY, HOUR) - (anchor - uptime.DAY + HOUR)
     return datetime.timedelta(0) <= lag <= MAX_LAG
+
+
+def current(anchor, hour_until, now) -> bool:
+    """usable(), and the windows have not moved on since the summary was built: its counts
+    need no lag subtracted (every window moves by the same whole hours)."""
+    return (usable(anchor, hour_until, now, WINDOWS)
+            and uptime._ceil(now - uptime.DAY, HOUR) == anchor - uptime.DAY + HOUR)
 
 
 _COLUMNS = {"24h": (1, 2), "7d": (3, 4), "30d": (5, 6)}    # each window's ok and failed in summary_read
@@ -125,7 +141,7 @@ def read(cur, bounds: dict, anchor, until, ids, all_urls: bool) -> tuple[dict, d
     columns = None if names == list(WINDOWS) else [i for name in names for i in _COLUMNS[name]]
     counts, hists = {}, {}
     for row in cur.fetchall():
-        url_id, offset, hist, buckets = row[0], row[7], row[8] or [], row[9]
+        url_id, offset, hist, buckets = row[0], row[7], _differences(row[8] or ()), row[9]
         counts[url_id] = row[1:7] if columns is None else [row[i] for i in columns]
         if buckets:       # the raw rows' response times
             if not hist:
