@@ -169,7 +169,7 @@ SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) O
 -- The URLs `status` shows (the ids given, or all), in URL order, with what expected slots
 -- need: period and creation time (seconds since the epoch).
 SELECT id, url, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s)
-ORDER BY url COLLATE "C";      -- the order of status_lines
+ORDER BY url COLLATE "C";      -- code point order, as status_lines sorts them
 
 -- name: latest_results
 -- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
@@ -322,14 +322,15 @@ FULL JOIN recent AS r ON r.url_id = s.url_id;
 -- (width_bucket); with the raw rows' buckets b_1 <= .. <= b_k as well it is the least of
 -- greatest(b_m, the first bucket where the summary's count reaches rank - m), m = 0..k
 -- (inline for k <= 2, the usual one or two raw rows, else a subquery). {line} is
--- status_line_json or status_line_table: the rest of the line after the URL.
+-- status_line_json or status_line_table: the rest of the line after the URL. The URLs
+-- with ids in [id_from, id_to): report.py may ask for two halves on two connections.
 WITH recent AS (
     SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
            count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
            coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS buckets
     FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
           WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
-            AND (%(all)s OR url_id = ANY (%(ids)s)) AND url_id %% %(parts)s = %(part)s) AS raw
+            AND (%(all)s OR url_id = ANY (%(ids)s)) AND url_id >= %(id_from)s AND url_id < %(id_to)s) AS raw
     GROUP BY url_id
 ), latest AS (      -- as latest_results_recent
     SELECT DISTINCT ON (url_id) url_id, error_kind, error, cert_days_left
@@ -337,14 +338,14 @@ WITH recent AS (
     WHERE scheduled_at >= now() - least(interval '15 minutes',
                                         (SELECT coalesce(max(period), 0) * 2 + 60 FROM url) * interval '1 second')
       AND scheduled_at <= now() + interval '1 hour' AND (%(all)s OR url_id = ANY (%(ids)s))
-      AND url_id %% %(parts)s = %(part)s
+      AND url_id >= %(id_from)s AND url_id < %(id_to)s
     ORDER BY url_id, scheduled_at DESC
 ), older AS (      -- the few URLs with none in those minutes: their latest result, by index probes
     SELECT u.id AS url_id, t.error_kind, t.error, t.cert_days_left
     FROM url u
     CROSS JOIN LATERAL (SELECT error_kind, error, cert_days_left FROM task_result t WHERE t.url_id = u.id
                         ORDER BY t.scheduled_at DESC LIMIT 1) AS t
-    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id %% %(parts)s = %(part)s
+    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id >= %(id_from)s AND u.id < %(id_to)s
       AND NOT EXISTS (SELECT 1 FROM latest l WHERE l.url_id = u.id)
 ), counted AS (
     SELECT u.id, u.url, floor((%(now)s - greatest(%(start_24h)s, extract(epoch FROM u.created_at)::float8))
@@ -357,7 +358,7 @@ WITH recent AS (
     FROM url u
     LEFT JOIN uptime_summary s ON s.url_id = u.id
     LEFT JOIN recent r ON r.url_id = u.id
-    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id %% %(parts)s = %(part)s
+    WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id >= %(id_from)s AND u.id < %(id_to)s
 ), ranked AS (
     SELECT c.*, (95 * n + 99) / 100 AS rank, n
     FROM counted c, LATERAL (SELECT coalesce(c.cum[cardinality(c.cum)], 0) + cardinality(c.buckets) AS n) AS total
@@ -389,8 +390,11 @@ FROM figured f
 LEFT JOIN url_state st ON st.url_id = f.id
 LEFT JOIN latest l ON l.url_id = f.id
 LEFT JOIN older old ON old.url_id = f.id
-WHERE NOT %(down)s OR st.state = 'down'
-ORDER BY f.url COLLATE "C";     -- as Python orders str: report.py merges two halves
+WHERE NOT %(down)s OR st.state = 'down';      -- report.py sorts the lines (faster there)
+
+-- name: median_url_id
+-- Where status_lines splits the URLs in two halves (null: no URL).
+SELECT id FROM url ORDER BY id OFFSET (SELECT count(*) / 2 FROM url) LIMIT 1;
 
 -- name: status_line_json
 -- The JSON object of a status line, without its "url" (report.py puts it first, redacted).

@@ -3,7 +3,6 @@
 import concurrent.futures
 import csv
 import datetime
-import heapq
 import json
 import operator
 import re
@@ -103,6 +102,7 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
+            cur.execute(_NO_WORKERS)
         cur.execute(QUERIES["frontier"])
         hour_until, day_until, now, anchor, until = cur.fetchone()
         if not summary.current(anchor, hour_until, now):
@@ -112,31 +112,41 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
         start = uptime.window_bounds(now, "24h", hour_until, day_until)["start"]
         params = {"ids": ids or [], "all": ids is None, "down": down, "until_hint": until,
                   "now": now.timestamp(), "start_24h": start.timestamp(),
-                  "p95_values": _P95_VALUES, "p95_texts": _P95_TEXTS, "parts": 1, "part": 0}
+                  "p95_values": _P95_VALUES, "p95_texts": _P95_TEXTS, "id_from": 0, "id_to": 2 ** 63 - 1}
         if not halves:
             cur.execute(sql, params)
             rows = cur.fetchall()
         else:
-            # All URLs: half of them (by id parity) on each of two connections at once, so
-            # that PostgreSQL computes on two cores (about a second each at 100,000 URLs),
-            # in one snapshot; both halves come in URL order and are merged.
+            # All URLs: half of them (by id) on each of two connections at once, so that
+            # PostgreSQL computes on two cores (about a second each at 100,000 URLs), in one
+            # snapshot.
+            cur.execute(QUERIES["median_url_id"])
+            middle = cur.fetchone()[0] or 0
             other = connect()
             try:
                 configure_session(other)
                 with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    theirs = pool.submit(_snapshot_rows, other, snapshot, sql, {**params, "parts": 2, "part": 1})
-                    cur.execute(sql, {**params, "parts": 2, "part": 0})
-                    rows = list(heapq.merge(cur.fetchall(), theirs.result(), key=operator.itemgetter(1)))
+                    theirs = pool.submit(_snapshot_rows, other, snapshot, sql, {**params, "id_from": middle})
+                    cur.execute(sql, {**params, "id_to": middle})
+                    rows = cur.fetchall() + theirs.result()
             finally:
                 other.close()
     conn.rollback()
+    # In code point order (Python's str order; the fallback's SQL sorts COLLATE "C" alike):
+    # a sort here takes a tenth of what it takes in the statement, over its wide rows.
+    rows.sort(key=operator.itemgetter(1))
     return [(url_id, redact_url(url), rest) for url_id, url, rest in rows]
+
+
+# Two connections already keep both cores busy: parallel workers would only contend.
+_NO_WORKERS = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
 def _snapshot_rows(conn, snapshot: str, sql: str, params: dict) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+        cur.execute(_NO_WORKERS)
         cur.execute(sql, params)
         rows = cur.fetchall()
     conn.rollback()
