@@ -5,7 +5,8 @@
     flock /work/bench.lock python bench/history.py synthetic --urls 100000 --keep   # then status/profile:
     flock /work/bench.lock python bench/history.py profile --existing postgresql://.../sitewatch_hbench_keep
     flock /work/bench.lock python bench/history.py status --existing postgresql://.../sitewatch_hbench_keep \
-        --repeat 3 --baseline-src DIR      # DIR: e.g. `git archive ee2b596 | tar -x -C DIR`
+        --repeat 3 --python-path           # or --baseline-src DIR: e.g. `git archive ee2b596 | tar -x -C DIR`
+    flock /work/bench.lock python bench/history.py adds --existing postgresql://.../sitewatch_hbench_keep --repeat 5
 
 synthetic: a fresh database with N URLs at a 60 s period, one complete hour of raw results
 (N x 60 rows) plus the raw rows of the current hour, 30 days of daily and 24 h of hourly
@@ -137,21 +138,14 @@ def synthetic(args) -> dict:
 
         # The uptime summary over those rollups: built once an hour (when the hourly watermark
         # moves), and every other run adds the raw rows that became complete (one minute of them).
-        from sitewatch.history import summary as uptime_summary
         cur.execute("DELETE FROM uptime_summary_state")
         grace = maintenance.grace_for(job, cfg)
-        for name, grace_s in (("summary_build", grace), ("summary_add_one_minute", grace - 60)):
-            c0, b0, w0 = time.process_time(), _backend_cpu(backend), time.monotonic()
-            done = uptime_summary.refresh(job, grace_s)
-            c1, b1 = time.process_time(), _backend_cpu(backend)
-            job.autocommit = True           # and the VACUUM that follows it in the job
-            uptime_summary.vacuum(job)
-            job.autocommit = False
-            done["vacuum_cpu_s"] = round(time.process_time() - c1 + _backend_cpu(backend) - b1, 3)
-            report[name] = {"wall_s": round(time.monotonic() - w0, 3),
-                            "cpu_s": round(time.process_time() - c0 + _backend_cpu(backend) - b0, 3), **done}
+        report["summary_build"] = _summary_step(job, backend, cur, args.urls, grace)
+        adds = [_summary_step(job, backend, cur, args.urls) for _ in range(3)]
+        report["summary_add_one_minute"] = adds
         cur.execute("VACUUM ANALYZE uptime_summary")
-        hourly += report["summary_build"]["cpu_s"] + 59 * report["summary_add_one_minute"]["cpu_s"]
+        add_cpu = statistics.median(a["cpu_s"] for a in adds)
+        hourly += report["summary_build"]["cpu_s"] + 59 * add_cpu
         report["job_cpu_percent_of_one_core_with_summary"] = round(100 * hourly / 3600, 3)
 
         if args.keep:
@@ -173,6 +167,41 @@ def synthetic(args) -> dict:
         else:
             drop_database(args.dsn, dsn)
     return report
+
+
+def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = None) -> dict:
+    """CPU (this process and the job's backend) of a summary build (grace_s given) or of the
+    addition of one minute of results, each with the VACUUM that follows it in the job."""
+    from sitewatch.history import summary as uptime_summary
+    if grace_s is None:
+        # One result per URL in the minute after the summary's `until` (written as sitewatch
+        # writes them), and the bound placed just after it: one minute of rows, as each job
+        # run adds them.
+        until = scalar(cur, "SELECT until FROM uptime_summary_state")
+        _insert_raw(cur, urls, until, until + datetime.timedelta(seconds=61))
+        grace_s = (scalar(cur, "SELECT now()") - until).total_seconds() - 60
+    c0, b0, w0 = time.process_time(), _backend_cpu(backend), time.monotonic()
+    done = uptime_summary.refresh(job, grace_s)
+    c1, b1 = time.process_time(), _backend_cpu(backend)
+    job.autocommit = True           # and the VACUUM that follows it in the job
+    uptime_summary.vacuum(job)
+    job.autocommit = False
+    done["vacuum_cpu_s"] = round(time.process_time() - c1 + _backend_cpu(backend) - b1, 3)
+    return {"wall_s": round(time.monotonic() - w0, 3),
+            "cpu_s": round(time.process_time() - c0 + _backend_cpu(backend) - b0, 3), **done}
+
+
+def summary_adds(args) -> dict:
+    """The job's addition of one minute of results, --repeat times in a row, on an existing
+    database (one kept by `synthetic --keep`, its summary built)."""
+    conn = psycopg2.connect(args.existing)
+    conn.autocommit = True
+    job = psycopg2.connect(args.existing)
+    backend = job.get_backend_pid()
+    urls = scalar(conn.cursor(), "SELECT count(*) FROM url")
+    adds = [_summary_step(job, backend, conn.cursor(), urls) for _ in range(args.repeat)]
+    return {"urls": urls, "summary_add_one_minute": adds,
+            "median_cpu_s": statistics.median(a["cpu_s"] for a in adds)}
 
 
 def _insert_raw(cur, urls: int, start, end) -> None:
@@ -238,6 +267,10 @@ def status_timing(args) -> dict:
         # alternated with this one on the same data: a ratio measured in one run.
         timings["json_baseline"] = []
         env_baseline = {**env, "PYTHONPATH": os.path.abspath(args.baseline_src)}
+    if args.python_path:
+        # The figures computed in Python (status_rows: the code before status_lines, still
+        # what status runs while the summary is not current), on the same data, alternating.
+        timings["json_python_path"] = []
     written_until = now + datetime.timedelta(seconds=1)
     for _ in range(args.repeat):
         for form in timings:
@@ -250,6 +283,9 @@ def status_timing(args) -> dict:
             written_until += datetime.timedelta(seconds=60)
             conn.commit()
             maintenance.run_once(conn, config.load({}, {}, None))
+            if form == "json_python_path":
+                timings[form].append(_timed_python_path(env))
+                continue
             timings[form].append(cli(env_baseline if form == "json_baseline" else env, "status",
                                      *([] if form == "table" else ["--json"]))[0])
     conn.close()
@@ -260,7 +296,30 @@ def status_timing(args) -> dict:
             "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2),
             **({"json_time_vs_baseline": round(statistics.median(timings["json"])
                                                / statistics.median(timings["json_baseline"]), 3)}
-               if args.baseline_src else {})}
+               if args.baseline_src else {}),
+            **({"json_time_vs_python_path": round(statistics.median(timings["json"])
+                                                  / statistics.median(timings["json_python_path"]), 3)}
+               if args.python_path else {})}
+
+
+_PYTHON_PATH = """
+import gc, os, psycopg2
+from sitewatch.history import report
+gc.disable()
+conn = psycopg2.connect(os.environ["DB_DSN"])
+report.configure_session(conn)
+rows = report.status_rows(conn, None, lambda: psycopg2.connect(os.environ["DB_DSN"]))
+report.print_status_lines(conn, report.lines_of(rows, True), True)
+"""
+
+
+def _timed_python_path(env) -> float:
+    """`status --json` as the CLI runs it, with the figures computed in Python."""
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", _PYTHON_PATH], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the Python path failed: {out.stderr.strip()[-2000:]}")
+    return time.monotonic() - t0
 
 
 def status_profile(args) -> dict:
@@ -373,20 +432,23 @@ def _saturated_run(env, dsn, args) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["synthetic", "throughput", "status", "profile"])
-    parser.add_argument("--existing", help="status, profile: DSN of a database kept by `synthetic --keep`")
+    parser.add_argument("mode", choices=["synthetic", "throughput", "status", "profile", "adds"])
+    parser.add_argument("--existing", help="status, profile, adds: DSN of a database kept by `synthetic --keep`")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
-    parser.add_argument("--repeat", type=int, default=3, help="synthetic, status: `status` runs timed")
+    parser.add_argument("--repeat", type=int, default=3, help="synthetic, status: `status` runs timed; adds: additions")
     parser.add_argument("--baseline-src", help="status: also time `status --json` from this source tree, alternating")
+    parser.add_argument("--python-path", action="store_true",
+                        help="status: also time `status --json` with the figures computed in Python, alternating")
     parser.add_argument("--tail-minutes", type=float, default=2,
                         help="status: minutes of raw rows left after the summary's `until`")
     parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
     args = parser.parse_args()
-    modes = {"synthetic": synthetic, "throughput": throughput, "status": status_timing, "profile": status_profile}
+    modes = {"synthetic": synthetic, "throughput": throughput, "status": status_timing, "profile": status_profile,
+             "adds": summary_adds}
     report = modes[args.mode](args)
     print(json.dumps(report, indent=2, default=str))
     return 0

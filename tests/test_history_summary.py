@@ -225,12 +225,20 @@ def test_status_lines_p95_equals_the_python_percentile_over_random_histograms(co
                 raw.append((url_id, until + datetime.timedelta(milliseconds=k + 1), until, ms, ms is not None))
         cur.executemany("INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, ok, checked_by)"
                         " VALUES (%s, %s, %s, %s, %s, 'random')", raw)
+        # A URL with secrets in it, and one with a character that JSON escapes.
+        cur.execute("UPDATE url SET url = 'http://user:hunter2@secret.example/a\"b?token=abc' WHERE id = %s",
+                    (ids[0],))
+        cur.execute("UPDATE url SET url = 'http://quote.example/a\"b' WHERE id = %s", (ids[1],))
     conn.commit()
     report.configure_session(conn)
     lines = report.status_lines(conn, None, as_json=True, connect=lambda: psycopg2.connect(conn.dsn))
     assert lines is not None
+    table = printed(conn, report.status_lines(conn, None, as_json=False), False)
+    assert "hunter2" not in table and "abc" not in table and "http://***@secret.example/a\"b?***" in table
+    assert table == printed(conn, report.lines_of(report.status_rows(conn, None), False), False)
     by_python = printed(conn, report.lines_of(report.status_rows(conn, None), True), True)
     by_sql = printed(conn, lines, True)
     assert len(by_sql) == 300 and sum(o["p95_ms_24h"] is None for o in by_sql) > 0
     assert len({o["p95_ms_24h"] for o in by_sql}) > 20
     assert by_sql == by_python
+    assert {"http://***@secret.example/a\"b?***", 'http://quote.example/a"b'} <= {o["url"] for o in by_sql}

@@ -397,9 +397,11 @@ WHERE NOT %(down)s OR st.state = 'down';      -- report.py sorts the lines (fast
 SELECT id FROM url ORDER BY id OFFSET (SELECT count(*) / 2 FROM url) LIMIT 1;
 
 -- name: status_line_json
--- The JSON object of a status line, without its "url" (report.py puts it first, redacted).
+-- The JSON object of a status line (report.py redacts the URLs that may hold a secret: it
+-- replaces what comes before ', "state": ', which cannot occur inside the encoded URL).
 -- Concatenated rather than json_build_object (twice as fast); text goes through to_json.
-concat('{"state": ', to_json(coalesce(st.state, 'unknown')), ', "since": ', coalesce(to_json(st.since)::text, 'null'),
+concat('{"url": ', to_json(f.url), ', "state": ', to_json(coalesce(st.state, 'unknown')),
+    ', "since": ', coalesce(to_json(st.since)::text, 'null'),
     ', "uptime_24h": ', coalesce((f.units_24h::float8 / 100000)::text, 'null'),
     ', "uptime_7d": ', coalesce((f.units_7d::float8 / 100000)::text, 'null'),
     ', "uptime_30d": ', coalesce((f.units_30d::float8 / 100000)::text, 'null'),

@@ -85,9 +85,9 @@ _P95_TEXTS = [f"{v:.0f}ms" for v in _P95_VALUES]
 
 def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = False,
                  connect=None) -> list[tuple[int, str, str]] | None:
-    """[(url_id, url redacted, the rest of its line)] of the URLs named (or of all; with
-    `down`, only those down), in URL order, for print_status_lines: the rest is a JSON
-    object without the URL, or the table's columns after it. Computed by PostgreSQL in one
+    """[(url_id, url redacted, line)] of the URLs named (or of all; with `down`, only those
+    down), in URL order, for print_status_lines: the line is a JSON object, or the table's
+    columns after the URL. Computed by PostgreSQL in one
     statement (queries.sql status_lines) from the uptime summary: nothing per URL is left
     to Python but the redaction of its URL (the rules of redact.py, in one place); with
     connect() giving a second connection, each computes half of the URLs. None
@@ -135,7 +135,13 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
     # In code point order (Python's str order; the fallback's SQL sorts COLLATE "C" alike):
     # a sort here takes a tenth of what it takes in the statement, over its wide rows.
     rows.sort(key=operator.itemgetter(1))
-    return [(url_id, redact_url(url), rest) for url_id, url, rest in rows]
+    lines = []
+    for url_id, url, line in rows:
+        shown = redact_url(url)
+        if as_json and shown != url:
+            line = '{"url": ' + orjson.dumps(shown).decode() + line[line.index(', "state": '):]
+        lines.append((url_id, shown, line))
+    return lines
 
 
 # Two connections already keep both cores busy: parallel workers would only contend.
@@ -230,8 +236,7 @@ def _status_states(conn, urls: list[tuple], ids: list[int] | None) -> tuple[dict
 def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str, str]]:
     """status_rows' rows as status_lines gives them, for print_status_lines."""
     if as_json:
-        return [(url_id, row["url"], orjson.dumps({k: v for k, v in row.items() if k != "url"},
-                                                  default=_jsonable).decode()) for url_id, row in rows]
+        return [(url_id, row["url"], orjson.dumps(row, default=_jsonable).decode()) for url_id, row in rows]
     percent = uptime.format_percent
     lines = []
     for url_id, r in rows:
@@ -250,8 +255,7 @@ def print_status_lines(conn, lines: list[tuple[int, str, str]], as_json: bool, o
     """JSON: a list, one object a line, "url" first. Table: a header, then a line per URL.
     One write for all of it (not 100,000). One URL: its detail (print_detail) too."""
     if as_json:
-        objects = [f'{{"url": {orjson.dumps(url).decode()}, {rest[1:]}' for _, url, rest in lines]
-        print("[\n" + ",\n".join(objects) + "\n]" if lines else "[]", file=out)
+        print("[\n" + ",\n".join(line for _, _, line in lines) + "\n]" if lines else "[]", file=out)
         return
     if not lines:
         print("no URLs to show", file=out)
