@@ -3,8 +3,9 @@
 Computing 24 h / 7 d / 30 d uptime and the 24 h p95 of every URL from the rollups reads a
 month of daily rows, a day of hourly histograms and up to an hour of raw rows per URL: at
 100,000 URLs that is tens of seconds. The maintenance job keeps, per URL, those counts and
-the 24 h histogram, cumulative (table uptime_summary, migrations 0004 and 0005), so that a reader adds only the
-raw rows of the last few minutes.
+the 24 h histogram, cumulative (table uptime_summary, migrations 0004 and 0005), so that a
+reader adds only the raw rows of the last few minutes (`status` computes its lines from it
+in SQL: queries.sql status_lines).
 
 The summary is anchored at the hourly watermark A it was built at: each window W covers
 [A - W + 1 h, until), which is exactly the rolled-up part plus the first raw rows of the

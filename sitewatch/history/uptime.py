@@ -114,7 +114,8 @@ class Counts:
         """For each (url_id, period, created_at epoch) of `urls`: (uptime of each window...,
         coverage of the first window, p95 over 24 h). The figures of for_urls as plain values
         for `sitewatch status` and its 100,000 URLs: one loop, the rules inline (the same as
-        truncated_ratio, _expected and _coverage), no object per window."""
+        truncated_ratio, _expected and _coverage), no object per window. (While the summary
+        is current, status computes the same in SQL: queries.sql status_lines.)"""
         now, first, scale = self.now.timestamp(), self.starts[0], _SCALE
         counts, hists, percentile = self.counts.get, self.hists.get, histogram.percentile
         nothing = (0,) * (2 * len(self.starts))
