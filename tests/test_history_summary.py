@@ -72,6 +72,15 @@ def assert_status_same(conn):
         for as_json in (True, False):
             assert printed(conn, report.status_lines(conn, names_given, as_json, connect=connect), as_json) \
                 == printed(conn, report.lines_of(rows, as_json), as_json), (names_given, connect, as_json)
+    with conn.cursor() as cur:       # --down: only the URLs whose alerts' state is down
+        cur.execute("INSERT INTO url_state (url_id, state, since) VALUES (%s, 'down', now())"
+                    " ON CONFLICT (url_id) DO UPDATE SET state = 'down'", (ids[0],))
+    conn.commit()
+    down = [(url_id, row) for url_id, row in report.status_rows(conn, None) if row["state"] == "down"]
+    assert ids[0] in [url_id for url_id, _ in down] and len(down) < len(ids)
+    for as_json in (True, False):
+        assert printed(conn, report.status_lines(conn, None, as_json, down=True), as_json) \
+            == printed(conn, report.lines_of(down, as_json), as_json)
     return True
 
 
