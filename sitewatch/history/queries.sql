@@ -322,8 +322,9 @@ FULL JOIN recent AS r ON r.url_id = s.url_id;
 -- (width_bucket); with the raw rows' buckets b_1 <= .. <= b_k as well it is the least of
 -- greatest(b_m, the first bucket where the summary's count reaches rank - m), m = 0..k
 -- (inline for k <= 2, the usual one or two raw rows, else a subquery). {line} is
--- status_line_json or status_line_table: the rest of the line after the URL. The URLs
--- with ids in [id_from, id_to): report.py may ask for two halves on two connections.
+-- status_line_json (the JSON object) or status_line_table (the table's columns after the
+-- URL). The URLs with ids in [id_from, id_to): report.py asks for two halves on two
+-- connections.
 WITH recent AS (
     SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
            count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,

@@ -81,19 +81,22 @@ def configure_session(conn) -> None:
 # p95 per histogram bucket, as the Python path shows it: JSON (rounded to 0.1 ms) and table.
 _P95_VALUES = [round(v, 1) for v in histogram.VALUES]
 _P95_TEXTS = [f"{v:.0f}ms" for v in _P95_VALUES]
+# Two connections already keep both cores busy: parallel workers would only contend.
+_NO_WORKERS = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
 def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = False,
                  connect=None) -> list[tuple[int, str, str]] | None:
     """[(url_id, url redacted, line)] of the URLs named (or of all; with `down`, only those
     down), in URL order, for print_status_lines: the line is a JSON object, or the table's
-    columns after the URL. Computed by PostgreSQL in one
-    statement (queries.sql status_lines) from the uptime summary: nothing per URL is left
-    to Python but the redaction of its URL (the rules of redact.py, in one place); with
-    connect() giving a second connection, each computes half of the URLs. None
-    when the summary cannot answer exactly (not built yet, or the clock is in a new hour
-    that the job has not rolled up yet: the first minutes of every hour); status_rows then
-    computes the figures in Python, more slowly (tests compare the two).
+    columns after the URL.
+
+    Computed by PostgreSQL in one statement (queries.sql status_lines) from the uptime
+    summary: nothing per URL is left to Python but the redaction of its URL (the rules of
+    redact.py, in one place). With connect() giving a second connection, each computes
+    half of the URLs. None when the summary cannot answer exactly (not built yet, or the
+    clock is in an hour the job has not rolled up yet: the first minutes of every hour);
+    status_rows then computes the figures in Python, more slowly (tests compare the two).
     """
     ids = [url_id for url_id, _ in resolve_urls(conn, names)] if names else None
     halves = connect is not None and ids is None and not conn.autocommit
@@ -142,10 +145,6 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
             line = '{"url": ' + orjson.dumps(shown).decode() + line[line.index(', "state": '):]
         lines.append((url_id, shown, line))
     return lines
-
-
-# Two connections already keep both cores busy: parallel workers would only contend.
-_NO_WORKERS = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
 def _snapshot_rows(conn, snapshot: str, sql: str, params: dict) -> list[tuple]:
