@@ -172,6 +172,7 @@ def synthetic(args) -> dict:
 def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = None) -> dict:
     """CPU (this process and the job's backend) of a summary build (grace_s given) or of the
     addition of one minute of results, each with the VACUUM that follows it in the job."""
+    from sitewatch.history import maintenance
     from sitewatch.history import summary as uptime_summary
     if grace_s is None:
         # One result per URL in the minute after the summary's `until` (written as sitewatch
@@ -180,6 +181,9 @@ def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = Non
         until = scalar(cur, "SELECT until FROM uptime_summary_state")
         _insert_raw(cur, urls, until, until + datetime.timedelta(seconds=61))
         grace_s = (scalar(cur, "SELECT now()") - until).total_seconds() - 60
+    with job.cursor() as set_cur:       # as maintenance.run_once sets it for the whole run
+        set_cur.execute("SET work_mem = %s", (maintenance.WORK_MEM,))
+    job.commit()
     c0, b0, w0 = time.process_time(), _backend_cpu(backend), time.monotonic()
     done = uptime_summary.refresh(job, grace_s)
     c1, b1 = time.process_time(), _backend_cpu(backend)
