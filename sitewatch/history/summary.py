@@ -111,19 +111,23 @@ def _differences(cum: list[int]) -> list[int]:
     return hist
 
 
+def _lag(anchor, now) -> datetime.timedelta:
+    """How far the windows have moved on since the summary was built at `anchor` (whole
+    hours, the same for every window)."""
+    return uptime._ceil(now - uptime.DAY, HOUR) - (anchor - uptime.DAY + HOUR)
+
+
 def usable(anchor, hour_until, now, windows) -> bool:
     """Whether readers may use the summary built at `anchor` for these windows now."""
     if anchor is None or anchor != hour_until or not set(windows) <= set(WINDOWS):
         return False
-    lag = uptime._ceil(now - uptime.DAY, HOUR) - (anchor - uptime.DAY + HOUR)
-    return datetime.timedelta(0) <= lag <= MAX_LAG
+    return datetime.timedelta(0) <= _lag(anchor, now) <= MAX_LAG
 
 
 def current(anchor, hour_until, now) -> bool:
     """usable(), and the windows have not moved on since the summary was built: its counts
-    need no lag subtracted (every window moves by the same whole hours)."""
-    return (usable(anchor, hour_until, now, WINDOWS)
-            and uptime._ceil(now - uptime.DAY, HOUR) == anchor - uptime.DAY + HOUR)
+    need no lag subtracted."""
+    return usable(anchor, hour_until, now, WINDOWS) and _lag(anchor, now) == datetime.timedelta(0)
 
 
 _COLUMNS = {"24h": (1, 2), "7d": (3, 4), "30d": (5, 6)}    # each window's ok and failed in summary_read
