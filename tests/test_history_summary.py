@@ -156,7 +156,10 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     (new,) = add_urls(conn, 1, prefix="http://new")
     insert_results(conn, [new], until, now_of(conn), step_s=30)
     assert_same(conn, ids + [new])
-    report = summary.refresh(conn, 0.0)
+    # Less than summary.ADD_EVERY complete since `until`: nothing is added yet.
+    assert summary.refresh(conn, 0.0, datetime.timedelta(hours=1)) == {"summary": "current"}
+    assert summary_state(conn)[0][1] == until
+    report = summary.refresh(conn, 0.0, datetime.timedelta(0))
     assert report == {"summary": "added", "summary_rows": 5}
     assert summary_state(conn)[0][1] > until and summary_state(conn)[1] == 5
     assert_same(conn, ids + [new])

@@ -290,7 +290,7 @@ SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
 -- name: summary_read
 -- Each URL's summary counts plus those of the raw rows from the summary's `until` on (inside
 -- every window, as summary.usable() makes sure), its 24 h histogram, and the histogram
--- buckets of those raw rows (a minute or two of them: one or two per URL), in one
+-- buckets of those raw rows (up to about two minutes of them: one to three per URL), in one
 -- statement, so the state and the rows it describes come from one snapshot. until_hint is
 -- `until` as read just before (it only moves forward, so never later than the one read
 -- here): a constant that shows the planner how few raw rows follow it.
@@ -321,7 +321,8 @@ FULL JOIN recent AS r ON r.url_id = s.url_id;
 -- ceil(0.95 n). Over the summary's cumulative histogram alone that is one binary search
 -- (width_bucket); with the raw rows' buckets b_1 <= .. <= b_k as well it is the least of
 -- greatest(b_m, the first bucket where the summary's count reaches rank - m), m = 0..k
--- (inline for k <= 2, the usual one or two raw rows, else a subquery). {line} is
+-- (inline for k <= 3, the most raw rows a URL checked every 60 s has after `until`: see
+-- summary.ADD_EVERY; else a subquery). {line} is
 -- status_line_json (the JSON object) or status_line_table (the table's columns after the
 -- URL). The URLs with ids in [id_from, id_to): report.py asks for two halves on two
 -- connections.
@@ -369,14 +370,17 @@ WITH recent AS (
            CASE WHEN ok_7d + failed_7d > 0 THEN ok_7d * 100000 / (ok_7d + failed_7d) END AS units_7d,
            CASE WHEN ok_30d + failed_30d > 0 THEN ok_30d * 100000 / (ok_30d + failed_30d) END AS units_30d,
            CASE WHEN n = 0 THEN NULL
-                WHEN cardinality(buckets) <= 2 THEN least(
+                WHEN cardinality(buckets) <= 3 THEN least(
                     CASE WHEN width_bucket(rank - 1, cum) < cardinality(cum) THEN hist_from + width_bucket(rank - 1, cum) END,
                     CASE WHEN cardinality(buckets) < 1 THEN NULL WHEN rank <= 1 THEN buckets[1]
                          WHEN width_bucket(rank - 2, cum) < cardinality(cum)
                          THEN greatest(buckets[1], hist_from + width_bucket(rank - 2, cum)) END,
                     CASE WHEN cardinality(buckets) < 2 THEN NULL WHEN rank <= 2 THEN buckets[2]
                          WHEN width_bucket(rank - 3, cum) < cardinality(cum)
-                         THEN greatest(buckets[2], hist_from + width_bucket(rank - 3, cum)) END)
+                         THEN greatest(buckets[2], hist_from + width_bucket(rank - 3, cum)) END,
+                    CASE WHEN cardinality(buckets) < 3 THEN NULL WHEN rank <= 3 THEN buckets[3]
+                         WHEN width_bucket(rank - 4, cum) < cardinality(cum)
+                         THEN greatest(buckets[3], hist_from + width_bucket(rank - 4, cum)) END)
                 ELSE (SELECT min(x) FROM (
                     SELECT CASE WHEN width_bucket(rank - 1, cum) < cardinality(cum)
                                 THEN hist_from + width_bucket(rank - 1, cum) END AS x
