@@ -6,7 +6,8 @@
     flock /work/bench.lock python bench/history.py profile --existing postgresql://.../sitewatch_hbench_keep
     flock /work/bench.lock python bench/history.py status --existing postgresql://.../sitewatch_hbench_keep \
         --repeat 3 --python-path           # or --baseline-src DIR: e.g. `git archive ee2b596 | tar -x -C DIR`
-    flock /work/bench.lock python bench/history.py adds --existing postgresql://.../sitewatch_hbench_keep --repeat 5
+    flock /work/bench.lock python bench/history.py adds --existing postgresql://.../sitewatch_hbench_keep --repeat 5 \
+        [--baseline-src DIR]
 
 synthetic: a fresh database with N URLs at a 60 s period, one complete hour of raw results
 (N x 60 rows) plus the raw rows of the current hour, 30 days of daily and 24 h of hourly
@@ -22,6 +23,7 @@ off) and after it (partitioned, the job every 10 s), alternating, in one run; ch
 import argparse
 import datetime
 import json
+import math
 import os
 import signal
 import statistics
@@ -47,9 +49,13 @@ def env_for(dsn, **extra) -> dict:
     return env
 
 
-def cli(env, *argv) -> tuple[float, str]:
+def cli(env, *argv, tree: str | None = None) -> tuple[float, str]:
+    """Run `sitewatch ARGV`: (seconds, stdout). With `tree`, that source tree's code (run from
+    it: `python -m` puts the working directory first on the path, before PYTHONPATH)."""
+    if tree is not None:
+        env = {**env, "PYTHONPATH": tree}
     t0 = time.monotonic()
-    out = subprocess.run([*SITEWATCH, *argv], env=env, capture_output=True, text=True)
+    out = subprocess.run([*SITEWATCH, *argv], env=env, capture_output=True, text=True, cwd=tree)
     if out.returncode != 0:
         raise SystemExit(f"sitewatch {' '.join(argv)} failed: {out.stderr.strip()[-2000:]}")
     return time.monotonic() - t0, out.stdout
@@ -137,15 +143,17 @@ def synthetic(args) -> dict:
         report["bytes_per_url_day_raw_at_60s"] = round(1440 * float(raw_bytes) / raw_rows, 1)
 
         # The uptime summary over those rollups: built once an hour (when the hourly watermark
-        # moves), and every other run adds the raw rows that became complete (one minute of them).
+        # moves), and between builds the job adds the raw rows that became complete, every
+        # minutes_per_add() minutes (the job running every 60 s).
         cur.execute("DELETE FROM uptime_summary_state")
         grace = maintenance.grace_for(job, cfg)
         report["summary_build"] = _summary_step(job, backend, cur, args.urls, grace)
-        adds = [_summary_step(job, backend, cur, args.urls) for _ in range(3)]
-        report["summary_add_one_minute"] = adds
+        minutes = minutes_per_add()
+        adds = [_summary_step(job, backend, cur, args.urls, minutes=minutes) for _ in range(3)]
+        report["summary_add"] = {"minutes_per_add": minutes, "adds_per_hour": 60 // minutes, "runs": adds}
         cur.execute("VACUUM ANALYZE uptime_summary")
         add_cpu = statistics.median(a["cpu_s"] for a in adds)
-        hourly += report["summary_build"]["cpu_s"] + 59 * add_cpu
+        hourly += report["summary_build"]["cpu_s"] + 60 // minutes * add_cpu
         report["job_cpu_percent_of_one_core_with_summary"] = round(100 * hourly / 3600, 3)
 
         if args.keep:
@@ -169,23 +177,31 @@ def synthetic(args) -> dict:
     return report
 
 
-def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = None) -> dict:
+def minutes_per_add(add_every_s: float | None = None) -> int:
+    """Minutes of results each addition to the summary covers, the job running every 60 s:
+    summary.ADD_EVERY (or add_every_s) rounded up to whole runs."""
+    if add_every_s is None:
+        from sitewatch.history import summary
+        add_every_s = summary.ADD_EVERY.total_seconds()
+    return max(1, math.ceil(add_every_s / 60))
+
+
+def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = None, minutes: int = 1) -> dict:
     """CPU (this process and the job's backend) of a summary build (grace_s given) or of the
-    addition of one minute of results, each with the VACUUM that follows it in the job."""
+    addition of `minutes` minutes of results, each with the VACUUM that follows it in the job."""
     from sitewatch.history import maintenance
     from sitewatch.history import summary as uptime_summary
     if grace_s is None:
-        # One result per URL in the minute after the summary's `until` (written as sitewatch
-        # writes them), and the bound placed just after it: one minute of rows, as each job
-        # run adds them.
-        until = scalar(cur, "SELECT until FROM uptime_summary_state")
-        _insert_raw(cur, urls, until, until + datetime.timedelta(seconds=61))
-        grace_s = (scalar(cur, "SELECT now()") - until).total_seconds() - 60
+        # Minutes of results after the summary's `until`, and the bound placed just after
+        # them, as the job adds them.
+        _write_next_minutes(cur, urls, minutes)
+        grace_s = (scalar(cur, "SELECT now()") - scalar(cur, "SELECT until FROM uptime_summary_state")
+                   ).total_seconds() - 60 * minutes
     with job.cursor() as set_cur:       # as maintenance.run_once sets it for the whole run
         set_cur.execute("SET work_mem = %s", (maintenance.WORK_MEM,))
     job.commit()
     c0, b0, w0 = time.process_time(), _backend_cpu(backend), time.monotonic()
-    done = uptime_summary.refresh(job, grace_s)
+    done = uptime_summary.refresh(job, grace_s, datetime.timedelta(0))
     c1, b1 = time.process_time(), _backend_cpu(backend)
     job.autocommit = True           # and the VACUUM that follows it in the job
     uptime_summary.vacuum(job)
@@ -196,16 +212,101 @@ def _summary_step(job, backend: int, cur, urls: int, grace_s: float | None = Non
 
 
 def summary_adds(args) -> dict:
-    """The job's addition of one minute of results, --repeat times in a row, on an existing
-    database (one kept by `synthetic --keep`, its summary built)."""
+    """The job's addition to the summary (minutes_per_add() minutes of results each),
+    --repeat times in a row, on an existing database (one kept by `synthetic --keep`, its
+    summary built). With --baseline-src, each addition of this tree alternates with one of
+    that tree (as many minutes as it adds at a time), each run in its own process (its CPU
+    and its backend's, as _summary_step counts them), each on fresh minutes; compared per
+    hour of the job (additions an hour x CPU each)."""
     conn = psycopg2.connect(args.existing)
     conn.autocommit = True
-    job = psycopg2.connect(args.existing)
-    backend = job.get_backend_pid()
     urls = scalar(conn.cursor(), "SELECT count(*) FROM url")
-    adds = [_summary_step(job, backend, conn.cursor(), urls) for _ in range(args.repeat)]
-    return {"urls": urls, "summary_add_one_minute": adds,
-            "median_cpu_s": statistics.median(a["cpu_s"] for a in adds)}
+    # Each addition moves `until` on by its minutes, past the clock after a while: keep the
+    # URLs' next slots (which bound it) out of the way.
+    conn.cursor().execute("UPDATE url SET next_check_at = now() + interval '1 day'")
+    if not args.baseline_src:
+        job = psycopg2.connect(args.existing)
+        backend = job.get_backend_pid()
+        minutes = minutes_per_add()
+        adds = [_summary_step(job, backend, conn.cursor(), urls, minutes=minutes) for _ in range(args.repeat)]
+        median = statistics.median(a["cpu_s"] for a in adds)
+        return {"urls": urls, "minutes_per_add": minutes, "summary_add": adds, "median_cpu_s": median,
+                "cpu_s_per_hour": round(60 // minutes * median, 1)}
+    trees = {"this": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+             "baseline": os.path.abspath(args.baseline_src)}
+    minutes = {name: _minutes_per_add_in(tree) for name, tree in trees.items()}
+    adds = {name: [] for name in trees}
+    for _ in range(args.repeat):
+        for name, tree in trees.items():
+            _write_next_minutes(conn.cursor(), urls, minutes[name])
+            adds[name].append(_timed_add_in(tree, args.existing, minutes[name]))
+    medians = {name: statistics.median(a["cpu_s"] for a in runs) for name, runs in adds.items()}
+    per_hour = {name: round(60 // minutes[name] * medians[name], 1) for name in trees}
+    return {"urls": urls, "minutes_per_add": minutes, "summary_add": adds, "median_cpu_s": medians,
+            "cpu_s_per_hour": per_hour, "per_hour_vs_baseline": round(per_hour["this"] / per_hour["baseline"], 3)}
+
+
+# One addition of sys.argv[2] minutes, timed in a process running the sitewatch of the tree
+# on PYTHONPATH.
+_TIMED_ADD = """
+import datetime, json, os, sys, time
+import psycopg2
+import sitewatch
+from sitewatch.history import maintenance, summary
+
+def backend_cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+job = psycopg2.connect(sys.argv[1])
+pid = job.get_backend_pid()
+with job.cursor() as cur:
+    cur.execute("SET work_mem = %s", (getattr(maintenance, "WORK_MEM", "4MB"),))
+    cur.execute("SELECT until FROM uptime_summary_state")
+    until = cur.fetchone()[0]
+    cur.execute("SELECT extract(epoch FROM now() - %s)", (until,))
+    grace_s = float(cur.fetchone()[0]) - 60 * int(sys.argv[2])
+job.commit()
+c0, b0, w0 = time.process_time(), backend_cpu(pid), time.monotonic()
+done = summary.refresh(job, grace_s, **({"add_every": datetime.timedelta(0)} if hasattr(summary, "ADD_EVERY") else {}))
+job.autocommit = True
+summary.vacuum(job)
+done.update(wall_s=round(time.monotonic() - w0, 3),
+            cpu_s=round(time.process_time() - c0 + backend_cpu(pid) - b0, 3),
+            tree=os.path.dirname(os.path.dirname(os.path.abspath(sitewatch.__file__))))
+print(json.dumps(done))
+"""
+
+
+def _minutes_per_add_in(tree: str) -> int:
+    """minutes_per_add() of that tree's code (one that has no ADD_EVERY added every run)."""
+    out = subprocess.run([sys.executable, "-c", "import datetime; from sitewatch.history import summary;"
+                          " print(getattr(summary, 'ADD_EVERY', datetime.timedelta(0)).total_seconds())"],
+                         env={**os.environ, "PYTHONPATH": tree}, cwd=tree, capture_output=True, text=True,
+                         check=True)
+    return minutes_per_add(float(out.stdout))
+
+
+def _timed_add_in(tree: str, dsn: str, minutes: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": tree}
+    # Run from the tree: `python -c` puts the working directory first on the path.
+    out = subprocess.run([sys.executable, "-c", _TIMED_ADD, dsn, str(minutes)], env=env, cwd=tree,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the addition from {tree} failed: {out.stderr.strip()[-2000:]}")
+    done = json.loads(out.stdout)
+    if done.get("summary") != "added":
+        raise SystemExit(f"the addition from {tree} did not add: {done}")
+    if done.pop("tree") != os.path.abspath(tree):
+        raise SystemExit(f"the addition meant for {tree} ran other code: {out.stdout}")
+    return done
+
+
+def _write_next_minutes(cur, urls: int, minutes: int) -> None:
+    """One result a minute per URL in the minutes after the summary's `until`, as sitewatch
+    writes them."""
+    until = scalar(cur, "SELECT until FROM uptime_summary_state")
+    _insert_raw(cur, urls, until, until + datetime.timedelta(seconds=60 * minutes + 1))
 
 
 def _insert_raw(cur, urls: int, start, end) -> None:
@@ -229,6 +330,8 @@ def _insert_raw(cur, urls: int, start, end) -> None:
 def status_timing(args) -> dict:
     """Time `sitewatch status` on an existing database (one kept by `synthetic --keep`)."""
     from sitewatch.history import summary as uptime_summary
+    if args.tail_minutes is None:
+        args.tail_minutes = (uptime_summary.GRACE_S + 60 * minutes_per_add()) / 60
     env = env_for(args.existing)
     conn = psycopg2.connect(args.existing)
     with conn.cursor() as cur:
@@ -239,8 +342,9 @@ def status_timing(args) -> dict:
         conn.autocommit = True
         cur.execute("VACUUM ANALYZE url")
         conn.autocommit = False
-        # The summary as the job leaves it at worst: built, with its margin (1 min) and one
-        # job interval (1 min) of raw rows after its `until`, which status reads raw. The
+        # The summary as the job leaves it at worst: built, with its margin (summary.GRACE_S)
+        # and two job intervals (2 min: it adds every other run) of raw rows after its
+        # `until`, which status reads raw (--tail-minutes, default that sum). The
         # synthetic rows stop when they were made: add results for the last minutes (so
         # that every URL's latest result is recent, as when sitewatch is running).
         now = scalar(cur, "SELECT now()")
@@ -270,7 +374,6 @@ def status_timing(args) -> dict:
         # The same command from another checkout (e.g. `git archive ee2b596 | tar -x -C DIR`),
         # alternated with this one on the same data: a ratio measured in one run.
         timings["json_baseline"] = []
-        env_baseline = {**env, "PYTHONPATH": os.path.abspath(args.baseline_src)}
     if args.python_path:
         # The figures computed in Python (status_rows: the code before status_lines, still
         # what status runs while the summary is not current), on the same data, alternating.
@@ -290,8 +393,8 @@ def status_timing(args) -> dict:
             if form == "json_python_path":
                 timings[form].append(_timed_python_path(env))
                 continue
-            timings[form].append(cli(env_baseline if form == "json_baseline" else env, "status",
-                                     *([] if form == "table" else ["--json"]))[0])
+            timings[form].append(cli(env, "status", *([] if form == "table" else ["--json"]),
+                                     tree=os.path.abspath(args.baseline_src) if form == "json_baseline" else None)[0])
     conn.close()
     return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
             "summary": built, "raw_rows_after_summary": tail,
@@ -442,11 +545,13 @@ def main() -> int:
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
     parser.add_argument("--repeat", type=int, default=3, help="synthetic, status: `status` runs timed; adds: additions")
-    parser.add_argument("--baseline-src", help="status: also time `status --json` from this source tree, alternating")
+    parser.add_argument("--baseline-src", help="status: also time `status --json` from this source tree, alternating;"
+                                               " adds: also time that tree's addition, alternating")
     parser.add_argument("--python-path", action="store_true",
                         help="status: also time `status --json` with the figures computed in Python, alternating")
-    parser.add_argument("--tail-minutes", type=float, default=2,
-                        help="status: minutes of raw rows left after the summary's `until`")
+    parser.add_argument("--tail-minutes", type=float, default=None,
+                        help="status: minutes of raw rows left after the summary's `until` (default: the"
+                             " most the job leaves, summary.GRACE_S plus the minutes between additions)")
     parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
