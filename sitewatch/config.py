@@ -195,7 +195,9 @@ SETTINGS = [
     Setting("history", "partitions_ahead", int, 7, "Days of task_result partitions created ahead (at least 3).",
             check=lambda v: None if v >= 3 else "must be at least 3"),
     Setting("history", "interval", float, 60.0, "Seconds between runs of the maintenance job (partitions, "
-            "rollups, retention) under `sitewatch run`.", check=_positive),
+            "rollups, retention, the uptime summary) under `sitewatch run`. It adds new results to the "
+            "uptime summary once 90 s of them are complete (every other run at 60 s): `status` and the web "
+            "page read the rest raw, up to about this plus 100 s of them.", check=_positive),
     Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
             "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
             "Empty: off.", check=_listen_address),

@@ -190,7 +190,7 @@ def test_summary_when_the_hourly_watermark_lags_the_clock(conn, lag_hours):
     direct = assert_same(conn, ids)
     assert all(direct[i][0]["24h"][0] > 0 for i in ids)
     # Many raw rows after `until` for one URL (status_lines' p95 takes its general branch for
-    # more than two), one for another, and buckets below and above the summary's histogram.
+    # more than three), one for another, and buckets below and above the summary's histogram.
     until = summary_state(conn)[0][1]
     insert_results(conn, ids[:1], until, now_of(conn), step_s=15, checked_by="recent")
     with conn.cursor() as cur:

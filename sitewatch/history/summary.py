@@ -36,16 +36,20 @@ WINDOWS = ("24h", "7d", "30d")         # the windows uptime_summary has columns 
 MAX_LAG = 6 * HOUR                     # a summary older than this is not used (the job is down)
 # How far behind the clock the job adds raw rows. The rollups wait out a grace window of at
 # least 5 minutes on top of the completeness bound (history/rollup.py); the summary needs
-# only the bound itself (no outstanding task and no URL's next slot before it: nothing
-# before it can still get a result, both read in one snapshot) plus a small margin, so
-# that readers add a minute or two of raw rows rather than five. Should a result still come
-# later, the next hourly build (from the rollups, which wait longer) counts it.
+# only the bound itself (no outstanding task and no URL's next slot before it, both read in
+# the job's snapshot; results and tasks change in one statement: nothing before it can
+# still get a result) plus a small margin, so that readers add a minute or two of raw rows
+# rather than five. The margin covers the one way a slot can still land behind the bound: a
+# URL added or re-slotted by a transaction that commits seconds after it took its time.
+# Should a result still come later, the next hourly build (from the rollups) counts it.
 GRACE_S = 10.0
-# Each addition rewrites every URL's summary row (1-1.5 s of CPU at 100,000 URLs, most of
-# the job's time): the job adds once this much has become complete, every other run at the
-# default interval of 60 s, which halves that cost. Readers then add at most GRACE_S plus two
-# intervals of raw rows (130 s: up to 3 per URL at a 60 s period), about what they added
-# when the job added every run with a 60 s margin (120 s).
+# Each addition rewrites every URL's summary row (1.2-2 s of CPU at 100,000 URLs, most of
+# the job's time, whether it adds one minute of rows or two): the job adds once this much
+# has become complete, every other run at the default interval of 60 s, which halves that
+# cost. Readers then add about 130 s of raw rows at most (GRACE_S and two runs: up to 3 per
+# URL at a 60 s period; against 120 s when the job added every run with a 60 s margin); in
+# general up to about GRACE_S + ADD_EVERY + history.interval, and more while an old
+# outstanding task holds the bound back.
 ADD_EVERY = datetime.timedelta(seconds=90)
 _TINY = datetime.timedelta(microseconds=1)
 
@@ -79,8 +83,8 @@ def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_
 
 
 def vacuum(conn) -> None:
-    """VACUUM the summary (`conn` in autocommit). Every job run rewrites every row of it, and
-    readers scan all of it: vacuumed at once, the table stays near its live size whatever
+    """VACUUM the summary (`conn` in autocommit). Every build and addition rewrites every row
+    of it, and readers scan all of it: vacuumed at once, the table stays near its live size whatever
     autovacuum's settings (with autovacuum off, 100,000 URLs left 680,000 dead rows, 164 MB,
     after a few runs)."""
     with conn.cursor() as cur:
