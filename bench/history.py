@@ -147,8 +147,10 @@ def synthetic(args) -> dict:
         # minutes_per_add() minutes (the job running every 60 s).
         cur.execute("DELETE FROM uptime_summary_state")
         grace = maintenance.grace_for(job, cfg)
-        report["summary_build"] = _summary_step(job, backend, cur, args.urls, grace)
         minutes = minutes_per_add()
+        # Built far enough back that the three additions below stay behind the clock.
+        report["summary_build"] = _summary_step(job, backend, cur, args.urls, grace + 3 * 60 * minutes)
+        _clear_after_until(cur)
         adds = [_summary_step(job, backend, cur, args.urls, minutes=minutes) for _ in range(3)]
         report["summary_add"] = {"minutes_per_add": minutes, "adds_per_hour": 60 // minutes, "runs": adds}
         cur.execute("VACUUM ANALYZE uptime_summary")
@@ -224,6 +226,7 @@ def summary_adds(args) -> dict:
     # Each addition moves `until` on by its minutes, past the clock after a while: keep the
     # URLs' next slots (which bound it) out of the way.
     conn.cursor().execute("UPDATE url SET next_check_at = now() + interval '1 day'")
+    _clear_after_until(conn.cursor())
     if not args.baseline_src:
         job = psycopg2.connect(args.existing)
         backend = job.get_backend_pid()
@@ -273,7 +276,7 @@ job.autocommit = True
 summary.vacuum(job)
 done.update(wall_s=round(time.monotonic() - w0, 3),
             cpu_s=round(time.process_time() - c0 + backend_cpu(pid) - b0, 3),
-            tree=os.path.dirname(os.path.dirname(os.path.abspath(sitewatch.__file__))))
+            tree=os.path.dirname(os.path.dirname(os.path.realpath(sitewatch.__file__))))
 print(json.dumps(done))
 """
 
@@ -297,9 +300,17 @@ def _timed_add_in(tree: str, dsn: str, minutes: int) -> dict:
     done = json.loads(out.stdout)
     if done.get("summary") != "added":
         raise SystemExit(f"the addition from {tree} did not add: {done}")
-    if done.pop("tree") != os.path.abspath(tree):
+    if done.pop("tree") != os.path.realpath(tree):
         raise SystemExit(f"the addition meant for {tree} ran other code: {out.stdout}")
     return done
+
+
+def _clear_after_until(cur) -> None:
+    """Delete the raw rows after the summary's `until` (`cur` in autocommit), so that each
+    timed addition reads one result per URL a minute, the ones it writes: the synthetic
+    rows are at other seconds of the minute and would double them."""
+    cur.execute("DELETE FROM task_result WHERE scheduled_at >= (SELECT until FROM uptime_summary_state)")
+    cur.execute("VACUUM task_result")
 
 
 def _write_next_minutes(cur, urls: int, minutes: int) -> None:
@@ -329,12 +340,19 @@ def _insert_raw(cur, urls: int, start, end) -> None:
 
 def status_timing(args) -> dict:
     """Time `sitewatch status` on an existing database (one kept by `synthetic --keep`)."""
+    from sitewatch import config
+    from sitewatch.history import maintenance
     from sitewatch.history import summary as uptime_summary
-    if args.tail_minutes is None:
-        args.tail_minutes = (uptime_summary.GRACE_S + 60 * minutes_per_add()) / 60
     env = env_for(args.existing)
     conn = psycopg2.connect(args.existing)
+    if args.baseline_src:
+        _check_tree(args.baseline_src)
     with conn.cursor() as cur:
+        # The last minutes are written again below, one result per URL a minute: rows there
+        # from earlier runs (at other seconds of the minute), or in the future (`adds` moves
+        # the summary's `until` past the clock and writes rows there), would sit in every
+        # reader's raw tail.
+        cur.execute("DELETE FROM task_result WHERE scheduled_at >= now() - interval '3 minutes'")
         # No producer runs here: with the URLs' next slots in the past, the completeness bound
         # (and the summary's `until`) would stay there while raw rows pile up after it.
         cur.execute("UPDATE url SET next_check_at = now() + interval '1 day'")
@@ -342,71 +360,87 @@ def status_timing(args) -> dict:
         conn.autocommit = True
         cur.execute("VACUUM ANALYZE url")
         conn.autocommit = False
-        # The summary as the job leaves it at worst: built, with its margin (summary.GRACE_S)
-        # and two job intervals (2 min: it adds every other run) of raw rows after its
-        # `until`, which status reads raw (--tail-minutes, default that sum). The
-        # synthetic rows stop when they were made: add results for the last minutes (so
+        # The synthetic rows stop when they were made: add results for the last minutes (so
         # that every URL's latest result is recent, as when sitewatch is running).
         now = scalar(cur, "SELECT now()")
-        _insert_raw(cur, scalar(cur, "SELECT count(*) FROM url"), now - (args.tail_minutes + 1) * _hours(1) / 60,
+        _insert_raw(cur, scalar(cur, "SELECT count(*) FROM url"), now - datetime.timedelta(minutes=3),
                     now + datetime.timedelta(seconds=1))
         conn.commit()
         # The job as it runs every minute: hours rolled up to the last complete one (else the
         # readers would subtract the hours the windows have left since: see summary.py).
-        from sitewatch import config
-        from sitewatch.history import maintenance
         maintenance.run_once(conn, config.load({}, {}, None))
         cur.execute("DELETE FROM uptime_summary_state")
         conn.commit()
         t0 = time.monotonic()
-        built = uptime_summary.refresh(conn, args.tail_minutes * 60)
+        built = uptime_summary.refresh(conn)      # as the job builds it: `until` GRACE_S ago
         built["wall_s"] = round(time.monotonic() - t0, 1)
-        tail = scalar(cur, "SELECT count(*) FROM task_result"
-                           " WHERE scheduled_at >= (SELECT until FROM uptime_summary_state)")
         urls = scalar(cur, "SELECT count(*) FROM url")
         raw = scalar(cur, "SELECT count(*) FROM task_result WHERE scheduled_at >="
                           " (SELECT done_until FROM rollup_watermark WHERE level = 'hour')")
         hours = scalar(cur, "SELECT count(*) FROM rollup_hour")
         days = scalar(cur, "SELECT count(*) FROM rollup_day")
     cur = conn.cursor()
-    timings = {"json": [], "table": []}
+    forms = ["json", "table"]
     if args.baseline_src:
         # The same command from another checkout (e.g. `git archive ee2b596 | tar -x -C DIR`),
-        # alternated with this one on the same data: a ratio measured in one run.
-        timings["json_baseline"] = []
+        # on the same data at the same moment: a ratio measured in one run.
+        forms.append("json_baseline")
     if args.python_path:
         # The figures computed in Python (status_rows: the code before status_lines, still
-        # what status runs while the summary is not current), on the same data, alternating.
-        timings["json_python_path"] = []
+        # what status runs while the summary is not current), on the same data.
+        forms.append("json_python_path")
+    # As while sitewatch runs: every minute, one result per URL (status reads each URL's
+    # latest one from the last few minutes), then the job. The forms are timed just before
+    # the job's run, when the raw tail after the summary's `until` is longest: the job adds
+    # every other run, so the iterations alternate between the tail left by an addition one
+    # run ago (about GRACE_S + 1 minute) and by one two runs ago (GRACE_S + 2 minutes, the
+    # most readers see). Each phase gets `repeat` iterations; the forms' order is reversed
+    # every other pair, so no form always comes first.
+    timed = {phase: {form: [] for form in forms} for phase in ("one_run_after_addition", "two_runs_after_addition")}
+    tails = {phase: [] for phase in timed}
     written_until = now + datetime.timedelta(seconds=1)
-    for _ in range(args.repeat):
-        for form in timings:
-            # As while sitewatch runs: every URL has one result a minute up to the last
-            # minute (the synthetic rows stop when they were made; status reads each URL's
-            # latest one from the last few minutes), and the job ran within the last minute.
-            time.sleep(max(0.0, (written_until + datetime.timedelta(seconds=61) - scalar(cur, "SELECT now()"))
-                           .total_seconds()))
-            _insert_raw(cur, urls, written_until, written_until + datetime.timedelta(seconds=61))
-            written_until += datetime.timedelta(seconds=60)
-            conn.commit()
-            maintenance.run_once(conn, config.load({}, {}, None))
+    last = built["summary"]
+    for i in range(2 * args.repeat):
+        time.sleep(max(0.0, (written_until + datetime.timedelta(seconds=61) - scalar(cur, "SELECT now()"))
+                       .total_seconds()))
+        _insert_raw(cur, urls, written_until, written_until + datetime.timedelta(seconds=61))
+        written_until += datetime.timedelta(seconds=60)
+        conn.commit()
+        phase = "one_run_after_addition" if last in ("built", "added") else "two_runs_after_addition"
+        tails[phase].append(scalar(cur, "SELECT count(*) FROM task_result"
+                                        " WHERE scheduled_at >= (SELECT until FROM uptime_summary_state)"))
+        conn.commit()
+        for form in (forms if (i // 2) % 2 == 0 else forms[::-1]):
             if form == "json_python_path":
-                timings[form].append(_timed_python_path(env))
+                timed[phase][form].append(_timed_python_path(env))
                 continue
-            timings[form].append(cli(env, "status", *([] if form == "table" else ["--json"]),
-                                     tree=os.path.abspath(args.baseline_src) if form == "json_baseline" else None)[0])
+            timed[phase][form].append(cli(env, "status", *([] if form == "table" else ["--json"]),
+                                          tree=os.path.abspath(args.baseline_src) if form == "json_baseline"
+                                          else None)[0])
+        last = maintenance.run_once(conn, config.load({}, {}, None))["summary"]
     conn.close()
+    everything = {form: [t for phase in timed.values() for t in phase[form]] for form in forms}
     return {"urls": urls, "raw_rows_after_hour_watermark": raw, "rollup_hour_rows": hours, "rollup_day_rows": days,
-            "summary": built, "raw_rows_after_summary": tail,
-            "status_s": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
-                         for k, v in timings.items()},
+            "summary": built, "raw_rows_after_summary": tails,
+            "status_s": {phase: {form: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
+                                 for form, v in by_form.items() if v}
+                         for phase, by_form in timed.items()},
+            "status_s_median_of_all": {form: round(statistics.median(v), 2) for form, v in everything.items()},
             "status_one_url_s": round(cli(env, "status", "http://site1.example/")[0], 2),
-            **({"json_time_vs_baseline": round(statistics.median(timings["json"])
-                                               / statistics.median(timings["json_baseline"]), 3)}
+            **({"json_time_vs_baseline": round(statistics.median(everything["json"])
+                                               / statistics.median(everything["json_baseline"]), 3)}
                if args.baseline_src else {}),
-            **({"json_time_vs_python_path": round(statistics.median(timings["json"])
-                                                  / statistics.median(timings["json_python_path"]), 3)}
+            **({"json_time_vs_python_path": round(statistics.median(everything["json"])
+                                                  / statistics.median(everything["json_python_path"]), 3)}
                if args.python_path else {})}
+
+
+def _check_tree(tree: str) -> None:
+    """Refuse a baseline tree whose code is not what `cli(..., tree=)` would run."""
+    out = subprocess.run([sys.executable, "-c", "import os, sitewatch; print(os.path.realpath(sitewatch.__file__))"],
+                         env={**os.environ, "PYTHONPATH": tree}, cwd=tree, capture_output=True, text=True, check=True)
+    if not out.stdout.strip().startswith(os.path.realpath(tree) + os.sep):
+        raise SystemExit(f"--baseline-src {tree}: its sitewatch is not the one imported ({out.stdout.strip()})")
 
 
 _PYTHON_PATH = """
@@ -544,14 +578,13 @@ def main() -> int:
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server to create fresh databases on")
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="synthetic: keep the database, skip `status`")
-    parser.add_argument("--repeat", type=int, default=3, help="synthetic, status: `status` runs timed; adds: additions")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="synthetic: `status` runs timed; status: the same in each phase of the job;"
+                             " adds: additions")
     parser.add_argument("--baseline-src", help="status: also time `status --json` from this source tree, alternating;"
                                                " adds: also time that tree's addition, alternating")
     parser.add_argument("--python-path", action="store_true",
                         help="status: also time `status --json` with the figures computed in Python, alternating")
-    parser.add_argument("--tail-minutes", type=float, default=None,
-                        help="status: minutes of raw rows left after the summary's `until` (default: the"
-                             " most the job leaves, summary.GRACE_S plus the minutes between additions)")
     parser.add_argument("--duration", type=float, default=60, help="throughput: measured seconds per run")
     parser.add_argument("--warmup", type=float, default=15, help="throughput: seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: before/after pairs, alternating")
