@@ -84,9 +84,9 @@ def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_
 
 def vacuum(conn) -> None:
     """VACUUM the summary (`conn` in autocommit). Every build and addition rewrites every row
-    of it, and readers scan all of it: vacuumed at once, the table stays near its live size whatever
-    autovacuum's settings (with autovacuum off, 100,000 URLs left 680,000 dead rows, 164 MB,
-    after a few runs)."""
+    of it, and readers scan all of it: vacuumed at once, the table stays near its live size
+    whatever autovacuum's settings (with autovacuum off, 100,000 URLs left 680,000 dead rows,
+    164 MB, after a few runs)."""
     with conn.cursor() as cur:
         cur.execute("VACUUM uptime_summary")
 
