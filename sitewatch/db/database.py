@@ -49,7 +49,7 @@ def tcp_user_timeout_ms(timeout: float) -> int:
 
 
 def connect(dsn: str, timeout: float, role: str, autocommit: bool = False):
-    """A psycopg2 connection with connect and statement timeouts; DatabaseUnavailable on failure."""
+    """A psycopg2 connection in UTC with connect and statement timeouts; DatabaseUnavailable on failure."""
     try:
         conn = psycopg2.connect(
             dsn,
@@ -64,6 +64,18 @@ def connect(dsn: str, timeout: float, role: str, autocommit: bool = False):
             tcp_user_timeout=tcp_user_timeout_ms(timeout),
         )
     except psycopg2.Error as e:
+        raise DatabaseUnavailable(f"cannot connect to the database {redact_dsn(dsn)}: "
+                                  f"{describe_error(e, dsn)}") from None
+    try:
+        # UTC whatever PGTZ or the server's TimeZone say: retention cutoffs (`day - N days` is
+        # computed in the session's zone, an hour off across a DST change) and the times the
+        # commands print as UTC must not follow the session's zone. A SET, not `-c TimeZone`
+        # in options: libpq sends PGTZ after the options, and it would win.
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+    except psycopg2.Error as e:
+        conn.close()
         raise DatabaseUnavailable(f"cannot connect to the database {redact_dsn(dsn)}: "
                                   f"{describe_error(e, dsn)}") from None
     conn.autocommit = autocommit
