@@ -9,12 +9,11 @@ import psycopg2
 import pytest
 
 from tests import webseed
-from tests.conftest import clean_env
+from tests.conftest import _fresh_database, clean_env
 
 
-@pytest.fixture
-def seeded(dsn):
-    """The test's database with webseed's data; returns (dsn, ids)."""
+def seed_database(dsn):
+    """Seed a migrated database with webseed's data; returns (dsn, ids)."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
@@ -22,6 +21,20 @@ def seeded(dsn):
     finally:
         conn.close()
     return dsn, ids
+
+
+@pytest.fixture
+def seeded(dsn):
+    """The test's database with webseed's data; returns (dsn, ids)."""
+    return seed_database(dsn)
+
+
+@pytest.fixture(scope="module")
+def shared_seeded(pg_base_dsn, template_db):
+    """One seeded database for a module's tests that only read it (seeding and the rollups it
+    runs take about a second a test); returns (dsn, ids)."""
+    for dsn in _fresh_database(pg_base_dsn, "sitewatch_w", template_db):
+        yield seed_database(dsn)
 
 
 class WebServer:
@@ -76,6 +89,16 @@ def web(seeded, web_factory):
     server.ids = ids
     server.dsn = dsn
     return server
+
+
+@pytest.fixture(scope="module")
+def shared_web(shared_seeded, tmp_path_factory):
+    """One web server on shared_seeded for a module's GET-only tests; .ids, .dsn as for `web`."""
+    dsn, ids = shared_seeded
+    server = WebServer(tmp_path_factory.mktemp("web"), dsn)
+    server.ids, server.dsn = ids, dsn
+    yield server
+    server.stop()
 
 
 def wait_for(condition, timeout=10.0, interval=0.1):

@@ -20,7 +20,7 @@ from sitewatch.web import data, svg
 from sitewatch.web.pool import ReadOnlyPool
 from tests import webseed
 from tests.conftest import clean_env
-from tests.conftest_web import wait_for
+from tests.conftest_web import seed_database, wait_for
 
 SECRETS = ("s3cret", "abc123", "user:")
 
@@ -32,6 +32,23 @@ SINCE = {name: f"date_trunc('hour', now() - interval '{length}') + interval '1 h
 
 def truncated(ok, failed):
     return ok * 10 ** 5 // (ok + failed) / 10 ** 5      # history's uptime: 5 decimals, never rounded up
+
+
+# The tests here only read the seeded data (the cache test changes a row and puts it back): one
+# seeded database and one server for the module. A test that writes takes own_seeded.
+@pytest.fixture(scope="module")
+def seeded(shared_seeded):
+    return shared_seeded
+
+
+@pytest.fixture(scope="module")
+def web(shared_web):
+    return shared_web
+
+
+@pytest.fixture
+def own_seeded(dsn):
+    return seed_database(dsn)
 
 
 @pytest.fixture
@@ -227,8 +244,19 @@ def test_pages_are_self_contained_and_small(web):
     assert web.get("/?page=0").status_code == 400
 
 
-def test_a_cached_response_is_the_same_response(web):
-    first, second = web.get("/?state=down"), web.get("/?state=down")       # the second is a cache hit
+def test_a_cached_response_is_the_same_response(web, conn):
+    beta = web.ids["beta"]
+    path = "/?state=down&q=beta"           # a key no other test asks for: the first request renders
+    first = web.get(path)
+    assert "beta.example.com" in first.text
+    with conn.cursor() as cur:
+        cur.execute("UPDATE url_state SET state = 'up' WHERE url_id = %s", (beta,))
+        try:
+            second = web.get(path)         # within app.CACHE_SECONDS: the cached page, beta still down
+            fresh = web.get(path + "&page=1")
+        finally:
+            cur.execute("UPDATE url_state SET state = 'down' WHERE url_id = %s", (beta,))
+    assert "beta.example.com" not in fresh.text, "the change shows on a page rendered now"
     assert first.content == second.content
     for response in (first, second):
         assert len(response.headers.get_list("content-security-policy")) == 1
@@ -367,13 +395,14 @@ def test_bad_listen_address_exits_2(tmp_path, dsn, listen):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "web.listen" in done.stderr
 
 
-def test_sigterm_stops_the_web_server_with_exit_0(web):
+def test_sigterm_stops_the_web_server_with_exit_0(seeded, web_factory):
+    web = web_factory(seeded[0])
     assert web.get("/api/v1/summary").status_code == 200
     assert web.stop() == 0
 
 
-def test_sitewatch_run_supervises_a_web_child(seeded, tmp_path):
-    dsn, ids = seeded
+def test_sitewatch_run_supervises_a_web_child(own_seeded, tmp_path):     # its run checks and writes
+    dsn, ids = own_seeded
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
