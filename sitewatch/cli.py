@@ -351,8 +351,9 @@ def run_db_command(args, cfg, payload, conn, applied, connect) -> int:
         print(f"added {redact_url(payload.url)} (every {payload.period} s"
               f"{', regex ' + repr(payload.regex) if payload.regex else ''})")
     elif args.url_command == "remove":
-        store.remove_url(conn, payload)
-        print(f"removed {redact_url(payload)}")
+        from .alerts.settings import default_channels
+        closed = store.remove_url(conn, payload, default_channels(cfg))
+        print(f"removed {redact_url(payload)}" + (" (its open incident is closed: url removed)" if closed else ""))
     elif args.url_command == "import":
         inserted, updated = store.import_urls(conn, payload)
         print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")

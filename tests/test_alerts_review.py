@@ -62,3 +62,46 @@ def test_no_notice_is_owed_while_silenced_or_when_nothing_changed(conn):  # noqa
     q(conn, SILENCE)
     feed(conn, url, [False, False], start=6)
     assert len(outbox(conn)) == 4
+
+
+# --- B13: removing a URL during an open incident
+
+
+def _remove(dsn, url):
+    c = psycopg2.connect(dsn)
+    try:
+        return store.remove_url(c, url, ["ops", "mail"])
+    finally:
+        c.close()
+
+
+def test_removing_a_url_closes_its_open_incident_and_says_so(dsn, conn):  # noqa: F811
+    from sitewatch.alerts.messages import render
+    url = add_url(conn, failure_threshold=1)
+    feed(conn, url, [False, False])
+    (incident_id,) = q(conn, "SELECT id FROM incident")[0]
+    assert _remove(dsn, "http://a.example/") == 1
+    assert q(conn, "SELECT end_reason, ended_at IS NOT NULL FROM incident") == [("url removed", True)]
+    assert alerts_store.list_incidents(conn, True, None) == []
+    assert outbox(conn)[2:] == [("removed", "ops", f"incident:{incident_id}:removed"),
+                                ("removed", "mail", f"incident:{incident_id}:removed")]
+    kind, detail, key = q(conn, "SELECT kind, detail, key FROM alert_outbox ORDER BY id DESC LIMIT 1")[0]
+    title, body, _ = render(kind, detail, key)
+    assert title == "NO LONGER MONITORED: http://a.example/"
+    assert "removed from monitoring while down" in body and "2 failed checks" in body
+    q(conn, "UPDATE incident SET last_notice_at = now() - interval '1 day'")
+    assert alerts_store.queue_reminders(conn, 60, ["ops"]) == 0, "no reminder for a closed incident"
+    again = add_url(conn, failure_threshold=1)
+    feed(conn, again, [False], start=5)
+    assert q(conn, "SELECT count(*) FROM incident WHERE ended_at IS NULL") == [(1,)]
+
+
+def test_removing_a_url_whose_down_was_never_announced_closes_it_quietly(dsn, conn):  # noqa: F811
+    url = add_url(conn, failure_threshold=1)
+    q(conn, SILENCE)
+    feed(conn, url, [False])
+    assert _remove(dsn, "http://a.example/") == 1
+    assert q(conn, "SELECT end_reason FROM incident") == [("url removed",)] and outbox(conn) == []
+    up = add_url(conn, "http://b.example/")
+    feed(conn, up, [True])
+    assert _remove(dsn, "http://b.example/") == 0 and outbox(conn) == []

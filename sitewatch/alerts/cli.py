@@ -125,7 +125,7 @@ def run(args, cfg, conn, payload) -> int:
 
 
 INCIDENT_FIELDS = ("url", "started_at", "ended_at", "first_error_kind", "first_error", "last_error_kind",
-                   "last_error", "failed_checks")
+                   "last_error", "failed_checks", "end_reason")
 
 
 def print_incidents(incidents, dead, as_json: bool) -> int:

@@ -53,6 +53,12 @@ def render(kind: str, detail: dict, key: str) -> tuple[str, str, str]:
         body = (f"{url} is still down, since {_when(detail.get('since'))} "
                 f"({detail.get('failed_checks')} failed checks): {_error(detail)}.")
         level = "failure"
+    elif kind == "removed":
+        title = f"NO LONGER MONITORED: {url}"
+        body = (f"{url} was removed from monitoring while down (since {_when(detail.get('since'))}, "
+                f"{detail.get('failed_checks')} failed checks; last error {_error(detail)}). Its incident "
+                f"is closed without a recovery.")
+        level = "info"
     elif kind == "cert_expiring":
         days = detail.get("days_left")
         title = f"CERTIFICATE EXPIRING: {url}"

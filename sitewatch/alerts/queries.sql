@@ -137,7 +137,7 @@ UPDATE silence SET ends_at = least(ends_at, now()) WHERE id = %(id)s RETURNING i
 -- name: list_incidents
 -- Incidents, newest first; optionally only open ones, or one URL's.
 SELECT i.id, i.url, i.started_at, i.ended_at, i.first_error_kind, i.first_error, i.last_error_kind,
-       i.last_error, i.failed_checks
+       i.last_error, i.failed_checks, i.end_reason
 FROM incident i
 WHERE (NOT %(open)s OR i.ended_at IS NULL)
   AND (%(url)s::text IS NULL OR i.url_id = (SELECT id FROM url WHERE url = %(url)s)

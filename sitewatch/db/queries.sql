@@ -34,9 +34,38 @@ ON CONFLICT (url) DO UPDATE SET
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
 
+-- name: lock_removed_url
+-- Before remove_url, in its transaction: lock the URL's alert state as the result path does
+-- (url_state first), so a result batch applying to it commits first and remove_url's own
+-- snapshot sees the incident that batch may have opened.
+SELECT s.url_id FROM url u JOIN url_state s ON s.url_id = u.id WHERE u.url = %(url)s FOR UPDATE OF s;
+
 -- name: remove_url
--- Forget a URL; its outstanding task goes with it (ON DELETE CASCADE), its history stays.
-DELETE FROM url WHERE url = %(url)s RETURNING id;
+-- Forget a URL; its outstanding task and alert state go with it (ON DELETE CASCADE), its
+-- history stays. An open incident is closed now (end_reason 'url removed'), and if its down
+-- was announced, each of the URL's channels gets a `removed` notice (not while silenced):
+-- nobody is left with a down that never gets its end. Returns (id, incidents closed).
+WITH gone AS (
+    DELETE FROM url WHERE url = %(url)s RETURNING id, url, notify
+), closed AS (
+    UPDATE incident i SET ended_at = now(), end_reason = 'url removed'
+    FROM gone WHERE i.url_id = gone.id AND i.ended_at IS NULL
+    RETURNING i.id, i.url_id, i.url, i.started_at, i.ended_at, i.failed_checks, i.last_error_kind, i.last_error
+), queued AS (
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT 'incident:' || c.id || ':removed', ch.channel, c.url_id, c.id, 'removed',
+           jsonb_build_object('url', c.url, 'since', c.started_at, 'ended_at', c.ended_at,
+                              'down_seconds', extract(epoch FROM c.ended_at - c.started_at),
+                              'failed_checks', c.failed_checks, 'error_kind', c.last_error_kind,
+                              'error', c.last_error)
+    FROM closed c JOIN gone g ON g.id = c.url_id
+    JOIN url_state s ON s.url_id = c.url_id AND s.notified_state = 'down'
+    CROSS JOIN LATERAL unnest(coalesce(g.notify, %(channels)s::text[])) AS ch (channel)
+    WHERE NOT g.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
+    ON CONFLICT (key, channel) DO NOTHING
+    RETURNING 1
+)
+SELECT g.id, (SELECT count(*) FROM closed), (SELECT count(*) FROM queued) FROM gone g;
 
 -- name: list_urls
 -- Every URL with its settings and its last recorded result (one index probe per URL).

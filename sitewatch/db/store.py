@@ -69,11 +69,19 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     return inserted, len(rows) - inserted
 
 
-def remove_url(conn, url: str) -> None:
+def remove_url(conn, url: str, channels: list[str] | None = None) -> int:
+    """Remove a URL; returns how many open incidents this closed (0 or 1).
+
+    `channels`: the default channels (alerts.default_channels) for the `removed` notice of a
+    URL without its own.
+    """
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["remove_url"], {"url": url})
-        if cur.fetchone() is None:
+        cur.execute(QUERIES["lock_removed_url"], {"url": url})
+        cur.execute(QUERIES["remove_url"], {"url": url, "channels": list(channels or [])})
+        found = cur.fetchone()
+        if found is None:
             raise BadInput(f"not monitored: {redact_url(url)}")
+        return found[1]
 
 
 def list_urls(conn) -> list[dict]:
