@@ -15,6 +15,10 @@ consumer keeps the batch and retries it, logging loudly (run/consumer.py).
 import datetime
 import re
 
+import psycopg2
+
+from ..db.database import describe_error, is_transient
+
 PREFIX = "task_result_p"                 # task_result_pYYYYMMDD holds that UTC day
 PARENT_BRIN = "task_result_scheduled_at_brin"
 LEGACY_BRIN = "task_result_legacy_brin"
@@ -83,11 +87,18 @@ def ensure_ahead(conn, days_ahead: int, log) -> list[str]:
         day = today + offset * DAY
         if any((p["lower"] is None or p["lower"] <= day) and day < p["upper"] for p in existing):
             continue   # a partition (task_result_legacy up to its bound, or the day's own) holds it
-        with conn.cursor() as cur:
-            cur.execute("SET LOCAL lock_timeout = '5s'")
-            if create_partition(cur, day):
-                created.append(partition_name(day))
-        conn.commit()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET LOCAL lock_timeout = '5s'")
+                if create_partition(cur, day):
+                    created.append(partition_name(day))
+            conn.commit()
+        except psycopg2.Error as e:
+            if not is_transient(e):       # lock timeout, deadlock, cancel: the next run tries again
+                raise
+            conn.rollback()
+            log.warning("partition creation delayed: the next run tries again", partition=partition_name(day),
+                        error=describe_error(e))
     if created:
         log.info("partitions created", partitions=created)
     return created

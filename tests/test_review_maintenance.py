@@ -1,0 +1,55 @@
+"""Issue 24, D19: a lock timeout while creating one partition delays that partition only; the
+rest of the maintenance run (rollups, summary, retention) still happens."""
+
+import datetime
+
+import psycopg2
+
+from sitewatch.history import partitions
+from tests.historydata import add_urls, insert_results
+
+HOUR = datetime.timedelta(hours=1)
+
+
+def _report(stdout: str) -> dict:
+    return dict(item.split("=", 1) for item in stdout.split())
+
+
+def test_a_lock_timeout_on_one_partition_does_not_abort_the_run(cli, dsn, db):
+    with db.cursor() as cur:
+        cur.execute("SELECT date_trunc('hour', now(), 'UTC')")
+        this_hour = cur.fetchone()[0]
+        last = partitions.attached(cur)[-1]["name"]
+        cur.execute(f"ALTER TABLE task_result DETACH PARTITION {last}")    # a day ahead, empty
+        cur.execute(f"DROP TABLE {last}")
+    conn = psycopg2.connect(dsn)
+    try:
+        urls = add_urls(conn, 2)
+        insert_results(conn, urls, this_hour - 3 * HOUR, this_hour - 2 * HOUR)
+    finally:
+        conn.close()
+
+    holder = psycopg2.connect(dsn)          # a long transaction holding what ATTACH needs
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE ONLY task_result IN SHARE UPDATE EXCLUSIVE MODE")
+        done = cli("db", "maintain", timeout=120)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    report = _report(done.stdout)
+    assert report["partitions_created"] == "0"
+    assert int(report["hours_rolled_up"]) >= 1          # the rollups ran after the delayed partition
+    assert report["summary"] in ("built", "added")
+    assert "partition creation delayed" in done.stderr
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM rollup_hour WHERE url_id = ANY (%s)", (urls,))
+        assert cur.fetchone()[0] == 2
+        assert last not in [p["name"] for p in partitions.attached(cur)]
+
+    again = cli("db", "maintain")                        # the lock is gone: the partition follows
+    assert again.returncode == 0, again.stderr
+    assert _report(again.stdout)["partitions_created"] == "1"
+    with db.cursor() as cur:
+        assert last in [p["name"] for p in partitions.attached(cur)]
