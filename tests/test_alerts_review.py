@@ -105,3 +105,121 @@ def test_removing_a_url_whose_down_was_never_announced_closes_it_quietly(dsn, co
     up = add_url(conn, "http://b.example/")
     feed(conn, up, [True])
     assert _remove(dsn, "http://b.example/") == 0 and outbox(conn) == []
+
+
+# --- B9: timestamps as PostgreSQL writes them into jsonb; a notice that cannot be rendered
+
+
+PG_TIMES = [("2026-12-06 12:00:00.12345+00", "UTC"), ("2026-12-06 12:00:00.1+00", "UTC"),
+            ("2026-12-06 12:00:00+00", "UTC"), ("2026-12-06 12:00:00.123456+00", "UTC"),
+            ("2026-12-06 12:00:00.5+00", "Asia/Kolkata"), ("2026-12-06 12:00:00.25+00", "America/St_Johns"),
+            ("2026-12-06 12:00:00.75+00", "America/Sao_Paulo"), ("1890-06-01 12:00:00.5+00", "Europe/Amsterdam")]
+
+
+def _jsonb_times(conn):  # noqa: F811
+    """Each timestamp as jsonb text, written in its session TimeZone, with the exact value."""
+    out = []
+    for value, zone in PG_TIMES:
+        q(conn, "SELECT set_config('TimeZone', %s, false)", (zone,))
+        out.append(q(conn, "SELECT jsonb_build_object('t', %s::timestamptz)->>'t', %s::timestamptz",
+                     (value, value))[0])
+    q(conn, "RESET TimeZone")
+    return out
+
+
+def test_jsonb_timestamps_parse_whatever_digits_and_offset_postgresql_wrote(conn):  # noqa: F811
+    from sitewatch.alerts.messages import _when, parse_time
+    times = _jsonb_times(conn)
+    assert any(len(text.split(".")[-1]) < 12 for text, _ in times), "some fractions are trimmed"
+    for text, exact in times:
+        assert parse_time(text) == exact, text
+    assert _when(times[0][0]) == "2026-12-06 12:00:00 UTC"
+
+
+def test_jsonb_timestamps_parse_on_the_oldest_supported_python(conn, tmp_path):  # noqa: F811
+    """Python 3.10's fromisoformat refuses `12:00:00.12345+00:00` (the notifier crash-looped)."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))
+    candidates += [shutil.which("python3.10") or "python3.10"]
+    python = next((c for c in candidates if subprocess.run(
+        [c, "-c", "import sys; assert sys.version_info[:2] == (3, 10)"], capture_output=True).returncode == 0), None)
+    if python is None:
+        import pytest
+        pytest.skip("no Python 3.10 here")
+    times = _jsonb_times(conn)
+    script = ("import json, sys\nfrom sitewatch.alerts.messages import _when\n"
+              "print(json.dumps([_when(t) for t in json.load(sys.stdin)]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([python, "-c", script], input=__import__("json").dumps([t for t, _ in times]),
+                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": root}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    import datetime
+    expected = [exact.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") for _, exact in times]
+    assert __import__("json").loads(done.stdout) == expected
+
+
+class Ctx:
+    """What the notifier needs from its process, for driving it step by step in a test."""
+    role = "notifier"
+
+    def __init__(self, dsn, channels: dict, **alerts):
+        import json
+
+        from sitewatch import config
+        env = {"SITEWATCH_ALERTS__CHANNELS": json.dumps(channels), "DB_DSN": dsn}
+        env.update({f"SITEWATCH_ALERTS__{k.upper()}": str(v) for k, v in alerts.items()})
+        self.cfg, self.dsn = config.load(env=env), dsn
+
+    def wake(self):
+        pass
+
+    def heartbeat(self):
+        pass
+
+    def send_stats(self, stats):
+        pass
+
+
+def notifier_for(dsn, channels, **alerts):
+    from sitewatch.alerts.notifier import Notifier
+    return Notifier(Ctx(dsn, channels, **alerts))
+
+
+def pump(notifier, done, seconds=60.0):
+    """Run the notifier's send loop (finish, claim) until done() or the deadline; done()'s value."""
+    import time
+    deadline = time.monotonic() + seconds
+    while True:
+        live = notifier.db.get()
+        notifier.finish_sends(live)
+        notifier.claim(live)
+        if done() or time.monotonic() > deadline:
+            return done()
+        time.sleep(0.05)
+
+
+def queue(conn, url_id, kind, detail, channel="hook", key=None):  # noqa: F811
+    import json
+    return q(conn, "INSERT INTO alert_outbox (key, channel, url_id, kind, detail) VALUES (%s, %s, %s, %s, %s)"
+                   " RETURNING id", (key or f"test:{url_id}:{kind}:{channel}", channel, url_id, kind,
+                                     json.dumps(detail)))[0][0]
+
+
+def test_a_notice_that_cannot_be_rendered_fails_alone(dsn, conn):  # noqa: F811
+    from tests.alert_receivers import WebhookReceiver
+    with WebhookReceiver() as hook:
+        good = [queue(conn, i, "down", {"url": f"http://{i}.example/", "since": "2026-12-06T12:00:00.12345+00:00",
+                                         "error_kind": "status", "error": "HTTP 503"}) for i in range(1, 4)]
+        bad = queue(conn, 9, "up", {"url": "http://bad.example/", "down_seconds": "not a number"})
+        notifier = notifier_for(dsn, {"hook": hook.apprise_url("json")}, max_attempts=3, retry_backoff=60)
+        assert pump(notifier, lambda: q(conn, "SELECT count(*) FROM alert_outbox WHERE status = 'sent'") == [(3,)])
+        sent = q(conn, "SELECT id, status, attempts FROM alert_outbox WHERE status = 'sent' ORDER BY id")
+        assert sent == [(i, "sent", 1) for i in good]
+        status, attempts, error = q(conn, "SELECT status, attempts, last_error FROM alert_outbox WHERE id = %s",
+                                    (bad,))[0]
+        assert (status, attempts) == ("pending", 1) and "cannot render" in error
+        assert all("2026-12-06 12:00:00 UTC" in t for t in hook.texts())
+        notifier.db.close()

@@ -4,17 +4,40 @@ since when, how long it was down. Every message ends with its idempotency key, s
 """
 
 import datetime
+import re
 
 from ..redact import redact_text, redact_url
 
 MAX_ERROR = 300
+
+# A timestamp as PostgreSQL writes it into jsonb: trailing zeros of the fraction trimmed
+# (`12:00:00.12345+00:00`), the offset of the session's TimeZone (`+05:30`, `-03`, and
+# `+00:01:15` for old local mean times). Python 3.10's fromisoformat refuses most of these,
+# so the parse is done here, the same on every Python.
+_PG_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
+                      r"(?:(Z)|([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """A jsonb timestamp (see _PG_TIME) as an aware datetime; ValueError if it is none."""
+    found = _PG_TIME.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"not a timestamp: {text[:40]!r}")
+    year, month, day, hour, minute, second, fraction, zulu, sign, oh, om, osec = found.groups()
+    offset = datetime.timedelta(hours=int(oh or 0), minutes=int(om or 0), seconds=int(osec or 0))
+    zone = datetime.timezone(-offset if sign == "-" else offset)
+    return datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                             int((fraction or "0").ljust(6, "0")), tzinfo=zone)
 
 
 def _when(value) -> str:
     if not value:
         return "?"
     if isinstance(value, str):
-        value = datetime.datetime.fromisoformat(value)
+        try:
+            value = parse_time(value)
+        except ValueError:
+            return "?"
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -24,7 +24,7 @@ from .. import logs
 from ..check import probe
 from ..db import schema
 from ..db.database import Reconnecting, is_connection_error
-from ..redact import redact_url
+from ..redact import redact_text, redact_url
 from ..run.child import STATS_INTERVAL
 from . import store
 from .channels import Channels
@@ -124,10 +124,23 @@ class Notifier:
         if room <= 0:
             return
         for row in store.claim_outbox(conn, self.owner, room, self.lease, self.cfg.max_attempts):
-            title, body, level = render(row["kind"], row["detail"], row["key"])
+            try:
+                title, body, level = render(row["kind"], row["detail"], row["key"])
+            except Exception as e:  # one unreadable notice fails alone, never the batch or the loop
+                self._unrenderable(conn, row, e)
+                continue
             result = self.channels.start(row["channel"], title, body, level)
             threading.Thread(target=self._wake_when_done, args=(result,), daemon=True).start()
             self.in_flight[row["id"]] = (row, result, time.monotonic() + self.cfg.send_timeout)
+
+    def _unrenderable(self, conn, row, error: Exception) -> None:
+        """A notice whose stored detail cannot be rendered: failed (retried, then dead) alone."""
+        why = redact_text(f"cannot render the notice: {type(error).__name__}: {error}")[:500]
+        status = store.mark_failed(conn, row, self.owner, why, retry_delay(self.cfg.retry_backoff, row["attempts"]),
+                                   self.cfg.max_attempts)
+        self.outcomes[(row["channel"], "dead" if status == "dead" else "failed")] += 1
+        self.log.error("notice failed: cannot render it", error=why, key=row["key"], channel=row["channel"],
+                       kind=row["kind"], attempt=row["attempts"], status=status)
 
     def _wake_when_done(self, result) -> None:
         if result.done.wait(self.cfg.send_timeout + 1):
