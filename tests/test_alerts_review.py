@@ -223,3 +223,34 @@ def test_a_notice_that_cannot_be_rendered_fails_alone(dsn, conn):  # noqa: F811
         assert (status, attempts) == ("pending", 1) and "cannot render" in error
         assert all("2026-12-06 12:00:00 UTC" in t for t in hook.texts())
         notifier.db.close()
+
+
+# --- B12: a URL's notices reach a channel in order
+
+
+def test_a_notice_waits_while_an_older_one_for_its_url_and_channel_is_pending(conn):  # noqa: F811
+    down = queue(conn, 1, "down", {}, key="incident:1:down")
+    q(conn, "UPDATE alert_outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id = %s", (down,))
+    up = queue(conn, 1, "up", {}, key="incident:1:up")
+    other_channel = queue(conn, 1, "up", {}, channel="chat", key="incident:1:up")
+    other_url = queue(conn, 2, "down", {}, key="incident:2:down")
+    claimed = {r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)}
+    assert claimed == {other_channel, other_url}, "the UP waits for the DOWN being retried"
+    q(conn, "UPDATE alert_outbox SET available_at = now() WHERE id = %s", (down,))
+    assert [r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)] == [down]
+    q(conn, "UPDATE alert_outbox SET status = 'dead' WHERE id = %s", (down,))
+    assert [r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)] == [up]
+
+
+def test_a_down_being_retried_reaches_the_channel_before_the_up_after_it(dsn, conn):  # noqa: F811
+    from tests.alert_receivers import WebhookReceiver
+    with WebhookReceiver() as hook:
+        hook.fail_next = 1
+        queue(conn, 1, "down", {"url": "http://a.example/", "error_kind": "status", "error": "HTTP 503"},
+              key="incident:1:down")
+        notifier = notifier_for(dsn, {"hook": hook.apprise_url("json")}, retry_backoff=0.3)
+        assert pump(notifier, lambda: len(hook.requests) == 1)
+        queue(conn, 1, "up", {"url": "http://a.example/", "down_seconds": 60}, key="incident:1:up")
+        assert pump(notifier, lambda: q(conn, "SELECT count(*) FROM alert_outbox WHERE status = 'sent'") == [(2,)])
+        assert [m["body"]["title"].split(":")[0] for m in hook.messages()] == ["DOWN", "UP"]
+        notifier.db.close()

@@ -6,9 +6,15 @@
 -- retries whose backoff is over, and ones whose sender's lease expired: recovery lives on the
 -- claim path), lease them, and return what the message needs. A notice already tried
 -- max_attempts times whose last sender vanished is marked dead instead.
+-- A URL's notices reach a channel in order: a notice waits while an older one for the same
+-- URL and channel is still pending or being sent (a DOWN retried with backoff goes out
+-- before the UP that followed it; a dead one no longer holds the later ones back).
 WITH candidate AS (
-    SELECT id FROM alert_outbox
+    SELECT id FROM alert_outbox o
     WHERE status IN ('pending', 'sending') AND available_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM alert_outbox e
+                      WHERE e.url_id = o.url_id AND e.channel = o.channel AND e.id < o.id
+                        AND e.status IN ('pending', 'sending'))
     ORDER BY available_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
