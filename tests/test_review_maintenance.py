@@ -53,3 +53,30 @@ def test_a_lock_timeout_on_one_partition_does_not_abort_the_run(cli, dsn, db):
     assert _report(again.stdout)["partitions_created"] == "1"
     with db.cursor() as cur:
         assert last in [p["name"] for p in partitions.attached(cur)]
+
+
+# Issue 24, D22: the alerts' outbox, silences and hosts are kept history.raw_days, like raw results.
+
+def test_outbox_silences_and_hosts_are_expired_after_raw_days(cli, db):
+    old, recent = "now() - interval '3 days'", "now() - interval '1 day'"
+    with db.cursor() as cur:
+        for n, (status, created) in enumerate([("sent", old), ("dead", old), ("pending", old), ("sending", old),
+                                               ("sent", recent), ("dead", recent)]):
+            cur.execute(f"INSERT INTO alert_outbox (key, channel, url_id, kind, detail, status, created_at)"
+                        f" VALUES (%s, 'mail', 1, 'down', '{{}}', %s, {created})", (f"k{n}", status))
+        for reason, ends, settled in [("old settled", old, True), ("old unsettled", old, False),
+                                      ("recent settled", recent, True), ("active", "now() + interval '1 day'", False)]:
+            cur.execute(f"INSERT INTO silence (pattern, like_pattern, starts_at, ends_at, reason, settled)"
+                        f" VALUES ('x', 'x', now() - interval '10 days', {ends}, %s, %s)", (reason, settled))
+        cur.execute(f"INSERT INTO alert_host (host, connectivity_ok, checked_at) VALUES"
+                    f" ('gone', false, {old}), ('here', true, {recent})")
+    done = cli("db", "maintain", env={"SITEWATCH_HISTORY__RAW_DAYS": "2"})
+    assert done.returncode == 0, done.stderr
+    with db.cursor() as cur:
+        cur.execute("SELECT key FROM alert_outbox ORDER BY key")
+        assert [k for (k,) in cur.fetchall()] == ["k2", "k3", "k4", "k5"]
+        cur.execute("SELECT reason FROM silence ORDER BY id")
+        assert [r for (r,) in cur.fetchall()] == ["old unsettled", "recent settled", "active"]
+        cur.execute("SELECT host FROM alert_host")
+        assert [h for (h,) in cur.fetchall()] == ["here"]
+    assert _report(done.stdout)["alert_rows_expired"] == "4"

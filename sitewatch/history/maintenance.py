@@ -13,7 +13,7 @@ import time
 
 from .. import logs
 from ..db.database import Reconnecting, is_connection_error
-from . import partitions, rollup, summary
+from . import partitions, prune, rollup, summary
 
 # "the maintenance job" (distinct from the migration lock).
 MAINTENANCE_LOCK_KEY = 0x5173_7761_7463_69
@@ -62,11 +62,13 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
         conn.autocommit = False
         expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days)
+        pruned = prune.expire(conn, cfg.history.raw_days)       # the alerts' outbox, silences, hosts
         report = {"partitions_created": len(created), "partitions_dropped": len(dropped),
                    "hours_rolled_up": hours["hours"], "hour_rows": hours["rows"],
                    "hours_final_until": hours["until"].isoformat() if hours["until"] else None,
                    "days_rolled_up": days["days"], "day_rows": days["rows"],
                    "rollup_rows_expired": sum(expired.values()), "brin_ranges_summarized": brin_ranges,
+                   "alert_rows_expired": sum(pruned.values()),
                    "grace_s": grace, **uptime_summary,
                    "took_s": round(time.monotonic() - started, 3)}
         log.info("maintenance done", **report)
