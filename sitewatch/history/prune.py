@@ -28,17 +28,18 @@ def expire(conn, raw_days: int, batch: int = 10_000) -> dict:
         cur.execute("SELECT now() - make_interval(days => %s)", (raw_days,))
         cutoff = cur.fetchone()[0]
     conn.commit()
-    deleted = {}
-    for table, condition in TABLES.items():
-        deleted[table] = 0
-        while True:
-            with conn.cursor() as cur:
-                cur.execute(f"DELETE FROM {table} WHERE ctid = ANY (ARRAY("
-                            f"SELECT ctid FROM {table} WHERE {condition} LIMIT %(batch)s))",
-                            {"cutoff": cutoff, "batch": batch})
-                count = cur.rowcount
-            conn.commit()
-            deleted[table] += count
-            if count < batch:
-                break
-    return deleted
+    return {table: _delete_all(conn, table, condition, cutoff, batch) for table, condition in TABLES.items()}
+
+
+def _delete_all(conn, table: str, condition: str, cutoff, batch: int) -> int:
+    """Delete the rows matching `condition`, `batch` at a time, committing each batch."""
+    total, count = 0, batch
+    while count == batch:
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {table} WHERE ctid = ANY (ARRAY("
+                        f"SELECT ctid FROM {table} WHERE {condition} LIMIT %(batch)s))",
+                        {"cutoff": cutoff, "batch": batch})
+            count = cur.rowcount
+        conn.commit()
+        total += count
+    return total
