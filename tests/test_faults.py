@@ -261,8 +261,8 @@ def test_postgres_restart_resumes_checking_through_listen_and_loses_no_slot(
     t_up = scalar(db, "SELECT now()")
     wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result WHERE started_at >= %s",
                               (t_up,)) == len(urls), 8, "results for every URL after the restart")
-    for role in ("producer", "consumer-1"):
-        run.wait_for("database connection restored", role=role, timeout=5)
+    for role in ("producer", "consumer-1", "notifier"):
+        run.wait_for("database connection restored", role=role, timeout=10)
 
     # Checking goes on at the period, not at the 30 s poll: the LISTEN came back.
     window = scalar(db, "SELECT now()")
@@ -306,8 +306,8 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
         wait_until(lambda t=t_kill: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result WHERE started_at > %s",
                                            (t,)) == len(urls), 6, f"results after kill {round_}")
         assert time.monotonic() - t0 < 5
-        for role in ("producer", "consumer-1"):
-            run.wait_for("database connection restored", role=role, count=round_, timeout=5)
+        for role in ("producer", "consumer-1", "notifier"):
+            run.wait_for("database connection restored", role=role, count=round_, timeout=10)
         # and at each period afterwards, though the consumers poll only every 30 s
         window = scalar(db, "SELECT now()")
         time.sleep(3.5)

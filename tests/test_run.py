@@ -469,8 +469,35 @@ def test_children_exit_when_the_supervisor_is_killed(sitewatch, cli, db, server)
     before = scalar(db, "SELECT count(*) FROM task_result")
     time.sleep(2.5)
     assert scalar(db, "SELECT count(*) FROM task_result") == before, "an orphan is still checking"
-    assert any(line.get("event") == "supervisor gone, stopping" for line in run.lines()) or \
-        run.events("consumer stopped"), "children did not stop cleanly"
+    # On Linux the children get SIGTERM when the supervisor dies (PR_SET_PDEATHSIG) and stop as
+    # on any SIGTERM; the getppid() fallback has its own test below.
+    assert run.events("consumer stopped"), "children did not stop cleanly"
+
+
+_ORPHAN = """
+import os, time
+from sitewatch.run.child import ChildContext
+r, w = os.pipe()
+if os.fork() == 0:          # the child of a supervisor that dies; no PR_SET_PDEATHSIG was set
+    ctx = ChildContext("consumer-1", None, "", None, None, os.getppid())
+    before = ctx.should_stop()
+    os.write(w, b"r")
+    deadline = time.monotonic() + 10
+    while not ctx.should_stop() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("stop before:", before, "after:", ctx.stop_requested, flush=True)
+    os._exit(0)
+os.read(r, 1)
+os._exit(0)                 # the supervisor dies; its child is re-parented
+"""
+
+
+def test_a_child_notices_its_supervisor_gone_without_the_death_signal():
+    # The fallback where PR_SET_PDEATHSIG is unavailable: should_stop() sees getppid() change.
+    done = subprocess.run([sys.executable, "-c", _ORPHAN], capture_output=True, text=True, timeout=30)
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "stop before: False after: True", done
+    assert "supervisor gone, stopping" in done.stdout, done
 
 
 # --- 7. a silent child -----------------------------------------------------------------------
@@ -510,9 +537,10 @@ def test_schema_too_new_refuses_to_run(sitewatch, db):
     _bump_schema(db)
     run = sitewatch()
     t0 = time.monotonic()
-    code = run.proc.wait(10)
+    code = run.proc.wait(60)        # room past the bound below, so a slow refusal fails the assertion
+    took = time.monotonic() - t0
     assert code == 1
-    assert time.monotonic() - t0 < 10
+    assert took < 10, f"refused only after {took:.1f} s: retried?"     # it takes about 1 s
     assert "newer" in run.text() and "upgrade sitewatch" in run.text(), run.text()
     assert not run.events("consumer started")
 
@@ -523,9 +551,10 @@ def test_schema_upgraded_under_a_running_sitewatch_stops_it_without_restart_stor
     _bump_schema(db)
     run.signal(signal.SIGHUP)   # children restart, reconnect, and find the newer schema
     t0 = time.monotonic()
-    code = run.proc.wait(15)
+    code = run.proc.wait(60)
+    took = time.monotonic() - t0
     assert code == 1, run.text()[-2000:]
-    assert time.monotonic() - t0 < 10
+    assert took < 15, f"stopped only after {took:.1f} s"
     text = run.text()
     assert "newer than this sitewatch" in text, text[-2000:]
     assert len(run.events("consumer started")) <= 2, "restarted over and over"
