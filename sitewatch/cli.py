@@ -132,9 +132,10 @@ def build_parser() -> ArgumentParser:
     history = commands.add_parser("history", help="export one URL's results as CSV or JSON lines",
                                   description="Results of one URL, oldest first: raw results while they are "
                                               "kept (history.raw_days), hourly rollups further back; the "
-                                              "`source` column says which (raw|hourly). No data: prints "
-                                              "nothing, exit 0. Unknown URL: exit 2.")
-    history.add_argument("url", metavar="URL")
+                                              "`source` column says which (raw|hourly). A removed URL's "
+                                              "results are kept too: give its id, or its URL if it had an "
+                                              "incident. No data: prints nothing, exit 0. Unknown URL: exit 2.")
+    history.add_argument("url", metavar="URL|ID")
     history.add_argument("--since", metavar="DURATION|TIME", default="24h",
                          help="start: a duration back from now (90s, 15m, 2h, 7d) or an ISO 8601 time "
                               "(UTC unless it has an offset) (default: 24h)")
@@ -262,10 +263,11 @@ def read_report_args(args):
     """Check a report's arguments before the database is opened: bad ones exit 2."""
     import datetime
 
-    from .history import report
+    from .history import lookup, report
     from .urlspec import normalise_url
     for url in getattr(args, "urls", None) or [getattr(args, "url", None)] * (args.command == "history"):
-        normalise_url(url)
+        if not (args.command == "history" and lookup.is_id(url)):      # history takes a URL id too
+            normalise_url(url)
     if args.command == "history":
         now = datetime.datetime.now(datetime.timezone.utc)
         report.parse_time(args.since, "--since", now)
@@ -378,7 +380,8 @@ def run_report(args, conn, connect) -> int:
             lines = report.lines_of(rows, args.json)
         report.print_status_lines(conn, lines, args.json)
         return 0
-    [(url_id, _)] = report.resolve_urls(conn, [args.url])
+    from .history import lookup
+    url_id = lookup.history_url_id(conn, args.url)     # monitored, removed, or an id
     now = store.now(conn)     # the database's clock, like scheduled_at
     since = report.parse_time(args.since, "--since", now)
     until = report.parse_time(args.until, "--until", now) if args.until else now
