@@ -85,3 +85,18 @@ def redact_text(text: str) -> str:
             return redact_dsn(found)
         return redact_url(found)
     return _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED, _URL_IN_TEXT.sub(one, text))
+
+
+def printable(text: str) -> str:
+    """`text` with nothing a terminal, an XML document or a CSV reader would act on.
+
+    Errors quote what a site sent (a redirect's Location, a status line); they are shown in
+    terminals (`status`), in the Atom feed and in CSV. Whitespace other than a space (tab,
+    CR, LF, form feed, NEL, line and paragraph separators) becomes a space; every other
+    character Python does not call printable (C0 and C1 controls such as ESC, DEL, format
+    characters such as the bidi overrides, lone surrogates, non-characters) is written as
+    its escape, \\x1b, \\u202e. Idempotent: its output is printable.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else " " if ch.isspace() else ascii(ch)[1:-1] for ch in text)

@@ -42,7 +42,7 @@ import urllib3
 from urllib3.util import make_headers, parse_url
 
 import sitewatch
-from sitewatch.redact import REDACTED, redact_url, scrub
+from sitewatch.redact import REDACTED, printable, redact_url, scrub
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
 from . import tls
@@ -104,8 +104,15 @@ class Outcome:
     # dns, connect, timeout, tls, redirects, body_too_large, protocol, status, regex; or
     # monitor: the monitor itself failed (out of file descriptors, threads, memory), the site was not checked
     error_kind: str | None
-    error: str | None  # human-readable, secrets redacted
+    error: str | None  # human-readable, secrets redacted, printable (see __post_init__)
     cert_days_left: int | None  # smallest days-until-notAfter of the certificates seen (https)
+
+    def __post_init__(self) -> None:
+        # Every error that is stored is made here (the consumer's `lost` ones too): it quotes
+        # what a site sent, so control characters are escaped (redact.printable: no ESC for a
+        # terminal, nothing an XML feed refuses) and the whole is cut to MAX_ERROR_CHARS.
+        if self.error is not None:
+            object.__setattr__(self, "error", _shorten(printable(self.error), MAX_ERROR_CHARS))
 
 
 def _looks_like_url(value) -> bool:

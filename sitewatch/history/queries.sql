@@ -425,7 +425,7 @@ format('%%-7s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
     CASE WHEN f.units_7d IS NULL THEN '-' ELSE (f.units_7d / 1000) || '.' || lpad((f.units_7d %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.units_30d IS NULL THEN '-' ELSE (f.units_30d / 1000) || '.' || lpad((f.units_30d %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.expected <= 0 THEN '-' WHEN f.results < f.expected
-         THEN floor(f.results::float8 / f.expected * 100)::integer || '%%' ELSE '100%%' END,
+         THEN (f.results * 100 / f.expected) || '%%' ELSE '100%%' END,     -- integers: 29/100 is 29%%, not 28%%
     coalesce((%(p95_texts)s::text[])[f.p95_bucket + 1], '-'),
     coalesce(coalesce(l.cert_days_left, old.cert_days_left) || 'd', '-'),
     CASE WHEN coalesce(l.error_kind, old.error_kind) <> ''

@@ -12,7 +12,8 @@ import orjson
 
 from .. import duration
 from ..errors import BadInput
-from ..redact import redact_url
+from ..redact import printable, redact_url
+from ..web.svg import pct
 from . import histogram, partitions, summary, uptime
 from .rollup import QUERIES
 
@@ -240,7 +241,7 @@ def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str
     lines = []
     for url_id, r in rows:
         since = r["since"].strftime("%Y-%m-%d %H:%M") if r["since"] else "-"
-        coverage = "-" if r["coverage_24h"] is None else f"{int(r['coverage_24h'] * 100)}%"
+        coverage = "-" if r["coverage_24h"] is None else pct(r["coverage_24h"], digits=0)   # 29/100: 29%
         p95 = "-" if r["p95_ms_24h"] is None else f"{r['p95_ms_24h']:.0f}ms"
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
         error = f"{r['last_error_kind']}: {r['last_error'] or ''}" if r["last_error_kind"] else ""
@@ -328,11 +329,20 @@ def print_history(rows, fmt: str, out=sys.stdout) -> None:
         writer.writerow([_csv_value(v) for v in row])
 
 
+# Cells a spreadsheet would read as a formula (OWASP, "CSV Injection"): errors quote what a
+# site sent, so "=HYPERLINK(...)" or "@SUM(...)" must stay text. Such cells get a leading '.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value):
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        # printable: no terminal escapes and no line break inside a cell (rows stored before
+        # errors were made printable may hold them).
+        return ("'" + printable(value)) if value.startswith(_FORMULA_START) else printable(value)
     return _jsonable(value)
 
 

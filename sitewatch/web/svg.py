@@ -5,6 +5,7 @@ included); badges are standalone files and carry their own colours.
 """
 
 import datetime
+from decimal import ROUND_DOWN, Decimal
 from html import escape
 
 
@@ -13,12 +14,16 @@ def _num(value: float) -> str:
 
 
 def pct(fraction: float | None, digits: int = 2) -> str:
-    """99.995% shows as 99.99%: truncated, never rounded up (100% means no failure at all)."""
+    """99.995% shows as 99.99%: truncated, never rounded up (100% means no failure at all).
+
+    Exact: the float's shortest decimal form (repr: 0.29, not 0.28999999999999998) is cut in
+    decimal arithmetic, so an uptime that history truncated to 0.001% (29/100 = 0.29) shows
+    as itself, 29.00%, and a raw ratio (2/3) is cut, never rounded.
+    """
     if fraction is None:
         return "–"
-    scale = 10 ** digits
-    value = int(fraction * 100 * scale) / scale
-    return f"{value:.{digits}f}%"
+    value = (Decimal(repr(float(fraction))) * 100).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_DOWN)
+    return f"{value}%"
 
 
 def ms(value: float | None) -> str:
