@@ -221,6 +221,8 @@ def main(argv=None, env=None) -> int:
 def dispatch(args, cfg, env, flags) -> int:
     if args.command == "config":
         print("\n".join(cfg.show()))
+        for warning in cfg.warnings():
+            print(f"sitewatch: warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "check":
         return cmd_check(args, cfg)

@@ -111,6 +111,18 @@ def _redact_web_auth(value):
     return redact_auth(value)
 
 
+def _base_url(value):
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or "@" in parts.netloc or not value.isprintable():
+        return "must be an http:// or https:// URL without user, query or fragment, e.g. https://status.example.com/"
+    return None
+
+
 def _one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -220,6 +232,13 @@ SETTINGS = [
             "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
     Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
             "frame, e.g. 'self' https://intranet.example.com. Default: nobody."),
+    Setting("web", "base_url", str, None, "The address people reach the pages at, e.g. "
+            "https://status.example.com/ (behind a proxy, with its path): the Atom feed's links and ids "
+            "start with it. Unset: the feed's links are relative (never taken from the request's Host).",
+            optional=True, check=_base_url),
+    Setting("web", "rate_limit", int, 30, "Expensive requests that miss the 5 s cache (a search, a page "
+            "past the 1,000th URL or incident) each client (by IP address) may make a minute; more get 429. "
+            "0: no limit.", check=_between(0, 1_000_000)),
 
     Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "
@@ -241,6 +260,15 @@ class Config:
             ns = SimpleNamespace(**{s.key: values[s.name] for s in SETTINGS if s.section == section})
             setattr(self, section, ns)
 
+    def warnings(self) -> list[str]:
+        """What `config show` and the web server warn of: a web listener open to the network."""
+        listen = self.values["web.listen"]
+        if not listen.strip() or self.values["web.auth"] is not None or _loopback(listen):
+            return []
+        return [f"web.listen {listen} is reachable from other hosts and web.auth is unset: anyone who can "
+                f"connect reads every monitored URL, its errors and incidents. Set web.auth, or listen on "
+                f"127.0.0.1 behind a proxy that checks access."]
+
     def show(self) -> list[str]:
         """Lines for `sitewatch config show`, secrets redacted."""
         lines = []
@@ -260,6 +288,24 @@ class Config:
                 shown = repr(shown)
             lines.append(f"{s.name} = {shown}    ({self.sources[s.name]})")
         return lines
+
+
+def _loopback(listen: str) -> bool:
+    """True when HOST of HOST:PORT is a loopback address or localhost (a name that resolves
+    elsewhere, an empty host or 0.0.0.0 is not)."""
+    import ipaddress
+
+    from .operations.listener import parse_listen
+    try:
+        host = parse_listen(listen)[0]
+    except ValueError:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _convert(setting: Setting, raw: Any, source: str, from_text: bool) -> Any:

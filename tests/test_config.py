@@ -57,6 +57,8 @@ def sample(setting):
         return "[]", []
     if setting.name == "alerts.connectivity_url":
         return "http://127.0.0.1:9/", "http://127.0.0.1:9/"
+    if setting.name == "web.base_url":
+        return "https://status.example.com/", "https://status.example.com/"
     if setting.kind is bool:
         return "false", False
     if setting.kind is int:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 
@@ -22,12 +23,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import __version__
+from .. import __version__, logs
 from ..errors import DatabaseUnavailable
 from ..redact import redact_url
 from . import data, svg
 from .auth import AuthMiddleware, parse_auth, parse_public
+from .middleware import ResponseCache, SecurityHeaders
 from .pool import ReadOnlyPool
+from .ratelimit import RateLimiter, TooMany
 
 PAGE_SIZE = 100                 # URLs per page of /
 MAX_LIMIT = 500                 # largest page the API hands out
@@ -35,10 +38,12 @@ MAX_CHECKS = 1000
 MAX_ID = 2 ** 63 - 1
 BAR_DAYS = 90
 CACHE_SECONDS = 5.0             # a GET response is reused this long (ResponseCache)
-STALE_SECONDS = 30.0            # ... and served this much longer while one request renders it again
 BADGE_MAX_AGE = 60              # seconds badges may be cached (README images are proxied and cached)
 PAGE_REFRESH_S = 60
 STATES = ("up", "down", "unknown")
+DEEP_OFFSET = 1000              # an OFFSET from here on is expensive (web.rate_limit); `after` never is
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")      # ASCII digits only: str.isdigit() accepts '²' and '٣'
+_CURSOR = re.compile(r"([du])-([0-9]{1,19})")
 
 # The only script on the pages: reload every minute while the page is visible.
 REFRESH_SCRIPT = (f"setTimeout(function(){{if(document.visibilityState==='visible'){{location.reload()}}"
@@ -57,13 +62,21 @@ class NotFound(Exception):
 
 # --- parameters ------------------------------------------------------------------------------------
 
+def _whole(text: str, low: int, high: int) -> int | None:
+    """`text` as an int in [low, high] when it is written in ASCII digits, else None."""
+    if not _WHOLE_NUMBER.fullmatch(text) or not low <= int(text) <= high:
+        return None
+    return int(text)
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    value = _whole(text, low, high)
+    if value is None:
         raise BadParam(f"{name} must be a whole number from {low} to {high}")
-    return int(text)
+    return value
 
 
 def _choice(request: Request, name: str, choices) -> str | None:
@@ -75,9 +88,25 @@ def _choice(request: Request, name: str, choices) -> str | None:
 
 def _url_id(request: Request) -> int:
     text = request.path_params["url_id"]
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    value = _whole(text, 1, MAX_ID)
+    if value is None:
         raise NotFound(f"no URL with ID {text[:40]!r}")
-    return int(text)
+    return value
+
+
+def _after(request: Request) -> tuple[bool, int] | None:
+    """The `after` cursor of /api/v1/urls: 'd-ID' or 'u-ID' (the next_after of the page before)."""
+    text = request.query_params.get("after") or None
+    if text is None:
+        return None
+    match = _CURSOR.fullmatch(text)
+    if not match or not 1 <= int(match.group(2)) <= MAX_ID:
+        raise BadParam("after must be the next_after of the page before, e.g. u-1234")
+    return match.group(1) == "d", int(match.group(2))
+
+
+def _cursor_text(cursor: tuple[bool, int] | None) -> str | None:
+    return None if cursor is None else f"{'d' if cursor[0] else 'u'}-{cursor[1]}"
 
 
 def _search(request: Request) -> str | None:
@@ -169,6 +198,14 @@ def create_app(cfg, dsn: str) -> Starlette:
     env.filters.update(pct=svg.pct, ms=svg.ms, time=fmt_time, duration=fmt_duration)
     env.globals["ago"] = fmt_ago
     pool = ReadOnlyPool(dsn, cfg.database.timeout)
+    feed_base = cfg.web.base_url.rstrip("/") + "/" if cfg.web.base_url else ""
+    limiter = RateLimiter(cfg.web.rate_limit)
+    for warning in cfg.warnings():
+        logs.get().warning(warning)
+
+    def expensive(request: Request) -> None:
+        """Count a request the cache did not answer and that costs a scan: 429 past web.rate_limit."""
+        limiter.take(request.client.host if request.client else "")
     summary_memo = {"at": -1e9, "value": None}
     summary_lock = threading.Lock()
 
@@ -191,9 +228,11 @@ def create_app(cfg, dsn: str) -> Starlette:
         state = _choice(request, "state", STATES)
         q = _search(request)
         page_no = _int_param(request, "page", 1, 1, 10 ** 6)
+        if q is not None or (page_no - 1) * PAGE_SIZE >= DEEP_OFFSET:
+            expensive(request)
         with pool.connection() as conn:
             totals = summary(conn)
-            rows, total = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE, totals)
+            rows, total, _ = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE, totals)
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
         items = [url_item(r, windows) for r in rows]
         pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -236,8 +275,9 @@ def create_app(cfg, dsn: str) -> Starlette:
             rows = [incident_item(i) for i in data.incidents(conn, limit=50)]
             now = summary(conn)["generated_at"]
         rows.sort(key=lambda i: i["ended_at"] or i["started_at"], reverse=True)
-        base = str(request.base_url).rstrip("/")
-        body = templates.get_template("incidents.atom").render(items=rows, base=base, now=now)
+        # Links from web.base_url, else relative to the feed: never from the request's Host
+        # header, which the client chooses and the cache would then serve to everyone.
+        body = templates.get_template("incidents.atom").render(items=rows, base=feed_base, now=now)
         return Response(body, media_type="application/atom+xml; charset=utf-8")
 
     # --- API ---
@@ -251,10 +291,18 @@ def create_app(cfg, dsn: str) -> Starlette:
         q = _search(request)
         limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, 10 ** 9)
+        after = _after(request)
+        if after is not None and offset:
+            raise BadParam("after and offset cannot be used together")
+        if q is not None or offset >= DEEP_OFFSET:
+            expensive(request)
         with pool.connection() as conn:
-            rows, total = data.url_page(conn, state, q, limit, offset, summary(conn))
+            try:
+                rows, total, cursor = data.url_page(conn, state, q, limit, offset, summary(conn), after)
+            except data.CursorGone as e:
+                raise BadParam(f"after: {e}; start again from the first page") from None
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
-        return JSON({"total": total, "limit": limit, "offset": offset,
+        return JSON({"total": total, "limit": limit, "offset": offset, "next_after": _cursor_text(cursor),
                      "items": [url_item(r, windows) for r in rows]})
 
     def _one(conn, url_id):
@@ -318,13 +366,17 @@ def create_app(cfg, dsn: str) -> Starlette:
         if open_text not in (None, "", "true", "false"):
             raise BadParam("open must be true or false")
         url_id = request.query_params.get("url_id") or None
-        if url_id is not None and (not url_id.isdigit() or not 1 <= int(url_id) <= MAX_ID):
-            raise BadParam("url_id must be a URL's ID (a whole number)")
+        if url_id is not None:
+            url_id = _whole(url_id, 1, MAX_ID)
+            if url_id is None:
+                raise BadParam("url_id must be a URL's ID (a whole number)")
         limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, 10 ** 9)
+        if offset >= DEEP_OFFSET:
+            expensive(request)
         with pool.connection() as conn:
             rows = data.incidents(conn, open_only=None if not open_text else open_text == "true",
-                                  url_id=int(url_id) if url_id else None, limit=limit, offset=offset)
+                                  url_id=url_id, limit=limit, offset=offset)
         return JSON({"limit": limit, "offset": offset, "items": [incident_item(r) for r in rows]})
 
     # --- badges ---
@@ -368,14 +420,16 @@ def create_app(cfg, dsn: str) -> Starlette:
         Route("/badge/{url_id}/response-time-24h.svg", badge_response_time),
     ]
 
-    def error(request: Request, status: int, message: str):
+    def error(request: Request, status: int, message: str, headers: dict | None = None):
         if request.url.path.startswith("/api/"):
-            return JSON({"error": message}, status_code=status)
+            return JSON({"error": message}, status_code=status, headers=headers)
         if request.url.path.startswith("/badge/"):
             return Response(svg.badge("status", "not found" if status == 404 else "error",
                                       svg.BADGE_COLOURS["unknown"]),
                             status_code=status, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
-        return page(request, "error.html", {"status": status, "message": message}, status=status)
+        response = page(request, "error.html", {"status": status, "message": message}, status=status)
+        response.headers.update(headers or {})
+        return response
 
     def on_bad_param(request, exc):
         return error(request, 400, str(exc))
@@ -383,19 +437,23 @@ def create_app(cfg, dsn: str) -> Starlette:
     def on_not_found(request, exc):
         return error(request, 404, str(exc) if isinstance(exc, NotFound) else "not found")
 
+    def on_too_many(request, exc):
+        return error(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
     def on_database(request, exc):
         message = str(exc) if isinstance(exc, DatabaseUnavailable) else "database unavailable"
         return error(request, 503, message)
 
     app = Starlette(routes=routes, exception_handlers={
-        BadParam: on_bad_param, NotFound: on_not_found, 404: on_not_found,
+        BadParam: on_bad_param, NotFound: on_not_found, 404: on_not_found, TooMany: on_too_many,
         DatabaseUnavailable: on_database, psycopg2.OperationalError: on_database})
     app.state.pool = pool
     app.add_middleware(ResponseCache, ttl=CACHE_SECONDS)
     access = parse_auth(cfg.web.auth)
     if access.enabled:
         app.add_middleware(AuthMiddleware, access=access, public=parse_public(cfg.web.public))
-    app.add_middleware(SecurityHeaders, frame_ancestors=cfg.web.frame_ancestors)   # outermost: on 401s too
+    # outermost: on 401s too
+    app.add_middleware(SecurityHeaders, frame_ancestors=cfg.web.frame_ancestors, script_hash=_SCRIPT_HASH)
     return app
 
 
@@ -403,85 +461,3 @@ def _query(q, state, page_no) -> str:
     from urllib.parse import urlencode
     params = {k: v for k, v in (("q", q), ("state", state), ("page", page_no)) if v and v != 1}
     return "?" + urlencode(params) if params else "?"
-
-
-class ResponseCache:
-    """Reuse a successful GET response for a few seconds (nginx's "micro-caching").
-
-    A status page is read by many people at once and its figures move by the minute: with
-    100,000 URLs, twenty people (or one wall display per team) asking for page 1 in the same
-    second cost one rendering, not twenty. Concurrent misses for one key wait for the first
-    (single flight); once an entry expires, one request renders it again while the others are
-    served the old one (at most STALE_SECONDS older). It sits inside the auth middleware: only
-    admitted requests reach it.
-    """
-
-    def __init__(self, app, ttl: float, max_entries: int = 256):
-        self.app, self.ttl, self.max_entries = app, ttl, max_entries
-        self.entries: dict = {}            # key -> (expires, start message, body)
-        self.pending: dict = {}            # key -> asyncio.Future of the first request's response
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "GET" or self.ttl <= 0:
-            return await self.app(scope, receive, send)
-        import asyncio
-        key = scope["path"] + "?" + scope.get("query_string", b"").decode("latin-1")
-        now = time.monotonic()
-        hit = self.entries.get(key)
-        if hit is not None and hit[0] <= now and not (key in self.pending and hit[0] + STALE_SECONDS > now):
-            hit = None          # expired, and nobody is refreshing it (or it is too old): render it
-        if hit is None and key in self.pending:
-            hit = await asyncio.shield(self.pending[key])
-        if hit is not None:     # fresh, or stale for a moment while another request refreshes it
-            await send(dict(hit[1]))          # a copy: outer middleware add headers to the message
-            await send({"type": "http.response.body", "body": hit[2]})
-            return
-        future = asyncio.get_running_loop().create_future()
-        self.pending[key] = future
-        captured = {"start": None, "body": [], "complete": False}
-
-        async def capture(message):
-            if message["type"] == "http.response.start":
-                captured["start"] = dict(message, headers=list(message.get("headers", [])))
-            elif message["type"] == "http.response.body":
-                captured["body"].append(message.get("body", b""))
-                captured["complete"] = not message.get("more_body", False)
-            await send(message)
-        entry = None
-        try:
-            await self.app(scope, receive, capture)
-            start = captured["start"]
-            if start is not None and start["status"] == 200 and captured["complete"]:
-                entry = (time.monotonic() + self.ttl, start, b"".join(captured["body"]))
-                if len(self.entries) >= self.max_entries:
-                    self.entries = {k: v for k, v in self.entries.items() if v[0] > time.monotonic()}
-                    if len(self.entries) >= self.max_entries:
-                        self.entries.pop(next(iter(self.entries)))
-                self.entries[key] = entry
-        finally:
-            self.pending.pop(key, None)
-            future.set_result(entry)
-
-
-class SecurityHeaders:
-    """CSP (nothing external; the one inline script by hash; framing per web.frame_ancestors)."""
-
-    def __init__(self, app, frame_ancestors: str):
-        self.app = app
-        csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-               f"script-src 'sha256-{_SCRIPT_HASH}'; base-uri 'none'; form-action 'self'; "
-               f"frame-ancestors {frame_ancestors}")
-        self.headers = [(b"content-security-policy", csp.encode()), (b"x-content-type-options", b"nosniff"),
-                        (b"referrer-policy", b"same-origin")]
-        if frame_ancestors.strip() == "'none'":
-            self.headers.append((b"x-frame-options", b"DENY"))
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.headers
-            await send(message)
-        await self.app(scope, receive, with_headers)

@@ -31,9 +31,22 @@ DAY = datetime.timedelta(days=1)
 
 # --- SQL -------------------------------------------------------------------------------------------
 
-# A URL as people may see it: no userinfo, no query string (search runs on this, so a search
-# cannot probe for a secret token either).
-SHOWN_URL_SQL = r"regexp_replace(split_part(split_part(u.url, '#', 1), '?', 1), '^([A-Za-z]+://)[^/@]*@', '\1***@')"
+# A URL as people may see it, as redact.redact_url shows it: no userinfo (up to the LAST '@'
+# of the authority: a password may hold '@'), no query string, no fragment. Search runs on this,
+# so a search cannot probe for a password or a token. Most URLs have none of '@', '?' and '#':
+# they skip the regular expression.
+_PLAIN = "(strpos(u.url, '@') = 0 AND strpos(u.url, '?') = 0 AND strpos(u.url, '#') = 0)"
+SHOWN_URL_SQL = _PLAIN.join(("(CASE WHEN ", r""" THEN u.url
+    ELSE regexp_replace(split_part(split_part(u.url, '#', 1), '?', 1), '^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@',
+                        '\1***@') END)"""))
+
+# A search: the shown URL contains q. A URL without '@', '?' and '#' is shown as stored, so a
+# plain ILIKE decides. When q has no '*', whatever a shown URL contains also occurs in the
+# stored one (the shown URL is the stored one's "scheme://" and "@host/path" around '***'),
+# so that ILIKE rules the others out before their shown form is computed. At 100,000 URLs a
+# search costs 50-110 ms instead of 140-190 ms (the regular expression on every URL).
+_SEARCH = f"""(%(q)s::text IS NULL OR CASE WHEN %(raw_q)s::text IS NULL THEN {SHOWN_URL_SQL} ILIKE %(q)s
+    ELSE u.url ILIKE %(raw_q)s AND ({_PLAIN} OR {SHOWN_URL_SQL} ILIKE %(q)s) END)"""
 
 # One URL's (UTC day, ok, failed) over [start, now): rollup_day in [start, day_to), rollup_hour
 # in [day_to, hour_to), raw rows from hour_to (see _series_bounds).
@@ -75,32 +88,40 @@ _LAST_CHECK = """LEFT JOIN LATERAL (
     FROM task_result t WHERE t.url_id = u.id ORDER BY t.scheduled_at DESC LIMIT 1) last ON true"""
 
 _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state)s)
-  AND (%(q)s::text IS NULL OR {SHOWN_URL_SQL} ILIKE %(q)s)"""
+  AND {_SEARCH}"""
 
 # Down first, then by URL. Two ordered, limited branches instead of one sort of every URL:
 # down URLs are few (a hashed set from url_state), and the other branch walks url's unique
 # index and stops after offset + limit rows. url_state is joined there only for a state
 # filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
 # drops the unused join). The last check is looked up for the page's rows only.
+# Keyset paging (`after`, the last row's branch and URL): the down branch continues after
+# after_url when the last row was down, and is done when it was not; the other branch starts
+# after after_url when the last row was in it. Each walks the index from there, whatever the
+# depth (a deep OFFSET reads and drops every row before it).
 URL_PAGE_SQL = f"""
 WITH down AS MATERIALIZED (SELECT url_id FROM url_state WHERE state = 'down'),
 page AS (
     SELECT p.id, p.down FROM (
         (SELECT u.id, u.url, true AS down FROM url u
          WHERE u.id IN (SELECT url_id FROM down) AND (%(state)s::text IS NULL OR %(state)s = 'down')
-           AND (%(q)s::text IS NULL OR {SHOWN_URL_SQL} ILIKE %(q)s)
+           AND {_SEARCH}
+           AND (%(after_down)s::boolean IS NULL OR (%(after_down)s AND u.url > %(after_url)s))
          ORDER BY u.url LIMIT %(end)s)
         UNION ALL
         (SELECT u.id, u.url, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
          WHERE u.id NOT IN (SELECT url_id FROM down) AND {_FILTER}
+           AND (%(after_down)s::boolean IS DISTINCT FROM false OR u.url > %(after_url)s)
          ORDER BY u.url LIMIT %(end)s)) p
     ORDER BY p.down DESC, p.url
     LIMIT %(limit)s OFFSET %(offset)s)
-SELECT {_URL_COLUMNS}, last.*
+SELECT {_URL_COLUMNS}, p.down AS page_down, last.*
 FROM page p JOIN url u ON u.id = p.id LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
 ORDER BY p.down DESC, u.url
 """
+
+URL_TEXT_SQL = "SELECT url FROM url WHERE id = %(id)s"
 
 URL_COUNT_SQL = f"""
 SELECT count(*) FROM url u LEFT JOIN url_state s ON s.url_id = u.id WHERE {_FILTER}
@@ -171,17 +192,34 @@ def summary(conn) -> dict:
     return row
 
 
+class CursorGone(Exception):
+    """The URL an `after` cursor names has been removed."""
+
+
 def url_page(conn, state: str | None, q: str | None, limit: int, offset: int,
-             counts: dict | None = None) -> tuple[list[dict], int]:
-    """One page of URLs (down first, then by URL) and the number matching the filter
-    (taken from `counts`, a summary(), when there is no search)."""
-    params = {"state": state, "q": _like(q), "limit": limit, "offset": offset, "end": offset + limit}
+             counts: dict | None = None, after: tuple[bool, int] | None = None) -> tuple[list[dict], int, tuple | None]:
+    """One page of URLs (down first, then by URL), the number matching the filter (taken from
+    `counts`, a summary(), when there is no search), and the cursor of the next page: (down,
+    id) of this page's last row, None on the last page. `after` is such a cursor (offset 0)."""
+    after_down = after_url = None
+    if after is not None:
+        found = _rows(conn, URL_TEXT_SQL, {"id": after[1]})
+        if not found:
+            raise CursorGone(f"no URL with ID {after[1]}")
+        after_down, after_url = after[0], found[0]["url"]
+    params = {"state": state, "q": _like(q), "raw_q": _like(q) if q and "*" not in q else None,
+              "limit": limit + 1, "offset": offset, "end": offset + limit + 1,
+              "after_down": after_down, "after_url": after_url}
     rows = _rows(conn, URL_PAGE_SQL, params)
+    cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        cursor = (rows[-1]["page_down"], rows[-1]["id"])
     if counts is not None and q is None:
         total = counts[state] if state else counts["urls"]
     else:
         total = _rows(conn, URL_COUNT_SQL, params)[0]["count"]
-    return rows, total
+    return rows, total, cursor
 
 
 def url_one(conn, url_id: int) -> dict | None:
