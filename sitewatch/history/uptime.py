@@ -20,7 +20,8 @@ Rules (README "Uptime"):
   current period between the later of the window start and the URL's creation, and now
   (capped at 1.0; None for a URL no longer monitored).
 * Windows (WINDOWS): 24h, 7d, 30d, 90d, 365d, ending now and starting at the first whole
-  UTC hour inside the window. Data comes from rollup_day for whole days, rollup_hour for
+  UTC hour inside the window (90d and 365d: the first whole UTC day, as hourly rollups
+  are kept only history.hourly_days). Data comes from rollup_day for whole days, rollup_hour for
   the other whole hours, and raw task_result rows after the hourly watermark (the current
   hour, and any hour the job has not finalised yet): three disjoint parts, so nothing
   counts twice, and the figures include results written seconds ago.
@@ -42,6 +43,7 @@ from .rollup import QUERIES
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY, "365d": 365 * DAY}
+LONG_WINDOW = 30 * DAY      # longer windows start on a whole UTC day (window_bounds)
 UPTIME_DIGITS = 5
 _SCALE = 10 ** UPTIME_DIGITS
 _NO_HISTOGRAM = (0, ())
@@ -91,8 +93,15 @@ def format_percent(fraction: float | None) -> str:
 
 
 def window_bounds(now, name: str, hour_until, day_until) -> dict:
-    """Where each source applies for one window (see window_counts in queries.sql)."""
-    start = _ceil(now - WINDOWS[name], HOUR)
+    """Where each source applies for one window (see window_counts in queries.sql).
+
+    A window starts at the first whole UTC hour inside it; a long one (LONG_WINDOW: 90d, 365d)
+    at the first whole UTC day, so that it never reads hourly rollups past retention
+    (history.hourly_days, 90 by default: the first partial day of a 365-day window is long
+    expired, and its hours would count as expected slots without results).
+    """
+    length = WINDOWS[name]
+    start = _ceil(now - length, DAY if length > LONG_WINDOW else HOUR)
     hour_to = hour_until or start                      # nothing rolled up yet: all raw
     hour_to = max(start, min(hour_to, _floor(now, HOUR)))
     day_from = _ceil(start, DAY)
