@@ -40,11 +40,13 @@ def test_365d_window_has_full_coverage_after_hourly_rollups_expired(dsn):
             # (older ones expired), watermarks at today and at this hour.
             cur.execute("INSERT INTO rollup_day (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_hist)"
                         " SELECT %s, d, 24, 24, 0, 0, 0, '{}'"
-                        " FROM generate_series(%s::timestamptz - interval '366 days', %s::timestamptz - interval '1 day',"
-                        "                      interval '1 day') d", (url_id, today, today))
+                        " FROM generate_series(%s::timestamptz - interval '366 days',"
+                        "                      %s::timestamptz - interval '1 day', interval '1 day') d",
+                        (url_id, today, today))
             cur.execute("INSERT INTO rollup_hour (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_hist)"
                         " SELECT %s, h, 1, 1, 0, 0, 0, '{}'"
-                        " FROM generate_series(%s::timestamptz, %s::timestamptz - interval '1 hour', interval '1 hour') h",
+                        " FROM generate_series(%s::timestamptz, %s::timestamptz - interval '1 hour',"
+                        "                      interval '1 hour') h",
                         (url_id, today, this_hour))
             cur.execute("UPDATE rollup_watermark SET done_until = CASE level WHEN 'day' THEN %s ELSE %s END",
                         (today, this_hour))
