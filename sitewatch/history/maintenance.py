@@ -13,7 +13,8 @@ import time
 
 from .. import logs
 from ..db.database import Reconnecting, is_connection_error
-from . import partitions, prune, rollup, summary
+from . import analyze, partitions, prune, rollup, summary
+from .pacing import Pace
 
 # "the maintenance job" (distinct from the migration lock).
 MAINTENANCE_LOCK_KEY = 0x5173_7761_7463_69
@@ -42,20 +43,27 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
             log.info("maintenance skipped: another process is running it")
             return None
         cur.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
-        # The rollups and the summary aggregate every URL at once (the summary build's 24 h
-        # histogram: about a million (URL, bucket) groups at 100,000 URLs): with the default
-        # 4 MB their hash tables and sorts spill to disk, which doubled the build's time.
+        # The rollups and the summary aggregate thousands of URLs a statement (the summary
+        # build's 24 h histogram: about a million (URL, bucket) groups at 100,000 URLs): with
+        # the default 4 MB their hash tables and sorts spill to disk.
         cur.execute("SET work_mem = %s", (WORK_MEM,))
+        # The job keeps to one core and rests (pacing.py): no parallel workers, which would
+        # take the other core from the checks, and no JIT, whose compilation costs more than
+        # a statement sized to half a second gains from it.
+        cur.execute("SET max_parallel_workers_per_gather = 0")
+        cur.execute("SET jit = off")
     try:
         conn.autocommit = False
         created = partitions.ensure_ahead(conn, cfg.history.partitions_ahead, log)
         brin_ranges = partitions.summarize_brin(conn)      # before the reads of recent rows below
+        analysed = analyze.refresh(conn)      # likewise
         heartbeat()
+        pace = Pace(heartbeat)
         grace = grace_for(conn, cfg)
-        hours = rollup.catch_up_hours(conn, grace, heartbeat)
-        days = rollup.catch_up_days(conn, heartbeat)
+        hours = rollup.catch_up_hours(conn, grace, heartbeat, pace)
+        days = rollup.catch_up_days(conn, heartbeat, pace)
         heartbeat()
-        uptime_summary = summary.refresh(conn)
+        uptime_summary = summary.refresh(conn, pace=pace)
         conn.autocommit = True          # VACUUM, DETACH ... CONCURRENTLY: no transaction block
         if uptime_summary["summary"] in ("built", "added"):
             summary.vacuum(conn)
@@ -69,6 +77,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
                    "days_rolled_up": days["days"], "day_rows": days["rows"],
                    "rollup_rows_expired": sum(expired.values()), "brin_ranges_summarized": brin_ranges,
                    "alert_rows_expired": sum(pruned.values()),
+                   "tables_analyzed": len(analysed), **pace.report(),
                    "grace_s": grace, **uptime_summary,
                    "took_s": round(time.monotonic() - started, 3)}
         log.info("maintenance done", **report)
@@ -79,6 +88,8 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         with conn.cursor() as cur:
             cur.execute("RESET statement_timeout")
             cur.execute("RESET work_mem")
+            cur.execute("RESET max_parallel_workers_per_gather")
+            cur.execute("RESET jit")
             cur.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_KEY,))
         conn.autocommit = old_autocommit
 

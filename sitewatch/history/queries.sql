@@ -2,23 +2,48 @@
 -- "-- name: NAME" and a description; history/rollup.py and history/uptime.py load them once
 -- with db/store.py's loader. {bucket} is replaced by histogram.BUCKET_SQL at load time.
 
--- name: rollup_hours
--- Recompute the hourly rollups of [from, to) (whole UTC hours) from raw rows and overwrite
--- them: one scan of the window, grouped by (URL, hour, latency bucket), then by (URL, hour).
--- Rows of the window that no raw row supports any more are deleted, so a rerun gives exactly
--- what a first run gives. rt_sum is summed as numeric: exact, so reruns are identical bit for
--- bit whatever order the rows come in.
+-- name: rollup_stage_create
+-- The hourly rollups are computed in two steps, each in short statements (history/pacing.py):
+-- raw rows are read a time slice at a time (they are stored in time order: a slice is a
+-- range of pages, found by the BRIN index) and grouped into this session's staging table
+-- by (URL, hour, latency bucket); then the staged groups are merged into rollup_hour a range
+-- of URLs at a time. A slice splits no group's sums: the merge adds them up again.
+DROP TABLE IF EXISTS pg_temp.rollup_stage;
+CREATE TEMP TABLE rollup_stage (
+    url_id bigint, bucket timestamptz, bi integer, checks bigint, ok bigint, failed bigint, non_2xx bigint,
+    rt_sum numeric, rt_min double precision, rt_max double precision, cert_days_min integer
+);
+
+-- name: rollup_stage_slice
+-- Group the raw rows of one time slice [from, to) into the staging table. rt_sum is summed
+-- as numeric: exact, so reruns are identical bit for bit whatever order the rows come in.
+INSERT INTO rollup_stage
+SELECT url_id, date_trunc('hour', scheduled_at, 'UTC'), {bucket},
+       count(*), count(*) FILTER (WHERE ok),
+       -- A `lost` slot is the monitor's failure to check, not the site's: neither ok nor failed.
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'),
+       count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299),
+       sum(response_time_ms::numeric), min(response_time_ms), max(response_time_ms), min(cert_days_left)
+FROM task_result
+WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+GROUP BY 1, 2, 3;
+
+-- name: rollup_stage_index
+-- The merge reads the staging table a range of URLs at a time.
+CREATE INDEX ON rollup_stage (url_id);
+ANALYZE rollup_stage;
+
+-- name: rollup_hours_merge
+-- Overwrite the hourly rollups of URLs [lo, hi) in [from, to) from the staged groups (one
+-- per URL, hour and latency bucket once the slices' parts are added up). Rows of that range
+-- that no raw row supports any more are deleted, so a rerun gives exactly what a first run
+-- gives.
 WITH fine AS (
-    SELECT url_id, date_trunc('hour', scheduled_at, 'UTC') AS bucket,
-           {bucket} AS bi,
-           count(*) AS checks, count(*) FILTER (WHERE ok) AS ok,
-           -- A `lost` slot is the monitor's failure to check, not the site's: neither ok nor failed.
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
-           count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS non_2xx,
-           sum(response_time_ms::numeric) AS rt_sum, min(response_time_ms) AS rt_min,
-           max(response_time_ms) AS rt_max, min(cert_days_left) AS cert_days_min
-    FROM task_result
-    WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+    SELECT url_id, bucket, bi, sum(checks) AS checks, sum(ok) AS ok, sum(failed) AS failed,
+           sum(non_2xx) AS non_2xx, sum(rt_sum) AS rt_sum, min(rt_min) AS rt_min, max(rt_max) AS rt_max,
+           min(cert_days_min) AS cert_days_min
+    FROM rollup_stage
+    WHERE url_id >= %(lo)s AND url_id < %(hi)s
     GROUP BY 1, 2, 3
 ), grouped AS (
     SELECT url_id, bucket, sum(checks)::bigint AS checks, sum(ok)::bigint AS ok,
@@ -46,17 +71,22 @@ WITH fine AS (
     RETURNING 1
 ), stale AS (
     DELETE FROM rollup_hour r
-    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
-      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.url_id >= %(lo)s AND r.url_id < %(hi)s
+      AND NOT EXISTS (SELECT 1 FROM rollup_stage f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
 
+-- name: rollup_stage_drop
+DROP TABLE IF EXISTS pg_temp.rollup_stage;
+
 -- name: rollup_days
--- Recompute the daily rollups of [from, to) (whole UTC days) from the hourly ones (exact:
--- counts and sums add, min/max combine, histograms add element-wise) and overwrite them.
+-- Recompute the daily rollups of URLs [lo, hi) in [from, to) (whole UTC days) from the
+-- hourly ones (exact: counts and sums add, min/max combine, histograms add element-wise)
+-- and overwrite them.
 WITH hour AS (
-    SELECT * FROM rollup_hour WHERE bucket >= %(from)s AND bucket < %(to)s
+    SELECT * FROM rollup_hour
+    WHERE bucket >= %(from)s AND bucket < %(to)s AND url_id >= %(lo)s AND url_id < %(hi)s
 ), hist AS (
     SELECT url_id, day, array_agg(c ORDER BY i) AS rt_hist
     FROM (SELECT h.url_id, date_trunc('day', h.bucket, 'UTC') AS day, u.i, sum(u.c)::integer AS c
@@ -83,7 +113,7 @@ WITH hour AS (
     RETURNING 1
 ), stale AS (
     DELETE FROM rollup_day r
-    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.url_id >= %(lo)s AND r.url_id < %(hi)s
       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
     RETURNING 1
 )
@@ -243,49 +273,50 @@ ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until
     built_at = CASE WHEN s.anchor = EXCLUDED.anchor THEN s.built_at ELSE now() END;
 
 -- name: summary_add
--- Add the raw rows of [from, to) to the uptime summary: they are inside every window, so
--- each window's counts grow by them, and the cumulative 24 h histogram by the number of
--- them at or below each bucket (width_bucket over their sorted bucket indexes counts
--- them). Only the maintenance job writes the summary (under its lock), so UPDATE then
--- INSERT of the rest cannot race. The INSERT finds the URLs with no row in the table as the
--- statement started (an index probe each), not in the UPDATE's output: the rows are
--- minutes old, the planner's statistics know nothing of them, and it chose a nested loop
--- over the two CTEs (100,000 x 100,000: one run was cancelled after 3.5 minutes).
+-- Add the raw rows of [from, to) of URLs [lo, hi) to the uptime summary: they are inside
+-- every window, so each window's counts grow by them, and the cumulative 24 h histogram by
+-- the number of them at or below each bucket (width_bucket over their sorted bucket indexes
+-- counts them). One INSERT ... ON CONFLICT: each URL's row is found by the primary key's
+-- own probe, whatever the planner believes of the table (an UPDATE then an INSERT of the
+-- rest needed an anti-join, which on a freshly built summary, with no statistics, became a
+-- nested loop over the whole table for each URL: 419 s for 100,000 URLs, issue 18). The
+-- new rows' histogram is itself cumulative, so adding two is one pass over the union of
+-- their buckets. Only the maintenance job writes the summary (under its lock).
 WITH delta AS (
     SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
            count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
            coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS sorted,
            min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
     FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
-          WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s) AS raw
+          WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
+            AND url_id >= %(lo)s AND url_id < %(hi)s) AS raw
     GROUP BY url_id
-), updated AS (
-    UPDATE uptime_summary s SET
-        ok_24h = s.ok_24h + d.ok, failed_24h = s.failed_24h + d.failed,
-        ok_7d = s.ok_7d + d.ok, failed_7d = s.failed_7d + d.failed,
-        ok_30d = s.ok_30d + d.ok, failed_30d = s.failed_30d + d.failed,
-        -- (SET expressions all see the old row.) Below hist_from the old counts are 0,
-        -- past its end they stay at its total.
-        hist_from = CASE WHEN d.lo IS NULL THEN s.hist_from WHEN cardinality(s.cum_24h) = 0 THEN d.lo
-                         ELSE least(s.hist_from, d.lo) END,
-        cum_24h = CASE WHEN d.lo IS NULL THEN s.cum_24h ELSE ARRAY(
-            SELECT (CASE WHEN i < s.hist_from THEN 0
-                         ELSE coalesce(s.cum_24h[least(i - s.hist_from + 1, cardinality(s.cum_24h))], 0) END
-                    + width_bucket(i, d.sorted))::integer
-            FROM generate_series(CASE WHEN cardinality(s.cum_24h) = 0 THEN d.lo ELSE least(s.hist_from, d.lo) END,
-                                 CASE WHEN cardinality(s.cum_24h) = 0 THEN d.hi
-                                      ELSE greatest(s.hist_from + cardinality(s.cum_24h) - 1, d.hi) END) AS i
-            ORDER BY i) END
-    FROM delta d WHERE s.url_id = d.url_id
-    RETURNING s.url_id
-), inserted AS (
-    INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from, cum_24h)
-    SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
-           ARRAY(SELECT width_bucket(i, d.sorted) FROM generate_series(d.lo, d.hi) AS i ORDER BY i)
-    FROM delta d WHERE NOT EXISTS (SELECT 1 FROM uptime_summary s WHERE s.url_id = d.url_id)
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted);
+INSERT INTO uptime_summary AS s (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d, failed_30d, hist_from,
+                                 cum_24h)
+SELECT d.url_id, d.ok, d.failed, d.ok, d.failed, d.ok, d.failed, coalesce(d.lo, 0),
+       coalesce(ARRAY(SELECT width_bucket(i, d.sorted) FROM generate_series(d.lo, d.hi) AS i ORDER BY i), '{}')
+FROM delta d
+ON CONFLICT (url_id) DO UPDATE SET
+    ok_24h = s.ok_24h + EXCLUDED.ok_24h, failed_24h = s.failed_24h + EXCLUDED.failed_24h,
+    ok_7d = s.ok_7d + EXCLUDED.ok_7d, failed_7d = s.failed_7d + EXCLUDED.failed_7d,
+    ok_30d = s.ok_30d + EXCLUDED.ok_30d, failed_30d = s.failed_30d + EXCLUDED.failed_30d,
+    -- (SET expressions all see the old row.) A cumulative histogram is 0 below its hist_from
+    -- and stays at its total past its end: the sum of two is the sum of those, bucket by bucket.
+    hist_from = CASE WHEN cardinality(EXCLUDED.cum_24h) = 0 THEN s.hist_from
+                     WHEN cardinality(s.cum_24h) = 0 THEN EXCLUDED.hist_from
+                     ELSE least(s.hist_from, EXCLUDED.hist_from) END,
+    cum_24h = CASE WHEN cardinality(EXCLUDED.cum_24h) = 0 THEN s.cum_24h
+                   WHEN cardinality(s.cum_24h) = 0 THEN EXCLUDED.cum_24h ELSE ARRAY(
+        SELECT (CASE WHEN i < s.hist_from THEN 0
+                     ELSE s.cum_24h[least(i - s.hist_from + 1, cardinality(s.cum_24h))] END
+                + CASE WHEN i < EXCLUDED.hist_from THEN 0
+                       ELSE EXCLUDED.cum_24h[least(i - EXCLUDED.hist_from + 1, cardinality(EXCLUDED.cum_24h))] END
+               )::integer
+        FROM generate_series(least(s.hist_from, EXCLUDED.hist_from),
+                             greatest(s.hist_from + cardinality(s.cum_24h),
+                                      EXCLUDED.hist_from + cardinality(EXCLUDED.cum_24h)) - 1) AS i
+        ORDER BY i) END;
 
 -- name: summary_read
 -- Each URL's summary counts plus those of the raw rows from the summary's `until` on (inside

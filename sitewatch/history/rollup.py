@@ -20,6 +20,7 @@ import datetime
 
 from ..db.store import load_queries
 from . import histogram
+from .pacing import Pace, time_slices, url_chunks
 
 QUERIES = {name: sql.replace("{bucket}", histogram.BUCKET_SQL.format(rt="response_time_ms"))
            for name, sql in load_queries("sitewatch.history", "queries.sql").items()}
@@ -39,16 +40,36 @@ def grace_seconds(longest_timeout: float, max_attempts: int, lease_margin: float
     return max(MIN_GRACE_S, 2 * longest_timeout, max_attempts * (longest_timeout + lease_margin))
 
 
-def recompute_hours(cur, start, end) -> tuple[int, int]:
-    """Overwrite the hourly rollups of [start, end) from raw rows; returns (written, deleted)."""
-    cur.execute(QUERIES["rollup_hours"], {"from": start, "to": end})
-    return cur.fetchone()
+def recompute_hours(cur, start, end, pace: Pace | None = None) -> tuple[int, int]:
+    """Overwrite the hourly rollups of [start, end) from raw rows; returns (written, deleted).
+
+    In short statements (pacing.py): the raw rows a time slice at a time into a staging
+    table, then the staged groups into rollup_hour a range of URLs at a time.
+    """
+    pace = pace or Pace(duty=1.0)
+    cur.execute(QUERIES["rollup_stage_create"])
+    for lo, hi in time_slices(start, end, pace):
+        pace.execute(cur, QUERIES["rollup_stage_slice"], {"from": lo, "to": hi})
+    pace.execute(cur, QUERIES["rollup_stage_index"])
+    written = deleted = 0
+    for lo, hi, _ in url_chunks(cur, pace):
+        pace.execute(cur, QUERIES["rollup_hours_merge"], {"from": start, "to": end, "lo": lo, "hi": hi})
+        w, d = cur.fetchone()
+        written, deleted = written + w, deleted + d
+    cur.execute(QUERIES["rollup_stage_drop"])
+    return written, deleted
 
 
-def recompute_days(cur, start, end) -> tuple[int, int]:
-    """Overwrite the daily rollups of [start, end) from the hourly ones; returns (written, deleted)."""
-    cur.execute(QUERIES["rollup_days"], {"from": start, "to": end})
-    return cur.fetchone()
+def recompute_days(cur, start, end, pace: Pace | None = None) -> tuple[int, int]:
+    """Overwrite the daily rollups of [start, end) from the hourly ones, a range of URLs at a
+    time; returns (written, deleted)."""
+    pace = pace or Pace(duty=1.0)
+    written = deleted = 0
+    for lo, hi, _ in url_chunks(cur, pace):
+        pace.execute(cur, QUERIES["rollup_days"], {"from": start, "to": end, "lo": lo, "hi": hi})
+        w, d = cur.fetchone()
+        written, deleted = written + w, deleted + d
+    return written, deleted
 
 
 def watermark(cur, level: str):
@@ -63,7 +84,7 @@ def _advance(cur, level: str, until) -> None:
                 " WHERE level = %s AND (done_until IS NULL OR done_until < %s)", (until, level, until))
 
 
-def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None) -> dict:
+def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | None = None) -> dict:
     """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts}.
 
     The caller holds the maintenance lock. Each chunk is one REPEATABLE READ transaction, so
@@ -95,7 +116,7 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None) -> dict:
                 conn.commit()
                 return {"hours": hours, "rows": rows, "until": until}
             end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
-            written, _ = recompute_hours(cur, start, end)
+            written, _ = recompute_hours(cur, start, end, pace)
             _advance(cur, "hour", end)
         conn.commit()
         hours += int((end - start) / HOUR)
@@ -103,7 +124,7 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None) -> dict:
         until = end
 
 
-def catch_up_days(conn, heartbeat=lambda: None) -> dict:
+def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dict:
     """Compute every day whose hours are all final; returns {"days": n, "rows": n, "until": ts}."""
     days = rows = 0
     while True:
@@ -124,7 +145,7 @@ def catch_up_days(conn, heartbeat=lambda: None) -> dict:
                 conn.commit()
                 return {"days": days, "rows": rows, "until": start}
             end = min(target, start + DAYS_PER_TRANSACTION * DAY)
-            written, _ = recompute_days(cur, start, end)
+            written, _ = recompute_days(cur, start, end, pace)
             _advance(cur, "day", end)
         conn.commit()
         days += (end - start).days

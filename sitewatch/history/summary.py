@@ -29,6 +29,7 @@ import itertools
 from psycopg2.extras import execute_values
 
 from . import uptime
+from .pacing import Pace, url_chunks
 from .rollup import QUERIES, watermark
 
 HOUR = datetime.timedelta(hours=1)
@@ -54,9 +55,12 @@ ADD_EVERY = datetime.timedelta(seconds=90)
 _TINY = datetime.timedelta(microseconds=1)
 
 
-def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_EVERY) -> dict:
-    """Bring the summary up to date (the caller holds the maintenance lock). Commits.
+def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_EVERY,
+            pace: Pace | None = None) -> dict:
+    """Bring the summary up to date (the caller holds the maintenance lock), in short
+    statements (pacing.py). Commits.
     'current': nothing to do yet (less than `add_every` of rows complete since `until`)."""
+    pace = pace or Pace(duty=1.0)
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         anchor = watermark(cur, "hour")
@@ -71,37 +75,49 @@ def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_
             if until <= state[1] or until - state[1] < add_every:
                 conn.commit()
                 return {"summary": "current"}
-            cur.execute(QUERIES["summary_add"], {"from": state[1], "to": until})
-            updated, inserted = cur.fetchone()
+            rows = 0
+            for lo, hi, _ in url_chunks(cur, pace, first=10_000):
+                pace.execute(cur, QUERIES["summary_add"], {"from": state[1], "to": until, "lo": lo, "hi": hi})
+                rows += cur.rowcount
             cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
             conn.commit()
-            return {"summary": "added", "summary_rows": updated + inserted}
-        rows = _build(cur, anchor, until, watermark(cur, "day"))
+            return {"summary": "added", "summary_rows": rows}
+        rows = _build(cur, anchor, until, watermark(cur, "day"), pace)
         cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
     conn.commit()
     return {"summary": "built", "summary_rows": rows}
 
 
 def vacuum(conn) -> None:
-    """VACUUM the summary (`conn` in autocommit). Every build and addition rewrites every row
-    of it, and readers scan all of it: vacuumed at once, the table stays near its live size
-    whatever autovacuum's settings (with autovacuum off, 100,000 URLs left 680,000 dead rows,
-    164 MB, after a few runs)."""
+    """VACUUM and ANALYZE the summary (`conn` in autocommit). Every build and addition
+    rewrites every row of it, and readers scan all of it: vacuumed at once, the table stays
+    near its live size whatever autovacuum's settings (with autovacuum off, 100,000 URLs
+    left 680,000 dead rows, 164 MB, after a few runs); analysed at once, the readers' plans
+    know its size from the first build on."""
     with conn.cursor() as cur:
-        cur.execute("VACUUM uptime_summary")
+        cur.execute("VACUUM (ANALYZE) uptime_summary")
 
 
-def _build(cur, anchor, until, day_until) -> int:
-    """Overwrite every summary row from the rollups before `anchor` and raw rows up to `until`."""
+def _build(cur, anchor, until, day_until, pace: Pace) -> int:
+    """Overwrite every summary row from the rollups before `anchor` and raw rows up to
+    `until`, a chunk of URLs at a time (readers see the old rows until the commit)."""
     bounds = [uptime.window_bounds(anchor + _TINY, name, anchor, day_until) for name in WINDOWS]
     sql, params = uptime.window_counts_sql(bounds)
-    params.update({"ids": [], "all": True, "raw_until": until})
-    cur.execute(sql, params)
+    pace.execute(cur, "DELETE FROM uptime_summary")
+    written = 0
+    for _, _, ids in url_chunks(cur, pace):
+        if ids:
+            written += pace.call(_build_chunk, cur, sql, params, ids, bounds[0]["start"], anchor, until)
+    return written
+
+
+def _build_chunk(cur, sql, params, ids, start, anchor, until) -> int:
+    """The summary rows of URLs `ids`; returns how many were written."""
+    cur.execute(sql, {**params, "ids": ids, "all": False, "raw_until": until})
     rows = {url_id: [int(v) for v in values] for url_id, *values in cur.fetchall()}
-    cur.execute(QUERIES["window_histogram"], {"ids": [], "all": True, "start": bounds[0]["start"],
+    cur.execute(QUERIES["window_histogram"], {"ids": ids, "all": False, "start": start,
                                               "hour_to": anchor, "raw_until": until})
     hists = uptime.cells_to_histograms(cur.fetchall())
-    cur.execute("DELETE FROM uptime_summary")
     execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
                         " failed_30d, hist_from, cum_24h) VALUES %s",
                    ((url_id, *values, *_cumulative(hists.get(url_id, []))) for url_id, values in rows.items()),

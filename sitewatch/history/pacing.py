@@ -1,0 +1,107 @@
+"""The maintenance job's pace: short statements, with rests between them.
+
+On two cores, one long statement of the job takes half the machine. An hourly rollup of
+100,000 URLs as one statement held a core for 25 s, the summary build for 30 s: checks
+finished late, the consumers read that as slow sites and grew to their ceiling, and lag
+spiralled (issue 18). So the job's heavy work runs in chunks sized to take about
+TARGET_S each (by URL or by time: the caller decides what a chunk is, Pace decides how
+big), and after each statement the job rests in proportion to it, so that it uses at most
+DUTY of one core while it has work. The job's work is the same; it takes longer in wall
+time (minutes once an hour at 100,000 URLs), and nothing waits for it.
+"""
+
+import datetime
+import time
+
+TARGET_S = 0.5      # aim for statements this long
+DUTY = 0.4          # share of the time the job works while it has work; it rests the rest
+GROWTH = 4.0        # a chunk grows or shrinks at most this much from one statement to the next
+
+
+class Pace:
+    """Runs the job's chunked statements, times them and rests after each.
+
+    One per job run; its figures go to the `maintenance done` log line.
+    """
+
+    def __init__(self, heartbeat=lambda: None, duty: float = DUTY, target_s: float = TARGET_S,
+                 sleep=time.sleep, clock=time.monotonic):
+        self.heartbeat, self.duty, self.target_s = heartbeat, duty, target_s
+        self.sleep, self.clock = sleep, clock
+        self.statements = 0
+        self.longest_s = 0.0
+        self.work_s = 0.0
+        self.rest_s = 0.0
+
+    def execute(self, cur, sql, params=None) -> None:
+        """cur.execute(sql, params), then a rest."""
+        self.call(cur.execute, sql, params)
+
+    def call(self, work, *args):
+        """work(*args) (the statements of one chunk), then a rest; returns what work returns."""
+        started = self.clock()
+        result = work(*args)
+        took = self.clock() - started
+        self.statements += 1
+        self.longest_s = max(self.longest_s, took)
+        self.work_s += took
+        self.rest(took)
+        return result
+
+    def rest(self, worked_s: float) -> None:
+        """Rest after `worked_s` of work, so that work is `duty` of the time."""
+        self.heartbeat()
+        pause = worked_s * (1.0 - self.duty) / self.duty
+        if pause > 0:
+            self.rest_s += pause
+            self.sleep(pause)
+
+    def resize(self, size: float, took_s: float, smallest: float, largest: float) -> float:
+        """The next chunk's size, from this one's size and how long its statement took."""
+        factor = self.target_s / max(took_s, 1e-3)
+        factor = min(GROWTH, max(1.0 / GROWTH, factor))
+        return min(largest, max(smallest, size * factor))
+
+    def report(self) -> dict:
+        return {"statements": self.statements, "longest_statement_s": round(self.longest_s, 3),
+                "work_s": round(self.work_s, 3), "rest_s": round(self.rest_s, 3)}
+
+
+MAX_ID = 2**63 - 1
+
+
+def url_chunks(cur, pace: Pace, first: int = 2000, smallest: int = 200, largest: int = 50_000):
+    """Chunks of the monitored URLs, each sized by how long the previous chunk's statements
+    (run through `pace`) took in all.
+
+    Yields (lo, hi, ids): ids are the chunk's monitored URL ids, [lo, hi) a url_id range that
+    also holds the ids of removed URLs in between (their rows outlive them until retention).
+    The ranges of one pass cover every url_id.
+    """
+    cur.execute("SELECT id FROM url ORDER BY id")
+    ids = [row[0] for row in cur.fetchall()]
+    size, i, lo = float(first), 0, 0
+    while True:
+        chunk = ids[i:i + int(size)]
+        i += len(chunk)
+        hi = ids[i] if i < len(ids) else MAX_ID
+        before = pace.work_s
+        yield lo, hi, chunk
+        if hi == MAX_ID:
+            return
+        lo = hi
+        size = pace.resize(size, pace.work_s - before, smallest, largest)
+
+
+def time_slices(start, end, pace: Pace, first: datetime.timedelta = datetime.timedelta(minutes=5),
+                smallest: datetime.timedelta = datetime.timedelta(minutes=1),
+                largest: datetime.timedelta = datetime.timedelta(days=1)):
+    """[start, end) as consecutive slices [a, b), each sized by how long the previous one's
+    statements took: raw rows are stored in time order, so a slice is a range of pages."""
+    size, a = first, start
+    while a < end:
+        b = min(end, a + size)
+        before = pace.work_s
+        yield a, b
+        a = b
+        size = pace.resize(size, pace.work_s - before, smallest, largest)
