@@ -18,12 +18,14 @@ import gzip
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -673,8 +675,50 @@ def defaults(tmp_path, monkeypatch):
     return config.load({"HOME": str(tmp_path)})
 
 
+# An oracle independent of sitewatch.urlspec, for the inputs whose fate is plain (None: no opinion).
+# The property tests check the CLI against the library (same code) and both against this, so a
+# wrong accept or reject of a plain case fails. The known cases further down pin exact outcomes.
+_PLAIN_URL = re.compile(r"(?i)(https?)://([a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)*)"
+                        r"(?::([0-9]{1,5}))?(/[A-Za-z0-9/_.~-]*)?")
+_BAD_REGEXES = {"(", "a)", "\\", "[z-a]", "a{1001}", "x" * 1001, "\\x{110000}"}
+_GOOD_REGEXES = {"", "hello", "(?i)hello", "\\b\\w+\\b", "^$", "a{2,1000}", "(?P<n>x)"}
+
+
+def _plain_url(url: str) -> str | None:
+    """The stored form of a plainly valid URL (scheme and host lower-cased, default port and
+    fragment dropped, "/" for no path), or None when the URL is not plain."""
+    match = _PLAIN_URL.fullmatch(url)
+    if not match or len(url) > 200:
+        return None
+    scheme, host, port, path = match.group(1).lower(), match.group(2).lower(), match.group(3), match.group(4)
+    if port is not None and not 1 <= int(port) <= 65535:
+        return None
+    default = {"http": "80", "https": "443"}[scheme]
+    port_part = f":{int(port)}" if port is not None and int(port) != int(default) else ""
+    return f"{scheme}://{host}{port_part}{path or '/'}"
+
+
+def _oracle_add(url: str, period: str, regex: str, stored: set) -> bool | None:
+    """Must `url add` accept (True) or refuse (False) this? None when it is not plain."""
+    low = url.lower()
+    if not (low.startswith("http://") or low.startswith("https://")) or any(
+            ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
+        return False
+    if re.fullmatch(r"[0-9]{1,6}", period) and not 5 <= int(period) <= 300:
+        return False
+    if re.search(r"[A-Za-z.]", period) or period.strip() == "":
+        return False
+    if regex in _BAD_REGEXES:
+        return False
+    plain = _plain_url(url)
+    if plain is None or not re.fullmatch(r"[0-9]{1,3}", period) or regex not in _GOOD_REGEXES:
+        return None
+    return plain not in stored        # an already listed URL is refused
+
+
 def _expect_add(cli, db, cfg, url, period, regex, argv) -> bool:
-    """Run `url add`; check it against the library's own validation. True when the URL was added."""
+    """Run `url add`; check it against the library's own validation, and both against the oracle
+    when the case is plain. True when the URL was added."""
     options = {"url": url, "period": period, "regex": regex, "timeout": None, "method": None,
                "expected_status": None, "max_redirects": None, "verify_tls": None}
     try:
@@ -682,6 +726,13 @@ def _expect_add(cli, db, cfg, url, period, regex, argv) -> bool:
     except BadInput:
         entry = None
     table = _url_table(db)
+    verdict = _oracle_add(url, period, regex, {row[1] for row in table})
+    if verdict is not None:
+        event(f"oracle: {'accept' if verdict else 'refuse'}")
+        library = entry is not None and entry.url not in {row[1] for row in table}
+        assert library == verdict, f"the oracle says {'accept' if verdict else 'refuse'}: {url!r} {period!r} {regex!r}"
+        if verdict:
+            assert entry.url == _plain_url(url)
     done = cli(*argv)
     if entry is None or entry.url in {row[1] for row in table}:
         event("refused")
@@ -717,6 +768,101 @@ def test_url_add_with_invalid_utf8_arguments_exits_0_or_2(cli, db, defaults, url
     # The command sees undecodable bytes as lone surrogates (PEP 383), as os.fsdecode does here.
     if _expect_add(cli, db, defaults, os.fsdecode(url), os.fsdecode(period), os.fsdecode(regex), argv):
         _assert_listed(cli, db)
+
+
+# Known cases, outcome written by hand: (url, period, regex, stored url or None when refused).
+_ADD_CASES = [
+    ("http://example.com/a", "30", "", "http://example.com/a"),
+    ("HTTP://Example.COM:80/x#frag", "5", "", "http://example.com/x"),
+    ("https://example.com:443", "300", "hello", "https://example.com/"),
+    ("https://example.com:8443/p?q=1", "60", "", "https://example.com:8443/p?q=1"),
+    ("http://example.com/a", "30", "", None),                 # listed already
+    ("http://EXAMPLE.com:80/a", "60", "", None),              # the same URL once normalised
+    ("ftp://example.com/", "30", "", None),
+    ("example.com/", "30", "", None),
+    ("http:/example.com/", "30", "", None),
+    ("http://exa mple.com/", "30", "", None),
+    ("http://example.com:0/", "30", "", None),
+    ("http://example.com:65536/", "30", "", None),
+    ("http://a..b/", "30", "", None),
+    ("http://a\\@b.example/", "30", "", None),
+    ("http://example.com/b", "4", "", None),
+    ("http://example.com/b", "301", "", None),
+    ("http://example.com/b", "5.0", "", None),
+    ("http://example.com/b", "thirty", "", None),
+    ("http://example.com/b", "30", "(", None),
+    ("http://example.com/b", "30", "a{1001}", None),
+]
+
+
+def test_url_add_known_cases(cli, db):
+    for url, period, regex, stored in _ADD_CASES:
+        before = _url_table(db)
+        done = cli("url", "add", f"--period={period}", f"--regex={regex}", "--", url)
+        if stored is None:
+            _one_error_line(done)
+            assert _url_table(db) == before, url
+        else:
+            assert done.returncode == 0, (url, done.stderr)
+            assert query(db, "SELECT period, regex FROM url WHERE url = %s", (stored,)) == [
+                (int(period), regex or None)], url
+
+
+_IMPORT_CASES = [                   # (stdin, stored urls afterwards or None when refused)
+    ("- http://example.com/a\n- https://example.com/b\n", ["http://example.com/a", "https://example.com/b"]),
+    ("http://example.com/c\nhttps://EXAMPLE.com:443/d\n", ["http://example.com/c", "https://example.com/d"]),
+    ("- url: http://example.com/e\n  period: 60\n  regex: ok\n", ["http://example.com/e"]),
+    ("- http://example.com/a\n- HTTP://EXAMPLE.com:80/a\n", None),     # the same URL twice
+    ("- url: http://example.com/f\n  period: 4\n", None),
+    ("- url: http://example.com/f\n  colour: red\n", None),
+    ("- url: ftp://example.com/f\n", None),
+    ("- url: http://example.com/f\n- url: http://exa mple.com/\n", None),    # all or nothing
+    ("[" * 5000, None),
+    ("url: http://example.com/f\n", None),                                    # a mapping, not a list
+]
+
+
+def test_url_import_known_cases(cli, db):
+    for text, stored in _IMPORT_CASES:
+        before = _url_table(db)
+        done = cli("url", "import", "-", input=text)
+        if stored is None:
+            _one_error_line(done)
+            assert _url_table(db) == before, text[:80]
+        else:
+            assert done.returncode == 0, (text, done.stderr)
+            urls = {row[0] for row in query(db, "SELECT url FROM url")}
+            assert set(stored) <= urls and len(urls) == len({row[1] for row in before} | set(stored)), text
+
+
+_CONFIG_CASES = [                   # (file content, {setting: shown value} or None when refused)
+    (b"", {"check.min_period": "5", "check.max_period": "300"}),
+    (b"check:\n  min_period: 10\n  max_period: 20\n", {"check.min_period": "10", "check.max_period": "20"}),
+    (b"check:\n  min_period: 0\n", None),
+    (b"check:\n  min_period: 100\n  max_period: 50\n", None),
+    (b"check:\n  min_period: ten\n", None),
+    (b"nosuchsection:\n  x: 1\n", None),
+    (b"check:\n  nosuchkey: 1\n", None),
+    (b"- a\n- b\n", None),
+    (b"check: [\n", None),
+    (b"\xff\xfe\x00", None),
+]
+
+
+def test_config_show_known_cases(tmp_path):
+    path = tmp_path / "case.yaml"
+    env = clean_env(tmp_path)
+    for content, shown in _CONFIG_CASES:
+        path.write_bytes(content)
+        done = subprocess.run([sys.executable, "-m", "sitewatch", "--config", str(path), "config", "show"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        if shown is None:
+            _one_error_line(done)
+            continue
+        assert done.returncode == 0, (content, done.stderr)
+        values = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
+        for name, value in shown.items():
+            assert values[name].split()[0] == value, (content, name, values[name])
 
 
 _yaml_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from([10 ** 400, -(10 ** 30)]),
@@ -811,6 +957,32 @@ _config_doc = st.one_of(
         max_size=4))
 
 
+def _oracle_config(content: bytes) -> bool | None:
+    """False when a configuration file must plainly be refused (independent of sitewatch.config):
+    not UTF-8, not a mapping at the top, or a section name sitewatch does not have."""
+    try:
+        doc = yaml.safe_load(content.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False if not _is_utf8(content) else None
+    if doc is not None and not isinstance(doc, dict):
+        return False
+    if isinstance(doc, dict) and any(not isinstance(k, str) or k not in _SECTIONS for k in doc):
+        return False
+    return None
+
+
+def _is_utf8(content: bytes) -> bool:
+    try:
+        content.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+_SECTIONS = {"database", "check", "producer", "consumer", "supervisor", "alerts", "history", "metrics", "sentry",
+             "web", "log"}         # DESIGN.md's configuration sections
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.one_of(_config_doc.map(lambda doc: yaml.safe_dump(doc, allow_unicode=True).encode()),
                          st.text(st.characters(exclude_categories=("Cs",)), max_size=200).map(str.encode),
@@ -827,6 +999,10 @@ def test_config_show_with_an_arbitrary_file_exits_0_or_2_with_one_line(tmp_path,
         expected = config.load(env, {}, str(path))
     except BadInput:
         expected = None
+    verdict = _oracle_config(content)
+    if verdict is not None:
+        event("oracle: refuse")
+        assert expected is None, f"the oracle says refuse: {content[:200]!r}"
     done = subprocess.run([sys.executable, "-m", "sitewatch", "--config", str(path), "config", "show"], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
     if expected is None:
