@@ -4,6 +4,7 @@ and uptime/coverage percentages shown a unit low (float truncation)."""
 import csv
 import datetime
 import io
+import json
 import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
@@ -69,6 +70,21 @@ def test_status_table_coverage_is_exact_in_sql(db):
     assert wrong == []
 
 
+def test_status_table_sql_line_has_no_control_characters(db):
+    """The status_line_table block (the path `status` takes while the uptime summary is current)."""
+    with db.cursor() as cur:
+        cur.execute(f"""
+            SELECT {QUERIES["status_line_table"]}
+            FROM (SELECT 1 AS results, 1 AS expected, NULL::bigint AS units_24h, NULL::bigint AS units_7d,
+                         NULL::bigint AS units_30d, NULL::integer AS p95_bucket) f,
+                 (SELECT 'down'::text AS state, NULL::timestamptz AS since) st,
+                 (SELECT 'redirects'::text AS error_kind, %(error)s::text AS error, NULL::integer AS cert_days_left) l,
+                 (SELECT NULL::text AS error_kind, NULL::text AS error, NULL::integer AS cert_days_left) old""",
+                    {"p95_texts": [], "error": OLD_ERROR})
+        line = cur.fetchone()[0]
+    assert line.endswith("redirects: invalid redirect Location http://x/ [2J ]0;owned   "), repr(line)
+
+
 # --- A5: no live formulas in the CSV export -----------------------------------------------------------
 
 FORMULAS = ["=HYPERLINK(\"http://evil.example/\",\"x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
@@ -84,8 +100,8 @@ def test_csv_export_neutralises_formulas():
     parsed = list(csv.reader(io.StringIO(out.getvalue())))
     assert parsed[0] == list(report.HISTORY_COLUMNS)
     errors = [line[report.HISTORY_COLUMNS.index("error")] for line in parsed[1:]]
-    # OWASP: a leading quote; and no tab or line break inside a cell (A4: old rows may hold them)
-    assert errors == ["'" + text.replace("\t", " ").replace("\r", " ") for text in FORMULAS] + ["plain error"]
+    # OWASP: a leading quote; and no line break inside a cell (A4: old rows may hold them)
+    assert errors == ["'" + text.replace("\r", " ") for text in FORMULAS] + ["plain error"]
     # numbers stay numbers (a negative cert_days_left is a number, not a formula)
     assert [line[report.HISTORY_COLUMNS.index("cert_days_left")] for line in parsed[1:]] == ["-3"] * 6 + ["42"]
 
@@ -135,3 +151,47 @@ def test_escaped_errors_are_xml_text():
     error = Outcome(datetime.datetime.now(datetime.timezone.utc), None, None, None, False, "redirects",
                     "invalid redirect Location http://[\x1b[31m\x01\x0c\ufffe", None).error
     ET.fromstring(f"<summary>{error}</summary>")
+
+
+OLD_ERROR = "invalid redirect Location http://x/\x1b[2J\x1b]0;owned\x07\x01\x0c"
+
+
+@pytest.fixture
+def stored_before_the_fix(dsn, db):
+    """A URL whose latest (failed) result was stored raw, as before errors were made printable."""
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO url (url, period, timeout, next_check_at, created_at) "
+                    "VALUES ('http://old.example/', 60, 10, now() + interval '1 hour', now() - interval '1 day') "
+                    "RETURNING id")
+        url_id = cur.fetchone()[0]
+        cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, checked_by) "
+                    "SELECT %s, t, t, false, 'redirects', %s, 'test' "
+                    "FROM generate_series(now() - interval '10 minutes', now() - interval '1 minute', "
+                    "interval '1 minute') t", (url_id, OLD_ERROR))
+    return url_id
+
+
+@pytest.mark.parametrize("maintain", [False, True], ids=["python", "summary"])
+def test_status_never_prints_control_characters_of_old_rows(cli, stored_before_the_fix, maintain):
+    if maintain:     # builds the uptime summary: status then computes its lines in SQL (when current)
+        assert cli("db", "maintain").returncode == 0
+    for args in (["status"], ["status", "http://old.example/"]):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert "redirects: invalid redirect Location http://x/" in out.stdout
+        assert all(ch.isprintable() or ch == "\n" for ch in out.stdout), repr(out.stdout)
+    as_json = json.loads(cli("status", "--json").stdout)
+    assert as_json[0]["last_error"] == OLD_ERROR              # JSON escapes it; the text is kept
+
+
+def test_atom_feed_stays_well_formed_with_old_rows(dsn, db, stored_before_the_fix, web_factory):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO incident (url_id, url, started_at, first_error_kind, first_error, "
+                    "last_error_kind, last_error, failed_checks) "
+                    "VALUES (%s, 'http://old.example/', now() - interval '10 minutes', 'redirects', %s, "
+                    "'redirects', %s, 10)", (stored_before_the_fix, OLD_ERROR, OLD_ERROR))
+    web = web_factory(dsn)
+    feed = ET.fromstring(web.get("/incidents.atom").content)
+    summaries = [e.text for e in feed.iter("{http://www.w3.org/2005/Atom}summary")]
+    assert len(summaries) == 1 and "invalid redirect Location http://x/" in summaries[0]
+    assert "\x1b" not in web.get("/incidents").text and "\x1b" not in web.get("/").text

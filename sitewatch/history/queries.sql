@@ -460,7 +460,8 @@ format('%%-7s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
     coalesce((%(p95_texts)s::text[])[f.p95_bucket + 1], '-'),
     coalesce(coalesce(l.cert_days_left, old.cert_days_left) || 'd', '-'),
     CASE WHEN coalesce(l.error_kind, old.error_kind) <> ''
-         THEN coalesce(l.error_kind, old.error_kind) || ': ' || coalesce(l.error, old.error, '') ELSE '' END)
+         THEN coalesce(l.error_kind, old.error_kind) || ': '    -- errors stored before they were made printable: controls as spaces
+              || regexp_replace(coalesce(l.error, old.error, ''), '[[:cntrl:]]', ' ', 'g') ELSE '' END)
 
 -- name: summary_lag_counts
 -- While the hourly watermark lags the clock: ok and failed of the hours that have left a

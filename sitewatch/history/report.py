@@ -244,7 +244,7 @@ def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str
         coverage = "-" if r["coverage_24h"] is None else pct(r["coverage_24h"], digits=0)   # 29/100: 29%
         p95 = "-" if r["p95_ms_24h"] is None else f"{r['p95_ms_24h']:.0f}ms"
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
-        error = f"{r['last_error_kind']}: {r['last_error'] or ''}" if r["last_error_kind"] else ""
+        error = f"{r['last_error_kind']}: {printable(r['last_error'] or '')}" if r["last_error_kind"] else ""
         lines.append((url_id, r["url"], f"{r['state']:7} {since:16} {percent(r['uptime_24h']):>8} "
                                         f"{percent(r['uptime_7d']):>8} {percent(r['uptime_30d']):>8} "
                                         f"{coverage:>7} {p95:>8} {cert:>5}  {error}"))
@@ -293,7 +293,7 @@ def print_detail(conn, url_id: int, out) -> None:
     print(f"\nlast {FAILURES_SHOWN} failures:" if failures else "\nno failures recorded", file=out)
     for scheduled_at, code, kind, error in failures:
         print(f"  {scheduled_at:%Y-%m-%d %H:%M:%S}  {kind or '-':14} {code if code is not None else '-':>4}  "
-              f"{error or ''}", file=out)
+              f"{printable(error or '')}", file=out)
 
 
 # --- history ------------------------------------------------------------------------------
@@ -340,9 +340,10 @@ def _csv_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        # printable: no terminal escapes and no line break inside a cell (rows stored before
-        # errors were made printable may hold them).
-        return ("'" + printable(value)) if value.startswith(_FORMULA_START) else printable(value)
+        # No terminal escapes and no line break inside a cell (rows stored before errors were
+        # made printable may hold them); tabs stay, quoted.
+        text = "\t".join(printable(part) for part in value.split("\t"))
+        return "'" + text if value.startswith(_FORMULA_START) else text
     return _jsonable(value)
 
 

@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__, logs
 from ..errors import DatabaseUnavailable
-from ..redact import redact_url
+from ..redact import printable, redact_url
 from . import data, svg
 from .auth import AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
@@ -145,17 +145,22 @@ def url_item(row: dict, windows: dict) -> dict:
         "last_check_at": row["last_started_at"], "last_ok": row["last_ok"],
         "last_status_code": row["last_status_code"], "last_response_time_ms": row["last_response_time_ms"],
         "last_error_kind": row["last_error_kind"] if row["last_ok"] is False else None,
-        "last_error": row["last_error"] if row["last_ok"] is False else None,
+        "last_error": _printable(row["last_error"]) if row["last_ok"] is False else None,
         "cert_days_left": row["last_cert_days_left"],
     }
+
+
+def _printable(text: str | None) -> str | None:
+    return None if text is None else printable(text)
 
 
 def incident_item(row: dict) -> dict:
     return {"id": row["id"], "url_id": row["url_id"], "url": redact_url(row["url"]) if row["url"] else None,
             "started_at": row["started_at"], "ended_at": row["ended_at"],
             "duration_s": int(row["duration"].total_seconds()),
-            "first_error_kind": row["first_error_kind"], "first_error": row["first_error"],
-            "last_error_kind": row["last_error_kind"], "last_error": row["last_error"],
+            # printable: rows stored before errors were made printable (the feed must stay XML)
+            "first_error_kind": row["first_error_kind"], "first_error": _printable(row["first_error"]),
+            "last_error_kind": row["last_error_kind"], "last_error": _printable(row["last_error"]),
             "failed_checks": row["failed_checks"]}
 
 
