@@ -232,6 +232,13 @@ SETTINGS = [
             "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
     Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
             "frame, e.g. 'self' https://intranet.example.com. Default: nobody."),
+    Setting("web", "request_timeout", float, 10.0, "Seconds a client has to send a complete request, from "
+            "when it connects or from its previous response; then the connection is closed, so silent or "
+            "half-sent requests hold no socket.", check=_between(0.5, 3600)),
+    Setting("web", "max_connections", int, 500, "Open connections at most (lowered to stay below the "
+            "process's open-file limit). A new connection beyond it closes the one that has waited longest "
+            "for its request; while every one is being answered, the new one is closed.",
+            check=_between(8, 1_000_000)),
     Setting("web", "base_url", str, None, "The address people reach the pages at, e.g. "
             "https://status.example.com/ (behind a proxy, with its path): the Atom feed's links and ids "
             "start with it. Unset: the feed's links are relative (never taken from the request's Host).",

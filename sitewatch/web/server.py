@@ -5,8 +5,14 @@ else starts. In `sitewatch run` the same server runs as the supervised `web`
 child: uvicorn's tick beats the heartbeat (so a stuck event loop is noticed) and
 stops the server when the child is asked to stop or the supervisor dies; the
 child context owns the signals, not uvicorn.
+
+Limits (guard.py): a request timeout (web.request_timeout) for silent and half-sent
+requests, at most web.max_connections connections (kept under the open-file limit; an idle
+one makes room for a new one), a backlog of BACKLOG, and accept() failures logged once a
+minute instead of in a flood.
 """
 
+import asyncio
 import contextlib
 import errno
 import signal
@@ -19,9 +25,11 @@ import uvicorn
 from .. import logs
 from ..errors import BadInput
 from ..operations.listener import parse_listen
+from . import guard
 
 GRACEFUL_SHUTDOWN = 5.0     # seconds open requests get to finish on stop
 BIND_RETRY = 2.0            # seconds past the grace period the web child waits for its port
+BACKLOG = 128               # connections the kernel queues until we accept them (listen() and uvicorn's accept loop)
 
 
 def bind(listen: str) -> socket.socket:
@@ -33,7 +41,7 @@ def bind(listen: str) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(BACKLOG)
     except socket.gaierror as e:
         raise BadInput(f"web.listen {listen}: cannot resolve {host}: {e.strerror}") from None
     except OSError as e:
@@ -60,6 +68,12 @@ class _Server(uvicorn.Server):
     def capture_signals(self):
         yield
 
+    async def serve(self, sockets=None):
+        # asyncio logs every failed accept() (out of file descriptors) with a traceback, up to
+        # `backlog` times per wakeup: once a minute, with a count, instead.
+        asyncio.get_running_loop().set_exception_handler(guard.AcceptErrorLog())
+        await super().serve(sockets)
+
     async def on_tick(self, counter: int) -> bool:
         if self._on_tick is not None and counter % 10 == 0:     # once a second
             if self._on_tick():
@@ -67,16 +81,22 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def _uvicorn_config(app) -> uvicorn.Config:
+def _uvicorn_config(app, cfg) -> uvicorn.Config:
+    """uvicorn with the limits of guard.py: a request timeout, at most `cap` connections (an idle
+    one makes room for a new one), and limit_concurrency as a backstop above that cap (it
+    answers 503 once connections or requests reach it, which the cap keeps from happening)."""
+    cap = guard.connection_cap(cfg.web.max_connections)
     return uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
-                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, proxy_headers=False)
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, proxy_headers=False,
+                          http=guard.protocol_class(cfg.web.request_timeout, cap), ws="none",
+                          limit_concurrency=cap + 1, backlog=BACKLOG, h11_max_incomplete_event_size=16 * 1024)
 
 
 def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
     """Serve until on_tick() returns True (child) or SIGTERM/SIGINT (standalone, on_tick None)."""
     from .app import create_app
     app = create_app(cfg, dsn)
-    server = _Server(_uvicorn_config(app), on_tick=on_tick)
+    server = _Server(_uvicorn_config(app, cfg), on_tick=on_tick)
     if on_tick is None:
         def stop(signum, frame):             # handler only records; uvicorn's loop acts
             if server.should_exit and signum == signal.SIGINT:
