@@ -2,6 +2,7 @@
 missing response times and certificate days, and an independent recomputation from raw rows."""
 
 import datetime
+import time
 
 import psycopg2
 import pytest
@@ -23,6 +24,28 @@ def conn(dsn):
 def cfg(**history):
     """The default configuration, with history.* keys overridden (cfg(raw_days=1))."""
     return config.load({f"SITEWATCH_HISTORY__{k.upper()}": str(v) for k, v in history.items()}, {}, None)
+
+
+def clear_of_hour_turn(conn, need_s: float, offset_s: float = 0.0, not_before_s: float = 0.0) -> None:
+    """Wait, if need be, until the database clock is at least `not_before_s` past the turn of
+    the hour of (now - offset_s) and `need_s` before the next one, so a test that reads the
+    hour once (its windows, the rollups' final hour, which turns `offset_s` late) keeps reading
+    the hour the code reads for its whole run, and checks the same things at any time of day.
+
+    The code under test takes its `now` from the database, so time is controlled by choosing
+    when to start: the wait happens only near the turn, and is at most need_s + not_before_s.
+    """
+    assert need_s + not_before_s < 3000
+    with conn.cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM (clock_timestamp() - make_interval(secs => %s))"
+                    " - date_trunc('hour', clock_timestamp() - make_interval(secs => %s)))::float8",
+                    (offset_s, offset_s))
+        past = cur.fetchone()[0]
+    conn.commit()
+    if past < not_before_s:
+        time.sleep(not_before_s - past + 0.5)
+    elif past > 3600 - need_s:
+        time.sleep(3600 - past + not_before_s + 0.5)
 
 
 def ensure_past_partitions(conn, days: int) -> None:

@@ -18,6 +18,7 @@ from tests.historydata import (
     add_urls,
     assert_rollups_match_raw,
     cfg,
+    clear_of_hour_turn,
     ensure_past_partitions,
     insert_results,
     rollup_rows,
@@ -28,8 +29,10 @@ from tests.historydata import conn as conn  # noqa: F401  (fixture)
 HOUR = datetime.timedelta(hours=1)
 
 
-def db_now(conn):
-    """now, and the hour every result before which is final: the grace window is 300 s here."""
+def db_now(conn, need_s: float = 60):
+    """now, and the hour every result before which is final: the grace window is 300 s here.
+    Waits first if that hour would turn within need_s (the test's expectations use it throughout)."""
+    clear_of_hour_turn(conn, need_s, offset_s=300)
     with conn.cursor() as cur:
         cur.execute("SELECT now(), date_trunc('hour', now() - interval '300 s', 'UTC')")
         now, hour = cur.fetchone()

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from sitewatch.history import maintenance, report, rollup, summary, uptime
-from tests.historydata import add_urls, cfg, ensure_past_partitions, insert_results
+from tests.historydata import add_urls, cfg, clear_of_hour_turn, ensure_past_partitions, insert_results
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
 HOUR = datetime.timedelta(hours=1)
@@ -27,9 +27,10 @@ def figures(conn, ids, use_summary):
             for url_id, f in out.items()}
 
 
-def assert_same(conn, ids):
+def assert_same(conn, ids, serves: bool | None = None):
     """The summary's figures equal the direct ones, for a list of ids and for all URLs, and
-    so do those `sitewatch status` prints (its own loop over the counts)."""
+    so do those `sitewatch status` prints (its own loop over the counts). serves: whether
+    status_lines must serve (and so be compared), when the test knows."""
     direct = figures(conn, ids, use_summary=False)
     assert figures(conn, ids, use_summary=True) == direct
     everything = uptime.for_urls(conn, ids, windows=summary.WINDOWS, all_urls=True)
@@ -41,6 +42,7 @@ def assert_same(conn, ids):
         hour_until, _, now, anchor, _ = cur.fetchone()
     conn.commit()
     assert served == summary.current(anchor, hour_until, now)
+    assert serves is None or served == serves
     return direct
 
 
@@ -126,6 +128,10 @@ def old_urls(conn, count: int) -> list[int]:
 
 def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     ids = old_urls(conn, 4)
+    # Past hh:05, when the job's final hour (grace 300 s) has caught up with the windows' hour, and
+    # not near the next turn: the summary is current throughout, and status_lines is compared
+    # every time (in the first minutes of an hour it would not serve: the lag test covers that).
+    clear_of_hour_turn(conn, 120, not_before_s=310)
     now = now_of(conn)
     # 32 days of results every 10 minutes, then every minute for the last 3 hours, up to
     # 20 minutes ago: rollup_day, rollup_hour and raw rows after the watermark all hold some.
@@ -138,7 +144,7 @@ def test_summary_is_built_added_to_and_equals_the_direct_computation(conn):
     (anchor, until), rows = summary_state(conn)
     assert anchor == rollup.watermark(conn.cursor(), "hour") and until >= anchor and rows == 4
     conn.commit()
-    direct = assert_same(conn, ids)
+    direct = assert_same(conn, ids, serves=True)
     assert all(direct[i][0]["30d"][1] > 0 and direct[i][0]["24h"][0] > 0 for i in ids)   # failures counted
     assert all(sum(direct[i][1]) > 0 for i in ids)
 
@@ -174,6 +180,7 @@ def test_summary_when_the_hourly_watermark_lags_the_clock(conn, lag_hours):
     and `status` computes its figures in Python. With no lag (the rest of the hour) status
     computes them in one statement (report.status_lines): both equal the direct ones."""
     ids = old_urls(conn, 3)
+    clear_of_hour_turn(conn, 120)      # anchor and lag are set from this hour
     now = now_of(conn)
     insert_results(conn, ids, now - 31 * DAY, now, step_s=300)
     anchor = uptime._floor(now, HOUR) - lag_hours * HOUR
@@ -187,7 +194,7 @@ def test_summary_when_the_hourly_watermark_lags_the_clock(conn, lag_hours):
     assert summary_state(conn)[0][0] == anchor
     assert summary.usable(anchor, anchor, now, summary.WINDOWS)           # hours behind: subtracted
     assert summary.current(anchor, anchor, now) == (lag_hours == 0)
-    direct = assert_same(conn, ids)
+    direct = assert_same(conn, ids, serves=lag_hours == 0)
     assert all(direct[i][0]["24h"][0] > 0 for i in ids)
     # Many raw rows after `until` for one URL (status_lines' p95 takes its general branch for
     # more than three), one for another, and buckets below and above the summary's histogram.
@@ -216,6 +223,7 @@ def test_status_lines_p95_equals_the_python_percentile_over_random_histograms(co
     line is the same both ways."""
     rng = random.Random(9)
     ids = old_urls(conn, 300)
+    clear_of_hour_turn(conn, 120)      # the summary is current only within the hour of its anchor
     now = now_of(conn)
     anchor = uptime._floor(now, HOUR)
     until = max(anchor, now - datetime.timedelta(minutes=3))

@@ -4,7 +4,7 @@ import datetime
 
 from sitewatch import config
 from sitewatch.history import histogram, maintenance, uptime
-from tests.historydata import add_urls, ensure_past_partitions
+from tests.historydata import add_urls, clear_of_hour_turn, ensure_past_partitions
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
 HOUR = datetime.timedelta(hours=1)
@@ -45,6 +45,7 @@ def insert(conn, url_id, times, ok=True):
 def test_uptime_rules_over_rollups_and_raw_rows(conn):
     ensure_past_partitions(conn, 2)
     nodata, every_2s, skipping = add_urls(conn, 3)
+    clear_of_hour_turn(conn, 120)      # the windows start at a whole hour: one hour for the whole test
     with conn.cursor() as cur:
         cur.execute("SELECT now()")
         now = cur.fetchone()[0]
