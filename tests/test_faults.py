@@ -274,7 +274,7 @@ def test_postgres_restart_resumes_checking_through_listen_and_loses_no_slot(
     per_url = Counter(url_id for url_id, _ in rows)
     assert len(per_url) == len(urls) and min(per_url.values()) >= 3, \
         f"results per URL in the 5 s after recovery: {per_url} (NOTIFY lost? only polling would wake)"
-    assert max(lag for _, lag in rows) < datetime.timedelta(seconds=2)
+    assert max(lag for _, lag in rows) < datetime.timedelta(seconds=4)     # margin for a loaded CI
 
     code, _ = run.stop(timeout=15)
     assert code == 0, run.text()[-2000:]
@@ -306,8 +306,9 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
         t_kill = scalar(db, "SELECT now()")
         t0 = time.monotonic()
         wait_until(lambda t=t_kill: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result WHERE started_at > %s",
-                                           (t,)) == len(urls), 6, f"results after kill {round_}")
-        assert time.monotonic() - t0 < 5
+                                           (t,)) == len(urls), 25, f"results after kill {round_}")
+        # Well before the consumers' 30 s poll: the LISTEN was renewed (margin for a loaded CI).
+        assert time.monotonic() - t0 < 15
         for role in ("producer", "consumer-1", "notifier"):
             run.wait_for("database connection restored", role=role, count=round_, timeout=10)
         # and at each period afterwards, though the consumers poll only every 30 s
@@ -338,11 +339,11 @@ def test_unreachable_database_at_start_exits_1_with_one_clear_line(runs):
     port = closed_port()
     run = runs(f"postgresql://watcher:pw-unreachable-42@127.0.0.1:{port}/sitewatch")
     t0 = time.monotonic()
-    code = run.proc.wait(20)
+    code = run.proc.wait(40)
     took = time.monotonic() - t0
     text = run.text()
     assert code == 1, text
-    assert took < 8, f"took {took:.1f} s to give up on a refused connection"
+    assert took < 15, f"took {took:.1f} s to give up on a refused connection"     # about 1 s
     lines = text.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"sitewatch: error: cannot connect to the database "

@@ -184,7 +184,8 @@ def test_no_partition_for_a_slot_is_logged_retried_and_nothing_is_lost(sitewatch
     # The job's next run creates the partition; the kept results are written.
     run.wait_for("partitions created", timeout=20)
     first = wait_until(lambda: scalar(db, "SELECT min(scheduled_at) FROM task_result"), 15, "the kept results")
-    assert first - added < datetime.timedelta(seconds=3)        # the very first slot, not a later one
+    # The very first slot, not a later one (margin: a producer late under load skips a slot or two).
+    assert first - added < datetime.timedelta(seconds=5)
     code, _ = run.stop(timeout=15)
     assert code == 0
     # Every slot the producer passed is exactly one of: recorded, outstanding, or counted as skipped

@@ -162,7 +162,7 @@ def test_the_pool_grows_past_its_start_while_hanging_checks_hold_threads(sitewat
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE ok") >= 15, 6,
                "fast URLs checked while 150 checks hang")
     lag = scalar(db, "SELECT max(extract(epoch FROM started_at - scheduled_at)) FROM task_result WHERE ok")
-    assert lag < 2.0, lag
+    assert lag < 5.0, lag     # waiting for the hanging checks would take their 10 s timeout
     # The pool size reaches the summary with the consumer's next stats message (every 5 s).
     wait_until(lambda: max([line["check_threads"] for line in run.events("summary")] or [0]) >= 150, 12,
                "a summary line with the grown pool")
