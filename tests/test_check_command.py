@@ -4,7 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import clean_env
+
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
 
 
 def check(tmp_path, *args):

@@ -16,6 +16,9 @@ import yaml
 
 from sitewatch import cli, config
 
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

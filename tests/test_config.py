@@ -12,6 +12,9 @@ import yaml
 from sitewatch import config
 from sitewatch.errors import BadInput, ConfigError
 
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 REPO = Path(__file__).resolve().parent.parent
 
 

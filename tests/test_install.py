@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -29,6 +29,9 @@ from sitewatch.check import connect, deadline, probe, resolve, tls
 from sitewatch.check.probe import Outcome, Target, check, compile_regex, format_outcome, outcome_to_dict
 from tests.httpfixture import HostileServer
 
+# Uses no SITEWATCH_TEST_DSN server: CI runs it in its first (embedded) pass only (.ci/run).
+pytestmark = pytest.mark.serverless
+
 TIMEOUT = 2.0
 SLACK = 1.0  # a deadline case must end by TIMEOUT + SLACK
 
