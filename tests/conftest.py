@@ -72,6 +72,39 @@ def _fresh_database(base_dsn: str, prefix: str, template: str | None):
     admin.close()
 
 
+@pytest.fixture(scope="session")
+def owned_pg(tmp_path_factory):
+    """An embedded PostgreSQL the tests may stop and restart (tests/test_faults.py's
+    OwnedPostgres): one for the session, shared by test_faults, test_operations and
+    test_run_hardening (owned_dsn starts it again if a test left it stopped)."""
+    from tests.test_faults import OwnedPostgres
+    pg = OwnedPostgres(tmp_path_factory.mktemp("owned") / "pg")
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
+def owned_dsn(owned_pg):
+    """A fresh database on the owned server (sitewatch migrates it)."""
+    if not owned_pg.running():
+        owned_pg.start()
+    name = f"sitewatch_owned_{os.getpid()}_{next(_counter)}"
+    _admin_execute(owned_pg.base_dsn, f"CREATE DATABASE {name}")
+    yield _dsn_for(owned_pg.base_dsn, name)
+    if not owned_pg.running():
+        owned_pg.start()
+    _admin_execute(owned_pg.base_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _admin_execute(base_dsn, sql) -> None:
+    admin = _admin(base_dsn)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        admin.close()
+
+
 @pytest.fixture
 def dsn(pg_base_dsn, template_db):
     """A fresh, migrated database for one test."""

@@ -213,30 +213,7 @@ class OwnedPostgres:
         self.server.release()
 
 
-@pytest.fixture(scope="module")
-def owned_pg(tmp_path_factory):
-    pg = OwnedPostgres(tmp_path_factory.mktemp("owned") / "pg")
-    yield pg
-    pg.close()
-
-
-@pytest.fixture
-def owned_dsn(owned_pg):
-    """A fresh database on the owned server (sitewatch migrates it)."""
-    if not owned_pg.running():
-        owned_pg.start()
-    name = f"sitewatch_owned_{os.getpid()}_{next(_counter)}"
-    admin = connect(owned_pg.base_dsn)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    admin.close()
-    yield psycopg2.extensions.make_dsn(owned_pg.base_dsn, dbname=name)
-    if not owned_pg.running():
-        owned_pg.start()
-    admin = connect(owned_pg.base_dsn)
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+# The fixtures owned_pg (one OwnedPostgres for the session) and owned_dsn are in conftest.py.
 
 
 # --- 1. PostgreSQL restarted under a running sitewatch -------------------------------------

@@ -32,8 +32,6 @@ from tests.test_run import import_urls, query, wait_until
 # Fixtures shared with the run and fault tests.
 sitewatch = test_run.sitewatch    # `sitewatch run` on the test's database, killed at teardown
 runs = test_faults.runs           # `sitewatch run` on any DSN, killed at teardown
-owned_pg = test_faults.owned_pg   # an embedded PostgreSQL this module owns, to stop and start
-owned_dsn = test_faults.owned_dsn
 canary_dsns = test_secrets.canary_dsns   # the test database as a role whose password is a canary
 
 # --- helpers ------------------------------------------------------------------------

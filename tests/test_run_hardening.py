@@ -18,7 +18,7 @@ from tests.test_run import group_processes, import_urls, query, scalar, wait_unt
 
 # Fixtures shared with the acceptance tests.
 sitewatch, server = tests.test_run.sitewatch, tests.test_run.server
-runs, owned_pg, owned_dsn = tests.test_faults.runs, tests.test_faults.owned_pg, tests.test_faults.owned_dsn
+runs = tests.test_faults.runs      # owned_pg and owned_dsn come from conftest.py
 
 
 def consumer_pid(run) -> int:
