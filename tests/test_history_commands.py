@@ -10,13 +10,27 @@ import psycopg2
 import pytest
 
 from sitewatch.history import report, uptime
+from tests.conftest import _fresh_database, cli_for
 from tests.historydata import ensure_past_partitions
 
 TRICKY = 'status 503, "Service Unavailable"; retry\tlater'
 
 
-@pytest.fixture
-def populated(dsn, cli):
+@pytest.fixture(scope="module")
+def module_db(pg_base_dsn, template_db, tmp_path_factory):
+    """One database for the module: its tests only read what `populated` puts there."""
+    for dsn in _fresh_database(pg_base_dsn, "sitewatch_h", template_db):
+        yield dsn, cli_for(tmp_path_factory.mktemp("history"), dsn)
+
+
+@pytest.fixture(scope="module")
+def cli(module_db):
+    return module_db[1]
+
+
+@pytest.fixture(scope="module")
+def populated(module_db):
+    dsn, cli = module_db
     for url in ("https://up.example/", "http://down.example/", "http://quiet.example/"):
         assert cli("url", "add", url).returncode == 0
     conn = psycopg2.connect(dsn)

@@ -16,6 +16,7 @@ import pytest
 from sitewatch import config
 from sitewatch.db import store
 from sitewatch.urlspec import make_entry
+from tests.conftest import _fresh_database
 
 CHECK = config.load({}).check
 PERIOD = 60
@@ -556,8 +557,7 @@ def explain(conn, name, params):
     return "\n".join(r[0] for r in q(conn, "EXPLAIN " + store.QUERIES[name], params))
 
 
-@pytest.fixture
-def big_queue(db):
+def _fill_big_queue(db):
     """~20,000 URLs (cursors spread over a period, ~1/10 due) and ~5,000 tasks (~1/10 claimable)."""
     q(db, """INSERT INTO url (url, period, timeout, next_check_at)
              SELECT 'http://big' || i || '.example/', 300, 5, now() + make_interval(secs => (i % 300) - 30)
@@ -572,6 +572,23 @@ def big_queue(db):
     q(db, "ANALYZE url")
     q(db, "ANALYZE task")
     return db
+
+
+@pytest.fixture(scope="module")
+def big_queue(pg_base_dsn, template_db):
+    """_fill_big_queue's data, once for the module's tests that only read it (plans; an executed
+    plan rolled back); a connection in autocommit."""
+    for dsn in _fresh_database(pg_base_dsn, "sitewatch_q", template_db):
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        yield _fill_big_queue(conn)
+        conn.close()
+
+
+@pytest.fixture
+def own_big_queue(db):
+    """_fill_big_queue's data in the test's own database, for a test that changes it."""
+    return _fill_big_queue(db)
 
 
 def test_enqueue_plan_uses_the_cursor_index(big_queue):
@@ -620,9 +637,9 @@ def test_claim_plan_uses_the_available_at_index(big_queue, limit):
     assert "Seq Scan on url" not in plan, plan
 
 
-def test_big_queue_round_trip_is_correct(big_queue):
+def test_big_queue_round_trip_is_correct(own_big_queue):
     """The same data, executed: the due URLs and the claimable tasks, nothing else."""
-    db = big_queue
+    db = own_big_queue
     # Nothing may come due between counting and draining (a loaded machine takes seconds).
     q(db, "UPDATE url SET next_check_at = next_check_at + interval '1 minute' WHERE next_check_at > now()")
     due = q1(db, "SELECT count(*) FROM url WHERE next_check_at <= now()")
