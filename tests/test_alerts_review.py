@@ -228,18 +228,22 @@ def test_a_notice_that_cannot_be_rendered_fails_alone(dsn, conn):  # noqa: F811
 # --- B12: a URL's notices reach a channel in order
 
 
+def claim(conn, rooms=None, other_room=50):  # noqa: F811
+    return alerts_store.claim_outbox(conn, "me:notifier:1", rooms or {"hook": 50, "chat": 50}, other_room, 30, 6)
+
+
 def test_a_notice_waits_while_an_older_one_for_its_url_and_channel_is_pending(conn):  # noqa: F811
     down = queue(conn, 1, "down", {}, key="incident:1:down")
     q(conn, "UPDATE alert_outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id = %s", (down,))
     up = queue(conn, 1, "up", {}, key="incident:1:up")
     other_channel = queue(conn, 1, "up", {}, channel="chat", key="incident:1:up")
     other_url = queue(conn, 2, "down", {}, key="incident:2:down")
-    claimed = {r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)}
+    claimed = {r["id"] for r in claim(conn)}
     assert claimed == {other_channel, other_url}, "the UP waits for the DOWN being retried"
     q(conn, "UPDATE alert_outbox SET available_at = now() WHERE id = %s", (down,))
-    assert [r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)] == [down]
+    assert [r["id"] for r in claim(conn)] == [down]
     q(conn, "UPDATE alert_outbox SET status = 'dead' WHERE id = %s", (down,))
-    assert [r["id"] for r in alerts_store.claim_outbox(conn, "me:notifier:1", 50, 30, 6)] == [up]
+    assert [r["id"] for r in claim(conn)] == [up]
 
 
 def test_a_down_being_retried_reaches_the_channel_before_the_up_after_it(dsn, conn):  # noqa: F811
@@ -254,3 +258,74 @@ def test_a_down_being_retried_reaches_the_channel_before_the_up_after_it(dsn, co
         assert pump(notifier, lambda: q(conn, "SELECT count(*) FROM alert_outbox WHERE status = 'sent'") == [(2,)])
         assert [m["body"]["title"].split(":")[0] for m in hook.messages()] == ["DOWN", "UP"]
         notifier.db.close()
+
+
+# --- B10: a hanging channel delays no other channel
+
+
+def test_each_channel_is_claimed_within_its_own_budget(conn):  # noqa: F811
+    hang = [queue(conn, i, "down", {}, channel="hang") for i in range(1, 6)]
+    fast = [queue(conn, i, "down", {}, channel="fast") for i in range(1, 4)]
+    stray = [queue(conn, i, "down", {}, channel="gone") for i in range(1, 3)]
+    got = [r["id"] for r in claim(conn, {"hang": 2, "fast": 50}, 1)]
+    assert sorted(got) == sorted(hang[:2] + fast + stray[:1])
+    assert claim(conn, {"hang": 0, "fast": 0}, 0) == []
+
+
+def _hanging_receiver():
+    """A receiver that takes every connection at once (a listen backlog of 5 makes connects
+    time out, and the sends fail instead of hanging), then never answers. Send to it with
+    `?rto=600`: Apprise's own read timeout (4 s) would end each send quickly."""
+    import threading
+
+    from tests import alert_receivers
+
+    class Server(alert_receivers._Server):
+        request_queue_size = 512
+
+    class Receiver(alert_receivers.WebhookReceiver):
+        def start(self):
+            self._server = Server(("127.0.0.1", self.port), alert_receivers._Handler)
+            self._server.receiver = self
+            self.port = self._server.server_address[1]
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    receiver = Receiver()
+    receiver.hang = True
+    return receiver
+
+
+def test_a_hanging_channel_delays_no_other_channel(dsn, conn):  # noqa: F811
+    from sitewatch.alerts.notifier import MAX_IN_FLIGHT
+    from tests.alert_receivers import WebhookReceiver
+    with _hanging_receiver() as slow, WebhookReceiver() as fast:
+        n = MAX_IN_FLIGHT + 10
+        for i in range(1, n + 1):                 # the hanging channel's notices are due first
+            queue(conn, i, "down", {"url": f"http://{i}.example/"}, channel="slow")
+        for i in range(1, n + 1):
+            queue(conn, i, "down", {"url": f"http://{i}.example/"}, channel="fast")
+        notifier = notifier_for(dsn, {"slow": slow.apprise_url("json") + "?rto=600", "fast": fast.apprise_url("json")},
+                                send_timeout=600)
+        done = pump(notifier, lambda: q(conn, "SELECT count(*) FROM alert_outbox WHERE channel = 'fast'"
+                                              " AND status = 'sent'") == [(n,)], seconds=30)
+        in_flight = [row["channel"] for row, _, _ in notifier.in_flight.values()]
+        assert done, f"fast sent: {len(fast.messages())} of {n}; in flight: {len(in_flight)}"
+        assert in_flight == ["slow"] * MAX_IN_FLIGHT and len(slow.requests) <= MAX_IN_FLIGHT
+        notifier.db.close()
+
+
+def test_a_send_is_not_queued_behind_hanging_sends_to_another_channel():
+    """Apprise 2.3 runs sends with a service_timeout on one shared pool of min(32, CPUs + 4)
+    threads: with that many sends hanging, no other channel's send even starts."""
+    from sitewatch.alerts.channels import Channels
+    from tests.alert_receivers import WebhookReceiver
+    with _hanging_receiver() as slow, WebhookReceiver() as fast:
+        channels = Channels({"slow": slow.apprise_url("json") + "?rto=600", "fast": fast.apprise_url("json")})
+        for _ in range(20):
+            channels.start("slow", "t", "b")
+        import time
+        deadline = time.monotonic() + 30
+        while len(slow.requests) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(slow.requests) == 20, "twenty sends hang in the receiver"
+        assert channels.send("fast", "t", "b", timeout=30) == (True, None)

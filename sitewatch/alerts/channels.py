@@ -40,8 +40,10 @@ class Channels:
     def _send(self, name, title, body, level, result: SendResult) -> None:
         import apprise
         try:
-            # async_mode off: Apprise sends in this thread, whose deadline the caller enforces
-            app = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+            # async_mode off and no service_timeout: Apprise sends in this thread, whose deadline
+            # the caller enforces. With a service_timeout, Apprise runs every send on one shared
+            # pool of min(32, CPUs + 4) threads: a few hanging sends block every channel.
+            app = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
             if not app.add(self.urls[name]):
                 result.error = f"not a valid Apprise URL: {redact_channel(self.urls[name])}"
                 return

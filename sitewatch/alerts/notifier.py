@@ -36,7 +36,7 @@ SWEEP_INTERVAL = 1.0        # seconds between reminder / silence sweeps
 CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
 CONNECTIVITY_TIMEOUT = 5.0
 LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
-MAX_IN_FLIGHT = 50          # sends at once
+MAX_IN_FLIGHT = 50          # sends at once per channel (and for all unknown channels together)
 MAX_BACKOFF = 3600.0
 
 
@@ -120,10 +120,13 @@ class Notifier:
     # --- the outbox -----------------------------------------------------------------------
 
     def claim(self, conn) -> None:
-        room = MAX_IN_FLIGHT - len(self.in_flight)
-        if room <= 0:
+        """Claim and start due notices, each channel within its own budget of sends in flight."""
+        busy = Counter(row["channel"] for row, _, _ in self.in_flight.values())
+        rooms = {name: MAX_IN_FLIGHT - busy.pop(name, 0) for name in self.channels.names()}
+        other_room = MAX_IN_FLIGHT - sum(busy.values())
+        if max(rooms.values(), default=0) <= 0 and other_room <= 0:
             return
-        for row in store.claim_outbox(conn, self.owner, room, self.lease, self.cfg.max_attempts):
+        for row in store.claim_outbox(conn, self.owner, rooms, other_room, self.lease, self.cfg.max_attempts):
             try:
                 title, body, level = render(row["kind"], row["detail"], row["key"])
             except Exception as e:  # one unreadable notice fails alone, never the batch or the loop

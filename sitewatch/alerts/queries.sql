@@ -2,22 +2,31 @@
 -- alert_apply_results, called by complete_tasks). Loaded with db/store.py's loader.
 
 -- name: claim_outbox
--- The notifier's claim, one statement: take up to %(limit)s notices that are due (new ones,
+-- The notifier's claim, one statement: take notices that are due (new ones,
 -- retries whose backoff is over, and ones whose sender's lease expired: recovery lives on the
 -- claim path), lease them, and return what the message needs. A notice already tried
 -- max_attempts times whose last sender vanished is marked dead instead.
 -- A URL's notices reach a channel in order: a notice waits while an older one for the same
 -- URL and channel is still pending or being sent (a DOWN retried with backoff goes out
 -- before the UP that followed it; a dead one no longer holds the later ones back).
-WITH candidate AS (
-    SELECT id FROM alert_outbox o
-    WHERE status IN ('pending', 'sending') AND available_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM alert_outbox e
-                      WHERE e.url_id = o.url_id AND e.channel = o.channel AND e.id < o.id
-                        AND e.status IN ('pending', 'sending'))
-    ORDER BY available_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+-- Each channel has its own budget of sends in flight (%(rooms)s, room left per channel of
+-- %(channels)s; %(other_room)s for channels this host does not know, which then fail): a
+-- hanging channel fills its own budget and delays no other channel.
+WITH budget AS (
+    SELECT * FROM unnest(%(channels)s::text[], %(rooms)s::integer[]) AS b (channel, room)
+    UNION ALL
+    SELECT NULL, %(other_room)s
+), candidate AS (
+    SELECT c.id FROM budget b CROSS JOIN LATERAL (
+        SELECT o.id FROM alert_outbox o
+        WHERE o.status IN ('pending', 'sending') AND o.available_at <= now()
+          AND (o.channel = b.channel OR (b.channel IS NULL AND o.channel <> ALL (%(channels)s::text[])))
+          AND NOT EXISTS (SELECT 1 FROM alert_outbox e
+                          WHERE e.url_id = o.url_id AND e.channel = o.channel AND e.id < o.id
+                            AND e.status IN ('pending', 'sending'))
+        ORDER BY o.available_at
+        LIMIT greatest(b.room, 0)
+        FOR UPDATE SKIP LOCKED) c
 ), abandoned AS (
     UPDATE alert_outbox SET status = 'dead', lease_owner = NULL,
         last_error = coalesce(last_error || '; ', '') || 'no outcome after ' || attempts

@@ -20,9 +20,11 @@ def _rows(conn, name, params) -> list[dict]:
 
 # --- notifier ------------------------------------------------------------------------
 
-def claim_outbox(conn, owner: str, limit: int, lease: float, max_attempts: int) -> list[dict]:
-    return _rows(conn, "claim_outbox", {"owner": owner, "limit": limit, "lease": lease,
-                                         "max_attempts": max_attempts})
+def claim_outbox(conn, owner: str, rooms: dict[str, int], other_room: int, lease: float,
+                 max_attempts: int) -> list[dict]:
+    """Lease due notices: up to rooms[channel] per channel, other_room for any other channel."""
+    return _rows(conn, "claim_outbox", {"owner": owner, "channels": list(rooms), "rooms": list(rooms.values()),
+                                         "other_room": other_room, "lease": lease, "max_attempts": max_attempts})
 
 
 def mark_sent(conn, row: dict, owner: str) -> bool:
