@@ -63,8 +63,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # keep test output clean
 
     def pause(self, seconds: float) -> bool:
-        """Sleep, but wake up at once when the server stops; False when it has."""
-        return not self.server.stopping.wait(seconds)
+        """Sleep, but wake up at once when the server stops or the test ends (release_hanging());
+        False when it has."""
+        if self.server.released.wait(seconds):
+            self.close_connection = True      # no response: close rather than wait for another request
+            return False
+        return True
 
     def respond(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
         self.send_response(status)
@@ -254,6 +258,7 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.tls = tls
         self.stopping = threading.Event()
+        self.released = threading.Event()     # set, then replaced, at the end of each test
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
 
@@ -283,6 +288,15 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # clients hanging up on hostile endpoints is the normal case here
 
 
+_RUNNING: set = set()       # the started servers, for release_all_hanging()
+
+
+def release_all_hanging() -> None:
+    """At the end of every test (tests/conftest_http.py): no hanging handler outlives its test."""
+    for server in list(_RUNNING):
+        server.release_hanging()
+
+
 class HostileServer:
     """Start/stop wrapper; also a context manager."""
 
@@ -298,12 +312,22 @@ class HostileServer:
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         self._thread = threading.Thread(target=serve, name="hostile-server", daemon=True)
         self._thread.start()
+        _RUNNING.add(self)
         return self
+
+    def release_hanging(self) -> None:
+        """End the handlers sleeping in pause() (/hang, /slow, the dribbles): they hold a thread
+        and a socket each, for an hour for /hang, long after the test that asked for them."""
+        if self._server is not None:
+            released, self._server.released = self._server.released, threading.Event()
+            released.set()
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.stopping.set()  # wakes every handler sleeping in pause()
+        _RUNNING.discard(self)
+        self._server.stopping.set()
+        self._server.released.set()  # wakes every handler sleeping in pause()
         self._server.shutdown()  # ends serve_forever
         self._server.shut_all()  # unblocks handlers stuck writing to a slow client
         self._server.server_close()
