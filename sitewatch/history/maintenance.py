@@ -63,6 +63,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         hours = rollup.catch_up_hours(conn, grace, heartbeat, pace)
         days = rollup.catch_up_days(conn, heartbeat, pace)
         heartbeat()
+        analysed += analyze.refresh(conn)   # a new hour of rollups: the summary build reads them
         uptime_summary = summary.refresh(conn, pace=pace)
         conn.autocommit = True          # VACUUM, DETACH ... CONCURRENTLY: no transaction block
         if uptime_summary["summary"] in ("built", "added"):

@@ -16,6 +16,9 @@ import time
 TARGET_S = 0.5      # aim for statements this long
 DUTY = 0.4          # share of the time the job works while it has work; it rests the rest
 GROWTH = 4.0        # a chunk grows or shrinks at most this much from one statement to the next
+SLICE_ROWS = 300_000                            # raw rows in a rollup's first time slice
+SMALLEST_SLICE = datetime.timedelta(minutes=1)
+LARGEST_SLICE = datetime.timedelta(days=1)
 
 
 class Pace:
@@ -93,15 +96,22 @@ def url_chunks(cur, pace: Pace, first: int = 2000, smallest: int = 200, largest:
         size = pace.resize(size, pace.work_s - before, smallest, largest)
 
 
-def time_slices(start, end, pace: Pace, first: datetime.timedelta = datetime.timedelta(minutes=5),
-                smallest: datetime.timedelta = datetime.timedelta(minutes=1),
-                largest: datetime.timedelta = datetime.timedelta(days=1)):
+def time_slices(cur, start, end, pace: Pace, rows: int = SLICE_ROWS):
     """[start, end) as consecutive slices [a, b), each sized by how long the previous one's
-    statements took: raw rows are stored in time order, so a slice is a range of pages."""
+    statements took: raw rows are stored in time order, so a slice is a range of pages.
+
+    The first slice holds about `rows` results at the monitored URLs' rate, and no slice
+    grows past GROWTH times that: after a stretch with no rows (before the first result, a
+    stop) the next slice must not be a day's worth.
+    """
+    cur.execute("SELECT coalesce(sum(1.0 / period), 0)::float8 FROM url")
+    per_second = cur.fetchone()[0]
+    first = datetime.timedelta(seconds=rows / per_second) if per_second else LARGEST_SLICE
+    first = min(LARGEST_SLICE, max(SMALLEST_SLICE, first))
     size, a = first, start
     while a < end:
         b = min(end, a + size)
         before = pace.work_s
         yield a, b
         a = b
-        size = pace.resize(size, pace.work_s - before, smallest, largest)
+        size = pace.resize(size, pace.work_s - before, SMALLEST_SLICE, min(LARGEST_SLICE, first * GROWTH))

@@ -48,7 +48,7 @@ def recompute_hours(cur, start, end, pace: Pace | None = None) -> tuple[int, int
     """
     pace = pace or Pace(duty=1.0)
     cur.execute(QUERIES["rollup_stage_create"])
-    for lo, hi in time_slices(start, end, pace):
+    for lo, hi in time_slices(cur, start, end, pace):
         pace.execute(cur, QUERIES["rollup_stage_slice"], {"from": lo, "to": hi})
     pace.execute(cur, QUERIES["rollup_stage_index"])
     written = deleted = 0
