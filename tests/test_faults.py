@@ -151,7 +151,8 @@ def footprint(pids) -> dict[int, tuple[int, int]]:
 
 @pytest.fixture
 def runs(tmp_path):
-    """Start `sitewatch run` processes against any DSN; every process group is killed at teardown."""
+    """Start `sitewatch run` processes against any DSN; every process group is stopped at teardown
+    (Run.stop_group: SIGTERM, SIGKILL after a grace period)."""
     started = []
 
     def start(dsn, *args, **kwargs) -> Run:
@@ -162,7 +163,7 @@ def runs(tmp_path):
 
     yield start
     for run in started:
-        run.kill_group()      # SIGKILL also ends a process left stopped by SIGSTOP
+        run.stop_group()      # SIGTERM, then SIGKILL after a grace period (also to a stopped process)
     leftovers = [(p.pid, title(p)) for run in started for p in group_processes(run.pid)]
     assert not leftovers, f"processes left behind: {leftovers}"
 

@@ -44,6 +44,9 @@ BASE_ENV = {
     "SITEWATCH_METRICS__LISTEN": "127.0.0.1:0",
 }
 START_TIMEOUT = 20      # seconds for `sitewatch run` to have its children up
+# Seconds a run gets to stop on SIGTERM at teardown before SIGKILL: stopping normally writes the
+# coverage data of its processes; a check hanging until its timeout is not waited for past this.
+TEARDOWN_GRACE = 8      # the supervisor's own grace period in these tests is 5 s (BASE_ENV)
 ONE_SECOND = datetime.timedelta(seconds=1)
 
 
@@ -212,6 +215,19 @@ class Run:
         code = self.proc.wait(timeout)
         return code, time.monotonic() - t0
 
+    def stop_group(self, grace: float = TEARDOWN_GRACE) -> None:
+        """End the run as an operator would: SIGTERM to the supervisor (after SIGCONT to the group,
+        for a process left stopped by SIGSTOP), then SIGKILL to whatever is left after `grace`
+        seconds. Processes that exit normally write their coverage data; killed ones cannot."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGCONT)
+                os.kill(self.pid, signal.SIGTERM)
+                self.proc.wait(grace)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        self.kill_group()
+
     def kill_group(self) -> None:
         try:
             os.killpg(self.pid, signal.SIGKILL)
@@ -229,7 +245,8 @@ class Run:
 
 @pytest.fixture
 def sitewatch(dsn, tmp_path):
-    """Start `sitewatch run` processes; every process group is killed at teardown, whatever happened."""
+    """Start `sitewatch run` processes; every process group is stopped at teardown (Run.stop_group:
+    SIGTERM, SIGKILL after a grace period), whatever happened."""
     runs = []
 
     def start(*args, **kwargs) -> Run:
@@ -240,7 +257,7 @@ def sitewatch(dsn, tmp_path):
 
     yield start
     for run in runs:
-        run.kill_group()
+        run.stop_group()
     leftovers = [(p.pid, title(p)) for run in runs for p in group_processes(run.pid)]
     assert not leftovers, f"processes left behind: {leftovers}"
 
