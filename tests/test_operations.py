@@ -184,13 +184,16 @@ def test_ten_thousand_more_urls_add_no_series(sitewatch, cli, hostile_server):
     import_urls(cli, [{"url": hostile_server.url(f"/ok/first-{i}"), "period": 1} for i in range(5)])
     wait_until(lambda: checks_by_result(scrape(url)), 20, "checks counted")
     before = set(scrape(url))
+    checked = sum(checks_by_result(scrape(url)).values())
     text = "\n".join(hostile_server.url(f"/ok/many-{i}") for i in range(10_000)) + "\n"
     done = cli("url", "import", "-", input=text, env={"SITEWATCH_CHECK__DEFAULT_PERIOD": "60"})
     assert done.returncode == 0, done.stderr
     # Every state's series exists from the start (0 or more); the first five are up by now.
     wait_until(lambda: sum(value for (name, _), value in scrape(url).items() if name == "sitewatch_urls") == 10_005,
                20, "the URL gauge to count 10,005 URLs")
-    time.sleep(6)    # a stats interval: checks of the new URLs are counted
+    # Checks of the new URLs counted (the first five add 5 a second; the new ones about 170):
+    wait_until(lambda: sum(checks_by_result(scrape(url)).values()) >= checked + 300, 30,
+               "checks of the new URLs counted")
     after = set(scrape(url))
     assert after == before, f"series added: {sorted(after - before)[:10]}, removed: {sorted(before - after)[:10]}"
 
