@@ -329,3 +329,57 @@ def test_a_send_is_not_queued_behind_hanging_sends_to_another_channel():
             time.sleep(0.05)
         assert len(slow.requests) == 20, "twenty sends hang in the receiver"
         assert channels.send("fast", "t", "b", timeout=30) == (True, None)
+
+
+# --- A3: a monitored site's bytes in notices are text, never markup
+
+
+HOSTILE = ("HTTP 302 Found to <!channel> @channel <https://evil.example/login|Click here to restore service> "
+           "[Click](https://evil.example/) <a href=\"https://evil.example/\">x</a><img src=https://evil.example/p.png>"
+           " `tick` \x1b[31mred")
+
+
+def _mail_parts(smtp) -> dict:
+    import email
+    parts = {}
+    for mail in smtp.messages():
+        for part in email.message_from_string(mail["data"]).walk():
+            if not part.is_multipart():
+                parts[part.get_content_type()] = part.get_payload(decode=True).decode("utf-8", "replace")
+    return parts
+
+
+def test_a_sites_text_reaches_no_channel_as_markup(dsn, conn):  # noqa: F811
+    from tests.alert_receivers import SmtpReceiver, WebhookReceiver
+    with WebhookReceiver() as hook, WebhookReceiver() as chat, SmtpReceiver() as smtp:
+        detail = {"url": "https://shop.example/", "since": "2026-12-06T12:00:00+00:00", "error_kind": "redirect",
+                  "error": HOSTILE}
+        for channel in ("hook", "chat", "mail"):
+            queue(conn, 1, "down", detail, channel=channel, key="incident:1:down")
+        notifier = notifier_for(dsn, {"hook": hook.apprise_url("json"), "chat": chat.apprise_url("mmost", "tok"),
+                                      "mail": smtp.apprise_url()})
+        assert pump(notifier, lambda: q(conn, "SELECT count(*) FROM alert_outbox WHERE status = 'sent'") == [(3,)])
+        notifier.db.close()
+        (plain,), (markdown,) = hook.texts(), chat.texts()
+        for text in (plain, markdown):
+            assert "\x1b" not in text and "@channel" not in text and "@\u2060channel" in text
+        # Mattermost renders Markdown: the site's text is one code span, so no link, no mention
+        import re
+        span = re.search(r"redirect: (`+)(.+?)\1\.", markdown)
+        assert span and "Click here to restore service" in span.group(2) and "<img" in span.group(2), markdown
+        assert "`https://shop.example/`" in markdown
+        assert "Click here to restore service" in plain and "`" not in plain.replace("`tick`", "")
+        parts = _mail_parts(smtp)          # plain text only, or HTML with the site's text escaped
+        html = parts.get("text/html", "")
+        assert "<img" not in html and "<a href" not in html, html
+        assert "Click here to restore service" in (parts.get("text/plain") or html), parts
+
+
+def test_slack_gets_the_sites_text_as_code_with_its_link_and_mention_syntax_escaped():
+    from apprise.plugins.slack import NotifySlack
+
+    from sitewatch.alerts.messages import render
+    _, body, _ = render("down", {"url": "https://shop.example/", "error_kind": "redirect", "error": HOSTILE},
+                        "incident:1:down", markdown=True)
+    slack = NotifySlack._commonmark_to_slack(body)
+    assert "<!channel>" not in slack and "<https://evil" not in slack and "&lt;!channel&gt;" in slack, slack

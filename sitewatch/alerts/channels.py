@@ -19,6 +19,9 @@ from .settings import redact_channel
 # from each send's result (redacted below), never printed by logging itself.
 logging.getLogger("apprise").propagate = False
 _HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# Apprise schemes of chats that render Markdown (links, mentions) in what they are sent.
+MARKDOWN_CHATS = frozenset({"slack", "mmost", "mmosts", "discord", "rocket", "rockets", "zulip", "msteams",
+                            "guilded", "ryver", "matrix", "matrixs", "gchat", "revolt", "workflows", "wxteams"})
 
 
 class SendResult:
@@ -37,7 +40,14 @@ class Channels:
     def names(self) -> list[str]:
         return sorted(self.urls)
 
-    def _send(self, name, title, body, level, result: SendResult) -> None:
+    def markdown(self, name) -> bool:
+        """Whether the channel is a chat that renders Markdown whatever Apprise declares (Slack,
+        Mattermost, Discord, ...): notices to it are written in CommonMark with the site's text
+        as code. The others get plain text, which Apprise escapes for their format."""
+        scheme = str(self.urls.get(name, "")).partition("://")[0].lower()
+        return scheme in MARKDOWN_CHATS
+
+    def _send(self, name, title, body, level, result: SendResult, markdown: bool = False) -> None:
         import apprise
         try:
             # async_mode off and no service_timeout: Apprise sends in this thread, whose deadline
@@ -49,7 +59,10 @@ class Channels:
                 return
             notify_type = {"success": apprise.NotifyType.SUCCESS, "failure": apprise.NotifyType.FAILURE,
                            "warning": apprise.NotifyType.WARNING}.get(level, apprise.NotifyType.INFO)
-            outcome = app.notify(title=title, body=body, notify_type=notify_type)
+            # The format always declared: Apprise then escapes plain text for HTML (mail), Slack's
+            # <...> links and mentions, and Markdown, instead of passing it through as markup.
+            body_format = apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT
+            outcome = app.notify(title=title, body=body, notify_type=notify_type, body_format=body_format)
             result.ok = bool(outcome)
             if not result.ok:
                 why = [entry.message for service in getattr(outcome, "results", []) or []
@@ -62,14 +75,15 @@ class Channels:
             result.error = self.scrub(result.error)
             result.done.set()
 
-    def start(self, name, title, body, level="info") -> SendResult:
-        """Begin one send in its own thread; wait on result.done with your deadline."""
+    def start(self, name, title, body, level="info", markdown: bool = False) -> SendResult:
+        """Begin one send in its own thread; wait on result.done with your deadline. `body` is
+        plain text, or CommonMark when `markdown` (see markdown())."""
         result = SendResult()
         if name not in self.urls:
             result.error = f"unknown channel {name!r} (not in alerts.channels on this host)"
             result.done.set()
             return result
-        threading.Thread(target=self._send, args=(name, title, body, level, result),
+        threading.Thread(target=self._send, args=(name, title, body, level, result, markdown),
                          name=f"send-{name}", daemon=True).start()
         return result
 

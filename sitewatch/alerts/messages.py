@@ -52,52 +52,79 @@ def duration(seconds) -> str:
     return " ".join(parts) if parts else f"{secs}s"
 
 
-def _error(detail) -> str:
+# Bytes a site sent (a status line's reason, a Location) reach notices in error texts. Control
+# and invisible formatting characters go; "@channel"-style words get a word joiner so no chat
+# pings everyone; the text is quoted as code where the channel reads Markdown, and sent as
+# plain text (Apprise escapes it for HTML, Slack and Markdown) everywhere else.
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+_MENTION = re.compile(r"@(?=(?:channel|here|everyone|all|group)\b)", re.IGNORECASE)
+
+
+def code(text: str) -> str:
+    """text as one CommonMark code span: fenced by more backticks than any run inside it."""
+    if not text:
+        return text
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def site_text(text, markdown: bool, limit: int = MAX_ERROR) -> str:
+    """Untrusted text from a site, made inert for the channel (see above), at most `limit` characters."""
+    text = redact_text(" ".join(_INVISIBLE.sub(" ", str(text)).split()))[:limit]
+    text = _MENTION.sub("@\u2060", text)
+    return code(text) if markdown else text
+
+
+def _error(detail, markdown: bool = False) -> str:
     kind, text = detail.get("error_kind"), detail.get("error")
-    text = redact_text(" ".join(str(text).split()))[:MAX_ERROR] if text else ""
+    kind = " ".join(_INVISIBLE.sub(" ", str(kind)).split())[:40] if kind else ""
+    text = site_text(text, markdown) if text else ""
     return f"{kind}: {text}" if kind and text else (kind or text or "unknown error")
 
 
-def render(kind: str, detail: dict, key: str) -> tuple[str, str, str]:
-    """(title, body, apprise notify type) of one notice."""
+def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[str, str, str]:
+    """(title, body, apprise notify type) of one notice; the body in CommonMark for a channel that
+    reads it (Slack, Mattermost, Discord, ...), with the URL and the site's text as code."""
     url = redact_url(detail.get("url") or "")
+    u = code(url) if markdown else url
     after = " (reported after a silence)" if detail.get("after_silence") else ""
     if kind == "down":
         title = f"DOWN: {url}"
-        body = f"{url} is down since {_when(detail.get('since'))}{after}: {_error(detail)}."
+        body = f"{u} is down since {_when(detail.get('since'))}{after}: {_error(detail, markdown)}."
         level = "failure"
     elif kind == "up":
         title = f"UP: {url}"
-        body = (f"{url} is up again after {duration(detail.get('down_seconds'))} down "
+        body = (f"{u} is up again after {duration(detail.get('down_seconds'))} down "
                 f"(since {_when(detail.get('since'))}, {detail.get('failed_checks')} failed checks){after}.")
         level = "success"
     elif kind == "reminder":
         title = f"STILL DOWN: {url}"
-        body = (f"{url} is still down, since {_when(detail.get('since'))} "
-                f"({detail.get('failed_checks')} failed checks): {_error(detail)}.")
+        body = (f"{u} is still down, since {_when(detail.get('since'))} "
+                f"({detail.get('failed_checks')} failed checks): {_error(detail, markdown)}.")
         level = "failure"
     elif kind == "removed":
         title = f"NO LONGER MONITORED: {url}"
-        body = (f"{url} was removed from monitoring while down (since {_when(detail.get('since'))}, "
-                f"{detail.get('failed_checks')} failed checks; last error {_error(detail)}). Its incident "
+        body = (f"{u} was removed from monitoring while down (since {_when(detail.get('since'))}, "
+                f"{detail.get('failed_checks')} failed checks; last error {_error(detail, markdown)}). Its incident "
                 f"is closed without a recovery.")
         level = "info"
     elif kind == "cert_expiring":
         days = detail.get("days_left")
         title = f"CERTIFICATE EXPIRING: {url}"
-        body = f"The TLS certificate of {url} expires in {days} day{'s' if days != 1 else ''}."
+        body = f"The TLS certificate of {u} expires in {days} day{'s' if days != 1 else ''}."
         level = "warning"
     elif kind == "flapping":
         if detail.get("flapping"):
             title = f"FLAPPING: {url}"
-            body = (f"{url} keeps changing between up and down ({detail.get('percent')}% state changes over "
+            body = (f"{u} keeps changing between up and down ({detail.get('percent')}% state changes over "
                     f"the last 21 checks). No more notices for it until it settles.")
             level = "warning"
         else:
             state = detail.get("state")
             title = f"SETTLED ({str(state).upper()}): {url}"
-            body = f"{url} stopped flapping; it is {state} now."
+            body = f"{u} stopped flapping; it is {state} now."
             level = "success" if state == "up" else "failure" if state == "down" else "info"
     else:
-        title, body, level = f"sitewatch: {kind}", str(detail), "info"
+        title, body, level = f"sitewatch: {kind}", site_text(str(detail), markdown), "info"
     return title, f"{body}\n[sitewatch {kind} {key}]", level

@@ -127,12 +127,13 @@ class Notifier:
         if max(rooms.values(), default=0) <= 0 and other_room <= 0:
             return
         for row in store.claim_outbox(conn, self.owner, rooms, other_room, self.lease, self.cfg.max_attempts):
+            markdown = self.channels.markdown(row["channel"])
             try:
-                title, body, level = render(row["kind"], row["detail"], row["key"])
+                title, body, level = render(row["kind"], row["detail"], row["key"], markdown)
             except Exception as e:  # one unreadable notice fails alone, never the batch or the loop
                 self._unrenderable(conn, row, e)
                 continue
-            result = self.channels.start(row["channel"], title, body, level)
+            result = self.channels.start(row["channel"], title, body, level, markdown)
             threading.Thread(target=self._wake_when_done, args=(result,), daemon=True).start()
             self.in_flight[row["id"]] = (row, result, time.monotonic() + self.cfg.send_timeout)
 
