@@ -383,3 +383,41 @@ def test_slack_gets_the_sites_text_as_code_with_its_link_and_mention_syntax_esca
                         "incident:1:down", markdown=True)
     slack = NotifySlack._commonmark_to_slack(body)
     assert "<!channel>" not in slack and "<https://evil" not in slack and "&lt;!channel&gt;" in slack, slack
+
+
+# --- B8: a failure is judged by connectivity during its own check
+
+
+def test_a_check_that_began_in_an_outage_counts_toward_nothing_when_written_after_it(conn):  # noqa: F811
+    import datetime
+    import time
+    url = add_url(conn, failure_threshold=2)
+    owner = "h:consumer-1:1"
+
+    def write(at):
+        task = q(conn, "INSERT INTO task (url_id, scheduled_at, available_at, status, attempts, lease_owner)"
+                       " VALUES (%s, %s, now(), 1, 1, %s) RETURNING id", (url, at, owner))[0][0]
+        result = (task, 1, owner, at, None, None, None, False, "timeout", "timed out", None)
+        assert store.complete_tasks(conn, [result], DEFAULTS) == []
+
+    def after(moment):
+        deadline = time.monotonic() + 30
+        while q(conn, "SELECT now() <= %s", (moment,))[0][0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    alerts_store.record_connectivity(conn, "h", True)
+    (good,) = q(conn, "SELECT checked_at FROM alert_host")[0]
+    write(good - datetime.timedelta(seconds=30))            # a failure before the outage: counts
+    assert state(conn, url)[1] == 1
+    after(good)
+    alerts_store.record_connectivity(conn, "h", False)      # the outage: from the last good check
+    during = [good + datetime.timedelta(milliseconds=k) for k in (1, 2, 3, 4)]
+    for at in during[:3]:
+        write(at)                                           # written while offline: nothing
+    assert state(conn, url)[1] == 1
+    after(during[3])
+    alerts_store.record_connectivity(conn, "h", True)       # back; during[3]'s check timed out meanwhile
+    write(during[3])
+    assert q(conn, "SELECT count(*) FROM incident") == [(0,)] and outbox(conn) == []
+    assert state(conn, url)[:2] == ("unknown", 1)
+    assert q(conn, "SELECT count(*) FROM alert_host_outage") == [(1,)]

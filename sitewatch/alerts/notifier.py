@@ -190,7 +190,7 @@ class Notifier:
             self._check_connectivity(conn)
         if self.connectivity is not None:
             ok, self.connectivity = self.connectivity, None
-            store.record_connectivity(conn, self.host, ok)
+            store.record_connectivity(conn, self.host, ok, CONNECTIVITY_INTERVAL + CONNECTIVITY_TIMEOUT)
             if not ok:
                 self.log.warning("connectivity check failed: this host's failed checks count toward "
                                  "no incident", connectivity_url=redact_url(self.cfg.connectivity_url))

@@ -57,9 +57,25 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempts)s AND st
 RETURNING status;
 
 -- name: record_connectivity
--- This host's own network, as the notifier saw it by checking alerts.connectivity_url.
-INSERT INTO alert_host (host, connectivity_ok, checked_at) VALUES (%(host)s, %(ok)s, now())
-ON CONFLICT (host) DO UPDATE SET connectivity_ok = EXCLUDED.connectivity_ok, checked_at = EXCLUDED.checked_at;
+-- This host's own network, as the notifier saw it by checking alerts.connectivity_url. An
+-- outage runs from the last good check (checked_at while ok; %(lookback)s seconds back when
+-- there is none) to the first good one after it: a good check moves the open outage
+-- (offline_since) to alert_host_outage, kept a day for results written late.
+WITH closed AS (
+    INSERT INTO alert_host_outage (host, started_at, ended_at)
+    SELECT host, coalesce(offline_since, checked_at), now() FROM alert_host
+    WHERE host = %(host)s AND NOT connectivity_ok AND %(ok)s
+    ON CONFLICT DO NOTHING
+), pruned AS (
+    DELETE FROM alert_host_outage WHERE host = %(host)s AND ended_at < now() - interval '1 day'
+)
+INSERT INTO alert_host AS h (host, connectivity_ok, checked_at, offline_since)
+VALUES (%(host)s, %(ok)s, now(), CASE WHEN NOT %(ok)s THEN now() - make_interval(secs => %(lookback)s) END)
+ON CONFLICT (host) DO UPDATE SET
+    connectivity_ok = EXCLUDED.connectivity_ok, checked_at = EXCLUDED.checked_at,
+    offline_since = CASE WHEN EXCLUDED.connectivity_ok THEN NULL
+                         WHEN h.connectivity_ok THEN h.checked_at
+                         ELSE coalesce(h.offline_since, h.checked_at) END;
 
 -- name: forget_connectivity
 -- No connectivity_url configured on this host: its failures always count.

@@ -39,12 +39,14 @@ def mark_failed(conn, row: dict, owner: str, error: str, retry_in: float, max_at
     return found[0]["status"] if found else None
 
 
-def record_connectivity(conn, host: str, ok: bool | None) -> None:
+def record_connectivity(conn, host: str, ok: bool | None, lookback: float = 10.0) -> None:
+    """Record a connectivity verdict (None: no connectivity_url, forget the host). `lookback`:
+    how far back a first failed check with no good one before it puts the outage's start."""
     with conn.cursor() as cur:
         if ok is None:
             cur.execute(QUERIES["forget_connectivity"], {"host": host})
         else:
-            cur.execute(QUERIES["record_connectivity"], {"host": host, "ok": ok})
+            cur.execute(QUERIES["record_connectivity"], {"host": host, "ok": ok, "lookback": lookback})
 
 
 def queue_reminders(conn, interval: float, channels: list[str]) -> int:

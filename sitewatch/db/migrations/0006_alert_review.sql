@@ -9,6 +9,20 @@
 -- * A URL's notices reach a channel in order (B12): the claim skips a notice while an older
 --   one for the same URL and channel is still pending or being sent (index below).
 
+-- * A failed result is judged by this host's connectivity during its own check (B8), not
+--   when it is written: its window [slot, slot + timeout + 10 s] against the host's outages
+--   (alert_host.offline_since for the open one, alert_host_outage for those over). A check
+--   that began in an outage and failed after the verdict returned to ok no longer joins the
+--   failures before the outage into a false down.
+
+ALTER TABLE alert_host ADD COLUMN offline_since timestamptz;  -- the open outage: from the last good check
+CREATE TABLE alert_host_outage (
+    host       text NOT NULL,
+    started_at timestamptz NOT NULL,       -- the last good connectivity check before it
+    ended_at   timestamptz NOT NULL,       -- the first good one after it
+    PRIMARY KEY (host, started_at)
+);
+
 ALTER TABLE incident ADD COLUMN end_reason text;     -- null: recovered; 'url removed'
 
 ALTER TABLE alert_outbox DROP CONSTRAINT alert_outbox_kind_check;
@@ -30,16 +44,12 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     rounds integer;
-    offline text[];
     silenced text[];
 BEGIN
     IF results IS NULL OR cardinality(results) = 0 THEN
         RETURN;
     END IF;
     SELECT max(n) INTO rounds FROM (SELECT count(*) AS n FROM unnest(results) r GROUP BY r.url_id) AS per_url;
-    -- a verdict older than five minutes is not trusted (that host's notifier is gone)
-    offline := ARRAY(SELECT host FROM alert_host WHERE NOT connectivity_ok
-                                                   AND checked_at > now() - interval '5 minutes');
     silenced := ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now());
     PERFORM 1 FROM url_state s WHERE s.url_id = ANY (ARRAY(SELECT r.url_id FROM unnest(results) r))
         ORDER BY s.url_id FOR UPDATE;
@@ -69,7 +79,19 @@ BEGIN
             FROM unnest(results) r JOIN url_state s ON s.url_id = r.url_id JOIN url u ON u.id = r.url_id
             WHERE (s.last_slot IS NULL OR r.slot > s.last_slot)
               AND r.error_kind IS DISTINCT FROM 'lost'
-              AND (r.ok OR split_part(r.checked_by, ':', 1) <> ALL (offline))
+              -- a failure whose check window meets an outage of the host that checked counts
+              -- toward nothing; an open outage whose verdict is over five minutes old (that
+              -- host's notifier is gone) is taken to have ended then
+              AND CASE WHEN r.ok THEN true ELSE NOT EXISTS (
+                      SELECT 1 FROM alert_host h
+                      WHERE h.host = split_part(r.checked_by, ':', 1) AND NOT h.connectivity_ok
+                        AND coalesce(h.offline_since, '-infinity') < r.slot + make_interval(secs => u.timeout + 10)
+                        AND (h.checked_at > now() - interval '5 minutes' OR h.checked_at > r.slot)
+                      UNION ALL
+                      SELECT 1 FROM alert_host_outage o
+                      WHERE o.host = split_part(r.checked_by, ':', 1)
+                        AND o.started_at < r.slot + make_interval(secs => u.timeout + 10) AND o.ended_at > r.slot)
+                  END
             ORDER BY r.url_id, r.slot
         ), decided AS (
             SELECT st.*,
