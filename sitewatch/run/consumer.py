@@ -5,17 +5,12 @@ worker threads only run probe.check(). No transaction is open while a check
 runs: a claim commits its lease at once, and a result batch is written later
 in one statement fenced by the lease.
 
-How many checks run at once adapts (issue 10): `consumer.concurrency` is a
-ceiling, not a fixed pool. The limit grows while claimable tasks wait, every
-permitted check is running and the CPU has room; it stops growing when the CPU is
-the limit (more threads would only queue for the GIL and stretch every check
-toward its deadline), and shrinks when the monitor itself runs out of resources.
-Threads are started as checks need them and exit after idling.
+How many checks run at once adapts: `consumer.concurrency` is a ceiling, and
+run/concurrency.py's limit decides within it.
 """
 
 import datetime
 import os
-import queue
 import random
 import socket
 import threading
@@ -30,6 +25,14 @@ from ..db.database import Reconnecting, is_connection_error, is_missing_partitio
 from ..operations.metrics import CheckCounts
 from ..redact import redact_text
 from .child import STATS_INTERVAL
+from .concurrency import (
+    CEILING_LOG_EVERY,
+    CONTROL_INTERVAL,
+    THREAD_STACK_BYTES,
+    CheckThreads,
+    ConcurrencyLimit,
+    CpuMeter,
+)
 
 WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
 TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeout or cancelled statement
@@ -40,154 +43,6 @@ MONITOR_RETRY_DELAY = 2.0  # a task handed back after a monitor failure is claim
 STOP_MARGIN = 1.0        # seconds before the grace period ends at which running checks are handed back
 MAX_CLAIM_WAIT = 50      # under load, claim once this many threads are free (or at the flush timer)
 
-# Memory per thread: a check thread blocked on a socket measured about 26 KiB of RSS with the
-# default 8 MiB stack and with 512 KiB alike (bench/threads_memory.py): stacks are touched
-# lazily. The smaller reservation bounds address space (thousands of threads), with room to
-# spare for OpenSSL and getaddrinfo.
-THREAD_STACK_BYTES = 512 * 1024
-IDLE_THREAD_EXIT = 30.0  # seconds a check thread waits for work before it exits
-
-LIMIT_START = 100        # checks allowed at first (the old fixed default); grows from here
-LIMIT_FLOOR = 10         # the limit never shrinks below this (or the ceiling, if lower)
-CONTROL_INTERVAL = 1.0   # seconds between decisions about the limit
-# More threads help while checks wait on the network; once the CPU is the limit they only
-# queue for the GIL, cost CPU in switching, and stretch every check toward its deadline.
-CPU_OWN_BOUND = 0.85       # a consumer using this much of one core is CPU-bound
-CPU_CORE_BUSY = 0.90       # ... and so is one using a real part of a core this busy
-CPU_OWN_SIGNIFICANT = 0.30
-CEILING_LOG_EVERY = 60.0  # seconds between "at its ceiling" warnings
-
-
-class CheckThreads:
-    """Daemon threads running one function on items from a queue, started as needed.
-
-    Not ThreadPoolExecutor: its Future and lock per item showed in profiles at a few
-    thousand checks a second, and its threads are joined at exit, so one hanging check
-    would hold up a stop. A SimpleQueue hand-off is a single C call. The consumer calls
-    ensure(n) after each claim so there is a thread for every check it holds; a thread
-    idle for IDLE_THREAD_EXIT seconds exits.
-    """
-
-    def __init__(self, work, idle_exit: float = IDLE_THREAD_EXIT):
-        self._queue = queue.SimpleQueue()
-        self._work = work
-        self._idle_exit = idle_exit
-        self._lock = threading.Lock()
-        self._names = iter(range(1, 1 << 62))
-        self.size = 0            # threads alive (approximately: changed under _lock)
-        self.start_failures = 0  # threads we asked for and the OS refused
-
-    def _loop(self) -> None:
-        try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=self._idle_exit)
-                except queue.Empty:
-                    return       # idle: let the pool shrink
-                if item is None:
-                    return
-                self._work(*item)
-        finally:
-            with self._lock:
-                self.size -= 1
-
-    def ensure(self, wanted: int) -> bool:
-        """Have at least `wanted` threads alive; False if the OS refused one (a monitor failure)."""
-        while self.size < wanted:
-            with self._lock:
-                self.size += 1
-            try:
-                threading.Thread(target=self._loop, name=f"check-{next(self._names)}", daemon=True).start()
-            except RuntimeError:   # "can't start new thread": out of memory or the thread limit
-                with self._lock:
-                    self.size -= 1
-                self.start_failures += 1
-                return False
-        return True
-
-    def submit(self, *item) -> None:
-        self._queue.put(item)
-
-    def take_unstarted(self) -> list:
-        """Remove and return the items no thread has picked up yet."""
-        items = []
-        try:
-            while True:
-                items.append(self._queue.get_nowait())
-        except queue.Empty:
-            return items
-
-    def stop(self) -> None:
-        for _ in range(self.size):
-            self._queue.put(None)
-
-
-class CpuMeter:
-    """How busy the CPU was since the last reading: (this process's share of one core, the
-    share of the CPU it runs on that was busy, by anyone), each 0.0-1.0.
-
-    The core: the pinned CPU's line of /proc/stat when pinned, the whole machine's
-    otherwise. Without /proc/stat the core counts as busy as this process.
-    """
-
-    def __init__(self, cpu: int | None):
-        self._label = f"cpu{cpu}".encode() if cpu is not None else b"cpu"
-        self._last = (time.monotonic(), time.process_time(), *self._core())
-
-    def _core(self) -> tuple[float, float]:
-        try:
-            with open("/proc/stat", "rb") as f:
-                for line in f:
-                    fields = line.split()
-                    if fields and fields[0] == self._label:
-                        values = [int(v) for v in fields[1:9]]
-                        idle = values[3] + values[4]          # idle + iowait
-                        return float(sum(values) - idle), float(sum(values))
-        except (OSError, ValueError):
-            pass
-        return 0.0, 0.0
-
-    def read(self) -> tuple[float, float]:
-        now = (time.monotonic(), time.process_time(), *self._core())
-        wall, own, busy, total = (a - b for a, b in zip(now, self._last, strict=True))
-        self._last = now
-        own_share = min(1.0, max(0.0, own / wall)) if wall > 0 else 0.0
-        core_share = min(1.0, max(0.0, busy / total)) if total > 0 else own_share
-        return own_share, core_share
-
-
-class ConcurrencyLimit:
-    """How many checks a consumer may hold at once: grows with waiting work, within the ceiling.
-
-    A pure decision rule (no clock, no I/O): the consumer feeds it what it saw each
-    CONTROL_INTERVAL, which keeps it testable.
-    """
-
-    def __init__(self, ceiling: int, start: int = LIMIT_START):
-        self.ceiling = ceiling
-        self.floor = min(ceiling, LIMIT_FLOOR)
-        self.value = max(self.floor, min(ceiling, start))
-
-    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float) -> int:
-        """One decision from the last interval: grow by half while work waits, every permitted
-        check runs and the CPU has room. A CPU-bound consumer holds its limit: more threads
-        would only queue for the GIL. It does not shrink either: fewer checks in flight means
-        smaller claims and result batches, more statements per check, and measured half the
-        throughput at saturation. (Another program keeping a shared core busy is no reason
-        to hold back checks that only wait on the network.)"""
-        cpu_bound = own_cpu >= CPU_OWN_BOUND or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT)
-        if work_waiting and in_flight >= self.value * 0.9 and not cpu_bound:
-            self.value = min(self.ceiling, max(self.value + 10, int(self.value * 1.5)))
-        return self.value
-
-    def back_off(self, in_flight: int) -> int:
-        """The monitor ran out of something (descriptors, threads): hold fewer checks."""
-        self.value = max(self.floor, min(self.value, int(in_flight * 0.8)))
-        return self.value
-
-    @property
-    def at_ceiling(self) -> bool:
-        return self.value >= self.ceiling
 
 
 class Consumer:
@@ -202,6 +57,7 @@ class Consumer:
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
+        self.cpu_starved = False     # waited for the CPU in some interval since the last stats
         self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
         self.threads = CheckThreads(self._check)
@@ -357,9 +213,10 @@ class Consumer:
             return
         self.next_control = now + CONTROL_INTERVAL
         waiting, self.work_waiting = self.work_waiting, False
-        own_cpu, core_busy = self.cpu.read()
+        own_cpu, core_busy, cpu_wait = self.cpu.read()
         self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
-                          core_busy=core_busy)
+                          core_busy=core_busy, cpu_wait=cpu_wait)
+        self.cpu_starved = self.cpu_starved or self.limit.starved
         if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
                 and now - self.last_ceiling_log >= CEILING_LOG_EVERY:
             self.last_ceiling_log = now
@@ -567,7 +424,9 @@ class Consumer:
         self._last_stats = time.monotonic()
         self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
                           ceiling=self.limit.ceiling,
-                          at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
+                          at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9,
+                          cpu_starved=self.cpu_starved)
+        self.cpu_starved = False
         # Two messages: each must fit one atomic pipe write, and the lag sample plus the metrics'
         # histograms together do not.
         self.ctx.send_stats(self.stats)
