@@ -84,6 +84,17 @@ def add(cli, url, period=1, env=None):
     assert done.returncode == 0, done.stderr
 
 
+def settled(db, checks: int = 2, timeout: float = 30) -> None:
+    """Wait until `checks` more results are recorded and no notice is waiting or being sent: any
+    notice those checks (and the notifier's 1 s sweeps meanwhile) cause has gone out by then. The
+    "nothing more follows" checks poll for this instead of sleeping a fixed time, which a slow
+    machine could pass without the system having moved on at all."""
+    done = scalar(db, "SELECT count(*) FROM task_result")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= done + checks
+               and scalar(db, "SELECT count(*) FROM alert_outbox WHERE status IN ('pending', 'sending')") == 0,
+               timeout, f"{checks} more results and every notice sent")
+
+
 def outbox_states(db) -> list[tuple]:
     return query(db, "SELECT kind, channel, status, attempts FROM alert_outbox ORDER BY id")
 
@@ -102,7 +113,7 @@ def test_down_after_three_failures_and_up_after_two_successes_on_every_channel(
     add(cli, site.url("/a"))
     wait_until(lambda: len(hook.texts()) >= 2 and len(chat.texts()) >= 2 and len(smtp.messages()) >= 2,
                30, "a down and an up on every channel")
-    time.sleep(2)   # nothing more may follow
+    settled(db)     # nothing more may follow
     for texts in (hook.texts(), chat.texts(), mail_texts(smtp)):
         assert kinds(texts) == ["down", "up"], texts
     down, up = hook.texts()
@@ -237,7 +248,7 @@ def test_three_runs_on_one_database_send_each_notice_once_per_channel(
     assert len(checkers) >= 2, "the runs share the work"
     site.status = 200
     wait_until(lambda: len(hook.texts()) >= 10 and len(chat.texts()) >= 10, 30, "five ups per channel")
-    time.sleep(2)
+    settled(db, checks=10)
     for receiver in (hook, chat):
         found = keys(receiver.texts())
         assert sorted(kind for kind, _ in found) == ["down"] * 5 + ["up"] * 5
@@ -268,11 +279,11 @@ def test_no_notice_inside_a_silence_and_the_right_one_after_it(runs, cli, db, si
     wait_until(lambda: scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NOT NULL") == 1
                and scalar(db, "SELECT count(*) FROM incident WHERE ended_at IS NULL") == 1, 30,
                "one incident over and one open, inside the silence")
-    time.sleep(1.5)
+    settled(db)
     assert hook.texts() == [], "no notice inside the silence"
     assert cli("silence", "remove", str(silence_id)).returncode == 0
     wait_until(lambda: hook.texts(), 10, "the notice owed after the silence")
-    time.sleep(2)
+    settled(db)
     texts = hook.texts()
     assert kinds(texts) == ["down"] and "/f-long" in texts[0] and "after a silence" in texts[0]
     site.script("/f-long", [])
@@ -294,7 +305,7 @@ def test_no_incident_while_the_connectivity_url_fails(runs, cli, db, site, hook)
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE NOT ok") >= 5, 20, "failed checks")
     assert scalar(db, "SELECT count(*) FROM incident") == 0
     assert query(db, "SELECT state, fail_streak FROM url_state") == [("unknown", 0)]
-    time.sleep(1)
+    settled(db)
     assert hook.texts() == []
     assert run.events("connectivity check failed: this host's failed checks count toward no incident")
 
@@ -310,7 +321,7 @@ def test_a_flapping_url_gives_one_notice_not_a_storm(runs, cli, db, site, hook):
     site.script("/h", [200, 503] * 12)       # every check changes the state (thresholds of 1)
     add(cli, site.url("/h"))
     wait_until(lambda: site.hits.get("/h", 0) >= 24, 40, "24 alternating checks")
-    time.sleep(2)
+    settled(db)
     found = kinds(hook.texts())
     assert found.count("flapping") == 1, found
     # Before flapping is detected a few real changes are announced; after it, none.
@@ -357,7 +368,7 @@ def test_a_certificate_expiring_soon_seen_by_three_runs_is_announced_once(runs, 
         assert done.returncode == 0, done.stderr
         wait_until(lambda: len({r[0] for r in query(db, "SELECT checked_by FROM task_result")}) >= 3, 30,
                    "results from all three runs")
-        time.sleep(2)
+        settled(db, checks=6)
     days = {d for (d,) in query(db, "SELECT DISTINCT cert_days_left FROM task_result")}
     assert days == {13}, days
     texts = hook.texts()

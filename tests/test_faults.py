@@ -163,7 +163,9 @@ def runs(tmp_path):
 
     yield start
     for run in started:
-        run.stop_group()      # SIGTERM, then SIGKILL after a grace period (also to a stopped process)
+        run.begin_stop()      # SIGTERM to all, then SIGKILL after a grace period (also to a stopped process)
+    for run in started:
+        run.stop_group()
     leftovers = [(p.pid, title(p)) for run in started for p in group_processes(run.pid)]
     assert not leftovers, f"processes left behind: {leftovers}"
 

@@ -215,17 +215,26 @@ class Run:
         code = self.proc.wait(timeout)
         return code, time.monotonic() - t0
 
-    def stop_group(self, grace: float = TEARDOWN_GRACE) -> None:
-        """End the run as an operator would: SIGTERM to the supervisor (after SIGCONT to the group,
-        for a process left stopped by SIGSTOP), then SIGKILL to whatever is left after `grace`
-        seconds. Processes that exit normally write their coverage data; killed ones cannot."""
+    def begin_stop(self, grace: float = TEARDOWN_GRACE) -> None:
+        """SIGTERM to the supervisor (after SIGCONT to the group, for a process left stopped by
+        SIGSTOP); stop_group() waits until `grace` seconds from now."""
+        self._stop_deadline = time.monotonic() + grace
         if self.proc.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGCONT)
                 os.kill(self.pid, signal.SIGTERM)
-                self.proc.wait(grace)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except ProcessLookupError:
                 pass
+
+    def stop_group(self, grace: float = TEARDOWN_GRACE) -> None:
+        """End the run as an operator would: SIGTERM, then SIGKILL to whatever is left after the
+        grace period. Processes that exit normally write their coverage data; killed ones cannot."""
+        if getattr(self, "_stop_deadline", None) is None:
+            self.begin_stop(grace)
+        try:
+            self.proc.wait(max(0.0, self._stop_deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
         self.kill_group()
 
     def kill_group(self) -> None:
@@ -256,6 +265,8 @@ def sitewatch(dsn, tmp_path):
         return run
 
     yield start
+    for run in runs:
+        run.begin_stop()        # all at once: their grace periods run side by side
     for run in runs:
         run.stop_group()
     leftovers = [(p.pid, title(p)) for run in runs for p in group_processes(run.pid)]
