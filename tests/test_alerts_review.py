@@ -421,3 +421,31 @@ def test_a_check_that_began_in_an_outage_counts_toward_nothing_when_written_afte
     assert q(conn, "SELECT count(*) FROM incident") == [(0,)] and outbox(conn) == []
     assert state(conn, url)[:2] == ("unknown", 1)
     assert q(conn, "SELECT count(*) FROM alert_host_outage") == [(1,)]
+
+
+# --- B11: two certificates behind one URL
+
+
+def test_two_certificates_behind_one_url_each_warn_once_per_threshold(conn):  # noqa: F811
+    import datetime
+    url = add_url(conn, "https://two.example/")
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=60)
+
+    def seen(at, days):
+        q(conn, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
+                " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops}')"
+                " ON CONFLICT (key, channel) DO NOTHING", ([(url, at, True, None, None, days, "h:consumer-1:1")],))
+
+    for i in range(10):                       # DNS round robin: 80 and 5 days left, in turn
+        seen(start + datetime.timedelta(hours=i), 80 if i % 2 == 0 else 5)
+    assert [key for _, _, key in outbox(conn)] == [f"cert:{url}:0:7"]
+    seen(start + datetime.timedelta(days=4), 1)           # the stale one, a day before it expires
+    seen(start + datetime.timedelta(days=4, hours=1), 76)
+    seen(start + datetime.timedelta(days=50), 30)         # the other one, 30 days before its end
+    seen(start + datetime.timedelta(days=50, hours=1), 30)
+    seen(start + datetime.timedelta(days=51), 90)         # renewed: a third one, quiet until 30
+    seen(start + datetime.timedelta(days=112), 29)
+    assert [key for _, _, key in outbox(conn)] == [f"cert:{url}:0:7", f"cert:{url}:0:1", f"cert:{url}:1:30",
+                                                   f"cert:{url}:2:30"]
+    known = q(conn, "SELECT jsonb_array_length(cert_known) FROM url_state WHERE url_id = %s", (url,))[0][0]
+    assert known <= 8

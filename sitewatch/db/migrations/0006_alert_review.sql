@@ -23,6 +23,46 @@ CREATE TABLE alert_host_outage (
     PRIMARY KEY (host, started_at)
 );
 
+-- * Certificates are told apart by their expiry (B11): the check records days left, not a
+--   fingerprint, so each certificate seen behind a URL is remembered by its estimated
+--   notAfter (slot + days left; one certificate's estimates differ by less than a day, two
+--   within two days count as one). Each is warned once per threshold, so two certificates
+--   behind one URL (DNS round robin, a stale CDN node) no longer warn on every switch.
+--   cert_seq is now the next sequence number for a certificate's first notice (keys stay
+--   cert:URL:SEQ:THRESHOLD).
+
+ALTER TABLE url_state ADD COLUMN cert_known jsonb NOT NULL DEFAULT '[]';  -- [{expires, seq, notified}]
+UPDATE url_state SET
+    cert_known = jsonb_build_array(jsonb_build_object(
+        'expires', extract(epoch FROM coalesce(updated_at, now())) + cert_days_left * 86400.0,
+        'seq', CASE WHEN cert_notified IS NOT NULL THEN cert_seq END, 'notified', cert_notified)),
+    cert_seq = cert_seq + (cert_notified IS NOT NULL)::integer
+WHERE cert_days_left IS NOT NULL;
+
+-- The remembered certificate an estimated notAfter (epoch seconds) belongs to, or null.
+CREATE FUNCTION alert_cert_match(known jsonb, expires float8) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT elem FROM jsonb_array_elements(known) elem
+    WHERE abs((elem->>'expires')::float8 - expires) < 172800
+    ORDER BY abs((elem->>'expires')::float8 - expires) LIMIT 1
+$$;
+
+-- known with `match` (null: a new certificate at `expires`) set to seq and notified; those
+-- expired two days before `now_epoch` forgotten, at most eight kept (the latest expiries).
+CREATE FUNCTION alert_cert_remember(known jsonb, match jsonb, expires float8, seq integer, notified integer,
+                                    now_epoch float8) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_agg(x ORDER BY (x->>'expires')::float8 DESC), '[]'::jsonb) FROM (
+        SELECT x FROM (
+            SELECT elem AS x FROM jsonb_array_elements(known) elem
+            WHERE elem IS DISTINCT FROM match AND (elem->>'expires')::float8 > now_epoch - 172800
+            UNION ALL
+            SELECT jsonb_build_object('expires', coalesce((match->>'expires')::float8, expires),
+                                      'seq', seq, 'notified', notified)
+        ) every_one ORDER BY (x->>'expires')::float8 DESC LIMIT 8
+    ) kept
+$$;
+
 ALTER TABLE incident ADD COLUMN end_reason text;     -- null: recovered; 'url removed'
 
 ALTER TABLE alert_outbox DROP CONSTRAINT alert_outbox_kind_check;
@@ -59,7 +99,10 @@ BEGIN
             -- each URL's oldest result not applied yet, with its state row (one index probe each)
             SELECT DISTINCT ON (r.url_id)
                    r.*, s.state AS old_state, s.incident_id AS old_incident, s.notified_state, s.flapping,
-                   s.flap_bits, s.flap_len, s.flap_seq, s.cert_seq, s.cert_notified,
+                   s.flap_bits, s.flap_len, s.flap_seq, s.cert_seq, s.cert_known,
+                   extract(epoch FROM r.slot) + r.cert_days_left * 86400.0 AS cert_expires,
+                   alert_cert_match(s.cert_known, extract(epoch FROM r.slot) + r.cert_days_left * 86400.0)
+                       AS cert_match,
                    u.url, coalesce(u.failure_threshold, default_failure) AS failure_threshold,
                    coalesce(u.success_threshold, default_success) AS success_threshold,
                    coalesce(u.notify, default_channels) AS channels,
@@ -73,9 +116,7 @@ BEGIN
                    CASE WHEN r.ok THEN NULL WHEN s.fail_streak > 0 THEN s.streak_error
                         ELSE r.error END AS streak_error,
                    ((s.flap_bits << 1) | (NOT r.ok)::integer) & 2097151 AS new_flap_bits,
-                   least(s.flap_len + 1, 21) AS new_flap_len,
-                   r.cert_days_left IS NOT NULL AND s.cert_days_left IS NOT NULL
-                       AND r.cert_days_left > s.cert_days_left + 1 AS renewed
+                   least(s.flap_len + 1, 21) AS new_flap_len
             FROM unnest(results) r JOIN url_state s ON s.url_id = r.url_id JOIN url u ON u.id = r.url_id
             WHERE (s.last_slot IS NULL OR r.slot > s.last_slot)
               AND r.error_kind IS DISTINCT FROM 'lost'
@@ -101,7 +142,7 @@ BEGIN
                    CASE WHEN NOT st.flapping AND alert_flap_percent(st.new_flap_bits, st.new_flap_len) >= 20 THEN true
                         WHEN st.flapping AND alert_flap_percent(st.new_flap_bits, st.new_flap_len) < 5 THEN false
                         ELSE st.flapping END AS new_flapping,
-                   CASE WHEN st.renewed THEN st.cert_seq + 1 ELSE st.cert_seq END AS new_cert_seq,
+                   coalesce((st.cert_match->>'seq')::integer, st.cert_seq) AS cert_key_seq,
                    CASE WHEN st.cert_days_left <= 1 THEN 1 WHEN st.cert_days_left <= 7 THEN 7
                         WHEN st.cert_days_left <= 14 THEN 14 WHEN st.cert_days_left <= 30 THEN 30
                    END AS cert_threshold
@@ -111,7 +152,7 @@ BEGIN
                    d.new_state = 'down' AND d.old_state <> 'down' AS went_down,
                    d.new_state = 'up' AND d.old_state = 'down' AS went_up,
                    d.cert_threshold IS NOT NULL AND d.cert_threshold
-                       < coalesce(CASE WHEN d.renewed THEN NULL ELSE d.cert_notified END, 2147483647) AS cert_crossed,
+                       < coalesce((d.cert_match->>'notified')::integer, 2147483647) AS cert_crossed,
                    -- Owed (B7): not silenced (any more), no change and no flapping in this round,
                    -- yet the state differs from the last one announced. A write that began inside
                    -- a silence and committed after the notifier's settle sweep leaves exactly this.
@@ -164,7 +205,7 @@ BEGIN
             FROM events e WHERE e.new_flapping <> e.flapping
             UNION ALL
             SELECT e.url_id, NULL, 'cert_expiring',
-                   'cert:' || e.url_id || ':' || e.new_cert_seq || ':' || e.cert_threshold, e.channels,
+                   'cert:' || e.url_id || ':' || e.cert_key_seq || ':' || e.cert_threshold, e.channels,
                    jsonb_build_object('url', alert_redact_url(e.url), 'days_left', e.cert_days_left, 'threshold', e.cert_threshold),
                    NOT e.silenced
             FROM events e WHERE e.cert_crossed
@@ -204,9 +245,13 @@ BEGIN
                 flap_bits = e.new_flap_bits, flap_len = e.new_flap_len, flapping = e.new_flapping,
                 flap_seq = e.flap_seq + (e.new_flapping AND NOT e.flapping)::integer,
                 cert_days_left = coalesce(e.cert_days_left, s.cert_days_left),
-                cert_seq = e.new_cert_seq,
-                cert_notified = CASE WHEN e.cert_crossed THEN e.cert_threshold
-                                     WHEN e.renewed THEN NULL ELSE s.cert_notified END,
+                cert_seq = e.cert_seq + (e.cert_crossed AND e.cert_match->>'seq' IS NULL)::integer,
+                cert_notified = CASE WHEN e.cert_crossed THEN e.cert_threshold ELSE s.cert_notified END,
+                cert_known = CASE WHEN e.cert_days_left IS NULL THEN s.cert_known
+                    ELSE alert_cert_remember(s.cert_known, e.cert_match, e.cert_expires,
+                        CASE WHEN e.cert_crossed THEN e.cert_key_seq ELSE (e.cert_match->>'seq')::integer END,
+                        CASE WHEN e.cert_crossed THEN e.cert_threshold ELSE (e.cert_match->>'notified')::integer END,
+                        extract(epoch FROM e.slot)) END,
                 updated_at = now()
             FROM events e WHERE s.url_id = e.url_id
             RETURNING s.url_id
