@@ -21,6 +21,7 @@ from sitewatch.web.pool import ReadOnlyPool
 from tests import webseed
 from tests.conftest import clean_env
 from tests.conftest_web import seed_database, wait_for
+from tests.test_run import sitewatch as sitewatch  # noqa: F401  (fixture)
 
 SECRETS = ("s3cret", "abc123", "user:")
 
@@ -437,3 +438,35 @@ def test_sitewatch_run_supervises_a_web_child(own_seeded, tmp_path):     # its r
     assert proc.returncode == 0, err[-2000:]
     assert "web server stopped" in err
     assert "web server cannot start" not in err
+
+
+def test_a_web_child_whose_port_is_taken_gives_up_without_stopping_checks_and_starts_once_free(
+        sitewatch, cli, dsn, hostile_server):
+    """Recovery path (issue 25 §4.5): web.listen taken by another process. The web child retries
+    for the grace period and a little more, then exits with one error line; checking goes on;
+    the supervisor restarts it, and once the port is free it serves."""
+    from tests.test_run import import_urls, scalar
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        import_urls(cli, [{"url": hostile_server.url("/ok/web-port"), "period": 1}])
+        run = sitewatch(env={"SITEWATCH_WEB__LISTEN": f"127.0.0.1:{port}"})
+        run.wait_started()
+        failed = run.wait_for("web server cannot start", role="web", timeout=30)[0]
+        assert "in use" in failed["error"], failed
+        db = psycopg2.connect(dsn)
+        db.autocommit = True
+        try:
+            checked = scalar(db, "SELECT count(*) FROM task_result")
+            assert wait_for(lambda: scalar(db, "SELECT count(*) FROM task_result") >= checked + 2, timeout=15), \
+                "checking stopped while the web child could not start"
+        finally:
+            db.close()
+        assert not run.events("web server listening")
+    finally:
+        taken.close()
+    run.wait_for("web server listening", role="web", timeout=60)
+    import httpx
+    assert httpx.get(f"http://127.0.0.1:{port}/api/v1/summary", timeout=10).status_code == 200
