@@ -17,6 +17,7 @@ TARGET_S = 0.5      # aim for statements this long
 DUTY = 0.4          # share of the time the job works while it has work; it rests the rest
 GROWTH = 4.0        # a chunk grows or shrinks at most this much from one statement to the next
 SLICE_ROWS = 300_000                            # raw rows in a rollup's first time slice
+FIRST_CHUNK = 2000                              # URLs in a pass's first chunk
 SMALLEST_SLICE = datetime.timedelta(minutes=1)
 LARGEST_SLICE = datetime.timedelta(days=1)
 
@@ -73,7 +74,7 @@ class Pace:
 MAX_ID = 2**63 - 1
 
 
-def url_chunks(cur, pace: Pace, first: int = 2000, smallest: int = 200, largest: int = 50_000):
+def url_chunks(cur, pace: Pace, first: int | None = None, smallest: int = 200, largest: int = 50_000):
     """Chunks of the monitored URLs, each sized by how long the previous chunk's statements
     (run through `pace`) took in all.
 
@@ -83,7 +84,7 @@ def url_chunks(cur, pace: Pace, first: int = 2000, smallest: int = 200, largest:
     """
     cur.execute("SELECT id FROM url ORDER BY id")
     ids = [row[0] for row in cur.fetchall()]
-    size, i, lo = float(first), 0, 0
+    size, i, lo = float(first or FIRST_CHUNK), 0, 0
     while True:
         chunk = ids[i:i + int(size)]
         i += len(chunk)
@@ -96,7 +97,7 @@ def url_chunks(cur, pace: Pace, first: int = 2000, smallest: int = 200, largest:
         size = pace.resize(size, pace.work_s - before, smallest, largest)
 
 
-def time_slices(cur, start, end, pace: Pace, rows: int = SLICE_ROWS):
+def time_slices(cur, start, end, pace: Pace, rows: int | None = None):
     """[start, end) as consecutive slices [a, b), each sized by how long the previous one's
     statements took: raw rows are stored in time order, so a slice is a range of pages.
 
@@ -106,7 +107,7 @@ def time_slices(cur, start, end, pace: Pace, rows: int = SLICE_ROWS):
     """
     cur.execute("SELECT coalesce(sum(1.0 / period), 0)::float8 FROM url")
     per_second = cur.fetchone()[0]
-    first = datetime.timedelta(seconds=rows / per_second) if per_second else LARGEST_SLICE
+    first = datetime.timedelta(seconds=(rows or SLICE_ROWS) / per_second) if per_second else LARGEST_SLICE
     first = min(LARGEST_SLICE, max(SMALLEST_SLICE, first))
     size, a = first, start
     while a < end:
