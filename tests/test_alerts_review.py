@@ -449,3 +449,42 @@ def test_two_certificates_behind_one_url_each_warn_once_per_threshold(conn):  # 
                                                    f"cert:{url}:2:30"]
     known = q(conn, "SELECT jsonb_array_length(cert_known) FROM url_state WHERE url_id = %s", (url,))[0][0]
     assert known <= 8
+
+
+def test_schema_6_remembers_the_certificate_each_url_was_warned_about(empty_dsn):
+    """A version-5 database with a certificate already warned at 14 days: after the migration, the
+    same certificate is not warned at 14 again, and its 7-day notice keeps its sequence number."""
+    import datetime
+
+    from sitewatch.db import schema
+    c = psycopg2.connect(empty_dsn)
+    try:
+        with c, c.cursor() as cur:
+            cur.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,"
+                        " applied_at timestamptz NOT NULL DEFAULT now())")
+        for number, name, sql in schema.migrations():
+            if number > 5:
+                break
+            if sql is None:
+                schema._run_python_migration(c, number, name)
+            else:
+                with c, c.cursor() as cur:
+                    cur.execute(sql)
+                    schema.record_version(cur, number, name)
+        with c, c.cursor() as cur:
+            cur.execute("INSERT INTO url (url, period, timeout, next_check_at)"
+                        " VALUES ('https://c.example/', 60, 5, now()) RETURNING id")
+            (url,) = cur.fetchone()
+            cur.execute("UPDATE url_state SET cert_days_left = 10, cert_seq = 0, cert_notified = 14,"
+                        " updated_at = now()")
+        assert schema.migrate(c) == [name for number, name, _ in schema.migrations() if number > 5]
+        c.autocommit = True
+        now = q(c, "SELECT now()")[0][0]
+        for at, days in ((now + datetime.timedelta(minutes=1), 10), (now + datetime.timedelta(days=4), 6)):
+            q(c, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
+                 " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops}')",
+              ([(url, at, True, None, None, days, "h:consumer-1:1")],))
+        assert q(c, "SELECT key FROM alert_outbox") == [(f"cert:{url}:0:7",)]
+        assert q(c, "SELECT cert_seq FROM url_state") == [(1,)]
+    finally:
+        c.close()
