@@ -465,9 +465,12 @@ def test_three_supervisors_record_each_slot_once_and_all_get_work(runs, tmp_path
     hosts = [runs(dsn, name=f"host-{name}") for name in "abc"]
     for host in hosts:
         host.wait_started()
-    time.sleep(1)
+    wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result") == len(urls), 20,
+               "every URL checked")
     before = cursors(db)
-    time.sleep(8)
+    # Eight slots of every URL past the snapshot (polled: under load a fixed sleep may see fewer).
+    wait_until(lambda: all((c[0] - before[url_id][0]).total_seconds() >= 8 for url_id, c in cursors(db).items()),
+               30, "eight more slots of every URL")
     for host in hosts:
         host.signal(signal.SIGTERM)
     for host in hosts:
