@@ -76,11 +76,16 @@ def write_urls(path, delay, hang, urls: int, hanging: float) -> None:
             f.write(f"http://127.0.0.1:{hang.port}/h/{i}\n")
 
 
-def seed_past_hour(conn, minutes: int) -> int:
-    """One result per URL per period over the last `minutes` (as if sitewatch had run): a
-    full past hour for the job's first rollup and summary build. In time order, as
-    sitewatch writes them (the BRIN index relies on it). Returns the rows written."""
+def seed_past_hour(conn, minutes: int | None) -> int:
+    """One result per URL per period over the last `minutes` (default: since the start of the
+    previous UTC hour), as if sitewatch had run: a full past hour for the job's first rollup
+    and summary build. In time order, as sitewatch writes them (the BRIN index relies on
+    it). Returns the rows written."""
     with conn.cursor() as cur:
+        if minutes is None:
+            cur.execute("SELECT ceil(extract(epoch FROM now() - date_trunc('hour', now(), 'UTC')"
+                        " + interval '1 hour') / 60)::int")
+            minutes = cur.fetchone()[0]
         cur.execute("SELECT date_trunc('day', now() - make_interval(mins => %s), 'UTC'),"
                     " date_trunc('day', now(), 'UTC')", (minutes,))
         first_day, today = cur.fetchone()
@@ -207,7 +212,8 @@ def main() -> int:
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=660, help="seconds of `sitewatch run` (>= 600)")
     parser.add_argument("--hanging", type=float, default=0.02, help="share of URLs that never answer")
-    parser.add_argument("--seed-minutes", type=int, default=65, help="minutes of past results seeded")
+    parser.add_argument("--seed-minutes", type=int,
+                        help="minutes of past results seeded (default: since the start of the previous hour)")
     parser.add_argument("--dsn", help="PostgreSQL server to create a fresh database on (default: embedded)")
     parser.add_argument("--busy-at", type=float, help="start a busy loop pinned to CPU 0 at this second")
     parser.add_argument("--busy-for", type=float, default=180.0)
@@ -215,6 +221,9 @@ def main() -> int:
                         help="extra environment for sitewatch (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
+    # A stop (SIGTERM, SIGHUP) still runs the cleanup below: the run, its database, the targets.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
 
     def say(*a):
         print(*a, file=sys.stderr, flush=True)
@@ -240,7 +249,7 @@ def main() -> int:
         with meas.cursor() as cur:
             cur.execute("SELECT version()")
             report["postgres"] = cur.fetchone()[0].split(" on ")[0]
-        say(f"seed: {args.seed_minutes} past minutes of results ...")
+        say("seed: past results ...")
         t0 = time.monotonic()
         report["seeded_rows"] = seed_past_hour(meas, args.seed_minutes)
         report["seed_s"] = round(time.monotonic() - t0, 1)
