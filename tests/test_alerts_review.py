@@ -488,3 +488,37 @@ def test_schema_6_remembers_the_certificate_each_url_was_warned_about(empty_dsn)
         assert q(c, "SELECT cert_seq FROM url_state") == [(1,)]
     finally:
         c.close()
+
+
+def test_removing_a_url_while_its_result_is_being_recorded_does_not_deadlock(dsn, conn):  # noqa: F811
+    """The result path locks the task (deleting it), then url_state: remove takes them in the
+    same order, so it waits for the batch instead of deadlocking with it."""
+    import threading
+    import time
+    url = add_url(conn, failure_threshold=1)
+    (task,) = q(conn, "INSERT INTO task (url_id, scheduled_at, available_at) VALUES (%s, now(), now()) RETURNING id",
+                (url,))[0]
+    consumer = psycopg2.connect(dsn)
+    outcome = {}
+
+    def remove():
+        try:
+            outcome["closed"] = _remove(dsn, "http://a.example/")
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+    try:
+        with consumer.cursor() as cur:
+            cur.execute("DELETE FROM task WHERE id = %s", (task,))           # the batch, half-way
+            remover = threading.Thread(target=remove)
+            remover.start()
+            deadline = time.monotonic() + 30
+            while not q(conn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                              " AND datname = current_database() AND query LIKE '%%FROM url%%'")[0][0] \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cur.execute("SELECT 1 FROM url_state WHERE url_id = %s FOR UPDATE", (url,))   # and on
+        consumer.commit()
+        remover.join(30)
+    finally:
+        consumer.close()
+    assert outcome == {"closed": 0}, outcome

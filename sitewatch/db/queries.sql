@@ -35,9 +35,12 @@ ON CONFLICT (url) DO UPDATE SET
 RETURNING (xmax = 0) AS inserted;
 
 -- name: lock_removed_url
--- Before remove_url, in its transaction: lock the URL's alert state as the result path does
--- (url_state first), so a result batch applying to it commits first and remove_url's own
+-- Before remove_url, in its transaction, three statements: the url row (the producer skips
+-- it: no new task), then its task and its alert state in the result path's order (task, then
+-- url_state), so a result batch recording it commits first (no deadlock) and remove_url's own
 -- snapshot sees the incident that batch may have opened.
+SELECT id FROM url WHERE url = %(url)s FOR UPDATE;
+SELECT t.id FROM task t JOIN url u ON u.id = t.url_id WHERE u.url = %(url)s FOR UPDATE OF t;
 SELECT s.url_id FROM url u JOIN url_state s ON s.url_id = u.id WHERE u.url = %(url)s FOR UPDATE OF s;
 
 -- name: remove_url
