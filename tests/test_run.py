@@ -112,6 +112,14 @@ def results_by_url(conn) -> dict[str, list[tuple]]:
     return out
 
 
+def gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie counts: its parent has not collected it yet)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:      # reaped between the two calls
+        return True
+
+
 def import_urls(cli, entries: list[dict]) -> None:
     """`sitewatch url import -` with a YAML list (first slots spread across each period)."""
     lines = []
@@ -547,7 +555,7 @@ def test_silent_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
     started = run.wait_for("consumer started", count=2, timeout=15)
     new_pid = started[-1]["pid"]
     assert new_pid != victim.pid
-    wait_until(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 5,
+    wait_until(lambda: gone(victim), 5,
                "the stopped consumer to be gone")
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
                               (f"%:{new_pid}",)) >= 1, 15, "results from the new consumer")
@@ -664,6 +672,35 @@ def test_sighup_does_not_leave_checking_stalled_behind_a_hanging_check(sitewatch
                5, "the hanging check taken over by the new consumer at attempt 1")
     code, _ = run.stop(timeout=grace + 10)
     assert code == 0
+
+
+def test_a_retiring_child_that_does_not_stop_is_killed_after_the_grace_period(sitewatch, cli, db, server):
+    """Recovery path (issue 25 §4.4): after SIGHUP the old consumer retires; one that cannot stop
+    (SIGSTOP here: no exit, no heartbeat) is killed once the grace period is over, and the new
+    consumer checks meanwhile."""
+    grace = 3
+    run = sitewatch(env={"SITEWATCH_SUPERVISOR__GRACE_PERIOD": grace,
+                         "SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 60})    # not killed as silent first
+    old = run.wait_started()[0]
+    import_urls(cli, [{"url": server.url("/ok/retiring"), "period": 1}])
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 1, 10, "a first result")
+    victim = psutil.Process(old["pid"])
+    victim.suspend()
+    run.signal(signal.SIGHUP)
+    new = run.wait_for("consumer started", count=2, timeout=15)[-1]
+    killed = run.wait_for("grace period over, killing child", role="consumer-1", timeout=grace + 15)[0]
+    assert killed["pid"] == old["pid"], killed
+    reloaded = run.wait_for("SIGHUP: configuration reloaded, restarting children")[0]
+    waited = (datetime.datetime.fromisoformat(killed["timestamp"])
+              - datetime.datetime.fromisoformat(reloaded["timestamp"])).total_seconds()
+    assert waited >= grace - 0.5, f"killed {waited:.1f} s after the reload, before its grace period ended"
+    wait_until(lambda: gone(victim), 10,
+               "the stopped consumer to be gone")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
+                              (f"%:{new['pid']}",)) >= 1, 15, "results from the new consumer")
+    assert not run.events("child died, restarting", role="consumer-1")     # retired, not a crash
+    code, _ = run.stop(timeout=15)
+    assert code == 0, run.text()[-2000:]
 
 
 # --- 10. what runs where ------------------------------------------------------------------------
