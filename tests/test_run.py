@@ -17,9 +17,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import psutil
 import psycopg2.extensions
@@ -672,6 +674,50 @@ def test_sighup_does_not_leave_checking_stalled_behind_a_hanging_check(sitewatch
                5, "the hanging check taken over by the new consumer at attempt 1")
     code, _ = run.stop(timeout=grace + 10)
     assert code == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sighup_shrinking_consumers_and_turning_web_off_retires_them_and_warns_of_restart_only_settings(
+        sitewatch, cli, db, server, tmp_path):
+    """Recovery path (issue 25 §4.9): a reload with fewer consumers and web.listen emptied retires
+    consumer 2 and the web child for good; a changed metrics.listen is named as needing a restart."""
+    web_port, metrics_port, other_port = _free_port(), _free_port(), _free_port()
+    config = tmp_path / "sitewatch.yaml"
+    config.write_text(f"consumer:\n  processes: 2\nweb:\n  listen: 127.0.0.1:{web_port}\n"
+                      f"metrics:\n  listen: 127.0.0.1:{metrics_port}\n")
+    run = sitewatch(global_args=("--config", str(config)),
+                    env={"SITEWATCH_WEB__LISTEN": None, "SITEWATCH_METRICS__LISTEN": None,
+                         "SITEWATCH_CONSUMER__PROCESSES": None})
+    run.wait_started(consumers=2)
+    run.wait_for("web server listening", role="web")
+    web = run.child("sitewatch: web")
+    import_urls(cli, [{"url": server.url(f"/ok/shrink-{i}"), "period": 1} for i in range(4)])
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 4, 10, "first results")
+
+    config.write_text(f"consumer:\n  processes: 1\nweb:\n  listen: ''\nmetrics:\n  listen: 127.0.0.1:{other_port}\n")
+    run.signal(signal.SIGHUP)
+    run.wait_for("SIGHUP: metrics.listen changed; it takes effect on the next start", timeout=5)
+    run.wait_for("SIGHUP: configuration reloaded, restarting children", timeout=5)
+    new = run.wait_for("consumer started", count=3, timeout=15)[-1]
+    assert new["role"] == "consumer-1", new
+    wait_until(lambda: gone(web), 15, "the web child to be gone")
+    wait_until(lambda: not any("consumer 2" in title(p) or "sitewatch: web" in title(p)
+                               for p in psutil.Process(run.pid).children() if not gone(p)),
+               15, "consumer 2 and the web child retired")
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
+                              (f"%:{new['pid']}",)) >= 4, 15, "results from the one consumer left")
+    assert len(run.events("consumer started")) == 3 and len(run.events("web server listening")) == 1
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the web port still answers"
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        assert response.status == 200                                      # the old address stays
+    code, _ = run.stop(timeout=15)
+    assert code == 0, run.text()[-2000:]
 
 
 def test_a_retiring_child_that_does_not_stop_is_killed_after_the_grace_period(sitewatch, cli, db, server):
