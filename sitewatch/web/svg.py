@@ -5,7 +5,7 @@ included); badges are standalone files and carry their own colours.
 """
 
 import datetime
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from html import escape
 
 
@@ -61,7 +61,8 @@ def response_chart(hours: list[dict], start: datetime.datetime, width: int = 720
     left, right, top, bottom = 52, 10, 10, 24
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [h[k] for h in hours for k in ("p50_ms", "p95_ms") if h[k] is not None]
-    top_ms = _nice_ceiling(max(values) if values else 100)
+    ticks = axis_ticks(max(values) if values else 100)
+    top_ms = ticks[-1][0]
     by_hour = {h["hour"]: h for h in hours}
 
     def x(i):
@@ -72,11 +73,11 @@ def response_chart(hours: list[dict], start: datetime.datetime, width: int = 720
 
     parts = [f'<svg class="chart" role="img" aria-label="response time, last 24 hours" '
              f'viewBox="0 0 {width} {height}" width="100%">']
-    for frac in (0, 0.25, 0.5, 0.75, 1):
-        gy = top + plot_h * (1 - frac)
+    for value, label in ticks:
+        gy = y(value)
         parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_num(gy)}" y2="{_num(gy)}"/>'
                      f'<text class="axis" x="{left - 6}" y="{_num(gy + 4)}" text-anchor="end">'
-                     f'{escape(ms(top_ms * frac))}</text>')
+                     f'{escape(label)}</text>')
     for i in range(0, 24, 3):
         hour = start + datetime.timedelta(hours=i)
         parts.append(f'<text class="axis" x="{_num(x(i))}" y="{height - 6}" text-anchor="middle">'
@@ -102,14 +103,35 @@ def response_chart(hours: list[dict], start: datetime.datetime, width: int = 720
     return "".join(parts)
 
 
-def _nice_ceiling(value: float) -> float:
-    """A round number at or above value (1, 2, 5 x 10^n), for the chart's top line."""
-    value = max(value, 1.0)
-    magnitude = 10 ** len(str(int(value))) / 10
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+def axis_ticks(max_ms: float, most: int = 5) -> list[tuple[float, str]]:
+    """The value axis of a chart in ms: [(value, label)] from 0 up to the first tick at or above
+    max_ms, with at most `most` steps. The step is 1, 2 or 5 x 10^k (the smallest that needs no
+    more steps), and labels print as many decimals as the step needs, no more: 0.3 ms gives
+    0, 0.1 .. 0.3 ms; 2 ms gives 0, 0.5, 1.0, 1.5, 2.0 ms; from a top of 1000 ms on, seconds
+    (900 ms: 0, 0.2 .. 1.0 s; 12 s: 0, 5, 10, 15 s). Exact decimal arithmetic: no 0.30000000000000004.
+    """
+    top = Decimal(repr(float(max_ms))) if max_ms > 0 else Decimal(1)
+    exponent = top.adjusted() - 1           # start one decade below the top's leading digit
+    while True:
+        for mantissa in (1, 2, 5):
+            step = Decimal(mantissa).scaleb(exponent)
+            steps = int((top / step).to_integral_value(rounding=ROUND_CEILING))
+            if steps <= most:
+                break
+        else:
+            exponent += 1
+            continue
+        break
+    in_seconds = step * steps >= 1000
+    shown_exp = exponent - 3 if in_seconds else exponent
+    decimals = max(0, -shown_exp)
+    unit = "s" if in_seconds else "ms"
+    out = []
+    for i in range(steps + 1):
+        value = step * i
+        shown = value / 1000 if in_seconds else value
+        out.append((float(value), f"{shown:.{decimals if i else 0}f} {unit}"))
+    return out
 
 
 # --- Badges (shields.io look: two boxes, label on grey, message in colour) --------------------------
