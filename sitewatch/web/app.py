@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from .. import __version__, logs
 from ..errors import DatabaseUnavailable
 from ..redact import printable, redact_url
-from . import data, svg
+from . import data, glance, svg
 from .auth import AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
 from .pool import ReadOnlyPool
@@ -171,8 +171,12 @@ def _days_list(by_day: dict, days: int, today: datetime.date) -> list[tuple]:
 
 # --- formatting for templates ----------------------------------------------------------------------
 
-def fmt_time(value) -> str:
-    return "–" if value is None else value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def fmt_time(value, period: int | None = None) -> str:
+    """A time in UTC to the minute; to the second for a URL checked more than once a minute."""
+    if value is None:
+        return "–"
+    shown = "%Y-%m-%d %H:%M:%S UTC" if period is not None and period < 60 else "%Y-%m-%d %H:%M UTC"
+    return value.astimezone(datetime.timezone.utc).strftime(shown)
 
 
 def fmt_duration(value) -> str:
@@ -239,10 +243,12 @@ def create_app(cfg, dsn: str) -> Starlette:
             totals = summary(conn)
             rows, total, _ = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE, totals)
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
+            strips = glance.for_page(conn, rows)
         items = [url_item(r, windows) for r in rows]
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return page(request, "index.html", {
-            "summary": totals, "items": items, "total": total, "page": page_no, "pages": pages,
+            "summary": totals, "items": items, "strips": strips, "slots": glance.SLOTS,
+            "total": total, "page": page_no, "pages": pages,
             "q": q or "", "state": state or "", "states": STATES, "now": totals["generated_at"],
             "query_for": lambda p: _query(q, state, p), "refresh": True})
 
@@ -269,15 +275,18 @@ def create_app(cfg, dsn: str) -> Starlette:
 
     def incidents_page(request: Request):
         with pool.connection() as conn:
-            open_rows = [incident_item(i) for i in data.incidents(conn, open_only=True, limit=500)]
-            recent = [incident_item(i) for i in data.incidents(conn, open_only=False, limit=100)]
+            # with the URL's period: times to the second for a URL checked more than once a minute
+            open_rows = [{**incident_item(i), "period": i["period"]}
+                         for i in data.incidents(conn, open_only=True, limit=500)]
+            recent = [{**incident_item(i), "period": i["period"]}
+                      for i in data.incidents(conn, open_only=False, limit=100)]
             now = summary(conn)["generated_at"]
         return page(request, "incidents.html", {"open": open_rows, "recent": recent, "now": now,
                                                 "refresh": True})
 
     def incidents_atom(request: Request):
         with pool.connection() as conn:
-            rows = [incident_item(i) for i in data.incidents(conn, limit=50)]
+            rows = [{**incident_item(i), "period": i["period"]} for i in data.incidents(conn, limit=50)]
             now = summary(conn)["generated_at"]
         rows.sort(key=lambda i: i["ended_at"] or i["started_at"], reverse=True)
         # Links from web.base_url, else relative to the feed: never from the request's Host

@@ -160,7 +160,7 @@ WHERE url_id = %(id)s AND cert_days_min IS NOT NULL ORDER BY bucket DESC LIMIT 1
 """
 
 INCIDENTS_SQL = """
-SELECT i.id, i.url_id, u.url, i.started_at, i.ended_at,
+SELECT i.id, i.url_id, u.url, u.period, i.started_at, i.ended_at,
        coalesce(i.ended_at, now()) - i.started_at AS duration,
        i.first_error_kind, i.first_error, i.last_error_kind, i.last_error, i.failed_checks
 FROM incident i LEFT JOIN url u ON u.id = i.url_id
@@ -323,3 +323,40 @@ def incidents(conn, open_only: bool | None = None, url_id: int | None = None, li
     """Open incidents first, then the most recent; url is None for a removed URL."""
     return _rows(conn, INCIDENTS_SQL, {"open": open_only, "url_id": url_id, "limit": limit,
                                        "offset": offset})
+
+
+# The list page's strip of recent slots (sitewatch.web.glance): each URL's results in its last
+# `slots` + 1 periods (the newest slot may still be being checked), newest first, for a page of
+# URLs in ONE query. Per URL, a backward walk of task_result's primary key (url_id,
+# scheduled_at), stopping after `slots` rows: an ordered Append, newest partition first, so older
+# partitions are not reached (the empty ones made ahead cost a probe each; an upper bound
+# `<= now()` pruned those but made the planner sort every row of the window instead). Never a
+# scan of task_result. A URL without results in the window still gives one row (NULLs), so
+# every URL has db_now. When task_result gets a `degraded` column, select it here too.
+STRIP_SQL = """
+SELECT p.id AS url_id, now() AS db_now, r.*
+FROM unnest(%(ids)s::bigint[], %(periods)s::integer[]) AS p (id, period)
+LEFT JOIN LATERAL (
+    SELECT t.scheduled_at, t.ok, t.status_code, t.response_time_ms, t.error_kind, t.error
+    FROM task_result t
+    WHERE t.url_id = p.id
+      AND t.scheduled_at > now() - make_interval(secs => p.period * (%(slots)s + 1)::double precision)
+    ORDER BY t.scheduled_at DESC
+    LIMIT %(slots)s) r ON true
+"""
+
+
+def recent_results(conn, urls: list[dict], slots: int) -> tuple[dict[int, list[dict]], datetime.datetime | None]:
+    """({url_id: its results in the last `slots` periods, oldest first}, the database's now) for
+    a page of URLs (dicts with id and period), in one query."""
+    out: dict[int, list[dict]] = {u["id"]: [] for u in urls}
+    if not urls:
+        return out, None
+    rows = _rows(conn, STRIP_SQL, {"ids": [u["id"] for u in urls], "periods": [u["period"] for u in urls],
+                                   "slots": slots})
+    for row in rows:
+        if row["scheduled_at"] is not None:
+            out[row["url_id"]].append(row)
+    for results in out.values():
+        results.reverse()
+    return out, rows[0]["db_now"]
