@@ -470,3 +470,22 @@ def test_a_web_child_whose_port_is_taken_gives_up_without_stopping_checks_and_st
     run.wait_for("web server listening", role="web", timeout=60)
     import httpx
     assert httpx.get(f"http://127.0.0.1:{port}/api/v1/summary", timeout=10).status_code == 200
+
+
+def test_the_web_answers_503_while_the_database_is_down_and_recovers(owned_pg, owned_dsn, web_factory, tmp_path):
+    """Recovery path (issue 25 §4.5): PostgreSQL stopped under a running web server: a JSON 503,
+    not a 500 or a hang, and pages again once it is back, without a restart."""
+    from tests.conftest import cli_for
+    assert cli_for(tmp_path, owned_dsn)("db", "migrate").returncode == 0
+    server = web_factory(owned_dsn)
+    assert server.get("/api/v1/summary").status_code == 200
+    owned_pg.stop()
+    try:
+        down = server.get("/api/v1/urls?limit=5")          # not cached: another key than above
+        assert down.status_code == 503, down.text
+        assert "database" in down.json()["error"], down.text
+        assert server.get("/").status_code == 503
+    finally:
+        owned_pg.start()
+    assert wait_for(lambda: server.get("/api/v1/urls?limit=6").status_code == 200, timeout=30)
+    assert server.proc.poll() is None
