@@ -312,6 +312,47 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
     assert len(lines) <= 2 * 3 * 2, lines
 
 
+def test_connection_lost_during_a_result_write_keeps_the_results_and_reconnects(
+        runs, tmp_path, dsn, db, hostile_server):
+    """Recovery path (issue 25 §4.1): the consumer's connection is terminated while it writes a
+    batch of results (held on a lock, so the moment is certain): it reconnects, and the results
+    it held are written, not lost; every slot is accounted for."""
+    urls = [hostile_server.url(f"/ok/mid-write-{i}") for i in range(3)]
+    import_urls(cli_for(tmp_path, dsn), [{"url": url, "period": 1} for url in urls])
+    run = runs(dsn)
+    run.wait_started()
+    wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result") == len(urls), 10,
+               "a result for every URL")
+    before = cursors(db)
+    blocker = psycopg2.connect(dsn)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE task_result IN SHARE MODE")     # result writes wait behind it
+            cur.execute("SELECT now()")
+            t_lock = cur.fetchone()[0]
+        writer = wait_until(lambda: query(
+            db, "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'sitewatch consumer-1'"
+                " AND wait_event_type = 'Lock'", (dbname(dsn),)), 10, "the consumer's write waiting")[0][0]
+        assert scalar(db, "SELECT pg_terminate_backend(%s)", (writer,))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    run.wait_for("database connection restored", role="consumer-1", timeout=15)
+    t_back = scalar(db, "SELECT now()")
+    wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result WHERE started_at > %s",
+                              (t_back,)) == len(urls), 15, "results after the reconnect")
+    code, _ = run.stop(timeout=15)
+    assert code == 0, run.text()[-2000:]
+    report = account_slots(dsn, before)
+    assert all(figures["skipped"] <= 10 for figures in report.values()), report
+    # The results held when the connection died were written after the reconnect: no slot from
+    # before the lock is still outstanding, none was checked a second time.
+    assert scalar(db, "SELECT count(*) FROM task WHERE scheduled_at < %s", (t_lock,)) == 0
+    assert query(db, "SELECT DISTINCT attempt FROM task_result") == [(1,)]
+    assert scalar(db, "SELECT count(*) FROM task_result WHERE error_kind = 'lost'") == 0
+    assert not run.events("child died, restarting") and not run.events("crashed")
+
+
 # --- 3. database unreachable at start ------------------------------------------------------------
 
 
