@@ -50,11 +50,13 @@ SAMPLE_S = 0.25
 
 
 def env_for(data_dir, dsn, extra) -> dict:
-    """Defaults, as a new user runs it: only the log format (to read the summary lines)."""
+    """Defaults, as a new user runs it, but for the logs (JSON, a summary line every 20 s, to
+    read) and no web child."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SITEWATCH_")
            and k not in ("DB_DSN", "MIN_PERIOD", "MAX_PERIOD", "HTTP_REQUEST_TIMEOUT")}
     env["SITEWATCH_LOG__FORMAT"] = "json"
     env["SITEWATCH_WEB__LISTEN"] = ""            # no web child: the bench does not read pages
+    env["SITEWATCH_SUPERVISOR__SUMMARY_INTERVAL"] = "20"   # threads per minute: a summary line every 20 s
     if dsn:
         env["DB_DSN"] = dsn
     else:
@@ -178,8 +180,10 @@ def due_per_minute(cur, started: float, minutes: int) -> dict:
     return dict(cur.fetchall())
 
 
-def summary_threads(log_path: str, started: float) -> dict:
-    threads = collections.defaultdict(int)
+def summary_threads(log_path: str, started: float) -> tuple[dict, dict]:
+    """Per minute: the most check threads in a summary line, and the consumers it names as
+    having waited for their CPU (their concurrency limit held)."""
+    threads, starved = collections.defaultdict(int), collections.defaultdict(set)
     with open(log_path) as log:
         for line in log:
             try:
@@ -190,7 +194,8 @@ def summary_threads(log_path: str, started: float) -> dict:
                 at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
                 minute = int((at - started) // 60) + 1
                 threads[minute] = max(threads[minute], entry["check_threads"])
-    return threads
+                starved[minute].update(entry.get("consumers_cpu_starved") or ())
+    return threads, starved
 
 
 def job_runs(log_path: str) -> list[dict]:
@@ -288,12 +293,13 @@ def main() -> int:
         with meas.cursor() as cur:
             rows = per_minute(cur, started, minutes, delay.url(0.1, "%"), f"http://127.0.0.1:{delay.port}/d/%")
             due = due_per_minute(cur, started, minutes)
-        threads = summary_threads(log_path, started)
+        threads, starved = summary_threads(log_path, started)
         for row in rows:
             m = row["minute"]
             row["due"] = due.get(m - 1, 0)
             row["checked_share"] = round(row["checks"] / row["due"], 4) if row["due"] else None
             row["check_threads"] = threads.get(m)
+            row["cpu_starved"] = sorted(starved.get(m, ()))
             row["rss_mb"] = round(sampler.rss.get(m, 0) / 2**20)
             row["job_longest_stmt_s"] = round(sampler.job_stmt.get(m, 0.0), 2)
             row["any_longest_stmt_s"] = round(sampler.any_stmt.get(m, 0.0), 2)
@@ -334,11 +340,12 @@ def main() -> int:
     for key, value in report.items():
         if key not in ("minutes", "job_runs"):
             print(f"{key:32} {value}")
-    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s")
+    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  starved")
     for r in report["minutes"]:
         print(f"{r['minute']:>6}  {r['checks']:>6}  {r['due']:>6}  {r['checked_share'] or 0:>6.3f}  "
               f"{r['lag_p99_fast_s'] or 0:>7.2f}  {r['answering_failed']:>6}  {r['check_threads'] or 0:>7}  "
-              f"{r['rss_mb']:>6}  {r['job_longest_stmt_s']:>10.2f}  {r['any_longest_stmt_s']:>10.2f}")
+              f"{r['rss_mb']:>6}  {r['job_longest_stmt_s']:>10.2f}  {r['any_longest_stmt_s']:>10.2f}  "
+              f"{','.join(r['cpu_starved']) or '-'}")
     print("\njob runs:")
     for run_ in report["job_runs"]:
         print("  ", run_)
