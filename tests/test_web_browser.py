@@ -22,6 +22,9 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
+from tests.test_web_glance import EVIL  # noqa: E402
+from tests.test_web_glance import fast as fast  # noqa: E402, F401  (fixture: a URL checked every 10 s)
+
 
 def _browser(dark: bool, width=1280, height=900):
     options = webdriver.ChromeOptions()
@@ -82,6 +85,12 @@ def test_pages_in_chromium(web, browser, shots):
     assert len(rows) == 100
     assert rows[0].get_attribute("data-state") == "down"               # the down URL is listed first
     assert "beta.example.com" in rows[0].text and "s3cret" not in browser.page_source
+    cells = rows[0].find_elements(By.CSS_SELECTOR, "td.glance i")          # beta's last 30 slots
+    assert len(cells) == 30 and all(c.size["width"] >= 3 and c.size["height"] >= 10 for c in cells)
+    assert cells[-1].get_attribute("class") == "f"                        # down: the newest is red
+    assert "connection refused" in cells[-1].get_attribute("title")
+    ok = next(c for c in cells if c.get_attribute("class") == "o")         # up 3 hours before
+    assert ok.value_of_css_property("background-color") != cells[-1].value_of_css_property("background-color")
     shots(browser, "index")
 
     browser.get(f"{web.url}/urls/{alpha}")
@@ -93,6 +102,8 @@ def test_pages_in_chromium(web, browser, shots):
     chart = browser.find_element(By.CSS_SELECTOR, "#chart svg")
     assert chart.size["width"] > 300 and chart.size["height"] > 100
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline")) >= 2     # p50 and p95 lines
+    axis = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chart text[text-anchor=end]")]
+    assert len(axis) >= 3 and len(set(axis)) == len(axis), axis                   # no label repeats
     shots(browser, "url")
 
     browser.get(f"{web.url}/urls/{beta}")
@@ -122,3 +133,29 @@ def test_dark_mode_changes_the_colours(web, shots):
     assert colours[False][0] != colours[True][0]           # the page background
     assert colours[False][1] != colours[True][1]           # and the chart colours follow
     assert colours[True][0] == "rgb(20, 23, 28)"
+
+
+def test_a_fast_site_at_a_glance(fast, web_factory, browser, shots):
+    """A URL checked every 10 s, answering in 0.4-1.9 ms: its strip on the list (the site's
+    hostile error is a title's text, never markup), seconds in its times, a readable axis."""
+    dsn, ids, slots = fast
+    web = web_factory(dsn)
+    browser.get(web.url + "/")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#urls tbody tr") if "fast.example.com" in r.text)
+    cells = row.find_elements(By.CSS_SELECTOR, "td.glance i")
+    assert len(cells) == 30 and all(c.is_displayed() and c.size["width"] >= 3 for c in cells)
+    colours = {c.get_attribute("class"): c.value_of_css_property("background-color") for c in cells}
+    assert {"o", "f", "l", "m"} <= set(colours)
+    assert colours["o"] != colours["f"] and colours["l"] == colours["m"] and colours["o"] != colours["m"]
+    failed = next(c for c in cells if c.get_attribute("class") == "f")
+    assert EVIL in failed.get_attribute("title")                  # shown as text on hover
+    assert row.find_elements(By.CSS_SELECTOR, "td.glance script, td.glance b") == []    # never markup
+    shots(browser, "index-fast")
+
+    browser.get(f"{web.url}/urls/{ids['fast']}")
+    newest = slots[0].strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert newest in browser.find_element(By.ID, "checks").text
+    axis = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chart text[text-anchor=end]")]
+    assert axis[:3] == ["0 ms", "0.5 ms", "1.0 ms"] and len(set(axis)) == len(axis), axis
+    shots(browser, "url-fast")
+    assert _console_errors(browser) == []

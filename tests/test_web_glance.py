@@ -15,7 +15,7 @@ import pytest
 from sitewatch.web import data, glance, svg
 from tests.historydata import ensure_past_partitions
 
-EVIL = '<script>alert("x")</script> & "quoted" <b>bold</b>'
+EVIL = '<script>alert("x")</script> & "q" <b>b</b>'     # fits in a title (glance.ERROR_CHARS)
 FAST = 10                  # seconds: a URL checked more than once a minute
 
 
@@ -46,6 +46,11 @@ def test_axis_labels_never_repeat_at_any_scale(top):
     labels = [label for _, label in svg.axis_ticks(top)]
     assert len(set(labels)) == len(labels), labels
     assert svg.axis_ticks(top)[-1][0] >= top
+
+
+def test_response_times_under_10_ms_keep_a_decimal():
+    assert [svg.ms(v) for v in (0.4, 1.94, 9.94, 9.96, 231.4, 1250)] == [
+        "0.4 ms", "1.9 ms", "9.9 ms", "10 ms", "231 ms", "1.25 s"]
 
 
 def test_the_response_chart_prints_the_ticks():
@@ -84,7 +89,8 @@ def fast(dsn):
             error = None if ok else "not recorded after 3 attempts" if k == 2 else EVIL
             cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code, "
                         "ok, error_kind, error, checked_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'test')",
-                        (ids["fast"], at, at, 12.5 if ok else None, None if k == 2 else 200 if ok else 502,
+                        (ids["fast"], at, at, 0.4 + (k % 7) * 0.25 if ok else None,
+                         None if k == 2 else 200 if ok else 502,
                          ok, kind, error))
         for name, started in (("fast", slots[1] - datetime.timedelta(seconds=7)),
                               ("slow", slots[1].replace(second=0) - datetime.timedelta(minutes=30))):
@@ -140,14 +146,15 @@ def test_the_list_shows_the_last_slots_with_escaped_titles(fast, web_factory):
     assert kinds[-4:] == ["missed", "lost", "failed", "ok"], kinds
     assert set(kinds[:-4]) == {"ok"}
     titles = {k: html.unescape(t) for k, t in strip[len(kinds) - 4:len(kinds)]}
-    assert titles["ok"] == f"{_utc(slots[0], '%H:%M:%S')} ok 200 12 ms" or slots[0].date() != slots[-1].date()
+    assert titles["ok"] == f"{_utc(slots[0], '%H:%M:%S')} ok 200 0.4 ms" or slots[0].date() != slots[-1].date()
     assert EVIL in titles["failed"] and "502" in titles["failed"] and _utc(slots[1], "%H:%M:%S") in titles["failed"]
     assert "lost" in titles["lost"] and "not recorded" in titles["lost"]
     assert "missed" in titles["missed"] and _utc(slots[3], "%H:%M:%S") in titles["missed"]
     # The site's text is escaped, never markup.
-    assert "<script>alert" not in page and "<b>bold" not in page
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;quoted&#34;" in page
-    # The slow URL (600 s, created an hour ago, never checked): its 6 slots so far, all missed.
+    assert "<script>alert" not in page and "<b>b</b>" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;q&#34; &lt;b&gt;b&lt;/b&gt;" in page
+    # The slow URL (600 s, created an hour ago, never checked): the 5 slots past (the 6th may
+    # still be being checked), all missed.
     slow = _strip(page, "https://slow.example.com/")
     assert [k for k, _ in slow] == ["missed"] * 5
     assert re.fullmatch(r"\d\d:\d\d missed: no check recorded", html.unescape(slow[0][1]))
@@ -170,7 +177,7 @@ def test_strip_cells_from_results():
     assert cells[0]["title"] == "11:57:55 missed: no check recorded"
     assert cells[5]["title"] == "11:58:45 failed 200 timeout: boom"
     assert cells[6]["title"] == "11:58:55 lost (not checked): boom"
-    assert cells[3]["title"] == "11:58:25 ok 200 3 ms"
+    assert cells[3]["title"] == "11:58:25 ok 200 3.0 ms"
     # No result in the window: its slots so far were missed (times counted back from now).
     assert glance.cells([], 10, now, now - datetime.timedelta(seconds=25)) == [
         {"kind": "missed", "cls": "m", "title": "11:59:50 missed: no check recorded"}]
