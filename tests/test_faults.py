@@ -312,11 +312,13 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
     assert len(lines) <= 2 * 3 * 2, lines
 
 
-def test_connection_lost_during_a_result_write_keeps_the_results_and_reconnects(
-        runs, tmp_path, dsn, db, hostile_server):
+@pytest.mark.parametrize("table", ["task_result", "task"])
+def test_connection_lost_during_a_result_write_or_a_claim_keeps_the_results_and_reconnects(
+        runs, tmp_path, dsn, db, hostile_server, table):
     """Recovery path (issue 25 §4.1): the consumer's connection is terminated while it writes a
-    batch of results (held on a lock, so the moment is certain): it reconnects, and the results
-    it held are written, not lost; every slot is accounted for."""
+    batch of results (task_result locked) or claims (task locked: its claims and writes wait),
+    held on the lock so the moment is certain: it reconnects, and the results it held are
+    written, not lost; every slot is accounted for."""
     urls = [hostile_server.url(f"/ok/mid-write-{i}") for i in range(3)]
     import_urls(cli_for(tmp_path, dsn), [{"url": url, "period": 1} for url in urls])
     run = runs(dsn)
@@ -327,7 +329,7 @@ def test_connection_lost_during_a_result_write_keeps_the_results_and_reconnects(
     blocker = psycopg2.connect(dsn)
     try:
         with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE task_result IN SHARE MODE")     # result writes wait behind it
+            cur.execute(f"LOCK TABLE {table} IN SHARE MODE")        # writes to it wait behind the lock
             cur.execute("SELECT now()")
             t_lock = cur.fetchone()[0]
         writer = wait_until(lambda: query(
