@@ -146,3 +146,41 @@ def test_fresh_database_gets_daily_partitions_only(empty_dsn):
     assert "task_result_legacy" not in names
     assert len(names) >= 9                                # yesterday, today, 7 ahead
     conn.close()
+
+
+def test_conversion_waits_for_a_long_transaction_and_then_completes(empty_dsn):
+    """Recovery path (issue 25 §4.7): a transaction reading task_result for longer than the
+    conversion's lock_timeout (3 s): the conversion gives up its lock attempt instead of queueing
+    every writer behind it, retries, and completes once the reader is done; no row lost, and the
+    reader is not disturbed."""
+    conn = at_version_1(empty_dsn)
+    before = snapshot(conn)
+    reader = psycopg2.connect(empty_dsn)
+    with reader.cursor() as cur:
+        cur.execute("SELECT count(*) FROM task_result")      # ACCESS SHARE, held until commit
+        assert cur.fetchone()[0] == V1_ROWS
+    hold_s = 9.0
+    released = threading.Timer(hold_s, reader.commit)
+    writer = Writer(empty_dsn)
+    writer.start()
+    t0 = time.monotonic()
+    released.start()
+    try:
+        applied = schema.migrate(conn)
+    finally:
+        released.join()
+        writer.stop.set()
+        writer.join()
+    took = time.monotonic() - t0
+    reader.close()
+    assert "0003_history.py" in applied
+    assert took >= hold_s - 0.5, f"done in {took:.1f} s, while the reader still held its lock?"
+    # A lock request waiting behind the reader queues every writer behind it: the conversion gives
+    # up after its 3 s lock_timeout and retries, so no write waits anywhere near the 9 s.
+    assert writer.errors == [] and writer.written > 50
+    assert writer.longest < hold_s - 3, f"a write waited {writer.longest:.1f} s"
+    assert snapshot(conn) == before
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT relkind FROM pg_class WHERE relname = 'task_result'")
+        assert cur.fetchone()[0] == "p"
+    conn.close()
