@@ -41,9 +41,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if fail:
                 receiver.fail_next -= 1
             hang = receiver.hang
+            hold = receiver.hold
         if hang:
             receiver.stopping.wait(3600)
             return
+        if hold is not None:        # received; answered (as fail_next says) once the test sets it
+            hold.wait(60)
         if fail:
             self.send_response(500)
             self.send_header("Content-Length", "0")
@@ -72,6 +75,7 @@ class WebhookReceiver:
         self.delivered = []      # POSTs answered 200
         self.fail_next = 0
         self.hang = False
+        self.hold = None         # a threading.Event: requests wait for it before they are answered
         self.stopping = threading.Event()
         self.port = port
         self._server = None

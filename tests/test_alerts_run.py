@@ -10,6 +10,7 @@ import json
 import re
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -178,6 +179,43 @@ def test_a_killed_notifier_loses_no_notice_and_a_repeat_carries_the_same_key(run
     # The receiver records a notice before it answers; the notifier marks it sent after the
     # answer arrives, so the row changes a moment after the message is seen.
     wait_until(lambda: [s for _, _, s, _ in outbox_states(db)] == ["sent", "sent"], 10, "both notices marked sent")
+
+
+def test_a_notice_sent_or_failed_after_its_lease_was_lost_is_left_to_the_new_holder(runs, cli, db, site, hook):
+    """Recovery path (issue 25 §4.6): while a send is in flight its lease passes to another
+    notifier (as when it expires): the first one, answered afterwards, neither marks the notice
+    sent nor records its failure, and says so."""
+    site.status = 503
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}, SITEWATCH_ALERTS__SEND_TIMEOUT=20))
+    run.wait_started()
+    run.wait_for("notifier started")
+
+    def taken_over():
+        """Another notifier's lease now, as after an expiry and a new claim."""
+        return query(db, "UPDATE alert_outbox SET lease_owner = 'elsewhere:notifier:1', attempts = attempts + 1,"
+                         " lease_expires_at = now() + interval '1 hour', available_at = now() + interval '1 hour'"
+                         " WHERE status = 'sending' RETURNING id")
+
+    hook.hold = threading.Event()
+    add(cli, site.url("/lease"))
+    wait_until(lambda: len(hook.requests) == 1, 30, "the down received and held")
+    [(down_id,)] = taken_over()
+    hook.hold.set()                       # answered 200 now
+    sent = run.wait_for("notice sent, but its lease was lost: it may be sent again (same key)", timeout=20)[0]
+    assert sent["kind"] == "down", sent
+    assert query(db, "SELECT status, lease_owner FROM alert_outbox WHERE id = %s", (down_id,)) == [
+        ("sending", "elsewhere:notifier:1")], "marked by the notifier that lost its lease"
+    query(db, "UPDATE alert_outbox SET status = 'sent', lease_owner = NULL WHERE id = %s RETURNING id", (down_id,))
+
+    hook.hold, hook.fail_next = threading.Event(), 1
+    site.status = 200
+    wait_until(lambda: len(hook.requests) == 2, 30, "the up received and held")
+    [(up_id,)] = taken_over()
+    hook.hold.set()                       # answered 500 now
+    failed = run.wait_for("notice failed, and its lease was lost", timeout=20)[0]
+    assert failed["kind"] == "up", failed
+    assert query(db, "SELECT status, lease_owner, last_error FROM alert_outbox WHERE id = %s", (up_id,)) == [
+        ("sending", "elsewhere:notifier:1", None)], "its failure recorded by the notifier that lost its lease"
 
 
 # --- 5. a hanging channel, a flaky one, a refusing SMTP server: retries, dead, nothing delayed
