@@ -218,6 +218,27 @@ def test_a_notice_sent_or_failed_after_its_lease_was_lost_is_left_to_the_new_hol
         ("sending", "elsewhere:notifier:1", None)], "its failure recorded by the notifier that lost its lease"
 
 
+def test_a_notice_for_a_channel_not_configured_on_this_host_fails_alone(runs, cli, db, site, hook):
+    """Recovery path (issue 25 §4.6): a notice queued for a channel this host does not have (another
+    host's configuration, or one since removed) fails with an error that says so, and the notifier
+    goes on sending the others."""
+    site.status = 503
+    run = runs(env=alert_env({"hook": hook.apprise_url("json")}))
+    run.wait_started()
+    run.wait_for("notifier started")
+    add(cli, site.url("/elsewhere"))
+    wait_until(lambda: kinds(hook.texts()) == ["down"], 30, "the down on the configured channel")
+    query(db, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
+              " SELECT key, 'elsewhere', url_id, incident_id, kind, detail FROM alert_outbox RETURNING id")
+    wait_until(lambda: scalar(db, "SELECT last_error FROM alert_outbox WHERE channel = 'elsewhere'"), 20,
+               "the unknown channel's notice tried")
+    error = scalar(db, "SELECT last_error FROM alert_outbox WHERE channel = 'elsewhere'")
+    assert "unknown channel 'elsewhere'" in error and "on this host" in error, error
+    site.status = 200
+    wait_until(lambda: kinds(hook.texts()) == ["down", "up"], 30, "the up on the configured channel")
+    assert not run.events("child died, restarting", role="notifier")
+
+
 # --- 5. a hanging channel, a flaky one, a refusing SMTP server: retries, dead, nothing delayed
 
 
