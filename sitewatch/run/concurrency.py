@@ -4,10 +4,7 @@ the adaptive limit that decides from them.
 `consumer.concurrency` is a ceiling, not a fixed pool. The limit grows while claimable tasks
 wait, every permitted check is running and the CPU has room; it stops growing when the CPU
 is the limit (more threads would only queue for the GIL and stretch every check toward its
-deadline), whether this consumer's own work fills the CPU or another program's does (issue
-18: the maintenance job or a noisy neighbour taking a core made the limit run to its
-ceiling, and 5,000 threads then fought for the core that was left); and it shrinks when the
-monitor itself runs out of resources. Threads are started as checks need them and exit
+deadline), and shrinks when the monitor itself runs out of resources. Threads are started as checks need them and exit
 after idling.
 """
 
@@ -30,11 +27,6 @@ CONTROL_INTERVAL = 1.0   # seconds between decisions about the limit
 CPU_OWN_BOUND = 0.85       # a consumer using this much of one core is CPU-bound
 CPU_CORE_BUSY = 0.90       # ... and so is one using a real part of a core this busy
 CPU_OWN_SIGNIFICANT = 0.30
-# ... and so is one whose main thread, when it could run, waited for a CPU at least this share
-# of the time: its checks wait on the CPU, not on the network, whoever takes the CPU (the
-# maintenance job, a noisy neighbour, its own threads). A low share of a busy core alone says
-# nothing: it is also what a consumer whose checks all hang looks like.
-CPU_WAIT_STARVED = 0.5
 CEILING_LOG_EVERY = 60.0  # seconds between "at its ceiling" warnings
 
 
@@ -104,18 +96,15 @@ class CheckThreads:
 
 class CpuMeter:
     """How busy the CPU was since the last reading: (this process's share of one core, the
-    share of the CPU it runs on that was busy, by anyone, and the share of the time the
-    calling thread was runnable that it spent waiting for a CPU), each 0.0-1.0.
+    share of the CPU it runs on that was busy, by anyone), each 0.0-1.0.
 
     The core: the pinned CPU's line of /proc/stat when pinned, the whole machine's
-    otherwise. Without /proc/stat the core counts as busy as this process. The wait: the
-    thread's run-queue delay from /proc/thread-self/schedstat (0 where the kernel has none);
-    create and read the meter in the same thread.
+    otherwise. Without /proc/stat the core counts as busy as this process.
     """
 
     def __init__(self, cpu: int | None):
         self._label = f"cpu{cpu}".encode() if cpu is not None else b"cpu"
-        self._last = (time.monotonic(), time.process_time(), *self._core(), *self._sched())
+        self._last = (time.monotonic(), time.process_time(), *self._core())
 
     def _core(self) -> tuple[float, float]:
         try:
@@ -130,24 +119,13 @@ class CpuMeter:
             pass
         return 0.0, 0.0
 
-    @staticmethod
-    def _sched() -> tuple[float, float]:
-        """(nanoseconds on a CPU, nanoseconds runnable but waiting for one) of this thread."""
-        try:
-            with open("/proc/thread-self/schedstat", "rb") as f:
-                running, waiting = f.read().split()[:2]
-            return float(running), float(waiting)
-        except (OSError, ValueError):
-            return 0.0, 0.0
-
-    def read(self) -> tuple[float, float, float]:
-        now = (time.monotonic(), time.process_time(), *self._core(), *self._sched())
-        wall, own, busy, total, running, waiting = (a - b for a, b in zip(now, self._last, strict=True))
+    def read(self) -> tuple[float, float]:
+        now = (time.monotonic(), time.process_time(), *self._core())
+        wall, own, busy, total = (a - b for a, b in zip(now, self._last, strict=True))
         self._last = now
         own_share = min(1.0, max(0.0, own / wall)) if wall > 0 else 0.0
         core_share = min(1.0, max(0.0, busy / total)) if total > 0 else own_share
-        wait_share = min(1.0, max(0.0, waiting / (running + waiting))) if running + waiting > 0 else 0.0
-        return own_share, core_share, wait_share
+        return own_share, core_share
 
 
 class ConcurrencyLimit:
@@ -161,20 +139,15 @@ class ConcurrencyLimit:
         self.ceiling = ceiling
         self.floor = min(ceiling, LIMIT_FLOOR)
         self.value = max(self.floor, min(ceiling, start))
-        self.starved = False        # the last interval's: this consumer waited for the CPU
 
-    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float,
-               cpu_wait: float = 0.0) -> int:
+    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float) -> int:
         """One decision from the last interval: grow by half while work waits, every permitted
         check runs and the CPU has room. A CPU-bound consumer holds its limit: more threads
-        would only queue for the GIL or the CPU. It does not shrink either: fewer checks in
-        flight means smaller claims and result batches, more statements per check, and
-        measured half the throughput at saturation. (Another program keeping a shared core
-        busy is no reason to hold back checks that only wait on the network; one that keeps
-        this consumer waiting for the core is: `cpu_wait`.)"""
-        self.starved = cpu_wait >= CPU_WAIT_STARVED
-        cpu_bound = (own_cpu >= CPU_OWN_BOUND or self.starved
-                     or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT))
+        would only queue for the GIL. It does not shrink either: fewer checks in flight means
+        smaller claims and result batches, more statements per check, and measured half the
+        throughput at saturation. (Another program keeping a shared core busy is no reason
+        to hold back checks that only wait on the network.)"""
+        cpu_bound = own_cpu >= CPU_OWN_BOUND or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT)
         if work_waiting and in_flight >= self.value * 0.9 and not cpu_bound:
             self.value = min(self.ceiling, max(self.value + 10, int(self.value * 1.5)))
         return self.value

@@ -57,7 +57,6 @@ class Consumer:
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
-        self.cpu_starved = False     # waited for the CPU in some interval since the last stats
         self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
         self.threads = CheckThreads(self._check)
@@ -213,10 +212,9 @@ class Consumer:
             return
         self.next_control = now + CONTROL_INTERVAL
         waiting, self.work_waiting = self.work_waiting, False
-        own_cpu, core_busy, cpu_wait = self.cpu.read()
+        own_cpu, core_busy = self.cpu.read()
         self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
-                          core_busy=core_busy, cpu_wait=cpu_wait)
-        self.cpu_starved = self.cpu_starved or self.limit.starved
+                          core_busy=core_busy)
         if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
                 and now - self.last_ceiling_log >= CEILING_LOG_EVERY:
             self.last_ceiling_log = now
@@ -424,9 +422,7 @@ class Consumer:
         self._last_stats = time.monotonic()
         self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
                           ceiling=self.limit.ceiling,
-                          at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9,
-                          cpu_starved=self.cpu_starved)
-        self.cpu_starved = False
+                          at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
         # Two messages: each must fit one atomic pipe write, and the lag sample plus the metrics'
         # histograms together do not.
         self.ctx.send_stats(self.stats)

@@ -348,7 +348,6 @@ class _Summary:
         self.lags = []
         self.queue = None
         self.at_ceiling = set()
-        self.cpu_starved = set()
 
     def add(self, role, stats):
         if role == "producer":
@@ -367,8 +366,6 @@ class _Summary:
                 self.pool[role] = (stats["threads"], stats["in_flight"], stats["limit"])
             if stats.get("at_ceiling"):
                 self.at_ceiling.add(role)
-            if stats.get("cpu_starved"):
-                self.cpu_starved.add(role)
 
     def take(self) -> dict:
         lags = sorted(self.lags)
@@ -384,9 +381,7 @@ class _Summary:
                "checks_in_flight": sum(p[1] for p in self.pool.values()),
                # The signal to add a host or raise consumer.concurrency: consumers that held as
                # many checks as their ceiling allows while tasks were still waiting.
-               "consumers_at_ceiling": sorted(self.at_ceiling),
-               # Consumers that waited for the CPU (the job, another program): their limit held.
-               "consumers_cpu_starved": sorted(self.cpu_starved)}
+               "consumers_at_ceiling": sorted(self.at_ceiling)}
         if self.monitor_failures:
             out["monitor_failures"] = self.monitor_failures
         if self.unreadable:
