@@ -37,12 +37,42 @@ def test_pace_rests_in_proportion_and_sizes_chunks_to_the_target():
     pace = Pace(duty=0.4, target_s=0.5, sleep=fake.sleep, clock=fake.clock)
     pace.call(lambda: None)
     assert fake.slept == [pytest.approx(3.0)]          # 2 s of work, then 1.5 times as long at rest
-    assert pace.report() == {"statements": 1, "longest_statement_s": 2.0, "work_s": 2.0, "rest_s": 3.0}
+    assert pace.report() == {"statements": 1, "longest_statement_s": 2.0, "work_s": 2.0, "rest_s": 3.0,
+                             "yield_s": 0.0}
     assert pace.resize(1000, took_s=2.0, smallest=200, largest=50_000) == 250      # 4x too long: a quarter
     assert pace.resize(1000, took_s=0.001, smallest=200, largest=50_000) == 4000   # grows at most 4x a step
     assert pace.resize(1000, took_s=10.0, smallest=200, largest=50_000) == 250     # shrinks at most 4x
     assert Pace(duty=1.0, sleep=fake.sleep, clock=fake.clock).call(lambda: 7) == 7
     assert len(fake.slept) == 1                        # duty 1: no rest
+
+
+def test_the_job_waits_while_the_checks_are_behind_but_not_for_ever():
+    fake = FakeClock(took=0.0)
+    answers = iter([5.0, 2.0, 1.5, 0.2])            # seconds the oldest claimable task has waited
+    pace = Pace(duty=1.0, sleep=fake.sleep, clock=fake.clock, behind=lambda: next(answers))
+    pace.call(lambda: None)
+    assert fake.slept == [pacing.YIELD_POLL_S] * 3 and pace.report()["yield_s"] == 3 * pacing.YIELD_POLL_S
+    stuck = FakeClock(took=0.0)                       # the host never catches up: the job goes on
+    pace = Pace(duty=1.0, sleep=stuck.sleep, clock=stuck.clock, behind=lambda: 60.0)
+    pace.call(lambda: None)
+    pace.call(lambda: None)
+    assert sum(stuck.slept) == 2 * pacing.MAX_YIELD_S
+
+
+def test_checks_behind_reads_the_oldest_claimable_task(dsn, conn):
+    behind = maintenance.ChecksBehind(dsn, 5.0)
+    try:
+        assert behind() == 0.0                         # no task at all
+        ids = add_urls(conn, 2)
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO task (url_id, scheduled_at, available_at) VALUES"
+                        " (%s, now(), now() - interval '10 s'), (%s, now(), now() + interval '1 minute')",
+                        (ids[0], ids[1]))        # one waiting 10 s, one leased (not claimable)
+        conn.commit()
+        assert 9.0 <= behind() < 60.0
+    finally:
+        behind.close()
+    assert maintenance.ChecksBehind("postgresql://nobody@127.0.0.1:1/none", 1.0)() == 0.0   # never holds the job
 
 
 def test_url_chunks_cover_every_id_and_follow_the_statements_time(conn):

@@ -11,8 +11,11 @@ session-level advisory lock lets one run at a time; the others skip their turn.
 import threading
 import time
 
+import psycopg2
+
 from .. import logs
-from ..db.database import Reconnecting, is_connection_error
+from ..db.database import Reconnecting, connect, is_connection_error
+from ..errors import DatabaseUnavailable
 from . import analyze, partitions, prune, rollup, summary
 from .pacing import Pace
 
@@ -30,8 +33,9 @@ def grace_for(conn, cfg) -> float:
     return rollup.grace_seconds(longest, cfg.consumer.max_attempts, cfg.consumer.lease_margin)
 
 
-def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
-    """One maintenance run on `conn` (any mode; restored afterwards). None if another host is running it."""
+def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict | None:
+    """One maintenance run on `conn` (any mode; restored afterwards). None if another host is
+    running it. `behind`: ChecksBehind, to wait while the checks are behind (pacing.py)."""
     log = log or logs.get()
     started = time.monotonic()
     old_autocommit = conn.autocommit
@@ -58,7 +62,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         brin_ranges = partitions.summarize_brin(conn)      # before the reads of recent rows below
         analysed = analyze.refresh(conn)      # likewise
         heartbeat()
-        pace = Pace(heartbeat)
+        pace = Pace(heartbeat, behind=behind)
         grace = grace_for(conn, cfg)
         hours = rollup.catch_up_hours(conn, grace, heartbeat, pace)
         days = rollup.catch_up_days(conn, heartbeat, pace)
@@ -95,6 +99,31 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None) -> dict | None:
         conn.autocommit = old_autocommit
 
 
+class ChecksBehind:
+    """How long the oldest claimable task has waited, asked on a connection of its own (the
+    job's own sits in long REPEATABLE READ transactions). A probe that fails says 0: it never
+    holds the job up."""
+
+    def __init__(self, dsn: str, timeout: float):
+        self.dsn, self.timeout, self.conn = dsn, timeout, None
+
+    def __call__(self) -> float:
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = connect(self.dsn, self.timeout, "maintenance probe", autocommit=True)
+            with self.conn.cursor() as cur:
+                cur.execute(rollup.QUERIES["checks_behind"])
+                return cur.fetchone()[0]
+        except (psycopg2.Error, DatabaseUnavailable):
+            self.close()
+            return 0.0
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 class Maintenance:
     """The `maintenance` child of `sitewatch run`: run_once() every history.interval seconds."""
 
@@ -105,6 +134,7 @@ class Maintenance:
         self.log = logs.get()
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
                                on_connect=schema.check_version)
+        self.behind = ChecksBehind(ctx.dsn, self.cfg.database.timeout)
 
     def run(self) -> None:
         self.log.info("maintenance started", interval_s=self.cfg.history.interval)
@@ -128,6 +158,7 @@ class Maintenance:
                 self.db.broken(e)
             next_run = time.monotonic() + self.cfg.history.interval
         self.db.close()
+        self.behind.close()
         self.log.info("maintenance stopped")
 
     def _run_beating(self, conn) -> None:
@@ -140,7 +171,7 @@ class Maintenance:
         beater = threading.Thread(target=beat, name="heartbeat", daemon=True)
         beater.start()
         try:
-            run_once(conn, self.cfg, self.log)
+            run_once(conn, self.cfg, self.log, behind=self.behind)
         finally:
             done.set()
             beater.join()

@@ -128,6 +128,12 @@ SELECT least(now() - make_interval(secs => %(grace_s)s),
              (SELECT min(scheduled_at) FROM task),
              (SELECT min(next_check_at) FROM url));
 
+-- name: checks_behind
+-- How long the oldest claimable task has waited (0: none waits): the consumers are behind
+-- when it is more than a moment. The maintenance job asks on a connection of its own, outside
+-- its long REPEATABLE READ transactions, whose snapshot would show tasks claimed since.
+SELECT coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8 FROM task WHERE available_at <= now();
+
 -- name: oldest_result
 -- Where the first rollup starts: the oldest raw row (once, when the watermark is still unset).
 SELECT min(scheduled_at) FROM task_result;
