@@ -62,6 +62,8 @@ def sample(setting):
         return "http://127.0.0.1:9/", "http://127.0.0.1:9/"
     if setting.name == "web.base_url":
         return "https://status.example.com/", "https://status.example.com/"
+    if setting.name == "web.max_connections":           # at least 8
+        return "70", 70
     if setting.kind is bool:
         return "false", False
     if setting.kind is int:
