@@ -125,6 +125,8 @@ class Sampler:
         self.job_stmt = collections.defaultdict(float)   # minute -> longest job statement (s)
         self.any_stmt = collections.defaultdict(float)
         self.job_queries = {}                            # minute -> the longest job statement's text
+        self.waits = collections.defaultdict(list)       # minute -> consumers' main-thread wait shares
+        self._sched = {}                                 # consumer pid -> (on CPU, waiting) ns, last read
 
     def sample(self, minute: int) -> None:
         rss = 0
@@ -135,6 +137,18 @@ class Sampler:
             except psutil.NoSuchProcess:
                 pass
         self.rss[minute] = max(self.rss[minute], rss)
+        for p in tree(self.pid):
+            try:
+                if "consumer" not in " ".join(p.cmdline()) and not p.name().startswith("sitewatch: cons"):
+                    continue
+                with open(f"/proc/{p.pid}/schedstat") as f:     # the main thread (pid = its tid)
+                    running, waiting = (float(v) for v in f.read().split()[:2])
+            except (psutil.NoSuchProcess, OSError, ValueError):
+                continue
+            last = self._sched.get(p.pid)
+            self._sched[p.pid] = (running, waiting)
+            if last and (running - last[0]) + (waiting - last[1]) > 0:
+                self.waits[minute].append((waiting - last[1]) / ((running - last[0]) + (waiting - last[1])))
         with self.conn.cursor() as cur:
             cur.execute("SELECT application_name, extract(epoch FROM clock_timestamp() - query_start), query"
                         " FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
@@ -300,6 +314,9 @@ def main() -> int:
             row["checked_share"] = round(row["checks"] / row["due"], 4) if row["due"] else None
             row["check_threads"] = threads.get(m)
             row["cpu_starved"] = sorted(starved.get(m, ()))
+            waits = sorted(sampler.waits.get(m, ()))
+            row["main_thread_wait_p50_p90"] = [round(waits[int(q * (len(waits) - 1))], 2) for q in (0.5, 0.9)] \
+                if waits else None
             row["rss_mb"] = round(sampler.rss.get(m, 0) / 2**20)
             row["job_longest_stmt_s"] = round(sampler.job_stmt.get(m, 0.0), 2)
             row["any_longest_stmt_s"] = round(sampler.any_stmt.get(m, 0.0), 2)
@@ -340,12 +357,13 @@ def main() -> int:
     for key, value in report.items():
         if key not in ("minutes", "job_runs"):
             print(f"{key:32} {value}")
-    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  starved")
+    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  wait_p50/p90"
+          "  starved")
     for r in report["minutes"]:
         print(f"{r['minute']:>6}  {r['checks']:>6}  {r['due']:>6}  {r['checked_share'] or 0:>6.3f}  "
               f"{r['lag_p99_fast_s'] or 0:>7.2f}  {r['answering_failed']:>6}  {r['check_threads'] or 0:>7}  "
               f"{r['rss_mb']:>6}  {r['job_longest_stmt_s']:>10.2f}  {r['any_longest_stmt_s']:>10.2f}  "
-              f"{','.join(r['cpu_starved']) or '-'}")
+              f"{r['main_thread_wait_p50_p90'] or '-'!s:>12}  {','.join(r['cpu_starved']) or '-'}")
     print("\njob runs:")
     for run_ in report["job_runs"]:
         print("  ", run_)
