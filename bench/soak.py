@@ -194,36 +194,33 @@ def due_per_minute(cur, started: float, minutes: int) -> dict:
     return dict(cur.fetchall())
 
 
-def summary_threads(log_path: str, started: float) -> tuple[dict, dict]:
-    """Per minute: the most check threads in a summary line, and the consumers it names as
-    having waited for their CPU (their concurrency limit held)."""
-    threads, starved = collections.defaultdict(int), collections.defaultdict(set)
+def log_events(log_path: str, event: str):
+    """The run's JSON log lines whose event is `event`."""
     with open(log_path) as log:
         for line in log:
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("event") == "summary" and "check_threads" in entry:
-                at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
-                minute = int((at - started) // 60) + 1
-                threads[minute] = max(threads[minute], entry["check_threads"])
-                starved[minute].update(entry.get("consumers_cpu_starved") or ())
-    return threads, starved
+            if entry.get("event") == event:
+                yield entry
+
+
+def summary_threads(log_path: str, started: float) -> dict:
+    """Per minute: the most check threads in a summary line."""
+    threads = collections.defaultdict(int)
+    for entry in log_events(log_path, "summary"):
+        if "check_threads" in entry:
+            at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+            minute = int((at - started) // 60) + 1
+            threads[minute] = max(threads[minute], entry["check_threads"])
+    return threads
 
 
 def job_runs(log_path: str) -> list[dict]:
-    runs = []
-    with open(log_path) as log:
-        for line in log:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("event") == "maintenance done":
-                runs.append({k: entry.get(k) for k in ("timestamp", "took_s", "hours_rolled_up", "summary",
-                                                        "longest_statement_s", "statements")})
-    return runs
+    return [{k: entry.get(k) for k in ("timestamp", "took_s", "hours_rolled_up", "summary", "statements",
+                                       "longest_statement_s", "work_s", "rest_s", "yield_s")}
+            for entry in log_events(log_path, "maintenance done")]
 
 
 def main() -> int:
@@ -307,13 +304,12 @@ def main() -> int:
         with meas.cursor() as cur:
             rows = per_minute(cur, started, minutes, delay.url(0.1, "%"), f"http://127.0.0.1:{delay.port}/d/%")
             due = due_per_minute(cur, started, minutes)
-        threads, starved = summary_threads(log_path, started)
+        threads = summary_threads(log_path, started)
         for row in rows:
             m = row["minute"]
             row["due"] = due.get(m - 1, 0)
             row["checked_share"] = round(row["checks"] / row["due"], 4) if row["due"] else None
             row["check_threads"] = threads.get(m)
-            row["cpu_starved"] = sorted(starved.get(m, ()))
             waits = sorted(sampler.waits.get(m, ()))
             row["main_thread_wait_p50_p90"] = [round(waits[int(q * (len(waits) - 1))], 2) for q in (0.5, 0.9)] \
                 if waits else None
@@ -357,13 +353,12 @@ def main() -> int:
     for key, value in report.items():
         if key not in ("minutes", "job_runs"):
             print(f"{key:32} {value}")
-    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  wait_p50/p90"
-          "  starved")
+    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  wait_p50/p90")
     for r in report["minutes"]:
         print(f"{r['minute']:>6}  {r['checks']:>6}  {r['due']:>6}  {r['checked_share'] or 0:>6.3f}  "
               f"{r['lag_p99_fast_s'] or 0:>7.2f}  {r['answering_failed']:>6}  {r['check_threads'] or 0:>7}  "
               f"{r['rss_mb']:>6}  {r['job_longest_stmt_s']:>10.2f}  {r['any_longest_stmt_s']:>10.2f}  "
-              f"{r['main_thread_wait_p50_p90'] or '-'!s:>12}  {','.join(r['cpu_starved']) or '-'}")
+              f"{r['main_thread_wait_p50_p90'] or '-'!s:>12}")
     print("\njob runs:")
     for run_ in report["job_runs"]:
         print("  ", run_)
