@@ -215,6 +215,20 @@ def test_limit_grows_with_waiting_work_up_to_the_ceiling_and_not_when_cpu_bound(
     busy_host.update(work_waiting=True, in_flight=100, own_cpu=0.05, core_busy=1.0)
     assert busy_host.value > LIMIT_START              # checks that only wait on the network still grow
 
+    # Another program takes the core and the consumer's own loop comes round late (issue 18):
+    # more threads would only make it later, and a loop silent for 30 s is killed. It holds,
+    # gives checks back while very late, and grows again once the loop keeps time.
+    starved = ConcurrencyLimit(ceiling=1000, start=500)
+    starved.update(work_waiting=True, in_flight=500, own_cpu=0.1, core_busy=1.0, loop_late=0.8)
+    assert starved.value == 500
+    starved.update(work_waiting=True, in_flight=500, own_cpu=0.1, core_busy=1.0, loop_late=3.0)
+    assert starved.value == 400
+    for _ in range(30):
+        starved.update(work_waiting=True, in_flight=starved.value, own_cpu=0.1, core_busy=1.0, loop_late=3.0)
+    assert starved.value == starved.floor
+    starved.update(work_waiting=True, in_flight=starved.value, own_cpu=0.1, core_busy=1.0, loop_late=0.01)
+    assert starved.value > starved.floor
+
     saturated = ConcurrencyLimit(ceiling=1000, start=400)   # this consumer is the CPU's load:
     for _ in range(5):
         saturated.update(work_waiting=True, in_flight=saturated.value, own_cpu=0.6, core_busy=0.99)

@@ -4,7 +4,9 @@ the adaptive limit that decides from them.
 `consumer.concurrency` is a ceiling, not a fixed pool. The limit grows while claimable tasks
 wait, every permitted check is running and the CPU has room; it stops growing when the CPU
 is the limit (more threads would only queue for the GIL and stretch every check toward its
-deadline), and shrinks when the monitor itself runs out of resources. Threads are started as checks need them and exit
+deadline), holds while the consumer's own loop runs late and gives checks back when it runs
+very late (its process starved: see LOOP_LATE_HOLD), and shrinks when the monitor itself
+runs out of resources. Threads are started as checks need them and exit
 after idling.
 """
 
@@ -27,6 +29,15 @@ CONTROL_INTERVAL = 1.0   # seconds between decisions about the limit
 CPU_OWN_BOUND = 0.85       # a consumer using this much of one core is CPU-bound
 CPU_CORE_BUSY = 0.90       # ... and so is one using a real part of a core this busy
 CPU_OWN_SIGNIFICANT = 0.30
+# The consumer's own loop (claims, writes, heartbeats) must come round every
+# CONTROL_INTERVAL. When it is late, the process is starved for the CPU or the GIL (another
+# program took the core, and thousands of check threads fight for what is left): more checks
+# would only make it later, and a loop silent for supervisor.heartbeat_timeout is killed with
+# every check it holds (issue 18: a busy loop on one core grew both consumers to their
+# ceiling, then one went silent and was killed). So a late loop holds the limit, and a very
+# late one lowers it until the loop keeps time again.
+LOOP_LATE_HOLD = 0.5       # seconds late: do not grow
+LOOP_LATE_SHRINK = 2.0     # seconds late: hold a fifth fewer checks (never below the floor)
 CEILING_LOG_EVERY = 60.0  # seconds between "at its ceiling" warnings
 
 
@@ -140,15 +151,21 @@ class ConcurrencyLimit:
         self.floor = min(ceiling, LIMIT_FLOOR)
         self.value = max(self.floor, min(ceiling, start))
 
-    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float) -> int:
+    def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float,
+               loop_late: float = 0.0) -> int:
         """One decision from the last interval: grow by half while work waits, every permitted
-        check runs and the CPU has room. A CPU-bound consumer holds its limit: more threads
-        would only queue for the GIL. It does not shrink either: fewer checks in flight means
-        smaller claims and result batches, more statements per check, and measured half the
-        throughput at saturation. (Another program keeping a shared core busy is no reason
-        to hold back checks that only wait on the network.)"""
+        check runs, the CPU has room and the consumer's loop keeps time. A CPU-bound consumer
+        holds its limit: more threads would only queue for the GIL. It does not shrink either:
+        fewer checks in flight means smaller claims and result batches, more statements per
+        check, and measured half the throughput at saturation. (Another program keeping a
+        shared core busy is no reason to hold back checks that only wait on the network;
+        one that makes the consumer's own loop late is: `loop_late`.) A loop LOOP_LATE_SHRINK
+        late lowers the limit by a fifth of the checks in flight."""
+        if loop_late >= LOOP_LATE_SHRINK and in_flight > self.floor:
+            self.value = max(self.floor, min(self.value, int(in_flight * 0.8)))
+            return self.value
         cpu_bound = own_cpu >= CPU_OWN_BOUND or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT)
-        if work_waiting and in_flight >= self.value * 0.9 and not cpu_bound:
+        if work_waiting and in_flight >= self.value * 0.9 and not cpu_bound and loop_late < LOOP_LATE_HOLD:
             self.value = min(self.ceiling, max(self.value + 10, int(self.value * 1.5)))
         return self.value
 

@@ -114,6 +114,7 @@ class Consumer:
     def run(self) -> None:
         self.log.info("consumer started", concurrency=self.limit.ceiling, limit=self.limit.value,
                       owner=self.owner, cpu=self.ctx.cpu)
+        self.next_control = time.monotonic() + CONTROL_INTERVAL     # the loop's clock starts now
         while True:
             if not self.stopping and self.ctx.should_stop():
                 self.begin_stop()
@@ -210,11 +211,16 @@ class Consumer:
         now = time.monotonic()
         if now < self.next_control:
             return
+        late = now - self.next_control      # how long the loop took to come round: its own starvation
         self.next_control = now + CONTROL_INTERVAL
         waiting, self.work_waiting = self.work_waiting, False
         own_cpu, core_busy = self.cpu.read()
+        before = self.limit.value
         self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
-                          core_busy=core_busy)
+                          core_busy=core_busy, loop_late=late)
+        if self.limit.value < before:
+            self.log.warning("consumer loop starved: holding fewer checks", late_s=round(late, 2),
+                             limit=self.limit.value, in_flight=len(self.in_flight))
         if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
                 and now - self.last_ceiling_log >= CEILING_LOG_EVERY:
             self.last_ceiling_log = now
