@@ -42,6 +42,7 @@ class ChildSlot:
     failures: int = 0
     restart_at: float = 0.0
     state: str = "BACKOFF"
+    killed: bool = False    # SIGKILLed for silence: a process with thousands of threads takes a while to go
 
 
 @dataclass
@@ -170,6 +171,7 @@ class Supervisor:
 
     def spawn(self, slot: ChildSlot) -> None:
         self.ops.metrics.child_known(slot.role)
+        slot.killed = False
         slot.heartbeat = self.mp.Value("d", time.monotonic(), lock=False)
         # One stats pipe per child, not a shared multiprocessing.Queue: a queue's writers share
         # a lock, and a child killed (-9, or stopped and then killed by the heartbeat check)
@@ -246,9 +248,10 @@ class Supervisor:
         for slot in self.slots:
             if slot.state == "RUNNING" and slot.process is not None and slot.process.is_alive():
                 silent = now - slot.heartbeat.value
-                if silent > limit:
+                if silent > limit and not slot.killed:
                     self.log.error("child silent, killing it", role=slot.role, silent_s=round(silent, 1))
                     slot.process.kill()
+                    slot.killed = True
 
     def health_snapshot(self) -> list[tuple]:
         """(role, state, seconds since its last heartbeat) per slot, for /readyz."""
