@@ -13,7 +13,7 @@ import random
 import psycopg2
 import pytest
 
-from sitewatch.history import maintenance, report, rollup, summary, uptime
+from sitewatch.history import maintenance, report, rollup, summary, uptime, windows
 from tests.historydata import add_urls, cfg, clear_of_hour_turn, ensure_past_partitions, insert_results
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
@@ -183,12 +183,13 @@ def test_summary_when_the_hourly_watermark_lags_the_clock(conn, lag_hours):
     clear_of_hour_turn(conn, 120)      # anchor and lag are set from this hour
     now = now_of(conn)
     insert_results(conn, ids, now - 31 * DAY, now, step_s=300)
-    anchor = uptime._floor(now, HOUR) - lag_hours * HOUR
+    anchor = windows.floor_time(now, HOUR) - lag_hours * HOUR
     with conn.cursor() as cur:
-        rollup.recompute_hours(cur, uptime._floor(now - 31 * DAY, HOUR), anchor)
-        rollup.recompute_days(cur, uptime._floor(now - 31 * DAY, DAY), uptime._floor(anchor, DAY))
+        rollup.recompute_hours(cur, windows.floor_time(now - 31 * DAY, HOUR), anchor)
+        rollup.recompute_days(cur, windows.floor_time(now - 31 * DAY, DAY), windows.floor_time(anchor, DAY))
         cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'hour'", (anchor,))
-        cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'day'", (uptime._floor(anchor, DAY),))
+        cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'day'",
+                    (windows.floor_time(anchor, DAY),))
     conn.commit()
     assert summary.refresh(conn, 300.0)["summary"] == "built"
     assert summary_state(conn)[0][0] == anchor
@@ -225,7 +226,7 @@ def test_status_lines_p95_equals_the_python_percentile_over_random_histograms(co
     ids = old_urls(conn, 300)
     clear_of_hour_turn(conn, 120)      # the summary is current only within the hour of its anchor
     now = now_of(conn)
-    anchor = uptime._floor(now, HOUR)
+    anchor = windows.floor_time(now, HOUR)
     until = max(anchor, now - datetime.timedelta(minutes=3))
     with conn.cursor() as cur:
         cur.execute("UPDATE rollup_watermark SET done_until = %s WHERE level = 'hour'", (anchor,))

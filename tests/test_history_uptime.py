@@ -3,7 +3,7 @@
 import datetime
 
 from sitewatch import config
-from sitewatch.history import histogram, maintenance, uptime
+from sitewatch.history import histogram, maintenance, uptime, windows
 from tests.historydata import add_urls, clear_of_hour_turn, ensure_past_partitions
 from tests.historydata import conn as conn  # noqa: F401  (fixture)
 
@@ -53,7 +53,7 @@ def test_uptime_rules_over_rollups_and_raw_rows(conn):
         cur.execute("UPDATE url SET created_at = now() - interval '2 days', period = 60 WHERE id IN (%s, %s)",
                     (nodata, skipping))
     conn.commit()
-    start = uptime.window_bounds(now, "24h", None, None)["start"]
+    start = windows.window_bounds(now, "24h", None, None)["start"]
     # every_2s: 43,200 results inside the window (the window starts at a whole hour, so they are
     # a little under 2 s apart), one failed.
     step = (now - start - datetime.timedelta(seconds=1)) / 43_200
@@ -68,7 +68,7 @@ def test_uptime_rules_over_rollups_and_raw_rows(conn):
 
     def check():
         figures = uptime.for_urls(conn, [nodata, every_2s, skipping, 999_999])
-        for name in uptime.WINDOWS:
+        for name in windows.WINDOWS:
             assert figures[nodata].windows[name].uptime is None          # no data: no figure
             assert figures[nodata].windows[name].coverage == 0.0
             assert figures[999_999].windows[name].coverage is None       # not monitored any more

@@ -8,7 +8,7 @@ import datetime
 
 import psycopg2
 
-from sitewatch.history import uptime
+from sitewatch.history import uptime, windows
 
 UTC = datetime.timezone.utc
 HOUR = datetime.timedelta(hours=1)
@@ -18,11 +18,11 @@ DAY = datetime.timedelta(days=1)
 def test_long_windows_start_on_a_whole_utc_day():
     now = datetime.datetime(2026, 12, 6, 12, 30, tzinfo=UTC)
     for name in ("90d", "365d"):
-        bounds = uptime.window_bounds(now, name, now.replace(minute=0), now.replace(hour=0, minute=0))
-        assert bounds["start"] == (now - uptime.WINDOWS[name]).replace(hour=0, minute=0) + DAY, name
+        bounds = windows.window_bounds(now, name, now.replace(minute=0), now.replace(hour=0, minute=0))
+        assert bounds["start"] == (now - windows.WINDOWS[name]).replace(hour=0, minute=0) + DAY, name
         assert bounds["start"] == bounds["day_from"], name        # no partial first day from rollup_hour
     # the windows the summary keeps still start on the hour
-    assert uptime.window_bounds(now, "24h", None, None)["start"] == datetime.datetime(2026, 12, 5, 13, tzinfo=UTC)
+    assert windows.window_bounds(now, "24h", None, None)["start"] == datetime.datetime(2026, 12, 5, 13, tzinfo=UTC)
 
 
 def test_365d_window_has_full_coverage_after_hourly_rollups_expired(dsn):

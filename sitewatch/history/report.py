@@ -14,7 +14,7 @@ from .. import duration
 from ..errors import BadInput
 from ..redact import printable, redact_url
 from ..web.svg import pct
-from . import histogram, partitions, summary, uptime
+from . import histogram, partitions, summary, uptime, windows
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -113,7 +113,7 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
             conn.rollback()
             return None
         sql = QUERIES["status_lines"].replace("{line}", QUERIES["status_line_json" if as_json else "status_line_table"])
-        start = uptime.window_bounds(now, "24h", hour_until, day_until)["start"]
+        start = windows.window_bounds(now, "24h", hour_until, day_until)["start"]
         params = {"ids": ids or [], "all": ids is None, "down": down, "until_hint": until,
                   "now": now.timestamp(), "start_24h": start.timestamp(),
                   "p95_values": _P95_VALUES, "p95_texts": _P95_TEXTS, "id_from": 0, "id_to": 2 ** 63 - 1}
@@ -273,7 +273,7 @@ def print_detail(conn, url_id: int, out) -> None:
     with conn.cursor() as cur:
         cur.execute(QUERIES["frontier"])
         hour_until, _, now, _, _ = cur.fetchone()
-        start = uptime._floor(now, HOUR) - 23 * HOUR
+        start = windows.floor_time(now, HOUR) - 23 * HOUR
         cur.execute(QUERIES["hourly_bar"], {"id": url_id, "start": start, "hour_to": hour_until or start})
         hours = {}
         for bucket, ok, failed in cur.fetchall():

@@ -28,7 +28,7 @@ import itertools
 
 from psycopg2.extras import execute_values
 
-from . import uptime
+from . import windows
 from .pacing import Pace, url_chunks
 from .rollup import QUERIES, watermark
 
@@ -101,8 +101,8 @@ def vacuum(conn) -> None:
 def _build(cur, anchor, until, day_until, pace: Pace) -> int:
     """Overwrite every summary row from the rollups before `anchor` and raw rows up to
     `until`, a chunk of URLs at a time (readers see the old rows until the commit)."""
-    bounds = [uptime.window_bounds(anchor + _TINY, name, anchor, day_until) for name in WINDOWS]
-    sql, params = uptime.window_counts_sql(bounds)
+    bounds = [windows.window_bounds(anchor + _TINY, name, anchor, day_until) for name in WINDOWS]
+    sql, params = windows.window_counts_sql(bounds)
     pace.execute(cur, "DELETE FROM uptime_summary")
     written = 0
     for _, _, ids in url_chunks(cur, pace):
@@ -117,7 +117,7 @@ def _build_chunk(cur, sql, params, ids, start, anchor, until) -> int:
     rows = {url_id: [int(v) for v in values] for url_id, *values in cur.fetchall()}
     cur.execute(QUERIES["window_histogram"], {"ids": ids, "all": False, "start": start,
                                               "hour_to": anchor, "raw_until": until})
-    hists = uptime.cells_to_histograms(cur.fetchall())
+    hists = windows.cells_to_histograms(cur.fetchall())
     execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
                         " failed_30d, hist_from, cum_24h) VALUES %s",
                    ((url_id, *values, *_cumulative(hists.get(url_id, []))) for url_id, values in rows.items()),
@@ -142,7 +142,7 @@ def _differences(cum: list[int]) -> list[int]:
 def _lag(anchor, now) -> datetime.timedelta:
     """How far the windows have moved on since the summary was built at `anchor` (whole
     hours, the same for every window)."""
-    return uptime._ceil(now - uptime.DAY, HOUR) - (anchor - uptime.DAY + HOUR)
+    return windows.ceil_time(now - windows.DAY, HOUR) - (anchor - windows.DAY + HOUR)
 
 
 def usable(anchor, hour_until, now, windows) -> bool:
@@ -188,7 +188,7 @@ def read(cur, bounds: dict, anchor, until, ids, all_urls: bool) -> tuple[dict, d
                 hist[index - offset] += 1
         hists[url_id] = (offset, hist)
     lagging = [(k, name) for k, name in enumerate(bounds)
-               if bounds[name]["start"] > anchor - uptime.WINDOWS[name] + HOUR]
+               if bounds[name]["start"] > anchor - windows.WINDOWS[name] + HOUR]
     for k, name in lagging:
         _subtract_lag(cur, params, anchor, k, name, bounds[name]["start"], counts, hists)
     return counts, hists
@@ -196,7 +196,7 @@ def read(cur, bounds: dict, anchor, until, ids, all_urls: bool) -> tuple[dict, d
 
 def _subtract_lag(cur, params, anchor, k: int, name: str, start, counts: dict, hists: dict) -> None:
     """The hours that left window `name` since the summary was built (the watermark lags)."""
-    cur.execute(QUERIES["summary_lag_counts"], {**params, "anchor": anchor, "length": uptime.WINDOWS[name],
+    cur.execute(QUERIES["summary_lag_counts"], {**params, "anchor": anchor, "length": windows.WINDOWS[name],
                                                 "start": start})
     for url_id, ok, failed in cur.fetchall():
         if url_id in counts:

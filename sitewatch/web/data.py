@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import psycopg2.extras
 
-from ..history import histogram, uptime
+from ..history import histogram, uptime, windows
 from ..history.rollup import QUERIES as HISTORY_QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -228,7 +228,7 @@ def url_one(conn, url_id: int) -> dict | None:
 
 
 # The windows the web offers: history's (24h, 7d, 30d, 90d, 365d).
-WINDOWS = uptime.WINDOWS
+WINDOWS = windows.WINDOWS
 
 
 def uptime_windows(conn, url_ids: list[int], names=("24h", "7d", "30d")) -> dict[int, dict]:
@@ -257,19 +257,19 @@ def _series_bounds(conn, start_of) -> dict:
 
     start_of(now) gives the start. Days come from rollup_day before the day watermark, hours
     from rollup_hour before the hour watermark, the rest from raw rows: disjoint, so nothing
-    counts twice (like uptime.window_bounds, with a start on a day or hour boundary)."""
+    counts twice (like windows.window_bounds, with a start on a day or hour boundary)."""
     with conn.cursor() as cur:
         cur.execute(HISTORY_QUERIES["frontier"])
         hour_until, day_until, now, _, _ = cur.fetchone()
     start = start_of(now)
-    hour_to = max(start, min(hour_until or start, uptime._floor(now, HOUR)))
-    day_to = max(start, uptime._floor(min(day_until or start, hour_to), DAY))
+    hour_to = max(start, min(hour_until or start, windows.floor_time(now, HOUR)))
+    day_to = max(start, windows.floor_time(min(day_until or start, hour_to), DAY))
     return {"start": start, "day_to": day_to, "hour_to": hour_to}
 
 
 def hourly(conn, url_id: int, hours: int = 24) -> list[dict]:
     """The last `hours` UTC hours of one URL, oldest first: ok, failed, p50 and p95 in ms."""
-    bounds = _series_bounds(conn, lambda now: uptime._floor(now, HOUR) - (hours - 1) * HOUR)
+    bounds = _series_bounds(conn, lambda now: windows.floor_time(now, HOUR) - (hours - 1) * HOUR)
     merged: dict = {}
     with conn.cursor() as cur:
         cur.execute(HOURLY_SQL, {"id": url_id, **bounds})
@@ -291,7 +291,7 @@ def hourly(conn, url_id: int, hours: int = 24) -> list[dict]:
 
 def daily(conn, url_id: int, days: int) -> dict:
     """{date: (ok, failed)} for the last `days` UTC days of one URL (days without data absent)."""
-    bounds = _series_bounds(conn, lambda now: uptime._floor(now, DAY) - (days - 1) * DAY)
+    bounds = _series_bounds(conn, lambda now: windows.floor_time(now, DAY) - (days - 1) * DAY)
     merged: dict = defaultdict(lambda: [0, 0])
     with conn.cursor() as cur:
         cur.execute(DAILY_SQL, {"id": url_id, **bounds})
