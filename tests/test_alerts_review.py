@@ -164,6 +164,7 @@ def test_jsonb_timestamps_parse_on_the_oldest_supported_python(conn, tmp_path): 
 class Ctx:
     """What the notifier needs from its process, for driving it step by step in a test."""
     role = "notifier"
+    stats_interval = 5.0
 
     def __init__(self, dsn, channels: dict, **alerts):
         import json

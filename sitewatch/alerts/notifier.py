@@ -25,7 +25,6 @@ from ..check import probe
 from ..db import schema
 from ..db.database import Reconnecting, is_connection_error
 from ..redact import redact_text, redact_url
-from ..run.child import STATS_INTERVAL
 from . import store
 from .channels import Channels
 from .messages import render
@@ -98,7 +97,7 @@ class Notifier:
     def report(self, force: bool = False) -> None:
         """Send the supervisor the notices' outcomes by channel (sitewatch_notifications_total)."""
         now = time.monotonic()
-        if self.outcomes and (force or now - self.last_stats >= STATS_INTERVAL):
+        if self.outcomes and (force or now - self.last_stats >= self.ctx.stats_interval):
             self.ctx.send_stats({"notifications": dict(self.outcomes)})
             self.outcomes.clear()
             self.last_stats = now

@@ -38,6 +38,8 @@ class ChildContext:
     def __init__(self, role: str, cfg, dsn: str, heartbeat, stats_conn, parent_pid: int):
         self.role = role
         self.cpu = None            # the CPU a consumer is pinned to, if any
+        # The roles read it here, not from this module: child.run() imports them.
+        self.stats_interval = STATS_INTERVAL
         self.cfg = cfg
         self.dsn = dsn
         self._heartbeat = heartbeat

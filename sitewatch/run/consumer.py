@@ -24,7 +24,6 @@ from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
 from ..operations.metrics import CheckCounts
 from ..redact import redact_text
-from .child import STATS_INTERVAL
 from .concurrency import (
     CEILING_LOG_EVERY,
     CONTROL_INTERVAL,
@@ -421,7 +420,7 @@ class Consumer:
     # --- stats -------------------------------------------------------------------
 
     def report(self) -> None:
-        if time.monotonic() - self._last_stats >= STATS_INTERVAL:
+        if time.monotonic() - self._last_stats >= self.ctx.stats_interval:
             self.send_stats()
 
     def send_stats(self) -> None:

@@ -10,7 +10,6 @@ import time
 from .. import logs
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error
-from .child import STATS_INTERVAL
 
 MIN_SLEEP = 0.02          # floor between loops when work is due continuously: batch, don't spin
 
@@ -67,13 +66,13 @@ class Producer:
 
     def report(self, conn) -> None:
         now = time.monotonic()
-        if now - self._last_stats < STATS_INTERVAL:
+        if now - self._last_stats < self.ctx.stats_interval:
             return
         self._last_stats = now
         waiting, leased = store.queue_depth(conn)
         if self.skipped:
             # One line per interval, not per statement: skips come in bursts after an outage.
-            self.log.info("slots skipped", skipped=self.skipped, interval_s=STATS_INTERVAL,
+            self.log.info("slots skipped", skipped=self.skipped, interval_s=self.ctx.stats_interval,
                           reason="site still being checked, or a period or more behind")
         self.ctx.send_stats({"enqueued": self.enqueued, "skipped": self.skipped,
                              "queue_waiting": waiting, "queue_leased": leased,
