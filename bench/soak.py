@@ -139,7 +139,7 @@ class Sampler:
         self.rss[minute] = max(self.rss[minute], rss)
         for p in tree(self.pid):
             try:
-                if "consumer" not in " ".join(p.cmdline()) and not p.name().startswith("sitewatch: cons"):
+                if "consumer" not in " ".join(p.cmdline()):     # `sitewatch: consumer N` (setproctitle)
                     continue
                 with open(f"/proc/{p.pid}/schedstat") as f:     # the main thread (pid = its tid)
                     running, waiting = (float(v) for v in f.read().split()[:2])

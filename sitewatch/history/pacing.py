@@ -11,7 +11,8 @@ waited BEHIND_S or more: the consumers cannot keep up), it waits for them to cat
 to MAX_YIELD_S before each statement: a soak at 100,000 URLs showed that a job at 40% of
 one core, with autovacuum on a large partition beside it, still pushed lag p99 to 3 s on a
 2-core host. The job's work is the same; it takes longer in wall time (minutes once an
-hour at 100,000 URLs), and the checks never wait for it.
+hour at 100,000 URLs). (A soak with another program taking a core during the job's first
+run still spiralled: the consumers' side of that is open, docs/benchmarks.md "Soak".)
 """
 
 import datetime
