@@ -60,7 +60,11 @@ class Consumer:
         self.work_waiting = False    # a claim filled all the room it had since the last decision
         self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
-        self.threads = CheckThreads(self._check)
+        if self.engine.name == "curl":   # one CurlMulti loop drives every check: no thread per check
+            from .transfers import CurlTransfers
+            self.threads = CurlTransfers(self._check_started, self._check_done)
+        else:
+            self.threads = CheckThreads(self._check)
         # Keyed by (task id, attempt): a consumer can re-claim its own task whose lease expired
         # while the first attempt still runs; both are tracked, and the fence refuses the stale one.
         self.in_flight = {}          # (task id, attempt) -> task row: claimed, not yet finished
@@ -279,9 +283,16 @@ class Consumer:
             cert_days_left=None)
 
     def _check(self, task, target) -> None:
-        """Runs in a worker thread."""
+        """Runs in a worker thread (the urllib3 engine)."""
+        t0 = self._check_started(task)
+        self._check_done(task, probe.check(target, self.engine), t0)
+
+    def _check_started(self, task) -> float:
         self.started[(task["id"], task["attempts"])] = t0 = time.monotonic()
-        outcome = probe.check(target, self.engine)
+        return t0
+
+    def _check_done(self, task, outcome, t0: float) -> None:
+        """In a worker thread, or the CurlMulti loop's thread (run/transfers.py)."""
         self.finished.append((task, outcome, time.monotonic() - t0))
         # Wake the main loop once per handful of finished checks, not per check: it only
         # needs to act when there is room for a worthwhile claim; otherwise its flush
