@@ -123,6 +123,15 @@ def _base_url(value):
     return None
 
 
+def _engine(value):
+    problem = _one_of("auto", "curl", "urllib3")(value)
+    if problem is None and value == "curl":
+        from .check.engine import curl_available
+        if not curl_available():
+            return "is curl, but pycurl is not installed here (pip install 'pycurl>=7.45.3,<8'); use auto or urllib3"
+    return problem
+
+
 def _one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -150,6 +159,8 @@ SETTINGS = [
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
             "e.g. 200-299,301.", check=_status_codes),
     Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
+    Setting("check", "engine", str, "auto", "HTTP engine of the checks: curl (libcurl, via pycurl), urllib3, "
+            "or auto (curl when pycurl imports, else urllib3).", check=_engine),
 
     Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=_positive),
     Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=_positive),

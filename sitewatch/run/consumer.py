@@ -20,6 +20,7 @@ from collections import deque
 from .. import __version__, logs
 from ..alerts.settings import alert_defaults
 from ..check import probe
+from ..check.engine import engine_named
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
 from ..operations.metrics import CheckCounts
@@ -52,13 +53,18 @@ class Consumer:
         self.owner = f"{socket.gethostname()}:{ctx.role}:{os.getpid()}"
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
                                on_connect=self._on_connect)
+        self.engine = engine_named(self.cfg.check.engine)   # check.engine; made in this process
         self.limit = ConcurrencyLimit(self.cfg.consumer.concurrency)
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
         self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
-        self.threads = CheckThreads(self._check)
+        if self.engine.name == "curl":   # one CurlMulti loop drives every check: no thread per check
+            from .transfers import CurlTransfers
+            self.threads = CurlTransfers(self._check_started, self._check_done)
+        else:
+            self.threads = CheckThreads(self._check)
         # Keyed by (task id, attempt): a consumer can re-claim its own task whose lease expired
         # while the first attempt still runs; both are tracked, and the fence refuses the stale one.
         self.in_flight = {}          # (task id, attempt) -> task row: claimed, not yet finished
@@ -112,7 +118,7 @@ class Consumer:
 
     def run(self) -> None:
         self.log.info("consumer started", concurrency=self.limit.ceiling, limit=self.limit.value,
-                      owner=self.owner, cpu=self.ctx.cpu)
+                      owner=self.owner, cpu=self.ctx.cpu, engine=self.engine.name)
         self.next_control = time.monotonic() + CONTROL_INTERVAL     # the loop's clock starts now
         while True:
             if not self.stopping and self.ctx.should_stop():
@@ -277,9 +283,16 @@ class Consumer:
             cert_days_left=None)
 
     def _check(self, task, target) -> None:
-        """Runs in a worker thread."""
+        """Runs in a worker thread (the urllib3 engine)."""
+        t0 = self._check_started(task)
+        self._check_done(task, probe.check(target, self.engine), t0)
+
+    def _check_started(self, task) -> float:
         self.started[(task["id"], task["attempts"])] = t0 = time.monotonic()
-        outcome = probe.check(target)
+        return t0
+
+    def _check_done(self, task, outcome, t0: float) -> None:
+        """In a worker thread, or the CurlMulti loop's thread (run/transfers.py)."""
         self.finished.append((task, outcome, time.monotonic() - t0))
         # Wake the main loop once per handful of finished checks, not per check: it only
         # needs to act when there is room for a worthwhile claim; otherwise its flush
@@ -302,13 +315,15 @@ class Consumer:
                 self.to_release.append(key)
                 continue
             started_at = outcome.started_at + self.clock_offset
+            timings = outcome.timings
             if not self.pending:
                 self.pending_since = time.monotonic()
             self.pending.append((
                 task["id"], task["attempts"], self.owner, started_at, outcome.response_time_ms,
                 outcome.status_code, outcome.regex_matched, outcome.ok, outcome.error_kind,
                 # PostgreSQL text cannot hold NUL; one would fail the whole batch.
-                outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left))
+                outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left,
+                timings.dns_ms, timings.connect_ms, timings.tls_ms, timings.first_byte_ms))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
             lag = (started_at - task["scheduled_at"]).total_seconds()
