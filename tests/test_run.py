@@ -543,8 +543,16 @@ def test_a_child_notices_its_supervisor_gone_without_the_death_signal():
 # --- 7. a silent child -----------------------------------------------------------------------
 
 
-def test_silent_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
-    run = sitewatch(env={"SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 3})
+FAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultinject")   # its sitecustomize
+
+
+def test_silent_or_stuck_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
+    """A consumer stopped (SIGSTOP) is killed for its silence; so is one whose every check thread
+    is stuck past its deadline + consumer.stuck_margin (a check that never returns, injected by
+    tests/faultinject: the probe's deadline leaves no real way), which stops beating on purpose."""
+    run = sitewatch("--concurrency", "1",      # one check thread: one stuck check is all of them
+                    env={"SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 3, "SITEWATCH_CONSUMER__STUCK_MARGIN": 1,
+                         "PYTHONPATH": FAULTS, "SWTEST_STUCK_CHECKS": "/ok/stuck"})
     run.wait_started()
     import_urls(cli, [{"url": server.url("/ok"), "period": 1}])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 1, 10, "a first result")
@@ -561,6 +569,17 @@ def test_silent_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
                "the stopped consumer to be gone")
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
                               (f"%:{new_pid}",)) >= 1, 15, "results from the new consumer")
+    assert not run.events("every check thread is stuck; no heartbeat")
+
+    # Now a URL whose check never returns (timeout 1 s): once it is 1 s (the margin) past its
+    # deadline the consumer stops beating, says why, and is killed and replaced.
+    cli("url", "remove", server.url("/ok"))
+    import_urls(cli, [{"url": server.url("/ok/stuck"), "period": 1, "timeout": 1}])
+    stuck = run.wait_for("every check thread is stuck; no heartbeat", timeout=30)[0]
+    assert stuck["stuck"] == 1 and stuck["pid"] == new_pid, stuck
+    run.wait_for("child silent, killing it", role="consumer-1", count=2, timeout=30)
+    third = run.wait_for("consumer started", count=3, timeout=15)[-1]["pid"]
+    assert third not in (victim.pid, new_pid)
     code, _ = run.stop(timeout=15)
     assert code == 0
 
