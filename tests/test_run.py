@@ -401,7 +401,7 @@ def test_second_sigint_stops_at_once(sitewatch, cli, db, server):
 
 def test_killed_consumer_is_restarted_and_its_leased_slots_are_checked_again(sitewatch, cli, db, server):
     # Lease = URL timeout (6) + lease margin (1) = 7 s.
-    run = sitewatch("--concurrency", "5")
+    run = sitewatch("--concurrency", "5", env={"SITEWATCH_SUPERVISOR__STABLE_AFTER": 5})
     run.wait_started()
     import_urls(cli, [{"url": server.url(f"/slow/4?n={i}"), "period": 5, "timeout": 6} for i in range(3)])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task WHERE status = 1") == 3, 10,
@@ -432,6 +432,22 @@ def test_killed_consumer_is_restarted_and_its_leased_slots_are_checked_again(sit
     assert scalar(db, "SELECT count(*) - count(DISTINCT (url_id, scheduled_at)) FROM task_result") == 0
     # Every slot enqueued so far has a result or is still a task; none was lost.
     assert scalar(db, "SELECT count(*) FROM task_result WHERE error_kind = 'lost'") == 0
+
+    # The restart backoff: the replacement ran past supervisor.stable_after (5 s), so its death
+    # starts the backoff again from 0.5 s; the next consumer dies at once, so its delay doubles.
+    replacement = psutil.Process(new_pid)
+    wait_until(lambda: time.time() >= replacement.create_time() + 6, 20, "the replacement to run 6 s")
+    replacement.kill()
+    again = run.wait_for("child died, restarting", role="consumer-1", count=2, timeout=5)[-1]
+    assert (again["consecutive_failures"], again["restart_in_s"]) == (1, 0.5), again
+    third = wait_until(lambda: next((p for p in psutil.Process(run.pid).children()
+                                     if "consumer 1" in title(p) and p.pid != new_pid), None), 10,
+                       "a third consumer")
+    third.kill()
+    quick = run.wait_for("child died, restarting", role="consumer-1", count=3, timeout=5)[-1]
+    assert (quick["consecutive_failures"], quick["restart_in_s"]) == (2, 1.0), quick
+    wait_until(lambda: {line["pid"] for line in run.events("consumer started")}
+               - {victim.pid, new_pid, third.pid}, 20, "a fourth consumer")   # the third may die unheard
     code, _ = run.stop(timeout=15)
     assert code == 0
 
