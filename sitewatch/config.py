@@ -181,6 +181,9 @@ SETTINGS = [
     Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=_positive),
     Setting("consumer", "flush_interval", float, 0.1, "Seconds a result may wait before it is written.",
             check=_positive),
+    Setting("consumer", "stuck_margin", float, 30.0, "Seconds past its deadline after which a running check "
+            "counts as stuck; a consumer whose every check is stuck stops its heartbeat and is replaced.",
+            check=_positive),
 
     Setting("supervisor", "grace_period", float, 15.0, "Seconds in-flight checks get to finish on "
             "SIGTERM/SIGINT before children are killed.", check=_positive),
@@ -188,6 +191,8 @@ SETTINGS = [
             "killed and restarted.", check=_positive),
     Setting("supervisor", "restart_backoff_max", float, 30.0, "Longest wait in seconds before restarting "
             "a child that keeps dying.", check=_positive),
+    Setting("supervisor", "stable_after", float, 60.0, "Seconds a child must have run for its death to "
+            "start the restart backoff again from 0.5 s.", check=_positive),
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
 

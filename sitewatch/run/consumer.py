@@ -36,7 +36,6 @@ from .concurrency import (
 
 WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
 TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeout or cancelled statement
-STUCK_MARGIN = 30.0      # seconds past its deadline after which a running check counts as stuck
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
 MONITOR_RETRY_DELAY = 2.0  # a task handed back after a monitor failure is claimable again after this
@@ -70,6 +69,7 @@ class Consumer:
         self.in_flight = {}          # (task id, attempt) -> task row: claimed, not yet finished
         self.started = {}            # (task id, attempt) -> monotonic start, for stuck detection
         self.next_stuck_check = 0.0
+        self.stuck = 0               # checks found stuck by the last scan, when they are all it holds
         self.finished = deque()      # (task, outcome, seconds) from worker threads; deque appends are atomic
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
@@ -198,16 +198,27 @@ class Consumer:
             self.maybe_more = True
 
     def heartbeat(self) -> None:
-        """Beat unless every worker thread is stuck: then let the supervisor restart us."""
+        """Beat unless every worker thread is stuck: then let the supervisor restart us. A scan's
+        verdict holds until the next scan: a beat in between would undo it."""
         now = time.monotonic()
-        if now >= self.next_stuck_check and self.started and len(self.started) >= len(self.in_flight):
+        if now >= self.next_stuck_check:
             self.next_stuck_check = now + 1.0     # a scan per second is plenty, and cheap
-            stuck = sum(1 for key, t0 in list(self.started.items())
-                        if key in self.in_flight and now - t0 > self.in_flight[key]["timeout"] + STUCK_MARGIN)
-            if stuck >= max(1, len(self.in_flight)) and stuck >= self.limit.value:
+            stuck = self._all_stuck(now)
+            if stuck and not self.stuck:
                 self.log.error("every check thread is stuck; no heartbeat", stuck=stuck)
-                return
-        self.ctx.heartbeat()
+            self.stuck = stuck
+        if not self.stuck:
+            self.ctx.heartbeat()
+
+    def _all_stuck(self, now: float) -> int:
+        """The checks running consumer.stuck_margin past their deadline when that is every check
+        this consumer may hold; 0 otherwise."""
+        if not self.started or len(self.started) < len(self.in_flight):
+            return 0
+        margin = self.cfg.consumer.stuck_margin
+        stuck = sum(1 for key, t0 in list(self.started.items())
+                    if key in self.in_flight and now - t0 > self.in_flight[key]["timeout"] + margin)
+        return stuck if stuck >= max(1, len(self.in_flight)) and stuck >= self.limit.value else 0
 
     # --- how many checks at once -----------------------------------------------
 
