@@ -28,6 +28,7 @@ from ..redact import redact_text
 from .concurrency import (
     CEILING_LOG_EVERY,
     CONTROL_INTERVAL,
+    LOOP_LATE_SHRINK,
     THREAD_STACK_BYTES,
     CheckThreads,
     ConcurrencyLimit,
@@ -234,7 +235,7 @@ class Consumer:
         before = self.limit.value
         self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
                           core_busy=core_busy, loop_late=late)
-        if self.limit.value < before:
+        if self.limit.value < before and late >= LOOP_LATE_SHRINK:     # (not the decay of unused room)
             self.log.warning("consumer loop starved: holding fewer checks", late_s=round(late, 2),
                              limit=self.limit.value, in_flight=len(self.in_flight))
         if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
