@@ -24,7 +24,7 @@ import time
 import pycurl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from targets import FastTarget  # noqa: E402
+from targets import FastTarget, free_port  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,6 +52,7 @@ def bare_pycurl(url: str, seconds: float, in_flight: int = 100) -> float:
     while time.monotonic() < end:
         while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
+        restarted = 0
         while True:
             queued, ok, failed = multi.info_read()
             for handle in ok + [f[0] for f in failed]:
@@ -59,9 +60,11 @@ def bare_pycurl(url: str, seconds: float, in_flight: int = 100) -> float:
                 done += 1
                 matched += bool(pattern.search(b"".join(bodies[handle])))
                 start(handle)
+                restarted += 1
             if not queued:
                 break
-        multi.select(0.01)
+        if not restarted:   # new transfers start on the next perform(), not after a select() timeout
+            multi.select(0.01)
     elapsed = time.monotonic() - began
     if matched < done * 0.99:
         raise SystemExit(f"bare client: only {matched} of {done} responses matched")
@@ -71,16 +74,21 @@ def bare_pycurl(url: str, seconds: float, in_flight: int = 100) -> float:
 def round_of(engine: str, args) -> dict:
     command = [sys.executable, os.path.join(HERE, "throughput.py"), "--json", "--skip-startup",
                "--skip-baseline", "--urls", str(args.urls), "--period", "1", "--duration", str(args.duration),
-               "--warmup", str(args.warmup), "--set", f"SITEWATCH_CHECK__ENGINE={engine}"]
+               "--warmup", str(args.warmup), "--set", f"SITEWATCH_CHECK__ENGINE={engine}",
+               # Ports of their own: another session's `sitewatch run` may hold the default ones.
+               "--set", f"SITEWATCH_METRICS__LISTEN=127.0.0.1:{free_port()}",
+               "--set", f"SITEWATCH_WEB__LISTEN=127.0.0.1:{free_port()}"]
     if args.dsn:
         command += ["--dsn", args.dsn]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"throughput.py ({engine}) failed: {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
+    if report.get("exit_code") not in (0, None) or not report["recorded_slots"]:
+        raise SystemExit(f"sitewatch run ({engine}) recorded nothing (exit code {report.get('exit_code')})")
     return {"engine": engine, "checks_per_s": report["checks_per_s"], "ok": report["ok"],
             "recorded": report["recorded_slots"], "peak_rss_mb": report["peak_rss_mb"],
-            "peak_check_threads": report.get("peak_check_threads"),
+            "peak_check_threads": report.get("peak_check_threads"), "failed_by_kind": report["failed_by_kind"],
             "cpu_ms_per_check": report["cpu_s_per_1000_checks"]}
 
 

@@ -336,6 +336,8 @@ def main() -> int:
             "peak_rss_mb": round(peak_rss / 2**20, 1),
         })
         report["due_per_s"] = round(expected / seconds, 1)
+        cur.execute(f"SELECT error_kind, count(*) FROM task_result r WHERE {where} AND NOT ok GROUP BY 1", (ws, we))
+        report["failed_by_kind"] = dict(cur.fetchall())
         cur.execute("SELECT coalesce(sum(skipped_slots), 0) FROM url")
         report["skipped_slots_whole_run"] = int(cur.fetchone()[0])
         if delay:

@@ -152,7 +152,9 @@ def test_a_reload_never_turns_a_slow_healthy_check_into_lost(sitewatch, cli, db,
 def test_the_pool_grows_past_its_start_while_hanging_checks_hold_threads(sitewatch, cli, db, server):
     # 150 checks hang until their 10 s timeout; the pool starts at 100 threads: without growing,
     # the fast URLs would wait for hanging checks to time out.
-    run = sitewatch(env={"SITEWATCH_CONSUMER__CONCURRENCY": 400, "SITEWATCH_SUPERVISOR__SUMMARY_INTERVAL": 1})
+    # Threads are the urllib3 engine's (the curl engine runs every check on one loop thread).
+    run = sitewatch(env={"SITEWATCH_CONSUMER__CONCURRENCY": 400, "SITEWATCH_SUPERVISOR__SUMMARY_INTERVAL": 1,
+                         "SITEWATCH_CHECK__ENGINE": "urllib3"})
     run.wait_started()
     import_urls(cli, [{"url": server.url(f"/hang?grow={i}"), "period": 60, "timeout": 10} for i in range(150)])
     query(db, "UPDATE url SET next_check_at = now() RETURNING id")
