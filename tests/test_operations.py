@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -152,28 +151,53 @@ def test_scrape_parses_and_check_counters_equal_the_rows_in_task_result(sitewatc
     assert any(name.startswith("process_") for name, _ in samples), "the supervisor's process metrics"
 
 
-def test_a_consumer_killed_with_sigkill_leaves_every_counter_where_it_was(sitewatch, cli, hostile_server):
-    """Issue 11, test 2."""
+def test_killed_and_frozen_consumers_leave_every_counter_and_readyz_follows(sitewatch, cli, hostile_server):
+    """Issue 11, test 2, and /readyz, in one run of 2 consumers (were two tests starting the same
+    run): /healthz and /readyz answer 200; consumer 1 killed with SIGKILL and replaced, then
+    consumer 2 frozen (SIGSTOP) until it is killed for its silence and replaced: no counter ever
+    goes down, /readyz is 503 naming consumer-2 while it is frozen and 200 once it is replaced,
+    and /healthz stays 200 throughout."""
     run = sitewatch("--consumers", "2")
     run.wait_started(consumers=2)
     url = metrics_url(run)
+    base = url.removesuffix("/metrics")
+    assert get(f"{base}/healthz") == (200, "ok\n")
+    wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 10, "/readyz 200")
+    assert get(f"{base}/nothing")[0] == 404
     import_urls(cli, [{"url": hostile_server.url(f"/ok/{i}"), "period": 1} for i in range(10)]
                 + [{"url": hostile_server.url("/status/500"), "period": 1}])
     wait_until(lambda: sum(checks_by_result(scrape(url)).values()) >= 20, 20, "checks counted")
-    victim = run.child("sitewatch: consumer 1")
-    before = monotonic_samples(scrape(url))
-    victim.send_signal(signal.SIGKILL)
+    samples = [monotonic_samples(scrape(url))]
+
+    def counters_held():
+        """Scrape again: no counter below its last value (the new consumer's first stats come
+        within 5 s; the frozen one's phase below lasts its 10 s heartbeat timeout and more)."""
+        now = monotonic_samples(scrape(url))
+        went_down = {key: (samples[-1][key], now.get(key)) for key in samples[-1]
+                     if now.get(key, -1) < samples[-1][key]}
+        assert not went_down, f"counters went down after a consumer was killed: {went_down}"
+        samples.append(now)
+        return now
+
+    run.child("sitewatch: consumer 1").send_signal(signal.SIGKILL)
     run.wait_for("child died, restarting", role="consumer-1")
     run.wait_for("consumer started", count=3)
-    deadline = time.monotonic() + 8      # past a stats interval of the new consumer
-    while time.monotonic() < deadline:
-        now = monotonic_samples(scrape(url))
-        went_down = {key: (before[key], now.get(key)) for key in before if now.get(key, -1) < before[key]}
-        assert not went_down, f"counters went down after the SIGKILL: {went_down}"
-        before = now
-        time.sleep(0.5)
-    assert now[("sitewatch_child_restarts_total", (("role", "consumer-1"),))] == 1
+    counters_held()
+    frozen = run.child("sitewatch: consumer 2")
+    frozen.send_signal(signal.SIGSTOP)     # alive, but silent: heartbeat_timeout is 10 s in these tests
+    _, reason = wait_until(lambda: counters_held() and (lambda r: r if r[0] == 503 else None)(
+        get(f"{base}/readyz")), 10, "/readyz 503 for the frozen consumer")
+    assert reason.startswith("consumer-2 ") and len(reason.splitlines()) == 1, reason
+    assert get(f"{base}/healthz")[0] == 200       # the supervisor itself is fine
+    wait_until(lambda: counters_held() and run.events("child silent, killing it", role="consumer-2"), 20,
+               "consumer-2 killed for its silence")
+    wait_until(lambda: counters_held() and get(f"{base}/readyz")[0] == 200, 20,
+               "/readyz 200 once consumer-2 is replaced")
+    last = counters_held()
+    assert last[("sitewatch_child_restarts_total", (("role", "consumer-1"),))] == 1
+    assert last[("sitewatch_child_restarts_total", (("role", "consumer-2"),))] == 1
     assert sum(checks_by_result(scrape(url)).values()) > 20
+    assert len(samples) >= 10
 
 
 def test_ten_thousand_more_urls_add_no_series(sitewatch, cli, hostile_server):
@@ -224,24 +248,6 @@ def test_blackbox_compatible_per_url_metrics_are_opt_in_capped_and_redacted(site
               if name == "probe_http_status_code"}
     assert status[str(ids[urls[1]])] == 503
     assert "BB-SECRET" not in get(url)[1]
-
-
-def test_healthz_and_readyz_follow_the_children(sitewatch):
-    """/readyz: every child running with a fresh heartbeat; a frozen consumer makes it 503 until replaced."""
-    run = sitewatch("--consumers", "2")
-    run.wait_started(consumers=2)
-    base = metrics_url(run).removesuffix("/metrics")
-    assert get(f"{base}/healthz") == (200, "ok\n")
-    wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 10, "/readyz 200")
-    assert get(f"{base}/nothing")[0] == 404
-    frozen = run.child("sitewatch: consumer 2")
-    frozen.send_signal(signal.SIGSTOP)     # alive, but silent: heartbeat_timeout is 10 s in these tests
-    status, reason = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get(f"{base}/readyz")), 10,
-                                "/readyz 503 for the frozen consumer")
-    assert reason.startswith("consumer-2 ") and len(reason.splitlines()) == 1, reason
-    assert get(f"{base}/healthz")[0] == 200       # the supervisor itself is fine
-    run.wait_for("child silent, killing it", role="consumer-2")
-    wait_until(lambda: get(f"{base}/readyz")[0] == 200, 20, "/readyz 200 once consumer-2 is replaced")
 
 
 def test_readyz_is_503_while_postgresql_is_stopped_and_200_after(owned_pg, owned_dsn, runs):
