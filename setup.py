@@ -46,6 +46,9 @@ setup(
         "uvicorn>=0.30,<1",
         "jinja2>=3.1,<4",          # server-side templates with autoescaping
         "orjson>=3.10,<4",         # `status --json` of 100,000 URLs: 8x faster than the json module
+        # Assertions' JSONPath: a strict RFC 9535 implementation (DESIGN.md section 12 names the
+        # RFC), maintained, pure Python; its 1.x line is what installs on Python 3.11.
+        "jsonpath-rfc9535>=1.0,<2",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
