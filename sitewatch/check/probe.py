@@ -106,6 +106,8 @@ class Outcome:
     error_kind: str | None
     error: str | None  # human-readable, secrets redacted, printable (see __post_init__)
     cert_days_left: int | None  # smallest days-until-notAfter of the certificates seen (https)
+    # ok, but a `degraded` assertion failed (DESIGN.md section 12); `error` names it
+    degraded: bool = False
 
     def __post_init__(self) -> None:
         # Every error that is stored is made here (the consumer's `lost` ones too): it quotes

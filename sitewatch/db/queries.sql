@@ -166,12 +166,13 @@ WITH candidate AS (
     WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND url.id = task.url_id
       AND task.attempts < %(max_attempts)s
     RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
-              url.method, url.expected_status, url.max_redirects, url.verify_tls
+              url.method, url.expected_status, url.max_redirects, url.verify_tls,
+              url.assertions, url.degraded
 )
 SELECT * FROM claimed
 -- One more row, its id null, when slots were recorded lost: how many (for the metrics).
 UNION ALL
-SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM lost_recorded HAVING count(*) > 0;
 
 -- name: complete_tasks
@@ -185,29 +186,32 @@ WITH result AS (
     SELECT * FROM unnest(%(task_id)s::bigint[], %(attempt)s::integer[], %(owner)s::text[],
                          %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
                          %(status_code)s::integer[], %(regex_matched)s::boolean[], %(ok)s::boolean[],
-                         %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[])
+                         %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[],
+                         %(degraded)s::boolean[])
         AS r (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
-              error_kind, error, cert_days_left)
+              error_kind, error, cert_days_left, degraded)
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
     RETURNING task.id, task.attempts, task.url_id, task.scheduled_at
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
-                             regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by)
+                             regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by,
+                             degraded)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
-           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
+           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner, r.degraded
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
-    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
 ), alerted AS (
     -- Alerts (0002_alerts.sql): url_state, incidents and the outbox move in this transaction,
     -- fed by the rows actually recorded.
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
     SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
-                                                            cert_days_left, checked_by)::alert_result)
+                                                            cert_days_left, checked_by, degraded)::alert_result)
                                        FROM recorded),
-                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[])
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
+                                      %(notify_degraded)s)
     ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r

@@ -130,12 +130,12 @@ def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts:
 
 # The fields of one result row given to complete_tasks, in order.
 RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
-                 "regex_matched", "ok", "error_kind", "error", "cert_days_left")
+                 "regex_matched", "ok", "error_kind", "error", "cert_days_left", "degraded")
 
 
 # Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
 # and the default channels' names); see sitewatch/alerts/settings.py alert_defaults().
-NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": []}
+NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": [], "notify_degraded": True}
 
 
 def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) -> list[int]:
@@ -148,7 +148,8 @@ def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) 
     if not rows:
         return []
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
-    columns.update(alert_defaults or NO_ALERT_CHANNELS)
+    columns.update(NO_ALERT_CHANNELS)
+    columns.update(alert_defaults or {})
     with conn.cursor() as cur:
         cur.execute(QUERIES["complete_tasks"], columns)
         return [task_id for (task_id,) in cur.fetchall()]

@@ -308,7 +308,8 @@ class Consumer:
                 task["id"], task["attempts"], self.owner, started_at, outcome.response_time_ms,
                 outcome.status_code, outcome.regex_matched, outcome.ok, outcome.error_kind,
                 # PostgreSQL text cannot hold NUL; one would fail the whole batch.
-                outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left))
+                outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left,
+                outcome.degraded))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
             lag = (started_at - task["scheduled_at"]).total_seconds()
