@@ -173,12 +173,22 @@ def add_check_options(parser) -> None:
                         help="redirects followed at most (default: check.max_redirects = 5)")
     parser.add_argument("--verify-tls", action=argparse.BooleanOptionalAction, default=None,
                         help="verify TLS certificates (default: check.verify_tls = true)")
+    add_assertion_options(parser)
+
+
+def add_assertion_options(parser) -> None:
+    parser.add_argument("--assert", dest="assertions", metavar="EXPR", action="append",
+                        help="an expression that must hold, e.g. 'json $.status == \"ok\"' (repeatable; "
+                             "README \"Assertions\")")
+    parser.add_argument("--degraded", metavar="EXPR", action="append",
+                        help="an expression whose failure makes an up result degraded, e.g. "
+                             "'response_time < 800' (repeatable)")
 
 
 def check_options(args) -> dict:
     return {"url": args.url, "regex": args.regex, "timeout": args.timeout, "method": args.method,
             "expected_status": args.expected_status, "max_redirects": args.max_redirects,
-            "verify_tls": args.verify_tls}
+            "verify_tls": args.verify_tls, "assert": args.assertions, "degraded": args.degraded}
 
 
 def main(argv=None, env=None) -> int:

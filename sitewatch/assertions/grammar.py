@@ -25,7 +25,7 @@ import jsonpath_rfc9535
 import re2
 
 from ..errors import BadInput
-from ..urlspec import compile_regex
+from ..regex import compile_regex
 
 MAX_EXPRESSION_CHARS = 1000
 

@@ -4,10 +4,10 @@
 -- name: add_url
 -- Register one URL, first slot due now (a URL added by hand is checked within seconds).
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                 next_check_at, failure_threshold, success_threshold, notify)
+                 next_check_at, failure_threshold, success_threshold, notify, assertions, degraded)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
         %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
-        %(notify)s::text[])
+        %(notify)s::text[], %(assertions)s::text[], %(degraded)s::text[])
 ON CONFLICT (url) DO NOTHING
 RETURNING id;
 
@@ -18,18 +18,19 @@ RETURNING id;
 -- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
 -- producer enqueued since then would be scheduled again (the schedule moved backwards).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
-                      verify_tls, next_check_at, failure_threshold, success_threshold, notify)
+                      verify_tls, next_check_at, failure_threshold, success_threshold, notify,
+                      assertions, degraded)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
        v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period), v.failure_threshold,
-       v.success_threshold, v.notify
+       v.success_threshold, v.notify, v.assertions, v.degraded
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                       failure_threshold, success_threshold, notify)
+                       failure_threshold, success_threshold, notify, assertions, degraded)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
     method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
     max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
     failure_threshold = EXCLUDED.failure_threshold, success_threshold = EXCLUDED.success_threshold,
-    notify = EXCLUDED.notify,
+    notify = EXCLUDED.notify, assertions = EXCLUDED.assertions, degraded = EXCLUDED.degraded,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
@@ -73,7 +74,7 @@ SELECT g.id, (SELECT count(*) FROM closed), (SELECT count(*) FROM queued) FROM g
 -- name: list_urls
 -- Every URL with its settings and its last recorded result (one index probe per URL).
 SELECT u.url, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
-       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots,
+       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded,
        r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
        r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
        r.error_kind AS last_error_kind, r.error AS last_error

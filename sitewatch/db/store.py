@@ -58,7 +58,8 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     """
     template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
                 " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
-                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[])")
+                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[],"
+                " %(assertions)s::text[], %(degraded)s::text[])")
     rows = []
     for start in range(0, len(entries), IMPORT_CHUNK):
         chunk = [e.as_row() for e in entries[start:start + IMPORT_CHUNK]]
