@@ -4,7 +4,7 @@ grammar.py parses and validates an expression (at `url add`/`import` time and, c
 check is judged); evaluate.py judges parsed expressions against one response.
 """
 
-from .evaluate import Verdict, evaluate, first_failure
+from .evaluate import Verdict, evaluate, explain, judge
 from .grammar import Assertion, AssertionSyntaxError, parse, parse_all
 
-__all__ = ["Assertion", "AssertionSyntaxError", "Verdict", "evaluate", "first_failure", "parse", "parse_all"]
+__all__ = ["Assertion", "AssertionSyntaxError", "Verdict", "evaluate", "explain", "judge", "parse", "parse_all"]

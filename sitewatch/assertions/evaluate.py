@@ -101,14 +101,32 @@ def evaluate(assertions, response) -> list[Verdict]:
     return [_judge(assertion, subjects) for assertion in assertions]
 
 
-def first_failure(assertions, response) -> Verdict | None:
-    """The first assertion that does not hold (the hot path: it stops there), or None."""
+def judge(assertions, degraded, response) -> tuple[Verdict | None, Verdict | None]:
+    """(the first `assert` expression that fails, else None; the first `degraded` one that fails
+    when every assertion held, else None). The hot path: it stops at the first failure, and
+    both lists share one decoded body and one parsed JSON document."""
     subjects = _Subjects(response)
     for assertion in assertions:
         verdict = _judge(assertion, subjects)
         if not verdict.passed:
-            return verdict
-    return None
+            return verdict, None
+    for assertion in degraded:
+        verdict = _judge(assertion, subjects)
+        if not verdict.passed:
+            return None, verdict
+    return None, None
+
+
+def explain(assertions, degraded, response) -> list[str]:
+    """One line per expression, for `sitewatch check`: pass or FAIL, the expression, the actual
+    value; a `degraded` expression is marked so."""
+    verdicts = evaluate((*assertions, *degraded), response)
+    lines = []
+    for index, verdict in enumerate(verdicts):
+        mark = "  [degraded]" if index >= len(assertions) else ""
+        lines.append(f"{'pass' if verdict.passed else 'FAIL'}  {verdict.assertion.source}  "
+                     f"(got {verdict.actual}){mark}")
+    return lines
 
 
 def _judge(assertion: Assertion, subjects: _Subjects) -> Verdict:

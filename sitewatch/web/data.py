@@ -148,7 +148,7 @@ FROM (SELECT count(*) FILTER (WHERE state = 'up') AS up, count(*) FILTER (WHERE 
 
 CHECKS_SQL = """
 SELECT scheduled_at, started_at, ok, status_code, response_time_ms, regex_matched, error_kind, error,
-       cert_days_left
+       cert_days_left, degraded
 FROM task_result
 WHERE url_id = %(id)s AND (%(before)s::timestamptz IS NULL OR scheduled_at < %(before)s)
 ORDER BY scheduled_at DESC
