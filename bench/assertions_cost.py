@@ -16,10 +16,10 @@ import statistics
 import time
 
 import orjson
+from sitewatch.check.engine import Response, Timings
 
 from sitewatch.assertions import judge, parse_all
 from sitewatch.check import probe
-from sitewatch.check.engine import Response, Timings
 
 EXPRESSIONS = [
     "status in 200-299",
@@ -85,7 +85,8 @@ def main() -> None:
     print(f"body {len(body)} bytes, {len(EXPRESSIONS)} assertions ({sum(a.needs_json for a in assertions)} JSONPath), "
           f"{args.rounds} checks x {args.repeats} repeats; CPU (process_time) per check:")
     for name, values in rows.items():
-        print(f"  {name:28} median {statistics.median(values):7.1f} us   min {min(values):7.1f}   max {max(values):7.1f}")
+        print(f"  {name:28} median {statistics.median(values):7.1f} us"
+              f"   min {min(values):7.1f}   max {max(values):7.1f}")
 
 
 if __name__ == "__main__":
