@@ -9,8 +9,12 @@ the end of this file.
 import pytest
 
 from sitewatch.db import store
+from tests.alert_receivers import Site, WebhookReceiver
+from tests.test_alert_state import DEFAULTS, add_url, connect, outbox, q, row
+from tests.test_alerts_run import alert_env, keys, settled
 
-from .test_alert_state import DEFAULTS, add_url, connect, outbox, q, row
+# `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
+from tests.test_run import query, scalar, sitewatch, wait_until  # noqa: F401
 
 
 @pytest.fixture
@@ -82,3 +86,28 @@ def test_degraded_is_stored_on_the_result(conn):
     feed(conn, url, ["slow", "up", "down"])
     assert q(conn, "SELECT ok, degraded FROM task_result ORDER BY scheduled_at") == [
         (True, True), (True, False), (False, False)]
+
+
+# --- end to end: sitewatch run, a local site, a local webhook -----------------------------------
+
+def test_a_degraded_run_turns_the_state_degraded_and_back_up_with_the_notices_received(sitewatch, cli, db):  # noqa: F811
+    # 203 is up (expected status 200-399) but degraded by `status == 200`; 200 is clean. Slots:
+    # 200 203 (up after two good) 203 203 (three degraded: degraded) 200 200 (two clean: up).
+    with Site() as site, WebhookReceiver() as hook:
+        site.script("/api", [200, 203, 203, 203, 200, 200])
+        run = sitewatch(env=alert_env({"hook": hook.apprise_url("json")}))
+        run.wait_started()
+        run.wait_for("notifier started")
+        done = cli("url", "add", site.url("/api"), "-p", "1", "--degraded", "status == 200",
+                   env={"MIN_PERIOD": "1"})
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: len(hook.texts()) >= 2, 60, "a degraded and a recovered notice")
+        settled(db)     # nothing more may follow
+        assert [kind for kind, _ in keys(hook.texts())] == ["degraded", "recovered"]
+        degraded, recovered = hook.texts()
+        assert "is up but degraded since" in degraded and "status == 200: got 203" in degraded
+        assert "is no longer degraded" in recovered
+        assert scalar(db, "SELECT state FROM url_state") == "up"
+        assert scalar(db, "SELECT count(*) FROM incident") == 0
+        assert query(db, "SELECT ok, degraded FROM task_result ORDER BY scheduled_at LIMIT 6") == [
+            (True, False), (True, True), (True, True), (True, True), (True, False), (True, False)]
