@@ -43,13 +43,13 @@ def slot(i):
     return T0 + datetime.timedelta(minutes=i)
 
 
-def row(conn, url_id, i, ok, owner="host1:consumer-1:1", cert=None, kind=None, degraded=False):
+def row(conn, url_id, i, ok, owner="host1:consumer-1:1", cert=None, kind=None):
     """Lease a task for slot i to `owner` and return its result row (as the consumer builds it)."""
     task_id = q(conn, "INSERT INTO task (url_id, scheduled_at, available_at, status, attempts, lease_owner)"
                       " VALUES (%s, %s, now(), 1, 1, %s) RETURNING id", (url_id, slot(i), owner))[0][0]
     error_kind = None if ok else (kind or "status")
     return (task_id, 1, owner, slot(i), 10.0 if ok else None, 200 if ok else 503, None, ok, error_kind,
-            None if ok else "HTTP 503 Service Unavailable", cert, degraded)
+            None if ok else "HTTP 503 Service Unavailable", cert)
 
 
 def feed(conn, url_id, outcomes, start=0, defaults=DEFAULTS, **kw):

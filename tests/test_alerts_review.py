@@ -398,7 +398,7 @@ def test_a_check_that_began_in_an_outage_counts_toward_nothing_when_written_afte
     def write(at):
         task = q(conn, "INSERT INTO task (url_id, scheduled_at, available_at, status, attempts, lease_owner)"
                        " VALUES (%s, %s, now(), 1, 1, %s) RETURNING id", (url, at, owner))[0][0]
-        result = (task, 1, owner, at, None, None, None, False, "timeout", "timed out", None, False)
+        result = (task, 1, owner, at, None, None, None, False, "timeout", "timed out", None)
         assert store.complete_tasks(conn, [result], DEFAULTS) == []
 
     def after(moment):

@@ -27,9 +27,11 @@ def conn(dsn):
 def feed(conn, url_id, outcomes, start=0, defaults=DEFAULTS):
     """One result per slot: 'up' clean, 'slow' ok but degraded, 'down' failed."""
     for i, outcome in enumerate(outcomes, start=start):
-        result = row(conn, url_id, i, outcome != "down", degraded=outcome == "slow")
+        result = row(conn, url_id, i, outcome != "down")
         if outcome == "slow":
             result = result[:9] + ("response_time < 800: got 950 ms",) + result[10:]
+        # `degraded` is the last result field (those between are left null)
+        result += (None,) * (len(store.RESULT_FIELDS) - 1 - len(result)) + (outcome == "slow",)
         assert store.complete_tasks(conn, [result], defaults) == []
     return start + len(outcomes)
 

@@ -75,10 +75,10 @@ def claim(conn, owner, limit=100, max_attempts=MAX_ATTEMPTS):
 
 
 def result_row(task, owner, *, ok=True, response_time_ms=12.5, status_code=200, regex_matched=None,
-               error_kind=None, error=None, cert_days_left=None, started_at=None, degraded=False):
+               error_kind=None, error=None, cert_days_left=None, started_at=None):
     started_at = started_at or datetime.datetime.now(datetime.timezone.utc)
     return (task["id"], task["attempts"], owner, started_at, response_time_ms, status_code, regex_matched,
-            ok, error_kind, error, cert_days_left, degraded)
+            ok, error_kind, error, cert_days_left)
 
 
 def drain_enqueue(conn, batch, barrier=None):
@@ -456,9 +456,8 @@ def test_complete_writes_a_large_batch_in_one_statement(db):
         if kind == 0:        # no response at all
             row = result_row(task, "w", ok=False, response_time_ms=None, status_code=None,
                              error_kind="connect", error=ODD_ERRORS[i % len(ODD_ERRORS)], started_at=started)
-        elif kind == 1:      # ok, no regex; every other one degraded (a `degraded` assertion failed)
-            row = result_row(task, "w", cert_days_left=42, started_at=started, degraded=i % 8 == 1,
-                             error="response_time < 1: got 12 ms" if i % 8 == 1 else None)
+        elif kind == 1:      # ok, no regex
+            row = result_row(task, "w", cert_days_left=42, started_at=started)
         elif kind == 2:      # regex did not match
             row = result_row(task, "w", ok=False, regex_matched=False, error_kind="regex",
                              error="regex 'ü+' did not match", started_at=started)
@@ -471,7 +470,7 @@ def test_complete_writes_a_large_batch_in_one_statement(db):
     assert store.complete_tasks(db, rows) == []
     assert q1(db, "SELECT count(*) FROM task") == 0
     got = q(db, "SELECT url_id, scheduled_at, attempt, checked_by, started_at, response_time_ms, "
-                "status_code, regex_matched, ok, error_kind, error, cert_days_left, degraded FROM task_result")
+                "status_code, regex_matched, ok, error_kind, error, cert_days_left FROM task_result")
     assert len(got) == 300
     for uid, scheduled_at, *values in got:
         row = expected[(uid, scheduled_at)]

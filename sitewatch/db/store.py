@@ -129,7 +129,8 @@ def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts:
     return [dict(zip(columns, row, strict=True)) for row in rows], lost
 
 
-# The fields of one result row given to complete_tasks, in order.
+# The fields of one result row given to complete_tasks, in order. The last ones may be left off
+# (null): `degraded` is null for a row built without it (tests, the claim's lost slots).
 RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
                  "regex_matched", "ok", "error_kind", "error", "cert_days_left", "degraded")
 
@@ -148,6 +149,9 @@ def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) 
     """
     if not rows:
         return []
+    if len(rows[0]) < len(RESULT_FIELDS):
+        missing = (None,) * (len(RESULT_FIELDS) - len(rows[0]))
+        rows = [row + missing for row in rows]
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
     columns.update(NO_ALERT_CHANNELS)
     columns.update(alert_defaults or {})
