@@ -435,12 +435,36 @@ def cmd_check(args, cfg) -> int:
     from .urlspec import make_entry
     entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
     target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
-    outcome = probe.check(target)
+    engine = _Recording(None)
+    outcome = probe.check(target, engine)
     if args.json:
         print(json.dumps(probe.outcome_to_dict(outcome)))
     else:
         print(probe.format_outcome(target, outcome))
+        print_assertions(target, engine.response)
     return 0 if outcome.ok else 1
+
+
+class _Recording:
+    """An engine that keeps the response it fetched, so `check` can show each assertion on it."""
+
+    def __init__(self, engine) -> None:
+        if engine is None:
+            from .check.urllib3_engine import URLLIB3 as engine
+        self.engine, self.name, self.response = engine, engine.name, None
+
+    def fetch(self, request):
+        self.response = self.engine.fetch(request)
+        return self.response
+
+
+def print_assertions(target, response) -> None:
+    """Each `assert` and `degraded` expression with pass or FAIL and the actual value."""
+    if (target.assertions or target.degraded) and response is not None and response.error_kind is None:
+        from .assertions import explain
+        print("Assertions:")
+        for line in explain(target.assertions, target.degraded, response):
+            print(f"  {line}")
 
 
 def cmd_web(cfg) -> int:

@@ -31,21 +31,25 @@ PAGES = {
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_HEAD(self):  # noqa: N802 - http.server's name
+        self.do_GET(body=False)
+
+    def do_GET(self, body=True):  # noqa: N802 - http.server's name
         if self.path == "/hop":
             self.send_response(302)
             self.send_header("Location", "/health")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        status, content_type, body = PAGES.get(self.path, (404, "text/plain", b"no"))
+        status, content_type, content = PAGES.get(self.path, (404, "text/plain", b"no"))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("X-Build", "1234")
         self.send_header("Set-Cookie", "session=s3cr3t-cookie-value")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(content)))
         self.end_headers()
-        self.wfile.write(body)
+        if body:
+            self.wfile.write(content)
 
     def log_message(self, *args):
         pass
@@ -256,7 +260,7 @@ def test_sitewatch_check_prints_each_assertion_with_its_verdict_and_actual_value
     result = sitewatch_check(tmp_path, site + "/health", "--assert", 'json $.status == "ok"',
                              "--assert", "len(json $.items) > 5", "--degraded", "response_time < 60000")
     assert result.returncode == 1, result.stderr
-    lines = result.stdout.splitlines()
+    lines = [line.strip() for line in result.stdout.splitlines()]
     assert 'pass  json $.status == "ok"  (got "ok")' in lines
     assert "FAIL  len(json $.items) > 5  (got 2)" in lines
     assert any(line.startswith("pass  response_time < 60000  (got ") for line in lines)
