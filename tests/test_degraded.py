@@ -113,3 +113,36 @@ def test_a_degraded_run_turns_the_state_degraded_and_back_up_with_the_notices_re
         assert scalar(db, "SELECT count(*) FROM incident") == 0
         assert query(db, "SELECT ok, degraded FROM task_result ORDER BY scheduled_at LIMIT 6") == [
             (True, False), (True, True), (True, True), (True, True), (True, False), (True, False)]
+
+
+def test_status_shows_the_degraded_state_and_degraded_24h(conn, cli, db):
+    import datetime
+    import json
+
+    url = q(conn, "INSERT INTO url (url, period, timeout, next_check_at, degraded) VALUES ('http://a.example/',"
+                  " 60, 5, now() + interval '1 day', '{\"response_time < 800\"}') RETURNING id")[0][0]
+    plain = add_url(conn, "http://b.example/")
+    now = q(conn, "SELECT now()")[0][0]
+    for uid, outcomes in ((url, ["up", "slow", "slow", "slow"]), (plain, ["up", "up"])):
+        for i, outcome in enumerate(outcomes):
+            at = now - datetime.timedelta(minutes=10 - i)
+            task = q(conn, "INSERT INTO task (url_id, scheduled_at, available_at, status, attempts, lease_owner)"
+                           " VALUES (%s, %s, now(), 1, 1, 'h:c:1') RETURNING id", (uid, at))[0][0]
+            result = (task, 1, "h:c:1", at, 10.0, 200, None, True, None,
+                      "response_time < 800: got 950 ms" if outcome == "slow" else None, None)
+            result += (None,) * (len(store.RESULT_FIELDS) - 1 - len(result)) + (outcome == "slow",)
+            assert store.complete_tasks(conn, [result], DEFAULTS) == []
+    # before the uptime summary exists (figures computed in Python), then after the maintenance
+    # job built it (computed in SQL, report.status_lines): the same answer
+    for step in ("python", "sql"):
+        if step == "sql":
+            assert cli("db", "maintain").returncode == 0
+        done = cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        lines = {line["url"]: line for line in json.loads(done.stdout)}
+        assert lines["http://a.example/"]["state"] == "degraded"
+        assert lines["http://a.example/"]["degraded_24h"] == 0.75
+        assert lines["http://a.example/"]["uptime_24h"] == 1.0          # degraded counts as up
+        assert (lines["http://b.example/"]["state"], lines["http://b.example/"]["degraded_24h"]) == ("up", 0.0)
+    table = cli("status", "http://a.example/")
+    assert table.returncode == 0 and "degraded" in table.stdout
