@@ -432,15 +432,16 @@ def print_url_list(rows, as_json: bool) -> None:
 
 def cmd_check(args, cfg) -> int:
     from .check import probe
+    from .check.engine import engine_named
     from .urlspec import make_entry
     entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
     target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
-    engine = _Recording(None)
+    engine = _Recording(engine_named(cfg.check.engine))
     outcome = probe.check(target, engine)
     if args.json:
-        print(json.dumps(probe.outcome_to_dict(outcome)))
+        print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))
     else:
-        print(probe.format_outcome(target, outcome))
+        print(probe.format_outcome(target, outcome, engine.name))
         print_assertions(target, engine.response)
     return 0 if outcome.ok else 1
 
@@ -449,8 +450,6 @@ class _Recording:
     """An engine that keeps the response it fetched, so `check` can show each assertion on it."""
 
     def __init__(self, engine) -> None:
-        if engine is None:
-            from .check.urllib3_engine import URLLIB3 as engine
         self.engine, self.name, self.response = engine, engine.name, None
 
     def fetch(self, request):

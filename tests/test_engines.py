@@ -5,14 +5,18 @@ result on both (issue 23: differential tests).
 """
 
 import json
+import re
 import socket
 import ssl
+import subprocess
+import sys
 
 import pytest
 
 from sitewatch.check import engine as engines
 from sitewatch.check.engine import Request
 from sitewatch.check.probe import Target, check
+from tests.conftest import clean_env
 from tests.enginefixture import EchoServer
 from tests.test_probe import _self_signed_cert
 
@@ -126,10 +130,25 @@ def test_source_address_is_bound(engine, echo):
     assert echoed["client"] == "127.0.0.2"
 
 
+def ipv4_only_name():
+    """A name the system resolver gives 127.0.0.1 only (not `localhost`: libcurl answers
+    that one itself, with ::1 too)."""
+    for name in (socket.gethostname(), "vm", "runsc"):
+        try:
+            found = {info[4][0] for info in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
+        except OSError:
+            continue
+        if found == {"127.0.0.1"}:
+            return name
+    pytest.skip("no host name resolves to 127.0.0.1 alone here")
+
+
 def test_ip_version_filters_the_addresses(engine, echo):
-    assert fetch_echo(engine, Request(echo.url().replace("127.0.0.1", "localhost"), ip_version=4))
-    # localhost has no IPv6 address here (/etc/hosts): asking for IPv6 finds none.
-    response = engine.fetch(Request(echo.url().replace("127.0.0.1", "localhost"), ip_version=6, timeout=5))
+    name = ipv4_only_name()
+    assert fetch_echo(engine, Request(echo.url().replace("127.0.0.1", name), ip_version=4))
+    response = engine.fetch(Request(echo.url().replace("127.0.0.1", name), ip_version=6, timeout=5))
+    assert response.error_kind == "dns", response.error
+    response = engine.fetch(Request(echo.url(), ip_version=6, timeout=5))  # a literal of the other version
     assert response.error_kind == "dns", response.error
 
 
@@ -187,3 +206,42 @@ def test_engine_choice():
     assert engines.engine_named("auto").name == expected
     with pytest.raises(ValueError, match="unknown check engine"):
         engines.engine_named("wget")
+
+
+# --------------------------------------------------------------------------- choosing the engine: check.engine
+
+WITHOUT_PYCURL = ("import sys; sys.modules['pycurl'] = None; "  # `import pycurl` now raises ImportError
+                  "from sitewatch.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_check(tmp_path, url, engine=None, without_pycurl=False):
+    env = clean_env(tmp_path, DB_DSN="postgresql://postgres@127.0.0.1:1/none")
+    if engine is not None:
+        env["SITEWATCH_CHECK__ENGINE"] = engine
+    command = [sys.executable, "-c", WITHOUT_PYCURL] if without_pycurl else [sys.executable, "-m", "sitewatch"]
+    return subprocess.run([*command, "check", url], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("name", ["urllib3", "curl"])
+def test_sitewatch_check_says_which_engine_ran(tmp_path, echo, name):
+    result = run_check(tmp_path, echo.url(), name)
+    assert result.returncode == 0, result.stderr
+    assert f"Engine:   {name}\n" in result.stdout
+    assert re.search(r"Phases:   dns [\d.]+ ms, connect [\d.]+ ms, first byte [\d.]+ ms", result.stdout)
+
+
+def test_auto_is_curl_where_pycurl_imports_else_urllib3(tmp_path, echo):
+    assert "Engine:   curl\n" in run_check(tmp_path, echo.url()).stdout
+    assert "Engine:   urllib3\n" in run_check(tmp_path, echo.url(), without_pycurl=True).stdout
+
+
+def test_curl_without_pycurl_is_refused_with_one_line(tmp_path, echo):
+    result = run_check(tmp_path, echo.url(), "curl", without_pycurl=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "pycurl is not installed" in result.stderr
+
+
+def test_an_unknown_engine_is_refused(tmp_path, echo):
+    result = run_check(tmp_path, echo.url(), "wget")
+    assert result.returncode == 2 and "check.engine" in result.stderr

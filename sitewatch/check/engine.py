@@ -23,9 +23,17 @@ from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlsplit
 import sitewatch
 from sitewatch.redact import REDACTED, scrub
 
+from .body import ACCEPT_ENCODING
+
 USER_AGENT = f"sitewatch/{sitewatch.__version__}"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ERROR_KINDS = ("dns", "connect", "timeout", "tls", "redirects", "body_too_large", "protocol", "monitor")
+# What a fetch was doing, in the words of every engine's messages ("timed out ... while connecting").
+RESOLVING = "resolving the host name"
+CONNECTING = "connecting"
+TLS_HANDSHAKE = "doing the TLS handshake"
+WAITING = "waiting for the response"
+READING = "reading the body"
 # Cap on every `error` (DESIGN.md: a few hundred characters, whatever the server
 # sends). Applied after redaction: a cut secret would no longer match and leak.
 MAX_ERROR_CHARS = 300
@@ -109,6 +117,18 @@ def basic_auth(userinfo: str) -> str:
     user, _, password = userinfo.partition(":")
     credentials = unquote_to_bytes(user) + b":" + unquote_to_bytes(password)
     return "Basic " + base64.b64encode(credentials).decode("ascii")
+
+
+def request_headers(userinfo: str | None, headers) -> dict[str, tuple[str, str]]:
+    """The headers every engine sends, by lower-cased name: ours, then the request's own (which win).
+
+    Accept-Encoding offers only what body.py decodes; userinfo (`user@host` too, not
+    an empty `@host`) becomes UTF-8 Basic auth; one connection per check.
+    """
+    ours = [("User-Agent", USER_AGENT), ("Accept-Encoding", ACCEPT_ENCODING)]
+    if userinfo:
+        ours.append(("Authorization", basic_auth(userinfo)))
+    return {name.lower(): (name, value) for name, value in [*ours, *headers, ("Connection", "close")]}
 
 
 def url_secrets(url: str) -> set[str]:

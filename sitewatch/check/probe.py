@@ -216,14 +216,24 @@ def check(target: Target, engine: Engine | None = None) -> Outcome:
 # --------------------------------------------------------------------------- output
 
 
-def format_outcome(target: Target, outcome: Outcome) -> str:
+def _phases(timings: Timings) -> str:
+    phases = (("dns", timings.dns_ms), ("connect", timings.connect_ms), ("tls", timings.tls_ms),
+              ("first byte", timings.first_byte_ms))
+    shown = [f"{name} {value:.1f} ms" for name, value in phases if value is not None]
+    return ", ".join(shown) or "-"
+
+
+def format_outcome(target: Target, outcome: Outcome, engine: str | None = None) -> str:
     """A few human-readable lines, for `sitewatch check`."""
     lines = [
         f"URL:      {redact_url(target.url)}",
         f"Verdict:  {('UP (degraded)' if outcome.degraded else 'UP') if outcome.ok else 'DOWN'}",
         f"Status:   {outcome.status_code if outcome.status_code is not None else '-'}",
         f"Time:     {f'{outcome.response_time_ms:.1f} ms' if outcome.response_time_ms is not None else '-'}",
+        f"Phases:   {_phases(outcome.timings)}",
     ]
+    if engine is not None:
+        lines.append(f"Engine:   {engine}")
     if target.regex is not None:
         shown = {True: "matched", False: "not matched", None: "not checked"}[outcome.regex_matched]
         lines.append(f"Regex:    {_shorten(repr(target.regex))} {shown}")
@@ -237,6 +247,6 @@ def format_outcome(target: Target, outcome: Outcome) -> str:
 
 def outcome_to_dict(outcome: Outcome) -> dict:
     """A JSON-serialisable dict (started_at as ISO 8601)."""
-    data = dataclasses.asdict(outcome)
+    data = dataclasses.asdict(outcome)  # timings: a nested dict of the four phases
     data["started_at"] = outcome.started_at.isoformat()
     return data

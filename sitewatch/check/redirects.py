@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import urllib3
+from urllib3.util import Url, parse_url
+
 from sitewatch.redact import redact_url
 
 from .engine import Failure, Request
@@ -56,6 +59,21 @@ class Hops:
         # A bad first URL is a configuration problem ("protocol"); a bad Location
         # is the site's doing ("redirects").
         return "protocol" if self.redirects == 0 else "redirects"
+
+    def parse(self, url: str) -> Url:
+        """The hop's URL, parsed the same for every engine; a Failure when it cannot be fetched."""
+        kind = self.bad_url_kind
+        try:
+            parts = parse_url(url)
+        except urllib3.exceptions.LocationParseError:
+            raise Failure(kind, f"invalid URL {redact_url(url)}") from None
+        if parts.scheme not in ("http", "https"):
+            raise Failure(kind, f"unsupported URL scheme {parts.scheme!r} in {redact_url(url)}")
+        if not parts.host:
+            raise Failure(kind, f"no host in URL {redact_url(url)}")
+        if parts.port == 0:  # `parts.port or 80` would quietly check another port
+            raise Failure(kind, f"invalid port 0 in {redact_url(url)}")
+        return parts
 
     def follow(self, status: int, location: str) -> None:
         """Move to the hop a redirect names; a Failure when it may not be followed."""

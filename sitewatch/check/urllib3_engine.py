@@ -25,23 +25,26 @@ import ssl
 import time
 
 import urllib3
-from urllib3.util import parse_url
 
 from sitewatch.redact import redact_url
 
 from . import tls
-from .body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
+from .body import BadEncoding, BodyTooLarge, read_body
 from .connect import connect, interleave
 from .deadline import WATCHDOG, Deadline
 from .engine import (
-    USER_AGENT,
+    CONNECTING,
+    READING,
+    RESOLVING,
+    TLS_HANDSHAKE,
+    WAITING,
     Failure,
     Request,
     Response,
     Timings,
-    basic_auth,
     failed,
     monitor_failure,
+    request_headers,
     url_secrets,
 )
 from .redirects import REDIRECT_STATUSES, Hops
@@ -113,12 +116,6 @@ class _HTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnect
 
 # --------------------------------------------------------------------------- one fetch
 
-# What the fetch was doing; used in messages and to classify errors.
-_RESOLVING = "resolving the host name"
-_CONNECTING = "connecting"
-_TLS = "doing the TLS handshake"
-_WAITING = "waiting for the response"
-_READING = "reading the body"
 
 
 def _describe(exc: BaseException) -> str:
@@ -149,7 +146,7 @@ class _Fetch:
     def __init__(self, request: Request) -> None:
         self.request = request
         self.deadline = Deadline(request.timeout)
-        self.stage = _RESOLVING
+        self.stage = RESOLVING
         self.https = False
         self.status: int | None = None
         self.headers: tuple[tuple[str, str], ...] = ()
@@ -196,25 +193,12 @@ class _Fetch:
     def _fetch(self, url: str) -> tuple[str | None, bytearray | None]:
         """One request on a fresh connection; returns (redirect Location or None, body or None)."""
         hops = self.hops
-        try:
-            parts = parse_url(url)
-        except urllib3.exceptions.LocationParseError:
-            raise Failure(hops.bad_url_kind, f"invalid URL {redact_url(url)}") from None
         self.secrets |= url_secrets(url)
-        if parts.scheme not in ("http", "https"):
-            raise Failure(hops.bad_url_kind, f"unsupported URL scheme {parts.scheme!r} in {redact_url(url)}")
-        if not parts.host:
-            raise Failure(hops.bad_url_kind, f"no host in URL {redact_url(url)}")
-        if parts.port == 0:  # `parts.port or 80` would quietly check another port
-            raise Failure(hops.bad_url_kind, f"invalid port 0 in {redact_url(url)}")
+        parts = hops.parse(url)
 
         self.https = parts.scheme == "https"
         host = parts.host.strip("[]")  # IPv6 literals come bracketed
-        # Keyed by lower-cased name, so the request's own headers replace ours.
-        ours = [("User-Agent", USER_AGENT), ("Accept-Encoding", ACCEPT_ENCODING)]  # encodings body.py decodes
-        if parts.auth:  # `user@host` too; not an empty `@host`
-            ours.append(("Authorization", basic_auth(parts.auth)))
-        merged = {name.lower(): (name, value) for name, value in [*ours, *hops.headers, ("Connection", "close")]}
+        merged = request_headers(parts.auth, hops.headers)
         headers = dict(merged.values())
         self._marks = {"start": time.monotonic()}
 
@@ -224,14 +208,14 @@ class _Fetch:
             conn = _HTTPConnection(host, 80 if parts.port is None else parts.port, fetch=self)
         response = None
         try:
-            self.stage = _RESOLVING
+            self.stage = RESOLVING
             conn.connect()
             self._watch(conn.sock)  # the TLS wrapper replaced the raw socket
             if self.https:
                 self._mark("tls")
                 self._note_days_left(tls.days_left(conn.sock))
 
-            self.stage = _WAITING
+            self.stage = WAITING
             conn.timeout = self.deadline.left()  # getresponse() applies it to the socket
             conn.request(hops.method, parts.request_uri, body=hops.body, headers=headers, preload_content=False)
             response = conn.getresponse()
@@ -244,7 +228,7 @@ class _Fetch:
                 location = None  # a Location on a 200 or 201 is no redirect
             content = None
             if location is None and hops.method != "HEAD":
-                self.stage = _READING
+                self.stage = READING
                 content = self._read_body(response)
             # When the watchdog cut the socket, http.client may have taken the EOF
             # for the end of the headers or of the body: what we have is truncated.
@@ -309,7 +293,7 @@ class _Fetch:
 
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
-        self.stage = _RESOLVING
+        self.stage = RESOLVING
         addresses = resolve(host, port, self.deadline)
         family = _FAMILIES.get(self.request.ip_version)
         if family is not None:
@@ -317,7 +301,7 @@ class _Fetch:
             if not addresses:
                 raise Failure("dns", f"cannot resolve {host}: no IPv{self.request.ip_version} address")
         self._mark("dns")
-        self.stage = _CONNECTING
+        self.stage = CONNECTING
         sock = connect(interleave(addresses), socket_options, self.deadline, self.request.source_address)
         try:
             peer = sock.getpeername()
@@ -329,7 +313,7 @@ class _Fetch:
         self._mark("connect")
         self._peer = (sock.family, sock.type, sock.proto, "", peer)
         self._watch(sock)
-        self.stage = _TLS if self.https else _WAITING
+        self.stage = TLS_HANDSHAKE if self.https else WAITING
         return sock
 
     def _watch(self, sock) -> None:
@@ -355,13 +339,13 @@ class _Fetch:
         if self.deadline.passed() or isinstance(exc, timeouts):
             seconds = float(self.deadline.seconds)
             return Failure("timeout", f"timed out after {seconds} s (total deadline) while {self.stage}")
-        if self.stage == _RESOLVING:
+        if self.stage == RESOLVING:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _describe(exc)
             return Failure("dns", f"cannot resolve {host}: {reason}")
-        if self.stage == _CONNECTING:
+        if self.stage == CONNECTING:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _describe(exc)
             return Failure("connect", f"cannot connect to {host} port {port}: {reason}")
-        if self.stage == _TLS or isinstance(exc, (ssl.SSLError, urllib3.exceptions.SSLError)):
+        if self.stage == TLS_HANDSHAKE or isinstance(exc, (ssl.SSLError, urllib3.exceptions.SSLError)):
             if isinstance(exc, ssl.SSLCertVerificationError):
                 reason = f"certificate verify failed: {exc.verify_message}"
             else:

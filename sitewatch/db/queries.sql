@@ -188,9 +188,10 @@ WITH result AS (
                          %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
                          %(status_code)s::integer[], %(regex_matched)s::boolean[], %(ok)s::boolean[],
                          %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[],
+                         %(dns_ms)s::real[], %(connect_ms)s::real[], %(tls_ms)s::real[], %(first_byte_ms)s::real[],
                          %(degraded)s::boolean[])
         AS r (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
-              error_kind, error, cert_days_left, degraded)
+              error_kind, error, cert_days_left, dns_ms, connect_ms, tls_ms, first_byte_ms, degraded)
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
@@ -198,9 +199,10 @@ WITH result AS (
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
                              regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by,
-                             degraded)
+                             dns_ms, connect_ms, tls_ms, first_byte_ms, degraded)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
-           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner, r.degraded
+           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner,
+           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms, r.degraded
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded

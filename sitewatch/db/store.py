@@ -130,9 +130,11 @@ def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts:
 
 
 # The fields of one result row given to complete_tasks, in order. The last ones may be left off
-# (null): `degraded` is null for a row built without it (tests, the claim's lost slots).
+# (null): rows written before they existed, and tests, carry 11 fields; the phase timings, then
+# `degraded` (null for a row built without it: tests, the claim's lost slots).
 RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
-                 "regex_matched", "ok", "error_kind", "error", "cert_days_left", "degraded")
+                 "regex_matched", "ok", "error_kind", "error", "cert_days_left",
+                 "dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "degraded")
 
 
 # Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
