@@ -54,6 +54,9 @@ setup(
         # 7.45.3 is the first release with those wheels; pycurl's major version follows libcurl's 7.
         "pycurl>=7.45.3,<8; (sys_platform == 'linux' and platform_machine in 'x86_64 aarch64')"
         " or sys_platform == 'darwin'",
+        # Assertions' JSONPath: a strict RFC 9535 implementation (DESIGN.md section 12 names the
+        # RFC), maintained, pure Python; its 1.x line is what installs on Python 3.11.
+        "jsonpath-rfc9535>=1.0,<2",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",

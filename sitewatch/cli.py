@@ -173,12 +173,22 @@ def add_check_options(parser) -> None:
                         help="redirects followed at most (default: check.max_redirects = 5)")
     parser.add_argument("--verify-tls", action=argparse.BooleanOptionalAction, default=None,
                         help="verify TLS certificates (default: check.verify_tls = true)")
+    add_assertion_options(parser)
+
+
+def add_assertion_options(parser) -> None:
+    parser.add_argument("--assert", dest="assertions", metavar="EXPR", action="append",
+                        help="an expression that must hold, e.g. 'json $.status == \"ok\"' (repeatable; "
+                             "README \"Assertions\")")
+    parser.add_argument("--degraded", metavar="EXPR", action="append",
+                        help="an expression whose failure makes an up result degraded, e.g. "
+                             "'response_time < 800' (repeatable)")
 
 
 def check_options(args) -> dict:
     return {"url": args.url, "regex": args.regex, "timeout": args.timeout, "method": args.method,
             "expected_status": args.expected_status, "max_redirects": args.max_redirects,
-            "verify_tls": args.verify_tls}
+            "verify_tls": args.verify_tls, "assert": args.assertions, "degraded": args.degraded}
 
 
 def main(argv=None, env=None) -> int:
@@ -426,13 +436,34 @@ def cmd_check(args, cfg) -> int:
     from .urlspec import make_entry
     entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
     target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
-    engine = engine_named(cfg.check.engine)
+    engine = _Recording(engine_named(cfg.check.engine))
     outcome = probe.check(target, engine)
     if args.json:
         print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))
     else:
         print(probe.format_outcome(target, outcome, engine.name))
+        print_assertions(target, engine.response)
     return 0 if outcome.ok else 1
+
+
+class _Recording:
+    """An engine that keeps the response it fetched, so `check` can show each assertion on it."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.name, self.response = engine, engine.name, None
+
+    def fetch(self, request):
+        self.response = self.engine.fetch(request)
+        return self.response
+
+
+def print_assertions(target, response) -> None:
+    """Each `assert` and `degraded` expression with pass or FAIL and the actual value."""
+    if (target.assertions or target.degraded) and response is not None and response.error_kind is None:
+        from .assertions import explain
+        print("Assertions:")
+        for line in explain(target.assertions, target.degraded, response):
+            print(f"  {line}")
 
 
 def cmd_web(cfg) -> int:

@@ -200,6 +200,9 @@ SETTINGS = [
             "may override it: url add --failure-threshold).", check=_between(1, 1000)),
     Setting("alerts", "success_threshold", int, 2, "Consecutive good slots that turn a down URL up "
             "again (url add --success-threshold).", check=_between(1, 1000)),
+    Setting("alerts", "notify_degraded", bool, True, "Send the `degraded` and `recovered` notices when a "
+            "URL turns degraded (its `degraded` assertions failed failure_threshold times in a row) and "
+            "back up."),
     Setting("alerts", "repeat_interval", str, "0", "Remind every DURATION (90s, 15m, 2h, 7d) while a URL "
             "stays down; 0 = never.", check=_alerts("check_duration"), numbers_as_text=True),
     Setting("alerts", "max_attempts", int, 6, "Tries per notice and channel before it is marked dead "

@@ -4,21 +4,21 @@ Everything here is pure. A refusal raises BadInput with one line that says why;
 the CLI turns it into exit code 2 before anything is written.
 """
 
-import functools
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from urllib.parse import urlsplit, urlunsplit
 
 import re2
 import yaml
 
 from .alerts.settings import parse_notify
+from .assertions import parse_all
 from .errors import BadInput
 from .redact import redact_url
+from .regex import compile_regex  # noqa: F401 - re-exported: check/probe.py and tests import it from here
 
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000
-REGEX_MAX_MEM = 8 << 20          # RE2's program memory budget for one user regex
 METHODS = ("GET", "HEAD")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
@@ -41,12 +41,16 @@ class UrlEntry:
     failure_threshold: int | None = None
     success_threshold: int | None = None
     notify: list[str] | None = None      # channel names
+    # `assert` and `degraded` expressions as written (DESIGN.md section 12), validated
+    assertions: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
 
     def as_row(self) -> dict:
         return asdict(self)
 
 
-OPTION_NAMES = [f.name for f in fields(UrlEntry)]
+# User-facing option names: the YAML key `assert` is stored as `assertions` (a Python keyword).
+OPTION_NAMES = ["assert" if f.name == "assertions" else f.name for f in fields(UrlEntry)]
 
 
 def normalise_url(raw) -> str:
@@ -120,18 +124,6 @@ def validate_period(raw, min_period: int, max_period: int) -> int:
         raise BadInput(f"period must be between {min_period} and {max_period} seconds "
                        f"(check.min_period, check.max_period), got {raw}")
     return raw
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_regex(pattern: str):
-    """Compile a user regex with RE2: validation and checking use the very same options.
-
-    Cached because checkers run the same few patterns over and over. Raises re2.error.
-    """
-    options = re2.Options()
-    options.max_mem = REGEX_MAX_MEM
-    options.log_errors = False      # RE2 would print to stderr; callers say why themselves
-    return re2.compile(pattern, options)
 
 
 def validate_regex(raw) -> str | None:
@@ -238,7 +230,18 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         failure_threshold=validate_threshold("failure threshold", options.get("failure_threshold")),
         success_threshold=validate_threshold("success threshold", options.get("success_threshold")),
         notify=parse_notify(options.get("notify")),
+        assertions=validate_assertions("assert", options.get("assert")),
+        degraded=validate_assertions("degraded", options.get("degraded")),
     )
+
+
+def validate_assertions(name, raw) -> list[str]:
+    """A list of expressions (one expression alone is a list of one), each parsed and refused
+    with its column and what was expected there; stored as written."""
+    try:
+        return [assertion.source for assertion in parse_all(raw)]
+    except BadInput as e:
+        raise BadInput(f"{name}: {e}") from None
 
 
 def validate_threshold(name, raw) -> int | None:

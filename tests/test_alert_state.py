@@ -127,7 +127,7 @@ def test_many_slots_of_one_url_in_one_batch_apply_in_slot_order(conn):
     url = add_url(conn)
     # complete_tasks never carries two slots of a URL (a URL has one task at a time); the function
     # still takes them in slot order, one round each.
-    results = [(url, slot(i), ok, None if ok else "connect", None, None, "h:c:1")
+    results = [(url, slot(i), ok, None if ok else "connect", None, None, "h:c:1", False)
                for i, ok in [(4, True), (0, False), (3, True), (1, False), (2, False)]]
     q(conn, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
             " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops,mail}')", (results,))
@@ -187,7 +187,8 @@ def test_writers_racing_on_the_same_urls_never_deadlock_and_open_one_incident_ea
         try:
             barrier.wait()
             for i in range(6):
-                results = [(u, slot(i), False, "connect", "refused", None, f"{host}:consumer-1:1") for u in order]
+                results = [(u, slot(i), False, "connect", "refused", None, f"{host}:consumer-1:1", False)
+                           for u in order]
                 q(c, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
                      " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops}')"
                      " ON CONFLICT (key, channel) DO NOTHING", (results,))

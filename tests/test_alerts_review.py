@@ -435,7 +435,8 @@ def test_two_certificates_behind_one_url_each_warn_once_per_threshold(conn):  # 
     def seen(at, days):
         q(conn, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
                 " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops}')"
-                " ON CONFLICT (key, channel) DO NOTHING", ([(url, at, True, None, None, days, "h:consumer-1:1")],))
+                " ON CONFLICT (key, channel) DO NOTHING",
+          ([(url, at, True, None, None, days, "h:consumer-1:1", False)],))
 
     for i in range(10):                       # DNS round robin: 80 and 5 days left, in turn
         seen(start + datetime.timedelta(hours=i), 80 if i % 2 == 0 else 5)
@@ -484,7 +485,7 @@ def test_schema_6_remembers_the_certificate_each_url_was_warned_about(empty_dsn)
         for at, days in ((now + datetime.timedelta(minutes=1), 10), (now + datetime.timedelta(days=4), 6)):
             q(c, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
                  " SELECT * FROM alert_apply_results(%s::alert_result[], 3, 2, '{ops}')",
-              ([(url, at, True, None, None, days, "h:consumer-1:1")],))
+              ([(url, at, True, None, None, days, "h:consumer-1:1", False)],))
         assert q(c, "SELECT key FROM alert_outbox") == [(f"cert:{url}:0:7",)]
         assert q(c, "SELECT cert_seq FROM url_state") == [(1,)]
     finally:

@@ -114,6 +114,15 @@ def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[s
         title = f"CERTIFICATE EXPIRING: {url}"
         body = f"The TLS certificate of {u} expires in {days} day{'s' if days != 1 else ''}."
         level = "warning"
+    elif kind == "degraded":
+        title = f"DEGRADED: {url}"
+        body = (f"{u} is up but degraded since {_when(detail.get('since'))} "
+                f"({detail.get('degraded_checks')} degraded checks): {_error(detail, markdown)}.")
+        level = "warning"
+    elif kind == "recovered":
+        title = f"RECOVERED: {url}"
+        body = f"{u} is no longer degraded."
+        level = "success"
     elif kind == "flapping":
         if detail.get("flapping"):
             title = f"FLAPPING: {url}"

@@ -123,12 +123,13 @@ WITH ended AS (
     WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
     RETURNING like_pattern
 ), changed AS (
-    SELECT s.url_id, s.state, s.incident_id, alert_redact_url(u.url) AS url,
+    -- a degraded URL is up as far as down/up notices go (0008_assertions.sql)
+    SELECT s.url_id, alert_up_or_down(s.state) AS state, s.incident_id, alert_redact_url(u.url) AS url,
            coalesce(u.notify, %(channels)s::text[]) AS channels
     FROM url_state s JOIN url u ON u.id = s.url_id
     WHERE u.url LIKE ANY (ARRAY(SELECT like_pattern FROM ended))
       AND NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
-      AND s.state <> 'unknown' AND s.state <> coalesce(s.notified_state, 'up') AND NOT s.flapping
+      AND s.state <> 'unknown' AND alert_up_or_down(s.state) <> coalesce(s.notified_state, 'up') AND NOT s.flapping
     ORDER BY s.url_id
     FOR UPDATE OF s
 ), marked AS (

@@ -66,7 +66,8 @@ def alert_defaults(cfg) -> dict:
     """The parameters complete_tasks passes to alert_apply_results for URLs without overrides."""
     return {"failure_threshold": cfg.alerts.failure_threshold,
             "success_threshold": cfg.alerts.success_threshold,
-            "channels": default_channels(cfg)}
+            "channels": default_channels(cfg),
+            "notify_degraded": cfg.alerts.notify_degraded}
 
 
 def parse_notify(raw) -> list[str] | None:

@@ -4,7 +4,7 @@
 short `error_kind` plus a readable, redacted `error` (see DESIGN.md section 4,
 "One check"). Fetching is an engine's (engine.py: the boundary; urllib3_engine.py,
 curl_engine.py); judging is here, once for every engine: the expected status
-ranges and the regex. User regexes run on google-re2 (linear time), never on
+ranges, the regex, then the assertions (sitewatch/assertions). User regexes run on google-re2 (linear time), never on
 Python's `re`.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import re2
 
+from sitewatch import assertions
 from sitewatch.redact import printable, redact_url
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
@@ -52,6 +53,9 @@ class Target:
     request: Request
     regex: str | None = None
     expected_status: tuple[tuple[int, int], ...] = ((200, 399),)  # inclusive ranges
+    # parsed `assert` and `degraded` expressions (sitewatch/assertions; DESIGN.md section 12)
+    assertions: tuple[assertions.Assertion, ...] = ()
+    degraded: tuple[assertions.Assertion, ...] = ()
 
     def __init__(self, request: Request | str | None = None, /, **fields) -> None:
         if not isinstance(request, Request):
@@ -84,7 +88,9 @@ def target_for(settings, max_body_bytes: int) -> Target:
     request = Request(url=settings["url"], method=settings["method"], timeout=float(settings["timeout"]),
                       max_redirects=settings["max_redirects"], verify_tls=settings["verify_tls"],
                       max_body_bytes=max_body_bytes)
-    return Target(request, regex=settings["regex"], expected_status=_expected_ranges(settings["expected_status"]))
+    return Target(request, regex=settings["regex"], expected_status=_expected_ranges(settings["expected_status"]),
+                  assertions=assertions.parse_all(settings.get("assertions")),
+                  degraded=assertions.parse_all(settings.get("degraded")))
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class Outcome:
     error: str | None  # human-readable, secrets redacted, printable (see __post_init__)
     cert_days_left: int | None  # smallest days-until-notAfter of the certificates seen (https)
     timings: Timings = Timings()  # the final hop's phases (engine.Timings)
+    degraded: bool = False  # ok, but a `degraded` expression failed; `error` names it
 
     def __post_init__(self) -> None:
         # Every error that is stored is made here (the consumer's `lost` ones too): it quotes
@@ -157,14 +164,22 @@ def _judge_regex(target: Target, body: bytes | None) -> tuple[tuple[str, str] | 
 
 
 def judge(target: Target, response: Response, started_at: datetime.datetime) -> Outcome:
-    """The verdict on what an engine fetched: transport errors first, then status, then regex."""
+    """The verdict on what an engine fetched: transport errors first, then status, then regex, then
+    the `assert` expressions (error_kind `assertion`), then the `degraded` ones (still ok)."""
     regex_matched = None
+    degraded = False
     if response.error_kind is not None:  # already redacted and cut by the engine
         failure, error = response.error_kind, response.error
     else:
         failed_status = _judge_status(target, response.status)
         failed_regex, regex_matched = _judge_regex(target, response.body)
         found = failed_status or failed_regex
+        if not found and (target.assertions or target.degraded):   # none: nothing to pay
+            failed, slow = assertions.judge(target.assertions, target.degraded, response)
+            if failed:
+                found = "assertion", failed.message
+            elif slow:   # up, but degraded: ok stays true, the error names the expression
+                degraded, found = True, (None, slow.message)
         failure = found[0] if found else None
         error = redacted(found[1], url_secrets(target.url) | target.request.secrets) if found else None
     return Outcome(
@@ -177,6 +192,7 @@ def judge(target: Target, response: Response, started_at: datetime.datetime) -> 
         error=error,
         cert_days_left=response.cert_days_left,
         timings=response.timings,
+        degraded=degraded,
     )
 
 
@@ -211,7 +227,7 @@ def format_outcome(target: Target, outcome: Outcome, engine: str | None = None) 
     """A few human-readable lines, for `sitewatch check`."""
     lines = [
         f"URL:      {redact_url(target.url)}",
-        f"Verdict:  {'UP' if outcome.ok else 'DOWN'}",
+        f"Verdict:  {('UP (degraded)' if outcome.degraded else 'UP') if outcome.ok else 'DOWN'}",
         f"Status:   {outcome.status_code if outcome.status_code is not None else '-'}",
         f"Time:     {f'{outcome.response_time_ms:.1f} ms' if outcome.response_time_ms is not None else '-'}",
         f"Phases:   {_phases(outcome.timings)}",

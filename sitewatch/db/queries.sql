@@ -4,10 +4,10 @@
 -- name: add_url
 -- Register one URL, first slot due now (a URL added by hand is checked within seconds).
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                 next_check_at, failure_threshold, success_threshold, notify)
+                 next_check_at, failure_threshold, success_threshold, notify, assertions, degraded)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
         %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
-        %(notify)s::text[])
+        %(notify)s::text[], %(assertions)s::text[], %(degraded)s::text[])
 ON CONFLICT (url) DO NOTHING
 RETURNING id;
 
@@ -18,18 +18,19 @@ RETURNING id;
 -- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
 -- producer enqueued since then would be scheduled again (the schedule moved backwards).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
-                      verify_tls, next_check_at, failure_threshold, success_threshold, notify)
+                      verify_tls, next_check_at, failure_threshold, success_threshold, notify,
+                      assertions, degraded)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
        v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period), v.failure_threshold,
-       v.success_threshold, v.notify
+       v.success_threshold, v.notify, v.assertions, v.degraded
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                       failure_threshold, success_threshold, notify)
+                       failure_threshold, success_threshold, notify, assertions, degraded)
 ON CONFLICT (url) DO UPDATE SET
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
     method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
     max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
     failure_threshold = EXCLUDED.failure_threshold, success_threshold = EXCLUDED.success_threshold,
-    notify = EXCLUDED.notify,
+    notify = EXCLUDED.notify, assertions = EXCLUDED.assertions, degraded = EXCLUDED.degraded,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
@@ -73,7 +74,7 @@ SELECT g.id, (SELECT count(*) FROM closed), (SELECT count(*) FROM queued) FROM g
 -- name: list_urls
 -- Every URL with its settings and its last recorded result (one index probe per URL).
 SELECT u.url, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
-       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots,
+       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded,
        r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
        r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
        r.error_kind AS last_error_kind, r.error AS last_error
@@ -166,12 +167,13 @@ WITH candidate AS (
     WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND url.id = task.url_id
       AND task.attempts < %(max_attempts)s
     RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
-              url.method, url.expected_status, url.max_redirects, url.verify_tls
+              url.method, url.expected_status, url.max_redirects, url.verify_tls,
+              url.assertions, url.degraded
 )
 SELECT * FROM claimed
 -- One more row, its id null, when slots were recorded lost: how many (for the metrics).
 UNION ALL
-SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM lost_recorded HAVING count(*) > 0;
 
 -- name: complete_tasks
@@ -186,9 +188,10 @@ WITH result AS (
                          %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
                          %(status_code)s::integer[], %(regex_matched)s::boolean[], %(ok)s::boolean[],
                          %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[],
-                         %(dns_ms)s::real[], %(connect_ms)s::real[], %(tls_ms)s::real[], %(first_byte_ms)s::real[])
+                         %(dns_ms)s::real[], %(connect_ms)s::real[], %(tls_ms)s::real[], %(first_byte_ms)s::real[],
+                         %(degraded)s::boolean[])
         AS r (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
-              error_kind, error, cert_days_left, dns_ms, connect_ms, tls_ms, first_byte_ms)
+              error_kind, error, cert_days_left, dns_ms, connect_ms, tls_ms, first_byte_ms, degraded)
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
@@ -196,21 +199,22 @@ WITH result AS (
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
                              regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by,
-                             dns_ms, connect_ms, tls_ms, first_byte_ms)
+                             dns_ms, connect_ms, tls_ms, first_byte_ms, degraded)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
            r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner,
-           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms
+           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms, r.degraded
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
-    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
 ), alerted AS (
     -- Alerts (0002_alerts.sql): url_state, incidents and the outbox move in this transaction,
     -- fed by the rows actually recorded.
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
     SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
-                                                            cert_days_left, checked_by)::alert_result)
+                                                            cert_days_left, checked_by, degraded)::alert_result)
                                        FROM recorded),
-                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[])
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
+                                      %(notify_degraded)s)
     ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r

@@ -58,7 +58,8 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     """
     template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
                 " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
-                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[])")
+                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[],"
+                " %(assertions)s::text[], %(degraded)s::text[])")
     rows = []
     for start in range(0, len(entries), IMPORT_CHUNK):
         chunk = [e.as_row() for e in entries[start:start + IMPORT_CHUNK]]
@@ -128,16 +129,17 @@ def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts:
     return [dict(zip(columns, row, strict=True)) for row in rows], lost
 
 
-# The fields of one result row given to complete_tasks, in order. The phase timings come last
-# and may be left off (null): rows written before they existed, and tests, carry 11 fields.
+# The fields of one result row given to complete_tasks, in order. The last ones may be left off
+# (null): rows written before they existed, and tests, carry 11 fields; the phase timings, then
+# `degraded` (null for a row built without it: tests, the claim's lost slots).
 RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
                  "regex_matched", "ok", "error_kind", "error", "cert_days_left",
-                 "dns_ms", "connect_ms", "tls_ms", "first_byte_ms")
+                 "dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "degraded")
 
 
 # Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
 # and the default channels' names); see sitewatch/alerts/settings.py alert_defaults().
-NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": []}
+NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": [], "notify_degraded": True}
 
 
 def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) -> list[int]:
@@ -153,7 +155,8 @@ def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) 
         missing = (None,) * (len(RESULT_FIELDS) - len(rows[0]))
         rows = [row + missing for row in rows]
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
-    columns.update(alert_defaults or NO_ALERT_CHANNELS)
+    columns.update(NO_ALERT_CHANNELS)
+    columns.update(alert_defaults or {})
     with conn.cursor() as cur:
         cur.execute(QUERIES["complete_tasks"], columns)
         return [task_id for (task_id,) in cur.fetchall()]

@@ -237,6 +237,15 @@ WHERE scheduled_at >= now() - least(interval '15 minutes',
   AND scheduled_at <= now() + interval '1 hour'
 ORDER BY url_id, scheduled_at DESC;
 
+-- name: degraded_24h
+-- The fraction of each URL's results of the last 24 hours that were degraded (lost slots left
+-- out). Only a URL with `degraded` expressions can have degraded results, so only those are
+-- read (index probes on (url_id, scheduled_at)); the others are 0.
+SELECT t.url_id, (count(*) FILTER (WHERE t.degraded))::float8 / count(*)
+FROM url u JOIN task_result t ON t.url_id = u.id AND t.scheduled_at >= now() - interval '24 hours'
+WHERE cardinality(u.degraded) > 0 AND (%(all)s OR u.id = ANY (%(ids)s)) AND t.error_kind IS DISTINCT FROM 'lost'
+GROUP BY t.url_id;
+
 -- name: url_state
 -- The alerts' state of each URL.
 SELECT url_id, state, since FROM url_state WHERE %(all)s OR url_id = ANY (%(ids)s);
@@ -260,7 +269,7 @@ WHERE url_id = %(id)s AND NOT ok ORDER BY scheduled_at DESC LIMIT %(limit)s;
 -- name: raw_history
 -- One URL's raw results in [since, until), oldest first.
 SELECT scheduled_at, started_at, response_time_ms, status_code, regex_matched, ok, error_kind, error,
-       cert_days_left
+       cert_days_left, degraded
 FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(since)s AND scheduled_at < %(until)s
 ORDER BY scheduled_at;
 
@@ -386,6 +395,12 @@ WITH recent AS (
                         ORDER BY t.scheduled_at DESC LIMIT 1) AS t
     WHERE (%(all)s OR u.id = ANY (%(ids)s)) AND u.id >= %(id_from)s AND u.id < %(id_to)s
       AND NOT EXISTS (SELECT 1 FROM latest l WHERE l.url_id = u.id)
+), degraded AS (      -- as degraded_24h
+    SELECT t.url_id, (count(*) FILTER (WHERE t.degraded))::float8 / count(*) AS fraction
+    FROM url u JOIN task_result t ON t.url_id = u.id AND t.scheduled_at >= now() - interval '24 hours'
+    WHERE cardinality(u.degraded) > 0 AND (%(all)s OR u.id = ANY (%(ids)s))
+      AND u.id >= %(id_from)s AND u.id < %(id_to)s AND t.error_kind IS DISTINCT FROM 'lost'
+    GROUP BY t.url_id
 ), counted AS (
     SELECT u.id, u.url, floor((%(now)s - greatest(%(start_24h)s, extract(epoch FROM u.created_at)::float8))
                               / u.period)::bigint AS expected,
@@ -432,6 +447,7 @@ FROM figured f
 LEFT JOIN url_state st ON st.url_id = f.id
 LEFT JOIN latest l ON l.url_id = f.id
 LEFT JOIN older old ON old.url_id = f.id
+LEFT JOIN degraded dg ON dg.url_id = f.id
 WHERE NOT %(down)s OR st.state = 'down';      -- report.py sorts the lines (faster there)
 
 -- name: median_url_id
@@ -452,7 +468,8 @@ concat('{"url": ', to_json(f.url), ', "state": ', to_json(coalesce(st.state, 'un
     ', "p95_ms_24h": ', coalesce(((%(p95_values)s::float8[])[f.p95_bucket + 1])::text, 'null'),
     ', "last_error_kind": ', coalesce(to_json(coalesce(l.error_kind, old.error_kind))::text, 'null'),
     ', "last_error": ', coalesce(to_json(coalesce(l.error, old.error))::text, 'null'),
-    ', "cert_days_left": ', coalesce(coalesce(l.cert_days_left, old.cert_days_left)::text, 'null'), '}')
+    ', "cert_days_left": ', coalesce(coalesce(l.cert_days_left, old.cert_days_left)::text, 'null'),
+    ', "degraded_24h": ', coalesce(dg.fraction::text, CASE WHEN f.results > 0 THEN '0.0' ELSE 'null' END), '}')
 
 -- name: status_line_table
 -- A line of the status table after its URL column (report.py pads the URL).

@@ -21,9 +21,9 @@ HOUR = datetime.timedelta(hours=1)
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")     # a duration, not a time: whole units required
 FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
-                   "error_kind", "error", "cert_days_left", "source")
+                   "error_kind", "error", "cert_days_left", "degraded", "source")
 STATUS_FIELDS = ("url", "state", "since", "uptime_24h", "uptime_7d", "uptime_30d", "coverage_24h",
-                 "p95_ms_24h", "last_error_kind", "last_error", "cert_days_left")
+                 "p95_ms_24h", "last_error_kind", "last_error", "cert_days_left", "degraded_24h")
 
 
 def parse_duration(text: str, what: str) -> datetime.timedelta:
@@ -187,8 +187,7 @@ def status_rows(conn, names: list[str] | None, connect=None) -> list[tuple[int, 
                 states, latest = states_read.result()
         finally:
             other.close()
-    if not conn.autocommit:
-        conn.rollback()
+    degraded = _degraded_24h(conn, [url[0] for url in urls] if names else None)
     rows = []
     unknown, no_result = ("unknown", None), (None, None, None)
     for (url_id, url, _, _), (up_24h, up_7d, up_30d, coverage_24h, p95) in zip(urls, figures, strict=True):
@@ -198,8 +197,20 @@ def status_rows(conn, names: list[str] | None, connect=None) -> list[tuple[int, 
             "url": redact_url(url), "state": state, "since": since, "uptime_24h": up_24h,
             "uptime_7d": up_7d, "uptime_30d": up_30d, "coverage_24h": coverage_24h,
             "p95_ms_24h": None if p95 is None else round(p95, 1),
-            "last_error_kind": error_kind, "last_error": error, "cert_days_left": cert}))
+            "last_error_kind": error_kind, "last_error": error, "cert_days_left": cert,
+            "degraded_24h": degraded.get(url_id, 0.0 if up_24h is not None else None)}))
     return rows
+
+
+def _degraded_24h(conn, ids: list[int] | None) -> dict[int, float]:
+    """{id: fraction of its last 24 hours' results that were degraded}, for URLs that have any
+    `degraded` expressions (the others have no degraded results)."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["degraded_24h"], {"ids": ids or [], "all": ids is None})
+        found = dict(cur.fetchall())
+    if not conn.autocommit:
+        conn.rollback()
+    return found
 
 
 def _status_urls(conn, ids: list[int] | None) -> list[tuple]:
@@ -308,7 +319,7 @@ def history_rows(conn, url_id: int, since, until):
             for bucket, checks, _ok, failed, rt_count, rt_sum, cert in cur.fetchall():
                 yield (bucket, None, None if not rt_count else round(rt_sum / rt_count, 3), None, None,
                        failed == 0, None,
-                       None if failed == 0 else f"{failed} of {checks} checks failed", cert, "hourly")
+                       None if failed == 0 else f"{failed} of {checks} checks failed", cert, None, "hourly")
         cur.execute(QUERIES["raw_history"], {"id": url_id, "since": max(since, raw_from or since), "until": until})
         for row in cur:
             yield (*row, "raw")

@@ -335,7 +335,7 @@ class Consumer:
                 outcome.status_code, outcome.regex_matched, outcome.ok, outcome.error_kind,
                 # PostgreSQL text cannot hold NUL; one would fail the whole batch.
                 outcome.error.replace("\x00", "\\0") if outcome.error else None, outcome.cert_days_left,
-                timings.dns_ms, timings.connect_ms, timings.tls_ms, timings.first_byte_ms))
+                timings.dns_ms, timings.connect_ms, timings.tls_ms, timings.first_byte_ms, outcome.degraded))
             self.stats["checks"] += 1
             self.stats["ok" if outcome.ok else "failed"] += 1
             lag = (started_at - task["scheduled_at"]).total_seconds()

@@ -137,17 +137,18 @@ WHERE u.id = %(id)s
 # Every URL has a url_state row (the alerts' trigger on url inserts it, in state 'unknown');
 # the LEFT JOINs and coalesce(..., 'unknown') only guard a hand-edited database.
 SUMMARY_SQL = """
-SELECT (SELECT count(*) FROM url) AS urls, s.up, s.down,
+SELECT (SELECT count(*) FROM url) AS urls, s.up, s.degraded, s.down,
        (SELECT count(*) FROM incident WHERE ended_at IS NULL) AS open_incidents,
        s.last_result_slot, now() AS generated_at
 FROM (SELECT count(*) FILTER (WHERE state = 'up') AS up, count(*) FILTER (WHERE state = 'down') AS down,
+             count(*) FILTER (WHERE state = 'degraded') AS degraded,
              max(last_slot) AS last_result_slot
       FROM url_state) s
 """
 
 CHECKS_SQL = """
 SELECT scheduled_at, started_at, ok, status_code, response_time_ms, regex_matched, error_kind, error,
-       cert_days_left
+       cert_days_left, degraded
 FROM task_result
 WHERE url_id = %(id)s AND (%(before)s::timestamptz IS NULL OR scheduled_at < %(before)s)
 ORDER BY scheduled_at DESC
@@ -188,7 +189,7 @@ def _like(text: str | None) -> str | None:
 
 def summary(conn) -> dict:
     row = _rows(conn, SUMMARY_SQL, {})[0]
-    row["unknown"] = row["urls"] - row["up"] - row["down"]
+    row["unknown"] = row["urls"] - row["up"] - row["degraded"] - row["down"]
     return row
 
 
@@ -337,7 +338,7 @@ STRIP_SQL = """
 SELECT p.id AS url_id, now() AS db_now, r.*
 FROM unnest(%(ids)s::bigint[], %(periods)s::integer[]) AS p (id, period)
 LEFT JOIN LATERAL (
-    SELECT t.scheduled_at, t.ok, t.status_code, t.response_time_ms, t.error_kind, t.error
+    SELECT t.scheduled_at, t.ok, t.status_code, t.response_time_ms, t.error_kind, t.error, t.degraded
     FROM task_result t
     WHERE t.url_id = p.id
       AND t.scheduled_at > now() - make_interval(secs => p.period * (%(slots)s + 1)::double precision)

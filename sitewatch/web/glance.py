@@ -1,9 +1,8 @@
 """The list page's strip: each URL's last slots at a glance, oldest left, newest right.
 
 A cell per slot: ok (green), failed (red), lost or missed (grey: the monitor's failure to check,
-not the site's; missed = no result at all, a slot the producer skipped). Degraded (amber, class
-`d`, styled in base.html already) comes once results record it: `kind()` is the one
-place to add it. Each cell has a title with its time, status and error; the error is the site's
+not the site's; missed = no result at all, a slot the producer skipped), degraded (amber: ok,
+but a `degraded` assertion failed). Each cell has a title with its time, status and error; the error is the site's
 text, untrusted: the template escapes it (Jinja autoescaping), nothing here marks it safe.
 
 Slots are fixed-rate (t0 + k x period, queries.sql enqueue_due), so a gap of k periods between
@@ -23,9 +22,8 @@ CLASSES = {"ok": "o", "failed": "f", "lost": "l", "missed": "m", "degraded": "d"
 
 
 def kind(result: dict) -> str:
-    # Degraded (amber) goes here once task_result records it: "degraded" if result.get("degraded").
     if result["ok"]:
-        return "ok"
+        return "degraded" if result.get("degraded") else "ok"
     return "lost" if result["error_kind"] == "lost" else "failed"
 
 
@@ -43,6 +41,9 @@ def _title(result: dict, period: int, today: datetime.date) -> str:
         if result["response_time_ms"] is not None:
             parts.append(ms(result["response_time_ms"]))
         return f"{when} ok {' '.join(parts)}".rstrip()
+    error = printable(result["error"] or "")
+    if what == "degraded":
+        return f"{when} degraded: {error[:ERROR_CHARS]}".rstrip(": ")
     error = printable(result["error"] or "")
     if len(error) > ERROR_CHARS:
         error = error[:ERROR_CHARS - 1] + "…"
