@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import re2
 import yaml
 
+from . import requestspec
 from .alerts.settings import parse_notify
 from .errors import BadInput
 from .redact import redact_url
@@ -19,7 +20,7 @@ from .redact import redact_url
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000
 REGEX_MAX_MEM = 8 << 20          # RE2's program memory budget for one user regex
-METHODS = ("GET", "HEAD")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")     # a host name once IDNA-encoded
@@ -41,12 +42,31 @@ class UrlEntry:
     failure_threshold: int | None = None
     success_threshold: int | None = None
     notify: list[str] | None = None      # channel names
+    # Request options (requestspec.py); headers, bearer and body hold ${VAR} unexpanded.
+    name: str | None = None              # the monitor's identity when given, else its URL
+    headers: list[str] | None = None     # "Name: value"
+    body: bytes | None = None
+    body_json: bool = False              # the body is JSON: sent with Content-Type application/json
+    bearer: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    ip_version: int | None = None        # 4, 6, None = any
 
     def as_row(self) -> dict:
         return asdict(self)
 
+    @property
+    def identity(self) -> str:
+        return self.name or self.url
 
-OPTION_NAMES = [f.name for f in fields(UrlEntry)]
+    @property
+    def shown(self) -> str:
+        """How messages name the monitor: its name, else its URL redacted."""
+        return self.name or redact_url(self.url)
+
+
+# `json` is read into body and body_json; body_json itself is not an option.
+OPTION_NAMES = [f.name for f in fields(UrlEntry) if f.name != "body_json"] + ["json"]
 
 
 def normalise_url(raw) -> str:
@@ -225,6 +245,15 @@ def make_entry(options: dict, check_config) -> UrlEntry:
 
     expected_status = given("expected_status", check_config.expected_status)
     parse_expected_status(expected_status)
+    body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
+    client_cert = requestspec.validate_path("client cert", options.get("client_cert"))
+    client_key = requestspec.validate_path("client key", options.get("client_key"))
+    if client_key and not client_cert:
+        raise BadInput("client key given without a client cert")
+    headers = requestspec.validate_headers(options.get("headers"))
+    bearer = requestspec.validate_bearer(options.get("bearer"))
+    if bearer and any(requestspec.header_name(line) == "authorization" for line in headers or []):
+        raise BadInput("give bearer or an Authorization header, not both")
     return UrlEntry(
         url=normalise_url(options["url"]),
         period=validate_period(given("period", check_config.default_period),
@@ -238,6 +267,14 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         failure_threshold=validate_threshold("failure threshold", options.get("failure_threshold")),
         success_threshold=validate_threshold("success threshold", options.get("success_threshold")),
         notify=parse_notify(options.get("notify")),
+        name=requestspec.validate_name(options.get("name")),
+        headers=headers,
+        body=body,
+        body_json=body_json,
+        bearer=bearer,
+        client_cert=client_cert,
+        client_key=client_key,
+        ip_version=requestspec.validate_ip_version(options.get("ip_version")),
     )
 
 
@@ -380,9 +417,9 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
             entry = make_entry(options, check_config)
         except BadInput as e:
             raise BadInput(f"{source}: {where}: {e}") from None
-        if entry.url in seen:
-            raise BadInput(f"{source}: {where}: {redact_url(entry.url)} is already listed "
-                           f"at {seen[entry.url]}")
-        seen[entry.url] = where
+        if entry.identity in seen:
+            raise BadInput(f"{source}: {where}: {entry.shown} is already listed "
+                           f"at {seen[entry.identity]}")
+        seen[entry.identity] = where
         entries.append(entry)
     return entries
