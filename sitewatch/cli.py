@@ -452,13 +452,18 @@ def print_url_list(rows, as_json: bool) -> None:
               + (f"  {request}" if request else ""))
 
 
-def cmd_check(args, cfg) -> int:
-    from .check import probe
+def cmd_check(args, cfg, env) -> int:
+    from .check import definition, probe
     from .urlspec import make_entry
-    entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
-    target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
-    outcome = probe.check(target)
-    if args.json:
+    options = {**check_options(args), **monitorcli.request_options(args), "period": cfg.check.default_period}
+    entry = make_entry(options, cfg.check)
+    try:
+        target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        outcome = probe.check(target)
+    except definition.MissingVariable as missing:     # as a consumer on this host would see it
+        target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        outcome = definition.missing_outcome(missing)
+    if args.output_json or args.json_body is True:
         print(json.dumps(probe.outcome_to_dict(outcome)))
     else:
         print(probe.format_outcome(target, outcome))

@@ -90,3 +90,20 @@ def request_parts(settings) -> tuple[tuple[tuple[str, str], ...], bytes | None, 
     if isinstance(found, MissingVariable):
         raise MissingVariable(found.name, found.where)    # a fresh one: no traceback piling up
     return found
+
+
+def target_for(settings, max_body_bytes: int):
+    """The probe's Target for a monitor's stored settings; raises MissingVariable."""
+    from . import probe
+    request_parts(settings)
+    return probe.target_for(settings, max_body_bytes)
+
+
+def missing_outcome(missing: MissingVariable):
+    """What `sitewatch check` shows for a definition this host cannot send: a monitor failure."""
+    import datetime
+
+    from . import probe
+    return probe.Outcome(started_at=datetime.datetime.now(datetime.timezone.utc), response_time_ms=None,
+                         status_code=None, regex_matched=None, ok=False, error_kind="monitor",
+                         error=str(missing), cert_days_left=None)
