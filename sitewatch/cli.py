@@ -387,8 +387,9 @@ def run_report(args, conn, connect) -> int:
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        # A name stands for its monitor's URL (history/report.py selects by URL).
-        urls = [monitorcli.monitor_url(conn, monitorcli.name_or_url(u)) for u in args.urls] or None
+        # Each argument names one monitor (a URL of several is refused); history/report.py
+        # selects by URL.
+        urls = [store.find_monitor(conn, u)[1] for u in args.urls] or None
         lines = report.status_lines(conn, urls, args.json, args.down, connect)
         if lines is None:      # no usable summary: the figures computed in Python
             rows = report.status_rows(conn, urls, connect)

@@ -118,8 +118,6 @@ def prepare_update(args):
                "max_redirects": args.max_redirects, "verify_tls": args.verify_tls,
                "failure_threshold": args.failure_threshold, "success_threshold": args.success_threshold,
                "notify": args.notify, **request_options(args)}
-    if changes["ip_version"] is not None:
-        changes["ip_version"] = requestspec.validate_ip_version(changes["ip_version"])
     changes = {key: value for key, value in changes.items() if value is not None}
     if changes.get("headers"):
         changes["headers"] = requestspec.validate_headers(changes["headers"])
@@ -150,8 +148,6 @@ def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     if "body" in given or "json" in given:
         options.pop("body", None)
         options.pop("json", None)
-    if given.get("ip_version", 0) is None:
-        given["ip_version"] = "any"
     options.update(given)
     for key in ("regex", "body", "bearer", "name", "client_cert", "client_key"):
         if options.get(key) == "":
