@@ -95,8 +95,8 @@ def find_monitor(conn, text: str) -> tuple[int, str, str | None]:
             return found[0]
         try:
             url = normalise_url(text)
-        except BadInput:
-            raise BadInput(f"not monitored: no monitor is named {text!r}") from None
+        except BadInput as e:
+            raise BadInput(f"not monitored: no monitor is named {text!r}, nor is it a URL ({e})") from None
         cur.execute(QUERIES["find_monitors"], {"name": None, "url": url})
         found = cur.fetchall()
     if not found:
