@@ -78,7 +78,7 @@ FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %
 GROUP BY 1
 """
 
-_URL_COLUMNS = """u.id, u.url, u.period, u.regex, u.created_at,
+_URL_COLUMNS = """u.id, u.url, u.name, u.period, u.regex, u.created_at,
        coalesce(s.state, 'unknown') AS state, s.since"""
 
 _LAST_CHECK = """LEFT JOIN LATERAL (
@@ -128,7 +128,8 @@ SELECT count(*) FROM url u LEFT JOIN url_state s ON s.url_id = u.id WHERE {_FILT
 """
 
 URL_ONE_SQL = f"""
-SELECT {_URL_COLUMNS}, last.*, now() AS db_now
+SELECT {_URL_COLUMNS}, last.*, now() AS db_now, u.method, u.headers, u.body, u.body_json, u.bearer,
+       u.client_cert, u.client_key, u.ip_version
 FROM url u LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
 WHERE u.id = %(id)s
