@@ -276,3 +276,42 @@ def test_url_list_never_shows_a_secret(cli, db):
     assert listed["headers"] == ["Cookie: ***", "Proxy-Authorization: ***", "X-Key: ***", "X-Plain: visible"]
     assert listed["body"] == "***"
     assert "X-Plain: visible" in ok(cli("url", "list"))
+
+
+# --- the migration -------------------------------------------------------------------------------
+
+def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
+    """Undo 0009 by hand on a migrated database, fill it as a version-8 database would be, and
+    migrate again: every row stays, and the old rows read as unnamed GET monitors."""
+    with db.cursor() as cur:
+        cur.execute("DROP INDEX url_url_idx; DROP INDEX url_unnamed_url_key;"
+                    " ALTER TABLE url DROP COLUMN name, DROP COLUMN headers, DROP COLUMN body,"
+                    " DROP COLUMN body_json, DROP COLUMN bearer, DROP COLUMN client_cert,"
+                    " DROP COLUMN client_key, DROP COLUMN ip_version;"
+                    " ALTER TABLE url ADD CONSTRAINT url_url_key UNIQUE (url);"
+                    " DELETE FROM schema_version WHERE version = 9")
+        cur.execute("INSERT INTO url (url, period, timeout, method, next_check_at) VALUES"
+                    " ('https://a.example/', 60, 10, 'GET', now()), ('https://b.example/', 30, 5, 'HEAD', now())"
+                    " RETURNING id")
+        ids = [row[0] for row in cur.fetchall()]
+    for url_id in ids:
+        _result(db, url_id, 120)
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO incident (url_id, url, started_at, failed_checks) VALUES (%s, 'https://a.example/',"
+                    " now(), 3)", (ids[0],))
+        cur.execute("SELECT * FROM task_result ORDER BY url_id, scheduled_at")
+        results = cur.fetchall()
+
+    assert "0009_requests.sql" in ok(cli("db", "migrate"))
+    with db.cursor() as cur:
+        cur.execute("SELECT id, url, name, method, headers, body, body_json, bearer, ip_version FROM url ORDER BY id")
+        assert cur.fetchall() == [(ids[0], "https://a.example/", None, "GET", None, None, False, None, None),
+                                  (ids[1], "https://b.example/", None, "HEAD", None, None, False, None, None)]
+        cur.execute("SELECT * FROM task_result ORDER BY url_id, scheduled_at")
+        assert cur.fetchall() == results
+        cur.execute("SELECT url_id FROM incident")
+        assert cur.fetchall() == [(ids[0],)]
+    # The old URLs work as before under the new rules.
+    refused(cli("url", "add", "https://a.example/"), "already monitored")
+    ok(cli("url", "add", "https://a.example/", "--name", "a-again"))
+    assert "removed https://b.example/" in ok(cli("url", "remove", "https://b.example/"))
