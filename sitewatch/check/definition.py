@@ -13,6 +13,7 @@ options is cached per distinct stored definition (the environment of a running p
 not change), so a monitor checked every few seconds is expanded once.
 """
 
+import dataclasses
 import functools
 import os
 
@@ -93,10 +94,20 @@ def request_parts(settings) -> tuple[tuple[tuple[str, str], ...], bytes | None, 
 
 
 def target_for(settings, max_body_bytes: int):
-    """The probe's Target for a monitor's stored settings; raises MissingVariable."""
+    """The probe's Target for a monitor's stored settings, its Request carrying the request
+    options; raises MissingVariable."""
     from . import probe
-    request_parts(settings)
-    return probe.target_for(settings, max_body_bytes)
+    target = probe.target_for(settings, max_body_bytes)
+    headers, body, secrets = request_parts(settings)
+    client_cert, ip_version = settings.get("client_cert"), settings.get("ip_version")
+    if not (headers or body is not None or client_cert or ip_version):
+        return target                       # the common case: nothing to add
+    request = dataclasses.replace(target.request, headers=headers, body=body, client_cert=client_cert,
+                                  client_key=settings.get("client_key"), ip_version=ip_version,
+                                  secrets=target.request.secrets | secrets)
+    # Every other field of the Target as probe.target_for made it (what to judge).
+    return probe.Target(request, **{field.name: getattr(target, field.name)
+                                    for field in dataclasses.fields(target) if field.name != "request"})
 
 
 def missing_outcome(missing: MissingVariable):
