@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import count
+from tests.conftest import cli_for, count
 from tests.conftest_web import web_factory as web_factory  # noqa: F401  (fixture)
 from tests.test_run import scalar, wait_until
 from tests.test_run import sitewatch as sitewatch  # noqa: F401  (fixture)
@@ -139,8 +139,18 @@ def mtls(tmp_path_factory):
     server.shutdown()
 
 
-def check(cli, url, *args, env=None):
-    """`sitewatch check URL ... --output-json` -> (exit code, outcome)."""
+@pytest.fixture(params=["curl", "urllib3"])
+def check(tmp_path, request):
+    """`sitewatch check URL ... --output-json` -> (exit code, outcome), with each engine (no
+    database: `check` opens none)."""
+    cli = cli_for(tmp_path, "postgresql://nobody@127.0.0.1:1/none")
+
+    def run(url, *args, env=None):
+        return _check(cli, url, *args, env={**(env or {}), "SITEWATCH_CHECK__ENGINE": request.param})
+    return run
+
+
+def _check(cli, url, *args, env=None):
     result = cli("check", url, *args, "--output-json", env=env)
     assert result.returncode in (0, 1), (result.returncode, result.stdout, result.stderr)
     return result.returncode, json.loads(result.stdout)
@@ -149,16 +159,16 @@ def check(cli, url, *args, env=None):
 # --- each option reaches the server as sent ---------------------------------------------------------
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_is_sent(cli, echo, method):
+def test_each_method_is_sent(check, echo, method):
     path, url = echo.path("method")
-    code, outcome = check(cli, url, "--method", method.lower())
+    code, outcome = check(url, "--method", method.lower())
     assert code == 0 and outcome["ok"], outcome
     assert [seen["method"] for seen in echo.seen[path]] == [method]
 
 
-def test_headers_are_sent_with_variables_read_from_the_environment(cli, echo):
+def test_headers_are_sent_with_variables_read_from_the_environment(check, echo):
     path, url = echo.path("headers")
-    code, outcome = check(cli, url, "--header", "X-Tenant: acme", "--header", "X-Api-Key: key-${API_KEY}",
+    code, outcome = check(url, "--header", "X-Tenant: acme", "--header", "X-Api-Key: key-${API_KEY}",
                           "--header", "Accept: application/json", env={"API_KEY": "from-env-42"})
     assert code == 0, outcome
     headers = echo.seen[path][0]["headers"]
@@ -167,9 +177,9 @@ def test_headers_are_sent_with_variables_read_from_the_environment(cli, echo):
     assert headers["accept"] == "application/json"
 
 
-def test_a_raw_body_and_a_body_file_are_sent_as_they_are(cli, echo, tmp_path):
+def test_a_raw_body_and_a_body_file_are_sent_as_they_are(check, echo, tmp_path):
     path, url = echo.path("body")
-    check(cli, url, "--method", "POST", "--body", "name=${WHO}&x=1", env={"WHO": "ann"})
+    check(url, "--method", "POST", "--body", "name=${WHO}&x=1", env={"WHO": "ann"})
     seen = echo.seen[path][0]
     assert seen["body"] == b"name=ann&x=1"
     assert "json" not in seen["headers"].get("content-type", "")
@@ -177,57 +187,57 @@ def test_a_raw_body_and_a_body_file_are_sent_as_they_are(cli, echo, tmp_path):
     body_file = tmp_path / "payload.bin"
     body_file.write_bytes(bytes(range(256)))
     path, url = echo.path("file")
-    check(cli, url, "--method", "PUT", "--body", f"@{body_file}")
+    check(url, "--method", "PUT", "--body", f"@{body_file}")
     assert echo.seen[path][0]["body"] == bytes(range(256))
 
 
-def test_a_json_body_sets_its_content_type_a_graphql_query(cli, echo):
+def test_a_json_body_sets_its_content_type_a_graphql_query(check, echo):
     path, url = echo.path("graphql")
     query = '{"query": "query { viewer { login } }", "variables": {"token": "${GH_TOKEN}"}}'
-    code, _ = check(cli, url, "--method", "POST", "--json", query, env={"GH_TOKEN": "ghp_x"})
+    code, _ = check(url, "--method", "POST", "--json", query, env={"GH_TOKEN": "ghp_x"})
     seen = echo.seen[path][0]
     assert seen["headers"]["content-type"] == "application/json"
     assert json.loads(seen["body"]) == {"query": "query { viewer { login } }", "variables": {"token": "ghp_x"}}
 
     # A Content-Type of the user's own wins.
     path, url = echo.path("graphql-ct")
-    check(cli, url, "--method", "POST", "--json", "{}", "--header", "Content-Type: application/graphql+json")
+    check(url, "--method", "POST", "--json", "{}", "--header", "Content-Type: application/graphql+json")
     assert echo.seen[path][0]["headers"]["content-type"] == "application/graphql+json"
 
 
-def test_bearer_sends_an_authorization_header(cli, echo):
+def test_bearer_sends_an_authorization_header(check, echo):
     path, url = echo.path("bearer")
-    check(cli, url, "--bearer", "${SESSION}", env={"SESSION": TOKEN})
+    check(url, "--bearer", "${SESSION}", env={"SESSION": TOKEN})
     assert echo.seen[path][0]["headers"]["authorization"] == f"Bearer {TOKEN}"
 
 
-def test_ip_version(cli, echo):
+def test_ip_version(check, echo):
     path, url = echo.path("ipv4")
-    code, outcome = check(cli, url, "--ip-version", "4")
+    code, outcome = check(url, "--ip-version", "4")
     assert code == 0 and len(echo.seen[path]) == 1, outcome
     path, url = echo.path("ipv6")
-    code, outcome = check(cli, url, "--ip-version", "6")      # 127.0.0.1 has no IPv6 address
+    code, outcome = check(url, "--ip-version", "6")      # 127.0.0.1 has no IPv6 address
     assert code == 1 and outcome["error_kind"] in ("dns", "connect"), outcome
     assert path not in echo.seen
 
 
-def test_client_certificate_mtls(cli, mtls):
+def test_client_certificate_mtls(check, mtls):
     cert, key = mtls.paths["client"]
     path, url = mtls.path("mtls")
-    code, outcome = check(cli, url, "--no-verify-tls")
+    code, outcome = check(url, "--no-verify-tls")
     assert code == 1 and outcome["error_kind"] in ("tls", "protocol", "connect"), outcome
     assert path not in mtls.seen                            # refused during the handshake
 
-    code, outcome = check(cli, url, "--no-verify-tls", "--client-cert", cert, "--client-key", key)
+    code, outcome = check(url, "--no-verify-tls", "--client-cert", cert, "--client-key", key)
     assert code == 0 and outcome["ok"], outcome
     assert mtls.seen[path][0]["client_cn"] == "sitewatch-probe"
 
 
 # --- a missing ${VAR} -------------------------------------------------------------------------------
 
-def test_a_missing_variable_is_a_monitor_failure_and_nothing_is_sent(cli, echo):
+def test_a_missing_variable_is_a_monitor_failure_and_nothing_is_sent(check, echo):
     path, url = echo.path("missing")
-    code, outcome = check(cli, url, "--header", "X-Key: ${SITEWATCH_TEST_UNSET_VAR}")
+    code, outcome = check(url, "--header", "X-Key: ${SITEWATCH_TEST_UNSET_VAR}")
     assert code == 1
     assert outcome["error_kind"] == "monitor"
     assert "${SITEWATCH_TEST_UNSET_VAR}" in outcome["error"] and "header X-Key" in outcome["error"]
