@@ -14,11 +14,13 @@ not change), so a monitor checked every few seconds is expanded once.
 """
 
 import dataclasses
+import datetime
 import functools
 import os
 
 from ..redact import REDACTED
 from ..requestspec import SECRET_HEADERS, VARIABLE, VARIABLE_BYTES
+from . import probe
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -96,14 +98,13 @@ def request_parts(settings) -> tuple[tuple[tuple[str, str], ...], bytes | None, 
 def target_for(settings, max_body_bytes: int):
     """The probe's Target for a monitor's stored settings, its Request carrying the request
     options; raises MissingVariable."""
-    from . import probe
     target = probe.target_for(settings, max_body_bytes)
+    get = settings.get
+    if not (get("headers") or get("body") is not None or get("bearer") or get("client_cert") or get("ip_version")):
+        return target                       # the common case, on the hot path: nothing to add
     headers, body, secrets = request_parts(settings)
-    client_cert, ip_version = settings.get("client_cert"), settings.get("ip_version")
-    if not (headers or body is not None or client_cert or ip_version):
-        return target                       # the common case: nothing to add
-    request = dataclasses.replace(target.request, headers=headers, body=body, client_cert=client_cert,
-                                  client_key=settings.get("client_key"), ip_version=ip_version,
+    request = dataclasses.replace(target.request, headers=headers, body=body, client_cert=get("client_cert"),
+                                  client_key=get("client_key"), ip_version=get("ip_version"),
                                   secrets=target.request.secrets | secrets)
     # Every other field of the Target as probe.target_for made it (what to judge).
     return probe.Target(request, **{field.name: getattr(target, field.name)
@@ -112,9 +113,6 @@ def target_for(settings, max_body_bytes: int):
 
 def missing_outcome(missing: MissingVariable):
     """What `sitewatch check` shows for a definition this host cannot send: a monitor failure."""
-    import datetime
-
-    from . import probe
     return probe.Outcome(started_at=datetime.datetime.now(datetime.timezone.utc), response_time_ms=None,
                          status_code=None, regex_matched=None, ok=False, error_kind="monitor",
                          error=str(missing), cert_days_left=None)
