@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tests.conftest import count
+from tests.conftest_web import web_factory as web_factory  # noqa: F401  (fixture)
 
 SECRET = "tok-3f9a1c77e2"
 
@@ -315,3 +316,22 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
     refused(cli("url", "add", "https://a.example/"), "already monitored")
     ok(cli("url", "add", "https://a.example/", "--name", "a-again"))
     assert "removed https://b.example/" in ok(cli("url", "remove", "https://b.example/"))
+
+
+def test_web_pages_list_every_monitor_of_a_shared_url(cli, dsn, web_factory):
+    """Keyset paging continues by URL, then id: a page boundary between two monitors of one URL
+    skips neither."""
+    for args in (["https://same.example/", "--name", "one"], ["https://same.example/", "--name", "two"],
+                 ["https://same.example/"], ["https://zzz.example/"]):
+        ok(cli("url", "add", *args))
+    web = web_factory(dsn)
+    seen, after = [], None
+    for _ in range(6):
+        body = web.get("/api/v1/urls", params={"limit": 1, **({"after": after} if after else {})}).json()
+        seen += [(item["url"], item["name"]) for item in body["items"]]
+        after = body["next_after"]
+        if after is None:
+            break
+    assert seen == [("https://same.example/", None), ("https://same.example/", "one"),
+                    ("https://same.example/", "two"), ("https://zzz.example/", None)]
+    assert "one" in web.get("/").text

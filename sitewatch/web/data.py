@@ -14,7 +14,8 @@ results that are not ok, except `lost` slots (the monitor's failure, not the sit
 count neither as up nor as down).
 
 Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
-primary key (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
+primary key (url_id, scheduled_at), url's index on (url, id) (0009: one URL may be several
+monitors, so pages are ordered and continued by URL, then id). Down URLs are found by a scan of
 url_state (a partial index on url_state (url_id) WHERE state = 'down' would remove it).
 """
 
@@ -95,7 +96,7 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
 # index and stops after offset + limit rows. url_state is joined there only for a state
 # filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
 # drops the unused join). The last check is looked up for the page's rows only.
-# Keyset paging (`after`, the last row's branch and URL): the down branch continues after
+# Keyset paging (`after`, the last row's branch, URL and id: one URL may be several monitors): the down branch continues after
 # after_url when the last row was down, and is done when it was not; the other branch starts
 # after after_url when the last row was in it. Each walks the index from there, whatever the
 # depth (a deep OFFSET reads and drops every row before it).
@@ -106,19 +107,19 @@ page AS (
         (SELECT u.id, u.url, true AS down FROM url u
          WHERE u.id IN (SELECT url_id FROM down) AND (%(state)s::text IS NULL OR %(state)s = 'down')
            AND {_SEARCH}
-           AND (%(after_down)s::boolean IS NULL OR (%(after_down)s AND u.url > %(after_url)s))
-         ORDER BY u.url LIMIT %(end)s)
+           AND (%(after_down)s::boolean IS NULL OR (%(after_down)s AND (u.url, u.id) > (%(after_url)s, %(after_id)s)))
+         ORDER BY u.url, u.id LIMIT %(end)s)
         UNION ALL
         (SELECT u.id, u.url, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
          WHERE u.id NOT IN (SELECT url_id FROM down) AND {_FILTER}
-           AND (%(after_down)s::boolean IS DISTINCT FROM false OR u.url > %(after_url)s)
-         ORDER BY u.url LIMIT %(end)s)) p
-    ORDER BY p.down DESC, p.url
+           AND (%(after_down)s::boolean IS DISTINCT FROM false OR (u.url, u.id) > (%(after_url)s, %(after_id)s))
+         ORDER BY u.url, u.id LIMIT %(end)s)) p
+    ORDER BY p.down DESC, p.url, p.id
     LIMIT %(limit)s OFFSET %(offset)s)
 SELECT {_URL_COLUMNS}, p.down AS page_down, last.*
 FROM page p JOIN url u ON u.id = p.id LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
-ORDER BY p.down DESC, u.url
+ORDER BY p.down DESC, u.url, u.id
 """
 
 URL_TEXT_SQL = "SELECT url FROM url WHERE id = %(id)s"
@@ -210,7 +211,7 @@ def url_page(conn, state: str | None, q: str | None, limit: int, offset: int,
         after_down, after_url = after[0], found[0]["url"]
     params = {"state": state, "q": _like(q), "raw_q": _like(q) if q and "*" not in q else None,
               "limit": limit + 1, "offset": offset, "end": offset + limit + 1,
-              "after_down": after_down, "after_url": after_url}
+              "after_down": after_down, "after_url": after_url, "after_id": after[1] if after else None}
     rows = _rows(conn, URL_PAGE_SQL, params)
     cursor = None
     if len(rows) > limit:
