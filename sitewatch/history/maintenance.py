@@ -59,10 +59,10 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict |
     try:
         conn.autocommit = False
         created = partitions.ensure_ahead(conn, cfg.history.partitions_ahead, log)
-        brin_ranges = partitions.summarize_brin(conn)      # before the reads of recent rows below
+        pace = Pace(heartbeat, behind=behind)
+        brin_ranges = partitions.summarize_brin(conn, pace)    # before the reads of recent rows below
         analysed = analyze.refresh(conn)      # likewise
         heartbeat()
-        pace = Pace(heartbeat, behind=behind)
         grace = grace_for(conn, cfg)
         hours = rollup.catch_up_hours(conn, grace, heartbeat, pace)
         days = rollup.catch_up_days(conn, heartbeat, pace)
