@@ -5,6 +5,7 @@ takes a URL.
 cli.py owns the commands; this module owns what a monitor's flags mean.
 """
 
+import json
 import sys
 
 from . import requestspec
@@ -203,3 +204,30 @@ def url_list_rows(rows: list[dict]) -> list[dict]:
         row.pop("body_json", None)
         out.append(row)
     return out
+
+
+def print_url_list(rows, as_json: bool) -> None:
+    rows = url_list_rows(rows)
+    if as_json:
+        print(json.dumps(rows, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
+                         indent=2))
+        return
+    if not rows:
+        print("no URLs monitored; add one with: sitewatch url add URL")
+        return
+    print(f"{'URL':50} {'PERIOD':>6} {'LAST CHECK (UTC)':20} {'STATE':5} {'CODE':>4} {'MS':>7}  "
+          f"{'REGEX / ERROR'}")
+    for r in rows:
+        if r["last_started_at"] is None:
+            state, code, ms, last = "-", "-", "-", "never"
+        else:
+            state = "UP" if r["last_ok"] else "DOWN"
+            code = r["last_status_code"] if r["last_status_code"] is not None else "-"
+            ms = f"{r['last_response_time_ms']:.0f}" if r["last_response_time_ms"] is not None else "-"
+            last = r["last_started_at"].strftime("%Y-%m-%d %H:%M:%S")
+        detail = f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"] else (
+            f"/{r['regex']}/" if r["regex"] else "")
+        request = print_settings_line(r)
+        shown = f"{r['url']} ({r['name']})" if r["name"] else r["url"]
+        print(f"{shown:50} {r['period']:>6} {last:20} {state:5} {code!s:>4} {ms:>7}  {detail}"
+              + (f"  {request}" if request else ""))

@@ -96,10 +96,11 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
 # index and stops after offset + limit rows. url_state is joined there only for a state
 # filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
 # drops the unused join). The last check is looked up for the page's rows only.
-# Keyset paging (`after`, the last row's branch, URL and id: one URL may be several monitors): the down branch continues after
-# after_url when the last row was down, and is done when it was not; the other branch starts
-# after after_url when the last row was in it. Each walks the index from there, whatever the
-# depth (a deep OFFSET reads and drops every row before it).
+# Keyset paging (`after`, the last row's branch, URL and id: one URL may be several
+# monitors): the down branch continues after (after_url, after_id) when the last row was
+# down, and is done when it was not; the other branch starts after it when the last row was
+# in it. Each walks the (url, id) index from there, whatever the depth (a deep OFFSET reads
+# and drops every row before it).
 URL_PAGE_SQL = f"""
 WITH down AS MATERIALIZED (SELECT url_id FROM url_state WHERE state = 'down'),
 page AS (
