@@ -92,7 +92,7 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
   AND {_SEARCH}"""
 
 # Down first, then by URL. Two ordered, limited branches instead of one sort of every URL:
-# down URLs are few (a hashed set from url_state), and the other branch walks url's unique
+# down URLs are few (a hashed set from url_state), and the other branch walks url's (url, id)
 # index and stops after offset + limit rows. url_state is joined there only for a state
 # filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
 # drops the unused join). The last check is looked up for the page's rows only.
