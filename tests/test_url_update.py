@@ -332,6 +332,6 @@ def test_web_pages_list_every_monitor_of_a_shared_url(cli, dsn, web_factory):
         after = body["next_after"]
         if after is None:
             break
-    assert seen == [("https://same.example/", None), ("https://same.example/", "one"),
-                    ("https://same.example/", "two"), ("https://zzz.example/", None)]
+    assert seen == [("https://same.example/", "one"), ("https://same.example/", "two"),   # by URL, then id
+                    ("https://same.example/", None), ("https://zzz.example/", None)]
     assert "one" in web.get("/").text
