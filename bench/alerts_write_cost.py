@@ -62,6 +62,7 @@ def main() -> int:
                            "status_code": [200 if ok else 503 for ok in oks], "regex_matched": [None] * len(ids),
                            "ok": oks, "error_kind": [None if ok else "status" for ok in oks],
                            "error": [None if ok else "HTTP 503" for ok in oks], "cert_days_left": [None] * len(ids),
+                           **dict.fromkeys(("dns_ms", "connect_ms", "tls_ms", "first_byte_ms"), [None] * len(ids)),
                            **defaults}
                 mode = "on" if (n + rnd) % 2 else "off"
                 started = time.perf_counter()

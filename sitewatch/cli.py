@@ -428,19 +428,21 @@ def monitored_id(conn, text: str) -> str:
 
 def cmd_check(args, cfg, env) -> int:
     from .check import definition, probe
+    from .check.engine import engine_named
     from .urlspec import make_entry
     options = {**check_options(args), **monitorcli.request_options(args), "period": cfg.check.default_period}
     entry = make_entry(options, cfg.check)
+    engine = engine_named(cfg.check.engine)
     try:
         target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
-        outcome = probe.check(target)
+        outcome = probe.check(target, engine)
     except definition.MissingVariable as missing:     # as a consumer on this host would see it
         target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
         outcome = definition.missing_outcome(missing)
     if args.output_json or args.json_body is True:
-        print(json.dumps(probe.outcome_to_dict(outcome)))
+        print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))
     else:
-        print(probe.format_outcome(target, outcome))
+        print(probe.format_outcome(target, outcome, engine.name))
     return 0 if outcome.ok else 1
 
 

@@ -123,6 +123,15 @@ def _base_url(value):
     return None
 
 
+def _engine(value):
+    problem = _one_of("auto", "curl", "urllib3")(value)
+    if problem is None and value == "curl":
+        from .check.engine import curl_available
+        if not curl_available():
+            return "is curl, but pycurl is not installed here (pip install 'pycurl>=7.45.3,<8'); use auto or urllib3"
+    return problem
+
+
 def _one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -150,6 +159,8 @@ SETTINGS = [
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
             "e.g. 200-299,301.", check=_status_codes),
     Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
+    Setting("check", "engine", str, "auto", "HTTP engine of the checks: curl (libcurl, via pycurl), urllib3, "
+            "or auto (curl when pycurl imports, else urllib3).", check=_engine),
 
     Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=_positive),
     Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=_positive),
@@ -170,6 +181,9 @@ SETTINGS = [
     Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=_positive),
     Setting("consumer", "flush_interval", float, 0.1, "Seconds a result may wait before it is written.",
             check=_positive),
+    Setting("consumer", "stuck_margin", float, 30.0, "Seconds past its deadline after which a running check "
+            "counts as stuck; a consumer whose every check is stuck stops its heartbeat and is replaced.",
+            check=_positive),
 
     Setting("supervisor", "grace_period", float, 15.0, "Seconds in-flight checks get to finish on "
             "SIGTERM/SIGINT before children are killed.", check=_positive),
@@ -177,6 +191,8 @@ SETTINGS = [
             "killed and restarted.", check=_positive),
     Setting("supervisor", "restart_backoff_max", float, 30.0, "Longest wait in seconds before restarting "
             "a child that keeps dying.", check=_positive),
+    Setting("supervisor", "stable_after", float, 60.0, "Seconds a child must have run for its death to "
+            "start the restart backoff again from 0.5 s.", check=_positive),
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
             check=_positive),
 

@@ -2,7 +2,6 @@
 missing response times and certificate days, and an independent recomputation from raw rows."""
 
 import datetime
-import time
 
 import psycopg2
 import pytest
@@ -27,13 +26,14 @@ def cfg(**history):
 
 
 def clear_of_hour_turn(conn, need_s: float, offset_s: float = 0.0, not_before_s: float = 0.0) -> None:
-    """Wait, if need be, until the database clock is at least `not_before_s` past the turn of
-    the hour of (now - offset_s) and `need_s` before the next one, so a test that reads the
-    hour once (its windows, the rollups' final hour, which turns `offset_s` late) keeps reading
-    the hour the code reads for its whole run, and checks the same things at any time of day.
+    """Make sure the database clock is at least `not_before_s` past the turn of the hour of
+    (now - offset_s) and `need_s` before the next one, so a test that reads the hour once (its
+    windows, the rollups' final hour, which turns `offset_s` late) keeps reading the hour the
+    code reads for its whole run, and checks the same things at any time of day.
 
-    The code under test takes its `now` from the database, so time is controlled by choosing
-    when to start: the wait happens only near the turn, and is at most need_s + not_before_s.
+    The code under test takes its `now` from the database: near the turn, the database's clock
+    is moved on (set_clock) by as much as a test would otherwise have waited, up to
+    need_s + not_before_s; elsewhere in the hour nothing changes.
     """
     assert need_s + not_before_s < 3000
     with conn.cursor() as cur:
@@ -43,9 +43,35 @@ def clear_of_hour_turn(conn, need_s: float, offset_s: float = 0.0, not_before_s:
         past = cur.fetchone()[0]
     conn.commit()
     if past < not_before_s:
-        time.sleep(not_before_s - past + 0.5)
+        set_clock(conn, not_before_s - past + 0.5)
     elif past > 3600 - need_s:
-        time.sleep(3600 - past + not_before_s + 0.5)
+        set_clock(conn, 3600 - past + not_before_s + 0.5)
+
+
+CLOCK_SHIFT = "swtest.clock_shift"     # a custom setting: how far the test database's clock is moved on
+
+
+def set_clock(conn, ahead_s: float) -> None:
+    """Move the test database's clock `ahead_s` seconds further on, for this connection and every
+    new one (ALTER DATABASE), sitewatch's included: public.now() and public.clock_timestamp()
+    add the shift to pg_catalog's, and search_path puts public first (an explicit pg_catalog
+    after it lets public functions shadow its own). Column defaults (created_at, recorded_at)
+    were bound to pg_catalog.now() when the tables were made and keep the real time: a row
+    they date is up to the shift older than the moved clock says, as if made before a wait."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT coalesce(extract(epoch FROM nullif(current_setting(%s, true), '')::interval), 0)::float8",
+                    (CLOCK_SHIFT,))
+        shift = f"{cur.fetchone()[0] + ahead_s} seconds"
+        for name, volatility in (("now", "STABLE"), ("clock_timestamp", "VOLATILE")):
+            cur.execute(f"CREATE OR REPLACE FUNCTION public.{name}() RETURNS timestamptz LANGUAGE sql"
+                        f" {volatility} PARALLEL SAFE AS $$ SELECT pg_catalog.{name}()"
+                        f" + coalesce(nullif(current_setting('{CLOCK_SHIFT}', true), ''), '0')::interval $$")
+        database = conn.info.dbname
+        cur.execute(f'ALTER DATABASE "{database}" SET search_path = public, pg_catalog')
+        cur.execute(f'ALTER DATABASE "{database}" SET {CLOCK_SHIFT} = %s', (shift,))
+        cur.execute("SET search_path = public, pg_catalog")
+        cur.execute("SELECT set_config(%s, %s, false)", (CLOCK_SHIFT, shift))
+    conn.commit()
 
 
 def ensure_past_partitions(conn, days: int) -> None:

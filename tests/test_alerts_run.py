@@ -220,16 +220,18 @@ def test_a_notice_sent_or_failed_after_its_lease_was_lost_is_left_to_the_new_hol
 
 def test_a_notice_for_a_channel_not_configured_on_this_host_fails_alone(runs, cli, db, site, hook):
     """Recovery path (issue 25 §4.6): a notice queued for a channel this host does not have (another
-    host's configuration, or one since removed) fails with an error that says so, and the notifier
-    goes on sending the others."""
+    host's configuration, or one since removed), once past the wait left to a host that has it
+    (test_alerts_recovery), fails with an error that says so, and the notifier goes on sending the
+    others."""
     site.status = 503
     run = runs(env=alert_env({"hook": hook.apprise_url("json")}))
     run.wait_started()
     run.wait_for("notifier started")
     add(cli, site.url("/elsewhere"))
     wait_until(lambda: kinds(hook.texts()) == ["down"], 30, "the down on the configured channel")
-    query(db, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)"
-              " SELECT key, 'elsewhere', url_id, incident_id, kind, detail FROM alert_outbox RETURNING id")
+    query(db, "INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail, created_at)"
+              " SELECT key, 'elsewhere', url_id, incident_id, kind, detail, now() - interval '11 minutes'"
+              " FROM alert_outbox RETURNING id")
     wait_until(lambda: scalar(db, "SELECT last_error FROM alert_outbox WHERE channel = 'elsewhere'"), 20,
                "the unknown channel's notice tried")
     error = scalar(db, "SELECT last_error FROM alert_outbox WHERE channel = 'elsewhere'")

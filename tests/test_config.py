@@ -40,6 +40,8 @@ def sample(setting):
         return "200-299,301", "200-299,301"
     if setting.name == "log.level":
         return "debug", "debug"
+    if setting.name == "check.engine":
+        return "urllib3", "urllib3"
     if setting.name == "web.listen":
         return "0.0.0.0:9090", "0.0.0.0:9090"
     if setting.name == "web.auth":

@@ -93,3 +93,26 @@ def test_uptime_rules_over_rollups_and_raw_rows(conn):
     for url_id in before:                # (expected slots move on with the clock)
         assert ({n: (w.ok, w.failed) for n, w in before[url_id].windows.items()}
                 == {n: (w.ok, w.failed) for n, w in after[url_id].windows.items()})
+
+
+def test_the_test_clock_moves_every_connections_now_on(conn, dsn):
+    """historydata.set_clock, which the hour-turn tests rely on: now() and clock_timestamp() of
+    this connection and of new ones (sitewatch's own included) run the shift ahead, twice added."""
+    from sitewatch.db.database import connect
+    from tests.historydata import set_clock
+
+    def ahead(c) -> list[float]:
+        with c.cursor() as cur:
+            cur.execute("SELECT extract(epoch FROM now() - pg_catalog.now()),"
+                        " extract(epoch FROM clock_timestamp() - pg_catalog.clock_timestamp())")
+            out = [round(float(v)) for v in cur.fetchone()]
+        c.commit()
+        return out
+    assert ahead(conn) == [0, 0]
+    set_clock(conn, 600)
+    set_clock(conn, 1200)
+    theirs = connect(dsn, 5, "test")
+    try:
+        assert ahead(conn) == ahead(theirs) == [1800, 1800]
+    finally:
+        theirs.close()

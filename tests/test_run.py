@@ -401,7 +401,7 @@ def test_second_sigint_stops_at_once(sitewatch, cli, db, server):
 
 def test_killed_consumer_is_restarted_and_its_leased_slots_are_checked_again(sitewatch, cli, db, server):
     # Lease = URL timeout (6) + lease margin (1) = 7 s.
-    run = sitewatch("--concurrency", "5")
+    run = sitewatch("--concurrency", "5", env={"SITEWATCH_SUPERVISOR__STABLE_AFTER": 5})
     run.wait_started()
     import_urls(cli, [{"url": server.url(f"/slow/4?n={i}"), "period": 5, "timeout": 6} for i in range(3)])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task WHERE status = 1") == 3, 10,
@@ -432,6 +432,22 @@ def test_killed_consumer_is_restarted_and_its_leased_slots_are_checked_again(sit
     assert scalar(db, "SELECT count(*) - count(DISTINCT (url_id, scheduled_at)) FROM task_result") == 0
     # Every slot enqueued so far has a result or is still a task; none was lost.
     assert scalar(db, "SELECT count(*) FROM task_result WHERE error_kind = 'lost'") == 0
+
+    # The restart backoff: the replacement ran past supervisor.stable_after (5 s), so its death
+    # starts the backoff again from 0.5 s; the next consumer dies at once, so its delay doubles.
+    replacement = psutil.Process(new_pid)
+    wait_until(lambda: time.time() >= replacement.create_time() + 6, 20, "the replacement to run 6 s")
+    replacement.kill()
+    again = run.wait_for("child died, restarting", role="consumer-1", count=2, timeout=5)[-1]
+    assert (again["consecutive_failures"], again["restart_in_s"]) == (1, 0.5), again
+    third = wait_until(lambda: next((p for p in psutil.Process(run.pid).children()
+                                     if "consumer 1" in title(p) and p.pid != new_pid), None), 10,
+                       "a third consumer")
+    third.kill()
+    quick = run.wait_for("child died, restarting", role="consumer-1", count=3, timeout=5)[-1]
+    assert (quick["consecutive_failures"], quick["restart_in_s"]) == (2, 1.0), quick
+    wait_until(lambda: {line["pid"] for line in run.events("consumer started")}
+               - {victim.pid, new_pid, third.pid}, 20, "a fourth consumer")   # the third may die unheard
     code, _ = run.stop(timeout=15)
     assert code == 0
 
@@ -543,8 +559,16 @@ def test_a_child_notices_its_supervisor_gone_without_the_death_signal():
 # --- 7. a silent child -----------------------------------------------------------------------
 
 
-def test_silent_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
-    run = sitewatch(env={"SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 3})
+FAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultinject")   # its sitecustomize
+
+
+def test_silent_or_stuck_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
+    """A consumer stopped (SIGSTOP) is killed for its silence; so is one whose every check thread
+    is stuck past its deadline + consumer.stuck_margin (a check that never returns, injected by
+    tests/faultinject: the probe's deadline leaves no real way), which stops beating on purpose."""
+    run = sitewatch("--concurrency", "1",      # one check thread: one stuck check is all of them
+                    env={"SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 3, "SITEWATCH_CONSUMER__STUCK_MARGIN": 1,
+                         "PYTHONPATH": FAULTS, "SWTEST_STUCK_CHECKS": "/ok/stuck"})
     run.wait_started()
     import_urls(cli, [{"url": server.url("/ok"), "period": 1}])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 1, 10, "a first result")
@@ -561,6 +585,17 @@ def test_silent_consumer_is_killed_and_restarted(sitewatch, cli, db, server):
                "the stopped consumer to be gone")
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE checked_by LIKE %s",
                               (f"%:{new_pid}",)) >= 1, 15, "results from the new consumer")
+    assert not run.events("every check thread is stuck; no heartbeat")
+
+    # Now a URL whose check never returns (timeout 1 s): once it is 1 s (the margin) past its
+    # deadline the consumer stops beating, says why, and is killed and replaced.
+    cli("url", "remove", server.url("/ok"))
+    import_urls(cli, [{"url": server.url("/ok/stuck"), "period": 1, "timeout": 1}])
+    stuck = run.wait_for("every check thread is stuck; no heartbeat", timeout=30)[0]
+    assert stuck["stuck"] == 1 and stuck["pid"] == new_pid, stuck
+    run.wait_for("child silent, killing it", role="consumer-1", count=2, timeout=30)
+    third = run.wait_for("consumer started", count=3, timeout=15)[-1]["pid"]
+    assert third not in (victim.pid, new_pid)
     code, _ = run.stop(timeout=15)
     assert code == 0
 

@@ -8,10 +8,12 @@ import sys
 import xml.etree.ElementTree as ET
 
 import httpx
+import psycopg2
 import pytest
 
 from sitewatch.redact import redact_url
-from tests.conftest import clean_env
+from tests.conftest import _fresh_database, clean_env
+from tests.conftest_web import WebServer
 
 ATOM = {"a": "http://www.w3.org/2005/Atom"}
 # Userinfo with more than one '@': the password runs to the last '@' of the authority.
@@ -22,31 +24,49 @@ TRICKY = ["http://alice:pre@SeCrEtPw@example.com/",
 PASSWORD_PIECES = ["SeCrEtPw", "SeCrE", "crEtP", "x@y@Zq9", "Zq9Kk77", "PaSs1", "PaSs2@", "Tok3n", "Fr4gment"]
 
 
-@pytest.fixture
-def small(db, dsn):
-    """A few URLs (some with tricky userinfo), 300 filler URLs, one down, one incident."""
-    with db.cursor() as cur:
-        for url in TRICKY:
-            cur.execute("INSERT INTO url (url, period, timeout, next_check_at) VALUES (%s, 60, 10, now())", (url,))
-        cur.execute("INSERT INTO url (url, period, timeout, next_check_at) "
-                    "SELECT format('https://filler-%s.example.org/', lpad(n::text, 4, '0')), 60, 10, now() "
-                    "FROM generate_series(1, 300) n")
-        cur.execute("UPDATE url_state SET state = 'down', since = now() WHERE url_id IN "
-                    "(SELECT id FROM url WHERE url IN ('http://plain.example.com/a@b/c', "
-                    "'https://filler-0007.example.org/'))")
-        cur.execute("INSERT INTO incident (url_id, url, started_at, first_error_kind, first_error, last_error_kind, "
-                    "last_error, failed_checks) SELECT id, url, now() - interval '1 hour', 'connect', 'refused', "
-                    "'connect', 'refused', 3 FROM url WHERE url = 'http://plain.example.com/a@b/c'")
-        cur.execute("SELECT id, url FROM url")
-        ids = {url: url_id for url_id, url in cur.fetchall()}
-    return dsn, ids
+@pytest.fixture(scope="module")
+def small(pg_base_dsn, template_db):
+    """A few URLs (some with tricky userinfo), 300 filler URLs, one down, one incident: one
+    database for the module (every test only reads it)."""
+    for dsn in _fresh_database(pg_base_dsn, "sitewatch_s", template_db):
+        db = psycopg2.connect(dsn)
+        db.autocommit = True
+        try:
+            with db.cursor() as cur:
+                for url in TRICKY:
+                    cur.execute("INSERT INTO url (url, period, timeout, next_check_at) VALUES (%s, 60, 10, now())",
+                                (url,))
+                cur.execute("INSERT INTO url (url, period, timeout, next_check_at) "
+                            "SELECT format('https://filler-%s.example.org/', lpad(n::text, 4, '0')), 60, 10, now() "
+                            "FROM generate_series(1, 300) n")
+                cur.execute("UPDATE url_state SET state = 'down', since = now() WHERE url_id IN "
+                            "(SELECT id FROM url WHERE url IN ('http://plain.example.com/a@b/c', "
+                            "'https://filler-0007.example.org/'))")
+                cur.execute("INSERT INTO incident (url_id, url, started_at, first_error_kind, first_error, "
+                            "last_error_kind, last_error, failed_checks) SELECT id, url, now() - interval '1 hour', "
+                            "'connect', 'refused', 'connect', 'refused', 3 FROM url "
+                            "WHERE url = 'http://plain.example.com/a@b/c'")
+                cur.execute("SELECT id, url FROM url")
+                ids = {url: url_id for url_id, url in cur.fetchall()}
+        finally:
+            db.close()
+        yield dsn, ids
+
+
+@pytest.fixture(scope="module")
+def shared(small, tmp_path_factory):
+    """One `sitewatch web` on `small` for the tests that only GET with the default settings, the
+    rate limit off (they make many uncached requests between them); tests of other settings
+    start their own."""
+    server = WebServer(tmp_path_factory.mktemp("web"), small[0], {"SITEWATCH_WEB__RATE_LIMIT": "0"})
+    yield server
+    server.stop()
 
 
 # --- A1 -----------------------------------------------------------------------------------------------
 
-def test_search_never_sees_any_part_of_a_password(small, web_factory):
-    dsn, _ = small
-    web = web_factory(dsn)
+def test_search_never_sees_any_part_of_a_password(shared):
+    web = shared
     for piece in PASSWORD_PIECES:
         found = web.get("/api/v1/urls", params={"q": piece}).json()
         assert found["total"] == 0 and found["items"] == [], (piece, found["items"])
@@ -69,9 +89,9 @@ def _feed_hrefs(text: str) -> list[str]:
             + [e.text for e in feed.iter("{http://www.w3.org/2005/Atom}id")])
 
 
-def test_atom_feed_links_never_come_from_the_host_header(small, web_factory):
-    dsn, ids = small
-    web = web_factory(dsn)
+def test_atom_feed_links_never_come_from_the_host_header(small, shared):
+    _, ids = small
+    web = shared
     poisoned = web.get("/incidents.atom", headers={"Host": "evil.example"})
     assert poisoned.status_code == 200
     assert "evil.example" not in poisoned.text
@@ -93,6 +113,7 @@ def test_atom_feed_links_use_web_base_url(small, web_factory):
     assert all(h.startswith("https://status.example.com/watch/") for h in hrefs), hrefs
 
 
+@pytest.mark.serverless
 def test_web_base_url_must_be_an_http_url(tmp_path):
     env = clean_env(tmp_path, SITEWATCH_WEB__BASE_URL="javascript:alert(1)")
     done = subprocess.run([sys.executable, "-m", "sitewatch", "config", "show"], env=env, cwd=tmp_path,
@@ -110,9 +131,9 @@ def test_web_base_url_must_be_an_http_url(tmp_path):
     ("/urls/%C2%B2", 404), ("/api/v1/urls/%C2%B2", 404), ("/api/v1/urls/%D9%A3/uptime", 404),
     ("/badge/%C2%B2/status.svg", 404), ("/badge/%C2%B2/uptime-30d.svg", 404),
     ("/badge/%C2%B2/response-time-24h.svg", 404), ("/api/v1/urls/" + "9" * 5000, 404)])
-def test_unicode_digits_are_refused_not_a_server_error(small, web_factory, path, status):
-    dsn, ids = small
-    web = web_factory(dsn)
+def test_unicode_digits_are_refused_not_a_server_error(small, shared, path, status):
+    _, ids = small
+    web = shared
     response = web.get(path.format(id=min(ids.values())))
     assert response.status_code == status, (path, response.text[:200])
     assert "content-security-policy" in response.headers
@@ -120,9 +141,9 @@ def test_unicode_digits_are_refused_not_a_server_error(small, web_factory, path,
 
 # --- C15 ----------------------------------------------------------------------------------------------
 
-def test_keyset_paging_walks_every_url_once_in_order(small, web_factory):
-    dsn, ids = small
-    web = web_factory(dsn)
+def test_keyset_paging_walks_every_url_once_in_order(small, shared):
+    _, ids = small
+    web = shared
     everything = web.get("/api/v1/urls?limit=500").json()["items"]
     assert len(everything) == len(ids)
     walked, after, pages = [], None, 0
@@ -161,9 +182,8 @@ def test_expensive_uncached_requests_are_rate_limited_per_client(small, web_fact
     assert web.get("/").status_code == 200
 
 
-def test_rate_limit_zero_turns_it_off(small, web_factory):
-    dsn, _ = small
-    web = web_factory(dsn, {"SITEWATCH_WEB__RATE_LIMIT": "0"})
+def test_rate_limit_zero_turns_it_off(shared):
+    web = shared                                  # started with web.rate_limit 0
     assert {web.get("/api/v1/urls", params={"q": f"filler-0{i:02d}"}).status_code for i in range(40)} == {200}
 
 
@@ -174,6 +194,7 @@ def _config_show(tmp_path, **env):
                           env=clean_env(tmp_path, **env), capture_output=True, text=True)
 
 
+@pytest.mark.serverless
 @pytest.mark.parametrize("listen", ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080", ":8080",
                                     "status.example.com:80"])
 def test_config_show_warns_of_an_open_public_listener(tmp_path, listen):
@@ -183,6 +204,7 @@ def test_config_show_warns_of_an_open_public_listener(tmp_path, listen):
     assert "warning" not in done.stdout
 
 
+@pytest.mark.serverless
 @pytest.mark.parametrize("env", [{"SITEWATCH_WEB__LISTEN": "127.0.0.1:8080"},
                                  {"SITEWATCH_WEB__LISTEN": "[::1]:8080"},
                                  {"SITEWATCH_WEB__LISTEN": "localhost:8080"},

@@ -36,6 +36,9 @@ CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
 CONNECTIVITY_TIMEOUT = 5.0
 LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
 MAX_IN_FLIGHT = 50          # sends at once per channel (and for all unknown channels together)
+# A notice for a channel this host does not know (another host's alerts.channels) is left this
+# long to a notifier that has it; then it fails here, so it is never held forever by nobody.
+FOREIGN_CHANNEL_WAIT = 600.0
 MAX_BACKOFF = 3600.0
 
 
@@ -125,7 +128,8 @@ class Notifier:
         other_room = MAX_IN_FLIGHT - sum(busy.values())
         if max(rooms.values(), default=0) <= 0 and other_room <= 0:
             return
-        for row in store.claim_outbox(conn, self.owner, rooms, other_room, self.lease, self.cfg.max_attempts):
+        for row in store.claim_outbox(conn, self.owner, rooms, other_room, self.lease, self.cfg.max_attempts,
+                                      FOREIGN_CHANNEL_WAIT):
             markdown = self.channels.markdown(row["channel"])
             try:
                 title, body, level = render(row["kind"], row["detail"], row["key"], markdown)

@@ -11,7 +11,9 @@
 -- before the UP that followed it; a dead one no longer holds the later ones back).
 -- Each channel has its own budget of sends in flight (%(rooms)s, room left per channel of
 -- %(channels)s; %(other_room)s for channels this host does not know, which then fail): a
--- hanging channel fills its own budget and delays no other channel.
+-- hanging channel fills its own budget and delays no other channel. A notice for a channel this
+-- host does not know is left %(foreign_wait)s seconds from its creation to a host that has it;
+-- only then is it taken here, to fail (retried, then dead) rather than wait forever.
 WITH budget AS (
     SELECT * FROM unnest(%(channels)s::text[], %(rooms)s::integer[]) AS b (channel, room)
     UNION ALL
@@ -20,7 +22,8 @@ WITH budget AS (
     SELECT c.id FROM budget b CROSS JOIN LATERAL (
         SELECT o.id FROM alert_outbox o
         WHERE o.status IN ('pending', 'sending') AND o.available_at <= now()
-          AND (o.channel = b.channel OR (b.channel IS NULL AND o.channel <> ALL (%(channels)s::text[])))
+          AND (o.channel = b.channel OR (b.channel IS NULL AND o.channel <> ALL (%(channels)s::text[])
+                                         AND o.created_at <= now() - make_interval(secs => %(foreign_wait)s)))
           AND NOT EXISTS (SELECT 1 FROM alert_outbox e
                           WHERE e.url_id = o.url_id AND e.channel = o.channel AND e.id < o.id
                             AND e.status IN ('pending', 'sending'))

@@ -21,10 +21,12 @@ def _rows(conn, name, params) -> list[dict]:
 # --- notifier ------------------------------------------------------------------------
 
 def claim_outbox(conn, owner: str, rooms: dict[str, int], other_room: int, lease: float,
-                 max_attempts: int) -> list[dict]:
-    """Lease due notices: up to rooms[channel] per channel, other_room for any other channel."""
+                 max_attempts: int, foreign_wait: float = 0.0) -> list[dict]:
+    """Lease due notices: up to rooms[channel] per channel, other_room for any other channel once
+    it is foreign_wait seconds old (left meanwhile to a host that has the channel)."""
     return _rows(conn, "claim_outbox", {"owner": owner, "channels": list(rooms), "rooms": list(rooms.values()),
-                                         "other_room": other_room, "lease": lease, "max_attempts": max_attempts})
+                                         "other_room": other_room, "lease": lease, "max_attempts": max_attempts,
+                                         "foreign_wait": foreign_wait})
 
 
 def mark_sent(conn, row: dict, owner: str) -> bool:

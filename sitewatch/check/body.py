@@ -80,30 +80,48 @@ class _Inflater:
             raise BadEncoding(f"the {self.encoding} body ends early (truncated)")
 
 
+class BodyDecoder:
+    """A body pushed in raw pieces (after any chunked framing), decoded and capped as it comes.
+
+    Engines that read (urllib3) and engines that are written to (libcurl's write
+    callback) share it, so both cap and decode the same way.
+    """
+
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        self.layers = _layers(content_encoding)
+        self.limit = limit
+        # A legitimate compressed body is at most slightly larger than its decoded form.
+        self.raw_limit = 2 * limit + CHUNK_BYTES
+        self.raw_total = 0
+        self.body = bytearray()
+
+    def _keep(self, piece: bytes) -> None:
+        self.body.extend(piece)
+        if len(self.body) > self.limit:
+            raise BodyTooLarge(f"body exceeds {self.limit} bytes")
+
+    def feed(self, raw: bytes) -> None:
+        """BodyTooLarge or BadEncoding as soon as the body is known to be either."""
+        self.raw_total += len(raw)
+        if self.layers and self.raw_total > self.raw_limit:
+            raise BodyTooLarge(f"compressed body exceeds {self.raw_limit} bytes")
+        _push(self.layers, 0, raw, self._keep)
+
+    def finish(self) -> bytearray:
+        """The decoded body, once every raw byte was fed; BadEncoding when a stream ended early."""
+        for layer in self.layers:
+            layer.finish()
+        return self.body  # no copy: the caller only decodes it for the regex
+
+
 def read_body(response, limit: int) -> bytearray:
     """The decoded body of a urllib3 response; BodyTooLarge past `limit` decoded bytes."""
-    layers = _layers(response.headers.get("Content-Encoding", ""))
-    # A legitimate compressed body is at most slightly larger than its decoded form.
-    raw_limit = 2 * limit + CHUNK_BYTES
-    body = bytearray()
-    raw_total = 0
-
-    def keep(piece: bytes) -> None:
-        body.extend(piece)
-        if len(body) > limit:
-            raise BodyTooLarge(f"body exceeds {limit} bytes")
-
+    decoder = BodyDecoder(response.headers.get("Content-Encoding", ""), limit)
     while True:
         raw = response.read(CHUNK_BYTES, decode_content=False)
         if not raw:
-            break
-        raw_total += len(raw)
-        if layers and raw_total > raw_limit:
-            raise BodyTooLarge(f"compressed body exceeds {raw_limit} bytes")
-        _push(layers, 0, raw, keep)
-    for layer in layers:
-        layer.finish()
-    return body  # no copy: the caller only decodes it for the regex
+            return decoder.finish()
+        decoder.feed(raw)
 
 
 def _layers(header: str) -> list[_Inflater]:

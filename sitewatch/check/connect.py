@@ -43,7 +43,7 @@ def interleave(addresses: list) -> list:
     return ordered
 
 
-def connect(addresses: list, socket_options, deadline: Deadline) -> socket.socket:
+def connect(addresses: list, socket_options, deadline: Deadline, source_address: str | None = None) -> socket.socket:
     """A socket connected to the first of `addresses` that answers, in blocking mode.
 
     Raises the first connection error when every address fails, and
@@ -59,7 +59,7 @@ def connect(addresses: list, socket_options, deadline: Deadline) -> socket.socke
         while True:
             now = time.monotonic()
             if waiting and (now >= next_attempt or not attempts):
-                sock = _start(waiting.pop(0), socket_options, errors)
+                sock = _start(waiting.pop(0), socket_options, errors, source_address)
                 if sock is None:
                     continue  # failed at once: the next address now
                 if sock.fileno() in attempts:  # cannot happen; never lose track of a socket
@@ -90,13 +90,15 @@ def connect(addresses: list, socket_options, deadline: Deadline) -> socket.socke
                 sock.close()
 
 
-def _start(address, socket_options, errors: list) -> socket.socket | None:
+def _start(address, socket_options, errors: list, source_address: str | None) -> socket.socket | None:
     """A non-blocking connect to one getaddrinfo() entry; None (error noted) if it failed at once."""
     family, type_, proto, _, sockaddr = address
     sock = socket.socket(family, type_, proto)  # EMFILE and the like propagate: the monitor's failure
     try:
         for option in socket_options or ():
             sock.setsockopt(*option)
+        if source_address:  # a region's or host's own address; port 0: any free one
+            sock.bind((source_address, 0))
         sock.setblocking(False)
         error = sock.connect_ex(sockaddr)
     except OSError as exc:

@@ -98,7 +98,7 @@ class Resolver:
             try:
                 job.result = socket.getaddrinfo(*job.key, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
-                job.result = _starved() or exc
+                job.result = starved() or exc
             except Exception as exc:
                 job.result = exc
             with self._lock:
@@ -106,7 +106,7 @@ class Resolver:
             job.done.set()
 
 
-def _starved() -> OSError | None:
+def starved() -> OSError | None:
     """The error of a descriptor we cannot open, if this process has run out.
 
     glibc reports a lookup that could not open /etc/hosts or a DNS socket for

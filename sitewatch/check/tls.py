@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import ssl
 import time
 
@@ -33,12 +34,34 @@ def ssl_context(verify: bool) -> ssl.SSLContext:
     # Building a context and loading the system CAs costs ~15 ms of CPU, far too
     # much per check; one shared context per mode is safe as long as nothing
     # changes it (wrap_socket is thread-safe).
+    return _build(verify)
+
+
+def _build(verify: bool) -> ssl.SSLContext:
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
     # Same settings and memory layout; only set_alpn_protocols differs.
     context.__class__ = _SharedContext
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     if verify:
         context.load_default_certs()
+    return context
+
+
+def client_context(verify: bool, cert: str, key: str | None) -> ssl.SSLContext:
+    """A context presenting a client certificate (mTLS), shared by the checks that use it.
+
+    Its own context: loading the certificate into the shared one would present it
+    to every site. Cached by the files' modification times, so a renewed
+    certificate is picked up without a restart.
+    """
+    stamps = tuple(os.stat(path).st_mtime_ns for path in (cert, key) if path)
+    return _client_context(verify, cert, key, stamps)
+
+
+@functools.lru_cache(maxsize=32)
+def _client_context(verify: bool, cert: str, key: str | None, stamps: tuple) -> ssl.SSLContext:
+    context = _build(verify)
+    context.load_cert_chain(cert, key)
     return context
 
 

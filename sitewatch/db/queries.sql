@@ -228,18 +228,21 @@ WITH result AS (
     SELECT * FROM unnest(%(task_id)s::bigint[], %(attempt)s::integer[], %(owner)s::text[],
                          %(started_at)s::timestamptz[], %(response_time_ms)s::float8[],
                          %(status_code)s::integer[], %(regex_matched)s::boolean[], %(ok)s::boolean[],
-                         %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[])
+                         %(error_kind)s::text[], %(error)s::text[], %(cert_days_left)s::integer[],
+                         %(dns_ms)s::real[], %(connect_ms)s::real[], %(tls_ms)s::real[], %(first_byte_ms)s::real[])
         AS r (task_id, attempt, owner, started_at, response_time_ms, status_code, regex_matched, ok,
-              error_kind, error, cert_days_left)
+              error_kind, error, cert_days_left, dns_ms, connect_ms, tls_ms, first_byte_ms)
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
     RETURNING task.id, task.attempts, task.url_id, task.scheduled_at
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
-                             regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by)
+                             regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by,
+                             dns_ms, connect_ms, tls_ms, first_byte_ms)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
-           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner
+           r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner,
+           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
     ON CONFLICT (url_id, scheduled_at) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by

@@ -197,9 +197,11 @@ def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts:
     return [dict(zip(columns, row, strict=True)) for row in rows], lost
 
 
-# The fields of one result row given to complete_tasks, in order.
+# The fields of one result row given to complete_tasks, in order. The phase timings come last
+# and may be left off (null): rows written before they existed, and tests, carry 11 fields.
 RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms", "status_code",
-                 "regex_matched", "ok", "error_kind", "error", "cert_days_left")
+                 "regex_matched", "ok", "error_kind", "error", "cert_days_left",
+                 "dns_ms", "connect_ms", "tls_ms", "first_byte_ms")
 
 
 # Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
@@ -216,6 +218,9 @@ def complete_tasks(conn, rows: list[tuple], alert_defaults: dict | None = None) 
     """
     if not rows:
         return []
+    if len(rows[0]) < len(RESULT_FIELDS):
+        missing = (None,) * (len(RESULT_FIELDS) - len(rows[0]))
+        rows = [row + missing for row in rows]
     columns = dict(zip(RESULT_FIELDS, (list(column) for column in zip(*rows, strict=True)), strict=True))
     columns.update(alert_defaults or NO_ALERT_CHANNELS)
     with conn.cursor() as cur:

@@ -23,7 +23,6 @@ from . import child
 
 START_METHOD = "spawn"
 BACKOFF_START = 0.5         # first restart delay, doubled on each consecutive failure
-STABLE_AFTER = 60.0         # a child that ran this long has its failure count reset
 LOOP_TICK = 1.0             # main loop wakes at least this often
 
 
@@ -226,7 +225,7 @@ class Supervisor:
                 self.log.error("fatal child error: stopping", role=slot.role, exit_code=code)
                 self.handle_term("fatal")
                 continue
-            if now - slot.started_at >= STABLE_AFTER:
+            if now - slot.started_at >= self.cfg.supervisor.stable_after:   # it ran long enough: start over
                 slot.failures = 0
             delay = min(self.cfg.supervisor.restart_backoff_max, BACKOFF_START * 2 ** slot.failures)
             slot.failures += 1

@@ -1,0 +1,219 @@
+"""A consumer's checks on the curl engine: one CurlMulti loop on one thread, not a thread per check.
+
+libcurl drives every transfer in flight from one event loop (socket_action on a
+selector: epoll on Linux, kqueue on macOS; no FD_SETSIZE limit), so a thousand
+waiting checks cost a thousand sockets and easy handles, not a thousand threads
+with their stacks (README "Check engines"). Each check is a curl_engine._Transfer,
+the very steps the curl engine's fetch() runs with perform(), so both judge and
+classify alike; probe.judge() turns the response into the Outcome.
+
+CurlTransfers has the interface of run/concurrency.CheckThreads that the consumer
+uses (submit, ensure, take_unstarted, stop, size): the consumer's adaptive limit
+then bounds transfers in flight.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue
+import selectors
+import threading
+import time
+
+import pycurl
+
+from ..check.curl_engine import _Transfer
+from ..check.engine import failed, monitor_failure
+from ..check.probe import judge
+
+# How long the loop sleeps with nothing to do before it looks at the queue again (it is
+# woken at once by a submission; this only bounds a missed wake-up).
+IDLE_WAIT = 1.0
+MAX_SPARE_HANDLES = 256  # easy handles kept for reuse (each holds libcurl buffers)
+
+
+class CurlTransfers:
+    def __init__(self, on_start, on_done) -> None:
+        """on_start(task) -> t0 when a check starts; on_done(task, outcome, t0) when it ends (loop thread)."""
+        self._on_start = on_start
+        self._on_done = on_done
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._asleep = False
+        self.size = 0            # threads: the loop's one, once started
+        self.in_flight = 0       # transfers in libcurl's hands
+        self.start_failures = 0
+
+    # ---- the consumer's side (its main thread)
+
+    def ensure(self, wanted: int) -> bool:
+        """Start the loop thread once; False if the OS refused it (a monitor failure)."""
+        if self._thread is not None or wanted <= 0:
+            return True
+        thread = threading.Thread(target=self._run, name="curl-transfers", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:   # "can't start new thread"
+            self.start_failures += 1
+            return False
+        self._thread, self.size = thread, 1
+        return True
+
+    def submit(self, task, target) -> None:
+        self._queue.put((task, target))
+        if self._asleep:        # one byte wakes the selector; none while the loop is busy anyway
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass            # the pipe is full: the loop has wake-ups enough
+
+    def take_unstarted(self) -> list:
+        items = []
+        try:
+            while True:
+                item = self._queue.get_nowait()
+                if item is not None:
+                    items.append(item)
+        except queue.Empty:
+            return items
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    # ---- the loop thread
+
+    def _run(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._timer_at: float | None = None
+        self._active: dict[pycurl.Curl, tuple] = {}
+        self._spare: list[pycurl.Curl] = []
+        self._multi = multi = pycurl.CurlMulti()
+        multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        try:
+            while not self._stopping:
+                self._take_work()
+                self._wait_and_act()
+                self._collect()
+        finally:
+            for handle in list(self._active):
+                multi.remove_handle(handle)
+                handle.close()
+            multi.close()
+            self._selector.close()
+
+    def _take_work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._stopping = True
+                return
+            self._start(*item)
+
+    def _start(self, task, target) -> None:
+        t0 = self._on_start(task)
+        started_at = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            handle = self._spare.pop() if self._spare else pycurl.Curl()
+            transfer = _Transfer(target.request, handle)
+        except Exception as exc:   # pycurl.Curl(): out of memory or descriptors
+            exhausted = monitor_failure(exc) or f"cannot start a transfer ({type(exc).__name__})"
+            response = failed("monitor", f"monitor failure: {exhausted}; the site was not checked", ())
+            self._on_done(task, judge(target, response, started_at), t0)
+            return
+        if transfer.begin():
+            self._active[handle] = (transfer, task, target, t0, started_at)
+            self._multi.add_handle(handle)
+            self.in_flight += 1
+        else:
+            self._done(handle, transfer, task, target, t0, started_at)
+
+    def _wait_and_act(self) -> None:
+        now = time.monotonic()
+        wait = IDLE_WAIT if self._timer_at is None else max(0.0, self._timer_at - now)
+        self._asleep = True
+        if not self._queue.empty():  # a submission raced the flag: do not sleep on it
+            wait = 0.0
+        events = self._selector.select(min(wait, IDLE_WAIT))
+        self._asleep = False
+        for key, mask in events:
+            if key.fd == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            action = (pycurl.CSELECT_IN if mask & selectors.EVENT_READ else 0) | \
+                     (pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0)
+            self._multi.socket_action(key.fd, action)
+        if self._timer_at is not None and time.monotonic() >= self._timer_at:
+            self._timer_at = None
+            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _on_socket(self, what: int, fd: int, multi, data) -> None:
+        if what == pycurl.POLL_REMOVE:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+            return
+        events = (selectors.EVENT_READ if what in (pycurl.POLL_IN, pycurl.POLL_INOUT) else 0) | \
+                 (selectors.EVENT_WRITE if what in (pycurl.POLL_OUT, pycurl.POLL_INOUT) else 0)
+        if not events:
+            return
+        try:
+            self._selector.modify(fd, events)
+        except KeyError:
+            self._selector.register(fd, events)
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        self._timer_at = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000.0
+
+    def _collect(self) -> None:
+        while True:
+            queued, done, errors = self._multi.info_read()
+            for handle in done:
+                self._hop_ended(handle, 0, "")
+            for handle, code, message in errors:
+                self._hop_ended(handle, code, message)
+            if not queued:
+                return
+
+    def _hop_ended(self, handle, code: int, message: str) -> None:
+        transfer, task, target, t0, started_at = self._active[handle]
+        self._multi.remove_handle(handle)
+        if transfer.end(code, message):   # another hop (a redirect, the certificate's look)
+            self._multi.add_handle(handle)
+            return
+        del self._active[handle]
+        self.in_flight -= 1
+        self._done(handle, transfer, task, target, t0, started_at)
+
+    def _done(self, handle, transfer, task, target, t0, started_at) -> None:
+        if len(self._spare) < MAX_SPARE_HANDLES:
+            self._spare.append(handle)
+        else:
+            handle.close()
+        try:
+            outcome = judge(target, transfer.result, started_at)
+        except Exception as exc:  # a bug of ours: never lose the slot, never kill the loop
+            exhausted = monitor_failure(exc)
+            kind = "monitor" if exhausted else "protocol"
+            response = failed(kind, exhausted or f"unexpected error: {type(exc).__name__}", ())
+            outcome = judge(target, response, started_at)
+        self._on_done(task, outcome, t0)
