@@ -104,6 +104,9 @@ def add_update_command(url_commands, add_check_options) -> None:
     upd.add_argument("--notify", metavar="NAME,NAME", help="channels to notify")
     add_request_options(upd, update=True)
     upd.add_argument("--no-header", action="append", metavar="NAME", help="remove a stored header, repeatable")
+    for action in upd._actions:      # the add defaults do not apply: what is not given stays
+        if action.help and " (default: " in action.help:
+            action.help = action.help.split(" (default: ")[0]
 
 
 # Stored columns that are options of make_entry under the same name.
