@@ -70,8 +70,10 @@ def parse_header(raw) -> str:
         raise BadInput(f"header must be 'Name: value' text, got {type(raw).__name__}")
     name, colon, value = raw.partition(":")
     name, value = name.strip(), value.strip()
-    if not colon or not _TOKEN.fullmatch(name):
-        raise BadInput(f"header must be 'Name: value' with a name of letters, digits and -, got {raw!r}")
+    if not colon:       # the whole line may be a secret ("Authorization Bearer ..."): not quoted
+        raise BadInput("header must be 'Name: value': a header given has no ':'")
+    if not _TOKEN.fullmatch(name):
+        raise BadInput(f"header must be 'Name: value' with a name of letters, digits and -, got name {name!r}")
     line = f"{name}: {value}"
     if len(line) > MAX_HEADER_LENGTH:
         raise BadInput(f"header {name} is longer than {MAX_HEADER_LENGTH} characters")

@@ -232,6 +232,7 @@ def test_update_by_url_of_an_unnamed_monitor(cli, db):
 @pytest.mark.parametrize("args, words", [
     (["--method", "BREW"], ["method must be one of"]),
     (["--header", "no colon here"], ["'Name: value'"]),
+    (["--header", f"Authorization Bearer {SECRET}"], ["has no ':'"]),
     (["--header", "Bad Name: x"], ["'Name: value'"]),
     (["--header", "X-A: ${unclosed"], ["not a ${VAR} reference"]),
     (["--header", "Host: other.example"], ["set by sitewatch"]),
@@ -243,7 +244,8 @@ def test_update_by_url_of_an_unnamed_monitor(cli, db):
     (["--body", "@/nonexistent/file"], ["cannot read body file"]),
 ])
 def test_bad_request_options_exit_2_with_nothing_written(cli, db, args, words):
-    refused(cli("url", "add", "https://bad.example/", *args), *words)
+    line = refused(cli("url", "add", "https://bad.example/", *args), *words)
+    assert SECRET not in line
     assert count(db, "url") == 0
 
 
