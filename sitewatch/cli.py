@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from . import __version__, config, logs
+from . import __version__, config, logs, monitorcli
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
 from .redact import redact_text, redact_url
 
@@ -68,6 +68,7 @@ def build_parser() -> ArgumentParser:
     add.add_argument("-r", "--regex", metavar="REGEX",
                      help="RE2 regular expression the body must contain (default: none)")
     add_check_options(add)
+    monitorcli.add_request_options(add)
     add.add_argument("--failure-threshold", metavar="N", help="consecutive failed checks that turn it "
                      "down (default: alerts.failure_threshold = 3)")
     add.add_argument("--success-threshold", metavar="N", help="consecutive good checks that turn it up "
@@ -75,10 +76,12 @@ def build_parser() -> ArgumentParser:
     add.add_argument("--notify", metavar="NAME,NAME", help="channels to notify, names from alerts.channels "
                      "(default: alerts.default_channels, unset = all)")
 
+    monitorcli.add_update_command(url_commands, add_check_options)
+
     remove = url_commands.add_parser("remove", help="stop monitoring a URL",
                                      description="Stop monitoring a URL. Its pending task is dropped; its "
                                                  "results stay in task_result.")
-    remove.add_argument("url", metavar="URL", help="the URL as added")
+    remove.add_argument("url", metavar="URL|NAME", help="the monitor's name, or its URL as added")
 
     listing = url_commands.add_parser("list", help="list URLs with their last result",
                                       description="List monitored URLs, their settings and last result "
@@ -87,9 +90,11 @@ def build_parser() -> ArgumentParser:
 
     imp = url_commands.add_parser("import", help="add or update many URLs from a file",
                                   description="Upsert URLs from FILE (or - for stdin): a YAML list of "
-                                              "entries with keys url, period, regex, timeout, method, "
-                                              "expected-status, max-redirects, verify-tls, failure-threshold, "
-                                              "success-threshold, notify (missing keys take the defaults), "
+                                              "entries with keys url, name, period, regex, timeout, method, "
+                                              "headers, body, json, bearer, client-cert, client-key, "
+                                              "ip-version, expected-status, max-redirects, verify-tls, "
+                                              "failure-threshold, success-threshold, notify (missing keys "
+                                              "take the defaults; a named entry is matched by its name), "
                                               "or one URL per line. Every entry is "
                                               "validated before anything is written. First checks are "
                                               "spread across each URL's period.")
@@ -101,7 +106,7 @@ def build_parser() -> ArgumentParser:
     chk.add_argument("url", metavar="URL")
     chk.add_argument("-r", "--regex", metavar="REGEX", help="RE2 regex the body must contain (default: none)")
     add_check_options(chk)
-    chk.add_argument("--json", action="store_true", help="print JSON")
+    monitorcli.add_request_options(chk, check=True)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True,
@@ -165,7 +170,8 @@ def build_parser() -> ArgumentParser:
 def add_check_options(parser) -> None:
     parser.add_argument("--timeout", metavar="SECONDS",
                         help="total deadline of one check (default: check.timeout = 10)")
-    parser.add_argument("--method", metavar="METHOD", help="GET or HEAD (default: GET)")
+    parser.add_argument("--method", metavar="METHOD",
+                        help="GET HEAD POST PUT PATCH DELETE or OPTIONS (default: GET)")
     parser.add_argument("--expected-status", metavar="CODES",
                         help="status codes counted as up, e.g. 200-299,301 "
                              "(default: check.expected_status = 200-399)")
@@ -235,7 +241,7 @@ def dispatch(args, cfg, env, flags) -> int:
             print(f"sitewatch: warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "check":
-        return cmd_check(args, cfg)
+        return cmd_check(args, cfg, env)
     if args.command == "run":
         from .run.supervisor import run
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
@@ -249,11 +255,14 @@ def dispatch(args, cfg, env, flags) -> int:
         options["period"] = args.period
         options.update(failure_threshold=args.failure_threshold, success_threshold=args.success_threshold,
                        notify=args.notify)
+        options.update(monitorcli.request_options(args))
         payload = make_entry(options, cfg.check)
         check_channels_known([payload], cfg)
+        monitorcli.warn_unset(payload, env)
+    elif args.command == "url" and args.url_command == "update":
+        payload = monitorcli.prepare_update(args)
     elif args.command == "url" and args.url_command == "remove":
-        from .urlspec import normalise_url
-        payload = normalise_url(args.url)
+        payload = monitorcli.name_or_url(args.url)
     elif args.command == "url" and args.url_command == "import":
         payload = read_import(args.file, cfg)
         check_channels_known(payload, cfg)
@@ -267,7 +276,7 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = alerts_cli.prepare(args, cfg)
     else:
         payload = None
-    return with_database(cfg, lambda *opened: run_db_command(args, cfg, payload, *opened),
+    return with_database(cfg, lambda *opened: run_db_command(args, cfg, payload, env, *opened),
                          migrate=args.command == "db" and args.db_command == "migrate")
 
 
@@ -278,7 +287,7 @@ def read_report_args(args):
     from .history import lookup, report
     from .urlspec import normalise_url
     for url in getattr(args, "urls", None) or [getattr(args, "url", None)] * (args.command == "history"):
-        if not (args.command == "history" and lookup.is_id(url)):      # history takes a URL id too
+        if not (args.command == "history" and lookup.is_id(url)) and "://" in url:  # an id, a name
             normalise_url(url)
     if args.command == "history":
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -343,7 +352,7 @@ def with_database(cfg, action, migrate: bool = False) -> int:
         db.close()
 
 
-def run_db_command(args, cfg, payload, conn, applied, connect) -> int:
+def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     from .db import schema, store
     if args.command == "db" and args.db_command == "maintain":
         from .history import maintenance
@@ -362,17 +371,21 @@ def run_db_command(args, cfg, payload, conn, applied, connect) -> int:
         return 0
     if args.url_command == "add":
         store.add_url(conn, payload)
-        print(f"added {redact_url(payload.url)} (every {payload.period} s"
+        named = f" as {payload.name!r}" if payload.name else ""
+        print(f"added {redact_url(payload.url)}{named} (every {payload.period} s"
               f"{', regex ' + repr(payload.regex) if payload.regex else ''})")
     elif args.url_command == "remove":
         from .alerts.settings import default_channels
-        closed = store.remove_url(conn, payload, default_channels(cfg))
-        print(f"removed {redact_url(payload)}" + (" (its open incident is closed: url removed)" if closed else ""))
+        url_id, url, name = store.find_monitor(conn, payload)
+        closed = store.remove_url(conn, url_id, default_channels(cfg))
+        print(f"removed {name or redact_url(url)}" + (" (its open incident is closed: url removed)" if closed else ""))
+    elif args.url_command == "update":
+        return monitorcli.run_update(conn, cfg, payload, env, check_channels_known)
     elif args.url_command == "import":
         inserted, updated = store.import_urls(conn, payload)
         print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")
     elif args.url_command == "list":
-        print_url_list(store.list_urls(conn), args.json)
+        monitorcli.print_url_list(store.list_urls(conn), args.json)
     return 0
 
 
@@ -384,16 +397,19 @@ def run_report(args, conn, connect) -> int:
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        lines = report.status_lines(conn, args.urls or None, args.json, args.down, connect)
+        # Each argument names one monitor (a URL of several is refused); history/report.py
+        # selects by URL.
+        urls = [store.find_monitor(conn, u)[1] for u in args.urls] or None
+        lines = report.status_lines(conn, urls, args.json, args.down, connect)
         if lines is None:      # no usable summary: the figures computed in Python
-            rows = report.status_rows(conn, args.urls or None, connect)
+            rows = report.status_rows(conn, urls, connect)
             if args.down:
                 rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
             lines = report.lines_of(rows, args.json)
         report.print_status_lines(conn, lines, args.json)
         return 0
     from .history import lookup
-    url_id = lookup.history_url_id(conn, args.url)     # monitored, removed, or an id
+    url_id = lookup.history_url_id(conn, monitored_id(conn, args.url))   # monitored, removed, or an id
     now = store.now(conn)     # the database's clock, like scheduled_at
     since = report.parse_time(args.since, "--since", now)
     until = report.parse_time(args.until, "--until", now) if args.until else now
@@ -405,40 +421,35 @@ def run_report(args, conn, connect) -> int:
     return 0
 
 
-def print_url_list(rows, as_json: bool) -> None:
-    for row in rows:
-        row["url"] = redact_url(row["url"])
-    if as_json:
-        print(json.dumps(rows, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
-                         indent=2))
-        return
-    if not rows:
-        print("no URLs monitored; add one with: sitewatch url add URL")
-        return
-    print(f"{'URL':50} {'PERIOD':>6} {'LAST CHECK (UTC)':20} {'STATE':5} {'CODE':>4} {'MS':>7}  "
-          f"{'REGEX / ERROR'}")
-    for r in rows:
-        if r["last_started_at"] is None:
-            state, code, ms, last = "-", "-", "-", "never"
-        else:
-            state = "UP" if r["last_ok"] else "DOWN"
-            code = r["last_status_code"] if r["last_status_code"] is not None else "-"
-            ms = f"{r['last_response_time_ms']:.0f}" if r["last_response_time_ms"] is not None else "-"
-            last = r["last_started_at"].strftime("%Y-%m-%d %H:%M:%S")
-        detail = f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"] else (
-            f"/{r['regex']}/" if r["regex"] else "")
-        print(f"{r['url']:50} {r['period']:>6} {last:20} {state:5} {code!s:>4} {ms:>7}  {detail}")
+def monitored_id(conn, text: str) -> str:
+    """`history`'s argument as an id when it names one monitor (by name, or a URL monitored once);
+    as given otherwise (an id, or a removed URL, found by history/lookup.py)."""
+    from .db import store
+    from .history import lookup
+    if lookup.is_id(text):
+        return text
+    try:
+        return str(store.find_monitor(conn, text)[0])
+    except BadInput as e:
+        if str(e).startswith("not monitored") and "://" in text:
+            return text
+        raise
 
 
-def cmd_check(args, cfg) -> int:
-    from .check import probe
+def cmd_check(args, cfg, env) -> int:
+    from .check import definition, probe
     from .check.engine import engine_named
     from .urlspec import make_entry
-    entry = make_entry({**check_options(args), "period": cfg.check.default_period}, cfg.check)
-    target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
+    options = {**check_options(args), **monitorcli.request_options(args), "period": cfg.check.default_period}
+    entry = make_entry(options, cfg.check)
     engine = _Recording(engine_named(cfg.check.engine))
-    outcome = probe.check(target, engine)
-    if args.json:
+    try:
+        target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        outcome = probe.check(target, engine)
+    except definition.MissingVariable as missing:     # as a consumer on this host would see it
+        target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        outcome = definition.missing_outcome(missing)
+    if args.output_json or args.json_body is True:
         print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))
     else:
         print(probe.format_outcome(target, outcome, engine.name))

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import re2
 import yaml
 
+from . import requestspec
 from .alerts.settings import parse_notify
 from .assertions import parse_all
 from .errors import BadInput
@@ -19,7 +20,7 @@ from .regex import compile_regex  # noqa: F401 - re-exported: check/probe.py and
 
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000
-METHODS = ("GET", "HEAD")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")     # a host name once IDNA-encoded
@@ -44,13 +45,33 @@ class UrlEntry:
     # `assert` and `degraded` expressions as written (DESIGN.md section 12), validated
     assertions: list[str] = field(default_factory=list)
     degraded: list[str] = field(default_factory=list)
+    # Request options (requestspec.py); headers, bearer and body hold ${VAR} unexpanded.
+    name: str | None = None              # the monitor's identity when given, else its URL
+    headers: list[str] | None = None     # "Name: value"
+    body: bytes | None = None
+    body_json: bool = False              # the body is JSON: sent with Content-Type application/json
+    bearer: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    ip_version: int | None = None        # 4, 6, None = any
 
     def as_row(self) -> dict:
         return asdict(self)
 
+    @property
+    def identity(self) -> str:
+        return self.name or self.url
 
-# User-facing option names: the YAML key `assert` is stored as `assertions` (a Python keyword).
-OPTION_NAMES = ["assert" if f.name == "assertions" else f.name for f in fields(UrlEntry)]
+    @property
+    def shown(self) -> str:
+        """How messages name the monitor: its name, else its URL redacted."""
+        return self.name or redact_url(self.url)
+
+
+# User-facing option names: the YAML key `assert` is stored as `assertions` (a Python keyword);
+# `json` is read into body and body_json, and body_json itself is not an option.
+OPTION_NAMES = ["assert" if f.name == "assertions" else f.name for f in fields(UrlEntry)
+                if f.name != "body_json"] + ["json"]
 
 
 def normalise_url(raw) -> str:
@@ -217,6 +238,15 @@ def make_entry(options: dict, check_config) -> UrlEntry:
 
     expected_status = given("expected_status", check_config.expected_status)
     parse_expected_status(expected_status)
+    body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
+    client_cert = requestspec.validate_path("client cert", options.get("client_cert"))
+    client_key = requestspec.validate_path("client key", options.get("client_key"))
+    if client_key and not client_cert:
+        raise BadInput("client key given without a client cert")
+    headers = requestspec.validate_headers(options.get("headers"))
+    bearer = requestspec.validate_bearer(options.get("bearer"))
+    if bearer and any(requestspec.header_name(line) == "authorization" for line in headers or []):
+        raise BadInput("give bearer or an Authorization header, not both")
     return UrlEntry(
         url=normalise_url(options["url"]),
         period=validate_period(given("period", check_config.default_period),
@@ -232,6 +262,14 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         notify=parse_notify(options.get("notify")),
         assertions=validate_assertions("assert", options.get("assert")),
         degraded=validate_assertions("degraded", options.get("degraded")),
+        name=requestspec.validate_name(options.get("name")),
+        headers=headers,
+        body=body,
+        body_json=body_json,
+        bearer=bearer,
+        client_cert=client_cert,
+        client_key=client_key,
+        ip_version=requestspec.validate_ip_version(options.get("ip_version")),
     )
 
 
@@ -383,9 +421,9 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
             entry = make_entry(options, check_config)
         except BadInput as e:
             raise BadInput(f"{source}: {where}: {e}") from None
-        if entry.url in seen:
-            raise BadInput(f"{source}: {where}: {redact_url(entry.url)} is already listed "
-                           f"at {seen[entry.url]}")
-        seen[entry.url] = where
+        if entry.identity in seen:
+            raise BadInput(f"{source}: {where}: {entry.shown} is already listed "
+                           f"at {seen[entry.identity]}")
+        seen[entry.identity] = where
         entries.append(entry)
     return entries

@@ -70,7 +70,7 @@ def test_no_notice_is_owed_while_silenced_or_when_nothing_changed(conn):  # noqa
 def _remove(dsn, url):
     c = psycopg2.connect(dsn)
     try:
-        return store.remove_url(c, url, ["ops", "mail"])
+        return store.remove_url(c, store.find_monitor(c, url)[0], ["ops", "mail"])
     finally:
         c.close()
 

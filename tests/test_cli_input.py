@@ -184,7 +184,7 @@ def test_regex_too_big_for_re2_memory_budget_is_refused(cli, db, seeded):
 @pytest.mark.parametrize("option, value, phrase", [
     ("--timeout", "abc", "timeout"),
     ("--timeout", "0", "timeout"),
-    ("--method", "POST", "method"),
+    ("--method", "BREW", "method"),
     ("--expected-status", "999", "expected status"),
     ("--expected-status", "abc", "expected status"),
     ("--max-redirects", "-1", "max redirects"),

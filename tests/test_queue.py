@@ -540,7 +540,7 @@ def test_remove_url_drops_its_task_keeps_history_and_fences_the_consumer(db):
     tasks = {t["url"]: t for t in claim(db, "w")}
     gone_id = url_id(db, "http://gone.example/")
 
-    store.remove_url(db, "http://gone.example/")
+    store.remove_url(db, gone_id)
     assert q1(db, "SELECT count(*) FROM task WHERE url_id = %s", (gone_id,)) == 0
     assert q1(db, "SELECT count(*) FROM task_result WHERE url_id = %s", (gone_id,)) == 1
 

@@ -12,7 +12,17 @@ out = ["# sitewatch configuration: every key, with its default.",
        "# Use it with `sitewatch --config PATH`, $SITEWATCH_CONFIG, or as ./sitewatch.yaml.",
        "# Precedence: defaults < this file < environment < command-line flags.",
        "# Every key can also be set as SITEWATCH_<SECTION>__<KEY>, e.g. SITEWATCH_CONSUMER__CONCURRENCY=50.",
-       "# `sitewatch config show` prints the effective values and where each comes from.", ""]
+       "# `sitewatch config show` prints the effective values and where each comes from.",
+       "#",
+       "# A monitor's request options are not configuration: name, method, headers, body, json, bearer,",
+       "# client-cert, client-key and ip-version are given to `url add`/`url update`, or as keys of",
+       "# `url import` entries (README \"Requests\"). ${VAR} in a header, the bearer or the body is read",
+       "# from the environment of the host running the checks, e.g. in an import file:",
+       "#   - url: https://api.example.com/graphql",
+       "#     name: users-query",
+       "#     method: POST",
+       "#     bearer: ${API_TOKEN}",
+       "#     json: '{\"query\": \"{ users(first: 1) { id } }\"}'", ""]
 for section in SECTIONS:
     out.append(f"{section}:")
     for s in SETTINGS:

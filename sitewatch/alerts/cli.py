@@ -23,7 +23,8 @@ def add_commands(commands, parser_class) -> None:
                                           "the first and last error, how many checks failed. Notices "
                                           "given up on after alerts.max_attempts are listed too.")
     inc.add_argument("--open", action="store_true", help="only incidents still open")
-    inc.add_argument("--url", metavar="URL", help="only this URL's incidents")
+    inc.add_argument("--url", metavar="URL|NAME", help="only this URL's incidents (a monitor's name "
+                                                       "stands for its URL)")
     inc.add_argument("--json", action="store_true", help="print JSON (a list of incidents, each with its "
                                                           "dead_notifications)")
 
@@ -35,8 +36,9 @@ def add_commands(commands, parser_class) -> None:
     sil_commands = sil.add_subparsers(dest="silence_command", metavar="ACTION", required=True,
                                       parser_class=parser_class)
     add = sil_commands.add_parser("add", help="silence URL or GLOB for DURATION")
-    add.add_argument("pattern", metavar="URL|GLOB", help="a monitored URL, or a glob with * (and ?), "
-                                                         "e.g. 'https://*.example.com/*'")
+    add.add_argument("pattern", metavar="URL|NAME|GLOB", help="a monitored URL, a monitor's name (its URL "
+                                                              "is silenced), or a glob with * (and ?), "
+                                                              "e.g. 'https://*.example.com/*'")
     add.add_argument("--for", dest="duration", metavar="DURATION", required=True, help="90s, 15m, 2h, 7d")
     add.add_argument("--reason", metavar="TEXT", help="why (shown by silence list)")
     listing = sil_commands.add_parser("list", help="silences in force (and those over in the last day)")
@@ -59,8 +61,8 @@ def prepare(args, cfg):
     if args.command == "incidents":
         if args.url is None:
             return None
-        from ..urlspec import normalise_url
-        return normalise_url(args.url)
+        from ..monitorcli import name_or_url
+        return name_or_url(args.url)
     if args.command == "silence" and args.silence_command == "add":
         seconds = parse_duration(args.duration)
         if not 0 < seconds <= MAX_SILENCE:
@@ -77,10 +79,11 @@ def prepare(args, cfg):
 
 
 def silence_pattern(raw: str) -> str:
-    """A glob (has a *) is kept as written; anything else must be a URL, normalised like url add."""
+    """A glob (has a *) is kept as written; anything else is a URL, normalised like url add, or a
+    monitor's name (monitorcli.MonitorName, looked up when the database is open)."""
     if "*" not in raw:
-        from ..urlspec import normalise_url
-        return normalise_url(raw)
+        from ..monitorcli import name_or_url
+        return name_or_url(raw)
     if len(raw) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in raw):
         raise BadInput("silence pattern must be one word of at most 2048 printable characters")
     return raw
@@ -95,7 +98,12 @@ def _when(value) -> str:
 
 
 def run(args, cfg, conn, payload) -> int:
+    from ..monitorcli import monitor_url
     from . import store
+    if args.command == "incidents" and payload is not None:
+        payload = monitor_url(conn, payload)
+    if args.command == "silence" and args.silence_command == "add":
+        payload = {**payload, "pattern": monitor_url(conn, payload["pattern"])}
     if args.command == "incidents":
         return print_incidents(store.list_incidents(conn, args.open, payload),
                                store.list_dead(conn, payload), args.json)

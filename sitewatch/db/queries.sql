@@ -2,47 +2,88 @@
 -- "-- name: NAME" and a description; store.py loads them once.
 
 -- name: add_url
--- Register one URL, first slot due now (a URL added by hand is checked within seconds).
+-- Register one monitor, first slot due now (a URL added by hand is checked within seconds).
+-- Refused (no row returned) when its identity is taken: its name, or, unnamed, its URL.
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                 next_check_at, failure_threshold, success_threshold, notify, assertions, degraded)
+                 next_check_at, failure_threshold, success_threshold, notify, assertions, degraded,
+                 name, headers, body, body_json, bearer, client_cert, client_key, ip_version)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
         %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
-        %(notify)s::text[], %(assertions)s::text[], %(degraded)s::text[])
-ON CONFLICT (url) DO NOTHING
+        %(notify)s::text[], %(assertions)s::text[], %(degraded)s::text[], %(name)s, %(headers)s::text[],
+        %(body)s, %(body_json)s, %(bearer)s, %(client_cert)s, %(client_key)s, %(ip_version)s)
+ON CONFLICT DO NOTHING
 RETURNING id;
 
 -- name: import_urls
--- Upsert many URLs in one statement (execute_values fills VALUES). New URLs get their first
+-- Upsert many monitors in one statement (execute_values fills VALUES). New ones get their first
 -- slot spread at random across their period, so 10,000 URLs with one period do not fire in
--- the same second; an existing URL keeps its slot phase unless its period changes.
+-- the same second; an existing one keeps its slot phase unless its period changes.
 -- clock_timestamp(), not now(): now() is fixed when the transaction starts, and a slot the
 -- producer enqueued since then would be scheduled again (the schedule moved backwards).
+-- {conflict} is the identity: "(url) WHERE name IS NULL" for unnamed monitors, "(name)" for
+-- named ones (store.py runs one statement per kind: one arbiter each).
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
                       verify_tls, next_check_at, failure_threshold, success_threshold, notify,
-                      assertions, degraded)
+                      assertions, degraded, name, headers, body, body_json, bearer, client_cert, client_key,
+                      ip_version)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
        v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period), v.failure_threshold,
-       v.success_threshold, v.notify, v.assertions, v.degraded
+       v.success_threshold, v.notify, v.assertions, v.degraded, v.name, v.headers, v.body, v.body_json,
+       v.bearer, v.client_cert, v.client_key, v.ip_version
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
-                       failure_threshold, success_threshold, notify, assertions, degraded)
-ON CONFLICT (url) DO UPDATE SET
+                       failure_threshold, success_threshold, notify, assertions, degraded, name, headers,
+                       body, body_json, bearer, client_cert, client_key, ip_version)
+ON CONFLICT {conflict} DO UPDATE SET
+    url = EXCLUDED.url,
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
     method = EXCLUDED.method, expected_status = EXCLUDED.expected_status,
     max_redirects = EXCLUDED.max_redirects, verify_tls = EXCLUDED.verify_tls,
     failure_threshold = EXCLUDED.failure_threshold, success_threshold = EXCLUDED.success_threshold,
     notify = EXCLUDED.notify, assertions = EXCLUDED.assertions, degraded = EXCLUDED.degraded,
+    headers = EXCLUDED.headers, body = EXCLUDED.body,
+    body_json = EXCLUDED.body_json, bearer = EXCLUDED.bearer, client_cert = EXCLUDED.client_cert,
+    client_key = EXCLUDED.client_key, ip_version = EXCLUDED.ip_version,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
+
+-- name: find_monitors
+-- The monitors a command's argument names: the one with that name, else those with that URL.
+SELECT id, url, name FROM url WHERE name = %(name)s
+UNION ALL
+SELECT id, url, name FROM url WHERE url = %(url)s AND NOT EXISTS (SELECT 1 FROM url WHERE name = %(name)s)
+ORDER BY name NULLS FIRST;
+
+-- name: monitor_settings
+-- One monitor's stored settings (url update reads them, changes some, writes them back).
+SELECT id, url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
+       failure_threshold, success_threshold, notify, name, headers, body, body_json, bearer,
+       client_cert, client_key, ip_version, assertions, degraded
+FROM url WHERE id = %(id)s FOR UPDATE;
+
+-- name: update_url
+-- Change a monitor in place: its id, results, state and incidents stay. A new period
+-- re-slots it from now (its next slot is due now, then every period); an unchanged period
+-- keeps its slot phase.
+UPDATE url SET
+    url = %(url)s, period = %(period)s, regex = %(regex)s, timeout = %(timeout)s, method = %(method)s,
+    expected_status = %(expected_status)s, max_redirects = %(max_redirects)s, verify_tls = %(verify_tls)s,
+    failure_threshold = %(failure_threshold)s, success_threshold = %(success_threshold)s,
+    notify = %(notify)s::text[], name = %(name)s, headers = %(headers)s::text[], body = %(body)s,
+    body_json = %(body_json)s, bearer = %(bearer)s, client_cert = %(client_cert)s,
+    client_key = %(client_key)s, ip_version = %(ip_version)s,
+    assertions = %(assertions)s::text[], degraded = %(degraded)s::text[],
+    next_check_at = CASE WHEN period = %(period)s THEN next_check_at ELSE now() END
+WHERE id = %(id)s;
 
 -- name: lock_removed_url
 -- Before remove_url, in its transaction, three statements: the url row (the producer skips
 -- it: no new task), then its task and its alert state in the result path's order (task, then
 -- url_state), so a result batch recording it commits first (no deadlock) and remove_url's own
 -- snapshot sees the incident that batch may have opened.
-SELECT id FROM url WHERE url = %(url)s FOR UPDATE;
-SELECT t.id FROM task t JOIN url u ON u.id = t.url_id WHERE u.url = %(url)s FOR UPDATE OF t;
-SELECT s.url_id FROM url u JOIN url_state s ON s.url_id = u.id WHERE u.url = %(url)s FOR UPDATE OF s;
+SELECT id FROM url WHERE id = %(id)s FOR UPDATE;
+SELECT t.id FROM task t WHERE t.url_id = %(id)s FOR UPDATE OF t;
+SELECT s.url_id FROM url_state s WHERE s.url_id = %(id)s FOR UPDATE OF s;
 
 -- name: remove_url
 -- Forget a URL; its outstanding task and alert state go with it (ON DELETE CASCADE), its
@@ -50,7 +91,7 @@ SELECT s.url_id FROM url u JOIN url_state s ON s.url_id = u.id WHERE u.url = %(u
 -- was announced, each of the URL's channels gets a `removed` notice (not while silenced):
 -- nobody is left with a down that never gets its end. Returns (id, incidents closed).
 WITH gone AS (
-    DELETE FROM url WHERE url = %(url)s RETURNING id, url, notify
+    DELETE FROM url WHERE id = %(id)s RETURNING id, url, notify
 ), closed AS (
     UPDATE incident i SET ended_at = now(), end_reason = 'url removed'
     FROM gone WHERE i.url_id = gone.id AND i.ended_at IS NULL
@@ -73,8 +114,9 @@ SELECT g.id, (SELECT count(*) FROM closed), (SELECT count(*) FROM queued) FROM g
 
 -- name: list_urls
 -- Every URL with its settings and its last recorded result (one index probe per URL).
-SELECT u.url, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
-       u.verify_tls, u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded,
+SELECT u.url, u.name, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
+       u.verify_tls, u.headers, u.body, u.body_json, u.bearer, u.client_cert, u.client_key, u.ip_version,
+       u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded,
        r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
        r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
        r.error_kind AS last_error_kind, r.error AS last_error
@@ -82,7 +124,7 @@ FROM url u
 LEFT JOIN LATERAL (
     SELECT * FROM task_result t WHERE t.url_id = u.id ORDER BY t.scheduled_at DESC LIMIT 1
 ) r ON true
-ORDER BY u.url;
+ORDER BY u.url, u.name NULLS FIRST;
 
 -- name: enqueue_due
 -- The producer's one statement: lock due URLs (SKIP LOCKED: other producers take others),
@@ -168,12 +210,15 @@ WITH candidate AS (
       AND task.attempts < %(max_attempts)s
     RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, url.url, url.regex, url.timeout,
               url.method, url.expected_status, url.max_redirects, url.verify_tls,
-              url.assertions, url.degraded
+              url.assertions, url.degraded,
+              url.headers, url.body, url.body_json, url.bearer, url.client_cert, url.client_key,
+              url.ip_version
 )
 SELECT * FROM claimed
 -- One more row, its id null, when slots were recorded lost: how many (for the metrics).
 UNION ALL
-SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM lost_recorded HAVING count(*) > 0;
 
 -- name: complete_tasks

@@ -7,6 +7,7 @@ retrying and transactions.
 import datetime
 from importlib import resources
 
+import psycopg2.errors
 import psycopg2.extras
 
 from ..errors import BadInput
@@ -41,11 +42,24 @@ def add_url(conn, entry: UrlEntry) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(QUERIES["add_url"], entry.as_row())
         if cur.fetchone() is None:
-            raise BadInput(f"already monitored: {redact_url(entry.url)} "
-                           f"(remove it first, or use url import to update it)")
+            if entry.name:
+                raise BadInput(f"a monitor is already named {entry.name!r} "
+                               f"(use url update to change it)")
+            raise BadInput(f"already monitored: {redact_url(entry.url)} (give this one a --name to "
+                           f"monitor the URL again, or use url update to change it)")
 
 
 IMPORT_CHUNK = 1000    # URLs upserted (and row-locked) per transaction by import_urls
+_IMPORT_TEMPLATE = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
+                    " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
+                    " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[],"
+                    " %(assertions)s::text[], %(degraded)s::text[],"
+                    " %(name)s::text, %(headers)s::text[], %(body)s::bytea, %(body_json)s::boolean,"
+                    " %(bearer)s::text, %(client_cert)s::text, %(client_key)s::text,"
+                    " %(ip_version)s::smallint)")
+# One upsert per identity kind: ON CONFLICT takes one arbiter index.
+_IMPORT_BY = {False: QUERIES["import_urls"].replace("{conflict}", "(url) WHERE name IS NULL"),
+              True: QUERIES["import_urls"].replace("{conflict}", "(name)")}
 
 
 def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
@@ -54,35 +68,90 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
     Chunked, not one transaction: the producer skips locked url rows (SKIP LOCKED), so a
     100,000-URL import held in one transaction would delay those URLs' checks until it
     committed. Entries are validated before this is called, and an upsert is idempotent:
-    an import interrupted half-way is completed by running it again.
+    an import interrupted half-way is completed by running it again. A named entry is
+    matched by its name (its URL may change), an unnamed one by its URL.
     """
-    template = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s::float8, %(method)s,"
-                " %(expected_status)s, %(max_redirects)s::integer, %(verify_tls)s::boolean,"
-                " %(failure_threshold)s::integer, %(success_threshold)s::integer, %(notify)s::text[],"
-                " %(assertions)s::text[], %(degraded)s::text[])")
     rows = []
-    for start in range(0, len(entries), IMPORT_CHUNK):
-        chunk = [e.as_row() for e in entries[start:start + IMPORT_CHUNK]]
-        with conn, conn.cursor() as cur:
-            rows += psycopg2.extras.execute_values(cur, QUERIES["import_urls"], chunk, template=template,
-                                                   page_size=IMPORT_CHUNK, fetch=True)
+    for named in (False, True):
+        kind = [e for e in entries if bool(e.name) == named]
+        for start in range(0, len(kind), IMPORT_CHUNK):
+            chunk = [e.as_row() for e in kind[start:start + IMPORT_CHUNK]]
+            with conn, conn.cursor() as cur:
+                rows += psycopg2.extras.execute_values(cur, _IMPORT_BY[named], chunk, template=_IMPORT_TEMPLATE,
+                                                       page_size=IMPORT_CHUNK, fetch=True)
     inserted = sum(1 for (was_inserted,) in rows if was_inserted)
     return inserted, len(rows) - inserted
 
 
-def remove_url(conn, url: str, channels: list[str] | None = None) -> int:
-    """Remove a URL; returns how many open incidents this closed (0 or 1).
+def find_monitor(conn, text: str) -> tuple[int, str, str | None]:
+    """(id, url, name) of the one monitor `text` names: a monitor's name, else a URL (normalised
+    as at add time), which is the identity of the URL's unnamed monitor. BadInput when none
+    matches, or when the URL has no unnamed monitor but several named ones (their names are
+    listed)."""
+    from ..urlspec import normalise_url
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["find_monitors"], {"name": text, "url": None})
+        found = cur.fetchall()
+        if found:
+            return found[0]
+        try:
+            url = normalise_url(text)
+        except BadInput as e:
+            raise BadInput(f"not monitored: no monitor is named {text!r}, nor is it a URL ({e})") from None
+        cur.execute(QUERIES["find_monitors"], {"name": None, "url": url})
+        found = cur.fetchall()
+    if not found:
+        raise BadInput(f"not monitored: {redact_url(url)}")
+    unnamed = [row for row in found if row[2] is None]
+    if len(found) > 1 and not unnamed:
+        names = ", ".join(repr(name) for _, _, name in found)
+        raise BadInput(f"{redact_url(url)} is monitored {len(found)} times: give one of their names "
+                       f"instead: {names}")
+    return (unnamed or found)[0]
+
+
+def remove_url(conn, url_id: int, channels: list[str] | None = None) -> int:
+    """Remove a monitor by id (find_monitor); returns how many open incidents this closed (0 or 1).
 
     `channels`: the default channels (alerts.default_channels) for the `removed` notice of a
     URL without its own.
     """
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["lock_removed_url"], {"url": url})
-        cur.execute(QUERIES["remove_url"], {"url": url, "channels": list(channels or [])})
+        cur.execute(QUERIES["lock_removed_url"], {"id": url_id})
+        cur.execute(QUERIES["remove_url"], {"id": url_id, "channels": list(channels or [])})
         found = cur.fetchone()
         if found is None:
-            raise BadInput(f"not monitored: {redact_url(url)}")
+            raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
         return found[1]
+
+
+def monitor_settings(cur, url_id: int) -> dict | None:
+    """A monitor's stored settings, its row locked until the transaction ends."""
+    cur.execute(QUERIES["monitor_settings"], {"id": url_id})
+    row = cur.fetchone()
+    if row is None:
+        return None
+    settings = dict(zip([column.name for column in cur.description], row, strict=True))
+    if settings["body"] is not None:
+        settings["body"] = bytes(settings["body"])
+    return settings
+
+
+def update_url(conn, url_id: int, change) -> tuple[dict, UrlEntry]:
+    """Change a monitor in place: `change(stored settings) -> UrlEntry` (raises BadInput to refuse,
+    nothing written). Returns (the settings before, the entry written)."""
+    with conn, conn.cursor() as cur:
+        before = monitor_settings(cur, url_id)
+        if before is None:
+            raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
+        entry = change(before)
+        try:
+            cur.execute(QUERIES["update_url"], {**entry.as_row(), "id": url_id})
+        except psycopg2.errors.UniqueViolation:     # `with conn` rolls the change back
+            if entry.name:
+                raise BadInput(f"a monitor is already named {entry.name!r}") from None
+            raise BadInput(f"already monitored without a name: {redact_url(entry.url)}") from None
+        return before, entry
 
 
 def list_urls(conn) -> list[dict]:

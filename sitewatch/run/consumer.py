@@ -19,7 +19,7 @@ from collections import deque
 
 from .. import __version__, logs
 from ..alerts.settings import alert_defaults
-from ..check import probe
+from ..check import definition, probe
 from ..check.engine import engine_named
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
@@ -40,6 +40,9 @@ TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeou
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
 MONITOR_RETRY_DELAY = 2.0  # a task handed back after a monitor failure is claimable again after this
+# A task whose ${VAR} is not set here: claimable again after this (by a host that has it, or
+# by this one again: the slot is never recorded down, and this is how often it is retried).
+MISSING_VARIABLE_RETRY_DELAY = 30.0
 STOP_MARGIN = 1.0        # seconds before the grace period ends at which running checks are handed back
 MAX_CLAIM_WAIT = 50      # under load, claim once this many threads are free (or at the flush timer)
 
@@ -58,7 +61,7 @@ class Consumer:
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
-        self.last_ceiling_log = self.last_unreadable_log = -CEILING_LOG_EVERY
+        self.last_ceiling_log = self.last_unreadable_log = self.last_missing_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
         if self.engine.name == "curl":   # one CurlMulti loop drives every check: no thread per check
             from .transfers import CurlTransfers
@@ -75,6 +78,7 @@ class Consumer:
         self.pending = []            # result rows waiting to be written
         self.pending_since = None
         self.to_release = []         # (task id, attempt) to hand back after a monitor failure
+        self.to_release_missing = []  # (task id, attempt) whose ${VAR} is not set on this host
         self.write_retry_at = 0.0    # writes failed for want of a partition: wait until then
         self.maybe_more = True       # tasks may be waiting: claim when there is room
         self.next_poll = 0.0
@@ -147,7 +151,8 @@ class Consumer:
                     else:
                         self.db.broken(e)
                         conn = None
-            if self.stopping and not self.in_flight and not self.pending and not self.to_release:
+            if self.stopping and not self.in_flight and not self.pending and not self.to_release \
+                    and not self.to_release_missing:
                 break
             if self.stopping and time.monotonic() >= self.stop_deadline + self.cfg.database.timeout:
                 # The database stayed away through the grace period (or the supervisor is gone
@@ -265,7 +270,10 @@ class Consumer:
         for task in tasks:
             key = (task["id"], task["attempts"])
             try:
-                target = probe.target_for(task, self.cfg.check.max_body_bytes)
+                target = definition.target_for(task, self.cfg.check.max_body_bytes)
+            except definition.MissingVariable as missing:
+                self._missing_variable(task, key, missing)
+                continue
             except Exception as e:   # a stored value this version cannot read (a newer version wrote it)
                 self.in_flight[key] = task
                 self.finished.append((task, self._unreadable(task, e), 0.0))
@@ -276,6 +284,18 @@ class Consumer:
             self.limit.back_off(self.threads.size)
             self.log.error("monitor failure: cannot start check threads; holding fewer checks",
                            threads=self.threads.size, limit=self.limit.value)
+
+    def _missing_variable(self, task, key, missing) -> None:
+        """A ${VAR} of the URL is not set on this host: the monitor's failure here, not the
+        site's. Handed back unchecked (never recorded down), counted, logged once a minute."""
+        self.stats["monitor_failures"] += 1
+        self.to_release_missing.append(key)
+        now = time.monotonic()
+        if now - self.last_missing_log >= CEILING_LOG_EVERY:
+            self.last_missing_log = now
+            self.log.error("monitor failure: a variable of the URL's definition is not set on this host; "
+                           "its slot is handed back unchecked", url_id=task["url_id"],
+                           variable=missing.name, where=missing.where)
 
     def _unreadable(self, task, error: Exception) -> probe.Outcome:
         """The slot's result when this version cannot read the URL's stored settings: recorded as
@@ -361,11 +381,13 @@ class Consumer:
     def release_handed_back(self, conn) -> None:
         """Hand back tasks a monitor failure kept from being checked: claimable again shortly
         (not at once: the shortage may last a moment), the attempt not counted."""
-        if self.to_release:
-            batch = list(self.to_release)
-            store.release_tasks(conn, self.owner, [k[0] for k in batch], [k[1] for k in batch],
-                                delay=MONITOR_RETRY_DELAY)
-            del self.to_release[:len(batch)]
+        for waiting, delay in ((self.to_release, MONITOR_RETRY_DELAY),
+                               (self.to_release_missing, MISSING_VARIABLE_RETRY_DELAY)):
+            if waiting:
+                batch = list(waiting)
+                store.release_tasks(conn, self.owner, [k[0] for k in batch], [k[1] for k in batch],
+                                    delay=delay)
+                del waiting[:len(batch)]
 
     def flush(self, conn) -> None:
         """Write pending results when the batch is full, old enough, or we are stopping."""

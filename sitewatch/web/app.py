@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .. import __version__, logs
+from .. import __version__, logs, requestspec
 from ..errors import DatabaseUnavailable
 from ..redact import printable, redact_url
 from . import data, glance, svg
@@ -138,7 +138,7 @@ def url_item(row: dict, windows: dict) -> dict:
     def up(name):
         return (w.get(name) or {}).get("uptime")
     return {
-        "id": row["id"], "url": redact_url(row["url"]), "period": row["period"],
+        "id": row["id"], "url": redact_url(row["url"]), "name": row.get("name"), "period": row["period"],
         "state": row["state"], "since": row["since"],
         "uptime_24h": up("24h"), "uptime_7d": up("7d"), "uptime_30d": up("30d"),
         "coverage_24h": (w.get("24h") or {}).get("coverage"), "p95_ms_24h": w.get("p95_ms_24h"),
@@ -332,7 +332,8 @@ def create_app(cfg, dsn: str) -> Starlette:
             windows = data.uptime_windows(conn, [url_id])
             item = url_item(row, windows)
             item.update(created_at=row["created_at"], regex=row["regex"],
-                        cert_days_left=data.cert_days_left(conn, row))
+                        cert_days_left=data.cert_days_left(conn, row),
+                        request=requestspec.shown_settings(row))     # secrets redacted
         return JSON(item)
 
     def api_checks(request: Request):

@@ -14,7 +14,8 @@ results that are not ok, except `lost` slots (the monitor's failure, not the sit
 count neither as up nor as down).
 
 Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
-primary key (url_id, scheduled_at), url's UNIQUE (url). Down URLs are found by a scan of
+primary key (url_id, scheduled_at), url's index on (url, id) (0009: one URL may be several
+monitors, so pages are ordered and continued by URL, then id). Down URLs are found by a scan of
 url_state (a partial index on url_state (url_id) WHERE state = 'down' would remove it).
 """
 
@@ -78,7 +79,7 @@ FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %
 GROUP BY 1
 """
 
-_URL_COLUMNS = """u.id, u.url, u.period, u.regex, u.created_at,
+_URL_COLUMNS = """u.id, u.url, u.name, u.period, u.regex, u.created_at,
        coalesce(s.state, 'unknown') AS state, s.since"""
 
 _LAST_CHECK = """LEFT JOIN LATERAL (
@@ -91,14 +92,15 @@ _FILTER = f"""(%(state)s::text IS NULL OR coalesce(s.state, 'unknown') = %(state
   AND {_SEARCH}"""
 
 # Down first, then by URL. Two ordered, limited branches instead of one sort of every URL:
-# down URLs are few (a hashed set from url_state), and the other branch walks url's unique
+# down URLs are few (a hashed set from url_state), and the other branch walks url's (url, id)
 # index and stops after offset + limit rows. url_state is joined there only for a state
 # filter (psycopg2 sends the parameters inline, so `NULL IS NULL` folds away and the planner
 # drops the unused join). The last check is looked up for the page's rows only.
-# Keyset paging (`after`, the last row's branch and URL): the down branch continues after
-# after_url when the last row was down, and is done when it was not; the other branch starts
-# after after_url when the last row was in it. Each walks the index from there, whatever the
-# depth (a deep OFFSET reads and drops every row before it).
+# Keyset paging (`after`, the last row's branch, URL and id: one URL may be several
+# monitors): the down branch continues after (after_url, after_id) when the last row was
+# down, and is done when it was not; the other branch starts after it when the last row was
+# in it. Each walks the (url, id) index from there, whatever the depth (a deep OFFSET reads
+# and drops every row before it).
 URL_PAGE_SQL = f"""
 WITH down AS MATERIALIZED (SELECT url_id FROM url_state WHERE state = 'down'),
 page AS (
@@ -106,19 +108,19 @@ page AS (
         (SELECT u.id, u.url, true AS down FROM url u
          WHERE u.id IN (SELECT url_id FROM down) AND (%(state)s::text IS NULL OR %(state)s = 'down')
            AND {_SEARCH}
-           AND (%(after_down)s::boolean IS NULL OR (%(after_down)s AND u.url > %(after_url)s))
-         ORDER BY u.url LIMIT %(end)s)
+           AND (%(after_down)s::boolean IS NULL OR (%(after_down)s AND (u.url, u.id) > (%(after_url)s, %(after_id)s)))
+         ORDER BY u.url, u.id LIMIT %(end)s)
         UNION ALL
         (SELECT u.id, u.url, false FROM url u LEFT JOIN url_state s ON s.url_id = u.id
          WHERE u.id NOT IN (SELECT url_id FROM down) AND {_FILTER}
-           AND (%(after_down)s::boolean IS DISTINCT FROM false OR u.url > %(after_url)s)
-         ORDER BY u.url LIMIT %(end)s)) p
-    ORDER BY p.down DESC, p.url
+           AND (%(after_down)s::boolean IS DISTINCT FROM false OR (u.url, u.id) > (%(after_url)s, %(after_id)s))
+         ORDER BY u.url, u.id LIMIT %(end)s)) p
+    ORDER BY p.down DESC, p.url, p.id
     LIMIT %(limit)s OFFSET %(offset)s)
 SELECT {_URL_COLUMNS}, p.down AS page_down, last.*
 FROM page p JOIN url u ON u.id = p.id LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
-ORDER BY p.down DESC, u.url
+ORDER BY p.down DESC, u.url, u.id
 """
 
 URL_TEXT_SQL = "SELECT url FROM url WHERE id = %(id)s"
@@ -128,7 +130,8 @@ SELECT count(*) FROM url u LEFT JOIN url_state s ON s.url_id = u.id WHERE {_FILT
 """
 
 URL_ONE_SQL = f"""
-SELECT {_URL_COLUMNS}, last.*, now() AS db_now
+SELECT {_URL_COLUMNS}, last.*, now() AS db_now, u.method, u.headers, u.body, u.body_json, u.bearer,
+       u.client_cert, u.client_key, u.ip_version
 FROM url u LEFT JOIN url_state s ON s.url_id = u.id
 {_LAST_CHECK}
 WHERE u.id = %(id)s
@@ -210,7 +213,7 @@ def url_page(conn, state: str | None, q: str | None, limit: int, offset: int,
         after_down, after_url = after[0], found[0]["url"]
     params = {"state": state, "q": _like(q), "raw_q": _like(q) if q and "*" not in q else None,
               "limit": limit + 1, "offset": offset, "end": offset + limit + 1,
-              "after_down": after_down, "after_url": after_url}
+              "after_down": after_down, "after_url": after_url, "after_id": after[1] if after else None}
     rows = _rows(conn, URL_PAGE_SQL, params)
     cursor = None
     if len(rows) > limit:
