@@ -208,3 +208,29 @@ def test_a_deadlocked_result_write_is_retried_not_lost(sitewatch, cli, db, serve
     assert len(retries) == 2 and all(r["pgcode"] == "40P01" for r in retries), retries
     assert not run.events("crashed") and not run.events("child died, restarting")
     assert scalar(db, "SELECT count(*) FROM task") == 0
+
+
+# --- issue 25 §4.10 and §4.2: check threads the OS refuses; unstarted checks handed back on stop
+
+
+def test_refused_check_threads_hold_fewer_checks_and_a_stop_hands_back_the_unstarted_ones(sitewatch, db, server):
+    """The OS starts no more than 2 check threads (tests/faultinject): the consumer says so once
+    it cannot start a third, goes on with the 2 it has, and nothing is recorded as the site's
+    failure. Stopped then, it hands back the checks no thread has started, their attempt not
+    counted, and records the 2 running ones."""
+    run = sitewatch(env={"PYTHONPATH": tests.test_run.FAULTS, "SWTEST_CHECK_THREADS": 2})
+    run.wait_started()
+    # By SQL, not `url import` (which puts each first slot at random in the period): 8 due now.
+    query(db, "INSERT INTO url (url, period, timeout, next_check_at) SELECT %s || '?n=' || n, 60, 10, now()"
+              " FROM generate_series(1, 8) n RETURNING id", (server.url("/slow/3"),))
+    refused = run.wait_for("monitor failure: cannot start check threads; holding fewer checks", timeout=15)[0]
+    assert refused["threads"] == 2, refused
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM task WHERE status = 1") == 8, 10, "all 8 claimed")
+    code, _ = run.stop(timeout=20)
+    assert code == 0
+    stopping = run.events("stopping", role="consumer-1")[0]
+    results = query(db, "SELECT ok, error_kind, attempt FROM task_result")
+    assert stopping["handed_back"] >= 4 and stopping["handed_back"] + len(results) == 8, (stopping, results)
+    assert set(results) == {(True, None, 1)}, results
+    assert query(db, "SELECT DISTINCT status, attempts, lease_owner FROM task") == [(0, 0, None)]
+    assert scalar(db, "SELECT count(*) FROM task") == stopping["handed_back"]

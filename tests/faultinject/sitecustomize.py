@@ -26,3 +26,21 @@ if _STUCK:
         return _real_check(target, *args, **kwargs)
 
     probe.check = _check
+
+# SWTEST_CHECK_THREADS=N: the OS refuses to start a check thread while N are alive ("can't start
+# new thread", as at the process's thread limit or out of memory).
+_THREADS = os.environ.get("SWTEST_CHECK_THREADS")
+
+if _THREADS:
+    import threading
+
+    _most = int(_THREADS)
+    _real_start = threading.Thread.start
+
+    def _start(self, *args, **kwargs):
+        if self.name.startswith("check-") and \
+                sum(t.name.startswith("check-") for t in threading.enumerate()) >= _most:
+            raise RuntimeError("can't start new thread")
+        return _real_start(self, *args, **kwargs)
+
+    threading.Thread.start = _start
