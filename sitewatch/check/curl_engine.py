@@ -26,6 +26,7 @@ under `perform()` on a caller's thread (CurlEngine.fetch) and in a CurlMulti loo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import ssl
@@ -75,6 +76,7 @@ _KINDS = {
 }
 
 
+@functools.cache  # it looks at the file system: once per process, not once per check
 def ca_paths() -> tuple[str | None, str | None]:
     """The trust store the urllib3 engine uses (Python's OpenSSL defaults, SSL_CERT_FILE honoured).
 
@@ -240,6 +242,8 @@ class _Transfer:
         handle.setopt(pycurl.IPRESOLVE, _IP_RESOLVE[request.ip_version])
         if request.source_address:
             handle.setopt(pycurl.INTERFACE, f"host!{request.source_address}")
+        if not self._https:
+            return  # TLS options cost a call each, and http has no use for them
         handle.setopt(pycurl.SSL_VERIFYPEER, 1 if request.verify_tls else 0)
         handle.setopt(pycurl.SSL_VERIFYHOST, 2 if request.verify_tls else 0)
         cafile, capath = ca_paths()
