@@ -122,6 +122,8 @@ class _Transfer:
         self._looking = False  # the second, unverified handshake that only reads the certificate
         self._hop_failure: Failure | None = None  # raised by a callback; libcurl only saw an abort
         self._pending_failure: Failure | None = None  # reported once the certificate is read
+        self._final_headers = False  # the final (non-1xx) response's head is being read
+        self._in_body = False  # ...and it has ended: what follows is the body
         self._decoder: BodyDecoder | None = None
         self._final_headers = False
         self._host = ""
@@ -213,7 +215,7 @@ class _Transfer:
         handle.setopt(pycurl.HEADERFUNCTION, self._header_line)
         handle.setopt(pycurl.WRITEFUNCTION, self._write)
         self.status, self.headers, self._hop_failure = None, [], None
-        self._decoder, self._final_headers = None, False
+        self._decoder, self._final_headers, self._in_body = None, False, False
 
     def _check_family(self) -> None:
         # libcurl ignores IPRESOLVE for an address literal and fails to connect;
@@ -290,7 +292,10 @@ class _Transfer:
                 self._final_headers = True
             self.headers = []
             return None
-        if not self._final_headers or not text.strip():
+        if not text.strip():
+            self._in_body = self._final_headers  # the end of the final response's head
+            return None
+        if not self._final_headers:
             return None
         if text[0] in " \t" and self.headers:  # an obsolete folded continuation line
             name, value = self.headers[-1]
@@ -373,7 +378,7 @@ class _Transfer:
             return CONNECTING if timings.dns_ms is not None or literal else RESOLVING
         if self._https and timings.tls_ms is None:
             return TLS_HANDSHAKE
-        return WAITING if self.status is None else READING
+        return READING if self._in_body else WAITING
 
     def _timeout(self, stage: str) -> Failure:
         return Failure("timeout", f"timed out after {float(self.request.timeout)} s (total deadline) while {stage}")
