@@ -113,7 +113,7 @@ class _Transfer:
         self.start = time.monotonic()
         self.at = self.start + float(request.timeout)
         self.hops = Hops(request)
-        self.secrets: set[str] = set(request.secrets)
+        self._urls: list[str] = []  # every hop's URL: their secrets are scrubbed from an error
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.cert_days_left: int | None = None
@@ -181,7 +181,7 @@ class _Transfer:
 
     def _setup(self, url: str) -> None:
         hops, handle = self.hops, self.handle
-        self.secrets |= url_secrets(url)
+        self._urls.append(url)
         parts = hops.parse(url)
         self._https = parts.scheme == "https"
         self._host = parts.host.strip("[]")
@@ -425,7 +425,9 @@ class _Transfer:
         return Failure("protocol", f"unexpected error: {type(exc).__name__}")  # str(exc) may hold secrets
 
     def _fail(self, failure: Failure) -> None:
-        self.result = failed(failure.kind, failure.message, self.secrets, status=self.status,
+        # The secrets are worked out only now: most checks never fail.
+        secrets = set(self.request.secrets).union(*(url_secrets(url) for url in self._urls))
+        self.result = failed(failure.kind, failure.message, secrets, status=self.status,
                              redirects=self.hops.redirects, cert_days_left=self.cert_days_left,
                              timings=self.timings)
 
