@@ -98,6 +98,29 @@ def test_a_header_line_without_a_colon_is_the_one_documented_difference(engine, 
     assert (outcome.ok, outcome.error_kind, outcome.status_code) == expected, outcome
 
 
+NUL_IN_HEAD = {  # tests/test_faults.py's odd replies with a NUL byte in the status line or a header
+    "/nul-reason": None, "/nul-header": None, "/binary-header-name": None, "/bad-charset": None,
+    "/folded-headers": None, "/binary-reason": "status", "/nul-location": "status", "/binary-location": "redirects",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_server():
+    from tests.test_faults import ODD_ROUTES, OddServer
+    server = OddServer(ODD_ROUTES)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(("path", "urllib3_kind"), NUL_IN_HEAD.items())
+def test_a_nul_byte_in_the_head_is_protocol_on_curl_only(engine, odd_server, path, urllib3_kind):  # noqa: F811
+    # README "Check engines": libcurl refuses a response whose head holds a NUL byte.
+    outcome = check(Target(odd_server.url(path), timeout=3, regex="sitewatch"), engine)
+    assert outcome.error_kind == ("protocol" if engine.name == "curl" else urllib3_kind), outcome
+    if engine.name == "curl":
+        assert "waiting for the response" in outcome.error
+
+
 def test_statuses_and_messages_that_both_engines_share(engine, hostile_server):  # noqa: F811
     dribbled = check(Target(hostile_server.url("/dribble-body"), timeout=TIMEOUT), engine)
     assert dribbled.status_code == 200 and "reading the body" in dribbled.error

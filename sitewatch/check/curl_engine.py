@@ -26,6 +26,7 @@ under `perform()` on a caller's thread (CurlEngine.fetch) and in a CurlMulti loo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import ssl
@@ -75,6 +76,7 @@ _KINDS = {
 }
 
 
+@functools.cache  # it looks at the file system: once per process, not once per check
 def ca_paths() -> tuple[str | None, str | None]:
     """The trust store the urllib3 engine uses (Python's OpenSSL defaults, SSL_CERT_FILE honoured).
 
@@ -111,7 +113,7 @@ class _Transfer:
         self.start = time.monotonic()
         self.at = self.start + float(request.timeout)
         self.hops = Hops(request)
-        self.secrets: set[str] = set(request.secrets)
+        self._urls: list[str] = []  # every hop's URL: their secrets are scrubbed from an error
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.cert_days_left: int | None = None
@@ -120,6 +122,8 @@ class _Transfer:
         self._looking = False  # the second, unverified handshake that only reads the certificate
         self._hop_failure: Failure | None = None  # raised by a callback; libcurl only saw an abort
         self._pending_failure: Failure | None = None  # reported once the certificate is read
+        self._final_headers = False  # the final (non-1xx) response's head is being read
+        self._in_body = False  # ...and it has ended: what follows is the body
         self._decoder: BodyDecoder | None = None
         self._final_headers = False
         self._host = ""
@@ -177,7 +181,7 @@ class _Transfer:
 
     def _setup(self, url: str) -> None:
         hops, handle = self.hops, self.handle
-        self.secrets |= url_secrets(url)
+        self._urls.append(url)
         parts = hops.parse(url)
         self._https = parts.scheme == "https"
         self._host = parts.host.strip("[]")
@@ -211,7 +215,7 @@ class _Transfer:
         handle.setopt(pycurl.HEADERFUNCTION, self._header_line)
         handle.setopt(pycurl.WRITEFUNCTION, self._write)
         self.status, self.headers, self._hop_failure = None, [], None
-        self._decoder, self._final_headers = None, False
+        self._decoder, self._final_headers, self._in_body = None, False, False
 
     def _check_family(self) -> None:
         # libcurl ignores IPRESOLVE for an address literal and fails to connect;
@@ -240,6 +244,8 @@ class _Transfer:
         handle.setopt(pycurl.IPRESOLVE, _IP_RESOLVE[request.ip_version])
         if request.source_address:
             handle.setopt(pycurl.INTERFACE, f"host!{request.source_address}")
+        if not self._https:
+            return  # TLS options cost a call each, and http has no use for them
         handle.setopt(pycurl.SSL_VERIFYPEER, 1 if request.verify_tls else 0)
         handle.setopt(pycurl.SSL_VERIFYHOST, 2 if request.verify_tls else 0)
         cafile, capath = ca_paths()
@@ -286,7 +292,10 @@ class _Transfer:
                 self._final_headers = True
             self.headers = []
             return None
-        if not self._final_headers or not text.strip():
+        if not text.strip():
+            self._in_body = self._final_headers  # the end of the final response's head
+            return None
+        if not self._final_headers:
             return None
         if text[0] in " \t" and self.headers:  # an obsolete folded continuation line
             name, value = self.headers[-1]
@@ -369,7 +378,7 @@ class _Transfer:
             return CONNECTING if timings.dns_ms is not None or literal else RESOLVING
         if self._https and timings.tls_ms is None:
             return TLS_HANDSHAKE
-        return WAITING if self.status is None else READING
+        return READING if self._in_body else WAITING
 
     def _timeout(self, stage: str) -> Failure:
         return Failure("timeout", f"timed out after {float(self.request.timeout)} s (total deadline) while {stage}")
@@ -416,7 +425,9 @@ class _Transfer:
         return Failure("protocol", f"unexpected error: {type(exc).__name__}")  # str(exc) may hold secrets
 
     def _fail(self, failure: Failure) -> None:
-        self.result = failed(failure.kind, failure.message, self.secrets, status=self.status,
+        # The secrets are worked out only now: most checks never fail.
+        secrets = set(self.request.secrets).union(*(url_secrets(url) for url in self._urls))
+        self.result = failed(failure.kind, failure.message, secrets, status=self.status,
                              redirects=self.hops.redirects, cert_days_left=self.cert_days_left,
                              timings=self.timings)
 
