@@ -81,7 +81,7 @@ def cpu_per_check(url: str, engine: str, checks: int) -> float:
 
     urllib3: the check on 50 threads, as a consumer runs it; curl: run/transfers.py's loop.
     """
-    from sitewatch.check.engine import engine_named
+    from sitewatch.check.choice import engine_named
     from sitewatch.check.probe import Target, check
 
     target = Target(url, regex="bench ok")

@@ -438,7 +438,7 @@ def monitored_id(conn, text: str) -> str:
 
 def cmd_check(args, cfg, env) -> int:
     from .check import definition, probe
-    from .check.engine import engine_named
+    from .check.choice import engine_named
     from .urlspec import make_entry
     options = {**check_options(args), **monitorcli.request_options(args), "period": cfg.check.default_period}
     entry = make_entry(options, cfg.check)

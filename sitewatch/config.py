@@ -126,7 +126,7 @@ def _base_url(value):
 def _engine(value):
     problem = _one_of("auto", "curl", "urllib3")(value)
     if problem is None and value == "curl":
-        from .check.engine import curl_available
+        from .check.choice import curl_available
         if not curl_available():
             return "is curl, but pycurl is not installed here (pip install 'pycurl>=7.45.3,<8'); use auto or urllib3"
     return problem

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from sitewatch.check import engine as engines
-from sitewatch.check.engine import Request
+from sitewatch.check import choice as engines
+from sitewatch.check.engine import USER_AGENT, Request
 from sitewatch.check.probe import Target, check
 from tests.conftest import clean_env
 from tests.enginefixture import EchoServer
@@ -74,7 +74,7 @@ def test_request_headers_are_sent_and_replace_ours(engine, echo):
 
 def test_our_user_agent_and_a_fresh_connection(engine, echo):
     echoed = fetch_echo(engine, Request(echo.url()))
-    assert header(echoed, "user-agent") == [engines.USER_AGENT]
+    assert header(echoed, "user-agent") == [USER_AGENT]
     assert header(echoed, "connection") == ["close"]
 
 

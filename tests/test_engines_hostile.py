@@ -302,7 +302,7 @@ def test_silent_tls_handshake_is_cut_at_the_deadline(engine):  # noqa: F811
 
 OUT_OF_FDS = """
 import json, resource, socket, sys
-from sitewatch.check.engine import engine_named
+from sitewatch.check.choice import engine_named
 from sitewatch.check.probe import Target, check
 engine = engine_named(sys.argv[1])
 urls = sys.argv[2:]

@@ -1,5 +1,7 @@
 """`sitewatch run` on each check engine: the consumer says which runs, and records phase timings."""
 
+import json
+
 import pytest
 
 import tests.test_run
@@ -22,3 +24,6 @@ def test_the_consumer_checks_on_the_configured_engine_and_records_phase_timings(
         assert dns is not None and connect is not None and first_byte is not None
         assert tls is None  # plain http
         assert dns + connect + first_byte <= total + 1  # phases of the one hop, within the total
+    # ... and `sitewatch history` exports them.
+    exported = json.loads(cli("history", server.url("/ok"), "--format", "json").stdout.splitlines()[0])
+    assert exported["dns_ms"] is not None and exported["first_byte_ms"] is not None and exported["tls_ms"] is None

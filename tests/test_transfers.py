@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from sitewatch.check import engine as engines
+from sitewatch.check import choice as engines
 from sitewatch.check.probe import Target
 from tests.test_engines_hostile import CASES, TIMEOUT
 from tests.test_probe import tls_server  # noqa: F401  (fixture)
@@ -69,4 +69,24 @@ def test_a_stopped_loop_hands_back_what_it_did_not_start():
     transfers.submit("a", Target("http://127.0.0.1:9/"))
     transfers.submit("b", Target("http://127.0.0.1:9/"))
     assert [task for task, _ in transfers.take_unstarted()] == ["a", "b"]  # never started: both returned
+    transfers.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_loop_that_dies_says_why_for_the_consumer_to_stop_beating():
+    """A bug in the loop thread ends every check in flight: `died` is what the consumer reads
+    (it logs it and stops beating, so the supervisor replaces it), redacted."""
+    from sitewatch.run.transfers import CurlTransfers
+
+    def on_start(task):
+        raise RuntimeError("a bug of ours near http://alice:s3cret@example.test/")
+
+    transfers = CurlTransfers(on_start, lambda task, outcome, t0: None)
+    assert transfers.died is None and transfers.ensure(1)
+    transfers.submit("a", Target("http://127.0.0.1:9/"))
+    deadline = time.monotonic() + 10
+    while transfers.died is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert transfers.died is not None and transfers.died.startswith("RuntimeError: a bug of ours")
+    assert "s3cret" not in transfers.died
     transfers.stop()

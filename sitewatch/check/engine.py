@@ -206,32 +206,3 @@ def failed(kind: str, message: str, secrets, *, status: int | None = None, redir
     """The Response for a transport failure, its message redacted and cut."""
     return Response(status=status, headers=(), body=None, redirects=redirects, cert_days_left=cert_days_left,
                     response_time_ms=None, timings=timings, error_kind=kind, error=redacted(message, secrets))
-
-
-# --------------------------------------------------------------------------- choosing an engine
-
-ENGINE_CHOICES = ("auto", "curl", "urllib3")
-
-
-def curl_available() -> bool:
-    try:
-        import pycurl  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def engine_named(name: str = "auto") -> Engine:
-    """The engine for a `check.engine` value: `auto` is curl when pycurl imports, else urllib3."""
-    if name not in ENGINE_CHOICES:
-        raise ValueError(f"unknown check engine {name!r} (choose from {', '.join(ENGINE_CHOICES)})")
-    if name == "curl" or (name == "auto" and curl_available()):
-        try:
-            from .curl_engine import CURL
-        except ImportError:
-            if name == "curl":
-                raise
-        else:
-            return CURL
-    from .urllib3_engine import URLLIB3
-    return URLLIB3

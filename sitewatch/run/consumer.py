@@ -20,7 +20,7 @@ from collections import deque
 from .. import __version__, logs
 from ..alerts.settings import alert_defaults
 from ..check import definition, probe
-from ..check.engine import engine_named
+from ..check.choice import engine_named
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
 from ..operations.metrics import CheckCounts
@@ -212,7 +212,10 @@ class Consumer:
             stuck = self._all_stuck(now)
             if stuck and not self.stuck:
                 self.log.error("every check thread is stuck; no heartbeat", stuck=stuck)
-            self.stuck = stuck
+            died = getattr(self.threads, "died", None)     # the curl engine's one loop thread
+            if died and not self.stuck:
+                self.log.error("the check loop died; no heartbeat", error=died, in_flight=len(self.in_flight))
+            self.stuck = stuck or bool(died)
         if not self.stuck:
             self.ctx.heartbeat()
 

@@ -26,6 +26,7 @@ import pycurl
 from ..check.curl_engine import _Transfer
 from ..check.engine import failed, monitor_failure
 from ..check.probe import judge
+from ..redact import redact_text
 
 # How long the loop sleeps with nothing to do before it looks at the queue again (it is
 # woken at once by a submission; this only bounds a missed wake-up).
@@ -48,6 +49,7 @@ class CurlTransfers:
         self.size = 0            # threads: the loop's one, once started
         self.in_flight = 0       # transfers in libcurl's hands
         self.start_failures = 0
+        self.died: str | None = None   # why the loop thread ended, if it did while running
 
     # ---- the consumer's side (its main thread)
 
@@ -106,6 +108,12 @@ class CurlTransfers:
                 self._take_work()
                 self._wait_and_act()
                 self._collect()
+        except Exception as exc:   # a bug of ours or of pycurl: no check would finish again
+            # The consumer sees `died`, logs it and stops beating, and the supervisor replaces it
+            # (its checks in flight are reclaimed when their leases expire). The class name and
+            # a redacted message: the text may quote a URL.
+            self.died = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+            raise                  # threading.excepthook prints the traceback
         finally:
             for handle in list(self._active):
                 multi.remove_handle(handle)
