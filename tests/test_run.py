@@ -568,7 +568,10 @@ def test_silent_or_stuck_consumer_is_killed_and_restarted(sitewatch, cli, db, se
     tests/faultinject: the probe's deadline leaves no real way), which stops beating on purpose."""
     run = sitewatch("--concurrency", "1",      # one check thread: one stuck check is all of them
                     env={"SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 3, "SITEWATCH_CONSUMER__STUCK_MARGIN": 1,
-                         "PYTHONPATH": FAULTS, "SWTEST_STUCK_CHECKS": "/ok/stuck"})
+                         "PYTHONPATH": FAULTS, "SWTEST_STUCK_CHECKS": "/ok/stuck",
+                         # a check thread per check: the engine whose checks can be stuck (the
+                         # curl engine's loop has libcurl's deadline; its death is test_transfers')
+                         "SITEWATCH_CHECK__ENGINE": "urllib3"})
     run.wait_started()
     import_urls(cli, [{"url": server.url("/ok"), "period": 1}])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 1, 10, "a first result")

@@ -218,7 +218,8 @@ def test_refused_check_threads_hold_fewer_checks_and_a_stop_hands_back_the_unsta
     it cannot start a third, goes on with the 2 it has, and nothing is recorded as the site's
     failure. Stopped then, it hands back the checks no thread has started, their attempt not
     counted, and records the 2 running ones."""
-    run = sitewatch(env={"PYTHONPATH": tests.test_run.FAULTS, "SWTEST_CHECK_THREADS": 2})
+    run = sitewatch(env={"PYTHONPATH": tests.test_run.FAULTS, "SWTEST_CHECK_THREADS": 2,
+                         "SITEWATCH_CHECK__ENGINE": "urllib3"})   # the engine with a thread per check
     run.wait_started()
     # By SQL, not `url import` (which puts each first slot at random in the period): 8 due now.
     query(db, "INSERT INTO url (url, period, timeout, next_check_at) SELECT %s || '?n=' || n, 60, 10, now()"
