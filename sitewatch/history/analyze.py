@@ -36,6 +36,12 @@ def refresh(conn) -> list[str]:
     """ANALYZE the stale tables, today's and yesterday's partitions of task_result among them
     (each its own short statement); returns their names."""
     with conn.cursor() as cur:
+        # This backend's own row counts (the rollups it just wrote) reach pg_stat_user_tables
+        # only when it goes idle, at most once a second: without a forced flush the second
+        # refresh of a run missed the new hour of rollups, which the summary build then read
+        # without statistics, and their counts arrived after the ANALYZE (a CI failure).
+        cur.execute("SELECT pg_stat_force_next_flush()")   # PostgreSQL 15+
+        conn.commit()                                       # flushed as the backend goes idle
         cur.execute("SELECT date_trunc('day', now(), 'UTC')")
         today = cur.fetchone()[0]
         names = stale(cur, [partitions.partition_name(today - partitions.DAY), partitions.partition_name(today)])
