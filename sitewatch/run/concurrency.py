@@ -38,21 +38,6 @@ CPU_OWN_SIGNIFICANT = 0.30
 # late one lowers it until the loop keeps time again.
 LOOP_LATE_HOLD = 0.5       # seconds late: do not grow
 LOOP_LATE_SHRINK = 2.0     # seconds late: hold a fifth fewer checks (never below the floor)
-# After a late loop the limit remembers it: growth at 1.5x a second reached the ceiling (5,000
-# checks on two consumers) within seconds of each on-time tick, long before the lateness it
-# caused showed, and the spiral resumed (issue 18's soak with another program taking a core
-# during the job's first heavy run). So after a late tick the limit does not grow for
-# COOL_DOWN ticks, then grows gently (GENTLE_GROWTH) until the loop has kept time for
-# CALM_AFTER ticks.
-COOL_DOWN = 30
-CALM_AFTER = 300
-GROWTH = 1.5
-GENTLE_GROWTH = 1.1
-# Room not used is given back: a limit raised by a backlog (a restart, a database outage)
-# would otherwise stay at the ceiling, and the next backlog would be claimed all at once.
-# While no work waits and under half the limit is in flight, it decays toward twice what
-# is in flight (never below LIMIT_START).
-DECAY = 0.95
 CEILING_LOG_EVERY = 60.0  # seconds between "at its ceiling" warnings
 
 
@@ -165,29 +150,23 @@ class ConcurrencyLimit:
         self.ceiling = ceiling
         self.floor = min(ceiling, LIMIT_FLOOR)
         self.value = max(self.floor, min(ceiling, start))
-        self.on_time = CALM_AFTER + 1   # control ticks since the loop was last late
 
     def update(self, *, work_waiting: bool, in_flight: int, own_cpu: float, core_busy: float,
                loop_late: float = 0.0) -> int:
-        """One decision from the last interval: grow while work waits, every permitted check
-        runs, the CPU has room and the consumer's loop has kept time for a while. A CPU-bound
-        consumer holds its limit: more threads would only queue for the GIL. It does not
-        shrink either: fewer checks in flight means smaller claims and result batches, more
-        statements per check, and measured half the throughput at saturation. (Another
-        program keeping a shared core busy is no reason to hold back checks that only wait on
-        the network; one that makes the consumer's own loop late is: `loop_late`.) A loop
-        LOOP_LATE_SHRINK late lowers the limit by a fifth of the checks in flight."""
-        self.on_time = 0 if loop_late >= LOOP_LATE_HOLD else self.on_time + 1
+        """One decision from the last interval: grow by half while work waits, every permitted
+        check runs, the CPU has room and the consumer's loop keeps time. A CPU-bound consumer
+        holds its limit: more threads would only queue for the GIL. It does not shrink either:
+        fewer checks in flight means smaller claims and result batches, more statements per
+        check, and measured half the throughput at saturation. (Another program keeping a
+        shared core busy is no reason to hold back checks that only wait on the network;
+        one that makes the consumer's own loop late is: `loop_late`.) A loop LOOP_LATE_SHRINK
+        late lowers the limit by a fifth of the checks in flight."""
         if loop_late >= LOOP_LATE_SHRINK and in_flight > self.floor:
             self.value = max(self.floor, min(self.value, int(in_flight * 0.8)))
             return self.value
         cpu_bound = own_cpu >= CPU_OWN_BOUND or (core_busy >= CPU_CORE_BUSY and own_cpu >= CPU_OWN_SIGNIFICANT)
-        if work_waiting and in_flight >= self.value * 0.9:
-            if not cpu_bound and self.on_time > COOL_DOWN:
-                growth = GROWTH if self.on_time > CALM_AFTER else GENTLE_GROWTH
-                self.value = min(self.ceiling, max(self.value + 10, int(self.value * growth)))
-        elif not work_waiting and in_flight < self.value * 0.5:
-            self.value = max(min(self.value, max(LIMIT_START, self.floor)), in_flight * 2, int(self.value * DECAY))
+        if work_waiting and in_flight >= self.value * 0.9 and not cpu_bound and loop_late < LOOP_LATE_HOLD:
+            self.value = min(self.ceiling, max(self.value + 10, int(self.value * 1.5)))
         return self.value
 
     def back_off(self, in_flight: int) -> int:

@@ -243,7 +243,7 @@ class Consumer:
         before = self.limit.value
         self.limit.update(work_waiting=waiting, in_flight=len(self.in_flight), own_cpu=own_cpu,
                           core_busy=core_busy, loop_late=late)
-        if self.limit.value < before and late >= LOOP_LATE_SHRINK:     # (not the decay of unused room)
+        if self.limit.value < before and late >= LOOP_LATE_SHRINK:
             self.log.warning("consumer loop starved: holding fewer checks", late_s=round(late, 2),
                              limit=self.limit.value, in_flight=len(self.in_flight))
         if waiting and self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9 \
