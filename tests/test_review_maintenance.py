@@ -50,7 +50,8 @@ def test_a_lock_timeout_on_one_partition_does_not_abort_the_run(cli, dsn, db):
 
     again = cli("db", "maintain")                        # the lock is gone: the partition follows
     assert again.returncode == 0, again.stderr
-    assert _report(again.stdout)["partitions_created"] == "1"
+    # One, or two when the day turned between the runs (a new day ahead is due as well).
+    assert _report(again.stdout)["partitions_created"] in ("1", "2")
     with db.cursor() as cur:
         assert last in [p["name"] for p in partitions.attached(cur)]
 

@@ -157,7 +157,11 @@ def test_the_list_shows_the_last_slots_with_escaped_titles(fast, web_factory):
     # still be being checked), all missed.
     slow = _strip(page, "https://slow.example.com/")
     assert [k for k, _ in slow] == ["missed"] * 5
-    assert re.fullmatch(r"\d\d:\d\d missed: no check recorded", html.unescape(slow[0][1]))
+    # Minutes, and the date only for a slot of another day (an hour ago, just after midnight).
+    shown = re.fullmatch(r"(?:(\d{4}-\d\d-\d\d) )?\d\d:\d\d missed: no check recorded", html.unescape(slow[0][1]))
+    assert shown, slow[0][1]
+    yesterday = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    assert shown.group(1) in (None, yesterday.strftime("%Y-%m-%d"))
 
 
 def test_strip_cells_from_results():
