@@ -181,6 +181,20 @@ def per_minute(cur, started: float, minutes: int, fast_like: str, answering_like
              "answering_failed": failed, "lost": lost} for m, n, p99, failed, lost in cur.fetchall()]
 
 
+def failures_by_kind(cur, started: float, minutes: int, answering_like: str) -> dict:
+    """The answering URLs' failures by error kind, with one error text each: a false "down" is
+    the site's fault only if the kind says so (a timeout of a site answering in 0.1 s is the
+    monitor's)."""
+    cur.execute("""
+        SELECT coalesce(r.error_kind, '-'), count(*), min(r.error)
+        FROM task_result r JOIN url u ON u.id = r.url_id
+        WHERE r.scheduled_at >= to_timestamp(%(t0)s)
+          AND r.scheduled_at < to_timestamp(%(t0)s) + make_interval(mins => %(n)s)
+          AND u.url LIKE %(answering)s AND NOT r.ok
+        GROUP BY 1 ORDER BY 2 DESC""", {"t0": started, "n": minutes, "answering": answering_like})
+    return {kind: {"count": n, "example": (error or "")[:160]} for kind, n, error in cur.fetchall()}
+
+
 def due_per_minute(cur, started: float, minutes: int) -> dict:
     """Due slots per minute: every URL's slots first + k * period inside the minute."""
     cur.execute("""
@@ -322,6 +336,9 @@ def main() -> int:
         report["worst_lag_p99_after_minute_1_s"] = max((r["lag_p99_fast_s"] or 0) for r in after_first)
         report["checked_share"] = round(sum(r["checks"] for r in rows) / max(1, sum(r["due"] for r in rows)), 4)
         report["answering_failed"] = sum(r["answering_failed"] for r in rows)
+        with meas.cursor() as cur:
+            report["answering_failed_by_kind"] = failures_by_kind(cur, started, minutes,
+                                                                  f"http://127.0.0.1:{delay.port}/d/%")
         report["peak_rss_mb"] = max(r["rss_mb"] for r in rows)
         report["job_longest_stmt_s"] = max(r["job_longest_stmt_s"] for r in rows)
         report["job_runs"] = job_runs(log_path)
