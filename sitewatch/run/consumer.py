@@ -34,6 +34,7 @@ from .concurrency import (
     ConcurrencyLimit,
     CpuMeter,
 )
+from .starvation import Starvation
 
 WRITE_RETRY = 5.0        # seconds between attempts to write results that found no task_result partition
 TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeout or cancelled statement
@@ -58,6 +59,7 @@ class Consumer:
                                on_connect=self._on_connect)
         self.engine = engine_named(self.cfg.check.engine)   # check.engine; made in this process
         self.limit = ConcurrencyLimit(self.cfg.consumer.concurrency)
+        self.starvation = Starvation(self.log)   # when this process was starved of CPU (its loop late)
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
@@ -188,7 +190,10 @@ class Consumer:
             self.maybe_more = True
             timeouts.append(0.0)
         fds = [conn] if conn is not None else []
-        if self.ctx.sleep(min(timeouts), fds) and conn is not None:
+        due = time.monotonic() + min(timeouts)
+        ready = self.ctx.sleep(min(timeouts), fds)
+        self.starvation.woke(due, time.monotonic())      # how long we waited for the CPU after it
+        if ready and conn is not None:
             try:
                 conn.poll()
                 if conn.notifies:
@@ -340,9 +345,12 @@ class Consumer:
         while self.finished:
             task, outcome, duration = self.finished.popleft()
             key = (task["id"], task["attempts"])
-            self.started.pop(key, None)
+            start = self.started.pop(key, None)
             if self.in_flight.pop(key, None) is None:
                 continue          # handed back already (stop): its lease is gone
+            if outcome.error_kind == "timeout":     # the site's fault, or this host's overload?
+                start = time.monotonic() - duration if start is None else start
+                outcome = self.starvation.judge(outcome, start, start + duration)
             if outcome.error_kind == "monitor":
                 # The monitor failed (out of descriptors, threads, ...), not the site: never a
                 # site result. Hand the task back with the attempt not counted.
@@ -478,6 +486,7 @@ class Consumer:
     def send_stats(self) -> None:
         self._last_stats = time.monotonic()
         self.stats.update(threads=self.threads.size, in_flight=len(self.in_flight), limit=self.limit.value,
+                          starved_timeouts=self.starvation.take(),
                           ceiling=self.limit.ceiling,
                           at_ceiling=self.limit.at_ceiling and len(self.in_flight) >= self.limit.value * 0.9)
         # Two messages: each must fit one atomic pipe write, and the lag sample plus the metrics'

@@ -346,7 +346,7 @@ class _Summary:
 
     def reset(self):
         self.checks = self.ok = self.failed = self.refused = self.enqueued = self.skipped = 0
-        self.monitor_failures = self.unreadable = 0
+        self.monitor_failures = self.unreadable = self.starved = 0
         self.lags = []
         self.queue = None
         self.at_ceiling = set()
@@ -363,6 +363,7 @@ class _Summary:
             self.refused += stats["refused"]
             self.monitor_failures += stats.get("monitor_failures", 0)
             self.unreadable += stats.get("unreadable", 0)
+            self.starved += stats.get("starved_timeouts", 0)
             self.lags.extend(stats["lags"])
             if "threads" in stats:
                 self.pool[role] = (stats["threads"], stats["in_flight"], stats["limit"])
@@ -388,6 +389,8 @@ class _Summary:
             out["monitor_failures"] = self.monitor_failures
         if self.unreadable:
             out["unreadable_settings"] = self.unreadable
+        if self.starved:
+            out["starved_timeouts"] = self.starved      # recorded lost: the host was overloaded
         self.reset()
         return out
 

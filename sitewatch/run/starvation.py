@@ -1,0 +1,75 @@
+"""When a consumer was starved of CPU, and what that makes of a check that timed out meanwhile.
+
+A consumer whose host is overloaded (more checks than its cores can run, another program
+taking a core) runs its checks late: a site that answered in 0.1 s can still time out
+because the thread that should read the answer did not run before the deadline. Recorded as
+`timeout`, that is a false down: the monitor's fault, paged as the site's.
+
+The consumer measures its own starvation where nothing else can hide in it: each time its
+main loop's poll() returns, how long after the poll's timeout it got to run again (the wait
+for the CPU and the GIL, which its check threads wait for too; time spent in database calls
+is not counted). A check that timed out while the consumer spent at least half of the
+check's time starved is recorded `lost` (not judged: it counts toward no incident and no
+uptime), the original error kept in the text. Not retried: a retry would add work to a host
+that is already behind. A site that really hangs is recorded down by its next check made
+while the consumer keeps time.
+"""
+
+import dataclasses
+from collections import deque
+
+from ..check import probe
+
+LOG_EVERY = 60.0        # seconds between "timed out while starved" warnings
+SPELL_MIN = 0.25        # seconds late after a poll() that count as a spell of starvation
+STARVED_SHARE = 0.5     # a timeout is the host's when starvation took this share of the check's time
+SPELLS_KEPT = 4096      # spells remembered (each 0.25 s or more: minutes, more than any check lasts)
+
+
+class Starvation:
+    """The spells during which this consumer waited SPELL_MIN or more to run after a poll()."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.spells = deque(maxlen=SPELLS_KEPT)    # (from, to) monotonic seconds, in order
+        self.count = 0                             # timeouts recorded lost since the last take()
+        self.last_log = -LOG_EVERY
+
+    def woke(self, due: float, now: float) -> None:
+        """The loop's poll() was due to return by `due` and the loop ran again at `now`."""
+        if now - due >= SPELL_MIN:
+            self.spells.append((due, now))
+
+    def during(self, start: float, end: float) -> float:
+        """Seconds of [start, end] spent in spells of starvation."""
+        starved = 0.0
+        for since, until in reversed(self.spells):
+            if until <= start:
+                break
+            starved += max(0.0, min(until, end) - max(since, start))
+        return starved
+
+    def judge(self, outcome: probe.Outcome, start: float, end: float) -> probe.Outcome:
+        """The outcome to record for a check that ran from `start` to `end`: a timeout during
+        which the consumer was starved STARVED_SHARE of the time becomes `lost`."""
+        if outcome.error_kind != "timeout":
+            return outcome
+        starved = self.during(start, end)
+        if starved < STARVED_SHARE * (end - start):
+            return outcome
+        self.count += 1
+        if end - self.last_log >= LOG_EVERY:          # a line a minute, not one per check
+            self.last_log = end
+            self.log.warning("a check timed out while this consumer was starved of CPU: recorded lost, "
+                             "not down (the host is overloaded: add a host or CPU)",
+                             starved_s=round(starved, 1), check_s=round(end - start, 1))
+        return dataclasses.replace(
+            outcome, ok=False, error_kind="lost", status_code=None, regex_matched=None, response_time_ms=None,
+            degraded=False,
+            error=f"not judged: the check timed out while this consumer was starved of CPU ({starved:.1f} s "
+                  f"of its {end - start:.1f} s); the site may well have answered ({outcome.error})")
+
+    def take(self) -> int:
+        """Timeouts recorded lost since the last call (the consumer's stats)."""
+        count, self.count = self.count, 0
+        return count
