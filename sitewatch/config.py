@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import settingchecks as accepts
 from .errors import ConfigError
 from .redact import redact_dsn
 from .urlspec import YamlLoader
@@ -59,218 +60,139 @@ class Setting:
         return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
 
 
-def _positive(value):
-    return None if value > 0 else "must be greater than 0"
-
-
-def _at_most(limit):
-    def check(value):
-        return None if 0 < value <= limit else f"must be greater than 0 and at most {limit}"
-    return check
-
-
-def _status_codes(value):
-    from .errors import BadInput
-    from .urlspec import parse_expected_status  # the same rule as for each URL's --expected-status
-    try:
-        parse_expected_status(value)
-    except BadInput:
-        return "must be status codes or ranges within 100-599, e.g. 200-299,301"
-    return None
-
-
-def _listen_address(value):
-    from .operations.listener import check_listen  # the same parser the listeners bind with
-    return check_listen(value)
-
-
-def _between(low, high):
-    def check(value):
-        return None if low <= value <= high else f"must be from {low} to {high}"
-    return check
-
-
-def _alerts(name):
-    def check(value):
-        from .alerts import settings  # loads Apprise only when channels are configured
-        return getattr(settings, name)(value)
-    return check
-
-
-def _web_auth(value):
-    from .web.auth import parse_auth  # the same parser the web server uses
-    try:
-        parse_auth(value)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-def _redact_web_auth(value):
-    from .web.auth import redact_auth
-    return redact_auth(value)
-
-
-def _base_url(value):
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-            or parts.fragment or "@" in parts.netloc or not value.isprintable():
-        return "must be an http:// or https:// URL without user, query or fragment, e.g. https://status.example.com/"
-    return None
-
-
-def _engine(value):
-    problem = _one_of("auto", "curl", "urllib3")(value)
-    if problem is None and value == "curl":
-        from .check.choice import curl_available
-        if not curl_available():
-            return "is curl, but pycurl is not installed here (pip install 'pycurl>=7.45.3,<8'); use auto or urllib3"
-    return problem
-
-
-def _one_of(*choices):
-    def check(value):
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-    return check
-
-
 SETTINGS = [
     Setting("database", "dsn", str, None, "PostgreSQL DSN (URI or key=value). Unset: run an embedded "
             "PostgreSQL in database.data_dir.", optional=True, secret=True),
     Setting("database", "data_dir", str, None, "Data directory of the embedded PostgreSQL. Unset: "
             "$XDG_DATA_HOME/sitewatch/postgres (~/.local/share/sitewatch/postgres).", optional=True),
     Setting("database", "timeout", float, 5.0, "Seconds allowed to connect and for each statement.",
-            check=_positive),
+            check=accepts.positive),
 
     Setting("check", "timeout", float, 10.0, "Default total deadline of one check in seconds "
-            "(DNS, connect, TLS, headers and body, all redirects).", check=_at_most(3600)),
+            "(DNS, connect, TLS, headers and body, all redirects).", check=accepts.at_most(3600)),
     Setting("check", "default_period", int, 60, "Period in seconds of URLs added without -p.",
-            check=_positive),
-    Setting("check", "min_period", int, 5, "Smallest period a URL may have, in seconds.", check=_positive),
-    Setting("check", "max_period", int, 300, "Largest period a URL may have, in seconds.", check=_positive),
+            check=accepts.positive),
+    Setting("check", "min_period", int, 5, "Smallest period a URL may have, in seconds.", check=accepts.positive),
+    Setting("check", "max_period", int, 300, "Largest period a URL may have, in seconds.", check=accepts.positive),
     Setting("check", "max_redirects", int, 5, "Default number of redirects followed (at most 30).",
             check=lambda v: None if 0 <= v <= 30 else "must be from 0 to 30"),
     Setting("check", "max_body_bytes", int, 1_048_576, "Bytes of body read at most (after decompression); "
-            "more is the error body_too_large.", check=_positive),
+            "more is the error body_too_large.", check=accepts.positive),
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
-            "e.g. 200-299,301.", check=_status_codes),
+            "e.g. 200-299,301.", check=accepts.status_codes),
     Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
     # urllib3 by default until the curl engine's consumer keeps up at the advertised scale: the
     # 100,000-URL soak on curl held 2 x 2,500 transfers in flight and fell behind (README).
     Setting("check", "engine", str, "urllib3", "HTTP engine of the checks: urllib3, curl (libcurl, via "
-            "pycurl), or auto (curl when pycurl imports, else urllib3).", check=_engine),
+            "pycurl), or auto (curl when pycurl imports, else urllib3).", check=accepts.engine),
 
-    Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=_positive),
-    Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=_positive),
+    Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=accepts.positive),
+    Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=accepts.positive),
 
     Setting("consumer", "processes", int, None, "Consumer processes per `sitewatch run`. Unset: the number "
-            "of CPUs.", optional=True, check=_positive),
+            "of CPUs.", optional=True, check=accepts.positive),
     Setting("consumer", "concurrency", int, 2500, "Most checks in flight per consumer process (a ceiling: "
             "the thread pool grows toward it while tasks wait and the CPU has room, and shrinks when idle).",
-            check=_positive),
+            check=accepts.positive),
     Setting("consumer", "pin_cpu", bool, True, "Keep each consumer process on one CPU (consumer N on the "
             "N-th usable CPU, round robin; Linux): moving the GIL between cores halves throughput."),
     Setting("consumer", "poll_interval", float, 1.0, "Seconds between claims when no NOTIFY arrives.",
-            check=_positive),
+            check=accepts.positive),
     Setting("consumer", "lease_margin", float, 10.0, "Seconds a lease outlives the check's timeout before "
-            "another consumer may take the task.", check=_positive),
+            "another consumer may take the task.", check=accepts.positive),
     Setting("consumer", "max_attempts", int, 3, "Attempts at one slot before it is recorded as lost.",
-            check=_positive),
-    Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=_positive),
+            check=accepts.positive),
+    Setting("consumer", "write_batch", int, 500, "Results written per statement at most.", check=accepts.positive),
     Setting("consumer", "flush_interval", float, 0.1, "Seconds a result may wait before it is written.",
-            check=_positive),
+            check=accepts.positive),
     Setting("consumer", "stuck_margin", float, 30.0, "Seconds past its deadline after which a running check "
             "counts as stuck; a consumer whose every check is stuck stops its heartbeat and is replaced.",
-            check=_positive),
+            check=accepts.positive),
 
     Setting("supervisor", "grace_period", float, 15.0, "Seconds in-flight checks get to finish on "
-            "SIGTERM/SIGINT before children are killed.", check=_positive),
+            "SIGTERM/SIGINT before children are killed.", check=accepts.positive),
     Setting("supervisor", "heartbeat_timeout", float, 30.0, "Seconds of silence after which a child is "
-            "killed and restarted.", check=_positive),
+            "killed and restarted.", check=accepts.positive),
     Setting("supervisor", "restart_backoff_max", float, 30.0, "Longest wait in seconds before restarting "
-            "a child that keeps dying.", check=_positive),
+            "a child that keeps dying.", check=accepts.positive),
     Setting("supervisor", "stable_after", float, 60.0, "Seconds a child must have run for its death to "
-            "start the restart backoff again from 0.5 s.", check=_positive),
+            "start the restart backoff again from 0.5 s.", check=accepts.positive),
     Setting("supervisor", "summary_interval", float, 60.0, "Seconds between summary log lines.",
-            check=_positive),
+            check=accepts.positive),
 
     Setting("alerts", "failure_threshold", int, 3, "Consecutive failed slots that turn a URL down (a URL "
-            "may override it: url add --failure-threshold).", check=_between(1, 1000)),
+            "may override it: url add --failure-threshold).", check=accepts.between(1, 1000)),
     Setting("alerts", "success_threshold", int, 2, "Consecutive good slots that turn a down URL up "
-            "again (url add --success-threshold).", check=_between(1, 1000)),
+            "again (url add --success-threshold).", check=accepts.between(1, 1000)),
     Setting("alerts", "notify_degraded", bool, True, "Send the `degraded` and `recovered` notices when a "
             "URL turns degraded (its `degraded` assertions failed failure_threshold times in a row) and "
             "back up."),
     Setting("alerts", "repeat_interval", str, "0", "Remind every DURATION (90s, 15m, 2h, 7d) while a URL "
-            "stays down; 0 = never.", check=_alerts("check_duration"), numbers_as_text=True),
+            "stays down; 0 = never.", check=accepts.alerts("check_duration"), numbers_as_text=True),
     Setting("alerts", "max_attempts", int, 6, "Tries per notice and channel before it is marked dead "
-            "(listed by `sitewatch incidents`).", check=_between(1, 100)),
+            "(listed by `sitewatch incidents`).", check=accepts.between(1, 100)),
     Setting("alerts", "retry_backoff", float, 5.0, "Seconds before the first retry of a failed notice; "
-            "doubled on each try (with jitter), at most one hour.", check=_positive),
+            "doubled on each try (with jitter), at most one hour.", check=accepts.positive),
     Setting("alerts", "send_timeout", float, 30.0, "Hard deadline in seconds of one send to one channel: "
-            "a hanging channel delays nothing else.", check=_at_most(600)),
+            "a hanging channel delays nothing else.", check=accepts.at_most(600)),
     Setting("alerts", "channels", dict, {}, "Notification channels: a map NAME -> Apprise URL (slack://, "
             "mailto://, json://, discord://, tgram://, ...). Secret: shown as scheme://*** only.",
-            check=_alerts("check_channels"), secret=True),
+            check=accepts.alerts("check_channels"), secret=True),
     Setting("alerts", "default_channels", list, None, "Channel names for URLs without url add --notify. "
-            "Unset: every channel.", optional=True, check=_alerts("check_default_channels")),
+            "Unset: every channel.", optional=True, check=accepts.alerts("check_default_channels")),
     Setting("alerts", "connectivity_url", str, None, "A URL that is up when this host's own network works "
             "(checked by the notifier); while it fails, this host's failed checks count toward no incident.",
             optional=True),
     Setting("history", "raw_days", int, 7, "Days raw results (task_result) are kept; whole daily "
-            "partitions are dropped after that, once rolled up.", check=_positive),
-    Setting("history", "hourly_days", int, 90, "Days hourly rollups (rollup_hour) are kept.", check=_positive),
-    Setting("history", "daily_days", int, 1825, "Days daily rollups (rollup_day) are kept.", check=_positive),
+            "partitions are dropped after that, once rolled up.", check=accepts.positive),
+    Setting("history", "hourly_days", int, 90, "Days hourly rollups (rollup_hour) are kept.", check=accepts.positive),
+    Setting("history", "daily_days", int, 1825, "Days daily rollups (rollup_day) are kept.", check=accepts.positive),
     Setting("history", "partitions_ahead", int, 7, "Days of task_result partitions created ahead (at least 3).",
             check=lambda v: None if v >= 3 else "must be at least 3"),
     Setting("history", "interval", float, 60.0, "Seconds between runs of the maintenance job (partitions, "
             "rollups, retention, the uptime summary) under `sitewatch run`. It adds new results to the "
             "uptime summary once 90 s of them are complete (every other run at 60 s): `status` and the web "
-            "page read the rest raw, up to about this plus 100 s of them.", check=_positive),
+            "page read the rest raw, up to about this plus 100 s of them.", check=accepts.positive),
     Setting("metrics", "listen", str, "127.0.0.1:9464", "Address of the HTTP listener serving /metrics "
             "(Prometheus), /healthz and /readyz: HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). "
-            "Empty: off.", check=_listen_address),
+            "Empty: off.", check=accepts.listen_address),
     Setting("metrics", "per_url", bool, False, "Also serve blackbox_exporter-compatible per-URL metrics "
             "(probe_success, probe_duration_seconds, probe_http_status_code, "
             "probe_ssl_earliest_cert_expiry, labelled with the redacted URL) from each URL's last result."),
     Setting("metrics", "per_url_limit", int, 1000, "At most this many URLs (the first by id) get per-URL "
-            "metrics: every one is a series per metric.", check=_positive),
+            "metrics: every one is a series per metric.", check=accepts.positive),
 
     Setting("sentry", "dsn", str, None, "Sentry DSN: report unhandled exceptions and error log events "
             "from every process (secrets scrubbed). Unset: off, and the SDK is not even imported.",
             optional=True, secret=True),
     Setting("web", "listen", str, "127.0.0.1:8080", "Address of the status page, JSON API and badges "
-            "(HOST:PORT); empty: no web server in `sitewatch run`.", check=_listen_address),
+            "(HOST:PORT); empty: no web server in `sitewatch run`.", check=accepts.listen_address),
     Setting("web", "auth", str, None, "Access control for the web server, space-separated entries: "
             "'token:SECRET' (Authorization: Bearer SECRET) and/or 'basic:USER:PASSWORD' (one per user). "
             "Unset: open to anyone who can reach web.listen.", optional=True, secret=True,
-            check=_web_auth, redact=_redact_web_auth),
+            check=accepts.web_auth, redact=accepts.redact_web_auth),
     Setting("web", "public", str, "/badge/*", "Paths that stay open when web.auth is set, comma-separated; "
             "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
     Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
             "frame, e.g. 'self' https://intranet.example.com. Default: nobody."),
     Setting("web", "request_timeout", float, 10.0, "Seconds a client has to send a complete request, from "
             "when it connects or from its previous response; then the connection is closed, so silent or "
-            "half-sent requests hold no socket.", check=_between(0.5, 3600)),
+            "half-sent requests hold no socket.", check=accepts.between(0.5, 3600)),
     Setting("web", "max_connections", int, 500, "Open connections at most (lowered to stay below the "
             "process's open-file limit). A new connection beyond it closes the one that has waited longest "
             "for its request; while every one is being answered, the new one is closed.",
-            check=_between(8, 1_000_000)),
+            check=accepts.between(8, 1_000_000)),
     Setting("web", "base_url", str, None, "The address people reach the pages at, e.g. "
             "https://status.example.com/ (behind a proxy, with its path): the Atom feed's links and ids "
             "start with it. Unset: the feed's links are relative (never taken from the request's Host).",
-            optional=True, check=_base_url),
+            optional=True, check=accepts.base_url),
     Setting("web", "rate_limit", int, 30, "Expensive requests that miss the 5 s cache (a search, a page "
             "past the 1,000th URL or incident) each client (by IP address) may make a minute; more get 429. "
-            "0: no limit.", check=_between(0, 1_000_000)),
+            "0: no limit.", check=accepts.between(0, 1_000_000)),
 
-    Setting("log", "level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
+    Setting("log", "level", str, "info", "Log level.", check=accepts.one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "
-            "auto (console on a terminal, JSON otherwise).", check=_one_of("auto", "console", "json", "ecs")),
+            "auto (console on a terminal, JSON otherwise).", check=accepts.one_of("auto", "console", "json", "ecs")),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
