@@ -6,12 +6,11 @@ line on stderr before anything is written; runtime failures exit 1.
 
 import argparse
 import gc
-import json
 import os
 import sys
 import traceback
 
-from . import __version__, config, logs, monitorcli
+from . import __version__, checkcli, config, logs, monitorcli
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
 from .redact import redact_text, redact_url
 
@@ -241,7 +240,7 @@ def dispatch(args, cfg, env, flags) -> int:
             print(f"sitewatch: warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "check":
-        return cmd_check(args, cfg, env)
+        return checkcli.run(args, cfg, {**check_options(args), **monitorcli.request_options(args)})
     if args.command == "run":
         from .run.supervisor import run
         return run(cfg, config_path=args.config, env=env, cli_flags=flags)
@@ -434,47 +433,6 @@ def monitored_id(conn, text: str) -> str:
         if str(e).startswith("not monitored") and "://" in text:
             return text
         raise
-
-
-def cmd_check(args, cfg, env) -> int:
-    from .check import definition, probe
-    from .check.choice import engine_named
-    from .urlspec import make_entry
-    options = {**check_options(args), **monitorcli.request_options(args), "period": cfg.check.default_period}
-    entry = make_entry(options, cfg.check)
-    engine = _Recording(engine_named(cfg.check.engine))
-    try:
-        target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
-        outcome = probe.check(target, engine)
-    except definition.MissingVariable as missing:     # as a consumer on this host would see it
-        target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
-        outcome = definition.missing_outcome(missing)
-    if args.output_json or args.json_body is True:
-        print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))
-    else:
-        print(probe.format_outcome(target, outcome, engine.name))
-        print_assertions(target, engine.response)
-    return 0 if outcome.ok else 1
-
-
-class _Recording:
-    """An engine that keeps the response it fetched, so `check` can show each assertion on it."""
-
-    def __init__(self, engine) -> None:
-        self.engine, self.name, self.response = engine, engine.name, None
-
-    def fetch(self, request):
-        self.response = self.engine.fetch(request)
-        return self.response
-
-
-def print_assertions(target, response) -> None:
-    """Each `assert` and `degraded` expression with pass or FAIL and the actual value."""
-    if (target.assertions or target.degraded) and response is not None and response.error_kind is None:
-        from .assertions import explain
-        print("Assertions:")
-        for line in explain(target.assertions, target.degraded, response):
-            print(f"  {line}")
 
 
 def cmd_web(cfg) -> int:

@@ -18,21 +18,24 @@ def _timeout() -> probe.Outcome:
 
 def test_only_a_timeout_starved_half_its_time_is_the_hosts():
     starvation = Starvation(structlog.get_logger("test"))
-    starvation.woke(100.0, 100.1)          # 0.1 s late: not a spell
-    starvation.woke(103.0, 106.0)          # 3 s
-    starvation.woke(108.0, 110.0)          # 2 s
-    assert starvation.during(100.0, 110.0) == 5.0
-    assert starvation.during(104.0, 109.0) == 3.0
-    assert starvation.during(110.0, 120.0) == 0.0
+    starvation.late(100.0, 100.1)          # 0.1 s late: not a spell
+    starvation.late(103.0, 106.0)          # 3 s
+    starvation.late(108.0, 110.0)          # 2 s
+    assert starvation.during(100.0, 110.0, 110.0) == 5.0
+    assert starvation.during(104.0, 109.0, 110.0) == 3.0
+    assert starvation.during(110.0, 120.0, 120.0) == 0.0
+    starvation.due = 115.0                 # the canary, due at 115, has not run by 120: starved now
+    assert starvation.during(110.0, 120.0, 120.0) == 5.0
+    starvation.due = None
 
-    assert starvation.judge(_timeout(), 90.0, 100.0).error_kind == "timeout"     # no spell in it
-    assert starvation.judge(_timeout(), 100.0, 111.0).error_kind == "timeout"    # 5 of 11 s
-    lost = starvation.judge(_timeout(), 102.0, 110.0)                            # 5 of 8 s
+    assert starvation.judge(_timeout(), 90.0, 100.0, 100.0).error_kind == "timeout"     # no spell in it
+    assert starvation.judge(_timeout(), 100.0, 111.0, 111.0).error_kind == "timeout"    # 5 of 11 s
+    lost = starvation.judge(_timeout(), 102.0, 110.0, 110.0)                            # 5 of 8 s
     assert (lost.ok, lost.error_kind) == (False, "lost")
     assert "starved of CPU (5.0 s of its 8.0 s)" in lost.error and "while connecting" in lost.error
     refused = probe.Outcome(started_at=None, response_time_ms=None, status_code=None, regex_matched=None,
                             ok=False, error_kind="connect", error="refused", cert_days_left=None)
-    assert starvation.judge(refused, 102.0, 110.0) is refused                    # only timeouts
+    assert starvation.judge(refused, 102.0, 110.0, 110.0) is refused                    # only timeouts
     assert starvation.take() == 1 and starvation.take() == 0
 
 

@@ -59,7 +59,7 @@ class Consumer:
                                on_connect=self._on_connect)
         self.engine = engine_named(self.cfg.check.engine)   # check.engine; made in this process
         self.limit = ConcurrencyLimit(self.cfg.consumer.concurrency)
-        self.starvation = Starvation(self.log)   # when this process was starved of CPU (its loop late)
+        self.starvation = Starvation(self.log)   # when this process was starved of CPU
         self.cpu = CpuMeter(ctx.cpu)
         self.next_control = time.monotonic() + CONTROL_INTERVAL
         self.work_waiting = False    # a claim filled all the room it had since the last decision
@@ -127,6 +127,7 @@ class Consumer:
         self.log.info("consumer started", concurrency=self.limit.ceiling, limit=self.limit.value,
                       owner=self.owner, cpu=self.ctx.cpu, engine=self.engine.name)
         self.next_control = time.monotonic() + CONTROL_INTERVAL     # the loop's clock starts now
+        self.starvation.start()
         while True:
             if not self.stopping and self.ctx.should_stop():
                 self.begin_stop()
@@ -190,10 +191,7 @@ class Consumer:
             self.maybe_more = True
             timeouts.append(0.0)
         fds = [conn] if conn is not None else []
-        due = time.monotonic() + min(timeouts)
-        ready = self.ctx.sleep(min(timeouts), fds)
-        self.starvation.woke(due, time.monotonic())      # how long we waited for the CPU after it
-        if ready and conn is not None:
+        if self.ctx.sleep(min(timeouts), fds) and conn is not None:
             try:
                 conn.poll()
                 if conn.notifies:
@@ -349,8 +347,9 @@ class Consumer:
             if self.in_flight.pop(key, None) is None:
                 continue          # handed back already (stop): its lease is gone
             if outcome.error_kind == "timeout":     # the site's fault, or this host's overload?
-                start = time.monotonic() - duration if start is None else start
-                outcome = self.starvation.judge(outcome, start, start + duration)
+                now = time.monotonic()
+                start = now - duration if start is None else start
+                outcome = self.starvation.judge(outcome, start, start + duration, now)
             if outcome.error_kind == "monitor":
                 # The monitor failed (out of descriptors, threads, ...), not the site: never a
                 # site result. Hand the task back with the attempt not counted.

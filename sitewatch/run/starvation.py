@@ -5,56 +5,78 @@ taking a core) runs its checks late: a site that answered in 0.1 s can still tim
 because the thread that should read the answer did not run before the deadline. Recorded as
 `timeout`, that is a false down: the monitor's fault, paged as the site's.
 
-The consumer measures its own starvation where nothing else can hide in it: each time its
-main loop's poll() returns, how long after the poll's timeout it got to run again (the wait
-for the CPU and the GIL, which its check threads wait for too; time spent in database calls
-is not counted). A check that timed out while the consumer spent at least half of the
-check's time starved is recorded `lost` (not judged: it counts toward no incident and no
-uptime), the original error kept in the text. Not retried: a retry would add work to a host
-that is already behind. A site that really hangs is recorded down by its next check made
-while the consumer keeps time.
+The consumer measures its own starvation the way its check threads suffer it: a canary
+thread sleeps CANARY_SLEEP at a time and notes how late it runs again (the wait for a core
+and for the GIL after a blocking call, which is what a check thread whose answer has arrived
+waits for). A check that timed out while the canary was late for at least half of the
+check's time is recorded `lost` (not judged: it counts toward no incident and no uptime),
+the original error kept in the text. Not retried: a retry would add work to a host that is
+already behind. A site that really hangs is recorded down by its next check made while the
+consumer keeps time.
+
+Measured first (and dropped) on the consumer's main loop: it is woken early by finished
+checks, so the time it waits for the GIL after poll() hides behind the early wake-up.
 """
 
 import dataclasses
+import threading
+import time
 from collections import deque
 
 from ..check import probe
 
 LOG_EVERY = 60.0        # seconds between "timed out while starved" warnings
-SPELL_MIN = 0.25        # seconds late after a poll() that count as a spell of starvation
+CANARY_SLEEP = 0.1      # seconds the canary sleeps between measurements
+SPELL_MIN = 0.25        # seconds late that count as a spell of starvation
 STARVED_SHARE = 0.5     # a timeout is the host's when starvation took this share of the check's time
 SPELLS_KEPT = 4096      # spells remembered (each 0.25 s or more: minutes, more than any check lasts)
 
 
 class Starvation:
-    """The spells during which this consumer waited SPELL_MIN or more to run after a poll()."""
+    """The spells during which a thread of this consumer waited SPELL_MIN or more to run."""
 
     def __init__(self, log) -> None:
         self.log = log
         self.spells = deque(maxlen=SPELLS_KEPT)    # (from, to) monotonic seconds, in order
+        self.due = None                            # when the canary is next due to run
         self.count = 0                             # timeouts recorded lost since the last take()
         self.last_log = -LOG_EVERY
 
-    def woke(self, due: float, now: float) -> None:
-        """The loop's poll() was due to return by `due` and the loop ran again at `now`."""
+    def start(self) -> None:
+        """Start the canary (in the consumer's process: a thread does not survive a fork)."""
+        threading.Thread(target=self._canary, name="sitewatch-starvation-canary", daemon=True).start()
+
+    def _canary(self) -> None:
+        while True:
+            self.due = time.monotonic() + CANARY_SLEEP
+            time.sleep(CANARY_SLEEP)
+            self.late(self.due, time.monotonic())
+
+    def late(self, due: float, now: float) -> None:
+        """A thread due to run at `due` ran at `now`."""
         if now - due >= SPELL_MIN:
             self.spells.append((due, now))
 
-    def during(self, start: float, end: float) -> float:
-        """Seconds of [start, end] spent in spells of starvation."""
+    def during(self, start: float, end: float, now: float) -> float:
+        """Seconds of [start, end] spent in spells of starvation, counting one still going on
+        (the canary overdue at `now`: it has not run yet)."""
+        spells = list(self.spells)      # one C call: no thread appends meanwhile
+        due = self.due
+        if due is not None and now - due >= SPELL_MIN and (not spells or spells[-1][1] <= due):
+            spells.append((due, now))
         starved = 0.0
-        for since, until in reversed(self.spells):
+        for since, until in reversed(spells):
             if until <= start:
                 break
             starved += max(0.0, min(until, end) - max(since, start))
         return starved
 
-    def judge(self, outcome: probe.Outcome, start: float, end: float) -> probe.Outcome:
+    def judge(self, outcome: probe.Outcome, start: float, end: float, now: float) -> probe.Outcome:
         """The outcome to record for a check that ran from `start` to `end`: a timeout during
         which the consumer was starved STARVED_SHARE of the time becomes `lost`."""
         if outcome.error_kind != "timeout":
             return outcome
-        starved = self.during(start, end)
+        starved = self.during(start, end, now)
         if starved < STARVED_SHARE * (end - start):
             return outcome
         self.count += 1
