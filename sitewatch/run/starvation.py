@@ -24,12 +24,13 @@ import time
 from collections import deque
 
 from ..check import probe
+from ..check.engine import Timings
 
 LOG_EVERY = 60.0        # seconds between "timed out while starved" warnings
 CANARY_SLEEP = 0.1      # seconds the canary sleeps between measurements
 SPELL_MIN = 0.25        # seconds late that count as a spell of starvation
 STARVED_SHARE = 0.5     # a timeout is the host's when starvation took this share of the check's time
-SPELLS_KEPT = 4096      # spells remembered (each 0.25 s or more: minutes, more than any check lasts)
+SPELLS_KEPT = 4096      # spells remembered: 24 minutes or more of them (fewer only under-counts)
 
 
 class Starvation:
@@ -39,12 +40,14 @@ class Starvation:
         self.log = log
         self.spells = deque(maxlen=SPELLS_KEPT)    # (from, to) monotonic seconds, in order
         self.due = None                            # when the canary is next due to run
+        self.canary = None
         self.count = 0                             # timeouts recorded lost since the last take()
         self.last_log = -LOG_EVERY
 
     def start(self) -> None:
         """Start the canary (in the consumer's process: a thread does not survive a fork)."""
-        threading.Thread(target=self._canary, name="sitewatch-starvation-canary", daemon=True).start()
+        self.canary = threading.Thread(target=self._canary, name="sitewatch-starvation-canary", daemon=True)
+        self.canary.start()
 
     def _canary(self) -> None:
         while True:
@@ -60,9 +63,12 @@ class Starvation:
     def during(self, start: float, end: float, now: float) -> float:
         """Seconds of [start, end] spent in spells of starvation, counting one still going on
         (the canary overdue at `now`: it has not run yet)."""
-        spells = list(self.spells)      # one C call: no thread appends meanwhile
+        # `due` first: the canary appends a spell before it moves `due` on, so none is missed.
         due = self.due
-        if due is not None and now - due >= SPELL_MIN and (not spells or spells[-1][1] <= due):
+        spells = list(self.spells)      # one C call: no thread appends meanwhile
+        # An overdue canary is a spell going on, if it is alive (a dead one is no evidence).
+        alive = self.canary is None or self.canary.is_alive()
+        if alive and due is not None and now - due >= SPELL_MIN and (not spells or spells[-1][1] <= due):
             spells.append((due, now))
         starved = 0.0
         for since, until in reversed(spells):
@@ -87,7 +93,7 @@ class Starvation:
                              starved_s=round(starved, 1), check_s=round(end - start, 1))
         return dataclasses.replace(
             outcome, ok=False, error_kind="lost", status_code=None, regex_matched=None, response_time_ms=None,
-            degraded=False,
+            degraded=False, timings=Timings(),     # phases stretched by the wait: not the site's
             error=f"not judged: the check timed out while this consumer was starved of CPU ({starved:.1f} s "
                   f"of its {end - start:.1f} s); the site may well have answered ({outcome.error})")
 
