@@ -396,12 +396,11 @@ def run_report(args, conn, connect) -> int:
         # 100,000 URLs make about a million small objects, none in a cycle: the cyclic
         # collector would walk them over and over (a quarter of the time) for nothing.
         gc.disable()
-        # Each argument names one monitor (a URL of several is refused); history/report.py
-        # selects by URL.
-        urls = [store.find_monitor(conn, u)[1] for u in args.urls] or None
-        lines = report.status_lines(conn, urls, args.json, args.down, connect)
+        # Each argument names one monitor (a URL of several is refused, naming them).
+        ids = [store.find_monitor(conn, u)[0] for u in args.urls] or None
+        lines = report.status_lines(conn, ids, args.json, args.down, connect)
         if lines is None:      # no usable summary: the figures computed in Python
-            rows = report.status_rows(conn, urls, connect)
+            rows = report.status_rows(conn, ids, connect)
             if args.down:
                 rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
             lines = report.lines_of(rows, args.json)

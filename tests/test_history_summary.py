@@ -55,8 +55,9 @@ def assert_status_same(conn):
     shown = {"one connection": report.status_rows(conn, None),
              "two connections": report.status_rows(conn, None, lambda: psycopg2.connect(conn.dsn))}
     ids = [url_id for url_id, _ in shown["one connection"]]
-    names = [row["url"] for _, row in shown["one connection"]]
-    shown["named"] = report.status_rows(conn, names)
+    shown["named"] = report.status_rows(conn, ids)
+    monitors = [(row["url"], row["name"]) for _, row in shown["one connection"]]
+    assert monitors == sorted(monitors, key=lambda m: (m[0], m[1] is not None, m[1] or ""))
     direct = uptime.for_urls(conn, ids, windows=summary.WINDOWS, use_summary=False)
     expected = [(url_id, tuple(f.windows[n].uptime for n in summary.WINDOWS) + (f.windows["24h"].coverage,)
                  + (None if f.p95_ms_24h is None else round(f.p95_ms_24h, 1),)) for url_id, f in direct.items()]
@@ -69,11 +70,11 @@ def assert_status_same(conn):
         return False
     def other():
         return psycopg2.connect(conn.dsn)
-    for names_given, connect in ((None, None), (None, other), (names[:1], None), (names, other)):
-        rows = report.status_rows(conn, names_given)
+    for ids_given, connect in ((None, None), (None, other), (ids[:1], None), (ids, other)):
+        rows = report.status_rows(conn, ids_given)
         for as_json in (True, False):
-            assert printed(conn, report.status_lines(conn, names_given, as_json, connect=connect), as_json) \
-                == printed(conn, report.lines_of(rows, as_json), as_json), (names_given, connect, as_json)
+            assert printed(conn, report.status_lines(conn, ids_given, as_json, connect=connect), as_json) \
+                == printed(conn, report.lines_of(rows, as_json), as_json), (ids_given, connect, as_json)
     with conn.cursor() as cur:       # --down: only the URLs whose alerts' state is down
         cur.execute("INSERT INTO url_state (url_id, state, since) VALUES (%s, 'down', now())"
                     " ON CONFLICT (url_id) DO UPDATE SET state = 'down'", (ids[0],))
@@ -122,6 +123,12 @@ def old_urls(conn, count: int) -> list[int]:
     ids = add_urls(conn, count)
     with conn.cursor() as cur:
         cur.execute("UPDATE url SET created_at = now() - interval '40 days'")
+        # The first URL monitored thrice (DESIGN section 12): unnamed, and under two names, which
+        # `status` lists after it, in name order (not in id order), each shown with its name.
+        cur.execute("UPDATE url SET url = (SELECT url FROM url WHERE id = %(first)s), name = 'z-named'"
+                    " WHERE id = %(second)s", {"first": ids[0], "second": ids[1]})
+        cur.execute("UPDATE url SET url = (SELECT url FROM url WHERE id = %(first)s), name = 'a-named'"
+                    " WHERE id = %(third)s", {"first": ids[0], "third": ids[2]})
     conn.commit()
     return ids
 

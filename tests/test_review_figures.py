@@ -45,8 +45,8 @@ def test_daily_bar_shows_the_exact_day_figure():
 
 
 def test_status_table_coverage_is_exact_in_python():
-    row = {"url": "http://a.example/", "state": "up", "since": None, "uptime_24h": 0.29, "uptime_7d": None,
-           "uptime_30d": None, "coverage_24h": 29 / 100, "p95_ms_24h": None, "last_error_kind": None,
+    row = {"url": "http://a.example/", "name": None, "state": "up", "since": None, "uptime_24h": 0.29,
+           "uptime_7d": None, "uptime_30d": None, "coverage_24h": 29 / 100, "p95_ms_24h": None, "last_error_kind": None,
            "last_error": None, "cert_days_left": None}
     (_, _, line), = report.lines_of([(1, row)], as_json=False)
     assert " 29% " in line and "29.000%" in line

@@ -143,7 +143,11 @@ def test_one_url_monitored_twice_under_two_names(cli, db):
     assert count(db, "url") == 2
 
     # A name picks one; silence and incidents, which work on URLs, take the name's URL.
-    assert "https://api.example/graphql" in ok(cli("status", "users"))
+    shown = ok(cli("status", "users")).splitlines()
+    assert shown[1].startswith("https://api.example/graphql (users) ") and "(orders)" not in "".join(shown)
+    assert [(m["url"], m["name"]) for m in json.loads(ok(cli("status", "--json", "orders")))] \
+        == [("https://api.example/graphql", "orders")]
+    assert [m["name"] for m in json.loads(ok(cli("status", "--json")))] == ["orders", "users"]
     ok(cli("history", "orders"))
     assert "silence 1: https://api.example/graphql" in ok(cli("silence", "add", "orders", "--for", "1h"))
     ok(cli("incidents", "--url", "orders"))

@@ -197,15 +197,11 @@ GROUP BY 1, 2;
 -- expected slots.
 SELECT id, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s);
 
--- name: urls_by_name
--- The monitored URLs named on the command line (all of them when %(urls)s is null).
-SELECT id, url FROM url WHERE %(urls)s::text[] IS NULL OR url = ANY (%(urls)s) ORDER BY url;
-
 -- name: status_urls
 -- The URLs `status` shows (the ids given, or all), in URL order, with what expected slots
 -- need: period and creation time (seconds since the epoch).
-SELECT id, url, period, extract(epoch FROM created_at)::float8 FROM url WHERE %(all)s OR id = ANY (%(ids)s)
-ORDER BY url COLLATE "C";      -- code point order, as status_lines sorts them
+SELECT id, url, period, extract(epoch FROM created_at)::float8, name FROM url WHERE %(all)s OR id = ANY (%(ids)s)
+ORDER BY url COLLATE "C", name COLLATE "C" NULLS FIRST;      -- code point order, as status_lines sorts them
 
 -- name: latest_results
 -- Each URL's latest result: an index probe on (url_id, scheduled_at) of the last day's
@@ -402,7 +398,7 @@ WITH recent AS (
       AND u.id >= %(id_from)s AND u.id < %(id_to)s AND t.error_kind IS DISTINCT FROM 'lost'
     GROUP BY t.url_id
 ), counted AS (
-    SELECT u.id, u.url, floor((%(now)s - greatest(%(start_24h)s, extract(epoch FROM u.created_at)::float8))
+    SELECT u.id, u.url, u.name, floor((%(now)s - greatest(%(start_24h)s, extract(epoch FROM u.created_at)::float8))
                               / u.period)::bigint AS expected,
            coalesce(s.ok_24h, 0) + coalesce(r.ok, 0) AS ok_24h, coalesce(s.failed_24h, 0) + coalesce(r.failed, 0) AS failed_24h,
            coalesce(s.ok_7d, 0) + coalesce(r.ok, 0) AS ok_7d, coalesce(s.failed_7d, 0) + coalesce(r.failed, 0) AS failed_7d,
@@ -417,7 +413,7 @@ WITH recent AS (
     SELECT c.*, (95 * n + 99) / 100 AS rank, n
     FROM counted c, LATERAL (SELECT coalesce(c.cum[cardinality(c.cum)], 0) + cardinality(c.buckets) AS n) AS total
 ), figured AS (
-    SELECT id, url, ok_24h + failed_24h AS results, expected,
+    SELECT id, url, name, ok_24h + failed_24h AS results, expected,
            CASE WHEN ok_24h + failed_24h > 0 THEN ok_24h * 100000 / (ok_24h + failed_24h) END AS units_24h,
            CASE WHEN ok_7d + failed_7d > 0 THEN ok_7d * 100000 / (ok_7d + failed_7d) END AS units_7d,
            CASE WHEN ok_30d + failed_30d > 0 THEN ok_30d * 100000 / (ok_30d + failed_30d) END AS units_30d,
@@ -442,7 +438,7 @@ WITH recent AS (
                     FROM unnest(buckets) WITH ORDINALITY AS t(b, m)) AS candidates) END AS p95_bucket
     FROM ranked
 )
-SELECT f.id, f.url, {line}
+SELECT f.id, f.url, f.name, {line}
 FROM figured f
 LEFT JOIN url_state st ON st.url_id = f.id
 LEFT JOIN latest l ON l.url_id = f.id
@@ -456,9 +452,9 @@ SELECT id FROM url ORDER BY id OFFSET (SELECT count(*) / 2 FROM url) LIMIT 1;
 
 -- name: status_line_json
 -- The JSON object of a status line (report.py redacts the URLs that may hold a secret: it
--- replaces what comes before ', "state": ', which cannot occur inside the encoded URL).
+-- replaces what comes before ', "name": ', which cannot occur inside the encoded URL).
 -- Concatenated rather than json_build_object (twice as fast); text goes through to_json.
-concat('{"url": ', to_json(f.url), ', "state": ', to_json(coalesce(st.state, 'unknown')),
+concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text, 'null'), ', "state": ', to_json(coalesce(st.state, 'unknown')),
     ', "since": ', coalesce(to_json(st.since)::text, 'null'),
     ', "uptime_24h": ', coalesce((f.units_24h::float8 / 100000)::text, 'null'),
     ', "uptime_7d": ', coalesce((f.units_7d::float8 / 100000)::text, 'null'),

@@ -4,7 +4,6 @@ import concurrent.futures
 import csv
 import datetime
 import json
-import operator
 import re
 import sys
 
@@ -23,7 +22,7 @@ FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
                    "error_kind", "error", "cert_days_left", "degraded", "dns_ms", "connect_ms", "tls_ms",
                    "first_byte_ms", "source")
-STATUS_FIELDS = ("url", "state", "since", "uptime_24h", "uptime_7d", "uptime_30d", "coverage_24h",
+STATUS_FIELDS = ("url", "name", "state", "since", "uptime_24h", "uptime_7d", "uptime_30d", "coverage_24h",
                  "p95_ms_24h", "last_error_kind", "last_error", "cert_days_left", "degraded_24h")
 
 
@@ -44,20 +43,6 @@ def parse_time(text: str, what: str, now: datetime.datetime) -> datetime.datetim
     except ValueError:
         raise BadInput(f"{what}: {text!r} is neither a duration (7d) nor a time (2026-11-01T12:00:00Z)") from None
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-
-
-def resolve_urls(conn, urls: list[str] | None) -> list[tuple[int, str]]:
-    """(id, url) of the URLs named (normalised as at add time), or of all; BadInput for unknown ones."""
-    from ..urlspec import normalise_url
-    names = [normalise_url(u) for u in urls] if urls else None
-    with conn.cursor() as cur:
-        cur.execute(QUERIES["urls_by_name"], {"urls": names})
-        rows = cur.fetchall()
-    if names:
-        unknown = sorted(set(names) - {url for _, url in rows})
-        if unknown:
-            raise BadInput(f"not monitored: {', '.join(redact_url(u) for u in unknown)}")
-    return rows
 
 
 # --- status -------------------------------------------------------------------------------
@@ -87,11 +72,11 @@ _P95_TEXTS = [f"{v:.0f}ms" for v in _P95_VALUES]
 _NO_WORKERS = "SET LOCAL max_parallel_workers_per_gather = 0"
 
 
-def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = False,
+def status_lines(conn, ids: list[int] | None, as_json: bool, down: bool = False,
                  connect=None) -> list[tuple[int, str, str]] | None:
-    """[(url_id, url redacted, line)] of the URLs named (or of all; with `down`, only those
-    down), in URL order, for print_status_lines: the line is a JSON object, or the table's
-    columns after the URL.
+    """[(url_id, monitor shown, line)] of the monitors with these ids (store.find_monitor; or
+    of all; with `down`, only those down), in URL order, for print_status_lines: the line is a
+    JSON object, or the table's columns after the monitor (its URL redacted, and its name).
 
     Computed by PostgreSQL in one statement (queries.sql status_lines) from the uptime
     summary: nothing per URL is left to Python but the redaction of its URL (the rules of
@@ -100,7 +85,7 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
     clock is in an hour the job has not rolled up yet: the first minutes of every hour);
     status_rows then computes the figures in Python, more slowly (tests compare the two).
     """
-    ids = [url_id for url_id, _ in resolve_urls(conn, names)] if names else None
+    ids = ids or None
     halves = connect is not None and ids is None and not conn.autocommit
     with conn.cursor() as cur:
         if halves:      # the other connection reads this transaction's snapshot
@@ -139,14 +124,25 @@ def status_lines(conn, names: list[str] | None, as_json: bool, down: bool = Fals
     conn.rollback()
     # In code point order (Python's str order; the fallback's SQL sorts COLLATE "C" alike):
     # a sort here takes a tenth of what it takes in the statement, over its wide rows.
-    rows.sort(key=operator.itemgetter(1))
+    rows.sort(key=_monitor_order)
     lines = []
-    for url_id, url, line in rows:
+    for url_id, url, name, line in rows:
         shown = redact_url(url)
         if as_json and shown != url:
-            line = '{"url": ' + orjson.dumps(shown).decode() + line[line.index(', "state": '):]
-        lines.append((url_id, shown, line))
+            line = '{"url": ' + orjson.dumps(shown).decode() + line[line.index(', "name": '):]
+        lines.append((url_id, shown if as_json else monitor_shown(shown, name), line))
     return lines
+
+
+def _monitor_order(row: tuple) -> tuple:
+    """(url, name) in code point order, an unnamed monitor first: status_urls' ORDER BY."""
+    return row[1], row[2] is not None, row[2] or ""
+
+
+def monitor_shown(url: str, name: str | None) -> str:
+    """A monitor in the status table: its URL (redacted), and its name when it has one (one URL
+    may be monitored under several names), as `url list` shows it."""
+    return f"{url} ({name})" if name else url
 
 
 def _snapshot_rows(conn, snapshot: str, sql: str, params: dict) -> list[tuple]:
@@ -160,17 +156,16 @@ def _snapshot_rows(conn, snapshot: str, sql: str, params: dict) -> list[tuple]:
     return rows
 
 
-def status_rows(conn, names: list[str] | None, connect=None) -> list[tuple[int, dict]]:
-    """(url_id, {STATUS_FIELDS}) of the URLs named, or of all of them, in URL order.
+def status_rows(conn, ids: list[int] | None, connect=None) -> list[tuple[int, dict]]:
+    """(url_id, {STATUS_FIELDS}) of the monitors with these ids, or of all of them, in URL order.
 
     For all URLs, with connect() giving a second connection, that connection reads the URL
     list, then the latest results and states, while this one reads the uptime counts and
     then computes the figures: PostgreSQL works on both at once, and Python works while
     the other statement runs (at 100,000 URLs each half takes about a second alone).
     """
-    if names or connect is None:
-        # None: all URLs. Named ones are resolved first: BadInput for unknown URLs.
-        ids = [url_id for url_id, _ in resolve_urls(conn, names)] if names else None
+    ids = ids or None
+    if ids or connect is None:
         counts = uptime.read_counts(conn, ids, STATUS_WINDOWS, all_urls=ids is None)
         urls = _status_urls(conn, ids)
         figures = list(counts.plain_rows((url[0], url[2], url[3]) for url in urls))
@@ -188,14 +183,14 @@ def status_rows(conn, names: list[str] | None, connect=None) -> list[tuple[int, 
                 states, latest = states_read.result()
         finally:
             other.close()
-    degraded = _degraded_24h(conn, [url[0] for url in urls] if names else None)
+    degraded = _degraded_24h(conn, ids)
     rows = []
     unknown, no_result = ("unknown", None), (None, None, None)
-    for (url_id, url, _, _), (up_24h, up_7d, up_30d, coverage_24h, p95) in zip(urls, figures, strict=True):
+    for (url_id, url, _, _, name), (up_24h, up_7d, up_30d, coverage_24h, p95) in zip(urls, figures, strict=True):
         state, since = states.get(url_id, unknown)
         error_kind, error, cert = latest.get(url_id, no_result)
         rows.append((url_id, {
-            "url": redact_url(url), "state": state, "since": since, "uptime_24h": up_24h,
+            "url": redact_url(url), "name": name, "state": state, "since": since, "uptime_24h": up_24h,
             "uptime_7d": up_7d, "uptime_30d": up_30d, "coverage_24h": coverage_24h,
             "p95_ms_24h": None if p95 is None else round(p95, 1),
             "last_error_kind": error_kind, "last_error": error, "cert_days_left": cert,
@@ -257,9 +252,10 @@ def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str
         p95 = "-" if r["p95_ms_24h"] is None else f"{r['p95_ms_24h']:.0f}ms"
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
         error = f"{r['last_error_kind']}: {printable(r['last_error'] or '')}" if r["last_error_kind"] else ""
-        lines.append((url_id, r["url"], f"{r['state']:7} {since:16} {percent(r['uptime_24h']):>8} "
-                                        f"{percent(r['uptime_7d']):>8} {percent(r['uptime_30d']):>8} "
-                                        f"{coverage:>7} {p95:>8} {cert:>5}  {error}"))
+        lines.append((url_id, monitor_shown(r["url"], r["name"]),
+                      f"{r['state']:7} {since:16} {percent(r['uptime_24h']):>8} "
+                      f"{percent(r['uptime_7d']):>8} {percent(r['uptime_30d']):>8} "
+                      f"{coverage:>7} {p95:>8} {cert:>5}  {error}"))
     return lines
 
 
