@@ -236,19 +236,21 @@ def print_url_list(rows, as_json: bool) -> None:
     if not rows:
         print("no URLs monitored; add one with: sitewatch url add URL")
         return
-    print(f"{'URL':50} {'PERIOD':>6} {'LAST CHECK (UTC)':20} {'STATE':5} {'CODE':>4} {'MS':>7}  "
+    print(f"{'URL':50} {'PERIOD':>6} {'LAST CHECK (UTC)':20} {'STATE':8} {'CODE':>4} {'MS':>7}  "
           f"{'REGEX / ERROR'}")
     for r in rows:
+        degraded = bool(r["last_ok"] and r["last_degraded"])    # ok, but a `degraded` expression failed
         if r["last_started_at"] is None:
             state, code, ms, last = "-", "-", "-", "never"
         else:
-            state = "UP" if r["last_ok"] else "DOWN"
+            state = "DEGRADED" if degraded else "UP" if r["last_ok"] else "DOWN"
             code = r["last_status_code"] if r["last_status_code"] is not None else "-"
             ms = f"{r['last_response_time_ms']:.0f}" if r["last_response_time_ms"] is not None else "-"
             last = r["last_started_at"].strftime("%Y-%m-%d %H:%M:%S")
-        detail = f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"] else (
-            f"/{r['regex']}/" if r["regex"] else "")
+        detail = (f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"]
+                  else f"degraded: {r['last_error']}" if degraded
+                  else f"/{r['regex']}/" if r["regex"] else "")
         request = print_settings_line(r)
         shown = f"{r['url']} ({r['name']})" if r["name"] else r["url"]
-        print(f"{shown:50} {r['period']:>6} {last:20} {state:5} {code!s:>4} {ms:>7}  {detail}"
+        print(f"{shown:50} {r['period']:>6} {last:20} {state:8} {code!s:>4} {ms:>7}  {detail}"
               + (f"  {request}" if request else ""))

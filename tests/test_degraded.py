@@ -146,3 +146,9 @@ def test_status_shows_the_degraded_state_and_degraded_24h(conn, cli, db):
         assert (lines["http://b.example/"]["state"], lines["http://b.example/"]["degraded_24h"]) == ("up", 0.0)
     table = cli("status", "http://a.example/")
     assert table.returncode == 0 and "degraded" in table.stdout
+    # `url list` says what the latest result was: up, but degraded, and by which expression
+    listed = {line.split()[0]: line for line in cli("url", "list").stdout.splitlines()[1:]}
+    assert listed["http://a.example/"].split()[4] == "DEGRADED"
+    assert "degraded: response_time < 800: got 950 ms" in listed["http://a.example/"]
+    assert listed["http://b.example/"].split()[4] == "UP"
+    assert [row["last_degraded"] for row in json.loads(cli("url", "list", "--json").stdout)] == [True, False]
