@@ -227,9 +227,11 @@ def test_postgres_restart_resumes_checking_through_listen_and_loses_no_slot(
     dsn = owned_dsn
     urls = [hostile_server.url(f"/ok/restart-{i}") for i in range(6)]
     import_urls(cli_for(tmp_path, dsn), [{"url": url, "period": 1} for url in urls])
-    # A 30 s poll interval: within the test only NOTIFY can wake a consumer quickly.
-    run = runs(dsn, env={"SITEWATCH_CONSUMER__POLL_INTERVAL": 30})
+    # A 30 s poll interval: within the test only NOTIFY can wake a consumer quickly. The job
+    # every second: it goes through the outage too (issue 25 §4.8).
+    run = runs(dsn, env={"SITEWATCH_CONSUMER__POLL_INTERVAL": 30, "SITEWATCH_HISTORY__INTERVAL": 1})
     run.wait_started()
+    run.wait_for("maintenance done", role="maintenance")
     db = connect(dsn)
     wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result") == len(urls), 10,
                "a result for every URL")
@@ -243,8 +245,15 @@ def test_postgres_restart_resumes_checking_through_listen_and_loses_no_slot(
     t_up = scalar(db, "SELECT now()")
     wait_until(lambda: scalar(db, "SELECT count(DISTINCT url_id) FROM task_result WHERE started_at >= %s",
                               (t_up,)) == len(urls), 8, "results for every URL after the restart")
-    for role in ("producer", "consumer-1", "notifier"):
+    for role in ("producer", "consumer-1", "notifier", "maintenance"):
         run.wait_for("database connection restored", role=role, timeout=10)
+
+    # The job was not replaced (no child died): it reconnected and ran again after the outage.
+    def job_ran_after_it_reconnected():
+        events = [line.get("event") for line in run.lines() if line.get("role") == "maintenance"]
+        restored = len(events) - 1 - events[::-1].index("database connection restored")
+        return "maintenance done" in events[restored:]
+    wait_until(job_ran_after_it_reconnected, 10, "a maintenance run after the job reconnected")
 
     # Checking goes on at the period, not at the 30 s poll: the LISTEN came back.
     window = scalar(db, "SELECT now()")
