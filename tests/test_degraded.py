@@ -90,6 +90,48 @@ def test_degraded_is_stored_on_the_result(conn):
         (True, True), (True, False), (False, False)]
 
 
+def test_a_silence_holds_degraded_and_recovered_and_its_end_announces_what_changed_inside(conn):
+    from sitewatch.alerts import messages
+    from sitewatch.alerts import store as alerts_store
+    channels = DEFAULTS["channels"]
+    inside, recovers, stays, bounced, blip = (add_url(conn, f"http://{n}.example/")
+                                              for n in ("inside", "recovers", "stays", "bounced", "blip"))
+    # Before the silence: three degraded and announced; `bounced` then down and up again, announced.
+    for url in (recovers, stays):
+        feed(conn, url, ["slow"] * 3)
+    feed(conn, bounced, ["slow"] * 3 + ["down"] * 3 + ["up"] * 2)
+    before = outbox(conn)
+    assert [kind for kind, channel, _ in before if channel == "ops"] == ["degraded"] * 3 + ["down", "up"]
+
+    q(conn, "INSERT INTO silence (pattern, like_pattern, ends_at) VALUES ('x', 'http://%%', now() + interval '1h')")
+    feed(conn, inside, ["slow"] * 3)                 # degraded inside, still degraded: owed `degraded`
+    feed(conn, recovers, ["up"] * 2, start=3)        # recovered inside: owed `recovered`
+    feed(conn, blip, ["slow"] * 3 + ["up"] * 2)      # degraded and recovered inside: nothing to say
+    feed(conn, stays, ["slow"], start=3)             # degraded all along, announced before: nothing
+    assert outbox(conn) == before
+    assert alerts_store.settle_silences(conn, channels) == 0, "still in force"
+
+    q(conn, "UPDATE silence SET ends_at = now()")
+    assert alerts_store.settle_silences(conn, channels) == 4
+    assert sorted(outbox(conn)[len(before):]) == sorted(
+        [("degraded", ch, f"degraded:{inside}:1:start") for ch in channels]
+        + [("recovered", ch, f"degraded:{recovers}:1:end") for ch in channels])
+    detail = q(conn, "SELECT detail FROM alert_outbox WHERE key = %s LIMIT 1", (f"degraded:{inside}:1:start",))[0][0]
+    assert (detail["error"], detail["degraded_checks"], detail["after_silence"]) \
+        == ("response_time < 800: got 950 ms", 3, True)
+    _, body, _ = messages.render("degraded", detail, "k")
+    assert "(reported after a silence)" in body and "got 950 ms" in body
+    assert alerts_store.settle_silences(conn, channels) == 0, "settled once"
+
+    # alerts.notify_degraded false: a silence's end owes no degraded notice either
+    quiet = add_url(conn, "http://quiet.example/")
+    q(conn, "INSERT INTO silence (pattern, like_pattern, ends_at)"
+            " VALUES ('y', 'http://quiet%%', now() + interval '1h')")
+    feed(conn, quiet, ["slow"] * 3)
+    q(conn, "UPDATE silence SET ends_at = now() WHERE pattern = 'y'")
+    assert alerts_store.settle_silences(conn, channels, notify_degraded=False) == 0
+
+
 # --- end to end: sitewatch run, a local site, a local webhook -----------------------------------
 
 def test_a_degraded_run_turns_the_state_degraded_and_back_up_with_the_notices_received(sitewatch, cli, db):  # noqa: F811

@@ -117,11 +117,11 @@ def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[s
     elif kind == "degraded":
         title = f"DEGRADED: {url}"
         body = (f"{u} is up but degraded since {_when(detail.get('since'))} "
-                f"({detail.get('degraded_checks')} degraded checks): {_error(detail, markdown)}.")
+                f"({detail.get('degraded_checks')} degraded checks){after}: {_error(detail, markdown)}.")
         level = "warning"
     elif kind == "recovered":
         title = f"RECOVERED: {url}"
-        body = f"{u} is no longer degraded."
+        body = f"{u} is no longer degraded{after}."
         level = "success"
     elif kind == "flapping":
         if detail.get("flapping"):

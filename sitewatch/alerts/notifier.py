@@ -201,7 +201,7 @@ class Notifier:
             self.next_sweep = now + SWEEP_INTERVAL
             if self.repeat_interval > 0:
                 store.queue_reminders(conn, self.repeat_interval, self.defaults)
-            store.settle_silences(conn, self.defaults)
+            store.settle_silences(conn, self.defaults, self.cfg.notify_degraded)
 
     def _check_connectivity(self, conn) -> None:
         url = self.cfg.connectivity_url

@@ -118,6 +118,12 @@ SELECT EXISTS (SELECT 1 FROM silence WHERE NOT settled AND ends_at <= now());
 -- covered, no longer silenced, whose state differs from the last one announced gets that
 -- state's notice now (a down that began inside, or a recovery that happened inside).
 -- url_state rows are locked in url_id order, like the result path.
+-- Likewise degraded and recovered (unless %(notify_degraded)s is false), which url_state does
+-- not track as announced: the outbox, which keeps every notice queued, says it. A URL degraded
+-- now is owed its episode's `degraded` notice when none is there (it turned degraded inside);
+-- one up now is owed `recovered` when its last episode's `degraded` went out and neither its
+-- `recovered` nor the `up` of an incident that began after it did (it recovered inside). Degraded is no news beside a
+-- down or up owed now, and a down-now URL owes none.
 WITH ended AS (
     UPDATE silence SET settled = true
     WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
@@ -135,6 +141,32 @@ WITH ended AS (
 ), marked AS (
     UPDATE url_state SET notified_state = c.state FROM changed c WHERE url_state.url_id = c.url_id
     RETURNING url_state.url_id
+), episode AS (     -- the URLs' current degraded episode, and its `degraded` notice if queued
+    SELECT s.url_id, s.state, s.since, s.degraded_streak, alert_redact_url(u.url) AS url,
+           coalesce(u.notify, %(channels)s::text[]) AS channels,
+           'degraded:' || s.url_id || ':' || s.degraded_seq || ':' AS key,
+           (SELECT (o.detail->>'since')::timestamptz FROM alert_outbox o
+            WHERE o.key = 'degraded:' || s.url_id || ':' || s.degraded_seq || ':start' LIMIT 1) AS announced_since
+    FROM url_state s JOIN url u ON u.id = s.url_id
+    WHERE %(notify_degraded)s AND s.degraded_seq > 0 AND s.state IN ('degraded', 'up') AND NOT s.flapping
+      AND u.url LIKE ANY (ARRAY(SELECT like_pattern FROM ended))
+      AND NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
+      AND s.url_id NOT IN (SELECT url_id FROM changed)
+), degraded_notice AS (
+    SELECT e.url_id, e.key || 'start' AS key, 'degraded' AS kind, e.channels,
+           jsonb_build_object('url', e.url, 'since', e.since, 'degraded_checks', e.degraded_streak,
+                              'after_silence', true,
+                              'error', (SELECT t.error FROM task_result t WHERE t.url_id = e.url_id AND t.degraded
+                                        ORDER BY t.scheduled_at DESC LIMIT 1)) AS detail
+    FROM episode e WHERE e.state = 'degraded' AND e.announced_since IS NULL
+    UNION ALL
+    SELECT e.url_id, e.key || 'end', 'recovered', e.channels,
+           jsonb_build_object('url', e.url, 'since', e.since, 'after_silence', true)
+    FROM episode e
+    WHERE e.state = 'up' AND e.announced_since IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM alert_outbox o WHERE o.key = e.key || 'end')
+      AND NOT EXISTS (SELECT 1 FROM incident i JOIN alert_outbox o ON o.key = 'incident:' || i.id || ':up'
+                      WHERE i.url_id = e.url_id AND i.started_at >= e.announced_since)
 ), notice AS (
     SELECT c.url_id, i.id AS incident_id, c.state AS kind, c.channels,
            CASE WHEN c.state = 'down'
@@ -152,6 +184,9 @@ WITH ended AS (
 INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
 SELECT 'incident:' || n.incident_id || ':' || n.kind, ch.channel, n.url_id, n.incident_id, n.kind, n.detail
 FROM notice n CROSS JOIN LATERAL unnest(n.channels) AS ch (channel)
+UNION ALL
+SELECT d.key, ch.channel, d.url_id, NULL, d.kind, d.detail
+FROM degraded_notice d CROSS JOIN LATERAL unnest(d.channels) AS ch (channel)
 ON CONFLICT (key, channel) DO NOTHING;
 
 -- name: add_silence

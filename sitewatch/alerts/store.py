@@ -57,13 +57,13 @@ def queue_reminders(conn, interval: float, channels: list[str]) -> int:
         return cur.rowcount
 
 
-def settle_silences(conn, channels: list[str]) -> int:
+def settle_silences(conn, channels: list[str], notify_degraded: bool = True) -> int:
     """Queue the notices owed for silences that are over; returns how many were queued."""
     with conn.cursor() as cur:
         cur.execute(QUERIES["silences_to_settle"])
         if not cur.fetchone()[0]:
             return 0
-        cur.execute(QUERIES["settle_silences"], {"channels": channels})
+        cur.execute(QUERIES["settle_silences"], {"channels": channels, "notify_degraded": notify_degraded})
         return cur.rowcount
 
 
