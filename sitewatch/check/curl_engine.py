@@ -198,7 +198,7 @@ class _Transfer:
 
         handle.reset()
         self._common_options(left_ms)
-        self._curl_url = parts._replace(auth=None).url
+        self._curl_url = (parts if parts.auth is None else parts._replace(auth=None)).url
         handle.setopt(pycurl.URL, self._curl_url)
         handle.setopt(pycurl.HTTPHEADER, lines)
         method = hops.method
@@ -221,11 +221,13 @@ class _Transfer:
         # libcurl ignores IPRESOLVE for an address literal and fails to connect;
         # the urllib3 engine finds no address of that version, which is `dns`.
         version = self.request.ip_version
+        if version is None:    # any family will do (ip_address() costs a twentieth of a check)
+            return
         try:
             literal = ipaddress.ip_address(self._host)
         except ValueError:
             return
-        if version is not None and literal.version != version:
+        if literal.version != version:
             raise Failure("dns", f"cannot resolve {self._host}: no IPv{version} address")
 
     def _common_options(self, left_ms: int) -> None:
