@@ -3,7 +3,10 @@ exactly the one-statement figures, its rests, and plans that hold on a fresh dat
 
 import datetime
 import json
+import threading
+import time
 
+import psycopg2
 import pytest
 
 from sitewatch.history import analyze, maintenance, pacing, rollup, summary
@@ -197,3 +200,43 @@ def test_the_job_analyses_what_its_plans_rely_on(conn):
 def _cfg():
     from tests.historydata import cfg
     return cfg()
+
+
+class _BeatCounter:
+    """The little of a supervised child's context that Maintenance uses; heartbeat() records when."""
+    role = "maintenance"
+
+    def __init__(self, dsn):
+        self.dsn, self.cfg, self.beats = dsn, _cfg(), []
+
+    def heartbeat(self):
+        self.beats.append(time.monotonic())
+
+
+def test_a_long_maintenance_run_keeps_heartbeating_and_the_beats_stop_with_it(dsn):
+    """A run held up for seconds (a rollup or a detach waiting on locks) must not look like a hung
+    child to the supervisor: _run_beating beats about once a second until run_once returns, then
+    its heartbeat thread is joined. The hold is a real lock on a real connection: the job waits on
+    rollup_watermark, which every run reads."""
+    ctx = _BeatCounter(dsn)
+    job = maintenance.Maintenance(ctx)
+    holder = psycopg2.connect(dsn)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE rollup_watermark IN ACCESS EXCLUSIVE MODE")
+        run = threading.Thread(target=job._run_beating, args=(job.db.get(),))
+        run.start()
+        time.sleep(4.0)           # beats due at about 1, 2 and 3 s: 1 s of slack for a loaded machine
+        assert run.is_alive(), "the run was held up by the lock all along"
+    finally:
+        holder.rollback()         # the run goes on and finishes
+        holder.close()
+    run.join(60)
+    assert not run.is_alive()
+    beats = len(ctx.beats)
+    assert beats >= 3, f"{beats} heartbeats in a run of at least 4 s"
+    assert not [t for t in threading.enumerate() if t.name == "heartbeat"], "the heartbeat thread was joined"
+    time.sleep(1.5)               # longer than the beat interval: a beater still running would beat again
+    assert len(ctx.beats) == beats
+    job.db.close()
+    job.behind.close()
