@@ -65,3 +65,32 @@ def test_an_apprise_plugin_that_raises_fails_its_notice_alone(dsn, conn):  # noq
         assert attempts == 2 and "exception" in error.lower(), error
         assert len(hook.texts()) == 1
         notifier.db.close()
+
+
+def test_an_apprise_call_that_raises_fails_its_notice_alone_with_the_secret_redacted(dsn, conn, monkeypatch):  # noqa: F811
+    """Apprise catches what its plugins raise (above), so for the notifier's own guard to run,
+    Apprise itself must raise: its notify() does here for one channel, quoting the channel's URL
+    as a library bug might. The notice fails with the exception named and the URL's secret
+    redacted, and the other channel's notice is sent: a bug in one channel stops nothing else."""
+    import apprise
+    secret = "sEcReT-t0ken-42"
+    broken_url = f"json://user:{secret}@127.0.0.1:9/x"
+    real_notify = apprise.Apprise.notify
+
+    def notify(self, *args, **kwargs):
+        if any(secret in url for url in self.urls()):
+            raise RuntimeError(f"boom posting to {broken_url} as user:{secret}")
+        return real_notify(self, *args, **kwargs)
+    monkeypatch.setattr(apprise.Apprise, "notify", notify)
+
+    with WebhookReceiver() as hook:
+        broken = queue(conn, 1, "down", DOWN, channel="broken")
+        fine = queue(conn, 2, "down", DOWN, channel="hook")
+        notifier = notifier_for(dsn, {"broken": broken_url, "hook": hook.apprise_url("json")},
+                                max_attempts=2, retry_backoff=0.1)
+        assert pump(notifier, lambda: _row(conn, broken)[0] == "dead" and _row(conn, fine)[0] == "sent")
+        status, attempts, error = _row(conn, broken)
+        assert attempts == 2 and error.startswith("RuntimeError: boom posting to json://***"), error
+        assert secret.lower() not in error.lower(), error
+        assert len(hook.texts()) == 1
+        notifier.db.close()
