@@ -727,7 +727,8 @@ def _free_port() -> int:
 def test_sighup_shrinking_consumers_and_turning_web_off_retires_them_and_warns_of_restart_only_settings(
         sitewatch, cli, db, server, tmp_path):
     """Recovery path (issue 25 §4.9): a reload with fewer consumers and web.listen emptied retires
-    consumer 2 and the web child for good; a changed metrics.listen is named as needing a restart."""
+    consumer 2 and the web child for good; a changed metrics.listen and a changed database setting
+    are named as needing a restart."""
     web_port, metrics_port, other_port = _free_port(), _free_port(), _free_port()
     config = tmp_path / "sitewatch.yaml"
     config.write_text(f"consumer:\n  processes: 2\nweb:\n  listen: 127.0.0.1:{web_port}\n"
@@ -741,9 +742,13 @@ def test_sighup_shrinking_consumers_and_turning_web_off_retires_them_and_warns_o
     import_urls(cli, [{"url": server.url(f"/ok/shrink-{i}"), "period": 1} for i in range(4)])
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result") >= 4, 10, "first results")
 
-    config.write_text(f"consumer:\n  processes: 1\nweb:\n  listen: ''\nmetrics:\n  listen: 127.0.0.1:{other_port}\n")
+    # database.data_dir: a database setting that leaves this run's database alone (the embedded
+    # server's directory, used only when no DSN is set; this run has one, DB_DSN).
+    config.write_text(f"consumer:\n  processes: 1\nweb:\n  listen: ''\nmetrics:\n  listen: 127.0.0.1:{other_port}\n"
+                      f"database:\n  data_dir: {tmp_path / 'another-data-dir'}\n")
     run.signal(signal.SIGHUP)
     run.wait_for("SIGHUP: metrics.listen changed; it takes effect on the next start", timeout=5)
+    run.wait_for("SIGHUP: database settings changed; they take effect on the next start", timeout=5)
     run.wait_for("SIGHUP: configuration reloaded, restarting children", timeout=5)
     new = run.wait_for("consumer started", count=3, timeout=15)[-1]
     assert new["role"] == "consumer-1", new
