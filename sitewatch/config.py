@@ -81,9 +81,10 @@ SETTINGS = [
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
             "e.g. 200-299,301.", check=accepts.status_codes),
     Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
-    # urllib3 by default until the curl engine's consumer keeps up at the advertised scale: the
-    # 100,000-URL soak on curl held 2 x 2,500 transfers in flight and fell behind (README).
-    Setting("check", "engine", str, "urllib3", "HTTP engine of the checks: urllib3, curl (libcurl, via "
+    # auto (curl where pycurl is installed): the same day's 100,000-URL soaks (docs/benchmarks.md,
+    # ninth session) checked every slot on curl with 2 threads, where urllib3 fell behind from
+    # minute 2 with 5,000.
+    Setting("check", "engine", str, "auto", "HTTP engine of the checks: urllib3, curl (libcurl, via "
             "pycurl), or auto (curl when pycurl imports, else urllib3).", check=accepts.engine),
 
     Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=accepts.positive),

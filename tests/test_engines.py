@@ -231,10 +231,11 @@ def test_sitewatch_check_says_which_engine_ran(tmp_path, echo, name):
     assert re.search(r"Phases:   dns [\d.]+ ms, connect [\d.]+ ms, first byte [\d.]+ ms", result.stdout)
 
 
-def test_auto_is_curl_where_pycurl_imports_else_urllib3_and_the_default_is_urllib3(tmp_path, echo):
+def test_auto_is_curl_where_pycurl_imports_else_urllib3_and_the_default_is_auto(tmp_path, echo):
     assert "Engine:   curl\n" in run_check(tmp_path, echo.url(), "auto").stdout
     assert "Engine:   urllib3\n" in run_check(tmp_path, echo.url(), "auto", without_pycurl=True).stdout
-    assert "Engine:   urllib3\n" in run_check(tmp_path, echo.url()).stdout
+    assert "Engine:   curl\n" in run_check(tmp_path, echo.url()).stdout
+    assert "Engine:   urllib3\n" in run_check(tmp_path, echo.url(), without_pycurl=True).stdout
 
 
 def test_curl_without_pycurl_is_refused_with_one_line(tmp_path, echo):
