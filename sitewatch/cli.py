@@ -129,7 +129,7 @@ def build_parser() -> ArgumentParser:
                                              "time over 24 h, certificate days left, the latest check's "
                                              "error. Given one URL, also an hour-by-hour bar for the last "
                                              "24 h and its last 10 failures.")
-    status.add_argument("urls", metavar="URL", nargs="*", help="URLs to show (default: all)")
+    status.add_argument("urls", metavar="URL|NAME", nargs="*", help="monitors to show, by URL or name (default: all)")
     status.add_argument("--json", action="store_true", help="print a JSON list of objects")
     status.add_argument("--down", action="store_true", help="only URLs that are down")
 
