@@ -119,11 +119,12 @@ SELECT EXISTS (SELECT 1 FROM silence WHERE NOT settled AND ends_at <= now());
 -- state's notice now (a down that began inside, or a recovery that happened inside).
 -- url_state rows are locked in url_id order, like the result path.
 -- Likewise degraded and recovered (unless %(notify_degraded)s is false), which url_state does
--- not track as announced: the outbox, which keeps every notice queued, says it. A URL degraded
--- now is owed its episode's `degraded` notice when none is there (it turned degraded inside);
--- one up now is owed `recovered` when its last episode's `degraded` went out and neither its
--- `recovered` nor the `up` of an incident that began after it did (it recovered inside). Degraded is no news beside a
--- down or up owed now, and a down-now URL owes none.
+-- not track as announced: the outbox, which keeps every notice queued (for history.raw_days),
+-- says it. A URL degraded now is owed its episode's `degraded` notice when none is there (it
+-- turned degraded inside); one up now is owed `recovered` when its last episode's `degraded`
+-- went out and neither its `recovered` nor the `up` of an incident that began after it did
+-- (it recovered inside). Degraded is no news beside a down or up owed now, and a URL down
+-- now owes none.
 WITH ended AS (
     UPDATE silence SET settled = true
     WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
