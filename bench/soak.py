@@ -125,6 +125,10 @@ class Sampler:
         self.job_stmt = collections.defaultdict(float)   # minute -> longest job statement (s)
         self.any_stmt = collections.defaultdict(float)
         self.job_queries = {}                            # minute -> the longest job statement's text
+        self.any_queries = {}                            # minute -> the longest statement's app and text
+        self.oldest_xact = collections.defaultdict(float)  # minute -> oldest open transaction (s)
+        self.oldest_xact_app = {}
+        self.task_dead = collections.defaultdict(int)    # minute -> most dead tuples seen in `task`
         self.waits = collections.defaultdict(list)       # minute -> consumers' main-thread wait shares
         self._sched = {}                                 # consumer pid -> (on CPU, waiting) ns, last read
 
@@ -158,8 +162,20 @@ class Sampler:
                 if app == JOB_APP and seconds > self.job_stmt[minute]:
                     self.job_stmt[minute] = seconds
                     self.job_queries[minute] = " ".join(query.split())[:120]
-                if not query.lstrip().upper().startswith(("LISTEN", "VACUUM")):
-                    self.any_stmt[minute] = max(self.any_stmt[minute], seconds)
+                if not query.lstrip().upper().startswith(("LISTEN", "VACUUM")) and seconds > self.any_stmt[minute]:
+                    self.any_stmt[minute] = seconds
+                    self.any_queries[minute] = f"{app}: " + " ".join(query.split())[:100]
+            # A long open transaction holds back the xmin horizon: the queue's dead rows stay.
+            cur.execute("SELECT application_name, extract(epoch FROM clock_timestamp() - xact_start)"
+                        " FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+                        " AND datname = current_database() ORDER BY xact_start LIMIT 1")
+            row = cur.fetchone()
+            if row and float(row[1]) > self.oldest_xact[minute]:
+                self.oldest_xact[minute], self.oldest_xact_app[minute] = float(row[1]), row[0]
+            cur.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'task'")
+            row = cur.fetchone()
+            if row:
+                self.task_dead[minute] = max(self.task_dead[minute], int(row[0]))
 
 
 def per_minute(cur, started: float, minutes: int, fast_like: str, answering_like: str) -> list[dict]:
@@ -331,6 +347,10 @@ def main() -> int:
             row["job_longest_stmt_s"] = round(sampler.job_stmt.get(m, 0.0), 2)
             row["any_longest_stmt_s"] = round(sampler.any_stmt.get(m, 0.0), 2)
             row["job_longest_stmt"] = sampler.job_queries.get(m)
+            row["any_longest_stmt"] = sampler.any_queries.get(m)
+            row["oldest_xact_s"] = round(sampler.oldest_xact.get(m, 0.0), 1)
+            row["oldest_xact_app"] = sampler.oldest_xact_app.get(m)
+            row["task_dead_tuples"] = sampler.task_dead.get(m, 0)
         report["minutes"] = rows
         after_first = rows[1:]
         report["worst_lag_p99_after_minute_1_s"] = max((r["lag_p99_fast_s"] or 0) for r in after_first)
@@ -370,12 +390,13 @@ def main() -> int:
     for key, value in report.items():
         if key not in ("minutes", "job_runs"):
             print(f"{key:32} {value}")
-    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s  wait_p50/p90")
+    print("\nminute  checks   due     share   lag_p99  failed  threads  rss_mb  job_stmt_s  any_stmt_s"
+          "  xact_s  task_dead")
     for r in report["minutes"]:
         print(f"{r['minute']:>6}  {r['checks']:>6}  {r['due']:>6}  {r['checked_share'] or 0:>6.3f}  "
               f"{r['lag_p99_fast_s'] or 0:>7.2f}  {r['answering_failed']:>6}  {r['check_threads'] or 0:>7}  "
               f"{r['rss_mb']:>6}  {r['job_longest_stmt_s']:>10.2f}  {r['any_longest_stmt_s']:>10.2f}  "
-              f"{r['main_thread_wait_p50_p90'] or '-'!s:>12}")
+              f"{r['oldest_xact_s']:>6.0f}  {r['task_dead_tuples']:>9}")
     print("\njob runs:")
     for run_ in report["job_runs"]:
         print("  ", run_)
