@@ -162,7 +162,9 @@ class Sampler:
                 if app == JOB_APP and seconds > self.job_stmt[minute]:
                     self.job_stmt[minute] = seconds
                     self.job_queries[minute] = " ".join(query.split())[:120]
-                if not query.lstrip().upper().startswith(("LISTEN", "VACUUM")) and seconds > self.any_stmt[minute]:
+                # autovacuum's workers show as "autovacuum: VACUUM ...": not a client's statement
+                skip = query.lstrip().upper().startswith(("LISTEN", "VACUUM", "AUTOVACUUM:"))
+                if not skip and seconds > self.any_stmt[minute]:
                     self.any_stmt[minute] = seconds
                     self.any_queries[minute] = f"{app}: " + " ".join(query.split())[:100]
             # A long open transaction holds back the xmin horizon: the queue's dead rows stay.

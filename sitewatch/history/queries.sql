@@ -8,11 +8,14 @@
 -- range of pages, found by the BRIN index) and grouped into this session's staging table
 -- by (URL, hour, latency bucket); then the staged groups are merged into rollup_hour a range
 -- of URLs at a time. A slice splits no group's sums: the merge adds them up again.
+-- The staging table is partitioned by ranges of URL ids (rollup.py makes the partitions), so
+-- a merge reads only its range's partitions with no index: an index built after the slices
+-- was one statement the pace could not cut (5.3 s for 10 million raw rows on two busy cores).
 DROP TABLE IF EXISTS pg_temp.rollup_stage;
 CREATE TEMP TABLE rollup_stage (
     url_id bigint, bucket timestamptz, bi integer, checks bigint, ok bigint, failed bigint, non_2xx bigint,
     rt_sum numeric, rt_min double precision, rt_max double precision, cert_days_min integer
-);
+) PARTITION BY RANGE (url_id);
 
 -- name: rollup_stage_slice
 -- Group the raw rows of one time slice [from, to) into the staging table. rt_sum is summed
@@ -27,11 +30,6 @@ SELECT url_id, date_trunc('hour', scheduled_at, 'UTC'), {bucket},
 FROM task_result
 WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
 GROUP BY 1, 2, 3;
-
--- name: rollup_stage_index
--- The merge reads the staging table a range of URLs at a time.
-CREATE INDEX ON rollup_stage (url_id);
-ANALYZE rollup_stage;
 
 -- name: rollup_hours_merge
 -- Overwrite the hourly rollups of URLs [lo, hi) in [from, to) from the staged groups (one
@@ -72,7 +70,9 @@ WITH fine AS (
 ), stale AS (
     DELETE FROM rollup_hour r
     WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.url_id >= %(lo)s AND r.url_id < %(hi)s
-      AND NOT EXISTS (SELECT 1 FROM rollup_stage f WHERE f.url_id = r.url_id AND f.bucket = r.bucket)
+      AND NOT EXISTS (SELECT 1 FROM rollup_stage f WHERE f.url_id = r.url_id AND f.bucket = r.bucket
+                      -- the range again, so that only its partitions are read
+                      AND f.url_id >= %(lo)s AND f.url_id < %(hi)s)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);

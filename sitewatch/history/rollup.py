@@ -30,6 +30,11 @@ DAY = datetime.timedelta(days=1)
 HOURS_PER_TRANSACTION = 24      # catching up on a long history: one day of hours per commit
 DAYS_PER_TRANSACTION = 31
 MIN_GRACE_S = 300.0
+# URLs per partition of the staging table: a merge of a range of URLs reads whole partitions,
+# so they stay small (a fraction of the merge's own work); a cap on their number bounds the
+# catalogue churn of creating them every hour at a million URLs.
+STAGE_URLS_PER_PARTITION = 2_000
+MAX_STAGE_PARTITIONS = 128
 
 
 def grace_seconds(longest_timeout: float, max_attempts: int, lease_margin: float) -> float:
@@ -47,10 +52,11 @@ def recompute_hours(cur, start, end, pace: Pace | None = None) -> tuple[int, int
     table, then the staged groups into rollup_hour a range of URLs at a time.
     """
     pace = pace or Pace(duty=1.0)
-    cur.execute(QUERIES["rollup_stage_create"])
+    partitions = _create_stage(cur)
     for lo, hi in time_slices(cur, start, end, pace):
         pace.execute(cur, QUERIES["rollup_stage_slice"], {"from": lo, "to": hi})
-    pace.execute(cur, QUERIES["rollup_stage_index"])
+    for name in partitions:     # the merges' plans (hash or sort, the anti-join) need their sizes
+        pace.execute(cur, f"ANALYZE pg_temp.{name}")
     written = deleted = 0
     for lo, hi, _ in url_chunks(cur, pace):
         pace.execute(cur, QUERIES["rollup_hours_merge"], {"from": start, "to": end, "lo": lo, "hi": hi})
@@ -58,6 +64,28 @@ def recompute_hours(cur, start, end, pace: Pace | None = None) -> tuple[int, int
         written, deleted = written + w, deleted + d
     cur.execute(QUERIES["rollup_stage_drop"])
     return written, deleted
+
+
+def _create_stage(cur) -> list[str]:
+    """The staging table, partitioned by url_id into ranges of about STAGE_URLS_PER_PARTITION
+    monitored URLs (the first and last open-ended, so removed URLs' ids fall in one too);
+    returns the partitions' names."""
+    cur.execute(QUERIES["rollup_stage_create"])
+    cur.execute("SELECT count(*) FROM url")
+    count = cur.fetchone()[0]
+    parts = max(1, min(MAX_STAGE_PARTITIONS, -(-count // STAGE_URLS_PER_PARTITION)))
+    bounds = []
+    if parts > 1:
+        # The ids at the quantiles: partitions of about equal numbers of URLs, however sparse the ids.
+        cur.execute("SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY id) FROM url",
+                    ([i / parts for i in range(1, parts)],))
+        bounds = sorted(set(cur.fetchone()[0]))
+    edges = ["MINVALUE", *map(str, bounds), "MAXVALUE"]
+    names = []
+    for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False)):
+        names.append(f"rollup_stage_{i}")
+        cur.execute(f"CREATE TEMP TABLE rollup_stage_{i} PARTITION OF rollup_stage FOR VALUES FROM ({lo}) TO ({hi})")
+    return names
 
 
 def recompute_days(cur, start, end, pace: Pace | None = None) -> tuple[int, int]:
