@@ -57,6 +57,9 @@ setup(
         # Assertions' JSONPath: a strict RFC 9535 implementation (DESIGN.md section 12 names the
         # RFC), maintained, pure Python; its 1.x line is what installs on Python 3.11.
         "jsonpath-rfc9535>=1.0,<2",
+        # dns:// monitors (sitewatch/check/dns.py): queries, TCP fallback on truncation, rcodes and
+        # record text from the reference Python DNS toolkit, not hand-built packets. 2.x: the API used.
+        "dnspython>=2.6,<3",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
@@ -67,6 +70,7 @@ setup(
                  "aiosmtpd>=1.4",          # a real SMTP server for the mailto:// alert tests
                  "httpx>=0.27,<1",         # HTTP client for the web tests (real sockets)
                  "selenium>=4.20,<5",      # drives Debian's headless Chromium in tests/test_web_browser.py
+                 "dnslib>=0.9.24,<1",      # a real DNS server (UDP and TCP) for tests/test_kind_dns.py
                  ],
     },
     entry_points={"console_scripts": ["sitewatch = sitewatch.cli:entry_point"]},

@@ -84,6 +84,7 @@ class Response:
     timings: Timings
     error_kind: str | None  # None when the transport succeeded; else one of ERROR_KINDS
     error: str | None  # redacted, short
+    values: tuple[tuple[str, object], ...] = ()  # a monitor kind's own subjects (rcode, answer, loss), for assertions
 
 
 class Engine(Protocol):

@@ -1,0 +1,280 @@
+"""The `dns://` monitor kind: one DNS query, its rcode and answer records.
+
+`dns://[RESOLVER[:PORT]]/NAME?type=A|AAAA|CNAME|MX|NS|TXT|SRV|SOA` (DESIGN.md section 12).
+With a RESOLVER (an IP address or a host name; port 53 by default), that server is asked
+directly: UDP, then TCP when the reply is truncated. Without one (`dns:///NAME`), the
+system's resolvers (/etc/resolv.conf) are asked in turn, as a stub resolver would: the next
+is tried when one does not answer or answers SERVFAIL or REFUSED. The query asks for
+recursion. Everything, including looking up a RESOLVER given by name, fits in the check's
+one total deadline (`request.timeout`).
+
+What `fetch` reports, and who judges it:
+* A transport failure is the Response's error_kind: no reply from any resolver before the
+  deadline is `timeout`; a RESOLVER name that does not resolve is `dns`; a socket error is
+  `connect`; a malformed reply is `protocol`; the monitor's own shortage (descriptors,
+  memory) or no system resolver configured is `monitor`.
+* Any reply is a transport success. Its rcode and records go into `Response.values`:
+  `("rcode", "NXDOMAIN")`, `("answer", ("192.0.2.1", ...))`, and `("question",
+  "example.com A")`, the query in words, for messages only (not a subject).
+* The verdict is probe.judge's. Without an `assert` on `rcode`, the default expectation
+  is `default_failure` below: rcode NOERROR, and (without an `assert` on `answer` or
+  `len(answer)` either) at least one record, as Gatus and Uptime Kuma users expect: a
+  name that vanished or lost its records is down. Such a failure's error_kind is `dns`.
+  So `--assert 'rcode == NXDOMAIN'` checks that a name does NOT exist, and
+  `--assert 'len(answer) == 0'` that it has no record of the type.
+
+The records are their presentation text (what `dig +short` prints), sorted, so a result
+does not change with a resolver's rotation, with two changes that make assertions read
+naturally: names have no final dot (`10 mail.example.com`), and a TXT record is its
+strings joined, unquoted (`v=spf1 -all`), as SPF and DKIM read it. Only the records of the
+asked type are listed (a CNAME followed on the way to an A record is not).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from urllib.parse import unquote, urlsplit
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from sitewatch.errors import BadInput
+from sitewatch.urlspec import MAX_URL_LENGTH
+
+from .deadline import Deadline
+from .engine import Request, Response, Timings, failed, monitor_failure, url_secrets
+from .resolve import resolve
+
+SCHEME = "dns"
+SUBJECTS = frozenset({"rcode", "answer", "response_time"})  # len(answer) is implied by answer
+TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "SOA")
+DEFAULT_TYPE = "A"
+DEFAULT_PORT = 53
+# A stub resolver moves on to the next server on these rcodes (this server cannot answer
+# now); NXDOMAIN and NOERROR are answers about the name, the same from every server.
+_TRY_NEXT_RCODES = ("SERVFAIL", "REFUSED")
+
+
+# --------------------------------------------------------------------------- the URL
+
+
+def _resolver_host(host: str) -> str:
+    """The RESOLVER part, validated: an IP address, or a host name (lower-cased, IDNA)."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        ascii_host = ""
+    labels = ascii_host.split(".")
+    if not ascii_host or len(ascii_host) > 253 or not all(
+            0 < len(label) <= 63 and label.replace("-", "").isalnum() and not label.startswith("-")
+            for label in labels):
+        raise BadInput(f"dns:// resolver {host!r} is not an IP address or a valid host name")
+    return ascii_host
+
+
+def _query_name(text: str) -> str:
+    """NAME, validated: IDNA to ASCII, lower-cased, no final dot (underscores allowed, as SRV needs)."""
+    if not text:
+        raise BadInput("dns:// URL has no name to resolve: write dns:///NAME (the system's resolvers) "
+                       "or dns://RESOLVER/NAME")
+    if "/" in text:
+        raise BadInput(f"dns:// name {text!r} contains a '/': the URL is dns://[RESOLVER[:PORT]]/NAME?type=TYPE")
+    try:
+        name = dns.name.from_unicode(text.lower())
+    except (dns.exception.DNSException, UnicodeError) as exc:
+        raise BadInput(f"dns:// name {text!r} is not a valid DNS name: {exc}") from None
+    if name == dns.name.root:
+        raise BadInput("dns:// name is the root '.': give a name such as example.com")
+    return name.to_text(omit_final_dot=True).lower()
+
+
+def _query_type(query: str) -> str:
+    fields = [part.partition("=") for part in query.split("&") if part]
+    keys = [key for key, _, _ in fields]
+    if any(key != "type" for key in keys) or len(keys) > 1:
+        raise BadInput(f"dns:// URL takes only ?type=TYPE, got ?{query}")
+    if not fields:
+        return DEFAULT_TYPE
+    wanted = fields[0][2].upper()
+    if wanted not in TYPES:
+        raise BadInput(f"dns:// type must be one of {', '.join(TYPES)}, got {fields[0][2]!r}")
+    return wanted
+
+
+def _parts(url: str) -> tuple[str | None, int, str, str]:
+    """(resolver or None, port, name, type) of a dns:// URL; raises BadInput."""
+    if not isinstance(url, str):
+        raise BadInput(f"URL must be text, got {type(url).__name__}")
+    if len(url) > MAX_URL_LENGTH:
+        raise BadInput(f"URL is longer than {MAX_URL_LENGTH} characters ({len(url)})")
+    if not url.isprintable() or " " in url:
+        raise BadInput("URL contains whitespace or a control character")
+    if not url.lower().startswith("dns://"):
+        raise BadInput("a dns:// URL must start with dns://")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BadInput(f"dns:// URL is malformed: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadInput("dns:// resolver port must be a number between 1 and 65535") from None
+    if "@" in parts.netloc:
+        raise BadInput("dns:// URL takes no user or password")
+    if parts.fragment:
+        raise BadInput("dns:// URL takes no #fragment")
+    if port == 0:
+        raise BadInput("dns:// resolver port must be between 1 and 65535, got 0")
+    resolver = _resolver_host(parts.hostname) if parts.hostname else None
+    if resolver is None and port is not None:
+        raise BadInput("dns:// URL has a port but no resolver: write dns://RESOLVER:PORT/NAME")
+    return resolver, port or DEFAULT_PORT, _query_name(unquote(parts.path[1:])), _query_type(parts.query)
+
+
+def normalise(url: str) -> str:
+    """The canonical form: lower-case, IDNA names, no default port (53) and no default type (A).
+
+    `DNS://8.8.8.8:53/Example.COM.?type=a` -> `dns://8.8.8.8/example.com`. Raises BadInput.
+    """
+    resolver, port, name, rdtype = _parts(url)
+    netloc = ""
+    if resolver is not None:
+        netloc = f"[{resolver}]" if ":" in resolver else resolver
+        if port != DEFAULT_PORT:
+            netloc += f":{port}"
+    query = "" if rdtype == DEFAULT_TYPE else f"?type={rdtype}"
+    return f"dns://{netloc}/{name}{query}"
+
+
+# --------------------------------------------------------------------------- the query
+
+
+def record_text(rdata) -> str:
+    """One record as a subject value: presentation text, names without the final dot, TXT unquoted."""
+    if rdata.rdtype == dns.rdatatype.TXT:
+        return b"".join(rdata.strings).decode("utf-8", errors="replace")
+    return rdata.to_text(origin=dns.name.root, relativize=True)
+
+
+def _answer(reply: dns.message.Message, rdtype: int) -> tuple[str, ...]:
+    return tuple(sorted(record_text(rdata) for rrset in reply.answer if rrset.rdtype == rdtype
+                        for rdata in rrset))
+
+
+def _ask(query: dns.message.Message, where: str, port: int, deadline: Deadline) -> dns.message.Message:
+    """One server: UDP, and TCP again when the reply is truncated, both within the deadline."""
+    # ignore_unexpected: a late or stray datagram from elsewhere is skipped, as a resolver does.
+    reply = dns.query.udp(query, where, timeout=deadline.left(), port=port, ignore_unexpected=True)
+    if reply.flags & dns.flags.TC:
+        reply = dns.query.tcp(query, where, timeout=deadline.left(), port=port)
+    return reply
+
+
+def _servers(resolver: str | None, port: int, deadline: Deadline) -> list[tuple[str, int]]:
+    """(address, port) to ask in turn: the named resolver's addresses, or the system's resolvers."""
+    if resolver is None:
+        system = dns.resolver.get_default_resolver()
+        return [(str(server), system.port) for server in system.nameservers]
+    infos = resolve(resolver, port, deadline)  # bounded by the deadline; an IP needs no lookup
+    addresses = dict.fromkeys(info[4][0] for info in infos)  # each once, in the system's order
+    return [(address, port) for address in addresses]
+
+
+def fetch(request: Request) -> Response:
+    """Ask; never raises. See the module docstring for what goes where."""
+    secrets = url_secrets(request.url) | request.secrets
+    try:
+        return _fetch(request, secrets)
+    except Exception as exc:  # a bug of ours (or dnspython's) must still not crash the worker
+        exhausted = monitor_failure(exc)
+        if exhausted:
+            return failed("monitor", f"monitor failure: {exhausted}; the name was not checked", secrets)
+        return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)  # str(exc) may hold secrets
+
+
+def _fetch(request: Request, secrets: set[str]) -> Response:
+    deadline = Deadline(request.timeout)
+    try:
+        resolver, port, name, type_text = _parts(request.url)
+    except BadInput as exc:  # normalise() refuses these before they are stored
+        return failed("protocol", str(exc), secrets)
+    question = f"{name} {type_text}"
+    rdtype = dns.rdatatype.from_text(type_text)
+    where = f"{resolver}:{port}" if resolver else "the system's resolvers"
+    try:
+        servers = _servers(resolver, port, deadline)
+    except dns.resolver.NoResolverConfiguration:
+        return failed("monitor", "monitor failure: no system DNS resolver is configured (/etc/resolv.conf); "
+                      "the name was not checked", secrets)
+    except TimeoutError:
+        return failed("timeout", f"timed out after {request.timeout:g} s resolving the resolver {resolver}",
+                      secrets)
+    except OSError as exc:
+        exhausted = monitor_failure(exc)
+        if exhausted:
+            return failed("monitor", f"monitor failure: {exhausted}; the name was not checked", secrets)
+        return failed("dns", f"cannot resolve the resolver {resolver}: {exc.strerror or exc}", secrets)
+    query = dns.message.make_query(dns.name.from_text(name), rdtype)  # recursion desired
+    reply = problem = None
+    try:
+        for index, (address, server_port) in enumerate(servers):
+            try:
+                # This server's share of the time left: one that never answers leaves time for the next.
+                share = Deadline(deadline.left() / (len(servers) - index))
+                reply = _ask(query, address, server_port, share)
+            except (dns.exception.Timeout, TimeoutError):
+                continue
+            except OSError as exc:
+                if monitor_failure(exc):
+                    raise
+                problem = f"{address}:{server_port}: {exc.strerror or exc}"
+                continue
+            if dns.rcode.to_text(reply.rcode()) not in _TRY_NEXT_RCODES:
+                break
+    except OSError as exc:  # only the monitor's own failures get here
+        return failed("monitor", f"monitor failure: {monitor_failure(exc)}; the name was not checked", secrets)
+    except dns.exception.DNSException as exc:  # FormError, BadResponse, UnexpectedSource...
+        return failed("protocol", f"malformed reply from {where} for {question}: {exc}", secrets)
+    if reply is None and problem is not None:  # a socket error, and no server answered
+        return failed("connect", f"cannot ask {where} for {question}: {problem}", secrets)
+    if reply is None:
+        return failed("timeout", f"no answer from {where} within {request.timeout:g} s for {question}", secrets)
+    elapsed_ms = (time.monotonic() - deadline.start) * 1000
+    values = (("rcode", dns.rcode.to_text(reply.rcode())), ("answer", _answer(reply, rdtype)),
+              ("question", question))
+    return Response(status=None, headers=(), body=None, redirects=0, cert_days_left=None,
+                    response_time_ms=elapsed_ms, timings=Timings(dns_ms=elapsed_ms), error_kind=None,
+                    error=None, values=values)
+
+
+# --------------------------------------------------------------------------- the default verdict
+
+
+def default_failure(values, asserted: frozenset[str] = frozenset()) -> str | None:
+    """Why a reply fails when the user's assertions do not say otherwise; None when it passes.
+
+    `values` is Response.values (pairs, or a dict); `asserted` the subjects the monitor's
+    `assert` expressions name (`rcode`, `answer`, `len(answer)`...). Its `degraded` ones do
+    not count: they cannot turn a down result into an up one. Pure: the caller (probe.judge)
+    records a message returned here as error_kind `dns`.
+    """
+    found = dict(values)
+    if "rcode" in asserted:
+        return None  # the user says which rcode is right (NXDOMAIN may be the point)
+    question = found.get("question", "the name")
+    if found["rcode"] != "NOERROR":
+        return f"{found['rcode']} for {question}"
+    if not found["answer"] and not ({"answer", "len(answer)"} & asserted):
+        return f"no records for {question} (NOERROR, empty answer)"
+    return None
