@@ -60,6 +60,10 @@ setup(
         # dns:// monitors (sitewatch/check/dns.py): queries, TCP fallback on truncation, rcodes and
         # record text from the reference Python DNS toolkit, not hand-built packets. 2.x: the API used.
         "dnspython>=2.6,<3",
+        # icmp:// monitors (sitewatch/check/icmp.py): echo requests on unprivileged ICMP datagram
+        # sockets (no root, no setuid), parsed replies and ICMP errors, instead of packets of our own.
+        # Pure Python, no dependencies of its own; 3.x: the socket API used.
+        "icmplib>=3.0,<4",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-cov>=4", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5.9",
