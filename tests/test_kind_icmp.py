@@ -49,6 +49,12 @@ def test_where_the_system_forbids_unprivileged_icmp_the_check_is_a_monitor_failu
     assert response.values == ()
 
 
+def test_an_address_outside_the_monitors_ip_version_is_not_pinged():
+    response = icmp.fetch(Request(url="icmp://127.0.0.1", timeout=TIMEOUT, ip_version=6))
+    assert response.error_kind == "dns"
+    assert response.error == "127.0.0.1 has no IPv6 address (ip-version 6)"
+
+
 # --------------------------------------------------------------------------- inside a namespace
 
 # Runs as root of a new user namespace, in a new network namespace: lo up, unprivileged ICMP

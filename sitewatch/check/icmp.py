@@ -141,13 +141,14 @@ def fetch(request: Request) -> Response:
         return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)  # str(exc) may hold secrets
 
 
-def _address(host: str, ip_version: int | None, deadline: Deadline) -> str:
-    """The address to ping: HOST itself, or the first of its addresses in the wanted family."""
+def _address(host: str, ip_version: int | None, deadline: Deadline) -> str | None:
+    """The address to ping: HOST itself, or the first of its addresses; None when none is of
+    the monitor's ip-version."""
     families = {4: (socket.AF_INET,), 6: (socket.AF_INET6,)}.get(ip_version, (socket.AF_INET, socket.AF_INET6))
     for family, *_, sockaddr in resolve(host, 0, deadline):
         if family in families:
             return sockaddr[0]
-    raise socket.gaierror(socket.EAI_ADDRFAMILY, f"no IPv{ip_version} address")
+    return None
 
 
 def _fetch(request: Request, secrets: set[str]) -> Response:
@@ -165,6 +166,9 @@ def _fetch(request: Request, secrets: set[str]) -> Response:
         if exhausted:
             return failed("monitor", f"monitor failure: {exhausted}; the host was not checked", secrets)
         return failed("dns", f"cannot resolve {host}: {exc.strerror or exc}", secrets)
+    if address is None:
+        return failed("dns", f"{host} has no IPv{request.ip_version} address (ip-version {request.ip_version})",
+                      secrets)
     looked_up_ms = (time.monotonic() - deadline.start) * 1000 if address != host else None
     shown = address if address == host else f"{address} ({host})"
     try:
