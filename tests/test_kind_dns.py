@@ -107,6 +107,30 @@ def silent_resolver():
     sock.close()
 
 
+@pytest.fixture
+def garbling_resolver():
+    """A UDP port that replies to every query with bytes that are not a DNS message; yields the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def garble():
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            sock.sendto(query[:2] + b"\x81\x80 not a DNS message", peer)  # the query's ID, then junk
+
+    thread = threading.Thread(target=garble, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    sock.close()
+
+
 def ask(port, name, rdtype=None, timeout=5.0, resolver="127.0.0.1"):
     url = f"dns://{resolver}:{port}/{name}" + (f"?type={rdtype}" if rdtype else "")
     return dnskind.fetch(Request(url=url, timeout=timeout))
@@ -201,6 +225,12 @@ def test_a_resolver_that_never_answers_is_a_timeout_within_the_deadline(silent_r
     assert response.values == ()
     assert queries, "the query never reached the silent resolver"
     assert elapsed < 1.0 + 1.0  # a bound that guards a hang, not a speed claim
+
+
+def test_a_malformed_reply_is_a_protocol_failure(garbling_resolver):
+    response = ask(garbling_resolver, "ok.test", timeout=2.0)
+    assert response.error_kind == "protocol"
+    assert response.error.startswith(f"malformed reply from 127.0.0.1:{garbling_resolver} for ok.test A: ")
 
 
 # --------------------------------------------------------------------------- normalise
