@@ -2,7 +2,8 @@
 
 The response is anything with the attributes of check/engine.py's Response: status,
 headers (lower-cased names), body (decoded bytes, already within the body cap, or None),
-redirects, cert_days_left, response_time_ms.
+redirects, cert_days_left, response_time_ms, and `values` (a monitor kind's own subjects:
+rcode, answer, loss; see grammar.VALUE_SUBJECTS).
 
 The body is decoded to text at most once and parsed as JSON at most once per check, and only
 when an assertion asks for it (orjson: a 20 KB document in tens of microseconds).
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .grammar import Assertion
+from .grammar import VALUE_SUBJECTS, Assertion
 
 # Header values never shown, whatever an assertion asks (DESIGN.md section 12's redaction).
 SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
@@ -42,7 +43,15 @@ class _Subjects:
         self.response = response
         self._text = _MISSING
         self._json = _MISSING
+        self._values = None
         self.json_error: str | None = None
+
+    def kind_value(self, name: str):
+        """A monitor kind's own subject (Response.values), or _MISSING."""
+        if self._values is None:
+            self._values = dict(getattr(self.response, "values", ()))
+        found = self._values.get(name)
+        return _MISSING if found is None else found
 
     def text(self):
         if self._text is _MISSING:
@@ -82,6 +91,14 @@ class _Subjects:
             found = self.text()
         elif subject == "header":
             return self.header(assertion.argument)
+        elif subject in VALUE_SUBJECTS:
+            found = self.kind_value(subject)
+            if subject == "answer" and found is not _MISSING:
+                found = tuple(found) or _MISSING    # no records: nothing for an operator to hold on
+            return found
+        elif subject == "len" and assertion.path is None:     # len(answer): how many records
+            found = self.kind_value("answer")
+            return _MISSING if found is _MISSING else len(found)
         else:   # json, len
             document = self.document()
             if document is _MISSING:
@@ -135,12 +152,26 @@ def _judge(assertion: Assertion, subjects: _Subjects) -> Verdict:
     if actual is _MISSING:
         if assertion.needs_json and subjects.json_error:
             shown = subjects.json_error
-        elif assertion.subject == "len":
+        elif assertion.subject == "len" and assertion.path is not None:
             shown = "no node with a length"
+        elif assertion.subject == "answer":
+            shown = "no records"
         else:
             shown = "missing"
         return Verdict(assertion, op == "not exists", shown)
+    if assertion.subject == "answer":
+        return Verdict(assertion, _answer_holds(op, actual, assertion.value), _show(assertion, list(actual)))
     return Verdict(assertion, _holds(op, actual, assertion.value), _show(assertion, actual))
+
+
+def _answer_holds(op: str, records: tuple, expected) -> bool:
+    """`answer OP VALUE` holds when it holds for one record; `!=`, `not contains` and `not matches`
+    when it holds for none (`answer contains "192.0.2.1"`: a record holds that text)."""
+    if op == "exists":
+        return True
+    positive = op.removeprefix("not ") if op != "!=" else "=="
+    holds = any(_holds(positive, str(record), expected) for record in records)
+    return holds if positive == op else not holds
 
 
 def _holds(op: str, actual, expected) -> bool:

@@ -2,7 +2,7 @@
 
     SUBJECT OP VALUE    or    SUBJECT exists | SUBJECT not exists
     SUBJECT  status | response_time | body | header NAME | json PATH | len(json PATH)
-             | cert_days | redirects
+             | cert_days | redirects | rcode | answer | len(answer) | loss
     OP       == != < <= > >= contains | not contains | matches | not matches | in
     VALUE    number | "string" | /RE2/ | true | false | null | status list (200-299,301)
 
@@ -29,14 +29,21 @@ from ..regex import compile_regex
 
 MAX_EXPRESSION_CHARS = 1000
 
-NUMERIC_SUBJECTS = frozenset({"status", "response_time", "cert_days", "redirects", "len"})
-TEXT_SUBJECTS = frozenset({"body", "header"})
+NUMERIC_SUBJECTS = frozenset({"status", "response_time", "cert_days", "redirects", "len", "loss"})
+TEXT_SUBJECTS = frozenset({"body", "header", "rcode"})
+# A monitor kind's own subjects (check/kinds.py), read from Response.values: `rcode` the DNS
+# response code as text (NOERROR), `answer` the records as text, `loss` a percentage.
+VALUE_SUBJECTS = frozenset({"rcode", "answer", "loss"})
+# `answer` is a list of records: an operator holds when it holds for one record (the negated
+# ones: for none), so only the operators on one record's text apply.
+ANSWER_OPS = frozenset({"==", "!=", "contains", "not contains", "matches", "not matches", "exists", "not exists"})
 ORDER_OPS = frozenset({"<", "<=", ">", ">="})
 EQUALITY_OPS = frozenset({"==", "!="})
 # Longest first: "<=" before "<", "not contains" before "not exists".
 _OPS = ("==", "!=", "<=", ">=", "<", ">", "not contains", "not matches", "not exists", "contains",
         "matches", "exists", "in")
-_SIMPLE_SUBJECTS = ("status", "response_time", "body", "cert_days", "redirects")
+_SIMPLE_SUBJECTS = ("status", "response_time", "body", "cert_days", "redirects", "rcode", "answer", "loss")
+_BARE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")   # `rcode == NOERROR`: a response code unquoted
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # an RFC 9110 token
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -57,15 +64,22 @@ class Assertion:
     """One parsed expression. `source` is what the user wrote (stored and shown as is)."""
 
     source: str
-    subject: str           # status response_time body header json len cert_days redirects
+    subject: str           # status response_time body header json len cert_days redirects rcode answer loss
     op: str                # one of _OPS
     value: object = None   # float | str | bool | None | tuple of (low, high) | a compiled RE2
-    argument: str | None = None   # the header name (lower case) or the JSONPath text
-    path: object = None    # the compiled JSONPath query (json and len)
+    argument: str | None = None   # the header name (lower case), the JSONPath text, or "answer" (len)
+    path: object = None    # the compiled JSONPath query (json and len of json)
 
     @property
     def needs_json(self) -> bool:
         return self.path is not None
+
+    @property
+    def needs(self) -> str:
+        """The subject a monitor kind must offer for this expression (check/kinds.py SUBJECTS)."""
+        if self.subject == "len":
+            return "json" if self.path is not None else "answer"
+        return self.subject
 
 
 class _Scanner:
@@ -178,7 +192,7 @@ def _subject(scan: _Scanner) -> tuple[str, str | None, object]:
     word = scan.word("len", *_SIMPLE_SUBJECTS, "header", "json")
     if word is None:
         raise scan.fail("a subject (status, response_time, body, header NAME, json PATH, len(json PATH), "
-                        "cert_days, redirects)")
+                        "cert_days, redirects, rcode, answer, len(answer), loss)")
     if word == "header":
         name = scan.match(_HEADER_NAME)
         if name is None:
@@ -190,8 +204,13 @@ def _subject(scan: _Scanner) -> tuple[str, str | None, object]:
     if word == "len":
         if not scan.match(re.compile(r"\(")):
             raise scan.fail("( after len")
-        if scan.word("json") is None:
-            raise scan.fail("json PATH inside len(...)")
+        inside = scan.word("json", "answer")
+        if inside is None:
+            raise scan.fail("json PATH or answer inside len(...)")
+        if inside == "answer":
+            if not scan.match(re.compile(r"\)")):
+                raise scan.fail(") closing len(")
+            return "len", "answer", None
         text, at = scan.path(closing=")")
         if not scan.match(re.compile(r"\)")):
             raise scan.fail(") closing len(")
@@ -214,6 +233,9 @@ def _value(scan: _Scanner, subject: str, op: str, op_at: int):
     """The literal after `op`, of a type the subject and the operator accept."""
     scan.skip_space()
     at = scan.pos
+    if subject == "answer" and op not in ANSWER_OPS:
+        raise scan.fail("an operator for the records of answer (== != contains, not contains, matches, "
+                        "not matches); len(answer) counts them", op_at)
     if op == "in":
         return _range_list(scan)
     if op in ("matches", "not matches"):
@@ -227,13 +249,17 @@ def _value(scan: _Scanner, subject: str, op: str, op_at: int):
         if subject in TEXT_SUBJECTS and not isinstance(value, str):
             raise scan.fail('a "string"', at)
         return value
+    bare = _BARE_WORD.match(scan.source, scan.pos) if subject == "rcode" else None
+    if bare and bare.group() not in ("true", "false", "null"):
+        scan.pos = bare.end()
+        return bare.group().upper()
     value = _literal(scan)
     if op in ORDER_OPS and (isinstance(value, bool) or value is None):
         raise scan.fail('a number or a "string"', at)
     if subject in NUMERIC_SUBJECTS and (isinstance(value, (bool, str)) or value is None) \
             and not (value is None and op in EQUALITY_OPS):
         raise scan.fail("a number", at)
-    if subject == "body" and not isinstance(value, str):
+    if subject in ("body", "answer", "rcode") and not isinstance(value, str):
         raise scan.fail('a "string"', at)
     return value
 

@@ -59,6 +59,7 @@ class Request:
     source_address: str | None = None
     max_body_bytes: int = 1_048_576  # decoded cap; raw cap twice that
     secrets: frozenset[str] = frozenset()  # extra values to scrub from every error (bearer tokens...)
+    expect: str | None = None  # tcp:// monitors: the RE2 that ends the read (the stored regex)
 
 
 @dataclass(frozen=True)
