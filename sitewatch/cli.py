@@ -11,8 +11,13 @@ import sys
 import traceback
 
 from . import __version__, checkcli, config, logs, monitorcli
+from .check import kinds
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
 from .redact import redact_text, redact_url
+
+# The kinds of monitor, by URL scheme (check/kinds.py; README "Monitor kinds").
+URL_HELP = (f"what to monitor, a URL of scheme {kinds.schemes_text()}: e.g. https://example.com/, "
+            f"tcp://HOST:PORT (connect; --send, --expect), tls://HOST:PORT (a TLS handshake)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -60,7 +65,7 @@ def build_parser() -> ArgumentParser:
                                       parser_class=ArgumentParser)
     add = url_commands.add_parser("add", help="monitor a URL", description="Monitor a URL. Its first check "
                                   "is due at once; then every PERIOD seconds.")
-    add.add_argument("url", metavar="URL", help="http:// or https:// URL")
+    add.add_argument("url", metavar="URL", help=URL_HELP)
     add.add_argument("-p", "--period", metavar="SECONDS",
                      help="seconds between checks (default: check.default_period = 60; "
                           "within check.min_period..check.max_period, default 5..300)")
@@ -91,7 +96,7 @@ def build_parser() -> ArgumentParser:
                                   description="Upsert URLs from FILE (or - for stdin): a YAML list of "
                                               "entries with keys url, name, period, regex, timeout, method, "
                                               "headers, body, json, bearer, client-cert, client-key, "
-                                              "ip-version, expected-status, max-redirects, verify-tls, "
+                                              "ip-version, send, expect, expected-status, max-redirects, verify-tls, "
                                               "failure-threshold, success-threshold, notify (missing keys "
                                               "take the defaults; a named entry is matched by its name), "
                                               "or one URL per line. Every entry is "
@@ -102,7 +107,7 @@ def build_parser() -> ArgumentParser:
     chk = commands.add_parser("check", help="check one URL now and print the result (no database)",
                               description="Run one check exactly as the consumers do and print the "
                                           "result. Exit 0 when up, 1 when down.")
-    chk.add_argument("url", metavar="URL")
+    chk.add_argument("url", metavar="URL", help=URL_HELP)
     chk.add_argument("-r", "--regex", metavar="REGEX", help="RE2 regex the body must contain (default: none)")
     add_check_options(chk)
     monitorcli.add_request_options(chk, check=True)

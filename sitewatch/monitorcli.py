@@ -69,6 +69,11 @@ def add_request_options(parser, update: bool = False, check: bool = False) -> No
     parser.add_argument("--client-key", metavar="PATH", help="its private key (PEM), if not in the cert file")
     parser.add_argument("--ip-version", choices=IP_VERSION_CHOICES, help="connect over IPv4 or IPv6 only "
                         "(default: any)")
+    removes = "; '' removes it" if update else ""
+    parser.add_argument("--send", metavar="TEXT", help="tcp:// only: text written once connected, with "
+                        "escapes \\r \\n \\t \\xHH, e.g. 'PING\\r\\n'" + removes)
+    parser.add_argument("--expect", metavar="REGEX", help="tcp:// only: RE2 regex the first 1 KiB read "
+                        "must match; the read stops when it does" + removes)
 
 
 def request_options(args) -> dict:
@@ -76,7 +81,8 @@ def request_options(args) -> dict:
     json_body = None if args.json_body is True else args.json_body   # `check --json`: output
     return {"name": args.name, "headers": args.header, "body": requestspec.read_body_argument(args.body),
             "json": json_body, "bearer": args.bearer, "client_cert": args.client_cert,
-            "client_key": args.client_key, "ip_version": args.ip_version}
+            "client_key": args.client_key, "ip_version": args.ip_version, "send": args.send,
+            "expect": args.expect}
 
 
 def warn_unset(entry, env) -> None:
@@ -168,14 +174,19 @@ def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     if "body" in given or "json" in given:
         options.pop("body", None)
         options.pop("json", None)
+    from .check import kinds
+    if kinds.scheme_of(given.get("url", stored["url"])) not in kinds.HTTP_SCHEMES:
+        # A tcp:// monitor's send and expect are stored in body and regex: give them back as such.
+        options["send"], options["expect"] = options.pop("body", None), options.pop("regex")
     options.update(given)
-    for key in ("regex", "body", "bearer", "name", "client_cert", "client_key"):
+    for key in ("regex", "body", "bearer", "name", "client_cert", "client_key", "send", "expect"):
         if options.get(key) == "":
             options[key] = None
     return options
 
 
 def run_update(conn, cfg, payload, env, check_channels_known) -> int:
+    from .check import kinds
     from .db import store
     from .urlspec import make_entry
     url_id = store.find_monitor(conn, payload["monitor"])[0]
@@ -192,6 +203,8 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
     changed = [key for key in (*_STORED, "body", "body_json", "assertions", "degraded")
                if before[key] != entry.as_row()[key] and not (key == "headers" and not before[key]
                                                                and not entry.headers)]
+    if not kinds.is_http(entry.url):    # a tcp:// monitor's body and regex are its send and expect
+        changed = [{"body": "send", "regex": "expect"}.get(key, key) for key in changed]
     shown = ", ".join(changed) or "nothing"
     resloted = " (re-slotted from now)" if "period" in changed else ""
     print(f"updated {entry.shown}: {shown}{resloted}")
@@ -208,6 +221,8 @@ def print_settings_line(shown: dict) -> str:
         parts.append(f"bearer {shown['bearer']}")
     if shown["body"] is not None:
         parts.append(("json " if shown["json"] else "body ") + repr(shown["body"])[:60])
+    if shown.get("send") is not None:
+        parts.append("send " + repr(shown["send"])[:60])
     if shown["client_cert"]:
         parts.append(f"cert {shown['client_cert']}")
     if shown["ip_version"]:
@@ -217,12 +232,17 @@ def print_settings_line(shown: dict) -> str:
 
 def url_list_rows(rows: list[dict]) -> list[dict]:
     """`url list` rows with every secret out (redact.py's URL rules, requestspec's header rules)."""
+    from .check import kinds
     out = []
     for row in rows:
         row = dict(row)
         row["url"] = redact_url(row["url"])
         row.update(requestspec.shown_settings(row))
         row.pop("body_json", None)
+        row["send"] = row["expect"] = None
+        if not kinds.is_http(row["url"]):   # a tcp:// monitor's send and expect live in body and regex
+            row["send"], row["body"] = row["body"], None
+            row["expect"], row["regex"] = row["regex"], None
         out.append(row)
     return out
 
@@ -249,7 +269,7 @@ def print_url_list(rows, as_json: bool) -> None:
             last = r["last_started_at"].strftime("%Y-%m-%d %H:%M:%S")
         detail = (f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"]
                   else f"degraded: {r['last_error']}" if degraded
-                  else f"/{r['regex']}/" if r["regex"] else "")
+                  else f"/{r['regex']}/" if r["regex"] else f"expect /{r['expect']}/" if r["expect"] else "")
         request = print_settings_line(r)
         shown = f"{r['url']} ({r['name']})" if r["name"] else r["url"]
         print(f"{shown:50} {r['period']:>6} {last:20} {state:8} {code!s:>4} {ms:>7}  {detail}"

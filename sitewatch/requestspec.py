@@ -19,6 +19,9 @@ MAX_HEADER_LENGTH = 8192        # one "Name: value" line
 MAX_BODY_BYTES = 1 << 20        # a request body is a query, not an upload
 MAX_PATH_LENGTH = 4096
 IP_VERSIONS = {"4": 4, "6": 6, "any": None}
+MAX_SEND_BYTES = 64 * 1024      # a tcp:// monitor's `send`: a line or two of a protocol
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.?)", re.DOTALL)
+_ESCAPES = {"r": b"\r", "n": b"\n", "t": b"\t", "0": b"\0", "\\": b"\\"}
 
 # RFC 9110 token characters: a header name is one token.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -154,6 +157,40 @@ def read_body_argument(raw: str | None) -> str | bytes | None:
     if len(data) > MAX_BODY_BYTES:
         raise BadInput(f"body file {path} is larger than {MAX_BODY_BYTES} bytes")
     return data
+
+
+def validate_send(text) -> bytes | None:
+    """`send` as given (`PING\\r\\n`: escapes \\r \\n \\t \\0 \\\\ \\xHH) -> the bytes written.
+
+    Bytes are taken as they are: the stored form, read back by `url update`.
+    """
+    if text is None or text == "" or text == b"":
+        return None
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text)
+    if not isinstance(text, str):
+        raise BadInput(f"send must be text, got {type(text).__name__}")
+
+    data = bytearray()
+    at = 0
+    try:
+        for match in _ESCAPE.finditer(text):
+            data += text[at:match.start()].encode("utf-8")
+            code = match.group(1)
+            if code.startswith("x") and len(code) == 3:
+                data.append(int(code[1:], 16))      # \xHH is one byte, whatever it is
+            elif code in _ESCAPES:
+                data += _ESCAPES[code]
+            else:
+                raise BadInput(f"send has an unknown escape {match.group(0)!r} "
+                               f"(known: \\r \\n \\t \\0 \\\\ \\xHH)")
+            at = match.end()
+        data += text[at:].encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput("send is not valid UTF-8 text") from None
+    if len(data) > MAX_SEND_BYTES:
+        raise BadInput(f"send is longer than {MAX_SEND_BYTES} bytes ({len(data)})")
+    return bytes(data)
 
 
 def validate_bearer(raw) -> str | None:

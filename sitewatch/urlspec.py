@@ -14,6 +14,8 @@ import yaml
 from . import requestspec
 from .alerts.settings import parse_notify
 from .assertions import parse_all
+from .check import kinds
+from .check.address import normalise_host
 from .errors import BadInput
 from .redact import redact_url
 from .regex import compile_regex  # noqa: F401 - re-exported: check/probe.py and tests import it from here
@@ -23,7 +25,6 @@ MAX_REGEX_LENGTH = 1000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-_HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")     # a host name once IDNA-encoded
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class UrlEntry:
     client_cert: str | None = None
     client_key: str | None = None
     ip_version: int | None = None        # 4, 6, None = any
+    # A tcp:// monitor's `send` is stored in `body` (the bytes written), its `expect` in `regex`.
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -70,8 +72,9 @@ class UrlEntry:
 
 # User-facing option names: the YAML key `assert` is stored as `assertions` (a Python keyword);
 # `json` is read into body and body_json, and body_json itself is not an option.
+# `send` and `expect` (tcp://) are read into body and regex.
 OPTION_NAMES = ["assert" if f.name == "assertions" else f.name for f in fields(UrlEntry)
-                if f.name != "body_json"] + ["json"]
+                if f.name != "body_json"] + ["json", "send", "expect"]
 
 
 def normalise_url(raw) -> str:
@@ -88,8 +91,8 @@ def normalise_url(raw) -> str:
                 raise BadInput(f"URL contains whitespace or a control character ({ch!r})")
     scheme_match = _SCHEME.match(raw)
     scheme = scheme_match.group(1).lower() if scheme_match else ""
-    if scheme not in DEFAULT_PORTS:
-        raise BadInput(f"URL scheme must be http or https, got {scheme or 'none'!r}")
+    if scheme not in DEFAULT_PORTS:     # another kind of monitor (tcp://, tls://...), or none
+        return kinds.normalise(scheme, raw)
     if not raw[len(scheme) + 1:].startswith("//"):
         raise BadInput("URL must start with http:// or https://")
     try:
@@ -109,15 +112,7 @@ def normalise_url(raw) -> str:
         raise BadInput("URL has no host")
     if port == 0:
         raise BadInput("URL port must be between 1 and 65535, got 0")
-    if ":" in host:                                  # IPv6 literal
-        hostport = f"[{host}]"
-    else:
-        try:
-            hostport = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise BadInput(f"URL host {host!r} is not a valid host name") from None
-        if hostport.startswith(".") or ".." in hostport or not _HOST_CHARS.fullmatch(hostport):
-            raise BadInput(f"URL host {host!r} is not a valid host name")
+    hostport = normalise_host(host)
     if port is not None and port != DEFAULT_PORTS[scheme]:
         hostport = f"{hostport}:{port}"
     userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
@@ -236,9 +231,14 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         value = options.get(name)
         return default if value is None else value
 
+    url = normalise_url(options["url"])
+    kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
     expected_status = given("expected_status", check_config.expected_status)
     parse_expected_status(expected_status)
     body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
+    if options.get("send") is not None:     # tcp://: the bytes written, stored as the body
+        body = requestspec.validate_send(options["send"])
+    regex = options.get("expect") if options.get("expect") is not None else options.get("regex")
     client_cert = requestspec.validate_path("client cert", options.get("client_cert"))
     client_key = requestspec.validate_path("client key", options.get("client_key"))
     if client_key and not client_cert:
@@ -248,10 +248,10 @@ def make_entry(options: dict, check_config) -> UrlEntry:
     if bearer and any(requestspec.header_name(line) == "authorization" for line in headers or []):
         raise BadInput("give bearer or an Authorization header, not both")
     return UrlEntry(
-        url=normalise_url(options["url"]),
+        url=url,
         period=validate_period(given("period", check_config.default_period),
                                check_config.min_period, check_config.max_period),
-        regex=validate_regex(options.get("regex")),
+        regex=validate_regex(regex),
         timeout=validate_timeout(given("timeout", check_config.timeout)),
         method=validate_method(given("method", "GET")),
         expected_status=str(expected_status).replace(" ", ""),
@@ -260,8 +260,8 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         failure_threshold=validate_threshold("failure threshold", options.get("failure_threshold")),
         success_threshold=validate_threshold("success threshold", options.get("success_threshold")),
         notify=parse_notify(options.get("notify")),
-        assertions=validate_assertions("assert", options.get("assert")),
-        degraded=validate_assertions("degraded", options.get("degraded")),
+        assertions=validate_assertions("assert", options.get("assert"), url),
+        degraded=validate_assertions("degraded", options.get("degraded"), url),
         name=requestspec.validate_name(options.get("name")),
         headers=headers,
         body=body,
@@ -273,13 +273,17 @@ def make_entry(options: dict, check_config) -> UrlEntry:
     )
 
 
-def validate_assertions(name, raw) -> list[str]:
+def validate_assertions(name, raw, url: str | None = None) -> list[str]:
     """A list of expressions (one expression alone is a list of one), each parsed and refused
-    with its column and what was expected there; stored as written."""
+    with its column and what was expected there, or when its subject means nothing for the
+    URL's kind (`json` on a tcp:// monitor); stored as written."""
     try:
-        return [assertion.source for assertion in parse_all(raw)]
+        parsed = parse_all(raw)
     except BadInput as e:
         raise BadInput(f"{name}: {e}") from None
+    if url is not None:
+        kinds.check_subjects(url, name, parsed)
+    return [assertion.source for assertion in parsed]
 
 
 def validate_threshold(name, raw) -> int | None:

@@ -58,10 +58,10 @@ def assert_one_line_error(result, *phrases, code=2):
 # --- URL validation ---------------------------------------------------------------------------
 
 BAD_URLS = [
-    pytest.param("ftp://example.com/", "scheme must be http or https", id="ftp"),
-    pytest.param("file:///etc/passwd", "scheme must be http or https", id="file"),
-    pytest.param("javascript:alert(1)", "scheme must be http or https", id="javascript"),
-    pytest.param("example.com", "scheme must be http or https", id="no-scheme"),
+    pytest.param("ftp://example.com/", "scheme must be http, https", id="ftp"),
+    pytest.param("file:///etc/passwd", "scheme must be http, https", id="file"),
+    pytest.param("javascript:alert(1)", "scheme must be http, https", id="javascript"),
+    pytest.param("example.com", "scheme must be http, https", id="no-scheme"),
     pytest.param("http://", "no host", id="no-host"),
     pytest.param("http:///path", "no host", id="no-host-with-path"),
     pytest.param("http://exa mple.com/", "whitespace or a control character", id="space"),

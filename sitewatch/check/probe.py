@@ -1,11 +1,12 @@
-"""One availability check of one URL: fetch with an engine, then judge.
+"""One availability check of one URL: fetch with an engine (or a monitor kind), then judge.
 
 `check(Target) -> Outcome` never raises, and every failure is classified into a
 short `error_kind` plus a readable, redacted `error` (see DESIGN.md section 4,
 "One check"). Fetching is an engine's (engine.py: the boundary; urllib3_engine.py,
 curl_engine.py); judging is here, once for every engine: the expected status
 ranges, the regex, then the assertions (sitewatch/assertions). User regexes run on google-re2 (linear time), never on
-Python's `re`.
+Python's `re`. A URL of another scheme (tcp://, tls://: check/kinds.py) is fetched by its kind's
+module and judged here the same way; status ranges apply only to a response with a status.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sitewatch import assertions
 from sitewatch.redact import printable, redact_url
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
+from . import kinds
 from .engine import (
     MAX_ERROR_CHARS,
     USER_AGENT,
@@ -85,9 +87,12 @@ def _expected_ranges(text: str) -> tuple[tuple[int, int], ...]:
 
 def target_for(settings, max_body_bytes: int) -> Target:
     """The Target for a URL's stored settings (a `url` row, a claimed task, or UrlEntry.as_row())."""
-    request = Request(url=settings["url"], method=settings["method"], timeout=float(settings["timeout"]),
+    url = settings["url"]
+    request = Request(url=url, method=settings["method"], timeout=float(settings["timeout"]),
                       max_redirects=settings["max_redirects"], verify_tls=settings["verify_tls"],
-                      max_body_bytes=max_body_bytes)
+                      max_body_bytes=max_body_bytes,
+                      # a tcp:// monitor's `expect` is its regex: the read stops when it matches
+                      expect=None if kinds.is_http(url) else settings["regex"])
     return Target(request, regex=settings["regex"], expected_status=_expected_ranges(settings["expected_status"]),
                   assertions=assertions.parse_all(settings.get("assertions")),
                   degraded=assertions.parse_all(settings.get("degraded")))
@@ -148,6 +153,13 @@ def _judge_regex(target: Target, body: bytes | None) -> tuple[tuple[str, str] | 
     if pattern is None:
         return None, None
     shown = _shorten(repr(pattern))
+    if not kinds.is_http(target.url):       # a tcp:// monitor's `expect`, over what was read
+        if body is None:
+            return ("regex", f"expect {shown} not checked: nothing was read"), None
+        matched = _regex_matches(pattern, body)
+        return (None, True) if matched else \
+            (("regex", f"expect {shown} not found in the {len(body)} bytes read: {_shorten(repr(body[:80]))[1:]}"),
+             False)
     if body is None:
         reason = f"a {target.request.method.upper()} response has no body"
         return ("regex", f"regex {shown} not checked: {reason}"), None
@@ -171,7 +183,8 @@ def judge(target: Target, response: Response, started_at: datetime.datetime) -> 
     if response.error_kind is not None:  # already redacted and cut by the engine
         failure, error = response.error_kind, response.error
     else:
-        failed_status = _judge_status(target, response.status)
+        # A kind without a status (tcp://, tls://...) has no status to judge.
+        failed_status = _judge_status(target, response.status) if response.status is not None else None
         failed_regex, regex_matched = _judge_regex(target, response.body)
         found = failed_status or failed_regex
         if not found and (target.assertions or target.degraded):   # none: nothing to pay
@@ -200,6 +213,9 @@ def check(target: Target, engine: Engine | None = None) -> Outcome:
     """Check one URL with `engine` (default: urllib3). Never raises (except KeyboardInterrupt/SystemExit)."""
     started_at = datetime.datetime.now(datetime.timezone.utc)
     try:
+        kind = None if kinds.is_http(target.request.url) else kinds.kind_of(target.request.url)
+        if kind is not None:     # tcp://, tls://...: the kind's own fetch (an unknown scheme: the engine says so)
+            return judge(target, kind.fetch(target.request), started_at)
         if engine is None:
             from .urllib3_engine import URLLIB3 as engine
         return judge(target, engine.fetch(target.request), started_at)
@@ -224,11 +240,13 @@ def _phases(timings: Timings) -> str:
 
 
 def format_outcome(target: Target, outcome: Outcome, engine: str | None = None) -> str:
-    """A few human-readable lines, for `sitewatch check`."""
+    """A few human-readable lines, for `sitewatch check`. A kind without a status (tcp://, tls://)
+    shows no Status line, and a tcp:// monitor's regex is its Expect."""
+    http = kinds.is_http(target.url)
     lines = [
         f"URL:      {redact_url(target.url)}",
         f"Verdict:  {('UP (degraded)' if outcome.degraded else 'UP') if outcome.ok else 'DOWN'}",
-        f"Status:   {outcome.status_code if outcome.status_code is not None else '-'}",
+        *([f"Status:   {outcome.status_code if outcome.status_code is not None else '-'}"] if http else []),
         f"Time:     {f'{outcome.response_time_ms:.1f} ms' if outcome.response_time_ms is not None else '-'}",
         f"Phases:   {_phases(outcome.timings)}",
     ]
@@ -236,7 +254,7 @@ def format_outcome(target: Target, outcome: Outcome, engine: str | None = None) 
         lines.append(f"Engine:   {engine}")
     if target.regex is not None:
         shown = {True: "matched", False: "not matched", None: "not checked"}[outcome.regex_matched]
-        lines.append(f"Regex:    {_shorten(repr(target.regex))} {shown}")
+        lines.append(f"{'Regex:    ' if http else 'Expect:   '}{_shorten(repr(target.regex))} {shown}")
     if outcome.error_kind:
         lines.append(f"Error:    [{outcome.error_kind}] {outcome.error}")
     if outcome.cert_days_left is not None:

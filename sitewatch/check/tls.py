@@ -116,3 +116,16 @@ def der_not_after(cert: bytes) -> float | None:
         return moment.timestamp()
     except (IndexError, ValueError, UnicodeDecodeError):
         return None
+
+
+@functools.lru_cache(maxsize=2)
+def handshake_context(verify: bool) -> ssl.SSLContext:
+    """The client context of a tls:// monitor's bare handshake: the system's CAs and hostname check
+    when verifying (SSL_CERT_FILE and SSL_CERT_DIR are honoured, as for the engines). No ALPN:
+    offering HTTP to a mail or LDAP server could get the handshake refused. Shared and never
+    changed once built (wrap_socket is thread-safe)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -314,7 +314,7 @@ def cert_days_left(conn, url: dict) -> int | None:
     """From the last check, else the newest hourly rollup (the last check may have failed before TLS)."""
     if url.get("last_cert_days_left") is not None:
         return url["last_cert_days_left"]
-    if not url["url"].lower().startswith("https:"):
+    if not url["url"].lower().startswith(("https:", "tls:")):   # the kinds with a certificate
         return None
     with conn.cursor() as cur:
         cur.execute(CERT_SQL, {"id": url["id"]})
