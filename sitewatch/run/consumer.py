@@ -65,9 +65,10 @@ class Consumer:
         self.work_waiting = False    # a claim filled all the room it had since the last decision
         self.last_ceiling_log = self.last_unreadable_log = self.last_missing_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
-        if self.engine.name == "curl":   # one CurlMulti loop drives every check: no thread per check
+        if self.engine.name == "curl":   # one CurlMulti loop drives every HTTP check: no thread per check
+            from .dispatch import CurlAndThreads  # other kinds (tcp://, tls://) on threads beside it
             from .transfers import CurlTransfers
-            self.threads = CurlTransfers(self._check_started, self._check_done)
+            self.threads = CurlAndThreads(CurlTransfers(self._check_started, self._check_done), self._check)
         else:
             self.threads = CheckThreads(self._check)
         # Keyed by (task id, attempt): a consumer can re-claim its own task whose lease expired
@@ -321,7 +322,7 @@ class Consumer:
             cert_days_left=None)
 
     def _check(self, task, target) -> None:
-        """Runs in a worker thread (the urllib3 engine)."""
+        """Runs in a worker thread (the urllib3 engine; other kinds than HTTP on the curl engine)."""
         t0 = self._check_started(task)
         self._check_done(task, probe.check(target, self.engine), t0)
 
