@@ -6,7 +6,6 @@ kind's fetch (check/kinds.py) and judges the response like any other.
 """
 
 import socket
-import ssl
 import time
 
 import pytest
@@ -154,13 +153,13 @@ def short_lived(tmp_path_factory):
 
 @pytest.fixture
 def trusting(monkeypatch):
-    """Make tls:// checks trust a CA file, as if a real CA had issued the test certificate."""
-    real = tls.handshake_context
-
+    """Make tls:// checks trust a CA file, as if a real CA had issued the test certificate: the
+    system's CA file named by SSL_CERT_FILE, read when sitewatch's own context is built."""
     def trust(cafile):
-        context = ssl.create_default_context(cafile=cafile)
-        monkeypatch.setattr(tls, "handshake_context", lambda verify: context if verify else real(False))
-    return trust
+        monkeypatch.setenv("SSL_CERT_FILE", cafile)
+        tls.handshake_context.cache_clear()
+    yield trust
+    tls.handshake_context.cache_clear()    # the next test builds it with the real environment
 
 
 def test_a_verified_handshake_is_up_and_records_days_left(serve, short_lived, trusting):
