@@ -69,7 +69,8 @@ SETTINGS = [
             check=accepts.positive),
 
     Setting("check", "timeout", float, 10.0, "Default total deadline of one check in seconds "
-            "(DNS, connect, TLS, headers and body, all redirects).", check=accepts.at_most(3600)),
+            "(DNS, connect, TLS, headers and body, all redirects; a tcp:// monitor's connect, send and "
+            "read; a tls:// monitor's handshake).", check=accepts.at_most(3600)),
     Setting("check", "default_period", int, 60, "Period in seconds of URLs added without -p.",
             check=accepts.positive),
     Setting("check", "min_period", int, 5, "Smallest period a URL may have, in seconds.", check=accepts.positive),
@@ -80,7 +81,8 @@ SETTINGS = [
             "more is the error body_too_large.", check=accepts.positive),
     Setting("check", "expected_status", str, "200-399", "Default expected status codes: codes and ranges, "
             "e.g. 200-299,301.", check=accepts.status_codes),
-    Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates."),
+    Setting("check", "verify_tls", bool, True, "Default for verifying TLS certificates (https:// and tls:// "
+            "monitors)."),
     # auto (curl where pycurl is installed): the same day's 100,000-URL soaks (docs/benchmarks.md,
     # ninth session) checked every slot on curl with 2 threads, where urllib3 fell behind from
     # minute 2 with 5,000.
