@@ -376,8 +376,9 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     if args.url_command == "add":
         store.add_url(conn, payload)
         named = f" as {payload.name!r}" if payload.name else ""
+        regex = "regex" if kinds.is_http(payload.url) else "expect"     # a tcp:// monitor's regex
         print(f"added {redact_url(payload.url)}{named} (every {payload.period} s"
-              f"{', regex ' + repr(payload.regex) if payload.regex else ''})")
+              f"{f', {regex} ' + repr(payload.regex) if payload.regex else ''})")
     elif args.url_command == "remove":
         from .alerts.settings import default_channels
         url_id, url, name = store.find_monitor(conn, payload)

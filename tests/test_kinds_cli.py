@@ -42,6 +42,7 @@ def test_url_add_stores_send_and_expect_and_check_prints_the_verdict(cli, db, po
     url = pong.url()
     added = cli("url", "add", url, "--send", r"PING\r\n", "--expect", "PONG")
     assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"added {url} (every 60 s, expect 'PONG')"
     assert stored(db) == [(url, b"PING\r\n", "PONG", [])]
 
     listed = cli("url", "list")
