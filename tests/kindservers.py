@@ -81,6 +81,13 @@ def ping_pong(conn, server) -> None:
     conn.sendall(b"PONG\r\n" if line.startswith(b"PING") else b"WHAT\r\n")
 
 
+def echo(conn, server) -> None:
+    """Sends the line back."""
+    line = read_line(conn)
+    server.received.append(line)
+    conn.sendall(line)
+
+
 def silent(conn, server) -> None:
     """Accepts, reads what comes, never answers; holds the connection until the server closes."""
     conn.settimeout(0.2)

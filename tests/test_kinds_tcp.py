@@ -14,7 +14,16 @@ from sitewatch import config
 from sitewatch.check import definition, kinds, probe, tls
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import make_entry
-from tests.kindservers import StreamServer, certificates, chatter, handshake_only, ping_pong, silent, tls_context
+from tests.kindservers import (
+    StreamServer,
+    certificates,
+    chatter,
+    echo,
+    handshake_only,
+    ping_pong,
+    silent,
+    tls_context,
+)
 
 pytestmark = pytest.mark.serverless
 
@@ -136,11 +145,12 @@ def test_assertions_on_what_was_read_and_the_time(serve):
 
 
 def test_a_variable_in_send_is_read_here_and_kept_out_of_errors(serve, monkeypatch):
-    server = serve(ping_pong)
+    server = serve(echo)         # the answer, quoted by the error, holds the secret
     monkeypatch.setenv("TCP_SECRET", "hunter2-s3cret")
     outcome = check(server.url(), send=r"PING ${TCP_SECRET}\n", expect="nothing-like-this")
     assert server.received == [b"PING hunter2-s3cret\n"]
-    assert outcome.error_kind == "regex" and "hunter2" not in outcome.error
+    assert outcome.error_kind == "regex" and "'PING ***\\n'" in outcome.error, outcome.error
+    assert "hunter2" not in outcome.error
 
 
 # --- tls:// ------------------------------------------------------------------------------------
