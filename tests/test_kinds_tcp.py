@@ -266,3 +266,12 @@ def test_every_registered_kind_is_importable_and_owns_its_scheme():
             continue
         assert module.SCHEME == scheme and callable(module.fetch) and callable(module.normalise)
         assert module.SUBJECTS
+
+
+def test_out_of_file_descriptors_is_a_monitor_failure_not_the_site(serve):
+    from tests.test_probe import OUT_OF_FDS, run_python
+    server = serve(silent)
+    urls = [server.url(), server.url(host="localhost"), server.url("tls")]
+    for kind, error in run_python(OUT_OF_FDS, *urls):   # socket() fails; getaddrinfo() fails
+        assert kind == "monitor", error
+        assert "out of file descriptors (EMFILE)" in error
