@@ -72,6 +72,9 @@ def test_url_update_changes_send_and_expect_in_place(cli, db, pong):
     assert [(b, r) for _, b, r, _ in stored(db)] == [(None, "^PONG$")]
     refused = cli("url", "update", url, "--header", "X-A: b")
     assert refused.returncode == 2 and "does not apply to a tcp:// monitor" in refused.stderr
+    refused = cli("url", "update", url, "--assert", "json $.x == 1")
+    assert refused.returncode == 2 and "'json $.x == 1' does not apply to a tcp:// monitor" in refused.stderr
+    assert [a for _, _, _, a in stored(db)] == [[]]
 
 
 def test_url_import_takes_send_and_expect(cli, db, pong, tls_server):
