@@ -227,7 +227,7 @@ def test_a_server_that_does_not_speak_tls_is_a_tls_failure(serve):
     ({"url": "tcp://example.com:70000"}, "port"),
     ({"url": "tcp://example.com:25/path"}, "no path"),
     ({"url": "tcp://user:pw@example.com:25"}, "no user or password"),
-    ({"url": "gopher://example.com:70"}, "scheme must be http, https, tcp or tls"),
+    ({"url": "gopher://example.com:70"}, "scheme must be http, https, tcp, tls"),
     ({"url": "tcp://example.com:25", "headers": ["X-A: b"]}, "headers does not apply to a tcp:// monitor"),
     ({"url": "tcp://example.com:25", "regex": "x"}, "give expect"),
     ({"url": "tcp://example.com:25", "method": "POST"}, "method does not apply"),

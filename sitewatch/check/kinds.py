@@ -9,6 +9,10 @@ other scheme is a kind: a sibling module under check/ with
     SUBJECTS = frozenset({...})           # the assertion subjects that make sense for it
     OPTIONS = frozenset({...})            # optional: monitor options it takes beyond every
                                           # kind's own (COMMON_OPTIONS), e.g. {"send", "expect"}
+    def default_failure(values, asserted) -> str | None   # optional: the verdict when the
+                                          # `assert` expressions (their subjects: `asserted`) do
+                                          # not say otherwise; a message fails the check with
+                                          # error_kind DEFAULT_FAILURE_KIND (default: SCHEME)
 
 registered below by one line, and imported only when a URL of its scheme is met (so `url list`
 does not pay for dnspython). probe.check() hands a kind's Request to its fetch() and judges the
@@ -28,6 +32,8 @@ HTTP_SCHEMES = ("http", "https")
 _MODULES = {
     "tcp": "tcp",
     "tls": "handshake",
+    "dns": "dns",
+    "icmp": "icmp",
 }
 SCHEMES = (*HTTP_SCHEMES, *_MODULES)     # every scheme a monitor's URL may have
 
@@ -93,6 +99,19 @@ def schemes_text() -> str:
     return f"{', '.join(SCHEMES[:-1])} or {SCHEMES[-1]}"
 
 
+def default_failure(url: str, values, assertions) -> tuple[str, str] | None:
+    """(error_kind, message) when the kind's default verdict fails a response its `assert`
+    expressions do not speak for (dns: an rcode other than NOERROR, or no records); else None."""
+    kind = kind_of(url)
+    judge = getattr(kind, "default_failure", None)
+    if judge is None:
+        return None
+    asserted = frozenset("len(answer)" if assertion.subject == "len" and assertion.path is None
+                         else assertion.subject for assertion in assertions)
+    message = judge(values, asserted)
+    return (getattr(kind, "DEFAULT_FAILURE_KIND", kind.SCHEME), message) if message else None
+
+
 def subjects_of(url: str) -> frozenset:
     kind = kind_of(url)
     return HTTP_SUBJECTS if kind is None else kind.SUBJECTS
@@ -104,8 +123,8 @@ def check_subjects(url: str, option: str, assertions) -> None:
     subjects = subjects_of(url)
     for assertion in assertions:
         if assertion.needs not in subjects:
-            where = "an http(s)" if is_http(url) else f"a {scheme_of(url)}://"
-            raise BadInput(f"{option}: {assertion.source!r} does not apply to {where} monitor "
+            where = _a_monitor_of(url)
+            raise BadInput(f"{option}: {assertion.source!r} does not apply to {where} "
                            f"(its subjects: {', '.join(sorted(_shown(subjects)))})")
 
 
@@ -121,17 +140,23 @@ def check_options(url: str, options: dict) -> None:
     kind = kind_of(url)
     if kind is None:
         accepted = COMMON_OPTIONS | _HTTP_OPTION_DEFAULTS.keys()
-        where = "an http(s)"
     else:
         accepted = COMMON_OPTIONS | getattr(kind, "OPTIONS", frozenset())
-        where = f"a {scheme_of(url)}://"
     wrong = [name for name in sorted(options) if name not in accepted
              and not _unset(options[name], _HTTP_OPTION_DEFAULTS.get(name))]
     if wrong:
         owners = [f"{scheme}://" for scheme in _MODULES if wrong[0] in getattr(module(scheme), "OPTIONS", ())]
         hint = f" (it is for {', '.join(owners)} monitors)" if owners else \
             " (give expect: the regex over what is read)" if wrong[0] == "regex" and "expect" in accepted else ""
-        raise BadInput(f"{wrong[0].replace('_', '-')} does not apply to {where} monitor{hint}")
+        raise BadInput(f"{wrong[0].replace('_', '-')} does not apply to {_a_monitor_of(url)}{hint}")
+
+
+def _a_monitor_of(url: str) -> str:
+    """`an http(s) monitor`, `a tcp:// monitor`, `an icmp:// monitor`: for messages."""
+    if is_http(url):
+        return "an http(s) monitor"
+    scheme = scheme_of(url)
+    return f"{'an' if scheme[:1] in 'aeiou' else 'a'} {scheme}:// monitor"
 
 
 def _unset(value, default) -> bool:

@@ -183,8 +183,10 @@ def judge(target: Target, response: Response, started_at: datetime.datetime) -> 
     if response.error_kind is not None:  # already redacted and cut by the engine
         failure, error = response.error_kind, response.error
     else:
-        # A kind without a status (tcp://, tls://...) has no status to judge.
-        failed_status = _judge_status(target, response.status) if response.status is not None else None
+        # A kind without a status (tcp://, dns://...) has no status to judge, but may have a
+        # default verdict (dns: NOERROR with records) unless the assertions say otherwise.
+        failed_status = _judge_status(target, response.status) if response.status is not None else \
+            kinds.default_failure(target.url, response.values, target.assertions)
         failed_regex, regex_matched = _judge_regex(target, response.body)
         found = failed_status or failed_regex
         if not found and (target.assertions or target.degraded):   # none: nothing to pay
