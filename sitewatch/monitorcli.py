@@ -86,7 +86,13 @@ def request_options(args) -> dict:
 
 
 def warn_unset(entry, env) -> None:
-    """`url add` runs where the checks may run too: say which ${VAR} is not set here."""
+    """`url add` runs where the checks may run too: say which ${VAR} is not set here, and when
+    this host cannot check the monitor's kind at all (icmp:// sockets forbidden)."""
+    from .check import kinds
+    reason = kinds.unavailable(entry.url)
+    if reason:
+        print(f"sitewatch: warning: {entry.shown}: {reason}; a host like this one records no result for "
+              f"it (a monitor failure)", file=sys.stderr)
     for name in requestspec.unset_variables(entry, env):
         print(f"sitewatch: warning: {entry.shown}: ${{{name}}} is not set in this environment; a host "
               f"checking it without {name} records no result (a monitor failure)", file=sys.stderr)

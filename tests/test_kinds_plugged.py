@@ -11,10 +11,9 @@ from sitewatch import config
 from sitewatch.check import definition, probe
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import make_entry
-from tests.conftest import clean_env
+from tests.conftest import clean_env, count
 from tests.test_kind_dns import dns_server as dns_server  # noqa: F401  (fixture)
-
-pytestmark = pytest.mark.serverless
+from tests.test_run import sitewatch as sitewatch  # noqa: F401  (fixture)
 
 CFG = config.load({}, {}, None)
 
@@ -24,6 +23,7 @@ def check(url, **options):
     return probe.check(definition.target_for(entry.as_row(), CFG.check.max_body_bytes))
 
 
+@pytest.mark.serverless
 def test_a_dns_answer_passes_the_default_and_the_assertions(dns_server):  # noqa: F811
     outcome = check(f"dns://127.0.0.1:{dns_server}/ok.test",
                     **{"assert": ['answer contains "192.0.2.2"', "len(answer) == 2", "rcode == NOERROR"]})
@@ -67,3 +67,29 @@ def test_sitewatch_check_prints_the_kinds_values(tmp_path, dns_server):  # noqa:
     assert "Verdict:  UP" in done.stdout and "Status:" not in done.stdout
     assert "rcode:    NOERROR" in done.stdout and "answer:   192.0.2.1, 192.0.2.2" in done.stdout
     assert 'pass  answer contains "192.0.2.1"' in done.stdout
+
+
+@pytest.fixture
+def icmp_forbidden():
+    from sitewatch.check import icmp
+    reason = icmp.available()
+    if reason is None:
+        pytest.skip("this host allows unprivileged ICMP sockets")
+    return reason
+
+
+def test_url_add_warns_when_this_host_cannot_ping(cli, db, icmp_forbidden):
+    done = cli("url", "add", "icmp://127.0.0.1")
+    assert done.returncode == 0, done.stderr
+    assert "warning: icmp://127.0.0.1: unprivileged ICMP sockets are not allowed" in done.stderr
+    assert "ping_group_range" in done.stderr
+    assert count(db, "url") == 1
+
+
+def test_sitewatch_run_says_why_it_cannot_ping_and_records_nothing(sitewatch, cli, db, icmp_forbidden):  # noqa: F811
+    assert cli("url", "add", "icmp://127.0.0.1", "-p", "1", env={"MIN_PERIOD": "1"}).returncode == 0
+    run = sitewatch()
+    failure = run.wait_for("monitor failure: checks could not run (out of file descriptors or threads?); "
+                           "tasks handed back, not recorded as site failures")[0]
+    assert "ping_group_range" in failure["error"], failure
+    assert count(db, "task_result") == 0

@@ -9,6 +9,8 @@ other scheme is a kind: a sibling module under check/ with
     SUBJECTS = frozenset({...})           # the assertion subjects that make sense for it
     OPTIONS = frozenset({...})            # optional: monitor options it takes beyond every
                                           # kind's own (COMMON_OPTIONS), e.g. {"send", "expect"}
+    def available() -> str | None         # optional: why this host cannot check the kind
+                                          # (icmp: sockets forbidden), warned at url add
     def default_failure(values, asserted) -> str | None   # optional: the verdict when the
                                           # `assert` expressions (their subjects: `asserted`) do
                                           # not say otherwise; a message fails the check with
@@ -110,6 +112,14 @@ def default_failure(url: str, values, assertions) -> tuple[str, str] | None:
                          else assertion.subject for assertion in assertions)
     message = judge(values, asserted)
     return (getattr(kind, "DEFAULT_FAILURE_KIND", kind.SCHEME), message) if message else None
+
+
+def unavailable(url: str) -> str | None:
+    """Why this host cannot check `url`'s kind (icmp:// where the system forbids its sockets);
+    None when it can. Such checks are monitor failures, never the site down."""
+    kind = kind_of(url)
+    available = getattr(kind, "available", None)
+    return available() if available is not None else None
 
 
 def subjects_of(url: str) -> frozenset:

@@ -340,7 +340,7 @@ class Consumer:
             self.ctx.wake()
 
     def collect_finished(self) -> None:
-        monitor_failures = 0
+        monitor_failures, reason = 0, None
         while self.finished:
             task, outcome, duration = self.finished.popleft()
             key = (task["id"], task["attempts"])
@@ -356,6 +356,7 @@ class Consumer:
                 # site result. Hand the task back with the attempt not counted.
                 monitor_failures += 1
                 self.to_release.append(key)
+                reason = outcome.error      # what ran out, or what this host may not do (icmp://)
                 continue
             started_at = outcome.started_at + self.clock_offset
             timings = outcome.timings
@@ -377,7 +378,7 @@ class Consumer:
             self.limit.back_off(len(self.in_flight))
             self.log.error("monitor failure: checks could not run (out of file descriptors or threads?); "
                            "tasks handed back, not recorded as site failures", count=monitor_failures,
-                           in_flight=len(self.in_flight), limit=self.limit.value)
+                           in_flight=len(self.in_flight), limit=self.limit.value, error=reason)
 
     def _sample_lag(self, lag: float) -> None:
         """Reservoir sampling: every check of the interval equally likely to be in the sample."""
