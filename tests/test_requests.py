@@ -263,8 +263,8 @@ def test_run_hands_back_a_missing_variable_and_never_shows_the_token(sitewatch, 
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result WHERE url_id = %s", (ids["token-loop"],)) >= 1
                and scalar(db, "SELECT count(*) FROM task_result WHERE url_id = %s", (ids[ok_url],)) >= 1,
                30, "results of the other monitors")
-    run.wait_for("monitor failure: a variable of the URL's definition is not set on this host; its slot "
-                 "is handed back unchecked", timeout=30)
+    run.wait_for("monitor failure: this host cannot check the URL; its slot is handed back unchecked",
+                 timeout=30)
     code, _ = run.stop(timeout=15)
     assert code == 0
 
@@ -272,9 +272,8 @@ def test_run_hands_back_a_missing_variable_and_never_shows_the_token(sitewatch, 
     assert missing_path not in echo.seen
     assert scalar(db, "SELECT count(*) FROM task_result WHERE url_id = %s", (ids["no-var"],)) == 0
     assert scalar(db, "SELECT state FROM url_state WHERE url_id = %s", (ids["no-var"],)) == "unknown"
-    logged = run.events("monitor failure: a variable of the URL's definition is not set on this host; "
-                        "its slot is handed back unchecked")
-    assert logged[0]["variable"] == "ABSENT_TOKEN" and logged[0]["url_id"] == ids["no-var"]
+    logged = run.events("monitor failure: this host cannot check the URL; its slot is handed back unchecked")
+    assert "${ABSENT_TOKEN} in the bearer is not set" in logged[0]["error"] and logged[0]["url_id"] == ids["no-var"]
 
     # The token went out (the loop's Location held it), and shows nowhere.
     assert any(TOKEN in p for p in echo.seen)

@@ -26,6 +26,7 @@ Blackbox_exporter's prober map is the model: one function per kind, one result t
 from __future__ import annotations
 
 import importlib
+import time
 
 from ..errors import BadInput
 
@@ -52,6 +53,8 @@ COMMON_OPTIONS = frozenset({"url", "name", "period", "timeout", "failure_thresho
 _HTTP_OPTION_DEFAULTS = {"method": "GET", "headers": None, "body": None, "json": None, "bearer": None,
                          "client_cert": None, "client_key": None, "regex": None}
 _loaded: dict = {}
+UNAVAILABLE_TTL = 60.0
+_availability: dict = {}      # scheme -> (why not, or None; until when)
 
 
 def is_http(url: str) -> bool:
@@ -116,10 +119,18 @@ def default_failure(url: str, values, assertions) -> tuple[str, str] | None:
 
 def unavailable(url: str) -> str | None:
     """Why this host cannot check `url`'s kind (icmp:// where the system forbids its sockets);
-    None when it can. Such checks are monitor failures, never the site down."""
+    None when it can. Such checks are monitor failures, never the site down. Asked for every
+    claimed task of the kind, so the answer is kept UNAVAILABLE_TTL seconds per scheme (an
+    administrator may change the sysctl while sitewatch runs)."""
     kind = kind_of(url)
     available = getattr(kind, "available", None)
-    return available() if available is not None else None
+    if available is None:
+        return None
+    now = time.monotonic()
+    known = _availability.get(kind.SCHEME)
+    if known is None or known[1] <= now:
+        known = _availability[kind.SCHEME] = (available(), now + UNAVAILABLE_TTL)
+    return known[0]
 
 
 def subjects_of(url: str) -> frozenset:

@@ -19,7 +19,7 @@ from collections import deque
 
 from .. import __version__, logs
 from ..alerts.settings import alert_defaults
-from ..check import definition, probe
+from ..check import definition, kinds, probe
 from ..check.choice import engine_named
 from ..db import schema, store
 from ..db.database import Reconnecting, is_connection_error, is_missing_partition, is_transient
@@ -276,10 +276,13 @@ class Consumer:
             self.work_waiting = True
         for task in tasks:
             key = (task["id"], task["attempts"])
+            if not kinds.is_http(task["url"]) and (why := kinds.unavailable(task["url"])):
+                self._not_here(task, key, why)     # icmp:// where this host may not open ICMP sockets
+                continue
             try:
                 target = definition.target_for(task, self.cfg.check.max_body_bytes)
             except definition.MissingVariable as missing:
-                self._missing_variable(task, key, missing)
+                self._not_here(task, key, str(missing))
                 continue
             except Exception as e:   # a stored value this version cannot read (a newer version wrote it)
                 self.in_flight[key] = task
@@ -292,17 +295,18 @@ class Consumer:
             self.log.error("monitor failure: cannot start check threads; holding fewer checks",
                            threads=self.threads.size, limit=self.limit.value)
 
-    def _missing_variable(self, task, key, missing) -> None:
-        """A ${VAR} of the URL is not set on this host: the monitor's failure here, not the
-        site's. Handed back unchecked (never recorded down), counted, logged once a minute."""
+    def _not_here(self, task, key, why: str) -> None:
+        """This host cannot check the URL (a ${VAR} of its definition is not set here, or its
+        kind is forbidden here): the monitor's failure here, not the site's. Handed back
+        unchecked (never recorded down; another host may have it), counted, logged once a
+        minute; and, unlike running out of descriptors, no reason to hold fewer checks."""
         self.stats["monitor_failures"] += 1
         self.to_release_missing.append(key)
         now = time.monotonic()
         if now - self.last_missing_log >= CEILING_LOG_EVERY:
             self.last_missing_log = now
-            self.log.error("monitor failure: a variable of the URL's definition is not set on this host; "
-                           "its slot is handed back unchecked", url_id=task["url_id"],
-                           variable=missing.name, where=missing.where)
+            self.log.error("monitor failure: this host cannot check the URL; its slot is handed back unchecked",
+                           url_id=task["url_id"], error=why)
 
     def _unreadable(self, task, error: Exception) -> probe.Outcome:
         """The slot's result when this version cannot read the URL's stored settings: recorded as
