@@ -143,7 +143,7 @@ WITH due AS (
     FROM (SELECT id, period, next_check_at,
                  floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
           FROM url
-          WHERE next_check_at <= now()
+          WHERE next_check_at <= now() AND push_slot IS NULL   -- push monitors are never checked
           ORDER BY next_check_at
           LIMIT %(batch)s
           FOR UPDATE SKIP LOCKED) AS locked

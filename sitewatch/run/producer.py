@@ -2,13 +2,18 @@
 
 All scheduling decisions are made by one SQL statement (store.enqueue_due)
 using the database clock, so any number of producers on any number of hosts
-can run against one database without double-enqueuing.
+can run against one database without double-enqueuing. Push monitors are not enqueued (they
+are never checked): the producer records their missed slots instead (pushstore.record_missed),
+just as safely across hosts.
 """
 
+import os
+import socket
 import time
 
 from .. import logs
-from ..db import schema, store
+from ..alerts.settings import alert_defaults
+from ..db import pushstore, schema, store
 from ..db.database import Reconnecting, is_connection_error
 
 MIN_SLEEP = 0.02          # floor between loops when work is due continuously: batch, don't spin
@@ -23,6 +28,9 @@ class Producer:
                                on_connect=schema.check_version)
         self.enqueued = 0
         self.skipped = 0
+        self.missed = 0
+        self.owner = f"{socket.gethostname()}:{ctx.role}:{os.getpid()}"   # checked_by of missed slots
+        self.alert_defaults = alert_defaults(self.cfg)
         self._last_stats = time.monotonic()
 
     def run(self) -> None:
@@ -49,16 +57,19 @@ class Producer:
         """Enqueue everything due now; return how long to sleep."""
         batch = self.cfg.producer.batch_size
         while True:
+            # Missed push slots first: they are due by the same index, and enqueue_due passes over them.
+            missed_due, missed = pushstore.record_missed(conn, batch, self.owner, self.alert_defaults)
+            self.missed += missed
             due, enqueued, skipped = store.enqueue_due(conn, batch)
             self.enqueued += enqueued
             self.skipped += skipped
-            if due < batch or self.ctx.should_stop():
+            if (due < batch and missed_due < batch) or self.ctx.should_stop():
                 break
             self.ctx.heartbeat()
         until_due = store.seconds_until_due(conn)
         if until_due is None:
             return self.cfg.producer.poll_interval
-        if until_due <= 0 and due == 0:
+        if until_due <= 0 and due == 0 and missed_due == 0:
             # Rows are due but we could lock none of them: another producer or a `url import`
             # holds them. They are its work (or free again soon); poll, don't spin.
             return self.cfg.producer.poll_interval
@@ -74,7 +85,9 @@ class Producer:
             # One line per interval, not per statement: skips come in bursts after an outage.
             self.log.info("slots skipped", skipped=self.skipped, interval_s=self.ctx.stats_interval,
                           reason="site still being checked, or a period or more behind")
+        if self.missed:
+            self.log.info("push slots missed", missed=self.missed, interval_s=self.ctx.stats_interval)
         self.ctx.send_stats({"enqueued": self.enqueued, "skipped": self.skipped,
                              "queue_waiting": waiting, "queue_leased": leased,
                              "db_errors": self.db.take_errors()})
-        self.enqueued = self.skipped = 0
+        self.enqueued = self.skipped = self.missed = 0

@@ -1,0 +1,130 @@
+-- Push (heartbeat) monitors' SQL (DESIGN.md section 12, check/push.py for the slot rules,
+-- migrations/0011_push.sql for the columns). Each block starts with "-- name: NAME" and a
+-- description; db/pushstore.py loads them once.
+--
+-- Every statement that records a result moves the alert state in the same statement, with
+-- alert_apply_results, exactly as complete_tasks does: history, uptime, alerts, badges and the
+-- page see a push monitor's slots as any other's. Lock order as elsewhere: url, then url_state.
+
+-- name: add_push
+-- Register a push monitor: its first slot starts now, and is missed at now + period + grace.
+-- Refused (no row returned) when its identity is taken, as add_url is.
+INSERT INTO url (url, name, period, timeout, grace, push_token_hash, push_slot, next_check_at,
+                 failure_threshold, success_threshold, notify)
+VALUES (%(url)s, %(name)s, %(period)s, %(timeout)s, %(grace)s, %(token_hash)s, now(),
+        now() + make_interval(secs => %(period)s + %(grace)s),
+        %(failure_threshold)s, %(success_threshold)s, %(notify)s::text[])
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: new_token
+-- `url show-token`: the monitor gets a new token (only its hash is kept); the old one stops working.
+UPDATE url SET push_token_hash = %(token_hash)s WHERE id = %(id)s AND push_slot IS NOT NULL
+RETURNING id;
+
+-- name: ping
+-- A job's ping, one statement, so a busy script costs one round trip: find the monitor by its
+-- token's hash (one index probe), settle the slot the ping covers (check/push.py), move the
+-- cursor, record the result and the alert state. %(signal)s is 'start', 'success' or 'failure'.
+-- * The slot settled is the cursor (the oldest slot with no result). When even its deadline has
+--   passed (no producer wrote it missed: no `sitewatch run` was running), the ping settles the
+--   slot it falls in, and the slots before are skipped and counted, as enqueue_due does after
+--   an outage.
+-- * A success before the cursor slot starts settles nothing (that slot's success is in);
+--   a failure always settles the cursor slot; 'start' settles nothing and opens a run.
+-- * next_check_at: when the new cursor slot is missed, or an open run overruns (least()
+--   ignores the null of no open run).
+-- Returns (monitors found: 0 or 1, results recorded: 0 or 1).
+WITH monitor AS (
+    SELECT id, period, grace, push_slot
+    FROM url WHERE push_token_hash = %(token_hash)s
+    FOR UPDATE
+), settled AS (
+    SELECT m.id,
+           CASE WHEN m.push_slot + make_interval(secs => m.period + m.grace) <= now()
+                THEN m.push_slot + floor(extract(epoch FROM now() - m.push_slot) / m.period)
+                                   * make_interval(secs => m.period)
+                ELSE m.push_slot END AS slot
+    FROM monitor m
+    WHERE %(signal)s = 'failure' OR (%(signal)s = 'success' AND m.push_slot <= now())
+), moved AS (
+    UPDATE url SET
+        push_slot = coalesce(s.slot + make_interval(secs => m.period), url.push_slot),
+        push_started_at = CASE WHEN %(signal)s = 'start' THEN now() END,
+        next_check_at = least(coalesce(s.slot + make_interval(secs => m.period), url.push_slot)
+                                  + make_interval(secs => m.period + m.grace),
+                              CASE WHEN %(signal)s = 'start' THEN now() + make_interval(secs => m.grace) END),
+        skipped_slots = url.skipped_slots
+            + CASE WHEN s.slot > url.push_slot
+                   THEN floor(extract(epoch FROM s.slot - url.push_slot) / m.period)::bigint ELSE 0 END
+    FROM monitor m LEFT JOIN settled s ON s.id = m.id
+    WHERE url.id = m.id
+    RETURNING url.id
+), recorded AS (
+    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, message, attempt,
+                             checked_by)
+    SELECT s.id, s.slot, now(), %(signal)s = 'success', %(error_kind)s, %(error)s, %(message)s, 1, %(owner)s
+    FROM settled s
+    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
+), alerted AS (
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
+                                                            cert_days_left, checked_by, degraded)::alert_result)
+                                       FROM recorded),
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
+                                      %(notify_degraded)s)
+    ON CONFLICT (key, channel) DO NOTHING
+)
+SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS recorded;
+
+-- name: record_missed
+-- The producer's second statement (every host runs it): record each push monitor's slot that
+-- passed its deadline with no ping as failed, error_kind 'missed', and move its cursor on; an
+-- open /start run past its grace is recorded the same way (it overran). Exactly once across
+-- hosts, like enqueue_due: the due url rows are locked FOR UPDATE SKIP LOCKED and their cursor
+-- moves in the same statement (a second producer's recheck of next_check_at <= now() then
+-- fails), and UNIQUE (url_id, scheduled_at) is the last guard. When several slots are overdue
+-- (no producer ran), the latest is recorded and the older ones skipped and counted, as
+-- enqueue_due does. Returns (monitors due, results recorded).
+WITH due AS (
+    SELECT id, period, grace, push_slot, push_started_at,
+           -- slots whose deadline passed; at least one (an overrun settles the cursor slot)
+           greatest(1, floor(extract(epoch FROM now() - push_slot - make_interval(secs => grace))
+                             / period))::bigint AS settled
+    FROM url
+    WHERE push_slot IS NOT NULL AND next_check_at <= now()
+    ORDER BY next_check_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE url SET
+        push_slot = d.push_slot + d.settled * make_interval(secs => d.period),
+        push_started_at = NULL,
+        next_check_at = d.push_slot + (d.settled + 1) * make_interval(secs => d.period)
+                        + make_interval(secs => d.grace),
+        skipped_slots = url.skipped_slots + d.settled - 1
+    FROM due d
+    WHERE url.id = ANY (ARRAY(SELECT id FROM due)) AND url.id = d.id
+    RETURNING url.id
+), recorded AS (
+    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, attempt, checked_by)
+    SELECT d.id, d.push_slot + (d.settled - 1) * make_interval(secs => d.period), now(), false, 'missed',
+           CASE WHEN d.push_started_at IS NOT NULL AND d.push_started_at + make_interval(secs => d.grace) <= now()
+                THEN 'started at ' || to_char(d.push_started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+                     || ' UTC and no success or failure within the grace of ' || d.grace || ' s'
+                ELSE 'no ping within the period and grace (' || d.period || ' s + ' || d.grace || ' s)' END,
+           1, %(owner)s
+    FROM due d
+    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
+), alerted AS (
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
+                                                            cert_days_left, checked_by, degraded)::alert_result)
+                                       FROM recorded),
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
+                                      %(notify_degraded)s)
+    ON CONFLICT (key, channel) DO NOTHING
+)
+SELECT (SELECT count(*) FROM due) AS due, (SELECT count(*) FROM recorded) AS recorded;
