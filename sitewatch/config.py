@@ -192,6 +192,9 @@ SETTINGS = [
     Setting("web", "rate_limit", int, 30, "Expensive requests that miss the 5 s cache (a search, a page "
             "past the 1,000th URL or incident) each client (by IP address) may make a minute; more get 429. "
             "0: no limit.", check=accepts.between(0, 1_000_000)),
+    Setting("web", "ping_rate_limit", int, 60, "Pings each push monitor's token may make a minute "
+            "(/ping/TOKEN, in bursts of as many); more get 429, so a looping job cannot load the database. "
+            "0: no limit.", check=accepts.between(0, 1_000_000)),
 
     Setting("log", "level", str, "info", "Log level.", check=accepts.one_of("debug", "info", "warning", "error")),
     Setting("log", "format", str, "auto", "console, json, ecs (Elastic Common Schema JSON, for ELK), or "

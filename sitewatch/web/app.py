@@ -29,7 +29,8 @@ from ..redact import printable, redact_url
 from . import data, glance, svg
 from .auth import AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
-from .pool import ReadOnlyPool
+from .ping import PING_POOL_SIZE, PingEndpoint
+from .pool import PingPool, ReadOnlyPool
 from .ratelimit import RateLimiter, TooMany
 
 PAGE_SIZE = 100                 # URLs per page of /
@@ -469,6 +470,9 @@ def create_app(cfg, dsn: str) -> Starlette:
         app.add_middleware(AuthMiddleware, access=access, public=parse_public(cfg.web.public))
     # outermost: on 401s too
     app.add_middleware(SecurityHeaders, frame_ancestors=cfg.web.frame_ancestors, script_hash=_SCRIPT_HASH)
+    # outside everything: a push monitor's pings (no auth, no cache: web/ping.py)
+    app.state.ping_pool = PingPool(dsn, cfg.database.timeout, size=PING_POOL_SIZE)
+    app.add_middleware(PingEndpoint, cfg=cfg, pool=app.state.ping_pool)
     return app
 
 

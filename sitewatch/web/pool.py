@@ -1,8 +1,10 @@
-"""The web child's own small pool of read-only connections.
+"""The web child's own small pools of connections: read-only ones for the pages, and two
+writable ones for pings (PingPool).
 
 Opened lazily in the process that serves (after spawn), shared by the request
-threads. Every connection is read-only at the session level
-(default_transaction_read_only), so no code path of the web can write, and runs
+threads. Every connection of ReadOnlyPool is read-only at the session level
+(default_transaction_read_only), so no page, API or badge code path can write; the
+only writes are a push monitor's pings, one statement each (web/ping.py). All run
 in UTC so hour and day buckets match the rollups'.
 """
 
@@ -17,6 +19,8 @@ POOL_SIZE = 4     # connections at most: the web must not crowd out the producer
 
 
 class ReadOnlyPool:
+    READ_ONLY = True
+
     def __init__(self, dsn: str, timeout: float, size: int = POOL_SIZE):
         self.dsn, self.timeout = dsn, timeout
         self._idle: queue.LifoQueue = queue.LifoQueue()
@@ -27,7 +31,8 @@ class ReadOnlyPool:
         with conn.cursor() as cur:
             # Short queries: parallel workers and JIT compilation cost more than they save, and
             # workers would take backends and CPU from the producer and consumers.
-            cur.execute("SET default_transaction_read_only = on; SET TIME ZONE 'UTC'; "
+            cur.execute(f"SET default_transaction_read_only = {'on' if self.READ_ONLY else 'off'}; "
+                        "SET TIME ZONE 'UTC'; "
                         "SET max_parallel_workers_per_gather = 0; SET jit = off")
         return conn
 
@@ -58,3 +63,10 @@ class ReadOnlyPool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class PingPool(ReadOnlyPool):
+    """The web's one way to write: a push monitor's pings (web/ping.py), each one statement.
+    Its own connections, so the read-only pool stays read-only and pings never wait behind pages."""
+
+    READ_ONLY = False

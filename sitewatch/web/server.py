@@ -108,6 +108,7 @@ def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
         server.run(sockets=[sock])
     finally:
         app.state.pool.close()
+        app.state.ping_pool.close()
 
 
 def run_child(ctx) -> None:
