@@ -10,14 +10,15 @@ import os
 import sys
 import traceback
 
-from . import __version__, checkcli, config, logs, monitorcli
-from .check import kinds
+from . import __version__, checkcli, config, logs, monitorcli, pushcli
+from .check import kinds, push
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
 from .redact import redact_text, redact_url
 
 # The kinds of monitor, by URL scheme (check/kinds.py; README "Monitor kinds").
 URL_HELP = (f"what to monitor, a URL of scheme {kinds.schemes_text()}: e.g. https://example.com/, "
-            f"tcp://HOST:PORT (connect; --send, --expect), tls://HOST:PORT (a TLS handshake)")
+            f"tcp://HOST:PORT (connect; --send, --expect), tls://HOST:PORT (a TLS handshake); or, for "
+            f"url add, push://NAME: a heartbeat the job pings (prints its ping URL; see README, push://)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,7 +69,11 @@ def build_parser() -> ArgumentParser:
     add.add_argument("url", metavar="URL", help=URL_HELP)
     add.add_argument("-p", "--period", metavar="SECONDS",
                      help="seconds between checks (default: check.default_period = 60; "
-                          "within check.min_period..check.max_period, default 5..300)")
+                          "within check.min_period..check.max_period, default 5..300); push://: the job's "
+                          "period, also 90s, 15m, 2h, 1d (default 1d, at most 31d)")
+    add.add_argument("--grace", metavar="DURATION",
+                     help="push:// only: how late a ping may be, and the longest run after /start, e.g. 90s, "
+                          "15m, 1h (default: a fifth of the period, from 1 min to 1 h)")
     add.add_argument("-r", "--regex", metavar="REGEX",
                      help="RE2 regular expression the body must contain (default: none)")
     add_check_options(add)
@@ -81,6 +86,7 @@ def build_parser() -> ArgumentParser:
                      "(default: alerts.default_channels, unset = all)")
 
     monitorcli.add_update_command(url_commands, add_check_options)
+    pushcli.add_show_token_command(url_commands)
 
     remove = url_commands.add_parser("remove", help="stop monitoring a URL",
                                      description="Stop monitoring a URL. Its pending task is dropped; its "
@@ -245,6 +251,8 @@ def dispatch(args, cfg, env, flags) -> int:
             print(f"sitewatch: warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "check":
+        if push.is_push(args.url):
+            raise BadInput("a push:// monitor is not checked by sitewatch: its job pings it (url add prints how)")
         return checkcli.run(args, cfg, {**check_options(args), **monitorcli.request_options(args)})
     if args.command == "run":
         from .run.supervisor import run
@@ -257,6 +265,7 @@ def dispatch(args, cfg, env, flags) -> int:
         from .urlspec import make_entry
         options = check_options(args)
         options["period"] = args.period
+        options["grace"] = args.grace
         options.update(failure_threshold=args.failure_threshold, success_threshold=args.success_threshold,
                        notify=args.notify)
         options.update(monitorcli.request_options(args))
@@ -267,6 +276,8 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = monitorcli.prepare_update(args)
     elif args.command == "url" and args.url_command == "remove":
         payload = monitorcli.name_or_url(args.url)
+    elif args.command == "url" and args.url_command == "show-token":
+        payload = args.monitor
     elif args.command == "url" and args.url_command == "import":
         payload = read_import(args.file, cfg)
         check_channels_known(payload, cfg)
@@ -323,7 +334,12 @@ def read_import(path, cfg):
         raise BadInput(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path} is not UTF-8 text") from None
-    return parse_import(text, source, cfg.check)
+    entries = parse_import(text, source, cfg.check)
+    for entry in entries:
+        if push.is_push(entry.url):     # each needs its token printed once: one `url add` each
+            raise BadInput(f"{entry.url}: add push monitors with `sitewatch url add`, which prints each "
+                           f"one's ping URL")
+    return entries
 
 
 def with_database(cfg, action, migrate: bool = False) -> int:
@@ -373,7 +389,11 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")
         return 0
-    if args.url_command == "add":
+    if args.url_command == "add" and push.is_push(payload.url):
+        pushcli.add(conn, cfg, payload)
+    elif args.url_command == "show-token":
+        pushcli.show_token(conn, cfg, payload)
+    elif args.url_command == "add":
         store.add_url(conn, payload)
         named = f" as {payload.name!r}" if payload.name else ""
         regex = "regex" if kinds.is_http(payload.url) else "expect"     # a tcp:// monitor's regex

@@ -14,7 +14,7 @@ import yaml
 from . import requestspec
 from .alerts.settings import parse_notify
 from .assertions import parse_all
-from .check import kinds
+from .check import kinds, push
 from .check.address import normalise_host
 from .errors import BadInput
 from .redact import redact_url
@@ -55,6 +55,7 @@ class UrlEntry:
     client_cert: str | None = None
     client_key: str | None = None
     ip_version: int | None = None        # 4, 6, None = any
+    grace: int | None = None             # push:// monitors only: seconds a ping may be late (check/push.py)
     # A tcp:// monitor's `send` is stored in `body` (the bytes written), its `expect` in `regex`.
 
     def as_row(self) -> dict:
@@ -83,6 +84,8 @@ def normalise_url(raw) -> str:
         raise BadInput(f"URL must be text, got {type(raw).__name__}")
     if not raw:
         raise BadInput("URL is empty")
+    if push.is_push(raw):           # a kind of its own: push://NAME (check/push.py)
+        return push.normalise(raw)
     if len(raw) > MAX_URL_LENGTH:
         raise BadInput(f"URL is longer than {MAX_URL_LENGTH} characters ({len(raw)})")
     if not raw.isprintable() or " " in raw:     # one C-speed test; the loop only names the culprit
@@ -232,7 +235,15 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         return default if value is None else value
 
     url = normalise_url(options["url"])
-    kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
+    if push.is_push(url):
+        push.check_options(options)
+        period = push.validate_period(options.get("period"), check_config.min_period)
+    else:
+        if options.get("grace") is not None:
+            raise BadInput("grace is for push:// monitors (a job's heartbeat)")
+        kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
+        period = validate_period(given("period", check_config.default_period),
+                                 check_config.min_period, check_config.max_period)
     expected_status = given("expected_status", check_config.expected_status)
     parse_expected_status(expected_status)
     body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
@@ -249,8 +260,7 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         raise BadInput("give bearer or an Authorization header, not both")
     return UrlEntry(
         url=url,
-        period=validate_period(given("period", check_config.default_period),
-                               check_config.min_period, check_config.max_period),
+        period=period,
         regex=validate_regex(regex),
         timeout=validate_timeout(given("timeout", check_config.timeout)),
         method=validate_method(given("method", "GET")),
@@ -270,6 +280,7 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         client_cert=client_cert,
         client_key=client_key,
         ip_version=requestspec.validate_ip_version(options.get("ip_version")),
+        grace=push.validate_grace(options.get("grace"), period) if push.is_push(url) else None,
     )
 
 

@@ -1,0 +1,48 @@
+"""The command line of push monitors: `url add push://NAME` and `url show-token NAME`.
+
+The token is printed once, on standard output, and never stored: only its hash is
+(check/push.py). So `show-token` cannot show the token again: it issues a new one.
+"""
+
+from .check import push
+from .db import pushstore
+
+SHOW_TOKEN_HELP = ("issue a new ping token for a push monitor and print its URL once; the old token "
+                   "stops working (only a hash of the token is stored, so it cannot be shown again)")
+
+
+def add_show_token_command(url_commands) -> None:
+    show = url_commands.add_parser("show-token", help=SHOW_TOKEN_HELP, description=SHOW_TOKEN_HELP[0].upper()
+                                   + SHOW_TOKEN_HELP[1:] + ".")
+    show.add_argument("monitor", metavar="NAME", help="the push monitor: its --name, push://NAME, or NAME")
+
+
+def print_ping_address(cfg, token: str) -> None:
+    print(f"ping URL: {push.ping_address(token, cfg.web.base_url)}")
+    if not cfg.web.base_url:
+        print(f"  (a path on the web listener, web.listen = {cfg.web.listen or 'unset'}; set web.base_url "
+              f"to print the address jobs reach)")
+    print("  the token is shown only now; `sitewatch url show-token` replaces it")
+
+
+def add(conn, cfg, entry) -> None:
+    token = push.new_token()
+    pushstore.add_push(conn, entry, push.token_hash(token))
+    named = f" as {entry.name!r}" if entry.name else ""
+    print(f"added {entry.url}{named} (a heartbeat every {entry.period} s, grace {entry.grace} s)")
+    print_ping_address(cfg, token)
+
+
+def show_token(conn, cfg, text: str) -> None:
+    from .db import store
+    from .errors import BadInput
+    try:
+        url_id, url, name = store.find_monitor(conn, text)
+    except BadInput:
+        if "://" in text:
+            raise
+        url_id, url, name = store.find_monitor(conn, f"{push.SCHEME}://{text}")   # the bare NAME
+    token = push.new_token()
+    pushstore.new_token(conn, url_id, push.token_hash(token))
+    print(f"new token for {name or url} (the old one no longer works)")
+    print_ping_address(cfg, token)
