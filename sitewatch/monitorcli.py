@@ -9,6 +9,7 @@ import json
 import sys
 
 from . import requestspec
+from .check import push
 from .errors import BadInput
 from .redact import redact_url
 
@@ -109,6 +110,8 @@ def add_update_command(url_commands, add_check_options) -> None:
     upd.add_argument("monitor", metavar="URL|NAME", help="the monitor's name, or its URL")
     upd.add_argument("--url", dest="new_url", metavar="URL", help="check this URL from now on")
     upd.add_argument("-p", "--period", metavar="SECONDS", help="seconds between checks")
+    upd.add_argument("--grace", metavar="DURATION", help="push:// only: how late a ping may be (a new period "
+                     "or grace starts a new slot now)")
     upd.add_argument("-r", "--regex", metavar="REGEX", help="RE2 regex the body must contain ('' removes it)")
     add_check_options(upd)
     upd.add_argument("--failure-threshold", metavar="N", help="consecutive failed checks that turn it down")
@@ -126,12 +129,15 @@ def add_update_command(url_commands, add_check_options) -> None:
 # Stored columns that are options of make_entry under the same name.
 _STORED = ("url", "period", "regex", "timeout", "method", "expected_status", "max_redirects", "verify_tls",
            "failure_threshold", "success_threshold", "notify", "name", "headers", "bearer", "client_cert",
-           "client_key", "ip_version")
+           "client_key", "ip_version", "grace")
+# Those a push monitor has (the others keep their column defaults, and are no options of it).
+_PUSH_STORED = ("url", "period", "failure_threshold", "success_threshold", "notify", "name", "grace")
 
 
 def prepare_update(args):
     """The changes asked for, checked on their own before the database is opened (exit 2)."""
-    changes = {"url": args.new_url, "period": args.period, "regex": args.regex, "timeout": args.timeout,
+    changes = {"url": args.new_url, "period": args.period, "grace": args.grace, "regex": args.regex,
+               "timeout": args.timeout,
                "method": args.method, "expected_status": args.expected_status,
                "max_redirects": args.max_redirects, "verify_tls": args.verify_tls,
                "failure_threshold": args.failure_threshold, "success_threshold": args.success_threshold,
@@ -161,6 +167,10 @@ def _expressions(stored: dict, added: dict, no_assert: list[str]) -> dict:
 
 def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     """The options of the monitor after the change: stored values, overridden by those given."""
+    if push.is_push(stored["url"]):
+        options = {key: stored[key] for key in _PUSH_STORED}
+        options.update(changes)
+        return options
     options = {key: stored[key] for key in _STORED}
     if stored["ip_version"] is None:
         options["ip_version"] = "any"
@@ -198,8 +208,14 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
     url_id = store.find_monitor(conn, payload["monitor"])[0]
 
     def change(stored):
-        options = {**merged_options(stored, payload["changes"], payload["no_header"]),
-                   **_expressions(stored, payload["added"], payload["no_assert"])}
+        if push.is_push(payload["changes"].get("url", stored["url"])) != push.is_push(stored["url"]):
+            raise BadInput("a monitor cannot change between push:// and a checked URL: remove it and add "
+                           "the new one")
+        options = merged_options(stored, payload["changes"], payload["no_header"])
+        if not push.is_push(stored["url"]):
+            options.update(_expressions(stored, payload["added"], payload["no_assert"]))
+        elif payload["no_header"] or payload["no_assert"] or any(payload["added"].values()):
+            raise BadInput("a push monitor has no headers or assertions")
         entry = make_entry(options, cfg.check)
         check_channels_known([entry], cfg)
         return entry
@@ -212,7 +228,7 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
     if not kinds.is_http(entry.url):    # a tcp:// monitor's body and regex are its send and expect
         changed = [{"body": "send", "regex": "expect"}.get(key, key) for key in changed]
     shown = ", ".join(changed) or "nothing"
-    resloted = " (re-slotted from now)" if "period" in changed else ""
+    resloted = " (re-slotted from now)" if "period" in changed or "grace" in changed else ""
     print(f"updated {entry.shown}: {shown}{resloted}")
     return 0
 

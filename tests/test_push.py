@@ -103,6 +103,25 @@ def test_import_refuses_push_monitors_and_show_token_refuses_http_ones(cli, db):
     assert done.returncode == 2 and "not a push monitor" in done.stderr
 
 
+def test_url_update_of_a_push_monitor_reslots_it_and_refuses_check_options(cli, db):
+    add_push(cli, "job", "--period", "1h", "--grace", "10m")
+    query(db, "UPDATE url SET push_slot = push_slot - interval '1 minute',"
+              " push_started_at = now() RETURNING 1")    # a slot under way, a run open
+    done = cli("url", "update", "push://job", "--name", "backup", "--failure-threshold", "4")
+    assert done.returncode == 0, done.stderr
+    kept = query(db, "SELECT name, failure_threshold, now() - push_slot, push_started_at IS NOT NULL FROM url")
+    assert kept[0][:2] == ("backup", 4) and kept[0][2].total_seconds() >= 60 and kept[0][3]   # same slot
+    done = cli("url", "update", "backup", "--grace", "5m")
+    assert done.returncode == 0 and "re-slotted from now" in done.stdout, done.stderr
+    grace, behind, open_run, deadline = query(db, "SELECT grace, now() - push_slot, push_started_at IS NOT NULL,"
+                                                  " next_check_at - push_slot FROM url")[0]
+    assert grace == 300 and behind.total_seconds() < 5 and not open_run and deadline.total_seconds() == 3900
+    for args in (["--timeout", "3"], ["--url", "https://example.com/"], ["--assert", "status == 200"]):
+        done = cli("url", "update", "backup", *args)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+    assert query(db, "SELECT url, grace, timeout, assertions FROM url") == [("push://job", 300, 10.0, [])]
+
+
 # --- the web listener ------------------------------------------------------------------------
 
 @pytest.fixture
@@ -204,9 +223,11 @@ def test_on_time_stopped_failing_and_overrunning_jobs(cli, db, sitewatch):   # n
     run.wait_for("producer started")
     web = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
     wait_until(lambda: _answers(web, "/ping/" + "A" * 32), 30, "the web child")
+    # overruns: a run may last a second, its period is long (its slot is missed only at 11 s)
+    overruns = add_push(cli, "overruns", "--period", "10", "--grace", "1")
+    assert web.get(f"/ping/{overruns}/start").status_code == 200
     tokens = {name: add_push(cli, name, "--period", "2", "--grace", "1", "--failure-threshold", "2")
-              for name in ("overruns", "steady", "stops", "fails")}
-    assert web.get(f"/ping/{tokens['overruns']}/start").status_code == 200
+              for name in ("steady", "stops", "fails")}
     deadline = scalar(db, "SELECT now() + interval '7 seconds'")
     sent = 0
     while scalar(db, "SELECT now()") < deadline:
@@ -227,9 +248,9 @@ def test_on_time_stopped_failing_and_overrunning_jobs(cli, db, sitewatch):   # n
     assert "no ping within the period and grace (2 s + 1 s)" in stops[-1][3]
     overruns = results(db, "overruns")
     assert overruns[0][2] == "missed" and overruns[0][3].startswith("started at "), overruns
-    # recorded at /start + grace, well before the slot's own deadline (its start + 3 s)
+    # recorded at /start + grace, well before the slot's own deadline (its start + 11 s)
     assert scalar(db, "SELECT r.started_at - r.scheduled_at FROM task_result r JOIN url u ON u.id = r.url_id"
-                      " WHERE u.url = 'push://overruns' ORDER BY r.scheduled_at LIMIT 1").total_seconds() < 2.5
+                      " WHERE u.url = 'push://overruns' ORDER BY r.scheduled_at LIMIT 1").total_seconds() < 8
     assert results(db, "fails")[-1][1:4] == (False, "failed", "the job reported failure: backup: no space left")
     # the alert path: the stopped job is down with an incident, the steady one up
     states = dict(query(db, "SELECT u.url, s.state FROM url_state s JOIN url u ON u.id = s.url_id"))
