@@ -265,7 +265,7 @@ WHERE url_id = %(id)s AND NOT ok ORDER BY scheduled_at DESC LIMIT %(limit)s;
 -- name: raw_history
 -- One URL's raw results in [since, until), oldest first.
 SELECT scheduled_at, started_at, response_time_ms, status_code, regex_matched, ok, error_kind, error,
-       cert_days_left, degraded, dns_ms, connect_ms, tls_ms, first_byte_ms
+       cert_days_left, degraded, dns_ms, connect_ms, tls_ms, first_byte_ms, message
 FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(since)s AND scheduled_at < %(until)s
 ORDER BY scheduled_at;
 

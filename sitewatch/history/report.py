@@ -21,7 +21,7 @@ _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")     # a duration, not a time: whole 
 FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
                    "error_kind", "error", "cert_days_left", "degraded", "dns_ms", "connect_ms", "tls_ms",
-                   "first_byte_ms", "source")
+                   "first_byte_ms", "message", "source")
 STATUS_FIELDS = ("url", "name", "state", "since", "uptime_24h", "uptime_7d", "uptime_30d", "coverage_24h",
                  "p95_ms_24h", "last_error_kind", "last_error", "cert_days_left", "degraded_24h")
 
@@ -317,7 +317,7 @@ def history_rows(conn, url_id: int, since, until):
                 yield (bucket, None, None if not rt_count else round(rt_sum / rt_count, 3), None, None,
                        failed == 0, None,
                        None if failed == 0 else f"{failed} of {checks} checks failed", cert, None,
-                       None, None, None, None, "hourly")
+                       None, None, None, None, None, "hourly")
         cur.execute(QUERIES["raw_history"], {"id": url_id, "since": max(since, raw_from or since), "until": until})
         for row in cur:
             yield (*row, "raw")
