@@ -58,13 +58,15 @@ ORDER BY name NULLS FIRST;
 -- One monitor's stored settings (url update reads them, changes some, writes them back).
 SELECT id, url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
        failure_threshold, success_threshold, notify, name, headers, body, body_json, bearer,
-       client_cert, client_key, ip_version, assertions, degraded
+       client_cert, client_key, ip_version, assertions, degraded, grace
 FROM url WHERE id = %(id)s FOR UPDATE;
 
 -- name: update_url
 -- Change a monitor in place: its id, results, state and incidents stay. A new period
 -- re-slots it from now (its next slot is due now, then every period); an unchanged period
--- keeps its slot phase.
+-- keeps its slot phase. A push monitor (push_slot set) whose period or grace changes starts a
+-- new slot now, missed at now + period + grace (check/push.py), and its open /start run is
+-- forgotten.
 UPDATE url SET
     url = %(url)s, period = %(period)s, regex = %(regex)s, timeout = %(timeout)s, method = %(method)s,
     expected_status = %(expected_status)s, max_redirects = %(max_redirects)s, verify_tls = %(verify_tls)s,
@@ -72,8 +74,14 @@ UPDATE url SET
     notify = %(notify)s::text[], name = %(name)s, headers = %(headers)s::text[], body = %(body)s,
     body_json = %(body_json)s, bearer = %(bearer)s, client_cert = %(client_cert)s,
     client_key = %(client_key)s, ip_version = %(ip_version)s,
-    assertions = %(assertions)s::text[], degraded = %(degraded)s::text[],
-    next_check_at = CASE WHEN period = %(period)s THEN next_check_at ELSE now() END
+    assertions = %(assertions)s::text[], degraded = %(degraded)s::text[], grace = %(grace)s,
+    push_slot = CASE WHEN period = %(period)s AND grace = %(grace)s THEN push_slot
+                     WHEN push_slot IS NOT NULL THEN now() END,
+    push_started_at = CASE WHEN period = %(period)s AND grace = %(grace)s THEN push_started_at END,
+    next_check_at = CASE WHEN push_slot IS NULL THEN
+                             CASE WHEN period = %(period)s THEN next_check_at ELSE now() END
+                         WHEN period = %(period)s AND grace = %(grace)s THEN next_check_at
+                         ELSE now() + make_interval(secs => %(period)s + %(grace)s) END
 WHERE id = %(id)s;
 
 -- name: lock_removed_url
