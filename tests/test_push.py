@@ -174,9 +174,11 @@ def test_pings_record_results_and_refuse_unknown_tokens_and_big_bodies(cli, db, 
     assert web.get(f"/badge/{url_id}/status.svg").status_code == 200
 
 
-def test_each_token_has_its_own_rate_limit(cli, db, listener):
+def test_each_token_has_its_own_rate_limit_and_pings_need_no_web_auth(cli, db, listener):
     first, second = add_push(cli, "one", "--period", "5", "--grace", "5"), add_push(cli, "two")
-    web = listener(SITEWATCH_WEB__PING_RATE_LIMIT=3)
+    web = listener(SITEWATCH_WEB__PING_RATE_LIMIT=3, SITEWATCH_WEB__AUTH="token:page-secret")
+    assert web.get("/api/v1/summary").status_code == 401              # the pages are closed
+    # each reaches the handler (none is answered by the 5 s response cache) and spends the budget
     assert [web.get(f"/ping/{first}/start").status_code for _ in range(3)] == [200] * 3
     refused = web.get(f"/ping/{first}")
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
