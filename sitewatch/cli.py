@@ -110,6 +110,20 @@ def build_parser() -> ArgumentParser:
                                               "spread across each URL's period.")
     imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
 
+    apply = commands.add_parser(
+        "apply", help="make the monitors match a file: add, update, and with --prune remove",
+        description="Make the monitors match FILE (or - for stdin), in the `url import` format with every "
+                    "option: monitors it names are added or changed in place (history, state and incidents "
+                    "stay; a new period re-slots from now); with --prune, monitors it does not name are "
+                    "removed (their open incidents closed, as `url remove` does). A monitor is named by its "
+                    "`name`, else by its URL. A key left out of an entry means its default. Prints one line "
+                    "per change (`+ NAME`, `~ NAME: FIELD OLD -> NEW`, `- NAME`; secrets redacted), or "
+                    "`no changes`. Every entry is validated first; all of it is written in one transaction, "
+                    "or nothing. Exit 2 on a bad entry, naming it and its line.")
+    apply.add_argument("file", metavar="FILE", help="path, or - for standard input")
+    apply.add_argument("--prune", action="store_true", help="also remove monitors the file does not name")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+
     chk = commands.add_parser("check", help="check one URL now and print the result (no database)",
                               description="Run one check exactly as the consumers do and print the "
                                           "result. Exit 0 when up, 1 when down.")
@@ -278,7 +292,7 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = monitorcli.name_or_url(args.url)
     elif args.command == "url" and args.url_command == "show-token":
         payload = args.monitor
-    elif args.command == "url" and args.url_command == "import":
+    elif args.command == "apply" or (args.command == "url" and args.url_command == "import"):
         payload = read_import(args.file, cfg)
         check_channels_known(payload, cfg)
     elif args.command in ("status", "history"):
@@ -385,6 +399,10 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     if args.command in ("incidents", "silence"):
         from .alerts import cli as alerts_cli
         return alerts_cli.run(args, cfg, conn, payload)
+    if args.command == "apply":
+        from . import apply
+        from .alerts.settings import default_channels
+        return apply.run(conn, payload, default_channels(cfg), args.prune, args.dry_run)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")

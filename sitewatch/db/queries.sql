@@ -85,21 +85,22 @@ UPDATE url SET
 WHERE id = %(id)s;
 
 -- name: lock_removed_url
--- Before remove_url, in its transaction, three statements: the url row (the producer skips
--- it: no new task), then its task and its alert state in the result path's order (task, then
--- url_state), so a result batch recording it commits first (no deadlock) and remove_url's own
--- snapshot sees the incident that batch may have opened.
-SELECT id FROM url WHERE id = %(id)s FOR UPDATE;
-SELECT t.id FROM task t WHERE t.url_id = %(id)s FOR UPDATE OF t;
-SELECT s.url_id FROM url_state s WHERE s.url_id = %(id)s FOR UPDATE OF s;
+-- Before remove_url, in its transaction, three statements: the url rows (the producer skips
+-- them: no new task), then their tasks and their alert state in the result path's order (task,
+-- then url_state, each by id), so a result batch recording one commits first (no deadlock) and
+-- remove_url's own snapshot sees the incident that batch may have opened.
+SELECT id FROM url WHERE id = ANY (%(ids)s::bigint[]) ORDER BY id FOR UPDATE;
+SELECT t.id FROM task t WHERE t.url_id = ANY (%(ids)s::bigint[]) ORDER BY t.id FOR UPDATE OF t;
+SELECT s.url_id FROM url_state s WHERE s.url_id = ANY (%(ids)s::bigint[]) ORDER BY s.url_id FOR UPDATE OF s;
 
 -- name: remove_url
 -- Forget a URL; its outstanding task and alert state go with it (ON DELETE CASCADE), its
 -- history stays. An open incident is closed now (end_reason 'url removed'), and if its down
 -- was announced, each of the URL's channels gets a `removed` notice (not while silenced):
--- nobody is left with a down that never gets its end. Returns (id, incidents closed).
+-- nobody is left with a down that never gets its end. One monitor (url remove) or many (apply
+-- --prune). Returns (monitors removed, incidents closed, notices queued).
 WITH gone AS (
-    DELETE FROM url WHERE id = %(id)s RETURNING id, url, notify
+    DELETE FROM url WHERE id = ANY (%(ids)s::bigint[]) RETURNING id, url, notify
 ), closed AS (
     UPDATE incident i SET ended_at = now(), end_reason = 'url removed'
     FROM gone WHERE i.url_id = gone.id AND i.ended_at IS NULL
@@ -118,7 +119,36 @@ WITH gone AS (
     ON CONFLICT (key, channel) DO NOTHING
     RETURNING 1
 )
-SELECT g.id, (SELECT count(*) FROM closed), (SELECT count(*) FROM queued) FROM gone g;
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM closed), (SELECT count(*) FROM queued);
+
+-- name: apply_lock
+-- One `apply` at a time, until its transaction ends: two applies planned against the same
+-- monitors would each print a plan the other made untrue. `run`, `url add` and `import` do
+-- not take it (they never wait for an apply beyond the rows it writes).
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: apply_monitors
+-- Every monitor's settings, for `apply` to compare with its file. {columns} is UrlEntry's
+-- fields (store.py), so a field added to monitors is compared without a change here.
+SELECT id, {columns} FROM url;
+
+-- name: apply_add
+-- `apply`'s new monitors, one statement: %(rows)s is a JSON array of url rows. First slots are
+-- spread at random across the period, as import does, so 100,000 new URLs do not fire in the
+-- same second. clock_timestamp(), not now(): see import_urls.
+INSERT INTO url ({columns}, next_check_at)
+SELECT {v_columns}, clock_timestamp() + random() * make_interval(secs => v.period)
+FROM json_populate_recordset(NULL::url, %(rows)s) AS v;
+
+-- name: apply_update
+-- `apply`'s changes in place, one statement (%(rows)s as in apply_add, with each row's id): as
+-- update_url, its id, results, state and incidents stay; a new period re-slots it from now
+-- (clock_timestamp(): the apply's transaction may have begun seconds ago), an unchanged
+-- period keeps its slot phase.
+UPDATE url AS u SET {set_columns},
+    next_check_at = CASE WHEN u.period = v.period THEN u.next_check_at ELSE clock_timestamp() END
+FROM json_populate_recordset(NULL::url, %(rows)s) AS v
+WHERE u.id = v.id;
 
 -- name: list_urls
 -- Every URL with its settings and its last recorded result (one index probe per URL).

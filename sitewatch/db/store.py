@@ -4,7 +4,9 @@ Functions take an open psycopg2 connection; the caller owns connecting,
 retrying and transactions.
 """
 
+import dataclasses
 import datetime
+import json
 from importlib import resources
 
 import psycopg2.errors
@@ -117,12 +119,19 @@ def remove_url(conn, url_id: int, channels: list[str] | None = None) -> int:
     URL without its own.
     """
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["lock_removed_url"], {"id": url_id})
-        cur.execute(QUERIES["remove_url"], {"id": url_id, "channels": list(channels or [])})
-        found = cur.fetchone()
-        if found is None:
+        removed, closed = remove_urls(cur, [url_id], channels)
+        if not removed:
             raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
-        return found[1]
+        return closed
+
+
+def remove_urls(cur, ids: list[int], channels: list[str] | None) -> tuple[int, int]:
+    """Remove monitors by id in the caller's transaction, as `url remove` does (open incidents
+    closed, `removed` notices queued); returns (monitors removed, incidents closed)."""
+    cur.execute(QUERIES["lock_removed_url"], {"ids": ids})
+    cur.execute(QUERIES["remove_url"], {"ids": ids, "channels": list(channels or [])})
+    removed, closed, _ = cur.fetchone()
+    return removed, closed
 
 
 def monitor_settings(cur, url_id: int) -> dict | None:
@@ -152,6 +161,82 @@ def update_url(conn, url_id: int, change) -> tuple[dict, UrlEntry]:
                 raise BadInput(f"a monitor is already named {entry.name!r}") from None
             raise BadInput(f"already monitored without a name: {redact_url(entry.url)}") from None
         return before, entry
+
+
+# --- apply ------------------------------------------------------------------
+
+# The url columns `apply` compares and writes: every field of UrlEntry (each is a url column of
+# the same name), so a field added to monitors is applied with no change here.
+ENTRY_COLUMNS = tuple(f.name for f in dataclasses.fields(UrlEntry))
+APPLY_LOCK_KEY = 0x5173_7761_7463_6a     # "sitewatcj": next to the migration and maintenance keys
+APPLY_ATTEMPTS = 3      # a deadlock with a result batch, or a monitor added meanwhile: plan again
+_BYTEA = 17             # pg_type oid: such columns arrive as memoryview, entries hold bytes
+
+
+def _apply_query(name: str) -> str:
+    return QUERIES[name].format(columns=", ".join(ENTRY_COLUMNS),
+                                v_columns=", ".join(f"v.{c}" for c in ENTRY_COLUMNS),
+                                set_columns=", ".join(f"{c} = v.{c}" for c in ENTRY_COLUMNS))
+
+
+def _json_rows(rows: list[dict]) -> str:
+    """url rows as the JSON json_populate_recordset reads: bytes as bytea's hex text."""
+    return json.dumps(rows, default=lambda value: "\\x" + value.hex(), separators=(",", ":"))
+
+
+def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool):
+    """Make the url table match a plan, in one transaction: all of it or nothing.
+
+    make_plan(ENTRY_COLUMNS, current rows as (id, *ENTRY_COLUMNS) tuples) returns the plan, an
+    object with `added` (UrlEntry list), `changed` ((id, UrlEntry) list) and `removed` ((id, anything) list).
+    Its rows are read in the same transaction as the writes, under the apply lock; a dry run
+    reads in a read-only transaction and writes nothing. `channels` as for remove_url.
+    Returns the plan that was applied.
+    """
+    for attempt in range(1, APPLY_ATTEMPTS + 1):
+        try:
+            with conn, conn.cursor() as cur:
+                if dry_run:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                else:
+                    cur.execute(QUERIES["apply_lock"], {"key": APPLY_LOCK_KEY})
+                cur.execute(_apply_query("apply_monitors"))
+                binary = [i for i, column in enumerate(cur.description) if column.type_code == _BYTEA]
+                current = cur.fetchall()
+                if binary:
+                    current = [_bytes_in(row, binary) for row in current]
+                plan = make_plan(ENTRY_COLUMNS, current)
+                if not dry_run:
+                    _write_plan(cur, plan, channels)
+                return plan
+        except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation):
+            # A result batch locked a removed monitor's rows in another order, or another
+            # command added a monitor the plan adds: rolled back; read and plan again.
+            if attempt == APPLY_ATTEMPTS:
+                raise
+
+
+def _bytes_in(row: tuple, binary: list[int]) -> tuple:
+    row = list(row)
+    for i in binary:
+        if row[i] is not None:
+            row[i] = bytes(row[i])
+    return tuple(row)
+
+
+def _write_plan(cur, plan, channels) -> None:
+    """Set-based: one statement each for the removals, the changes and the additions."""
+    if plan.removed:
+        remove_urls(cur, [url_id for url_id, _ in plan.removed], channels)
+    if plan.changed:
+        rows = [{"id": url_id, **_entry_row(entry)} for url_id, entry in plan.changed]
+        cur.execute(_apply_query("apply_update"), {"rows": _json_rows(rows)})
+    if plan.added:
+        cur.execute(_apply_query("apply_add"), {"rows": _json_rows([_entry_row(e) for e in plan.added])})
+
+
+def _entry_row(entry: UrlEntry) -> dict:
+    return {column: getattr(entry, column) for column in ENTRY_COLUMNS}   # asdict() deep-copies: slow
 
 
 def list_urls(conn) -> list[dict]:

@@ -1,0 +1,109 @@
+"""`sitewatch apply FILE|-`: make the monitors match a file, and say what that changes.
+
+The file is the `url import` format, read by the same parser (urlspec.parse_import). A
+monitor's identity is its name when it has one, else its URL (DESIGN.md section 12). The
+plan compares every field of UrlEntry with the stored row, so a field added to monitors is
+applied without a change here; a field the file leaves out means its default, so taking
+`regex:` out of the file is a change to no regex. store.apply_monitors owns the transaction.
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from operator import attrgetter
+
+from . import requestspec
+from .redact import REDACTED, printable, redact_url
+from .urlspec import UrlEntry
+
+SHOWN_LENGTH = 80       # a plan line shows at most this much of a value (bodies may be 1 MB)
+# How a stored field is called in the file (urlspec.OPTION_NAMES): `assert` is stored as
+# `assertions`; the others as written with '-' for '_'.
+_LABELS = {"assertions": "assert"}
+
+
+@dataclass
+class Plan:
+    """What apply changes: the store writes added, changed and removed; lines are printed."""
+
+    added: list[UrlEntry] = field(default_factory=list)
+    changed: list[tuple[int, UrlEntry]] = field(default_factory=list)     # (url id, the new settings)
+    removed: list[tuple[int, str]] = field(default_factory=list)          # (url id, how it is shown)
+    lines: list[str] = field(default_factory=list)
+
+
+def make_plan(entries: list[UrlEntry], columns: tuple[str, ...], current: list[tuple], prune: bool) -> Plan:
+    """Compare the file's entries with the stored monitors (rows of (id, *columns)).
+
+    Additions and changes come in file order, then the removals (only with `prune`) by name.
+    """
+    name_at, url_at = columns.index("name") + 1, columns.index("url") + 1
+    stored = {row[name_at] or row[url_at]: row for row in current}
+    values = attrgetter(*columns)
+    plan = Plan()
+    for entry in entries:
+        row = stored.pop(entry.identity, None)
+        if row is None:
+            plan.added.append(entry)
+            plan.lines.append(f"+ {printable(entry.shown)}")
+            continue
+        new = values(entry)
+        if new == row[1:]:          # the usual case, compared at C speed
+            continue
+        differences = [(column, old, value) for column, old, value in zip(columns, row[1:], new, strict=True)
+                       if _comparable(old) != _comparable(value)]
+        if differences:
+            plan.changed.append((row[0], entry))
+            plan.lines += [f"~ {printable(entry.shown)}: {_LABELS.get(column, column.replace('_', '-'))} "
+                           f"{shown_value(column, old)} -> {shown_value(column, value)}"
+                           for column, old, value in differences]
+    if prune:
+        gone = sorted((_shown_row(row, name_at, url_at), row[0]) for row in stored.values())
+        plan.removed = [(url_id, shown) for shown, url_id in gone]
+        plan.lines += [f"- {shown}" for shown, _ in gone]
+    return plan
+
+
+def _comparable(value):
+    """An empty list and none are the same setting (validate_headers stores none for no
+    headers; a row written by hand may hold '{}')."""
+    return None if value == [] else value
+
+
+def _shown_row(row, name_at: int, url_at: int) -> str:
+    return printable(row[name_at] or redact_url(row[url_at]))
+
+
+def shown_value(column: str, value) -> str:
+    """A setting as a plan line shows it, with every secret out: the URL's userinfo and query
+    (redact_url), the values of Authorization, Cookie and Proxy-Authorization headers, the
+    bearer, and anything holding `${` (requestspec's rules, as `url list` shows them)."""
+    if value is None:
+        return "none"
+    if column == "url":
+        value = redact_url(value)
+    elif column == "headers":
+        value = [requestspec.shown_header(line) for line in value]
+    elif column == "bearer":
+        value = REDACTED
+    elif isinstance(value, bytes):
+        value = REDACTED if b"${" in value else value.decode("utf-8", "replace")
+    if isinstance(value, str) and "${" in value:
+        value = REDACTED
+    elif isinstance(value, list):
+        value = [REDACTED if isinstance(item, str) and "${" in item else item for item in value]
+    text = value if value == REDACTED else json.dumps(value, ensure_ascii=False)
+    text = printable(text)
+    return text if len(text) <= SHOWN_LENGTH else text[:SHOWN_LENGTH - 3] + "..."
+
+
+def run(conn, entries: list[UrlEntry], channels: list[str], prune: bool, dry_run: bool) -> int:
+    """Plan and (unless dry_run) apply in one transaction, then print the plan: one line per
+    change, or `no changes`. `channels`: alerts' default channels, for `removed` notices."""
+    from .db import store
+    plan = store.apply_monitors(conn, lambda columns, current: make_plan(entries, columns, current, prune),
+                                channels, dry_run)
+    sys.stdout.write("\n".join(plan.lines or ["no changes"]) + "\n")
+    if dry_run and plan.lines:
+        print("sitewatch: dry run: nothing written", file=sys.stderr)
+    return 0
