@@ -236,3 +236,19 @@ def test_ten_thousand_entries(cli, db, tmp_path, n):
     # The first slots are spread across the period, as import spreads them.
     spread = q(db, "SELECT max(next_check_at) - min(next_check_at) FROM url WHERE period = 60")[0][0]
     assert spread.total_seconds() > 50
+
+
+def test_a_failed_write_leaves_everything_as_it_was(cli, db, tmp_path):
+    """All or nothing: the removals and changes written before a failing addition are rolled
+    back with it (the failure: a trigger refusing one URL, standing in for any database error)."""
+    ok(apply_text(cli, tmp_path, FIRST))
+    q(db, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+          " IF NEW.url = 'https://refused.example/' THEN RAISE EXCEPTION 'refused by the test'; END IF;"
+          " RETURN NEW; END $$")
+    q(db, "CREATE TRIGGER refuse BEFORE INSERT ON url FOR EACH ROW EXECUTE FUNCTION refuse()")
+    before = snapshot(db)
+    result = apply_text(cli, tmp_path, FIRST.replace("period: 30", "period: 50").split("- url: https://old")[0]
+                        + "- https://refused.example/\n", "--prune")
+    assert result.returncode == 1 and "refused by the test" in result.stderr, result.stderr
+    assert result.stdout == ""
+    assert snapshot(db) == before
