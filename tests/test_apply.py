@@ -4,13 +4,17 @@ as `url remove` does them, secrets, stdin."""
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 
+import psycopg2
 import pytest
 
 from sitewatch import apply
 from sitewatch.db import store
 from sitewatch.urlspec import UrlEntry
-from tests.conftest import count
+from tests.conftest import clean_env, count
 from tests.test_alert_state import feed, outbox, q
 
 SECRET = "tok-8d1e55c0"
@@ -252,3 +256,31 @@ def test_a_failed_write_leaves_everything_as_it_was(cli, db, tmp_path):
     assert result.returncode == 1 and "refused by the test" in result.stderr, result.stderr
     assert result.stdout == ""
     assert snapshot(db) == before
+
+
+def test_a_monitor_added_meanwhile_by_another_command_is_planned_again(cli, db, dsn, tmp_path):
+    """`url add` does not take apply's lock: when it adds a monitor the plan adds, the insert
+    waits on it, fails on its commit, and apply reads and plans again (no error, no duplicate)."""
+    path = tmp_path / "monitors.yaml"
+    path.write_text(FIRST)
+    other = psycopg2.connect(dsn)          # a transaction: `url add` of `api`, not committed yet
+    try:
+        with other.cursor() as cur:
+            cur.execute("INSERT INTO url (url, name, period, timeout, next_check_at)"
+                        " VALUES ('https://api.example/health', 'api', 99, 10, now())")
+        proc = subprocess.Popen([sys.executable, "-m", "sitewatch", "apply", str(path)], cwd=tmp_path,
+                                env=clean_env(tmp_path, DB_DSN=dsn), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not q(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'")[0][0]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        other.commit()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        other.close()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["+ https://plain.example/", "~ api: period 99 -> 30", '~ api: regex none -> "ok"',
+                                "+ old"]
+    assert q(db, "SELECT count(*), min(period) FROM url WHERE name = 'api'") == [(1, 30)]
