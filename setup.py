@@ -23,7 +23,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
-    package_data={"sitewatch.db": ["queries.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
+    package_data={"sitewatch.db": ["queries.sql", "push.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
                   "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"],
                   "sitewatch.web": ["templates/*"]},
     install_requires=[
