@@ -49,7 +49,7 @@ from sitewatch.errors import BadInput
 from sitewatch.urlspec import MAX_URL_LENGTH
 
 from .deadline import Deadline
-from .engine import Request, Response, Timings, failed, monitor_failure, url_secrets
+from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
 from .resolve import resolve
 
 SCHEME = "dns"
@@ -191,19 +191,10 @@ def _servers(resolver: str | None, port: int, deadline: Deadline) -> list[tuple[
     return [(address, port) for address in addresses]
 
 
-def fetch(request: Request) -> Response:
-    """Ask; never raises. See the module docstring for what goes where."""
-    secrets = url_secrets(request.url) | request.secrets
-    try:
-        return _fetch(request, secrets)
-    except Exception as exc:  # a bug of ours (or dnspython's) must still not crash the worker
-        exhausted = monitor_failure(exc)
-        if exhausted:
-            return failed("monitor", f"monitor failure: {exhausted}; the name was not checked", secrets)
-        return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)  # str(exc) may hold secrets
-
-
-def _fetch(request: Request, secrets: set[str]) -> Response:
+# Called as fetch(request): never_raises gathers the secrets and turns any exception into a
+# classified failure (engine.py), so a bug here cannot crash the worker.
+@never_raises("the name")
+def fetch(request: Request, secrets: set[str]) -> Response:
     deadline = Deadline(request.timeout)
     try:
         resolver, port, name, type_text = _parts(request.url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import re
 import socket
 from dataclasses import dataclass
@@ -208,3 +209,24 @@ def failed(kind: str, message: str, secrets, *, status: int | None = None, redir
     """The Response for a transport failure, its message redacted and cut."""
     return Response(status=status, headers=(), body=None, redirects=redirects, cert_days_left=cert_days_left,
                     response_time_ms=None, timings=timings, error_kind=kind, error=redacted(message, secrets))
+
+
+def never_raises(what: str):
+    """Decorate a kind's `_fetch(request, secrets) -> Response` into its `fetch(request)`: the
+    URL's and request's secrets gathered once, and any exception (a bug of ours or a library's
+    must not crash the worker) turned into a classified failure: `monitor` when the host ran
+    out of something, else `protocol` with the class name only (str(exc) may hold secrets)."""
+    def decorate(inner):
+        @functools.wraps(inner)
+        def fetch(request: Request) -> Response:
+            secrets = url_secrets(request.url) | request.secrets
+            try:
+                return inner(request, secrets)
+            except Exception as exc:
+                exhausted = monitor_failure(exc)
+                if exhausted:
+                    return failed("monitor", f"monitor failure: {exhausted}; {what} was not checked", secrets)
+                return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)
+        return fetch
+    return decorate
+

@@ -39,7 +39,7 @@ from sitewatch.errors import BadInput
 from sitewatch.urlspec import MAX_URL_LENGTH
 
 from .deadline import Deadline
-from .engine import Request, Response, Timings, failed, monitor_failure, url_secrets
+from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
 from .resolve import resolve
 
 SCHEME = "icmp"
@@ -129,18 +129,6 @@ def _forbidden() -> str:
 # --------------------------------------------------------------------------- the echo requests
 
 
-def fetch(request: Request) -> Response:
-    """Ping; never raises. See the module docstring for the verdicts."""
-    secrets = url_secrets(request.url) | request.secrets
-    try:
-        return _fetch(request, secrets)
-    except Exception as exc:  # a bug of ours (or icmplib's) must still not crash the worker
-        exhausted = monitor_failure(exc)
-        if exhausted:
-            return failed("monitor", f"monitor failure: {exhausted}; the host was not checked", secrets)
-        return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)  # str(exc) may hold secrets
-
-
 def _address(host: str, ip_version: int | None, deadline: Deadline) -> str | None:
     """The address to ping: HOST itself, or the first of its addresses; None when none is of
     the monitor's ip-version."""
@@ -151,7 +139,10 @@ def _address(host: str, ip_version: int | None, deadline: Deadline) -> str | Non
     return None
 
 
-def _fetch(request: Request, secrets: set[str]) -> Response:
+# Called as fetch(request): never_raises gathers the secrets and turns any exception into a
+# classified failure (engine.py), so a bug here cannot crash the worker.
+@never_raises("the host")
+def fetch(request: Request, secrets: set[str]) -> Response:
     deadline = Deadline(request.timeout)
     try:
         host = _host(request.url)
