@@ -1,0 +1,282 @@
+"""Saturated throughput of a mix of monitor kinds vs HTTP only (issue 20: within 5%).
+
+Each run imports --urls monitors at a 1 s period into a fresh database (demand far above
+capacity, so checks/s measures capacity), runs `sitewatch run` on its defaults (engine auto =
+curl) for --warmup + --duration seconds, and counts the task_result rows whose started_at
+falls in the steady window, per kind. Runs alternate HTTP-only (A) and the mix (B): A B A B
+for --rounds 2, each from a fresh database. Only 127.0.0.1 is contacted:
+
+* http://  nginx (bench/targets.py FastTarget), one path per monitor;
+* tcp://   the same nginx port, one monitor per name; by default `GET / HTTP/1.0` is sent and
+           `HTTP/1` expected (--tcp-send '' --tcp-expect '' for a bare connect);
+* dns://   a dnslib server in a process of its own (so its CPU is not this script's), asked
+           for an A record of a name per monitor over UDP;
+* push://  heartbeats nobody pings (every slot a missed result), only when the installed
+           `sitewatch url add push://` accepts them; otherwise their share goes to HTTP and
+           the report says so.
+
+    flock /work/bench.lock python bench/kinds_mix.py --json
+    python bench/kinds_mix.py --urls 10000 --duration 60 --rounds 2 --http 70 --tcp 15 --dns 10 --push 5
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import psycopg2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from targets import FastTarget, stop_process  # noqa: E402
+from throughput import SITEWATCH, base_env, cpu_seconds, postgres_procs, sitewatch, tree  # noqa: E402
+
+from sitewatch.db import embedded  # noqa: E402
+
+DNS_ZONE = "bench.test."
+DNS_ANSWER = "192.0.2.1"
+
+
+def serve_dns(port: int) -> None:
+    """The DNS server process: every name under DNS_ZONE has one A record, others NXDOMAIN."""
+    from dnslib import QTYPE, RCODE, RR, A
+    from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+    class Resolver(BaseResolver):
+        def resolve(self, request, handler):
+            reply = request.reply()
+            name = str(request.q.qname).lower()
+            if name.endswith(DNS_ZONE) and request.q.qtype == QTYPE.A:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(DNS_ANSWER), ttl=60))
+            elif not name.endswith(DNS_ZONE):
+                reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+
+    server = DNSServer(Resolver(), address="127.0.0.1", port=port,
+                       logger=DNSLogger(log="-request,-reply,-truncated,-error", prefix=False))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.start()      # blocks
+
+
+def free_udp_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_dns() -> tuple[subprocess.Popen, int]:
+    from dnslib import DNSRecord
+    port = free_udp_port()
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-dns", str(port)])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            DNSRecord.question(f"ready.{DNS_ZONE}").send("127.0.0.1", port, timeout=0.5)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the DNS server process exited") from None
+    stop_process(proc)
+    raise SystemExit(f"the DNS server did not answer on 127.0.0.1:{port}")
+
+
+def monitors_yaml(counts: dict, target_port: int, dns_port: int, tcp_send: str, tcp_expect: str) -> str:
+    """The import file: counts = {"http": n, "tcp": n, "dns": n, "push": n}."""
+    lines = [f"- http://127.0.0.1:{target_port}/u/{i}" for i in range(counts.get("http", 0))]
+    for i in range(counts.get("tcp", 0)):
+        lines.append(f"- url: tcp://127.0.0.1:{target_port}\n  name: tcp-{i}")
+        if tcp_send:
+            lines.append(f"  send: {json.dumps(tcp_send)}")      # JSON quoting is YAML; sitewatch decodes \r\n
+        if tcp_expect:
+            lines.append(f"  expect: {json.dumps(tcp_expect)}")
+    lines += [f"- dns://127.0.0.1:{dns_port}/n{i}.{DNS_ZONE.rstrip('.')}?type=A" for i in range(counts.get("dns", 0))]
+    lines += [f"- push://bench-{i}" for i in range(counts.get("push", 0))]
+    return "\n".join(lines) + "\n"
+
+
+def split(total: int, shares: dict) -> dict:
+    """Monitors per kind from percentage shares; the rounding remainder goes to HTTP."""
+    parts = sum(shares.values())
+    counts = {kind: total * share // parts for kind, share in shares.items()}
+    counts["http"] += total - sum(counts.values())
+    return {kind: n for kind, n in counts.items() if n}
+
+
+def push_accepted(env) -> tuple[bool, str]:
+    """Whether the installed sitewatch takes push:// monitors (issue 20's heartbeats)."""
+    added = sitewatch(env, "url", "add", "push://bench-probe", check=False)
+    if added.returncode == 0:
+        sitewatch(env, "url", "remove", "push://bench-probe")
+        return True, ""
+    return False, added.stderr.strip().splitlines()[-1] if added.stderr.strip() else f"exit {added.returncode}"
+
+
+def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir, notes: dict) -> dict:
+    run_dir = tempfile.mkdtemp(dir=workdir, prefix=f"{label}-")
+    data_dir = os.path.join(run_dir, "pg")
+    env = base_env(args, data_dir, None)
+    shares = dict(shares)
+    if shares.get("push"):
+        if "push" not in notes:
+            accepted, why = push_accepted(env)   # the url add also creates the database
+            notes["push"] = "accepted" if accepted else f"skipped: url add push:// refused ({why})"
+        if notes["push"] != "accepted":
+            shares["http"] += shares.pop("push")
+    counts = split(args.urls, shares)
+    import_file = os.path.join(run_dir, "monitors.yaml")
+    with open(import_file, "w") as f:
+        f.write(monitors_yaml(counts, target.port, dns_port, args.tcp_send, args.tcp_expect))
+    t0 = time.monotonic()
+    sitewatch(env, "url", "import", import_file)
+    imported_s = time.monotonic() - t0
+    held = embedded.start(data_dir)      # keep the server between run's stop and our queries
+    meas = psycopg2.connect(held.dsn)
+    meas.autocommit = True
+    log_path = os.path.join(run_dir, "run.log")
+    run = None
+    try:
+        with open(log_path, "w") as log:
+            run = subprocess.Popen([*SITEWATCH, "run"], env=env, stdout=log, stderr=log, start_new_session=True)
+        started = time.time()
+        window = (started + args.warmup, started + args.warmup + args.duration)
+        others = {"nginx": lambda: [psutil.Process(pid) for pid in target.pids()] + [
+                      c for pid in target.pids() for c in psutil.Process(pid).children()],
+                  "dns_server": lambda: tree(dns_proc.pid),
+                  "postgres": lambda: postgres_procs(data_dir)}
+        def mark(procs):
+            return time.time(), cpu_seconds(procs), {name: cpu_seconds(f()) for name, f in others.items()}
+
+        start_mark, peak_threads, peak_rss = None, 0, 0
+        while True:
+            procs = [p for p in tree(run.pid) if p.name() not in ("postgres", "postmaster")]
+            if time.time() >= window[1]:
+                end_mark = mark(procs)
+                break
+            threads = rss = 0
+            for p in procs:
+                try:
+                    threads += p.num_threads()
+                    rss += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            if start_mark is None and time.time() >= window[0]:
+                start_mark = mark(procs)
+            if start_mark is not None:
+                peak_threads, peak_rss = max(peak_threads, threads), max(peak_rss, rss)
+            time.sleep(max(0.05, min(1.0, window[1] - time.time())))
+        run.send_signal(signal.SIGTERM)
+        run.wait(120)
+        (ws, c0, o0), (we, c1, o1) = start_mark, end_mark
+        with meas.cursor() as cur:
+            cur.execute("SELECT split_part(u.url, ':', 1), count(*), count(*) FILTER (WHERE NOT r.ok) "
+                        "FROM task_result r JOIN url u ON u.id = r.url_id "
+                        "WHERE r.started_at >= to_timestamp(%s) AND r.started_at < to_timestamp(%s) GROUP BY 1",
+                        (ws, we))
+            by_kind = {scheme: (n, failed) for scheme, n, failed in cur.fetchall()}
+            cur.execute("SELECT split_part(u.url, ':', 1) || ' ' || coalesce(r.error_kind, '?'), count(*) "
+                        "FROM task_result r JOIN url u ON u.id = r.url_id WHERE NOT r.ok "
+                        "AND r.started_at >= to_timestamp(%s) AND r.started_at < to_timestamp(%s) GROUP BY 1",
+                        (ws, we))
+            failed_by_kind = dict(cur.fetchall())
+    finally:
+        if run is not None and run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        meas.close()
+        held.release()
+    seconds = we - ws
+    checks = sum(n for n, _ in by_kind.values())
+    summaries = []
+    with open(log_path) as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == "summary":
+                summaries.append(entry)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    result = {
+        "run": label, "monitors": counts, "import_s": round(imported_s, 1), "window_s": round(seconds, 1),
+        "checks_per_s": round(checks / seconds, 1),
+        "checks_per_s_by_kind": {k: round(n / seconds, 1) for k, (n, _) in sorted(by_kind.items())},
+        "failed": failed_by_kind,
+        "cpu_ms_per_check": {"sitewatch": round((c1 - c0) / max(1, checks) * 1000, 3),
+                             **{name: round((o1[name] - o0[name]) / max(1, checks) * 1000, 3) for name in o0}},
+        "cpu_s_in_window": {"sitewatch": round(c1 - c0, 1), **{name: round(o1[name] - o0[name], 1) for name in o0}},
+        "peak_threads_psutil": peak_threads,
+        "peak_check_threads_summary": max((e.get("check_threads", 0) for e in summaries), default=None),
+        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        "exit_code": run.returncode,
+    }
+    return result
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-dns":      # the DNS server's own process
+        serve_dns(int(sys.argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--urls", type=int, default=10_000, help="monitors per run")
+    parser.add_argument("--duration", type=float, default=60, help="steady window, seconds (after the warm-up)")
+    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs: HTTP-only then the mix")
+    parser.add_argument("--http", type=int, default=70, help="the mix's share of http:// monitors, percent")
+    parser.add_argument("--tcp", type=int, default=15, help="share of tcp:// monitors, percent")
+    parser.add_argument("--dns", type=int, default=10, help="share of dns:// monitors, percent")
+    parser.add_argument("--push", type=int, default=5, help="share of push:// monitors, percent")
+    parser.add_argument("--tcp-send", default="GET / HTTP/1.0\\r\\n\\r\\n", help="'' for a bare connect")
+    parser.add_argument("--tcp-expect", default="HTTP/1")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--nginx-workers", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (progress on stderr)")
+    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                        help="extra environment for sitewatch (repeatable)")
+    args = parser.parse_args()
+    args.period, args.consumers, args.concurrency = 1, None, None     # what base_env reads
+    shares = {"http": args.http, "tcp": args.tcp, "dns": args.dns, "push": args.push}
+    if any(v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
+        parser.error("the shares must be >= 0 and not all 0")
+
+    workdir = tempfile.mkdtemp(prefix="sitewatch-bench-kinds-")
+    target = FastTarget(workers=args.nginx_workers).start()
+    dns_proc, dns_port = start_dns()
+    notes: dict = {}
+    runs = []
+    try:
+        for _ in range(args.rounds):
+            for label, run_shares in (("http_only", {"http": 1}), ("mix", shares)):
+                print(f"{label}: {args.urls} monitors, {args.warmup:g} + {args.duration:g} s ...",
+                      file=sys.stderr, flush=True)
+                result = one_run(args, label, run_shares, target, dns_proc, dns_port, workdir, notes)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                runs.append(result)
+    finally:
+        stop_process(dns_proc)
+        target.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    http_only = statistics.median(r["checks_per_s"] for r in runs if r["run"] == "http_only")
+    mix = statistics.median(r["checks_per_s"] for r in runs if r["run"] == "mix")
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+              "load_average": [round(x, 1) for x in os.getloadavg()], "target": target.kind,
+              "urls": args.urls, "period_s": 1, "shares_percent": shares,
+              "tcp": {"send": args.tcp_send, "expect": args.tcp_expect}, "push": notes.get("push", "not asked"),
+              "runs": runs, "median_http_only": http_only, "median_mix": mix,
+              "ratio_mix_to_http_only": round(mix / http_only, 3) if http_only else None}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:24}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
