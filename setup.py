@@ -57,6 +57,10 @@ setup(
         # Assertions' JSONPath: a strict RFC 9535 implementation (DESIGN.md section 12 names the
         # RFC), maintained, pure Python; its 1.x line is what installs on Python 3.11.
         "jsonpath-rfc9535>=1.0,<2",
+        # push:// monitors' --cron schedules (sitewatch/check/pushcron.py): the cron parser and
+        # iterator the issue names, zone-aware across DST; pinned to its 7.x API (croniter has
+        # changed behaviour between majors).
+        "croniter>=7.0,<8",
         # dns:// monitors (sitewatch/check/dns.py): queries, TCP fallback on truncation, rcodes and
         # record text from the reference Python DNS toolkit, not hand-built packets. 2.x: the API used.
         "dnspython>=2.6,<3",
