@@ -73,7 +73,13 @@ def build_parser() -> ArgumentParser:
                           "period, also 90s, 15m, 2h, 1d (default 1d, at most 31d)")
     add.add_argument("--grace", metavar="DURATION",
                      help="push:// only: how late a ping may be, and the longest run after /start, e.g. 90s, "
-                          "15m, 1h (default: a fifth of the period, from 1 min to 1 h)")
+                          "15m, 1h (default: a fifth of the period, or of a cron schedule's shortest gap, "
+                          "from 1 min to 1 h)")
+    add.add_argument("--cron", metavar="EXPR",
+                     help="push:// only, instead of --period: the job's 5-field cron schedule, e.g. '0 3 * * *'; "
+                          "a ping is expected after each fire time, at most --grace late")
+    add.add_argument("--tz", metavar="ZONE", help="push:// only: the IANA zone --cron is read in, e.g. "
+                     "Europe/Berlin (default: UTC)")
     add.add_argument("-r", "--regex", metavar="REGEX",
                      help="RE2 regular expression the body must contain (default: none)")
     add_check_options(add)
@@ -280,6 +286,7 @@ def dispatch(args, cfg, env, flags) -> int:
         options = check_options(args)
         options["period"] = args.period
         options["grace"] = args.grace
+        options.update(cron=args.cron, tz=args.tz)
         options.update(failure_threshold=args.failure_threshold, success_threshold=args.success_threshold,
                        notify=args.notify)
         options.update(monitorcli.request_options(args))

@@ -112,6 +112,9 @@ def add_update_command(url_commands, add_check_options) -> None:
     upd.add_argument("-p", "--period", metavar="SECONDS", help="seconds between checks")
     upd.add_argument("--grace", metavar="DURATION", help="push:// only: how late a ping may be (a new period "
                      "or grace starts a new slot now)")
+    upd.add_argument("--cron", metavar="EXPR", help="push:// only: a cron schedule instead of the period (a "
+                     "new schedule starts at its next fire time; --period switches back)")
+    upd.add_argument("--tz", metavar="ZONE", help="push:// only: the zone --cron is read in")
     upd.add_argument("-r", "--regex", metavar="REGEX", help="RE2 regex the body must contain ('' removes it)")
     add_check_options(upd)
     upd.add_argument("--failure-threshold", metavar="N", help="consecutive failed checks that turn it down")
@@ -129,14 +132,17 @@ def add_update_command(url_commands, add_check_options) -> None:
 # Stored columns that are options of make_entry under the same name.
 _STORED = ("url", "period", "regex", "timeout", "method", "expected_status", "max_redirects", "verify_tls",
            "failure_threshold", "success_threshold", "notify", "name", "headers", "bearer", "client_cert",
-           "client_key", "ip_version", "grace")
+           "client_key", "ip_version", "grace", "cron", "tz")
 # Those a push monitor has (the others keep their column defaults, and are no options of it).
-_PUSH_STORED = ("url", "period", "failure_threshold", "success_threshold", "notify", "name", "grace")
+_PUSH_STORED = ("url", "period", "failure_threshold", "success_threshold", "notify", "name", "grace", "cron", "tz")
 
 
 def prepare_update(args):
     """The changes asked for, checked on their own before the database is opened (exit 2)."""
-    changes = {"url": args.new_url, "period": args.period, "grace": args.grace, "regex": args.regex,
+    if args.period is not None and args.cron is not None:
+        raise BadInput("give a push monitor a period or a cron schedule, not both")
+    changes = {"url": args.new_url, "period": args.period, "grace": args.grace, "cron": args.cron, "tz": args.tz,
+               "regex": args.regex,
                "timeout": args.timeout,
                "method": args.method, "expected_status": args.expected_status,
                "max_redirects": args.max_redirects, "verify_tls": args.verify_tls,
@@ -169,6 +175,14 @@ def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     """The options of the monitor after the change: stored values, overridden by those given."""
     if push.is_push(stored["url"]):
         options = {key: stored[key] for key in _PUSH_STORED}
+        if options["cron"] is not None:
+            options["period"] = None        # derived from the schedule (check/pushcron.py)
+        if "period" in changes:             # a period replaces the cron schedule...
+            options["cron"] = options["tz"] = None
+        elif "cron" in changes:             # ...and a schedule the period (UTC unless --tz)
+            options["period"] = None
+            if options["cron"] is None:
+                options["tz"] = None
         options.update(changes)
         return options
     options = {key: stored[key] for key in _STORED}
@@ -228,7 +242,9 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
     if not kinds.is_http(entry.url):    # a tcp:// monitor's body and regex are its send and expect
         changed = [{"body": "send", "regex": "expect"}.get(key, key) for key in changed]
     shown = ", ".join(changed) or "nothing"
-    resloted = " (re-slotted from now)" if "period" in changed or "grace" in changed else ""
+    if entry.cron and before["cron"] == entry.cron and before["tz"] == entry.tz:
+        changed = [key for key in changed if key != "period"]   # the schedule's longest gap, recomputed
+    resloted = " (re-slotted from now)" if {"period", "grace", "cron", "tz"} & set(changed) else ""
     print(f"updated {entry.shown}: {shown}{resloted}")
     return 0
 

@@ -29,7 +29,11 @@ def add(conn, cfg, entry) -> None:
     token = push.new_token()
     pushstore.add_push(conn, entry, push.token_hash(token))
     named = f" as {entry.name!r}" if entry.name else ""
-    print(f"added {entry.url}{named} (a heartbeat every {entry.period} s, grace {entry.grace} s)")
+    if entry.cron:
+        print(f"added {entry.url}{named} (a heartbeat after each fire of {entry.cron!r} in {entry.tz}, "
+              f"grace {entry.grace} s)")
+    else:
+        print(f"added {entry.url}{named} (a heartbeat every {entry.period} s, grace {entry.grace} s)")
     print_ping_address(cfg, token)
 
 

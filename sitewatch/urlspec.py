@@ -14,7 +14,7 @@ import yaml
 from . import requestspec
 from .alerts.settings import parse_notify
 from .assertions import parse_all
-from .check import kinds, push
+from .check import kinds, push, pushcron
 from .check.address import normalise_host
 from .errors import BadInput
 from .redact import redact_url
@@ -56,6 +56,8 @@ class UrlEntry:
     client_key: str | None = None
     ip_version: int | None = None        # 4, 6, None = any
     grace: int | None = None             # push:// monitors only: seconds a ping may be late (check/push.py)
+    cron: str | None = None              # push:// only: a cron schedule instead of the period (check/pushcron.py)
+    tz: str | None = None                # ...and the zone it is read in
     # A tcp:// monitor's `send` is stored in `body` (the bytes written), its `expect` in `regex`.
 
     def as_row(self) -> dict:
@@ -235,12 +237,23 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         return default if value is None else value
 
     url = normalise_url(options["url"])
+    cron = tz = None
     if push.is_push(url):
         push.check_options(options)
-        period = push.validate_period(options.get("period"), check_config.min_period)
+        if options.get("cron") is not None:
+            if options.get("period") is not None:
+                raise BadInput("give a push monitor a period or a cron schedule, not both")
+            # period: the longest gap between fires (coverage's divisor); grace's default follows
+            # the shortest, the job's usual interval (check/pushcron.py)
+            cron, tz, shortest, period = pushcron.validate(options["cron"], options.get("tz"))
+        else:
+            if options.get("tz") is not None:
+                raise BadInput("tz is the zone of a cron schedule: give --cron too")
+            period = push.validate_period(options.get("period"), check_config.min_period)
     else:
-        if options.get("grace") is not None:
-            raise BadInput("grace is for push:// monitors (a job's heartbeat)")
+        for key in ("grace", "cron", "tz"):
+            if options.get(key) is not None:
+                raise BadInput(f"{key} is for push:// monitors (a job's heartbeat)")
         kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
         period = validate_period(given("period", check_config.default_period),
                                  check_config.min_period, check_config.max_period)
@@ -280,7 +293,9 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         client_cert=client_cert,
         client_key=client_key,
         ip_version=requestspec.validate_ip_version(options.get("ip_version")),
-        grace=push.validate_grace(options.get("grace"), period) if push.is_push(url) else None,
+        grace=push.validate_grace(options.get("grace"), shortest if cron else period) if push.is_push(url) else None,
+        cron=cron,
+        tz=tz,
     )
 
 

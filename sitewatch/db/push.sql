@@ -7,12 +7,15 @@
 -- page see a push monitor's slots as any other's. Lock order as elsewhere: url, then url_state.
 
 -- name: add_push
--- Register a push monitor: its first slot starts now, and is missed at now + period + grace.
--- Refused (no row returned) when its identity is taken, as add_url is.
-INSERT INTO url (url, name, period, timeout, grace, push_token_hash, push_slot, next_check_at,
+-- Register a push monitor: its first slot starts now, and is missed at now + period + grace; a
+-- cron monitor's first slot is its next fire time %(first_slot)s (check/pushcron.py), missed at
+-- that + grace. Refused (no row returned) when its identity is taken, as add_url is.
+INSERT INTO url (url, name, period, timeout, grace, cron, tz, push_token_hash, push_slot, next_check_at,
                  failure_threshold, success_threshold, notify)
-VALUES (%(url)s, %(name)s, %(period)s, %(timeout)s, %(grace)s, %(token_hash)s, now(),
-        now() + make_interval(secs => %(period)s + %(grace)s),
+VALUES (%(url)s, %(name)s, %(period)s, %(timeout)s, %(grace)s, %(cron)s, %(tz)s, %(token_hash)s,
+        coalesce(%(first_slot)s::timestamptz, now()),
+        coalesce(%(first_slot)s::timestamptz + make_interval(secs => %(grace)s),
+                 now() + make_interval(secs => %(period)s + %(grace)s)),
         %(failure_threshold)s, %(success_threshold)s, %(notify)s::text[])
 ON CONFLICT DO NOTHING
 RETURNING id;
@@ -36,16 +39,18 @@ RETURNING id;
 --   ignores the null of no open run).
 -- Returns (monitors found: 0 or 1, results recorded: 0 or 1).
 WITH monitor AS (
-    SELECT id, period, grace, push_slot
+    SELECT id, period, grace, push_slot, cron
     FROM url WHERE push_token_hash = %(token_hash)s
     FOR UPDATE
+), fixed_rate AS (
+    SELECT * FROM monitor WHERE cron IS NULL    -- a cron monitor's ping is pushcron.py's (cron: 1)
 ), settled AS (
     SELECT m.id,
            CASE WHEN m.push_slot + make_interval(secs => m.period + m.grace) <= now()
                 THEN m.push_slot + floor(extract(epoch FROM now() - m.push_slot) / m.period)
                                    * make_interval(secs => m.period)
                 ELSE m.push_slot END AS slot
-    FROM monitor m
+    FROM fixed_rate m
     WHERE %(signal)s = 'failure' OR (%(signal)s = 'success' AND m.push_slot <= now())
 ), moved AS (
     UPDATE url SET
@@ -57,7 +62,7 @@ WITH monitor AS (
         skipped_slots = url.skipped_slots
             + CASE WHEN s.slot > url.push_slot
                    THEN floor(extract(epoch FROM s.slot - url.push_slot) / m.period)::bigint ELSE 0 END
-    FROM monitor m LEFT JOIN settled s ON s.id = m.id
+    FROM fixed_rate m LEFT JOIN settled s ON s.id = m.id
     WHERE url.id = m.id
     RETURNING url.id
 ), recorded AS (
@@ -76,7 +81,8 @@ WITH monitor AS (
                                       %(notify_degraded)s)
     ON CONFLICT (key, channel) DO NOTHING
 )
-SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS recorded;
+SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS recorded,
+       (SELECT count(*) FROM monitor WHERE cron IS NOT NULL) AS cron;
 
 -- name: record_missed
 -- The producer's second statement (every host runs it): record each push monitor's slot that
@@ -86,14 +92,15 @@ SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS
 -- moves in the same statement (a second producer's recheck of next_check_at <= now() then
 -- fails), and UNIQUE (url_id, scheduled_at) is the last guard. When several slots are overdue
 -- (no producer ran), the latest is recorded and the older ones skipped and counted, as
--- enqueue_due does. Returns (monitors due, results recorded).
+-- enqueue_due does. Fixed-rate monitors only (cron ones: cron_due and cron_settle). Returns
+-- (monitors due, results recorded).
 WITH due AS (
     SELECT id, period, grace, push_slot, push_started_at,
            -- slots whose deadline passed; at least one (an overrun settles the cursor slot)
            greatest(1, floor(extract(epoch FROM now() - push_slot - make_interval(secs => grace))
                              / period))::bigint AS settled
     FROM url
-    WHERE push_slot IS NOT NULL AND next_check_at <= now()
+    WHERE push_slot IS NOT NULL AND next_check_at <= now() AND cron IS NULL   -- cron: cron_due
     ORDER BY next_check_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
@@ -128,3 +135,57 @@ WITH due AS (
     ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT (SELECT count(*) FROM due) AS due, (SELECT count(*) FROM recorded) AS recorded;
+
+-- name: cron_monitor
+-- A cron monitor's cursor as a ping finds it (check/pushcron.py decides, cron_settle writes).
+SELECT id, cron, tz, grace, push_slot, push_started_at, next_check_at, now()
+FROM url WHERE push_token_hash = %(token_hash)s AND cron IS NOT NULL;
+
+-- name: cron_due
+-- The cron monitors whose cursor slot is missed (or whose /start run overran): the producer's
+-- missed-slot writer reads them, check/pushcron.py decides, cron_settle writes.
+SELECT id, cron, tz, grace, push_slot, push_started_at, next_check_at, now()
+FROM url
+WHERE push_slot IS NOT NULL AND next_check_at <= now() AND cron IS NOT NULL
+ORDER BY next_check_at
+LIMIT %(batch)s;
+
+-- name: cron_settle
+-- Write what check/pushcron.py decided for cron monitors, one row per monitor (arrays, one
+-- round trip): move each cursor, record the settled slot (none for /start or an early success)
+-- and the alert state, as ping and record_missed do. Exactly once across hosts by
+-- compare-and-set: a row moves only if its cursor, deadline and open run are still the values
+-- read (seen_*); a host that read them too, or a ping meanwhile, has moved them, so the update
+-- finds no row (the caller reads again), and UNIQUE (url_id, scheduled_at) is the last guard.
+-- Returns (monitors moved, results recorded).
+WITH plan AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(seen_slot)s::timestamptz[], %(seen_next)s::timestamptz[],
+                         %(seen_started)s::timestamptz[], %(slot)s::timestamptz[], %(cursor)s::timestamptz[],
+                         %(next)s::timestamptz[], %(started)s::timestamptz[], %(skipped)s::bigint[],
+                         %(ok)s::boolean[], %(error_kind)s::text[], %(error)s::text[], %(message)s::text[])
+        AS p(id, seen_slot, seen_next, seen_started, slot, cursor, next, started, skipped, ok, error_kind,
+             error, message)
+), moved AS (
+    UPDATE url SET push_slot = p.cursor, next_check_at = p.next, push_started_at = p.started,
+                   skipped_slots = url.skipped_slots + p.skipped
+    FROM plan p
+    WHERE url.id = p.id AND url.cron IS NOT NULL AND url.push_slot = p.seen_slot
+      AND url.next_check_at = p.seen_next AND url.push_started_at IS NOT DISTINCT FROM p.seen_started
+    RETURNING url.id, p.slot, p.ok, p.error_kind, p.error, p.message
+), recorded AS (
+    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, message, attempt,
+                             checked_by)
+    SELECT m.id, m.slot, now(), m.ok, m.error_kind, m.error, m.message, 1, %(owner)s
+    FROM moved m WHERE m.slot IS NOT NULL
+    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
+), alerted AS (
+    INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+    SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
+                                                            cert_days_left, checked_by, degraded)::alert_result)
+                                       FROM recorded),
+                                      %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
+                                      %(notify_degraded)s)
+    ON CONFLICT (key, channel) DO NOTHING
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM recorded) AS recorded;

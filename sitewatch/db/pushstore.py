@@ -4,6 +4,9 @@ Like store.py: functions take an open psycopg2 connection; the caller owns conne
 transactions. The slot rules are written out in check/push.py.
 """
 
+from datetime import timedelta, timezone
+
+from ..check import push, pushcron
 from ..errors import BadInput
 from ..redact import redact_url
 from .store import NO_ALERT_CHANNELS, load_queries
@@ -19,7 +22,8 @@ def add_push(conn, entry, token_hash: bytes) -> int:
     """Register a push monitor (a validated UrlEntry); returns its id. BadInput when its identity
     is taken."""
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["add_push"], {**entry.as_row(), "token_hash": token_hash})
+        cur.execute(QUERIES["add_push"], {**entry.as_row(), "token_hash": token_hash,
+                                          "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
         row = cur.fetchone()
     if row is None:
         if entry.name:
@@ -45,14 +49,75 @@ def ping(conn, token_hash: bytes, signal: str, owner: str, error_kind: str | Non
         cur.execute(QUERIES["ping"], {"token_hash": token_hash, "signal": signal, "owner": owner,
                                       "error_kind": error_kind, "error": error, "message": message,
                                       **_alert_params(alert_defaults)})
-        found, recorded = cur.fetchone()
+        found, recorded, cron = cur.fetchone()
+    if cron:
+        return True, _ping_cron(conn, token_hash, signal, owner, error_kind, error, message, alert_defaults)
     return bool(found), bool(recorded)
 
 
+CRON_ATTEMPTS = 5       # a cron monitor's cursor moved by another writer meanwhile: read it again
+
+
+def _ping_cron(conn, token_hash, signal, owner, error_kind, error, message, alert_defaults) -> bool:
+    """A cron monitor's ping: read its cursor, decide in Python (check/pushcron.py), write by
+    compare-and-set (push.sql cron_settle); returns whether a result was recorded."""
+    for _ in range(CRON_ATTEMPTS):
+        with conn.cursor() as cur:
+            cur.execute(QUERIES["cron_monitor"], {"token_hash": token_hash})
+            row = cur.fetchone()
+        if row is None:
+            return False            # removed, or made fixed-rate, meanwhile
+        url_id, expr, tz, grace, cursor, started_at, next_at, now = row
+        slot, new_cursor, skipped = pushcron.settle_ping(expr, tz, grace, cursor, now, signal)
+        started = now if signal == push.START else None     # any other ping closes an open run
+        plan = {"id": url_id, "seen_slot": cursor, "seen_next": next_at, "seen_started": started_at,
+                "slot": slot, "cursor": new_cursor, "next": pushcron.deadline(new_cursor, grace, started),
+                "started": started, "skipped": skipped, "ok": signal == push.SUCCESS,
+                "error_kind": error_kind, "error": error, "message": message}
+        moved, recorded = _cron_settle(conn, [plan], owner, alert_defaults)
+        if moved:
+            return bool(recorded)
+    raise BadInput("the monitor's slot kept moving under this ping")   # never seen: five writers at once
+
+
+def _cron_settle(conn, plans: list[dict], owner: str, alert_defaults) -> tuple[int, int]:
+    params = {"ids" if key == "id" else key: [plan[key] for plan in plans] for key in plans[0]}
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["cron_settle"], {**params, "owner": owner, **_alert_params(alert_defaults)})
+        moved, recorded = cur.fetchone()
+    return moved, recorded
+
+
+def _record_missed_cron(conn, batch: int, owner: str, alert_defaults) -> tuple[int, int]:
+    """The cron monitors' missed slots (check/pushcron.py settle_missed), written by
+    compare-and-set: a monitor another host (or a ping) moved first is left to it."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["cron_due"], {"batch": batch})
+        rows = cur.fetchall()
+    plans = []
+    for url_id, expr, tz, grace, cursor, started_at, next_at, now in rows:
+        slot, new_cursor, skipped = pushcron.settle_missed(expr, tz, grace, cursor, now)
+        if started_at is not None and started_at + timedelta(seconds=grace) <= now:
+            error = (f"started at {started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC and no success "
+                     f"or failure within the grace of {grace} s")
+        else:
+            error = (f"no ping within the grace of {grace} s after the fire time "
+                     f"{slot.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC (cron {expr!r}, {tz})")
+        plans.append({"id": url_id, "seen_slot": cursor, "seen_next": next_at, "seen_started": started_at,
+                      "slot": slot, "cursor": new_cursor, "next": pushcron.deadline(new_cursor, grace, None),
+                      "started": None, "skipped": skipped, "ok": False, "error_kind": push.ERROR_KIND_MISSED,
+                      "error": error, "message": None})
+    if not plans:
+        return 0, 0
+    return len(rows), _cron_settle(conn, plans, owner, alert_defaults)[1]
+
+
 def record_missed(conn, batch: int, owner: str, alert_defaults: dict | None = None) -> tuple[int, int]:
-    """One step of the missed-slot writer; returns (monitors due, results recorded).
+    """One step of the missed-slot writer, fixed-rate monitors (push.sql record_missed) then cron
+    ones (_record_missed_cron); returns (monitors due in the larger batch, results recorded).
     `conn` in autocommit mode."""
     with conn.cursor() as cur:
         cur.execute(QUERIES["record_missed"], {"batch": batch, "owner": owner, **_alert_params(alert_defaults)})
         due, recorded = cur.fetchone()
-    return due, recorded
+    cron_due, cron_recorded = _record_missed_cron(conn, batch, owner, alert_defaults)
+    return max(due, cron_due), recorded + cron_recorded

@@ -58,15 +58,17 @@ ORDER BY name NULLS FIRST;
 -- One monitor's stored settings (url update reads them, changes some, writes them back).
 SELECT id, url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
        failure_threshold, success_threshold, notify, name, headers, body, body_json, bearer,
-       client_cert, client_key, ip_version, assertions, degraded, grace
+       client_cert, client_key, ip_version, assertions, degraded, grace, cron, tz
 FROM url WHERE id = %(id)s FOR UPDATE;
 
 -- name: update_url
 -- Change a monitor in place: its id, results, state and incidents stay. A new period
 -- re-slots it from now (its next slot is due now, then every period); an unchanged period
--- keeps its slot phase. A push monitor (push_slot set) whose period or grace changes starts a
--- new slot now, missed at now + period + grace (check/push.py), and its open /start run is
--- forgotten.
+-- keeps its slot phase. A push monitor (push_slot set) whose schedule (period, or cron and
+-- zone) or grace changes starts a new slot, and its open /start run is forgotten: a
+-- fixed-rate one now, missed at now + period + grace; a cron one at its next fire time
+-- %(first_slot)s, missed at that + grace (check/push.py, check/pushcron.py). A cron monitor's
+-- period (its longest gap, recomputed) does not re-slot it.
 UPDATE url SET
     url = %(url)s, period = %(period)s, regex = %(regex)s, timeout = %(timeout)s, method = %(method)s,
     expected_status = %(expected_status)s, max_redirects = %(max_redirects)s, verify_tls = %(verify_tls)s,
@@ -75,13 +77,15 @@ UPDATE url SET
     body_json = %(body_json)s, bearer = %(bearer)s, client_cert = %(client_cert)s,
     client_key = %(client_key)s, ip_version = %(ip_version)s,
     assertions = %(assertions)s::text[], degraded = %(degraded)s::text[], grace = %(grace)s,
-    push_slot = CASE WHEN period = %(period)s AND grace = %(grace)s THEN push_slot
-                     WHEN push_slot IS NOT NULL THEN now() END,
-    push_started_at = CASE WHEN period = %(period)s AND grace = %(grace)s THEN push_started_at END,
+    cron = %(cron)s, tz = %(tz)s,
+    push_slot = CASE WHEN (grace = %(grace)s AND cron IS NOT DISTINCT FROM %(cron)s AND tz IS NOT DISTINCT FROM %(tz)s AND (cron IS NOT NULL OR period = %(period)s)) THEN push_slot
+                     WHEN push_slot IS NOT NULL THEN coalesce(%(first_slot)s::timestamptz, now()) END,
+    push_started_at = CASE WHEN (grace = %(grace)s AND cron IS NOT DISTINCT FROM %(cron)s AND tz IS NOT DISTINCT FROM %(tz)s AND (cron IS NOT NULL OR period = %(period)s)) THEN push_started_at END,
     next_check_at = CASE WHEN push_slot IS NULL THEN
                              CASE WHEN period = %(period)s THEN next_check_at ELSE now() END
-                         WHEN period = %(period)s AND grace = %(grace)s THEN next_check_at
-                         ELSE now() + make_interval(secs => %(period)s + %(grace)s) END
+                         WHEN (grace = %(grace)s AND cron IS NOT DISTINCT FROM %(cron)s AND tz IS NOT DISTINCT FROM %(tz)s AND (cron IS NOT NULL OR period = %(period)s)) THEN next_check_at
+                         ELSE coalesce(%(first_slot)s::timestamptz + make_interval(secs => %(grace)s),
+                                       now() + make_interval(secs => %(period)s + %(grace)s)) END
 WHERE id = %(id)s;
 
 -- name: lock_removed_url

@@ -12,6 +12,7 @@ from importlib import resources
 import psycopg2.errors
 import psycopg2.extras
 
+from ..check import pushcron
 from ..errors import BadInput
 from ..redact import redact_url
 from ..urlspec import UrlEntry
@@ -155,7 +156,8 @@ def update_url(conn, url_id: int, change) -> tuple[dict, UrlEntry]:
             raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
         entry = change(before)
         try:
-            cur.execute(QUERIES["update_url"], {**entry.as_row(), "id": url_id})
+            cur.execute(QUERIES["update_url"], {**entry.as_row(), "id": url_id,
+                                                "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
         except psycopg2.errors.UniqueViolation:     # `with conn` rolls the change back
             if entry.name:
                 raise BadInput(f"a monitor is already named {entry.name!r}") from None
