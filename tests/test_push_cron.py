@@ -76,9 +76,13 @@ def test_validate_gives_the_gaps_and_refuses_what_never_fires():
     monday = utc(2026, 5, 4, 0)
     assert pushcron.validate("0  9 * * 1-5", None, monday) == ("0 9 * * 1-5", "UTC", 86400, 3 * 86400)
     assert pushcron.validate("*/15 * * * *", "Asia/Kolkata", monday)[2:] == (900, 900)
+    assert pushcron.validate("0 0 1 1 *", "UTC", monday)[2:] == (365 * 86400, 365 * 86400)   # yearly: fine
     for expr in ("0 0 30 2 *", "61 * * * *", "* * * * * *", "@daily", "", None):
         with pytest.raises(BadInput):
             pushcron.validate(expr, "UTC", monday)
+    for start in (monday, utc(2027, 3, 1)):       # 29 February: next in 2028, then 2032
+        with pytest.raises(BadInput, match="at least once a year"):
+            pushcron.validate("0 0 29 2 *", "UTC", start)
     with pytest.raises(BadInput, match="unknown time zone"):
         pushcron.validate("0 3 * * *", "Mars/Olympus_Mons", monday)
 
@@ -125,6 +129,10 @@ def test_url_add_stores_the_schedule_and_update_switches_between_period_and_cron
     assert done.returncode == 0 and "re-slotted from now" in done.stdout, done.stderr
     assert query(db, "SELECT cron, tz, period, push_slot FROM url WHERE url = 'push://backup'") == [
         ("0 4 * * 1", "UTC", 7 * 86400, pushcron.next_fire("0 4 * * 1", "UTC", datetime.now(UTC)))]
+    done = cli("url", "update", "push://backup", "--cron", "0 5 * * 1")   # a new schedule: its next fire
+    assert done.returncode == 0 and "re-slotted from now" in done.stdout, done.stderr
+    assert scalar(db, "SELECT push_slot FROM url WHERE url = 'push://backup'") == pushcron.next_fire(
+        "0 5 * * 1", "UTC", datetime.now(UTC))
     before = query(db, "SELECT * FROM url ORDER BY id")
     for args in (["--cron", "0 4 * * 8"], ["--tz", "Nowhere/Land"], ["--cron", "0 4 * * 1", "--period", "1h"]):
         done = cli("url", "update", "push://backup", *args)
