@@ -20,6 +20,8 @@ when it was added. Each slot gets exactly one result:
 * /start opens a run: if no success or failure ping follows within `grace`, the run overran,
   and the oldest slot with no result is recorded `missed` at start + grace. Any later ping
   closes the run.
+
+A monitor with a cron schedule (`--cron`) has its fire times as slots instead: pushcron.py.
 """
 
 import hashlib
@@ -105,7 +107,8 @@ def check_options(options: dict) -> None:
     for name in CHECK_ONLY_OPTIONS:
         if options.get(name) not in (None, [], ""):
             raise BadInput(f"{name.replace('_', '-')} is for monitors sitewatch checks; a push monitor "
-                           f"is only pinged (options: --period, --grace, --name, thresholds, --notify)")
+                           f"is only pinged (options: --period or --cron/--tz, --grace, --name, thresholds, "
+                           f"--notify)")
 
 
 def new_token() -> str:
