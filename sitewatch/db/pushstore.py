@@ -58,6 +58,11 @@ def ping(conn, token_hash: bytes, signal: str, owner: str, error_kind: str | Non
 CRON_ATTEMPTS = 5       # a cron monitor's cursor moved by another writer meanwhile: read it again
 
 
+class SlotContended(Exception):
+    """A cron monitor's cursor moved under each of CRON_ATTEMPTS reads: the ping is not recorded
+    and the job is told to retry (503), never given a 500."""
+
+
 def _ping_cron(conn, token_hash, signal, owner, error_kind, error, message, alert_defaults) -> bool:
     """A cron monitor's ping: read its cursor, decide in Python (check/pushcron.py), write by
     compare-and-set (push.sql cron_settle); returns whether a result was recorded."""
@@ -77,7 +82,7 @@ def _ping_cron(conn, token_hash, signal, owner, error_kind, error, message, aler
         moved, recorded = _cron_settle(conn, [plan], owner, alert_defaults)
         if moved:
             return bool(recorded)
-    raise BadInput("the monitor's slot kept moving under this ping")   # never seen: five writers at once
+    raise SlotContended("the monitor's slot kept moving under this ping")   # never seen: five writers at once
 
 
 def _cron_settle(conn, plans: list[dict], owner: str, alert_defaults) -> tuple[int, int]:

@@ -86,6 +86,9 @@ class PingEndpoint:
         except (DatabaseUnavailable, psycopg2.OperationalError) as e:
             logs.get().warning("ping not recorded: database unavailable", error=str(e).strip()[:200])
             return _text(503, "database unavailable")
+        except pushstore.SlotContended as e:
+            logs.get().warning("ping not recorded: its slot kept moving; the job is told to retry", error=str(e))
+            return _text(503, "busy: retry the ping", {"Retry-After": "1"})
         return _text(200, "OK") if found else _text(404, NOT_FOUND)
 
     def _record(self, token_hash, kind, error_kind, error, said) -> bool:
