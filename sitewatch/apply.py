@@ -32,6 +32,23 @@ class Plan:
     lines: list[str] = field(default_factory=list)
 
 
+def add_command(commands) -> None:
+    """The `apply` command's arguments (cli.py owns the commands; this module, what apply does)."""
+    parser = commands.add_parser(
+        "apply", help="make the monitors match a file: add, update, and with --prune remove",
+        description="Make the monitors match FILE (or - for stdin), in the `url import` format with every "
+                    "option: monitors it names are added or changed in place (history, state and incidents "
+                    "stay; a new period re-slots from now); with --prune, monitors it does not name are "
+                    "removed (their open incidents closed, as `url remove` does). A monitor is named by its "
+                    "`name`, else by its URL. A key left out of an entry means its default. Prints one line "
+                    "per change (`+ NAME`, `~ NAME: FIELD OLD -> NEW`, `- NAME`; secrets redacted), or "
+                    "`no changes`. Every entry is validated first; all of it is written in one transaction, "
+                    "or nothing. Exit 2 on a bad entry, naming it and its line.")
+    parser.add_argument("file", metavar="FILE", help="path, or - for standard input")
+    parser.add_argument("--prune", action="store_true", help="also remove monitors the file does not name")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+
+
 def make_plan(entries: list[UrlEntry], columns: tuple[str, ...], current: list[tuple], prune: bool) -> Plan:
     """Compare the file's entries with the stored monitors (rows of (id, *columns)).
 

@@ -71,15 +71,7 @@ def build_parser() -> ArgumentParser:
                      help="seconds between checks (default: check.default_period = 60; "
                           "within check.min_period..check.max_period, default 5..300); push://: the job's "
                           "period, also 90s, 15m, 2h, 1d (default 1d, at most 31d)")
-    add.add_argument("--grace", metavar="DURATION",
-                     help="push:// only: how late a ping may be, and the longest run after /start, e.g. 90s, "
-                          "15m, 1h (default: a fifth of the period, or of a cron schedule's shortest gap, "
-                          "from 1 min to 1 h)")
-    add.add_argument("--cron", metavar="EXPR",
-                     help="push:// only, instead of --period: the job's 5-field cron schedule, e.g. '0 3 * * *'; "
-                          "a ping is expected after each fire time, at most --grace late")
-    add.add_argument("--tz", metavar="ZONE", help="push:// only: the IANA zone --cron is read in, e.g. "
-                     "Europe/Berlin (default: UTC)")
+    pushcli.add_push_options(add)
     add.add_argument("-r", "--regex", metavar="REGEX",
                      help="RE2 regular expression the body must contain (default: none)")
     add_check_options(add)
@@ -116,19 +108,8 @@ def build_parser() -> ArgumentParser:
                                               "spread across each URL's period.")
     imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
 
-    apply = commands.add_parser(
-        "apply", help="make the monitors match a file: add, update, and with --prune remove",
-        description="Make the monitors match FILE (or - for stdin), in the `url import` format with every "
-                    "option: monitors it names are added or changed in place (history, state and incidents "
-                    "stay; a new period re-slots from now); with --prune, monitors it does not name are "
-                    "removed (their open incidents closed, as `url remove` does). A monitor is named by its "
-                    "`name`, else by its URL. A key left out of an entry means its default. Prints one line "
-                    "per change (`+ NAME`, `~ NAME: FIELD OLD -> NEW`, `- NAME`; secrets redacted), or "
-                    "`no changes`. Every entry is validated first; all of it is written in one transaction, "
-                    "or nothing. Exit 2 on a bad entry, naming it and its line.")
-    apply.add_argument("file", metavar="FILE", help="path, or - for standard input")
-    apply.add_argument("--prune", action="store_true", help="also remove monitors the file does not name")
-    apply.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    from . import apply  # its module owns its arguments too
+    apply.add_command(commands)
 
     chk = commands.add_parser("check", help="check one URL now and print the result (no database)",
                               description="Run one check exactly as the consumers do and print the "

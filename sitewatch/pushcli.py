@@ -11,6 +11,19 @@ SHOW_TOKEN_HELP = ("issue a new ping token for a push monitor and print its URL 
                    "stops working (only a hash of the token is stored, so it cannot be shown again)")
 
 
+def add_push_options(parser) -> None:
+    """--grace, --cron, --tz: `url add`'s options for push://NAME monitors."""
+    parser.add_argument("--grace", metavar="DURATION",
+                     help="push:// only: how late a ping may be, and the longest run after /start, e.g. 90s, "
+                          "15m, 1h (default: a fifth of the period, or of a cron schedule's shortest gap, "
+                          "from 1 min to 1 h)")
+    parser.add_argument("--cron", metavar="EXPR",
+                     help="push:// only, instead of --period: the job's 5-field cron schedule, e.g. '0 3 * * *'; "
+                          "a ping is expected after each fire time, at most --grace late")
+    parser.add_argument("--tz", metavar="ZONE", help="push:// only: the IANA zone --cron is read in, e.g. "
+                     "Europe/Berlin (default: UTC)")
+
+
 def add_show_token_command(url_commands) -> None:
     show = url_commands.add_parser("show-token", help=SHOW_TOKEN_HELP, description=SHOW_TOKEN_HELP[0].upper()
                                    + SHOW_TOKEN_HELP[1:] + ".")
