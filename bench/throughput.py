@@ -80,6 +80,16 @@ def tree(pid) -> list[psutil.Process]:
         return []
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU-seconds of the whole machine since boot (/proc/stat): what ran besides
+    the benchmark's own processes, and what the hypervisor took, say how quiet a run was."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
 def cpu_seconds(procs) -> float:
     total = 0.0
     for p in procs:
@@ -92,7 +102,7 @@ def cpu_seconds(procs) -> float:
 
 
 def postgres_procs(data_dir) -> list[psutil.Process]:
-    """Server processes: those of our embedded data dir, or every postgres on the machine (--dsn)."""
+    """Server processes: those of our embedded data dir, or every postgres on the machine (no data dir)."""
     found = []
     for p in psutil.process_iter(["name", "cmdline"]):
         if p.info["name"] in ("postgres", "postmaster"):
@@ -147,6 +157,35 @@ def measure_startup(args, workdir, target) -> float:
     return statistics.median(times) if times else float("nan")
 
 
+def server_procs(conn) -> list[psutil.Process]:
+    """A shared server's processes that work for our database (--dsn): its backends (sitewatch's
+    connections) and the server's own background processes (WAL writer, checkpointer, ...).
+    Other databases' backends on the same server, and other servers on the machine (other
+    sessions' embedded ones), are not ours to count."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE (datname = current_database() OR datname IS NULL) "
+                    "AND pid <> pg_backend_pid()")
+        pids = [pid for (pid,) in cur.fetchall()]
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+def cpu_by_pid(procs) -> dict:
+    seconds = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            seconds[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return seconds
+
+
 def connect_for(env, data_dir):
     """Connect to the run's database without starting one: wait for the embedded server to be up."""
     if env.get("DB_DSN"):
@@ -182,6 +221,16 @@ def drop_database(server_dsn, dsn) -> None:
     admin.close()
 
 
+class _WithRegex:
+    """Writes each `URL\n` line as a YAML entry `- url: URL` with `regex: PATTERN`."""
+
+    def __init__(self, f, regex: str) -> None:
+        self.f, self.regex = f, json.dumps(regex)      # JSON quoting is YAML
+
+    def write(self, line: str) -> None:
+        self.f.write(f"- url: {line.strip()}\n  regex: {self.regex}\n")
+
+
 def expected_slots(first: float, period: int, start: float, end: float) -> int:
     """How many of the slots first + k*period (k >= 0) fall in [start, end)."""
     k_low = max(0, math.ceil((start - first) / period))
@@ -213,6 +262,7 @@ def main() -> int:
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--latency-mix", action="store_true",
                         help="answering URLs answer after 0.1-3 s (see above), not at once")
+    parser.add_argument("--regex", help="a regex every URL's body must match (the target's body: 'bench ok')")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
                         help="extra environment for sitewatch, e.g. SITEWATCH_METRICS__LISTEN= (repeatable)")
@@ -229,7 +279,8 @@ def main() -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "target": target.kind,
               "urls": args.urls, "period_s": args.period, "duration_s": args.duration,
-              "slow_fraction": args.slow_fraction, "database": "given DSN" if args.dsn else "embedded"}
+              "slow_fraction": args.slow_fraction, "regex": args.regex,
+              "database": "given DSN" if args.dsn else "embedded"}
     if delay:
         report["latency_mix"] = {f"{seconds:g}s": round(parts / sum(p for _, p in LATENCY_MIX)
                                                         * (1 - args.slow_fraction), 4)
@@ -254,6 +305,8 @@ def main() -> int:
         n_slow = int(args.urls * args.slow_fraction)
         urls_file = os.path.join(workdir, "urls.txt")
         with open(urls_file, "w") as f:
+            if args.regex:       # then the file is YAML: one entry per URL, each with the regex
+                f = _WithRegex(f, args.regex)
             if delay:
                 answering, parts = args.urls - n_slow, sum(p for _, p in LATENCY_MIX)
                 counts = [answering * p // parts for _, p in LATENCY_MIX]
@@ -300,10 +353,14 @@ def main() -> int:
             now = time.time()
             for mark, at in (("start", window_start), ("end", window_end)):
                 if mark not in cpu_marks and now >= at:
-                    cpu_marks[mark] = (now, cpu_seconds(procs), cpu_seconds(postgres_procs(
-                        None if args.dsn else data_dir)), cpu_seconds(
+                    # The database's CPU: with --dsn, only the shared server's processes that
+                    # serve this run (server_procs); every postgres on the machine would count
+                    # other sessions' servers too.
+                    server = cpu_by_pid(server_procs(meas) if args.dsn else postgres_procs(data_dir))
+                    cpu_marks[mark] = (now, cpu_seconds(procs), server, cpu_seconds(
                         [psutil.Process(pid) for pid in target.pids()] + [
-                            c for pid in target.pids() for c in psutil.Process(pid).children()]))
+                            c for pid in target.pids() for c in psutil.Process(pid).children()]),
+                        cpu_seconds(postgres_procs(None)), machine_cpu())
             time.sleep(1.0)
         run.send_signal(signal.SIGTERM)
         stop_started = time.monotonic()
@@ -322,6 +379,16 @@ def main() -> int:
         hp = (ws, we, delay.url(0.1, "%") if delay else f"http://127.0.0.1:{target.port}/%")
         seconds = we - ws
         c0, c1 = cpu_marks["start"], cpu_marks["end"]
+        # A process that started in the window counts from 0; one that ended in it is lost (rare:
+        # sitewatch's connections live for the whole run).
+        server_cpu = sum(seconds - c0[2].get(pid, 0.0) for pid, seconds in c1[2].items())
+        # Capacity at saturation: the checks that started in the window, whatever their slot.
+        cur.execute("SELECT count(*) FROM task_result r "
+                    "WHERE r.started_at >= to_timestamp(%s) AND r.started_at < to_timestamp(%s)", (ws, we))
+        started_in_window = cur.fetchone()[0]
+        cur.execute("SELECT floor(extract(epoch FROM started_at) - %s)::int / 2 * 2, count(*) FROM task_result "
+                    "WHERE started_at >= to_timestamp(%s) GROUP BY 1 ORDER BY 1", (started, started))
+        started_per_2s = {int(k): n for k, n in cur.fetchall()}
         report.update({
             "window_s": round(seconds, 1),
             "checks_per_s": round(recorded / seconds, 1),
@@ -329,12 +396,22 @@ def main() -> int:
             "duplicate_slots": recorded - distinct, "ok": ok, "lost": lost,
             "lag_s": {p: percentile(cur, healthy, hp, q) for p, q in
                       (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))},
+            "checks_started_per_s": round(started_in_window / seconds, 1),
+            "started_per_2s": started_per_2s,
+            # CPU over the window per check run in it (at saturation a slot may run a second or
+            # two after its time, so the checks of the window's slots are not quite those it ran).
             "cpu_s_per_1000_checks": {
-                "sitewatch": round((c1[1] - c0[1]) / max(1, recorded) * 1000, 3),
-                "postgres": round((c1[2] - c0[2]) / max(1, recorded) * 1000, 3),
-                "target": round((c1[3] - c0[3]) / max(1, recorded) * 1000, 3)},
+                "sitewatch": round((c1[1] - c0[1]) / max(1, started_in_window) * 1000, 3),
+                "postgres": round(server_cpu / max(1, started_in_window) * 1000, 3),
+                "target": round((c1[3] - c0[3]) / max(1, started_in_window) * 1000, 3),
+                "every_postgres_on_the_machine": round((c1[4] - c0[4]) / max(1, started_in_window) * 1000, 3)},
             "peak_rss_mb": round(peak_rss / 2**20, 1),
         })
+        ours = (c1[1] - c0[1]) + server_cpu + (c1[3] - c0[3])
+        busy, steal = c1[5][0] - c0[5][0], c1[5][1] - c0[5][1]
+        report["machine_cpu_s_in_window"] = {"capacity": round(seconds * os.cpu_count(), 1), "busy": round(busy, 1),
+                                             "this_run": round(ours, 1), "others": round(max(0.0, busy - ours), 1),
+                                             "steal": round(steal, 1)}
         report["due_per_s"] = round(expected / seconds, 1)
         cur.execute(f"SELECT error_kind, count(*) FROM task_result r WHERE {where} AND NOT ok GROUP BY 1", (ws, we))
         report["failed_by_kind"] = dict(cur.fetchall())
