@@ -20,3 +20,16 @@ def compile_regex(pattern: str):
     options.max_mem = REGEX_MAX_MEM
     options.log_errors = False      # RE2 would print to stderr; callers say why themselves
     return re2.compile(pattern, options)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_regex_utf8(pattern: str):
+    """The same regex compiled for UTF-8 bytes: searching valid UTF-8 bytes with it gives the
+    verdict of searching their decoded text with compile_regex(pattern) (the str form encodes
+    the text back to these very bytes for RE2), without the decoding, re-encoding and offset
+    mapping, which cost ~0.3 ms on a 50 KB body. Raises re2.error as compile_regex does."""
+    compile_regex(pattern)          # an invalid pattern fails exactly as it does for the str form
+    options = re2.Options()
+    options.max_mem = REGEX_MAX_MEM
+    options.log_errors = False
+    return re2.compile(pattern.encode("utf-8"), options)

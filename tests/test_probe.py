@@ -880,3 +880,49 @@ def test_certificate_expiry_is_read_from_der_in_both_time_formats(tmp_path):
         assert days - 1 <= left <= days + 1
     assert tls.der_not_after(b"not a certificate") is None
 
+
+
+# --------------------------------------------------------------------------- hot-path shortcuts
+
+
+def test_a_regex_gives_the_same_verdict_on_bytes_as_on_the_decoded_text():
+    # Valid UTF-8 bodies are searched as bytes (no decoding); the verdict must be the one the
+    # decoded text gives, and an invalid body still goes through the text (U+FFFD for bad bytes).
+    from sitewatch.check.probe import _regex_matches
+    bodies = [b"", b"sitewatch bench ok\n", "café au lait".encode(), "\u00e9".encode(), b"caf\xe9",
+              b"\xff\xfe ok", "日本語 ok".encode(), b"a\x00b", "x\u2028y".encode()]
+    patterns = ["ok", "^ok$", "caf.", "caf. au", "^.$", "(?i)CAFÉ", r"\bok\b", "日本", "^...$",
+                "\ufffd", r"\xe9", "(?s)a.b", "x.y", r"^\C$", "(?m)^y", ""]
+    for body in bodies:
+        for pattern in patterns:
+            text_verdict = compile_regex(pattern).search(body.decode("utf-8", errors="replace")) is not None
+            assert _regex_matches(pattern, body) is text_verdict, (pattern, body)
+
+
+def test_plain_urls_are_split_as_urllib3_splits_them():
+    # Hops.parse splits plain URLs itself (parse_url costs a check ~5 us per hop); for any URL
+    # it takes, the answer must be parse_url's, and the common shapes must take it.
+    import itertools
+
+    from urllib3.util import parse_url
+
+    from sitewatch.check.redirects import parse_plain
+    schemes = ["http", "https", "HTTP", "ftp"]
+    hosts = ["127.0.0.1", "example.com", "Example.com", "a-b.c", "xn--bcher-kva.example", "bücher.de", "a..b",
+             "[::1]", "h.", "-a"]
+    ports = ["", ":80", ":0", ":65535", ":65536", ":080", ":99999", ":"]
+    paths = ["", "/", "/u/1", "/a/../b", "/a/./b", "/a/..", "/.well-known/x", "/%7e", "/%2f", "/a b", "/é",
+             "//x", "/a;b=c", "/a:b@c", "/~u", "/a/b.", "/a/..b"]
+    queries = ["", "?q=1", "?", "?a=%20", "?a b", "?x=/y?z", "#f", "?q#f"]
+    taken = 0
+    for scheme, host, port, path, query in itertools.product(schemes, hosts, ports, paths, queries):
+        url = f"{scheme}://{host}{port}{path}{query}"
+        fast = parse_plain(url)
+        if fast is None:
+            continue
+        taken += 1
+        assert fast == parse_url(url), url
+        assert fast.url == url, url
+    assert taken > 500
+    assert parse_plain("http://127.0.0.1:8080/u/1") is not None
+    assert parse_plain("https://example.com/status?x=1") is not None
