@@ -47,7 +47,11 @@ def run_all(targets: list[Target], timeout: float = 30) -> list:
     return [outcomes[index] for index in range(len(targets))]
 
 
-def test_every_hostile_case_at_once_on_one_loop(hostile_server):
+@pytest.mark.parametrize("poller", ["default", "selectors"])
+def test_every_hostile_case_at_once_on_one_loop(hostile_server, poller, monkeypatch):
+    from sitewatch.run import transfers
+    if poller == "selectors":     # what macOS runs (kqueue); Linux runs epoll directly
+        monkeypatch.setattr(transfers, "POLLER", transfers._Selector)
     targets = [Target(hostile_server.url(path), **{"timeout": TIMEOUT, **options}) for path, options, _, _ in CASES]
     outcomes = run_all(targets)
     got = [(o.ok, o.error_kind) for o in outcomes]
