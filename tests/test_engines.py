@@ -247,3 +247,40 @@ def test_curl_without_pycurl_is_refused_with_one_line(tmp_path, echo):
 def test_an_unknown_engine_is_refused(tmp_path, echo):
     result = run_check(tmp_path, echo.url(), "wget")
     assert result.returncode == 2 and "check.engine" in result.stderr
+
+
+def test_nothing_a_request_set_leaks_into_the_next_on_the_same_thread(engine, echo, mtls):
+    # The curl engine keeps a handle's options from one plain GET to the next (run/transfers.py
+    # and CurlEngine reuse handles): each request must get what it asks, and whatever it set must
+    # not reach the plain GET after it.
+    cert, key = mtls.client
+    localhost = echo.url().replace("127.0.0.1", "localhost")
+    cases = [
+        (Request(echo.url(), method="POST", body=b"x"), lambda r, e: (e["method"], e["body"]) == ("POST", "x")),
+        (Request(echo.url(), method="HEAD"), lambda r, e: r.status == 200 and r.body is None),
+        (Request(echo.url(), method="PUT"), lambda r, e: e["method"] == "PUT"),
+        (Request(echo.url(), method="DELETE"), lambda r, e: e["method"] == "DELETE"),
+        (Request(echo.url(), headers=(("X-Extra", "1"),)), lambda r, e: header(e, "x-extra") == ["1"]),
+        (Request(echo.url(), body=b"get body"), lambda r, e: (e["method"], e["body"]) == ("GET", "get body")),
+        (Request(echo.url(), source_address="127.0.0.2"), lambda r, e: e["client"] == "127.0.0.2"),
+        (Request(localhost, ip_version=6, timeout=5), lambda r, e: r.error_kind in ("dns", "connect")),
+        (Request(echo.url(f"/redirect/307?{echo.url()}"), method="POST", body=b"y"),
+         lambda r, e: (e["method"], e["body"]) == ("POST", "y")),
+        (Request(mtls.url(), verify_tls=False, client_cert=cert, client_key=key),
+         lambda r, e: e["client_cert"] is True and r.cert_days_left in (29, 30)),
+    ]
+    for other, got_what_it_asked in cases:
+        response = engine.fetch(other)
+        echoed = json.loads(response.body) if response.status == 200 and response.body else {}
+        assert got_what_it_asked(response, echoed), (other, response)
+        echoed = fetch_echo(engine, Request(echo.url()))
+        assert (echoed["method"], echoed["body"], echoed["client"]) == ("GET", "", "127.0.0.1"), other
+        assert not header(echoed, "x-extra") and not header(echoed, "content-length"), other
+        assert header(echoed, "user-agent") == [USER_AGENT], other
+    # TLS: neither a client certificate nor verification turned off carries over.
+    assert engine.fetch(Request(mtls.url(), verify_tls=False, client_cert=cert, client_key=key)).status == 200
+    assert engine.fetch(Request(mtls.url(), verify_tls=False, timeout=5)).error_kind in ("tls", "protocol")
+    fetch_echo(engine, Request(echo.url()))
+    refused = engine.fetch(Request(mtls.url(), timeout=5))      # right after a plain GET over http
+    assert refused.error_kind == "tls" and "certificate verify failed" in refused.error, refused
+    assert refused.cert_days_left in (29, 30)

@@ -76,6 +76,11 @@ _KINDS = {
 }
 
 
+@functools.cache  # the same for every check without headers, credentials or a body
+def _plain_header_lines() -> list[str]:
+    return [f"{name}: {value}" for name, value in request_headers(None, ()).values()] + list(_NOT_SENT)
+
+
 @functools.cache  # it looks at the file system: once per process, not once per check
 def ca_paths() -> tuple[str | None, str | None]:
     """The trust store the urllib3 engine uses (Python's OpenSSL defaults, SSL_CERT_FILE honoured).
@@ -164,6 +169,7 @@ class _Transfer:
                 raise failure
             if location is None:
                 body = None if self.hops.method == "HEAD" else bytes(self._finish_body())
+                self._decoder = None  # a spare handle keeps this transfer (its callbacks) until reused
                 self.result = Response(
                     status=self.status, headers=tuple(self.headers), body=body, redirects=self.hops.redirects,
                     cert_days_left=self.cert_days_left, response_time_ms=(time.monotonic() - self.start) * 1000.0,
@@ -191,13 +197,27 @@ class _Transfer:
         if left_ms <= 0:
             raise self._timeout(RESOLVING)
 
-        merged = request_headers(parts.auth, hops.headers)
-        lines = [f"{name}: {value}" for name, value in merged.values()] + list(_NOT_SENT)
-        if hops.body is not None and "content-type" not in merged:
-            lines.append("Content-Type:")  # curl would add a form type the urllib3 engine never sends
+        if parts.auth is None and not hops.headers and hops.body is None:
+            lines = _plain_header_lines()
+        else:
+            merged = request_headers(parts.auth, hops.headers)
+            lines = [f"{name}: {value}" for name, value in merged.values()] + list(_NOT_SENT)
+            if hops.body is not None and "content-type" not in merged:
+                lines.append("Content-Type:")  # curl would add a form type the urllib3 engine never sends
 
-        handle.reset()
-        self._common_options(left_ms)
+        # A GET without a body on a handle whose last hop had the same options keeps them: only
+        # the deadline, URL, headers and callbacks change (reset() and the ~15 fixed options
+        # were a tenth of the loop's CPU per check). Any other hop resets the handle.
+        request = self.request
+        profile = (self._https, request.ip_version, request.source_address, request.verify_tls,
+                   request.client_cert, request.client_key) if hops.method == "GET" and hops.body is None else None
+        if profile is not None and getattr(handle, "sitewatch_profile", None) == profile:
+            handle.setopt(pycurl.TIMEOUT_MS, left_ms)
+            handle.setopt(pycurl.CONNECTTIMEOUT_MS, left_ms)
+        else:
+            handle.sitewatch_profile = None  # until the options below are all set
+            handle.reset()
+            self._common_options(left_ms)
         self._curl_url = (parts if parts.auth is None else parts._replace(auth=None)).url
         handle.setopt(pycurl.URL, self._curl_url)
         handle.setopt(pycurl.HTTPHEADER, lines)
@@ -206,7 +226,7 @@ class _Transfer:
             handle.setopt(pycurl.NOBODY, 1)
         elif method == "POST":
             handle.setopt(pycurl.POST, 1)
-        elif method != "GET":
+        elif method != "GET" or hops.body is not None:  # a body alone would turn a GET into a POST
             handle.setopt(pycurl.CUSTOMREQUEST, method)
         if hops.body is not None or method in ("POST", "PUT", "PATCH"):
             # pycurl keeps the bytes alive and sets their length (NUL bytes included);
@@ -214,6 +234,7 @@ class _Transfer:
             handle.setopt(pycurl.POSTFIELDS, hops.body or b"")
         handle.setopt(pycurl.HEADERFUNCTION, self._header_line)
         handle.setopt(pycurl.WRITEFUNCTION, self._write)
+        handle.sitewatch_profile = profile
         self.status, self.headers, self._hop_failure = None, [], None
         self._decoder, self._final_headers, self._in_body = None, False, False
 
@@ -271,6 +292,7 @@ class _Transfer:
             left_ms = int((self.at - time.monotonic()) * 1000)
             if left_ms <= 0:
                 return False
+            self.handle.sitewatch_profile = None  # CONNECT_ONLY and no verification: reset before reuse
             self.handle.reset()
             self._common_options(left_ms)
             self.handle.setopt(pycurl.SSL_VERIFYPEER, 0)
