@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE, RR
+from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from sitewatch.check import dns as dnskind
+from sitewatch.check import probe
 from sitewatch.check.engine import Request
 from sitewatch.errors import BadInput
 
@@ -108,24 +109,24 @@ def silent_resolver():
 
 
 @pytest.fixture
-def garbling_resolver():
-    """A UDP port that replies to every query with bytes that are not a DNS message; yields the port."""
+def replying_resolver():
+    """A UDP port that answers every query with reply(query) (bytes); yields (port, set_reply)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
-    stop = threading.Event()
+    stop, chosen = threading.Event(), {}
 
-    def garble():
+    def answer():
         while not stop.is_set():
             try:
                 query, peer = sock.recvfrom(4096)
             except TimeoutError:
                 continue
-            sock.sendto(query[:2] + b"\x81\x80 not a DNS message", peer)  # the query's ID, then junk
+            sock.sendto(chosen["reply"](query), peer)
 
-    thread = threading.Thread(target=garble, daemon=True)
+    thread = threading.Thread(target=answer, daemon=True)
     thread.start()
-    yield sock.getsockname()[1]
+    yield sock.getsockname()[1], lambda reply: chosen.update(reply=reply)
     stop.set()
     thread.join(5)
     sock.close()
@@ -227,10 +228,68 @@ def test_a_resolver_that_never_answers_is_a_timeout_within_the_deadline(silent_r
     assert elapsed < 1.0 + 1.0  # a bound that guards a hang, not a speed claim
 
 
-def test_a_malformed_reply_is_a_protocol_failure(garbling_resolver):
-    response = ask(garbling_resolver, "ok.test", timeout=2.0)
+def test_a_malformed_reply_is_a_protocol_failure(replying_resolver):
+    port, reply_with = replying_resolver
+    reply_with(lambda query: query[:2] + b"\x81\x80 not a DNS message")  # the query's ID, then junk
+    response = ask(port, "ok.test", timeout=2.0)
     assert response.error_kind == "protocol"
-    assert response.error.startswith(f"malformed reply from 127.0.0.1:{garbling_resolver} for ok.test A: ")
+    assert response.error.startswith(f"malformed reply from 127.0.0.1:{port} for ok.test A: ")
+
+
+def _answered(query: bytes, *, ident: bytes | None = None, question: bytes | None = None) -> bytes:
+    """A NOERROR reply to `query` with one A record, 192.0.2.7; its ID or question replaced if given."""
+    reply = DNSRecord.parse(query).reply()
+    reply.add_answer(*RR.fromZone(f"{reply.q.qname} 60 IN A 192.0.2.7"))
+    wire = reply.pack()
+    wire = (ident or wire[:2]) + wire[2:]
+    if question is not None:
+        wire = wire[:12] + question + wire[12 + len(question):]
+    return wire
+
+
+def test_a_reply_to_another_query_is_a_protocol_failure(replying_resolver):
+    """The ID and the question must be ours (a spoofed or stale reply is not the answer)."""
+    port, reply_with = replying_resolver
+    reply_with(_answered)
+    assert dict(ask(port, "ok.test").values)["answer"] == ("192.0.2.7",)
+    reply_with(lambda query: _answered(query, ident=bytes([query[0] ^ 0xFF, query[1]])))
+    wrong_id = ask(port, "ok.test", timeout=2.0)
+    assert wrong_id.error_kind == "protocol", wrong_id.error
+    assert wrong_id.error.startswith(f"malformed reply from 127.0.0.1:{port} for ok.test A: ")
+    reply_with(lambda query: _answered(query, question=b"\x02ok\x04tesx\x00"))  # same length, other name
+    wrong_name = ask(port, "ok.test", timeout=2.0)
+    assert wrong_name.error_kind == "protocol", wrong_name.error
+
+
+def test_each_query_has_its_own_id_and_the_same_question(silent_resolver):
+    """The query is built once per URL, but every check sends a fresh random ID (RFC 5452)."""
+    port, queries = silent_resolver
+    for _ in range(3):
+        ask(port, "ok.test", "MX", timeout=0.2)
+    assert len(queries) == 3
+    assert len({query[:2] for query in queries}) == 3
+    assert len({query[2:] for query in queries}) == 1
+    assert DNSRecord.parse(queries[0]).q.qname == "ok.test." and QTYPE[DNSRecord.parse(queries[0]).q.qtype] == "MX"
+
+
+def test_a_closed_resolver_port_is_a_connect_failure():
+    """Nothing listening on the resolver's port: the ICMP refusal ends the check at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    response = ask(port, "ok.test", timeout=5.0)
+    assert response.error_kind == "connect", response.error
+    assert response.error == f"cannot ask 127.0.0.1:{port} for ok.test A: 127.0.0.1:{port}: Connection refused"
+
+
+def test_the_question_type_is_not_taken_for_a_secret(silent_resolver, dns_server):
+    """A dns:// URL's query is its ?type=, not a key: AAAA stays in every message."""
+    port, _ = silent_resolver
+    timed_out = ask(port, "ok.test", "AAAA", timeout=0.2)
+    assert timed_out.error == f"no answer from 127.0.0.1:{port} within 0.2 s for ok.test AAAA"
+    url = f"dns://127.0.0.1:{dns_server}/ok.test?type=AAAA"
+    outcome = probe.check(probe.Target(url, timeout=5.0))
+    assert (outcome.error_kind, outcome.error) == ("dns", "no records for ok.test AAAA (NOERROR, empty answer)")
 
 
 # --------------------------------------------------------------------------- normalise

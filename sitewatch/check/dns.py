@@ -32,18 +32,26 @@ asked type are listed (a CNAME followed on the way to an A record is not).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 import time
+from dataclasses import dataclass
+from secrets import randbits
 from urllib.parse import unquote, urlsplit
 
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.wire
 
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import MAX_URL_LENGTH
@@ -60,6 +68,12 @@ DEFAULT_PORT = 53
 # A stub resolver moves on to the next server on these rcodes (this server cannot answer
 # now); NXDOMAIN and NOERROR are answers about the name, the same from every server.
 _TRY_NEXT_RCODES = ("SERVFAIL", "REFUSED")
+# A reply with one of these rcodes may leave the question out (dnspython's is_response).
+_MAY_OMIT_QUESTION = ("FORMERR", "SERVFAIL", "NOTIMP", "REFUSED")
+HEADER_BYTES = 12
+MAX_UDP_REPLY = 65535
+# Queries kept built, one per dns:// URL a process checks (a few hundred bytes each).
+QUERIES_KEPT = 16384
 
 
 # --------------------------------------------------------------------------- the URL
@@ -160,6 +174,39 @@ def normalise(url: str) -> str:
 # --------------------------------------------------------------------------- the query
 
 
+@dataclass(frozen=True)
+class _Query:
+    """What every check of one dns:// URL asks, built once per URL (QUERIES_KEPT at most): a
+    monitor asks the same question every period, and parsing the URL and rendering the query
+    with dnspython cost more CPU than the exchange (docs/benchmarks.md, "Monitor kinds")."""
+
+    resolver: str | None
+    port: int
+    question: str           # "example.com A", for messages
+    rdtype: int
+    wire: bytes             # header and question, ID 0: each ask puts a fresh random ID in front
+    servers: tuple | None   # ((address, port),) when RESOLVER is an IP address: nothing to look up
+
+
+@functools.lru_cache(maxsize=QUERIES_KEPT)
+def _query(url: str) -> _Query:
+    """The _Query of a dns:// URL; raises BadInput (not kept)."""
+    resolver, port, name, type_text = _parts(url)
+    rdtype = dns.rdatatype.from_text(type_text)
+    message = dns.message.make_query(dns.name.from_text(name), rdtype)  # recursion desired, no EDNS
+    message.id = 0
+    servers = ((resolver, port),) if resolver is not None and _is_address(resolver) else None
+    return _Query(resolver, port, f"{name} {type_text}", rdtype, message.to_wire(), servers)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def record_text(rdata) -> str:
     """One record as a subject value: presentation text, names without the final dot, TXT unquoted."""
     if rdata.rdtype == dns.rdatatype.TXT:
@@ -167,28 +214,93 @@ def record_text(rdata) -> str:
     return rdata.to_text(origin=dns.name.root, relativize=True)
 
 
-def _answer(reply: dns.message.Message, rdtype: int) -> tuple[str, ...]:
-    return tuple(sorted(record_text(rdata) for rrset in reply.answer if rrset.rdtype == rdtype
-                        for rdata in rrset))
+def _read(reply: bytes, sent: bytes, rdtype: int) -> tuple[str, tuple[str, ...], bool]:
+    """(rcode, answer, truncated) of `reply` to the query `sent`.
+
+    Raises a DNSException when the reply is malformed or answers another query (dnspython's
+    Message.is_response rules: our ID, QR set, opcode QUERY, our question echoed, or none with
+    an error rcode). Only the header, the question and the answer section are read, with
+    dnspython's parser and record types: the authority and additional sections say nothing a
+    subject shows, and reading every section into a dns.message.Message was the largest part
+    of a check's CPU. A record repeated under one name counts once, as in an RRset.
+    """
+    parser = dns.wire.Parser(reply)
+    _, flags, questions, answers, _, _ = parser.get_struct("!HHHHHH")
+    rcode = dns.rcode.to_text(dns.rcode.from_flags(flags, 0))  # no EDNS asked, so none extended
+    echoed = questions == 1 and reply[HEADER_BYTES:len(sent)].lower() == sent[HEADER_BYTES:].lower()
+    if reply[:2] != sent[:2] or not flags & dns.flags.QR or dns.opcode.from_flags(flags) != dns.opcode.QUERY \
+            or not (echoed or questions == 0 and rcode in _MAY_OMIT_QUESTION):
+        raise dns.query.BadResponse
+    if flags & dns.flags.TC:
+        return rcode, (), True
+    parser.seek(len(sent) if questions else HEADER_BYTES)
+    records = set()
+    for _ in range(answers):
+        owner = parser.get_name(decompress=True)
+        rrtype, rrclass, _, length = parser.get_struct("!HHIH")
+        if rrtype == rdtype and rrclass == dns.rdataclass.IN:
+            with parser.restrict_to(length):
+                records.add((owner, record_text(dns.rdata.from_wire_parser(rrclass, rrtype, parser))))
+        else:
+            parser.seek(parser.current + length)
+    return rcode, tuple(sorted(text for _, text in records)), False
 
 
-def _ask(query: dns.message.Message, where: str, port: int, deadline: Deadline) -> dns.message.Message:
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _udp(wire: bytes, address: str, port: int, deadline: Deadline) -> bytes:
+    """One datagram out, the first one back. Connected, so the kernel passes only the server's
+    datagrams (a stray one from elsewhere never reaches us), and a closed port is refused at once."""
+    with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
+        sock.connect((address, port))
+        sock.settimeout(deadline.left())
+        sock.send(wire)
+        return sock.recv(MAX_UDP_REPLY)
+
+
+def _tcp(wire: bytes, address: str, port: int, deadline: Deadline) -> bytes:
+    """The query again over TCP (RFC 1035 4.2.2: a two-byte length before each message)."""
+    with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
+        sock.settimeout(deadline.left())
+        sock.connect((address, port))
+        sock.settimeout(deadline.left())
+        sock.sendall(len(wire).to_bytes(2, "big") + wire)
+        length = int.from_bytes(_receive(sock, 2, deadline), "big")
+        return _receive(sock, length, deadline)
+
+
+def _receive(sock: socket.socket, size: int, deadline: Deadline) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        sock.settimeout(deadline.left())
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise dns.exception.FormError("the server closed the TCP connection before the whole reply")
+        data += chunk
+    return bytes(data)
+
+
+def _ask(query: _Query, address: str, port: int, deadline: Deadline) -> tuple[str, tuple[str, ...]]:
     """One server: UDP, and TCP again when the reply is truncated, both within the deadline."""
-    # ignore_unexpected: a late or stray datagram from elsewhere is skipped, as a resolver does.
-    reply = dns.query.udp(query, where, timeout=deadline.left(), port=port, ignore_unexpected=True)
-    if reply.flags & dns.flags.TC:
-        reply = dns.query.tcp(query, where, timeout=deadline.left(), port=port)
-    return reply
+    sent = randbits(16).to_bytes(2, "big") + query.wire[2:]   # a fresh ID per query
+    rcode, answer, truncated = _read(_udp(sent, address, port, deadline), sent, query.rdtype)
+    if truncated:
+        rcode, answer, truncated = _read(_tcp(sent, address, port, deadline), sent, query.rdtype)
+    return rcode, answer
 
 
-def _servers(resolver: str | None, port: int, deadline: Deadline) -> list[tuple[str, int]]:
+def _servers(query: _Query, deadline: Deadline) -> tuple | list:
     """(address, port) to ask in turn: the named resolver's addresses, or the system's resolvers."""
-    if resolver is None:
-        system = dns.resolver.get_default_resolver()
+    if query.servers is not None:
+        return query.servers
+    if query.resolver is None:
+        system = dns.resolver.get_default_resolver()  # read once per process, as a stub resolver does
         return [(str(server), system.port) for server in system.nameservers]
-    infos = resolve(resolver, port, deadline)  # bounded by the deadline; an IP needs no lookup
+    infos = resolve(query.resolver, query.port, deadline)  # bounded by the deadline
     addresses = dict.fromkeys(info[4][0] for info in infos)  # each once, in the system's order
-    return [(address, port) for address in addresses]
+    return [(address, query.port) for address in addresses]
 
 
 # Called as fetch(request): never_raises gathers the secrets and turns any exception into a
@@ -197,14 +309,13 @@ def _servers(resolver: str | None, port: int, deadline: Deadline) -> list[tuple[
 def fetch(request: Request, secrets: set[str]) -> Response:
     deadline = Deadline(request.timeout)
     try:
-        resolver, port, name, type_text = _parts(request.url)
+        query = _query(request.url)
     except BadInput as exc:  # normalise() refuses these before they are stored
         return failed("protocol", str(exc), secrets)
-    question = f"{name} {type_text}"
-    rdtype = dns.rdatatype.from_text(type_text)
-    where = f"{resolver}:{port}" if resolver else "the system's resolvers"
+    question, resolver = query.question, query.resolver
+    where = f"{resolver}:{query.port}" if resolver else "the system's resolvers"
     try:
-        servers = _servers(resolver, port, deadline)
+        servers = _servers(query, deadline)
     except dns.resolver.NoResolverConfiguration:
         return failed("monitor", "monitor failure: no system DNS resolver is configured (/etc/resolv.conf); "
                       "the name was not checked", secrets)
@@ -216,7 +327,6 @@ def fetch(request: Request, secrets: set[str]) -> Response:
         if exhausted:
             return failed("monitor", f"monitor failure: {exhausted}; the name was not checked", secrets)
         return failed("dns", f"cannot resolve the resolver {resolver}: {exc.strerror or exc}", secrets)
-    query = dns.message.make_query(dns.name.from_text(name), rdtype)  # recursion desired
     reply = problem = None
     try:
         for index, (address, server_port) in enumerate(servers):
@@ -224,26 +334,25 @@ def fetch(request: Request, secrets: set[str]) -> Response:
                 # This server's share of the time left: one that never answers leaves time for the next.
                 share = Deadline(deadline.left() / (len(servers) - index))
                 reply = _ask(query, address, server_port, share)
-            except (dns.exception.Timeout, TimeoutError):
+            except TimeoutError:
                 continue
             except OSError as exc:
                 if monitor_failure(exc):
                     raise
                 problem = f"{address}:{server_port}: {exc.strerror or exc}"
                 continue
-            if dns.rcode.to_text(reply.rcode()) not in _TRY_NEXT_RCODES:
+            if reply[0] not in _TRY_NEXT_RCODES:
                 break
     except OSError as exc:  # only the monitor's own failures get here
         return failed("monitor", f"monitor failure: {monitor_failure(exc)}; the name was not checked", secrets)
-    except dns.exception.DNSException as exc:  # FormError, BadResponse, UnexpectedSource...
+    except dns.exception.DNSException as exc:  # FormError, BadResponse...
         return failed("protocol", f"malformed reply from {where} for {question}: {exc}", secrets)
     if reply is None and problem is not None:  # a socket error, and no server answered
         return failed("connect", f"cannot ask {where} for {question}: {problem}", secrets)
     if reply is None:
         return failed("timeout", f"no answer from {where} within {request.timeout:g} s for {question}", secrets)
     elapsed_ms = (time.monotonic() - deadline.start) * 1000
-    values = (("rcode", dns.rcode.to_text(reply.rcode())), ("answer", _answer(reply, rdtype)),
-              ("question", question))
+    values = (("rcode", reply[0]), ("answer", reply[1]), ("question", question))
     return Response(status=None, headers=(), body=None, redirects=0, cert_days_left=None,
                     response_time_ms=elapsed_ms, timings=Timings(dns_ms=elapsed_ms), error_kind=None,
                     error=None, values=values)

@@ -148,7 +148,9 @@ def url_secrets(url: str) -> set[str]:
         _, _, password = userinfo.partition(":")
         secrets.update((password, unquote(password)))
         secrets.add(basic_auth(userinfo).partition(" ")[2])  # an echoed Authorization header
-    if parts.query:
+    # Only an http(s) URL's query may carry a key: a dns:// URL's is its ?type=, and redacting
+    # "AAAA" or "CNAME" would blank the question out of every message.
+    if parts.query and parts.scheme in ("http", "https"):
         secrets.add(parts.query)
         # Short values ("page=1") would mangle every message; they only appear
         # inside URLs, and URLs in messages always go through redact_url.
