@@ -11,19 +11,22 @@ for --rounds 2, each from a fresh database. Only 127.0.0.1 is contacted:
            `HTTP/1` expected (--tcp-send '' --tcp-expect '' for a bare connect);
 * dns://   a dnslib server in a process of its own (so its CPU is not this script's), asked
            for an A record of a name per monitor over UDP;
-* push://  heartbeats nobody pings (every slot a missed result, written by the producer;
-           --push-grace 0 by default so each second's slot is missed at once), only when the
-           installed `sitewatch url add push://` accepts them, otherwise their share goes to
-           HTTP and the report says so. `url import` refuses push:// (each token is printed
-           once by `url add`), so they are added one `url add` each, two at a time, before the
-           run: setup time, outside the measured window.
+* push://  heartbeats at a 1 s period, each pinged once a second by a pinger process of the
+           bench's (GET /ping/TOKEN on the run's web listener, keep-alive, paced over the
+           second; its CPU is measured apart), with --push-grace 1 s; --no-pings leaves them
+           unpinged (every slot a missed result, written by the producer; grace 0 then). They
+           are added in this process as `url add` adds them (urlspec.make_entry, then
+           pushstore.add_push with the hash of a token we keep): setup, outside the window.
+
+The DNS server answers from pre-built bytes on one socket (dns_reply), not with a DNS
+library: a few microseconds a query, so the ratio measures sitewatch (its CPU is reported
+apart all the same).
 
     flock /work/bench.lock python bench/kinds_mix.py --json
     python bench/kinds_mix.py --urls 10000 --duration 60 --rounds 2 --http 70 --tcp 15 --dns 10 --push 5
 """
 
 import argparse
-import concurrent.futures
 import json
 import os
 import shutil
@@ -45,27 +48,49 @@ from sitewatch.db import embedded  # noqa: E402
 
 DNS_ZONE = "bench.test."
 DNS_ANSWER = "192.0.2.1"
+PINGER_CONNECTIONS = 4
+
+
+def dns_reply(query: bytes) -> bytes | None:
+    """The answer to one query, by byte surgery on the query itself (no DNS library on the
+    answer path): an A record DNS_ANSWER for a name under DNS_ZONE asked type A (NOERROR, no
+    records for another type), NXDOMAIN elsewhere. None for what is not a one-question query."""
+    if len(query) < 17 or query[2] & 0x80 or query[4:6] != b"\x00\x01":
+        return None
+    end = 12
+    while end < len(query) and query[end]:          # the question's name, label by label
+        end += 1 + query[end]
+    end += 5                                        # the root label, QTYPE, QCLASS
+    if end > len(query):
+        return None
+    name, qtype = query[12:end - 4].lower(), query[end - 4:end - 2]
+    flags = bytes([0x80 | (query[2] & 0x01), 0x80])  # QR, RD copied, RA; rcode NOERROR
+    if not name.endswith(ZONE_WIRE):
+        return query[:2] + flags[:1] + b"\x83" + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query[12:end]
+    if qtype != b"\x00\x01":
+        return query[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query[12:end]
+    return query[:2] + flags + b"\x00\x01\x00\x01\x00\x00\x00\x00" + query[12:end] + ANSWER_RR
+
+
+ZONE_WIRE = b"".join(bytes([len(label)]) + label.encode() for label in DNS_ZONE.split(".")[:-1]) + b"\x00"
+# A pointer to the question's name (offset 12), type A, class IN, TTL 60, 4 bytes of address.
+ANSWER_RR = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes(int(x) for x in DNS_ANSWER.split("."))
 
 
 def serve_dns(port: int) -> None:
-    """The DNS server process: every name under DNS_ZONE has one A record, others NXDOMAIN."""
-    from dnslib import QTYPE, RCODE, RR, A
-    from dnslib.server import BaseResolver, DNSLogger, DNSServer
-
-    class Resolver(BaseResolver):
-        def resolve(self, request, handler):
-            reply = request.reply()
-            name = str(request.q.qname).lower()
-            if name.endswith(DNS_ZONE) and request.q.qtype == QTYPE.A:
-                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(DNS_ANSWER), ttl=60))
-            elif not name.endswith(DNS_ZONE):
-                reply.header.rcode = RCODE.NXDOMAIN
-            return reply
-
-    server = DNSServer(Resolver(), address="127.0.0.1", port=port,
-                       logger=DNSLogger(log="-request,-reply,-truncated,-error", prefix=False))
+    """The DNS server process: one UDP socket, answered in a loop by dns_reply. A dnslib server
+    (a thread and a parse per query) took 0.22-0.32 ms of CPU a query on the cores the checks
+    share; this one a few microseconds, so the mix measures sitewatch's DNS checks."""
+    import socket
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.start()      # blocks
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("127.0.0.1", port))
+        while True:
+            query, peer = sock.recvfrom(512)
+            reply = dns_reply(query)
+            if reply is not None:
+                sock.sendto(reply, peer)
 
 
 def free_udp_port() -> int:
@@ -112,42 +137,99 @@ def split(total: int, shares: dict) -> dict:
     return {kind: n for kind, n in counts.items() if n}
 
 
-def push_accepted(env) -> tuple[bool, str]:
-    """Whether the installed sitewatch takes push:// monitors (issue 20's heartbeats)."""
-    added = sitewatch(env, "url", "add", "push://bench-probe", check=False)
-    if added.returncode == 0:
-        sitewatch(env, "url", "remove", "push://bench-probe")
-        return True, ""
-    return False, added.stderr.strip().splitlines()[-1] if added.stderr.strip() else f"exit {added.returncode}"
+def add_pushes(env, conn, count: int, grace: str) -> list[str]:
+    """push://bench-N monitors at a 1 s period, added as `url add` adds them; their tokens."""
+    from sitewatch import config, urlspec
+    from sitewatch.check import push
+    from sitewatch.db import pushstore
+    check_config = config.load(env).check
+    tokens = []
+    for i in range(count):
+        entry = urlspec.make_entry({"url": f"push://bench-{i}", "period": 1, "grace": grace}, check_config)
+        token = push.new_token()
+        pushstore.add_push(conn, entry, push.token_hash(token))
+        tokens.append(token)
+    return tokens
 
 
-def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir, notes: dict) -> dict:
+def serve_pings(port: int, tokens_path: str, period: float, connections: int) -> None:
+    """The pinger process: each token pinged once a period, the pings spread over the period,
+    on `connections` keep-alive connections (a thread each). On SIGTERM, prints the count of
+    answers by status as JSON."""
+    import http.client
+    import threading
+    with open(tokens_path) as f:
+        tokens = f.read().split()
+    statuses: dict = {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def count(status):
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    def pinger(mine):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        t0, n = time.monotonic(), 0
+        while not stop.is_set():
+            for i, token in enumerate(mine):
+                wait = t0 + n * period + i * period / len(mine) - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                try:
+                    conn.request("GET", f"/ping/{token}")
+                    response = conn.getresponse()
+                    response.read()
+                    count(response.status)
+                except (OSError, http.client.HTTPException) as exc:
+                    count(type(exc).__name__)
+                    conn.close()
+                    time.sleep(0.2)
+            n += 1
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for k in range(connections):
+        threading.Thread(target=pinger, args=(tokens[k::connections],), daemon=True).start()
+    stop.wait()
+    print(json.dumps(statuses), flush=True)
+
+
+def free_tcp_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir) -> dict:
     run_dir = tempfile.mkdtemp(dir=workdir, prefix=f"{label}-")
     data_dir = os.path.join(run_dir, "pg")
     env = base_env(args, data_dir, None)
-    shares = dict(shares)
-    if shares.get("push"):
-        if "push" not in notes:
-            accepted, why = push_accepted(env)   # the url add also creates the database
-            notes["push"] = "accepted" if accepted else f"skipped: url add push:// refused ({why})"
-        if notes["push"] != "accepted":
-            shares["http"] += shares.pop("push")
+    web_port = free_tcp_port()
+    env.update({"SITEWATCH_WEB__LISTEN": f"127.0.0.1:{web_port}",
+                # a ping a second is 60 a minute, the default budget: leave room for the pacing's jitter
+                "SITEWATCH_WEB__PING_RATE_LIMIT": "120"})
     counts = split(args.urls, shares)
     import_file = os.path.join(run_dir, "monitors.yaml")
     with open(import_file, "w") as f:
         f.write(monitors_yaml(counts, target.port, dns_port, args.tcp_send, args.tcp_expect))
     t0 = time.monotonic()
     sitewatch(env, "url", "import", import_file)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:     # one `url add` per push monitor
-        list(pool.map(lambda i: sitewatch(env, "url", "add", f"push://bench-{i}", "--period", "1",
-                                          "--grace", str(args.push_grace)), range(counts.get("push", 0))))
-    imported_s = time.monotonic() - t0
     held = embedded.start(data_dir)      # keep the server between run's stop and our queries
     meas = psycopg2.connect(held.dsn)
     meas.autocommit = True
+    grace = args.push_grace if args.push_grace is not None else ("0" if args.no_pings else "1")
+    tokens = add_pushes(env, meas, counts.get("push", 0), grace)
+    imported_s = time.monotonic() - t0
     log_path = os.path.join(run_dir, "run.log")
-    run = None
+    run = pinger = None
+    pings: dict = {}
     try:
+        if tokens and not args.no_pings:
+            tokens_path = os.path.join(run_dir, "tokens")
+            with open(tokens_path, "w") as f:
+                f.write("\n".join(tokens))
+            pinger = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-pings", str(web_port),
+                                       tokens_path], stdout=subprocess.PIPE, text=True)
         with open(log_path, "w") as log:
             run = subprocess.Popen([*SITEWATCH, "run"], env=env, stdout=log, stderr=log, start_new_session=True)
         started = time.time()
@@ -155,6 +237,7 @@ def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir,
         others = {"nginx": lambda: [psutil.Process(pid) for pid in target.pids()] + [
                       c for pid in target.pids() for c in psutil.Process(pid).children()],
                   "dns_server": lambda: tree(dns_proc.pid),
+                  "pinger": lambda: tree(pinger.pid) if pinger is not None else [],
                   "postgres": lambda: postgres_procs(data_dir)}
         def mark(procs):
             return time.time(), cpu_seconds(procs), {name: cpu_seconds(f()) for name, f in others.items()}
@@ -177,6 +260,9 @@ def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir,
             if start_mark is not None:
                 peak_threads, peak_rss = max(peak_threads, threads), max(peak_rss, rss)
             time.sleep(max(0.05, min(1.0, window[1] - time.time())))
+        if pinger is not None:
+            pinger.send_signal(signal.SIGTERM)
+            pings = json.loads(pinger.communicate(timeout=30)[0] or "{}")
         run.send_signal(signal.SIGTERM)
         run.wait(120)
         (ws, c0, o0), (we, c1, o1) = start_mark, end_mark
@@ -192,6 +278,8 @@ def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir,
                         (ws, we))
             failed_by_kind = dict(cur.fetchall())
     finally:
+        if pinger is not None and pinger.poll() is None:
+            pinger.kill()
         if run is not None and run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
         meas.close()
@@ -213,6 +301,7 @@ def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir,
         "checks_per_s": round(checks / seconds, 1),
         "checks_per_s_by_kind": {k: round(n / seconds, 1) for k, (n, _) in sorted(by_kind.items())},
         "failed": failed_by_kind,
+        "pings_by_status": pings,
         "cpu_ms_per_check": {"sitewatch": round((c1 - c0) / max(1, checks) * 1000, 3),
                              **{name: round((o1[name] - o0[name]) / max(1, checks) * 1000, 3) for name in o0}},
         "cpu_s_in_window": {"sitewatch": round(c1 - c0, 1), **{name: round(o1[name] - o0[name], 1) for name in o0}},
@@ -228,6 +317,9 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-dns":      # the DNS server's own process
         serve_dns(int(sys.argv[2]))
         return 0
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-pings":    # the pinger's own process
+        serve_pings(int(sys.argv[2]), sys.argv[3], period=1.0, connections=PINGER_CONNECTIONS)
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--urls", type=int, default=10_000, help="monitors per run")
     parser.add_argument("--duration", type=float, default=60, help="steady window, seconds (after the warm-up)")
@@ -237,7 +329,9 @@ def main() -> int:
     parser.add_argument("--tcp", type=int, default=15, help="share of tcp:// monitors, percent")
     parser.add_argument("--dns", type=int, default=10, help="share of dns:// monitors, percent")
     parser.add_argument("--push", type=int, default=5, help="share of push:// monitors, percent")
-    parser.add_argument("--push-grace", default="0", help="grace of the push:// monitors")
+    parser.add_argument("--push-grace", default=None, help="grace of the push:// monitors (default 1 s; "
+                        "0 with --no-pings)")
+    parser.add_argument("--no-pings", action="store_true", help="leave the push:// monitors unpinged (all missed)")
     parser.add_argument("--tcp-send", default="GET / HTTP/1.0\\r\\n\\r\\n", help="'' for a bare connect")
     parser.add_argument("--tcp-expect", default="HTTP/1")
     parser.add_argument("--timeout", type=float, default=5.0)
@@ -254,14 +348,13 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="sitewatch-bench-kinds-")
     target = FastTarget(workers=args.nginx_workers).start()
     dns_proc, dns_port = start_dns()
-    notes: dict = {}
     runs = []
     try:
         for _ in range(args.rounds):
             for label, run_shares in (("http_only", {"http": 1}), ("mix", shares)):
                 print(f"{label}: {args.urls} monitors, {args.warmup:g} + {args.duration:g} s ...",
                       file=sys.stderr, flush=True)
-                result = one_run(args, label, run_shares, target, dns_proc, dns_port, workdir, notes)
+                result = one_run(args, label, run_shares, target, dns_proc, dns_port, workdir)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 runs.append(result)
     finally:
@@ -274,7 +367,8 @@ def main() -> int:
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
               "load_average": [round(x, 1) for x in os.getloadavg()], "target": target.kind,
               "urls": args.urls, "period_s": 1, "shares_percent": shares,
-              "tcp": {"send": args.tcp_send, "expect": args.tcp_expect}, "push": notes.get("push", "not asked"),
+              "tcp": {"send": args.tcp_send, "expect": args.tcp_expect},
+              "push": "unpinged" if args.no_pings else "pinged once a second",
               "runs": runs, "median_http_only": http_only, "median_mix": mix,
               "ratio_mix_to_http_only": round(mix / http_only, 3) if http_only else None}
     if args.json:
