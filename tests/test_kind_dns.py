@@ -301,6 +301,8 @@ def test_the_question_type_is_not_taken_for_a_secret(silent_resolver, dns_server
     ("dns://[2001:DB8::1]:5353/_sip._tcp.example.com?type=SRV", "dns://[2001:db8::1]:5353/_sip._tcp.example.com?type=SRV"),
     ("dns://NS1.Example.net/bücher.example?type=AAAA", "dns://ns1.example.net/xn--bcher-kva.example?type=AAAA"),
     ("dns://1.1.1.1/example.com?type=SOA", "dns://1.1.1.1/example.com?type=SOA"),
+    # The resolver's name follows address.normalise_host, as a tcp:// host does (underscores pass).
+    ("dns://NS_1.Example./example.com", "dns://ns_1.example/example.com"),
 ])
 def test_normalise_gives_one_canonical_form(given, canonical):
     assert dnskind.normalise(given) == canonical
@@ -315,6 +317,7 @@ def test_normalise_gives_one_canonical_form(given, canonical):
     ("dns://8.8.8.8:0/example.com", "dns:// resolver port must be between 1 and 65535, got 0"),
     ("dns://8.8.8.8:65536/example.com", "dns:// resolver port must be a number between 1 and 65535"),
     ("dns://bad_host!/example.com", "dns:// resolver 'bad_host!' is not an IP address or a valid host name"),
+    ("dns://-ns.example/example.com", "dns:// resolver '-ns.example' is not an IP address or a valid host name"),
     ("dns:///a..example.com", "dns:// name 'a..example.com' is not a valid DNS name: A DNS label is empty."),
     ("dns:///" + "a" * 64 + ".com", "dns:// name '" + "a" * 64 + ".com' is not a valid DNS name: "
                                     "A DNS label is > 63 octets long."),

@@ -155,6 +155,8 @@ def test_a_host_name_that_does_not_resolve_is_a_dns_failure(pinged):
     ("icmp://[2001:DB8:0::1]", "icmp://[2001:db8::1]"),
     ("icmp://bücher.example", "icmp://xn--bcher-kva.example"),
     ("icmp://gateway", "icmp://gateway"),
+    # address.normalise_host's rules, as for a tcp:// host: underscores pass, a final dot goes.
+    ("icmp://Host_1.LAN.", "icmp://host_1.lan"),
 ])
 def test_normalise_gives_one_canonical_form(given, canonical):
     assert icmp.normalise(given) == canonical
@@ -172,6 +174,7 @@ def test_normalise_gives_one_canonical_form(given, canonical):
     ("icmp://[2001:db8::zz]", "icmp:// host [2001:db8::zz] is not an IPv6 address"),
     ("icmp://bad_host!", "icmp:// host 'bad_host!' is not an IP address or a valid host name"),
     ("icmp://a..example", "icmp:// host 'a..example' is not an IP address or a valid host name"),
+    ("icmp://-gw.example", "icmp:// host '-gw.example' is not an IP address or a valid host name"),
     ("ping://example.com", "an icmp:// URL must start with icmp://"),
 ])
 def test_normalise_refuses_bad_input_in_one_line(given, message):

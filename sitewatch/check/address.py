@@ -14,17 +14,24 @@ from urllib.parse import urlsplit
 from ..errors import BadInput
 
 _HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")     # a host name once IDNA-encoded
+MAX_HOST_NAME = 253     # RFC 1035: 255 bytes on the wire; no longer name resolves
 
 
 def normalise_host(host: str) -> str:
-    """A host as it goes into a normalised URL: IDNA and lower case, an IPv6 literal bracketed."""
+    """A host as it goes into a normalised URL: IDNA and lower case, an IPv6 literal bracketed.
+
+    The IDNA codec refuses an empty label or one over 63 characters; a label may not start
+    with a hyphen (RFC 1123). Underscores are let through: internal names have them, and the
+    resolver, not this check, is the judge of what exists.
+    """
     if ":" in host:                                  # IPv6 literal
         return f"[{host}]"
     try:
         encoded = host.encode("idna").decode("ascii")
     except UnicodeError:
         raise BadInput(f"URL host {host!r} is not a valid host name") from None
-    if encoded.startswith(".") or ".." in encoded or not _HOST_CHARS.fullmatch(encoded):
+    if encoded.startswith(".") or ".." in encoded or not _HOST_CHARS.fullmatch(encoded) \
+            or len(encoded.removesuffix(".")) > MAX_HOST_NAME or encoded.startswith("-") or ".-" in encoded:
         raise BadInput(f"URL host {host!r} is not a valid host name")
     return encoded.lower()
 

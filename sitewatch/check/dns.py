@@ -56,6 +56,7 @@ import dns.wire
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import MAX_URL_LENGTH
 
+from .address import normalise_host
 from .deadline import Deadline
 from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
 from .resolve import resolve
@@ -80,21 +81,18 @@ QUERIES_KEPT = 16384
 
 
 def _resolver_host(host: str) -> str:
-    """The RESOLVER part, validated: an IP address, or a host name (lower-cased, IDNA)."""
+    """The RESOLVER part, validated: an IP address, or a host name (address.normalise_host's
+    rules, as for tcp:// and tls://), without a final dot."""
     try:
         return ipaddress.ip_address(host).compressed
     except ValueError:
         pass
     try:
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        ascii_host = ""
-    labels = ascii_host.split(".")
-    if not ascii_host or len(ascii_host) > 253 or not all(
-            0 < len(label) <= 63 and label.replace("-", "").isalnum() and not label.startswith("-")
-            for label in labels):
-        raise BadInput(f"dns:// resolver {host!r} is not an IP address or a valid host name")
-    return ascii_host
+        if ":" in host:     # not an IPv6 address (urlsplit refuses most first); never bracket it
+            raise BadInput(host)
+        return normalise_host(host).removesuffix(".")
+    except BadInput:
+        raise BadInput(f"dns:// resolver {host!r} is not an IP address or a valid host name") from None
 
 
 def _query_name(text: str) -> str:

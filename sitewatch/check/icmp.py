@@ -38,6 +38,7 @@ from icmplib.utils import unique_identifier
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import MAX_URL_LENGTH
 
+from .address import normalise_host
 from .deadline import Deadline
 from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
 from .resolve import resolve
@@ -84,15 +85,9 @@ def _host(url: str) -> str:
     except ValueError:
         pass
     try:
-        name = rest.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        name = ""
-    labels = name.removesuffix(".").split(".")
-    if not name or len(name) > 253 or not all(
-            0 < len(label) <= 63 and label.replace("-", "").isalnum() and not label.startswith("-")
-            for label in labels):
-        raise BadInput(f"icmp:// host {rest!r} is not an IP address or a valid host name")
-    return name.removesuffix(".")
+        return normalise_host(rest).removesuffix(".")     # tcp:// and tls://'s rules for a name
+    except BadInput:
+        raise BadInput(f"icmp:// host {rest!r} is not an IP address or a valid host name") from None
 
 
 def normalise(url: str) -> str:
