@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from . import requestspec
+from .check import push
+from .errors import BadInput
 from .redact import REDACTED, printable, redact_url
 from .urlspec import UrlEntry
 
@@ -30,6 +32,9 @@ class Plan:
     changed: list[tuple[int, UrlEntry]] = field(default_factory=list)     # (url id, the new settings)
     removed: list[tuple[int, str]] = field(default_factory=list)          # (url id, how it is shown)
     lines: list[str] = field(default_factory=list)
+    # push:// monitors are written by db/pushstore.py (a token, a slot), not by the store's plan.
+    pushes_added: list[UrlEntry] = field(default_factory=list)
+    pushes_changed: list[tuple[int, UrlEntry]] = field(default_factory=list)
 
 
 def add_command(commands) -> None:
@@ -59,18 +64,26 @@ def make_plan(entries: list[UrlEntry], columns: tuple[str, ...], current: list[t
     values = attrgetter(*columns)
     plan = Plan()
     for entry in entries:
+        is_push = push.is_push(entry.url)
         row = stored.pop(entry.identity, None)
         if row is None:
-            plan.added.append(entry)
+            (plan.pushes_added if is_push else plan.added).append(entry)
             plan.lines.append(f"+ {printable(entry.shown)}")
             continue
+        if is_push != push.is_push(row[url_at]):
+            raise BadInput(f"{entry.shown}: a monitor cannot change between push:// and a checked URL "
+                           f"(it is {redact_url(row[url_at])}): remove it from the file, apply, then add it back")
         new = values(entry)
         if new == row[1:]:          # the usual case, compared at C speed
             continue
+        # A push monitor's other columns keep their defaults: they are no settings of it. A cron
+        # one's period is derived from its schedule (the longest gap in the coming year), so it
+        # is no setting either: `url update` does not show it, nor does the plan.
+        settings = push.SETTINGS if not entry.cron else tuple(c for c in push.SETTINGS if c != "period")
         differences = [(column, old, value) for column, old, value in zip(columns, row[1:], new, strict=True)
-                       if _comparable(old) != _comparable(value)]
+                       if _comparable(old) != _comparable(value) and (not is_push or column in settings)]
         if differences:
-            plan.changed.append((row[0], entry))
+            (plan.pushes_changed if is_push else plan.changed).append((row[0], entry))
             plan.lines += [f"~ {printable(entry.shown)}: {_LABELS.get(column, column.replace('_', '-'))} "
                            f"{shown_value(column, old)} -> {shown_value(column, value)}"
                            for column, old, value in differences]
@@ -119,8 +132,20 @@ def run(conn, entries: list[UrlEntry], channels: list[str], prune: bool, dry_run
     change, or `no changes`. `channels`: alerts' default channels, for `removed` notices."""
     from .db import store
     plan = store.apply_monitors(conn, lambda columns, current: make_plan(entries, columns, current, prune),
-                                channels, dry_run)
+                                channels, dry_run, write_more=_write_pushes)
     sys.stdout.write("\n".join(plan.lines or ["no changes"]) + "\n")
     if dry_run and plan.lines:
         print("sitewatch: dry run: nothing written", file=sys.stderr)
+    elif not dry_run:       # on stderr: standard output stays one line per change
+        for entry in plan.pushes_added:
+            print(f"sitewatch: {push.token_hint(entry)}", file=sys.stderr)
     return 0
+
+
+def _write_pushes(cur, plan: Plan) -> None:
+    """The plan's push monitors, in the apply's transaction: new ones with no token shown."""
+    from .db import pushstore
+    for entry in plan.pushes_added:
+        pushstore.insert_push(cur, entry)
+    for url_id, entry in plan.pushes_changed:
+        pushstore.update_push(cur, url_id, entry)

@@ -101,7 +101,8 @@ def build_parser() -> ArgumentParser:
                                               "entries with keys url, name, period, regex, timeout, method, "
                                               "headers, body, json, bearer, client-cert, client-key, "
                                               "ip-version, send, expect, expected-status, max-redirects, verify-tls, "
-                                              "failure-threshold, success-threshold, notify (missing keys "
+                                              "failure-threshold, success-threshold, notify, and for "
+                                              "push://NAME grace, cron, tz (missing keys "
                                               "take the defaults; a named entry is matched by its name), "
                                               "or one URL per line. Every entry is "
                                               "validated before anything is written. First checks are "
@@ -339,12 +340,7 @@ def read_import(path, cfg):
         raise BadInput(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path} is not UTF-8 text") from None
-    entries = parse_import(text, source, cfg.check)
-    for entry in entries:
-        if push.is_push(entry.url):     # each needs its token printed once: one `url add` each
-            raise BadInput(f"{entry.url}: add push monitors with `sitewatch url add`, which prints each "
-                           f"one's ping URL")
-    return entries
+    return parse_import(text, source, cfg.check)
 
 
 def with_database(cfg, action, migrate: bool = False) -> int:
@@ -416,8 +412,7 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     elif args.url_command == "update":
         return monitorcli.run_update(conn, cfg, payload, env, check_channels_known)
     elif args.url_command == "import":
-        inserted, updated = store.import_urls(conn, payload)
-        print(f"imported {len(payload)} URLs ({inserted} new, {updated} updated)")
+        pushcli.run_import(conn, payload)
     elif args.url_command == "list":
         monitorcli.print_url_list(store.list_urls(conn), args.json)
     return 0

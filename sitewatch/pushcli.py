@@ -63,3 +63,16 @@ def show_token(conn, cfg, text: str) -> None:
     pushstore.new_token(conn, url_id, push.token_hash(token))
     print(f"new token for {name or url} (the old one no longer works)")
     print_ping_address(cfg, token)
+
+
+def run_import(conn, entries) -> None:
+    """`url import`: the push monitors first, in one transaction (a name taken by a checked
+    monitor refuses the file before anything is written), then the others (store.import_urls).
+    A new push monitor's token is not printed: the hint says how to get one."""
+    from .db import store
+    pushes = [entry for entry in entries if push.is_push(entry.url)]
+    added, updated = pushstore.import_pushes(conn, pushes) if pushes else ([], 0)
+    inserted, changed = store.import_urls(conn, [entry for entry in entries if not push.is_push(entry.url)])
+    print(f"imported {len(entries)} URLs ({inserted + len(added)} new, {changed + updated} updated)")
+    for entry in added:
+        print(push.token_hint(entry))

@@ -94,15 +94,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, db, args):
     assert count(db, "url") == 0
 
 
-def test_import_refuses_push_monitors_and_show_token_refuses_http_ones(cli, db):
-    done = cli("url", "import", "-", input="- url: push://a\n- url: https://example.com/\n")
-    assert done.returncode == 2 and "url add" in done.stderr
-    assert count(db, "url") == 0
-    assert cli("url", "add", "https://example.com/").returncode == 0
-    done = cli("url", "show-token", "https://example.com/")
-    assert done.returncode == 2 and "not a push monitor" in done.stderr
-
-
 def test_url_update_of_a_push_monitor_reslots_it_and_refuses_check_options(cli, db):
     add_push(cli, "job", "--period", "1h", "--grace", "10m")
     query(db, "UPDATE url SET push_slot = push_slot - interval '1 minute',"

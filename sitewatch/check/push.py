@@ -61,6 +61,11 @@ CHECK_ONLY_OPTIONS = ("regex", "timeout", "method", "expected_status", "max_redi
                       "ip_version")
 
 
+# The url columns that are a push monitor's settings; its others keep their column defaults
+# (`apply` compares these only, `url update` changes these only).
+SETTINGS = ("url", "name", "period", "grace", "cron", "tz", "failure_threshold", "success_threshold", "notify")
+
+
 def is_push(url) -> bool:
     return isinstance(url, str) and url[:7].lower() == "push://"
 
@@ -118,6 +123,13 @@ def new_token() -> str:
 def token_hash(token: str) -> bytes:
     """What is stored and looked up: SHA-256 of the token (high-entropy: no salt, no slow hash)."""
     return hashlib.sha256(token.encode("ascii", "replace")).digest()
+
+
+def token_hint(entry) -> str:
+    """What a file-driven add (`url import`, `apply`) says of a new push monitor: its token is
+    printed once, and a file-driven run has no one to print it to (a CI log is no place for it)."""
+    name = entry.name or entry.url[len(SCHEME) + 3:]
+    return f"{entry.shown}: no ping URL is printed here; `sitewatch url show-token {name}` issues one"
 
 
 def ping_address(token: str, base_url: str | None) -> str:

@@ -20,6 +20,11 @@ VALUES (%(url)s, %(name)s, %(period)s, %(timeout)s, %(grace)s, %(cron)s, %(tz)s,
 ON CONFLICT DO NOTHING
 RETURNING id;
 
+-- name: monitor_by_identity
+-- The monitor an imported entry is (its name, or for an unnamed one its URL): id and URL.
+SELECT id, url FROM url
+WHERE CASE WHEN %(name)s::text IS NULL THEN url = %(url)s AND name IS NULL ELSE name = %(name)s END;
+
 -- name: new_token
 -- `url show-token`: the monitor gets a new token (only its hash is kept); the old one stops working.
 UPDATE url SET push_token_hash = %(token_hash)s WHERE id = %(id)s AND push_slot IS NOT NULL

@@ -10,6 +10,7 @@ from ..check import push, pushcron
 from ..errors import BadInput
 from ..redact import redact_url
 from .store import NO_ALERT_CHANNELS, load_queries
+from .store import QUERIES as STORE_QUERIES
 
 QUERIES = load_queries("sitewatch.db", "push.sql")
 
@@ -22,15 +23,54 @@ def add_push(conn, entry, token_hash: bytes) -> int:
     """Register a push monitor (a validated UrlEntry); returns its id. BadInput when its identity
     is taken."""
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["add_push"], {**entry.as_row(), "token_hash": token_hash,
-                                          "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
-        row = cur.fetchone()
+        return insert_push(cur, entry, token_hash)
+
+
+def insert_push(cur, entry, token_hash: bytes | None = None) -> int:
+    """add_push in the caller's transaction. Without `token_hash` (a file-driven add: nobody to
+    show a token to), the hash of a random token nobody ever sees: no ping is accepted until
+    `url show-token` issues one."""
+    if token_hash is None:
+        token_hash = push.token_hash(push.new_token())
+    cur.execute(QUERIES["add_push"], {**entry.as_row(), "token_hash": token_hash,
+                                      "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
+    row = cur.fetchone()
     if row is None:
         if entry.name:
             raise BadInput(f"a monitor is already named {entry.name!r} (use url update to change it)")
         raise BadInput(f"already monitored: {redact_url(entry.url)} (give this one a --name, or use "
                        f"url show-token to get a new token)")
     return row[0]
+
+
+def update_push(cur, url_id: int, entry) -> None:
+    """A push monitor's new settings, in the caller's transaction, as `url update` writes them
+    (queries.sql update_url: a new schedule or grace starts a new slot)."""
+    cur.execute(STORE_QUERIES["update_url"], {**entry.as_row(), "id": url_id,
+                                              "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
+
+
+def import_pushes(conn, entries) -> tuple[list, int]:
+    """`url import`'s push monitors, in one transaction: each one new is added with no token
+    shown (insert_push), each one whose identity exists is updated (update_push). Returns (the
+    entries added, how many were updated). BadInput, nothing written, when an identity is a
+    checked monitor's."""
+    added, updated = [], 0
+    with conn, conn.cursor() as cur:
+        for entry in entries:
+            cur.execute(QUERIES["monitor_by_identity"], {"name": entry.name, "url": entry.url})
+            found = cur.fetchone()
+            if found is None:
+                insert_push(cur, entry)
+                added.append(entry)
+                continue
+            url_id, url = found
+            if not push.is_push(url):
+                raise BadInput(f"{entry.shown}: a monitor cannot change between push:// and a checked URL "
+                               f"(it is {redact_url(url)}): remove it and add the new one")
+            update_push(cur, url_id, entry)
+            updated += 1
+    return added, updated
 
 
 def new_token(conn, url_id: int, token_hash: bytes) -> None:

@@ -186,14 +186,15 @@ def _json_rows(rows: list[dict]) -> str:
     return json.dumps(rows, default=lambda value: "\\x" + value.hex(), separators=(",", ":"))
 
 
-def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool):
+def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool, write_more=None):
     """Make the url table match a plan, in one transaction: all of it or nothing.
 
     make_plan(ENTRY_COLUMNS, current rows as (id, *ENTRY_COLUMNS) tuples) returns the plan, an
     object with `added` (UrlEntry list), `changed` ((id, UrlEntry) list) and `removed` ((id, anything) list).
     Its rows are read in the same transaction as the writes, under the apply lock; a dry run
     reads in a read-only transaction and writes nothing. `channels` as for remove_url.
-    Returns the plan that was applied.
+    write_more(cursor, plan), when given, writes the rest of the plan in the same transaction
+    (apply.py: push monitors, which pushstore.py writes). Returns the plan that was applied.
     """
     for attempt in range(1, APPLY_ATTEMPTS + 1):
         try:
@@ -210,6 +211,8 @@ def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool):
                 plan = make_plan(ENTRY_COLUMNS, current)
                 if not dry_run:
                     _write_plan(cur, plan, channels)
+                    if write_more is not None:
+                        write_more(cur, plan)
                 return plan
         except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation):
             # A result batch locked a removed monitor's rows in another order, or another
