@@ -249,6 +249,15 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
     return 0
 
 
+def push_schedule(row: dict) -> str:
+    """A push monitor's schedule for `url list`: its cron expression and zone (its PERIOD is only
+    the longest gap between fires) and its grace; '' for a checked monitor."""
+    if row.get("grace") is None:
+        return ""
+    cron = f"cron '{row['cron']}' {row['tz']}, " if row.get("cron") else ""
+    return f"[{cron}grace {row['grace']} s]"
+
+
 def print_settings_line(shown: dict) -> str:
     """The request options of a `url list` row (url_list_rows: redacted), or '' when it has none."""
     parts = []
@@ -308,7 +317,7 @@ def print_url_list(rows, as_json: bool) -> None:
         detail = (f"{r['last_error_kind']}: {r['last_error']}" if r["last_error_kind"]
                   else f"degraded: {r['last_error']}" if degraded
                   else f"/{r['regex']}/" if r["regex"] else f"expect /{r['expect']}/" if r["expect"] else "")
-        request = print_settings_line(r)
+        request = " ".join(part for part in (push_schedule(r), print_settings_line(r)) if part)
         shown = f"{r['url']} ({r['name']})" if r["name"] else r["url"]
         print(f"{shown:50} {r['period']:>6} {last:20} {state:8} {code!s:>4} {ms:>7}  {detail}"
               + (f"  {request}" if request else ""))

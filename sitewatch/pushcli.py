@@ -52,13 +52,7 @@ def add(conn, cfg, entry) -> None:
 
 def show_token(conn, cfg, text: str) -> None:
     from .db import store
-    from .errors import BadInput
-    try:
-        url_id, url, name = store.find_monitor(conn, text)
-    except BadInput:
-        if "://" in text:
-            raise
-        url_id, url, name = store.find_monitor(conn, f"{push.SCHEME}://{text}")   # the bare NAME
+    url_id, url, name = store.find_monitor(conn, text)     # a name, a URL, or push://NAME's NAME
     token = push.new_token()
     pushstore.new_token(conn, url_id, push.token_hash(token))
     print(f"new token for {name or url} (the old one no longer works)")

@@ -4,6 +4,7 @@ it to): the output says `sitewatch url show-token NAME` issues one. The real `si
 command on a real PostgreSQL."""
 
 import hashlib
+import json
 
 from tests.conftest import count
 from tests.test_push import PING
@@ -81,10 +82,10 @@ def test_show_token_refuses_an_http_monitor(cli, db):
     assert done.returncode == 2 and "not a push monitor" in done.stderr
 
 
-def apply(cli, tmp_path, text, *flags):
+def apply(cli, tmp_path, text, *flags, env=None):
     path = tmp_path / "monitors.yaml"
     path.write_text(text)
-    return cli("apply", str(path), *flags)
+    return cli("apply", str(path), *flags, env=env)
 
 
 def test_apply_adds_push_monitors_then_has_no_changes_then_changes_grace(cli, db, tmp_path):
@@ -104,6 +105,9 @@ def test_apply_adds_push_monitors_then_has_no_changes_then_changes_grace(cli, db
 
     again = apply(cli, tmp_path, FILE)
     assert (again.returncode, again.stdout, again.stderr) == (0, "no changes\n", "")
+    # Check defaults are no settings of a push monitor: a new one changes the checked monitor only.
+    other_default = apply(cli, tmp_path, FILE, "--dry-run", env={"SITEWATCH_CHECK__MAX_REDIRECTS": "9"})
+    assert other_default.stdout.splitlines() == ["~ https://example.com/: max-redirects 5 -> 9"]
 
     changed = apply(cli, tmp_path, FILE.replace("grace: 30m", "grace: 10m"))
     assert changed.returncode == 0, changed.stderr
@@ -126,3 +130,38 @@ def test_apply_refuses_to_turn_a_push_monitor_into_a_checked_one_and_prunes_like
     assert pruned.stdout.splitlines() == ["- push://nightly", "- weekly-report"]
     assert count(db, "url") == 1
 
+
+# --- listing, and the bare NAME ------------------------------------------------------------------
+
+def test_url_list_shows_a_cron_monitors_schedule_and_zone_and_every_push_monitors_grace(cli, db):
+    assert cli("url", "import", "-", input=FILE).returncode == 0
+    listed = cli("url", "list")
+    assert listed.returncode == 0, listed.stderr
+    line = {row.split()[0]: row for row in listed.stdout.splitlines()[1:]}
+    assert line["push://weekly"].endswith("[cron '0 6 * * 1' Europe/Berlin, grace 3600 s]")
+    assert line["push://nightly"].endswith("[grace 1800 s]")
+    assert "grace" not in line["https://example.com/"]
+    rows = {row["url"]: row for row in json.loads(cli("url", "list", "--json").stdout)}
+    assert {key: rows["push://weekly"][key] for key in ("cron", "tz", "grace")} == \
+        {"cron": "0 6 * * 1", "tz": "Europe/Berlin", "grace": 3600}
+    assert {key: rows["push://nightly"][key] for key in ("cron", "tz", "grace")} == \
+        {"cron": None, "tz": None, "grace": 1800}
+    assert {key: rows["https://example.com/"][key] for key in ("cron", "tz", "grace")} == \
+        {"cron": None, "tz": None, "grace": None}
+
+
+def test_url_update_and_status_take_an_unnamed_push_monitors_bare_name(cli, db):
+    assert cli("url", "import", "-", input=FILE).returncode == 0
+    updated = cli("url", "update", "nightly", "--grace", "5m")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.startswith("updated push://nightly: grace")
+    assert pushes(db)["push://nightly"][1] == 300
+    status = cli("status", "nightly", "--json")
+    assert status.returncode == 0, status.stderr
+    assert [row["url"] for row in json.loads(status.stdout)] == ["push://nightly"]
+    # a monitor's own name comes first; a name that is no monitor's is still refused
+    assert cli("url", "add", "https://example.org/", "--name", "nightly").returncode == 0
+    assert cli("url", "update", "nightly", "--period", "60").returncode == 0
+    assert query(db, "SELECT url, period FROM url WHERE name = 'nightly'") == [("https://example.org/", 60)]
+    missing = cli("status", "weekly")                  # push://weekly has a name: weekly-report
+    assert missing.returncode == 2 and "no monitor is named 'weekly'" in missing.stderr

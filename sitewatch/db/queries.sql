@@ -158,7 +158,7 @@ WHERE u.id = v.id;
 -- Every URL with its settings and its last recorded result (one index probe per URL).
 SELECT u.url, u.name, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
        u.verify_tls, u.headers, u.body, u.body_json, u.bearer, u.client_cert, u.client_key, u.ip_version,
-       u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded,
+       u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded, u.grace, u.cron, u.tz,
        r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
        r.degraded AS last_degraded, r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
        r.error_kind AS last_error_kind, r.error AS last_error

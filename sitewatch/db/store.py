@@ -12,7 +12,7 @@ from importlib import resources
 import psycopg2.errors
 import psycopg2.extras
 
-from ..check import pushcron
+from ..check import push, pushcron
 from ..errors import BadInput
 from ..redact import redact_url
 from ..urlspec import UrlEntry
@@ -90,13 +90,19 @@ def find_monitor(conn, text: str) -> tuple[int, str, str | None]:
     """(id, url, name) of the one monitor `text` names: a monitor's name, else a URL (normalised
     as at add time), which is the identity of the URL's unnamed monitor. BadInput when none
     matches, or when the URL has no unnamed monitor but several named ones (their names are
-    listed)."""
+    listed). A push monitor with no name is also named by its push://NAME's NAME (DESIGN.md
+    section 12: every command that takes a URL takes a name; `url show-token NAME` began it)."""
     from ..urlspec import normalise_url
     with conn.cursor() as cur:
         cur.execute(QUERIES["find_monitors"], {"name": text, "url": None})
         found = cur.fetchall()
         if found:
             return found[0]
+        if "://" not in text and push.NAME.fullmatch(text):
+            cur.execute(QUERIES["find_monitors"], {"name": None, "url": f"{push.SCHEME}://{text}"})
+            unnamed = [row for row in cur.fetchall() if row[2] is None]
+            if unnamed:
+                return unnamed[0]
         try:
             url = normalise_url(text)
         except BadInput as e:
