@@ -64,9 +64,16 @@ def run_import(conn, entries) -> None:
     monitor refuses the file before anything is written), then the others (store.import_urls).
     A new push monitor's token is not printed: the hint says how to get one."""
     from .db import store
+    from .errors import BadInput
     pushes = [entry for entry in entries if push.is_push(entry.url)]
+    checked = [entry for entry in entries if not push.is_push(entry.url)]
+    # The checked entries' upsert matches by name: it would turn a push monitor into a checked one.
+    taken = pushstore.push_names(conn, [entry.name for entry in checked if entry.name])
+    if taken:
+        raise BadInput(f"{taken[0]}: a monitor cannot change between push:// and a checked URL (it is a push "
+                       f"monitor): remove it and add the new one")
     added, updated = pushstore.import_pushes(conn, pushes) if pushes else ([], 0)
-    inserted, changed = store.import_urls(conn, [entry for entry in entries if not push.is_push(entry.url)])
+    inserted, changed = store.import_urls(conn, checked)
     print(f"imported {len(entries)} URLs ({inserted + len(added)} new, {changed + updated} updated)")
     for entry in added:
         print(push.token_hint(entry))

@@ -76,6 +76,17 @@ def test_import_refuses_a_push_entry_named_like_a_checked_monitor_and_writes_not
     assert query(db, "SELECT * FROM url") == before
 
 
+def test_import_refuses_a_checked_entry_named_like_a_push_monitor_and_writes_nothing(cli, db):
+    assert cli("url", "import", "-", input=FILE).returncode == 0
+    before = query(db, "SELECT * FROM url ORDER BY id")
+    done = cli("url", "import", "-", input="- url: https://example.org/\n  name: weekly-report\n")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "sitewatch: error: weekly-report: a monitor cannot change between push:// and a checked URL (it is a "
+        "push monitor): remove it and add the new one"]
+    assert query(db, "SELECT * FROM url ORDER BY id") == before
+
+
 def test_show_token_refuses_an_http_monitor(cli, db):
     assert cli("url", "add", "https://example.com/").returncode == 0
     done = cli("url", "show-token", "https://example.com/")

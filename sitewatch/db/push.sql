@@ -25,6 +25,10 @@ RETURNING id;
 SELECT id, url FROM url
 WHERE CASE WHEN %(name)s::text IS NULL THEN url = %(url)s AND name IS NULL ELSE name = %(name)s END;
 
+-- name: push_names
+-- Which of these names are push monitors' (url import refuses to turn one into a checked monitor).
+SELECT name FROM url WHERE name = ANY(%(names)s) AND push_slot IS NOT NULL ORDER BY name;
+
 -- name: new_token
 -- `url show-token`: the monitor gets a new token (only its hash is kept); the old one stops working.
 UPDATE url SET push_token_hash = %(token_hash)s WHERE id = %(id)s AND push_slot IS NOT NULL

@@ -50,6 +50,13 @@ def update_push(cur, url_id: int, entry) -> None:
                                               "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
 
 
+def push_names(conn, names: list[str]) -> list[str]:
+    """The names among `names` that push monitors have."""
+    with conn, conn.cursor() as cur:
+        cur.execute(QUERIES["push_names"], {"names": names})
+        return [name for (name,) in cur.fetchall()]
+
+
 def import_pushes(conn, entries) -> tuple[list, int]:
     """`url import`'s push monitors, in one transaction: each one new is added with no token
     shown (insert_push), each one whose identity exists is updated (update_push). Returns (the
