@@ -16,14 +16,14 @@ def run(args, cfg, options: dict) -> int:
     http = kinds.is_http(entry.url)
     engine = _Recording(engine_named(cfg.check.engine) if http else _Kind(entry.url))
     try:
-        target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes, cfg.check.source_address or None)
         if http:
             outcome = probe.check(target, engine)
         else:   # a kind's fetch never raises (check/kinds.py); judged like any response
             started_at = datetime.datetime.now(datetime.timezone.utc)
             outcome = probe.judge(target, engine.fetch(target.request), started_at)
     except definition.MissingVariable as missing:     # as a consumer on this host would see it
-        target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes)
+        target = probe.target_for(entry.as_row(), cfg.check.max_body_bytes, cfg.check.source_address or None)
         outcome = definition.missing_outcome(missing)
     if args.output_json or args.json_body is True:
         print(json.dumps({**probe.outcome_to_dict(outcome), "engine": engine.name}))

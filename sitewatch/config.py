@@ -88,6 +88,9 @@ SETTINGS = [
     # minute 2 with 5,000.
     Setting("check", "engine", str, "auto", "HTTP engine of the checks: urllib3, curl (libcurl, via "
             "pycurl), or auto (curl when pycurl imports, else urllib3).", check=accepts.engine),
+    Setting("check", "source_address", str, "", "Local IP address every check binds to (HTTP, tcp://, "
+            "tls://, dns://, icmp://): on a multi-homed host, the network the checks leave by. Only targets "
+            "of its IP version are reached. Empty: the system chooses.", check=accepts.source_address),
 
     Setting("producer", "poll_interval", float, 0.2, "Seconds between looks for due URLs.", check=accepts.positive),
     Setting("producer", "batch_size", int, 2000, "URLs enqueued per statement at most.", check=accepts.positive),

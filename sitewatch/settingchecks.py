@@ -80,3 +80,22 @@ def one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}"
     return check
+
+
+def source_address(value):
+    """An IP address this host can bind (empty: the system chooses). Tried now with a UDP socket,
+    so a typo or an address of another host stops `run` and `check` at once, not every check."""
+    if value == "":
+        return None
+    import ipaddress
+    import socket
+    try:
+        version = ipaddress.ip_address(value).version
+    except ValueError:
+        return "must be an IP address of this host (e.g. 192.0.2.10 or 2001:db8::10), or empty"
+    try:
+        with socket.socket(socket.AF_INET if version == 4 else socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind((value, 0))
+    except OSError as e:
+        return f"is not an address this host can bind ({e.strerror or e})"
+    return None

@@ -42,6 +42,8 @@ def sample(setting):
         return "debug", "debug"
     if setting.name == "check.engine":
         return "urllib3", "urllib3"
+    if setting.name == "check.source_address":
+        return "127.0.0.2", "127.0.0.2"       # any loopback address is this host's
     if setting.name == "web.listen":
         return "0.0.0.0:9090", "0.0.0.0:9090"
     if setting.name == "web.auth":

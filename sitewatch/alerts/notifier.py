@@ -52,6 +52,7 @@ class Notifier:
     def __init__(self, ctx):
         self.ctx = ctx
         self.cfg = ctx.cfg.alerts
+        self.source_address = ctx.cfg.check.source_address or None
         self.log = logs.get()
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{ctx.role}:{os.getpid()}"
@@ -212,7 +213,9 @@ class Notifier:
             return
 
         def check():
-            self.connectivity = probe.check(probe.Target(url=url, timeout=CONNECTIVITY_TIMEOUT)).ok
+            # From the checks' own source address: it is their network this check vouches for.
+            self.connectivity = probe.check(probe.Target(url=url, timeout=CONNECTIVITY_TIMEOUT,
+                                                         source_address=self.source_address)).ok
             self.ctx.wake()
         self.connectivity_thread = threading.Thread(target=check, name="connectivity", daemon=True)
         self.connectivity_thread.start()

@@ -25,6 +25,10 @@ from .deadline import Deadline
 
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 ATTEMPT_DELAY = 0.25
+# With a source address, bind() would pick the local port before the peer is known, so every
+# check of the host shares one address's ~28,000 ephemeral ports (TIME_WAIT ones included);
+# Linux's IP_BIND_ADDRESS_NO_PORT defers the choice to connect(), per peer, as libcurl does.
+_BIND_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY)
 _FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
@@ -97,7 +101,9 @@ def _start(address, socket_options, errors: list, source_address: str | None) ->
     try:
         for option in socket_options or ():
             sock.setsockopt(*option)
-        if source_address:  # a region's or host's own address; port 0: any free one
+        if source_address:  # the host's check.source_address (a region's); the port chosen at connect()
+            if _BIND_NO_PORT is not None:
+                sock.setsockopt(socket.IPPROTO_IP, _BIND_NO_PORT, 1)
             sock.bind((source_address, 0))
         sock.setblocking(False)
         error = sock.connect_ex(sockaddr)

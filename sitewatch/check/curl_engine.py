@@ -47,8 +47,11 @@ from .engine import (
     Request,
     Response,
     Timings,
+    address_version,
+    checked_version,
     failed,
     monitor_failure,
+    no_address,
     request_headers,
     url_secrets,
 )
@@ -241,7 +244,10 @@ class _Transfer:
     def _check_family(self) -> None:
         # libcurl ignores IPRESOLVE for an address literal and fails to connect;
         # the urllib3 engine finds no address of that version, which is `dns`.
-        version = self.request.ip_version
+        # A source address narrows the version too (checked_version); a name is then
+        # resolved in its family only (IPRESOLVE in _common_options).
+        request = self.request
+        version = checked_version(request) if request.source_address else request.ip_version
         if version is None:    # any family will do (ip_address() costs a twentieth of a check)
             return
         try:
@@ -249,7 +255,7 @@ class _Transfer:
         except ValueError:
             return
         if literal.version != version:
-            raise Failure("dns", f"cannot resolve {self._host}: no IPv{version} address")
+            raise no_address(self._host, request, version)
 
     def _common_options(self, left_ms: int) -> None:
         handle, request = self.handle, self.request
@@ -265,8 +271,9 @@ class _Transfer:
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         handle.setopt(pycurl.IPRESOLVE, _IP_RESOLVE[request.ip_version])
-        if request.source_address:
+        if request.source_address:   # "host!": an address, never an interface name; its family only
             handle.setopt(pycurl.INTERFACE, f"host!{request.source_address}")
+            handle.setopt(pycurl.IPRESOLVE, _IP_RESOLVE[address_version(request.source_address)])
         if not self._https:
             return  # TLS options cost a call each, and http has no use for them
         handle.setopt(pycurl.SSL_VERIFYPEER, 1 if request.verify_tls else 0)

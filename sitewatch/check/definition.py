@@ -95,10 +95,10 @@ def request_parts(settings) -> tuple[tuple[tuple[str, str], ...], bytes | None, 
     return found
 
 
-def target_for(settings, max_body_bytes: int):
+def target_for(settings, max_body_bytes: int, source_address: str | None = None):
     """The probe's Target for a monitor's stored settings, its Request carrying the request
-    options; raises MissingVariable."""
-    target = probe.target_for(settings, max_body_bytes)
+    options and the host's source address; raises MissingVariable."""
+    target = probe.target_for(settings, max_body_bytes, source_address)
     get = settings.get
     if not (get("headers") or get("body") is not None or get("bearer") or get("client_cert") or get("ip_version")):
         return target                       # the common case, on the hot path: nothing to add

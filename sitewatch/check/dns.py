@@ -58,7 +58,7 @@ from sitewatch.urlspec import MAX_URL_LENGTH
 
 from .address import normalise_host
 from .deadline import Deadline
-from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
+from .engine import Request, Response, Timings, address_version, failed, monitor_failure, never_raises
 from .resolve import resolve
 
 SCHEME = "dns"
@@ -248,19 +248,23 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def _udp(wire: bytes, address: str, port: int, deadline: Deadline) -> bytes:
+def _udp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None) -> bytes:
     """One datagram out, the first one back. Connected, so the kernel passes only the server's
     datagrams (a stray one from elsewhere never reaches us), and a closed port is refused at once."""
     with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
+        if source:
+            sock.bind((source, 0))
         sock.connect((address, port))
         sock.settimeout(deadline.left())
         sock.send(wire)
         return sock.recv(MAX_UDP_REPLY)
 
 
-def _tcp(wire: bytes, address: str, port: int, deadline: Deadline) -> bytes:
+def _tcp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None) -> bytes:
     """The query again over TCP (RFC 1035 4.2.2: a two-byte length before each message)."""
     with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
+        if source:
+            sock.bind((source, 0))
         sock.settimeout(deadline.left())
         sock.connect((address, port))
         sock.settimeout(deadline.left())
@@ -280,13 +284,21 @@ def _receive(sock: socket.socket, size: int, deadline: Deadline) -> bytes:
     return bytes(data)
 
 
-def _ask(query: _Query, address: str, port: int, deadline: Deadline) -> tuple[str, tuple[str, ...]]:
-    """One server: UDP, and TCP again when the reply is truncated, both within the deadline."""
+def _ask(query: _Query, address: str, port: int, deadline: Deadline,
+         source: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """One server: UDP, and TCP again when the reply is truncated, both within the deadline,
+    from the host's source address when it has one."""
     sent = randbits(16).to_bytes(2, "big") + query.wire[2:]   # a fresh ID per query
-    rcode, answer, truncated = _read(_udp(sent, address, port, deadline), sent, query.rdtype)
+    rcode, answer, truncated = _read(_udp(sent, address, port, deadline, source), sent, query.rdtype)
     if truncated:
-        rcode, answer, truncated = _read(_tcp(sent, address, port, deadline), sent, query.rdtype)
+        rcode, answer, truncated = _read(_tcp(sent, address, port, deadline, source), sent, query.rdtype)
     return rcode, answer
+
+
+def _reachable(servers: list[tuple[str, int]], source: str) -> list[tuple[str, int]]:
+    """The servers a socket bound to `source` can reach: those of its IP version."""
+    version = address_version(source)
+    return [server for server in servers if address_version(server[0]) == version]
 
 
 def _servers(query: _Query, deadline: Deadline) -> tuple | list:
@@ -325,13 +337,19 @@ def fetch(request: Request, secrets: set[str]) -> Response:
         if exhausted:
             return failed("monitor", f"monitor failure: {exhausted}; the name was not checked", secrets)
         return failed("dns", f"cannot resolve the resolver {resolver}: {exc.strerror or exc}", secrets)
+    source = request.source_address
+    if source:
+        servers = _reachable(servers, source)
+        if not servers:
+            return failed("dns", f"cannot ask {where} for {question}: no IPv{address_version(source)} address "
+                          f"to reach from source address {source}", secrets)
     reply = problem = None
     try:
         for index, (address, server_port) in enumerate(servers):
             try:
                 # This server's share of the time left: one that never answers leaves time for the next.
                 share = Deadline(deadline.left() / (len(servers) - index))
-                reply = _ask(query, address, server_port, share)
+                reply = _ask(query, address, server_port, share, source)
             except TimeoutError:
                 continue
             except OSError as exc:

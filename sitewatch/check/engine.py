@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import errno
 import functools
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class Request:
     client_cert: str | None = None  # file paths (mTLS)
     client_key: str | None = None
     ip_version: int | None = None  # 4, 6, or None = any
-    source_address: str | None = None
+    source_address: str | None = None  # the host's check.source_address: the local address every connection binds to
     max_body_bytes: int = 1_048_576  # decoded cap; raw cap twice that
     secrets: frozenset[str] = frozenset()  # extra values to scrub from every error (bearer tokens...)
     expect: str | None = None  # tcp:// monitors: the RE2 that ends the read (the stored regex)
@@ -173,6 +174,33 @@ def scrub_secrets(text: str, secrets) -> str:
 def redacted(message: str, secrets) -> str:
     """An error as an engine returns it: secrets out first, then cut to length."""
     return shorten(scrub_secrets(message, secrets), MAX_ERROR_CHARS)
+
+
+@functools.lru_cache(maxsize=16)
+def address_version(address: str) -> int:
+    """4 or 6: the version of an IP address literal (config.py accepts no other source address)."""
+    return ipaddress.ip_address(address).version
+
+
+def checked_version(request: Request) -> int | None:
+    """The IP version a check may use: the monitor's ip-version, narrowed by the host's source
+    address (a socket bound to an IPv4 address cannot reach an IPv6 one). Callers test
+    `request.source_address` first, so a host without one pays nothing."""
+    source = request.source_address
+    if not source:
+        return request.ip_version
+    version = address_version(source)
+    if request.ip_version not in (None, version):
+        raise Failure("connect", f"ip-version {request.ip_version} cannot be used from this host's "
+                                 f"source address {source} (IPv{version}; check.source_address)")
+    return version
+
+
+def no_address(host: str, request: Request, version: int) -> Failure:
+    """The `dns` failure of a host with no address of the version the check may use."""
+    source = request.source_address
+    reach = f" to reach from source address {source}" if source else ""
+    return Failure("dns", f"cannot resolve {host}: no IPv{version} address{reach}")
 
 
 # errno values that mean this process or machine ran out of something.

@@ -40,7 +40,7 @@ from sitewatch.urlspec import MAX_URL_LENGTH
 
 from .address import normalise_host
 from .deadline import Deadline
-from .engine import Request, Response, Timings, failed, monitor_failure, never_raises
+from .engine import Failure, Request, Response, Timings, checked_version, failed, monitor_failure, never_raises
 from .resolve import resolve
 
 SCHEME = "icmp"
@@ -143,8 +143,14 @@ def fetch(request: Request, secrets: set[str]) -> Response:
         host = _host(request.url)
     except BadInput as exc:  # normalise() refuses these before they are stored
         return failed("protocol", str(exc), secrets)
+    source = request.source_address
     try:
-        address = _address(host, request.ip_version, deadline)
+        # A source address narrows the version, as ip-version does (and must agree with it).
+        version = checked_version(request) if source else request.ip_version
+    except Failure as exc:
+        return failed(exc.kind, exc.message, secrets)
+    try:
+        address = _address(host, version, deadline)
     except TimeoutError:
         return failed("timeout", f"timed out after {request.timeout:g} s resolving {host}", secrets)
     except OSError as exc:
@@ -153,12 +159,12 @@ def fetch(request: Request, secrets: set[str]) -> Response:
             return failed("monitor", f"monitor failure: {exhausted}; the host was not checked", secrets)
         return failed("dns", f"cannot resolve {host}: {exc.strerror or exc}", secrets)
     if address is None:
-        return failed("dns", f"{host} has no IPv{request.ip_version} address (ip-version {request.ip_version})",
-                      secrets)
+        why = f"source address {source}" if source else f"ip-version {version}"
+        return failed("dns", f"{host} has no IPv{version} address ({why})", secrets)
     looked_up_ms = (time.monotonic() - deadline.start) * 1000 if address != host else None
     shown = address if address == host else f"{address} ({host})"
     try:
-        sock = (ICMPv6Socket if ":" in address else ICMPv4Socket)(privileged=False)
+        sock = (ICMPv6Socket if ":" in address else ICMPv4Socket)(source, privileged=False)
     except SocketPermissionError:
         return failed("monitor", f"monitor failure: {_forbidden()}; the host was not checked", secrets)
     except ICMPSocketError as exc:

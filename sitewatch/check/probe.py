@@ -86,12 +86,13 @@ def _expected_ranges(text: str) -> tuple[tuple[int, int], ...]:
     return parse_expected_status(text)
 
 
-def target_for(settings, max_body_bytes: int) -> Target:
-    """The Target for a URL's stored settings (a `url` row, a claimed task, or UrlEntry.as_row())."""
+def target_for(settings, max_body_bytes: int, source_address: str | None = None) -> Target:
+    """The Target for a URL's stored settings (a `url` row, a claimed task, or UrlEntry.as_row()),
+    checked from `source_address` (the host's check.source_address; None: the system chooses)."""
     url = settings["url"]
     request = Request(url=url, method=settings["method"], timeout=float(settings["timeout"]),
                       max_redirects=settings["max_redirects"], verify_tls=settings["verify_tls"],
-                      max_body_bytes=max_body_bytes,
+                      max_body_bytes=max_body_bytes, source_address=source_address,
                       # a tcp:// monitor's `expect` is its regex: the read stops when it matches
                       expect=None if kinds.is_http(url) else settings["regex"])
     return Target(request, regex=settings["regex"], expected_status=_expected_ranges(settings["expected_status"]),

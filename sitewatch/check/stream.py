@@ -24,8 +24,10 @@ from .engine import (
     Request,
     Response,
     Timings,
+    checked_version,
     failed,
     monitor_failure,
+    no_address,
     url_secrets,
 )
 from .resolve import resolve
@@ -73,12 +75,14 @@ class Stream:
     def open(self) -> socket.socket:
         """Resolve and connect within the deadline; the socket is watched (cut at the deadline)."""
         self.stage = RESOLVING
+        # A source address narrows the families, as ip-version does (and must agree with it).
+        version = checked_version(self.request) if self.request.source_address else self.request.ip_version
         addresses = resolve(self.host, self.port, self.deadline)
-        family = _FAMILIES.get(self.request.ip_version)
+        family = _FAMILIES.get(version)
         if family is not None:
             addresses = [address for address in addresses if address[0] == family]
             if not addresses:
-                raise Failure("dns", f"cannot resolve {self.host}: no IPv{self.request.ip_version} address")
+                raise no_address(self.host, self.request, version)
         self.mark("dns")
         self.stage = CONNECTING
         sock = connect(interleave(addresses), None, self.deadline, self.request.source_address)

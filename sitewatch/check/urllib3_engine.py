@@ -42,8 +42,10 @@ from .engine import (
     Request,
     Response,
     Timings,
+    checked_version,
     failed,
     monitor_failure,
+    no_address,
     request_headers,
     url_secrets,
 )
@@ -294,12 +296,14 @@ class _Fetch:
     def open_socket(self, host: str, port: int, socket_options) -> socket.socket:
         """DNS lookup and TCP connect within the deadline (called by the connection)."""
         self.stage = RESOLVING
+        # A source address narrows the families, as ip-version does (and must agree with it).
+        version = checked_version(self.request) if self.request.source_address else self.request.ip_version
         addresses = resolve(host, port, self.deadline)
-        family = _FAMILIES.get(self.request.ip_version)
+        family = _FAMILIES.get(version)
         if family is not None:
             addresses = [address for address in addresses if address[0] == family]
             if not addresses:
-                raise Failure("dns", f"cannot resolve {host}: no IPv{self.request.ip_version} address")
+                raise no_address(host, self.request, version)
         self._mark("dns")
         self.stage = CONNECTING
         sock = connect(interleave(addresses), socket_options, self.deadline, self.request.source_address)

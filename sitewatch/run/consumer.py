@@ -58,6 +58,7 @@ class Consumer:
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
                                on_connect=self._on_connect)
         self.engine = engine_named(self.cfg.check.engine)   # check.engine; made in this process
+        self.source_address = self.cfg.check.source_address or None   # every check binds to it
         self.limit = ConcurrencyLimit(self.cfg.consumer.concurrency)
         self.starvation = Starvation(self.log)   # when this process was starved of CPU
         self.cpu = CpuMeter(ctx.cpu)
@@ -280,7 +281,7 @@ class Consumer:
                 self._not_here(task, key, why)     # icmp:// where this host may not open ICMP sockets
                 continue
             try:
-                target = definition.target_for(task, self.cfg.check.max_body_bytes)
+                target = definition.target_for(task, self.cfg.check.max_body_bytes, self.source_address)
             except definition.MissingVariable as missing:
                 self._not_here(task, key, str(missing))
                 continue
