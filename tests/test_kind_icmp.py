@@ -60,13 +60,13 @@ def test_an_address_outside_the_monitors_ip_version_is_not_pinged():
 # Runs as root of a new user namespace, in a new network namespace: lo up, unprivileged ICMP
 # allowed for our group. Each case prints its Response's essentials and the time it took.
 NAMESPACE_SCRIPT = """
-import json, pathlib, time
+import json, pathlib, socket, time
 from sitewatch.check import icmp
 from sitewatch.check.engine import Request
 
-def ping(url, timeout):
+def ping(url, timeout, source=None):
     started = time.monotonic()
-    response = icmp.fetch(Request(url=url, timeout=timeout))
+    response = icmp.fetch(Request(url=url, timeout=timeout, source_address=source))
     return {"error_kind": response.error_kind, "error": response.error, "values": dict(response.values),
             "response_time_ms": response.response_time_ms, "dns_ms": response.timings.dns_ms,
             "elapsed": time.monotonic() - started}
@@ -78,6 +78,22 @@ results["loopback6"] = ping("icmp://[::1]", timeout)
 results["name"] = ping("icmp://localhost", timeout)
 results["no_route"] = ping("icmp://192.0.2.1", timeout)
 results["no_such_name"] = ping("icmp://no-such-host.invalid", timeout)
+# check.source_address: a raw socket (root of this namespace may open one) sees the echo
+# requests' source address in their IP header.
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw.settimeout(0.2)
+results["sourced"] = ping("icmp://127.0.0.1", timeout, "127.0.0.3")
+sources = []
+try:
+    while True:
+        packet = raw.recv(65535)
+        if packet[(packet[0] & 15) * 4] == 8:      # the ICMP type after the IP header: echo request
+            sources.append(socket.inet_ntoa(packet[12:16]))
+except TimeoutError:
+    pass
+raw.close()
+results["sourced"]["echo_request_sources"] = sources
+results["sourced_other_family"] = ping("icmp://[::1]", timeout, "127.0.0.3")
 # From here on this namespace's IPv4 stack ignores echo requests, as a firewalled host does.
 pathlib.Path("/proc/sys/net/ipv4/icmp_echo_ignore_all").write_text("1")
 results["ignored"] = ping("icmp://127.0.0.1", timeout)
@@ -137,6 +153,19 @@ def test_a_network_with_no_route_cannot_be_sent_to(pinged):
     result = pinged["no_route"]
     assert result["error_kind"] == "connect"
     assert result["error"] == "cannot send an echo request to 192.0.2.1: [Errno 101] Network is unreachable"
+
+
+def test_echo_requests_are_sent_from_the_source_address(pinged):
+    result = pinged["sourced"]
+    assert result["error_kind"] is None, result["error"]
+    assert result["values"] == {"loss": 0.0}
+    assert result["echo_request_sources"] == ["127.0.0.3"] * 3
+
+
+def test_a_host_of_the_other_family_than_the_source_address_is_a_dns_failure(pinged):
+    result = pinged["sourced_other_family"]
+    assert result["error_kind"] == "dns"
+    assert result["error"] == "::1 has no IPv4 address (source address 127.0.0.3)"
 
 
 def test_a_host_name_that_does_not_resolve_is_a_dns_failure(pinged):
