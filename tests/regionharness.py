@@ -231,6 +231,18 @@ def start_run(tmp_path, dsn: str, **kwargs) -> SitewatchRun:
     return run
 
 
+def wait_until(condition, timeout: float, what: str, interval: float = 0.2):
+    """Poll `condition` until it returns something truthy; TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 def import_urls(tmp_path, dsn: str, entries: list[dict], env: dict | None = None) -> None:
     """`sitewatch url import -` with a YAML (JSON-compatible) list of entries."""
     full = clean_env(tmp_path, DB_DSN=dsn, MIN_PERIOD=1, **(env or {}))
