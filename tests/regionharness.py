@@ -59,7 +59,9 @@ class _Answer(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.server.owner._count(self.server.owner.answered, self.client_address[0])
+        owner = self.server.owner
+        owner._count(owner.answered, self.client_address[0])
+        owner._count(owner.paths, (self.client_address[0], self.path))
         body = b"ok\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -92,12 +94,13 @@ class _Server(http.server.ThreadingHTTPServer):
 class SourceFilteringServer:
     """HTTP on 127.0.0.1 (a free port): 200 "ok" to every source address but those in `refuse`,
     which are reset at once. `answered` and `refused` count requests and connections by source
-    address. A context manager; `url(path)` is its address."""
+    address, `paths` the answered requests by (source address, path). A context manager; `url(path)` is its address."""
 
     def __init__(self, refuse=(), host: str = "127.0.0.1") -> None:
         self.refuse: set[str] = set(refuse)     # replace or change at any time
         self.answered: collections.Counter = collections.Counter()
         self.refused: collections.Counter = collections.Counter()
+        self.paths: collections.Counter = collections.Counter()     # (source address, path) answered
         self._lock = threading.Lock()
         self._server = _Server((host, 0), _Answer)
         self._server.owner = self

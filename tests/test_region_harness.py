@@ -37,13 +37,17 @@ def test_a_run_from_a_refused_source_address_records_failures_and_from_another_o
         assert answered == {} and set(refused) == {"127.0.0.3"} and refused["127.0.0.3"] >= len(first)
 
         cut = first[-1][0]
-        answered_run = start_run(tmp_path, dsn, name="from-2", source_address="127.0.0.2")
+        # The notifier's connectivity check vouches for the checks' network: from their address too.
+        answered_run = start_run(tmp_path, dsn, name="from-2", source_address="127.0.0.2",
+                                 env={"SITEWATCH_ALERTS__CONNECTIVITY_URL": server.url("/net")})
         try:
             wait_until(lambda: len(results(db, cut)) >= RESULTS, WAIT, f"{RESULTS} results from 127.0.0.2")
+            wait_until(lambda: server.paths[("127.0.0.2", "/net")], WAIT, "a connectivity check")
         finally:
             assert answered_run.stop() == 0, answered_run.text()[-2000:]
         second = results(db, cut)
         answered, refused = server.counts()
     assert all(ok for _, ok, _, _ in second), second
+    # Every request answered came from 127.0.0.2: the checks' and the connectivity check's.
     assert set(answered) == {"127.0.0.2"} and answered["127.0.0.2"] >= len(second)
     assert set(refused) == {"127.0.0.3"}     # nothing from 127.0.0.2 was refused
