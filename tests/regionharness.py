@@ -22,6 +22,7 @@ import collections
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -48,6 +49,11 @@ RUN_ENV = {
     "SITEWATCH_CONSUMER__CONCURRENCY": 10,
     "SITEWATCH_METRICS__LISTEN": "127.0.0.1:0",     # a port of its own: runs side by side
 }
+# What a check refused by SourceFilteringServer reports, by when the RST met it: "Connection reset
+# by peer" (connect, or curl's "Recv failure: ..."), urllib3's "connection lost
+# (ConnectionResetError)", or, reset before its getpeername(), "Transport endpoint is not
+# connected". Never "closed without a response": that would be a FIN.
+RESET_ERROR = re.compile(r"reset|not connected", re.IGNORECASE)
 STOP_TIMEOUT = 15.0     # SIGTERM, then this long (above the grace period) before SIGKILL
 _RESET = struct.pack("ii", 1, 0)      # SO_LINGER on, 0 s: close() sends RST, not FIN
 
