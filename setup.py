@@ -25,6 +25,7 @@ setup(
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
     package_data={"sitewatch.db": ["queries.sql", "push.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
                   "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"],
+                  "sitewatch.manage": ["audit.sql"],
                   "sitewatch.web": ["templates/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",

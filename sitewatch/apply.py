@@ -110,29 +110,24 @@ def shown_value(column: str, value) -> str:
     bearer, and anything holding `${` (requestspec's rules, as `url list` shows them)."""
     if value is None:
         return "none"
-    if column == "url":
-        value = redact_url(value)
-    elif column == "headers":
-        value = [requestspec.shown_header(line) for line in value]
-    elif column == "bearer":
-        value = REDACTED
-    elif isinstance(value, bytes):
-        value = REDACTED if b"${" in value else value.decode("utf-8", "replace")
-    if isinstance(value, str) and "${" in value:
-        value = REDACTED
-    elif isinstance(value, list):
-        value = [REDACTED if isinstance(item, str) and "${" in item else item for item in value]
+    value = requestspec.shown_value(column, value)
     text = value if value == REDACTED else json.dumps(value, ensure_ascii=False)
     text = printable(text)
     return text if len(text) <= SHOWN_LENGTH else text[:SHOWN_LENGTH - 3] + "..."
 
 
-def run(conn, entries: list[UrlEntry], channels: list[str], prune: bool, dry_run: bool) -> int:
-    """Plan and (unless dry_run) apply in one transaction, then print the plan: one line per
-    change, or `no changes`. `channels`: alerts' default channels, for `removed` notices."""
+def plan_and_apply(conn, entries: list[UrlEntry], channels: list[str], prune: bool, dry_run: bool,
+                   audit=None) -> Plan:
+    """Plan and (unless dry_run) apply in one transaction (store.apply_monitors); the plan.
+    `channels`: alerts' default channels, for `removed` notices; audit(cur, plan) records it."""
     from .db import store
-    plan = store.apply_monitors(conn, lambda columns, current: make_plan(entries, columns, current, prune),
-                                channels, dry_run, write_more=_write_pushes)
+    return store.apply_monitors(conn, lambda columns, current: make_plan(entries, columns, current, prune),
+                                channels, dry_run, audit, write_more=_write_pushes)
+
+
+def run(conn, entries: list[UrlEntry], channels: list[str], prune: bool, dry_run: bool, audit=None) -> int:
+    """`sitewatch apply`: plan_and_apply, then print the plan: one line per change, or `no changes`."""
+    plan = plan_and_apply(conn, entries, channels, prune, dry_run, audit)
     sys.stdout.write("\n".join(plan.lines or ["no changes"]) + "\n")
     if dry_run and plan.lines:
         print("sitewatch: dry run: nothing written", file=sys.stderr)

@@ -13,6 +13,7 @@ import traceback
 from . import __version__, checkcli, config, logs, monitorcli, pushcli
 from .check import kinds, push
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
+from .manage.entries import check_channels_known
 from .redact import redact_text, redact_url
 
 # The kinds of monitor, by URL scheme (check/kinds.py; README "Monitor kinds").
@@ -110,7 +111,9 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("file", metavar="FILE", help="path, or - for standard input")
 
     from . import apply  # its module owns its arguments too
+    from .manage import audit
     apply.add_command(commands)
+    audit.add_command(commands)
 
     chk = commands.add_parser("check", help="check one URL now and print the result (no database)",
                               description="Run one check exactly as the consumers do and print the "
@@ -288,7 +291,10 @@ def dispatch(args, cfg, env, flags) -> int:
         payload = read_report_args(args)
     elif args.command == "notify":
         from .alerts import cli as alerts_cli
-        return alerts_cli.notify_test(args, cfg)
+        from .manage import audit
+        code, results = alerts_cli.notify_test(args, cfg)
+        audit.record_notify_test(lambda action: with_database(cfg, action), audit.cli_actor(env), results)
+        return code
     elif args.command in ("incidents", "silence"):
         from .alerts import cli as alerts_cli
         payload = alerts_cli.prepare(args, cfg)
@@ -313,16 +319,6 @@ def read_report_args(args):
         if args.until:
             report.parse_time(args.until, "--until", now)
     return None
-
-
-def check_channels_known(entries, cfg) -> None:
-    """--notify / notify: names must be channels of alerts.channels."""
-    for entry in entries:
-        for name in entry.notify or []:
-            if name not in cfg.alerts.channels:
-                known = ", ".join(sorted(cfg.alerts.channels)) or "none configured"
-                raise BadInput(f"{redact_url(entry.url)}: notify names {name!r}, not a channel of "
-                               f"alerts.channels ({known})")
 
 
 def read_import(path, cfg):
@@ -375,6 +371,8 @@ def with_database(cfg, action, migrate: bool = False) -> int:
 
 def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     from .db import schema, store
+    from .manage import audit
+    actor = audit.cli_actor(env)
     if args.command == "db" and args.db_command == "maintain":
         from .history import maintenance
         summary = maintenance.run_once(conn, cfg)
@@ -385,21 +383,24 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
         return run_report(args, conn, connect)
     if args.command in ("incidents", "silence"):
         from .alerts import cli as alerts_cli
-        return alerts_cli.run(args, cfg, conn, payload)
+        return alerts_cli.run(args, cfg, conn, payload, actor)
     if args.command == "apply":
         from . import apply
         from .alerts.settings import default_channels
-        return apply.run(conn, payload, default_channels(cfg), args.prune, args.dry_run)
+        return apply.run(conn, payload, default_channels(cfg), args.prune, args.dry_run,
+                         audit.on_apply(actor, args.prune))
+    if args.command == "audit":
+        return audit.print_rows(audit.rows(conn, args.limit), args.json)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")
         return 0
     if args.url_command == "add" and push.is_push(payload.url):
-        pushcli.add(conn, cfg, payload)
+        pushcli.add(conn, cfg, payload, audit.on_add(actor, payload))
     elif args.url_command == "show-token":
         pushcli.show_token(conn, cfg, payload)
     elif args.url_command == "add":
-        store.add_url(conn, payload)
+        store.add_url(conn, payload, audit.on_add(actor, payload))
         named = f" as {payload.name!r}" if payload.name else ""
         regex = "regex" if kinds.is_http(payload.url) else "expect"     # a tcp:// monitor's regex
         print(f"added {redact_url(payload.url)}{named} (every {payload.period} s"
@@ -407,12 +408,12 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     elif args.url_command == "remove":
         from .alerts.settings import default_channels
         url_id, url, name = store.find_monitor(conn, payload)
-        closed = store.remove_url(conn, url_id, default_channels(cfg))
+        closed = store.remove_url(conn, url_id, default_channels(cfg), audit.on_remove(actor))
         print(f"removed {name or redact_url(url)}" + (" (its open incident is closed: url removed)" if closed else ""))
     elif args.url_command == "update":
-        return monitorcli.run_update(conn, cfg, payload, env, check_channels_known)
+        return monitorcli.run_update(conn, cfg, payload, env, check_channels_known, audit.on_update(actor))
     elif args.url_command == "import":
-        pushcli.run_import(conn, payload)
+        pushcli.run_import(conn, payload, audit.on_import(actor))
     elif args.url_command == "list":
         monitorcli.print_url_list(store.list_urls(conn), args.json)
     return 0

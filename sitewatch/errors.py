@@ -11,9 +11,25 @@ class SitewatchError(Exception):
 
 
 class BadInput(SitewatchError):
-    """The user gave something we refuse; nothing has been written."""
+    """The user gave something we refuse; nothing has been written.
+
+    `field`, when known, names the option at fault (a YAML key of `url import`/`apply`): the
+    write API answers it as `{"error": ..., "field": ...}`.
+    """
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str = "", field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class Conflict(BadInput):
+    """The change collides with what is stored: a name or URL already taken (API: 409)."""
+
+
+class Missing(BadInput):
+    """What the command names does not exist, or no longer (API: 404)."""
 
 
 class ConfigError(BadInput):

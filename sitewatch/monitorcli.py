@@ -171,6 +171,11 @@ def _expressions(stored: dict, added: dict, no_assert: list[str]) -> dict:
     return {key: items + [text for text in added[key] if text not in items] for key, items in lists.items()}
 
 
+def expressions_of(stored: dict) -> dict:
+    """The monitor's stored assert and degraded lists, as options."""
+    return _expressions(stored, {"assert": [], "degraded": []}, [])
+
+
 def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     """The options of the monitor after the change: stored values, overridden by those given."""
     if push.is_push(stored["url"]):
@@ -215,7 +220,7 @@ def merged_options(stored: dict, changes: dict, no_header: list[str]) -> dict:
     return options
 
 
-def run_update(conn, cfg, payload, env, check_channels_known) -> int:
+def run_update(conn, cfg, payload, env, check_channels_known, audit=None) -> int:
     from .check import kinds
     from .db import store
     from .urlspec import make_entry
@@ -234,7 +239,7 @@ def run_update(conn, cfg, payload, env, check_channels_known) -> int:
         check_channels_known([entry], cfg)
         return entry
 
-    before, entry = store.update_url(conn, url_id, change)
+    before, entry = store.update_url(conn, url_id, change, audit)
     warn_unset(entry, env)
     changed = [key for key in (*_STORED, "body", "body_json", "assertions", "degraded")
                if before[key] != entry.as_row()[key] and not (key == "headers" and not before[key]

@@ -38,9 +38,9 @@ def print_ping_address(cfg, token: str) -> None:
     print("  the token is shown only now; `sitewatch url show-token` replaces it")
 
 
-def add(conn, cfg, entry) -> None:
+def add(conn, cfg, entry, audit=None) -> None:
     token = push.new_token()
-    pushstore.add_push(conn, entry, push.token_hash(token))
+    pushstore.add_push(conn, entry, push.token_hash(token), audit)
     named = f" as {entry.name!r}" if entry.name else ""
     if entry.cron:
         print(f"added {entry.url}{named} (a heartbeat after each fire of {entry.cron!r} in {entry.tz}, "
@@ -59,10 +59,11 @@ def show_token(conn, cfg, text: str) -> None:
     print_ping_address(cfg, token)
 
 
-def run_import(conn, entries) -> None:
+def run_import(conn, entries, audit=None) -> None:
     """`url import`: the push monitors first, in one transaction (a name taken by a checked
     monitor refuses the file before anything is written), then the others (store.import_urls).
-    A new push monitor's token is not printed: the hint says how to get one."""
+    A new push monitor's token is not printed: the hint says how to get one. audit: as
+    store.import_urls takes it."""
     from .db import store
     from .errors import BadInput
     pushes = [entry for entry in entries if push.is_push(entry.url)]
@@ -72,8 +73,8 @@ def run_import(conn, entries) -> None:
     if taken:
         raise BadInput(f"{taken[0]}: a monitor cannot change between push:// and a checked URL (it is a push "
                        f"monitor): remove it and add the new one")
-    added, updated = pushstore.import_pushes(conn, pushes) if pushes else ([], 0)
-    inserted, changed = store.import_urls(conn, checked)
+    added, updated = pushstore.import_pushes(conn, pushes, audit) if pushes else ([], 0)
+    inserted, changed = store.import_urls(conn, checked, audit)
     print(f"imported {len(entries)} URLs ({inserted + len(added)} new, {changed + updated} updated)")
     for entry in added:
         print(push.token_hint(entry))

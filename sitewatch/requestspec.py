@@ -244,6 +244,30 @@ def shown_header(line: str) -> str:
     return line
 
 
+def shown_value(column: str, value):
+    """One stored setting of a monitor (a url column) as it may be shown or kept in the audit log,
+    JSON-ready: the URL's userinfo and query out (redact_url), the values of Authorization,
+    Cookie and Proxy-Authorization headers, the bearer, and anything holding `${` REDACTED;
+    bytes (the body) as text."""
+    from .redact import redact_url
+    if value is None:
+        return None
+    if column == "url":
+        value = redact_url(value)
+    elif column == "headers":
+        value = [shown_header(line) for line in value]
+    elif column == "bearer":
+        value = REDACTED
+    elif isinstance(value, (bytes, memoryview)):
+        value = bytes(value)
+        value = REDACTED if b"${" in value else value.decode("utf-8", "replace")
+    if isinstance(value, str) and "${" in value:
+        return REDACTED
+    if isinstance(value, list):
+        return [REDACTED if isinstance(item, str) and "${" in item else item for item in value]
+    return value
+
+
 def shown_settings(row: dict) -> dict:
     """The request settings of a stored url row as every output shows them: secret values out."""
     body = row.get("body")

@@ -224,78 +224,113 @@ def validate_bool(name, raw) -> bool:
     return raw
 
 
+def option_key(name: str) -> str:
+    """An option as the import/apply file spells it (max_redirects -> max-redirects)."""
+    return name.replace("_", "-")
+
+
 def make_entry(options: dict, check_config) -> UrlEntry:
-    """Build a validated UrlEntry from user options; missing options take the configured defaults."""
+    """Build a validated UrlEntry from user options; missing options take the configured defaults.
+
+    A refusal names the option at fault in BadInput.field (None when several are, together)."""
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise BadInput(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_NAMES)})")
+        raise BadInput(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_NAMES)})",
+                       field=option_key(unknown[0]))
     if "url" not in options:
-        raise BadInput("url is missing")
+        raise BadInput("url is missing", field="url")
 
     def given(name, default):
         value = options.get(name)
         return default if value is None else value
 
-    url = normalise_url(options["url"])
-    cron = tz = None
-    if push.is_push(url):
-        push.check_options(options)
-        if options.get("cron") is not None:
-            if options.get("period") is not None:
-                raise BadInput("give a push monitor a period or a cron schedule, not both")
-            # period: the longest gap between fires (coverage's divisor); grace's default follows
-            # the shortest, the job's usual interval (check/pushcron.py)
-            cron, tz, shortest, period = pushcron.validate(options["cron"], options.get("tz"))
+    # `about`: the option being validated, named in BadInput.field when it is refused (a plain
+    # variable, not a context manager per option: apply validates 100,000 entries).
+    about = "url"
+    try:
+        url = normalise_url(options["url"])
+        cron = tz = None
+        about = None       # which option a kind refuses is in its message (several may be given)
+        if push.is_push(url):
+            push.check_options(options)
+            if options.get("cron") is not None:
+                if options.get("period") is not None:
+                    raise BadInput("give a push monitor a period or a cron schedule, not both", field="cron")
+                # period: the longest gap between fires (coverage's divisor); grace's default follows
+                # the shortest, the job's usual interval (check/pushcron.py)
+                about = "cron"
+                cron, tz, shortest, period = pushcron.validate(options["cron"], options.get("tz"))
+            else:
+                if options.get("tz") is not None:
+                    raise BadInput("tz is the zone of a cron schedule: give --cron too", field="tz")
+                about = "period"
+                period = push.validate_period(options.get("period"), check_config.min_period)
         else:
-            if options.get("tz") is not None:
-                raise BadInput("tz is the zone of a cron schedule: give --cron too")
-            period = push.validate_period(options.get("period"), check_config.min_period)
-    else:
-        for key in ("grace", "cron", "tz"):
-            if options.get(key) is not None:
-                raise BadInput(f"{key} is for push:// monitors (a job's heartbeat)")
-        kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
-        period = validate_period(given("period", check_config.default_period),
-                                 check_config.min_period, check_config.max_period)
-    expected_status = given("expected_status", check_config.expected_status)
-    parse_expected_status(expected_status)
-    body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
-    if options.get("send") is not None:     # tcp://: the bytes written, stored as the body
-        body = requestspec.validate_send(options["send"])
-    regex = options.get("expect") if options.get("expect") is not None else options.get("regex")
-    client_cert = requestspec.validate_path("client cert", options.get("client_cert"))
-    client_key = requestspec.validate_path("client key", options.get("client_key"))
-    if client_key and not client_cert:
-        raise BadInput("client key given without a client cert")
-    headers = requestspec.validate_headers(options.get("headers"))
-    bearer = requestspec.validate_bearer(options.get("bearer"))
-    if bearer and any(requestspec.header_name(line) == "authorization" for line in headers or []):
-        raise BadInput("give bearer or an Authorization header, not both")
+            for key in ("grace", "cron", "tz"):
+                if options.get(key) is not None:
+                    raise BadInput(f"{key} is for push:// monitors (a job's heartbeat)", field=key)
+            kinds.check_options(url, options)     # no headers on a tcp:// monitor, no `send` on an http one
+            about = "period"
+            period = validate_period(given("period", check_config.default_period),
+                                     check_config.min_period, check_config.max_period)
+        expected_status = given("expected_status", check_config.expected_status)
+        about = "expected_status"
+        parse_expected_status(expected_status)
+        about = "json" if options.get("json") is not None else "body"
+        body, body_json = requestspec.validate_body(options.get("body"), options.get("json"))
+        if options.get("send") is not None:     # tcp://: the bytes written, stored as the body
+            about = "send"
+            body = requestspec.validate_send(options["send"])
+        regex = options.get("expect") if options.get("expect") is not None else options.get("regex")
+        about = "client_cert"
+        client_cert = requestspec.validate_path("client cert", options.get("client_cert"))
+        about = "client_key"
+        client_key = requestspec.validate_path("client key", options.get("client_key"))
+        if client_key and not client_cert:
+            raise BadInput("client key given without a client cert", field="client-key")
+        about = "headers"
+        headers = requestspec.validate_headers(options.get("headers"))
+        about = "bearer"
+        bearer = requestspec.validate_bearer(options.get("bearer"))
+        if bearer and any(requestspec.header_name(line) == "authorization" for line in headers or []):
+            raise BadInput("give bearer or an Authorization header, not both", field="bearer")
+        about = "expect" if options.get("expect") is not None else "regex"
+        regex = validate_regex(regex)
+        about = "timeout"
+        timeout = validate_timeout(given("timeout", check_config.timeout))
+        about = "method"
+        method = validate_method(given("method", "GET"))
+        about = "max_redirects"
+        max_redirects = validate_max_redirects(given("max_redirects", check_config.max_redirects))
+        about = "verify_tls"
+        verify_tls = validate_bool("verify_tls", given("verify_tls", check_config.verify_tls))
+        about = "failure_threshold"
+        failure_threshold = validate_threshold("failure threshold", options.get("failure_threshold"))
+        about = "success_threshold"
+        success_threshold = validate_threshold("success threshold", options.get("success_threshold"))
+        about = "notify"
+        notify = parse_notify(options.get("notify"))
+        about = "assert"
+        assertions = validate_assertions("assert", options.get("assert"), url)
+        about = "degraded"
+        degraded = validate_assertions("degraded", options.get("degraded"), url)
+        about = "name"
+        name = requestspec.validate_name(options.get("name"))
+        about = "ip_version"
+        ip_version = requestspec.validate_ip_version(options.get("ip_version"))
+        about = "grace"
+        grace = push.validate_grace(options.get("grace"), shortest if cron else period) if push.is_push(url) else None
+    except BadInput as e:
+        if e.field is None and about is not None:
+            e.field = option_key(about)
+        raise
     return UrlEntry(
-        url=url,
-        period=period,
-        regex=validate_regex(regex),
-        timeout=validate_timeout(given("timeout", check_config.timeout)),
-        method=validate_method(given("method", "GET")),
-        expected_status=str(expected_status).replace(" ", ""),
-        max_redirects=validate_max_redirects(given("max_redirects", check_config.max_redirects)),
-        verify_tls=validate_bool("verify_tls", given("verify_tls", check_config.verify_tls)),
-        failure_threshold=validate_threshold("failure threshold", options.get("failure_threshold")),
-        success_threshold=validate_threshold("success threshold", options.get("success_threshold")),
-        notify=parse_notify(options.get("notify")),
-        assertions=validate_assertions("assert", options.get("assert"), url),
-        degraded=validate_assertions("degraded", options.get("degraded"), url),
-        name=requestspec.validate_name(options.get("name")),
-        headers=headers,
-        body=body,
-        body_json=body_json,
-        bearer=bearer,
-        client_cert=client_cert,
-        client_key=client_key,
-        ip_version=requestspec.validate_ip_version(options.get("ip_version")),
-        grace=push.validate_grace(options.get("grace"), shortest if cron else period) if push.is_push(url) else None,
-        cron=cron,
-        tz=tz,
+        url=url, period=period, regex=regex, timeout=timeout, method=method,
+        expected_status=str(expected_status).replace(" ", ""), max_redirects=max_redirects,
+        verify_tls=verify_tls, failure_threshold=failure_threshold, success_threshold=success_threshold,
+        notify=notify, assertions=assertions, degraded=degraded, name=name, headers=headers, body=body,
+        body_json=body_json, bearer=bearer, client_cert=client_cert, client_key=client_key,
+        ip_version=ip_version, grace=grace, cron=cron, tz=tz,
     )
 
 
@@ -450,7 +485,7 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
         try:
             entry = make_entry(options, check_config)
         except BadInput as e:
-            raise BadInput(f"{source}: {where}: {e}") from None
+            raise BadInput(f"{source}: {where}: {e}", field=e.field) from None
         if entry.identity in seen:
             raise BadInput(f"{source}: {where}: {entry.shown} is already listed "
                            f"at {seen[entry.identity]}")

@@ -317,6 +317,8 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " DROP COLUMN push_started_at; ALTER TABLE task_result DROP COLUMN message;"
                     # 0012_push_cron.sql
                     " ALTER TABLE url DROP COLUMN cron, DROP COLUMN tz;"
+                    # 0015_audit.sql
+                    " DROP TABLE audit;"
                     " DELETE FROM schema_version WHERE version >= 9")
         cur.execute("INSERT INTO url (url, period, timeout, method, next_check_at) VALUES"
                     " ('https://a.example/', 60, 10, 'GET', now()), ('https://b.example/', 30, 5, 'HEAD', now())"

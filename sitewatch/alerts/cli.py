@@ -64,18 +64,32 @@ def prepare(args, cfg):
         from ..monitorcli import name_or_url
         return name_or_url(args.url)
     if args.command == "silence" and args.silence_command == "add":
-        seconds = parse_duration(args.duration)
-        if not 0 < seconds <= MAX_SILENCE:
-            raise BadInput(f"--for must be more than 0 and at most 366d, got {args.duration!r}")
-        reason = args.reason
-        if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
-            raise BadInput(f"--reason must be one line of at most {MAX_REASON} printable characters")
-        return {"pattern": silence_pattern(args.pattern), "seconds": seconds, "reason": reason}
+        return silence_request(args.pattern, args.duration, args.reason)
     if args.command == "silence" and args.silence_command == "remove":
         if not args.id.isdecimal():
             raise BadInput(f"silence id must be a number (see silence list), got {args.id!r}")
         return int(args.id)
     return None
+
+
+def silence_request(pattern, duration, reason) -> dict:
+    """A new silence's pattern, seconds and reason, checked (`silence add` and the write API;
+    BadInput.field names the key of POST /api/v1/silences: pattern, for, reason)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise BadInput("silence pattern must be a URL, a monitor's name or a glob", field="pattern")
+    try:
+        seconds = parse_duration(duration)
+    except BadInput as e:
+        raise BadInput(str(e), field="for") from None
+    if not 0 < seconds <= MAX_SILENCE:
+        raise BadInput(f"--for must be more than 0 and at most 366d, got {duration!r}", field="for")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable()):
+        raise BadInput(f"--reason must be one line of at most {MAX_REASON} printable characters", field="reason")
+    try:
+        pattern = silence_pattern(pattern)
+    except BadInput as e:
+        raise BadInput(str(e), field="pattern") from None
+    return {"pattern": pattern, "seconds": seconds, "reason": reason}
 
 
 def silence_pattern(raw: str) -> str:
@@ -97,7 +111,8 @@ def _when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def run(args, cfg, conn, payload) -> int:
+def run(args, cfg, conn, payload, actor: str) -> int:
+    from ..manage import audit
     from ..monitorcli import monitor_url
     from . import store
     if args.command == "incidents" and payload is not None:
@@ -108,11 +123,12 @@ def run(args, cfg, conn, payload) -> int:
         return print_incidents(store.list_incidents(conn, args.open, payload),
                                store.list_dead(conn, payload), args.json)
     if args.silence_command == "add":
-        found = store.add_silence(conn, payload["pattern"], payload["seconds"], payload["reason"])
+        found = store.add_silence(conn, payload["pattern"], payload["seconds"], payload["reason"],
+                                  audit.on_silence_add(actor))
         print(f"silence {found['id']}: {redact_url(payload['pattern'])} until {_when(found['ends_at'])} UTC")
         return 0
     if args.silence_command == "remove":
-        found = store.end_silence(conn, payload)
+        found = store.end_silence(conn, payload, audit.on_silence_remove(actor))
         if found is None:
             raise BadInput(f"no silence with id {payload} (see silence list)")
         print(f"silence {found['id']} ended: {redact_url(found['pattern'])}")
@@ -174,8 +190,8 @@ def print_incidents(incidents, dead, as_json: bool) -> int:
     return 0
 
 
-def notify_test(args, cfg) -> int:
-    """Send a test message to each channel; exit 1 if any failed."""
+def notify_test(args, cfg) -> tuple[int, dict]:
+    """Send a test message to each channel; (exit 1 if any failed, channel -> ok)."""
     from .channels import Channels
     channels = Channels(cfg.alerts.channels)
     if not channels.names():
@@ -185,7 +201,7 @@ def notify_test(args, cfg) -> int:
         if args.name not in names:
             raise BadInput(f"unknown channel {args.name!r} (configured: {', '.join(names)})")
         names = [args.name]
-    failed = 0
+    failed, results = 0, {}
     starts = {name: channels.start(name, "sitewatch: test notice",
                                    "This is a test notice from sitewatch: this channel works.\n"
                                    "[sitewatch test test]", "info") for name in names}
@@ -195,5 +211,6 @@ def notify_test(args, cfg) -> int:
         else:
             ok, error = False, f"no answer within {cfg.alerts.send_timeout:g} s"
         failed += not ok
+        results[name] = ok
         print(f"{name}: {'ok' if ok else 'FAILED: ' + error}")
-    return 1 if failed else 0
+    return (1 if failed else 0), results

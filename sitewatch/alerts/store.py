@@ -88,10 +88,15 @@ def is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?") and fnmatch.translate(pattern) is not None
 
 
-def add_silence(conn, pattern: str, seconds: float, reason: str | None) -> dict:
+def add_silence(conn, pattern: str, seconds: float, reason: str | None, audit=None) -> dict:
+    """A new silence (id, starts_at, ends_at); audit(cur, it) in the same transaction."""
     with conn:
-        return _rows(conn, "add_silence", {"pattern": pattern, "like_pattern": like_pattern(pattern),
-                                            "seconds": seconds, "reason": reason})[0]
+        found = _rows(conn, "add_silence", {"pattern": pattern, "like_pattern": like_pattern(pattern),
+                                             "seconds": seconds, "reason": reason})[0]
+        if audit is not None:
+            with conn.cursor() as cur:
+                audit(cur, {**found, "pattern": pattern, "reason": reason})
+        return found
 
 
 def list_silences(conn) -> list[dict]:
@@ -99,9 +104,13 @@ def list_silences(conn) -> list[dict]:
         return _rows(conn, "list_silences", {})
 
 
-def end_silence(conn, silence_id: int) -> dict | None:
+def end_silence(conn, silence_id: int, audit=None) -> dict | None:
+    """End a silence now (id, pattern), or None when there is none; audit(cur, it) when ended."""
     with conn:
         found = _rows(conn, "end_silence", {"id": silence_id})
+        if found and audit is not None:
+            with conn.cursor() as cur:
+                audit(cur, found[0])
     return found[0] if found else None
 
 

@@ -19,11 +19,14 @@ def _alert_params(alert_defaults: dict | None) -> dict:
     return {**NO_ALERT_CHANNELS, **(alert_defaults or {})}
 
 
-def add_push(conn, entry, token_hash: bytes) -> int:
+def add_push(conn, entry, token_hash: bytes, audit=None) -> int:
     """Register a push monitor (a validated UrlEntry); returns its id. BadInput when its identity
-    is taken."""
+    is taken. audit(cur, id) in the same transaction."""
     with conn, conn.cursor() as cur:
-        return insert_push(cur, entry, token_hash)
+        row = insert_push(cur, entry, token_hash)
+        if audit is not None:
+            audit(cur, row)
+        return row
 
 
 def insert_push(cur, entry, token_hash: bytes | None = None) -> int:
@@ -57,12 +60,12 @@ def push_names(conn, names: list[str]) -> list[str]:
         return [name for (name,) in cur.fetchall()]
 
 
-def import_pushes(conn, entries) -> tuple[list, int]:
+def import_pushes(conn, entries, audit=None) -> tuple[list, int]:
     """`url import`'s push monitors, in one transaction: each one new is added with no token
     shown (insert_push), each one whose identity exists is updated (update_push). Returns (the
     entries added, how many were updated). BadInput, nothing written, when an identity is a
-    checked monitor's."""
-    added, updated = [], 0
+    checked monitor's. audit(cur, entries, [(inserted,) per entry]) as store.import_urls calls it."""
+    added, updated, done = [], 0, []
     with conn, conn.cursor() as cur:
         for entry in entries:
             cur.execute(QUERIES["monitor_by_identity"], {"name": entry.name, "url": entry.url})
@@ -70,6 +73,7 @@ def import_pushes(conn, entries) -> tuple[list, int]:
             if found is None:
                 insert_push(cur, entry)
                 added.append(entry)
+                done.append((True,))
                 continue
             url_id, url = found
             if not push.is_push(url):
@@ -77,6 +81,9 @@ def import_pushes(conn, entries) -> tuple[list, int]:
                                f"(it is {redact_url(url)}): remove it and add the new one")
             update_push(cur, url_id, entry)
             updated += 1
+            done.append((False,))
+        if audit is not None and entries:
+            audit(cur, entries, done)
     return added, updated
 
 

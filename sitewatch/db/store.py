@@ -13,7 +13,7 @@ import psycopg2.errors
 import psycopg2.extras
 
 from ..check import push, pushcron
-from ..errors import BadInput
+from ..errors import BadInput, Conflict, Missing
 from ..redact import redact_url
 from ..urlspec import UrlEntry
 
@@ -41,15 +41,23 @@ QUERIES = load_queries()
 
 # --- URLs (the CLI) ---------------------------------------------------------
 
-def add_url(conn, entry: UrlEntry) -> None:
+# `audit` arguments below: audit(cur, ...) records the change in its own transaction
+# (sitewatch/manage/audit.py); this module runs the change, the caller says who made it.
+
+def add_url(conn, entry: UrlEntry, audit=None) -> int:
+    """Add a monitor; its id. Conflict when its identity is taken. audit(cur, id)."""
     with conn, conn.cursor() as cur:
         cur.execute(QUERIES["add_url"], entry.as_row())
-        if cur.fetchone() is None:
+        found = cur.fetchone()
+        if found is None:
             if entry.name:
-                raise BadInput(f"a monitor is already named {entry.name!r} "
-                               f"(use url update to change it)")
-            raise BadInput(f"already monitored: {redact_url(entry.url)} (give this one a --name to "
-                           f"monitor the URL again, or use url update to change it)")
+                raise Conflict(f"a monitor is already named {entry.name!r} "
+                               f"(use url update to change it)", field="name")
+            raise Conflict(f"already monitored: {redact_url(entry.url)} (give this one a --name to "
+                           f"monitor the URL again, or use url update to change it)", field="url")
+        if audit is not None:
+            audit(cur, found[0])
+        return found[0]
 
 
 IMPORT_CHUNK = 1000    # URLs upserted (and row-locked) per transaction by import_urls
@@ -65,14 +73,15 @@ _IMPORT_BY = {False: QUERIES["import_urls"].replace("{conflict}", "(url) WHERE n
               True: QUERIES["import_urls"].replace("{conflict}", "(name)")}
 
 
-def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
+def import_urls(conn, entries: list[UrlEntry], audit=None) -> tuple[int, int]:
     """Upsert entries, IMPORT_CHUNK per transaction; returns (inserted, updated).
 
     Chunked, not one transaction: the producer skips locked url rows (SKIP LOCKED), so a
     100,000-URL import held in one transaction would delay those URLs' checks until it
     committed. Entries are validated before this is called, and an upsert is idempotent:
     an import interrupted half-way is completed by running it again. A named entry is
-    matched by its name (its URL may change), an unnamed one by its URL.
+    matched by its name (its URL may change), an unnamed one by its URL. audit(cur, the
+    chunk's entries, its (was inserted,) rows): one row per chunk, in the chunk's transaction.
     """
     rows = []
     for named in (False, True):
@@ -80,8 +89,11 @@ def import_urls(conn, entries: list[UrlEntry]) -> tuple[int, int]:
         for start in range(0, len(kind), IMPORT_CHUNK):
             chunk = [e.as_row() for e in kind[start:start + IMPORT_CHUNK]]
             with conn, conn.cursor() as cur:
-                rows += psycopg2.extras.execute_values(cur, _IMPORT_BY[named], chunk, template=_IMPORT_TEMPLATE,
-                                                       page_size=IMPORT_CHUNK, fetch=True)
+                done = psycopg2.extras.execute_values(cur, _IMPORT_BY[named], chunk, template=_IMPORT_TEMPLATE,
+                                                      page_size=IMPORT_CHUNK, fetch=True)
+                if audit is not None:
+                    audit(cur, kind[start:start + IMPORT_CHUNK], done)
+                rows += done
     inserted = sum(1 for (was_inserted,) in rows if was_inserted)
     return inserted, len(rows) - inserted
 
@@ -119,16 +131,19 @@ def find_monitor(conn, text: str) -> tuple[int, str, str | None]:
     return (unnamed or found)[0]
 
 
-def remove_url(conn, url_id: int, channels: list[str] | None = None) -> int:
+def remove_url(conn, url_id: int, channels: list[str] | None = None, audit=None) -> int:
     """Remove a monitor by id (find_monitor); returns how many open incidents this closed (0 or 1).
 
     `channels`: the default channels (alerts.default_channels) for the `removed` notice of a
-    URL without its own.
+    URL without its own. audit(cur, the settings removed), in the same transaction.
     """
     with conn, conn.cursor() as cur:
+        before = monitor_settings(cur, url_id) if audit is not None else None
         removed, closed = remove_urls(cur, [url_id], channels)
         if not removed:
-            raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
+            raise Missing(f"not monitored: the monitor with id {url_id} is gone")
+        if audit is not None:
+            audit(cur, before)
         return closed
 
 
@@ -153,21 +168,23 @@ def monitor_settings(cur, url_id: int) -> dict | None:
     return settings
 
 
-def update_url(conn, url_id: int, change) -> tuple[dict, UrlEntry]:
+def update_url(conn, url_id: int, change, audit=None) -> tuple[dict, UrlEntry]:
     """Change a monitor in place: `change(stored settings) -> UrlEntry` (raises BadInput to refuse,
-    nothing written). Returns (the settings before, the entry written)."""
+    nothing written). Returns (the settings before, the entry written). audit(cur, before, entry)."""
     with conn, conn.cursor() as cur:
         before = monitor_settings(cur, url_id)
         if before is None:
-            raise BadInput(f"not monitored: the monitor with id {url_id} is gone")
+            raise Missing(f"not monitored: the monitor with id {url_id} is gone")
         entry = change(before)
         try:
             cur.execute(QUERIES["update_url"], {**entry.as_row(), "id": url_id,
                                                 "first_slot": pushcron.first_slot(entry.cron, entry.tz)})
         except psycopg2.errors.UniqueViolation:     # `with conn` rolls the change back
             if entry.name:
-                raise BadInput(f"a monitor is already named {entry.name!r}") from None
-            raise BadInput(f"already monitored without a name: {redact_url(entry.url)}") from None
+                raise Conflict(f"a monitor is already named {entry.name!r}", field="name") from None
+            raise Conflict(f"already monitored without a name: {redact_url(entry.url)}", field="url") from None
+        if audit is not None:
+            audit(cur, before, entry)
         return before, entry
 
 
@@ -192,7 +209,7 @@ def _json_rows(rows: list[dict]) -> str:
     return json.dumps(rows, default=lambda value: "\\x" + value.hex(), separators=(",", ":"))
 
 
-def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool, write_more=None):
+def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool, audit=None, write_more=None):
     """Make the url table match a plan, in one transaction: all of it or nothing.
 
     make_plan(ENTRY_COLUMNS, current rows as (id, *ENTRY_COLUMNS) tuples) returns the plan, an
@@ -201,6 +218,8 @@ def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool, w
     reads in a read-only transaction and writes nothing. `channels` as for remove_url.
     write_more(cursor, plan), when given, writes the rest of the plan in the same transaction
     (apply.py: push monitors, which pushstore.py writes). Returns the plan that was applied.
+    audit(cur, plan) after the writes of a plan that changes something (not on a dry run).
+    Returns the plan that was applied.
     """
     for attempt in range(1, APPLY_ATTEMPTS + 1):
         try:
@@ -219,6 +238,8 @@ def apply_monitors(conn, make_plan, channels: list[str] | None, dry_run: bool, w
                     _write_plan(cur, plan, channels)
                     if write_more is not None:
                         write_more(cur, plan)
+                    if audit is not None and (plan.added or plan.changed or plan.removed):
+                        audit(cur, plan)
                 return plan
         except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation):
             # A result batch locked a removed monitor's rows in another order, or another
