@@ -143,7 +143,7 @@ SETTINGS = [
             "a hanging channel delays nothing else.", check=accepts.at_most(600)),
     Setting("alerts", "channels", dict, {}, "Notification channels: a map NAME -> Apprise URL (slack://, "
             "mailto://, json://, discord://, tgram://, ...). Secret: shown as scheme://*** only.",
-            check=accepts.alerts("check_channels"), secret=True),
+            check=accepts.alerts("check_channels"), secret=True, redact=accepts.alerts("redact_channels")),
     Setting("alerts", "default_channels", list, None, "Channel names for URLs without url add --notify. "
             "Unset: every channel.", optional=True, check=accepts.alerts("check_default_channels")),
     Setting("alerts", "connectivity_url", str, None, "A URL that is up when this host's own network works "
@@ -177,6 +177,13 @@ SETTINGS = [
             "'token:SECRET' (Authorization: Bearer SECRET) and/or 'basic:USER:PASSWORD' (one per user). "
             "Unset: open to anyone who can reach web.listen.", optional=True, secret=True,
             check=accepts.web_auth, redact=accepts.redact_web_auth),
+    Setting("web", "tokens", dict, {}, "Bearer tokens of the API, a map NAME -> {token: SECRET, scope: read|write}: "
+            "a read token reads as a web.auth entry does; a write token also changes monitors and silences "
+            "(the write API, off unless one is set); NAME is who the audit log names. ${VAR} in a token "
+            "is read from the environment (a variable not set is an error). E.g. {ci: {token: "
+            "${SITEWATCH_CI_TOKEN}, scope: write}, grafana: {token: ${GRAFANA_TOKEN}, scope: read}}. "
+            "Tokens: at least 16 characters (openssl rand -hex 32).", secret=True,
+            check=accepts.web_tokens, redact=accepts.redact_web_tokens),
     Setting("web", "public", str, "/badge/*", "Paths that stay open when web.auth is set, comma-separated; "
             "a trailing * matches a prefix (e.g. /badge/*,/ for public badges and overview)."),
     Setting("web", "frame_ancestors", str, "'none'", "CSP frame-ancestors: who may embed the pages in a "
@@ -235,8 +242,7 @@ class Config:
             value = self.values[s.name]
             shown = "null" if value is None else value
             if s.secret and isinstance(value, dict):
-                from .alerts.settings import redact_channel
-                shown = "{" + ", ".join(f"{k}: {redact_channel(v)}" for k, v in value.items()) + "}"
+                shown = s.redact(value)
             elif s.secret and value is not None:
                 shown = s.redact(str(value))
             if isinstance(value, bool):
@@ -441,6 +447,12 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
     if unknown:
         raise ConfigError(f"alerts.default_channels names {unknown[0]!r}, which is not in alerts.channels "
                           f"({sources['alerts.default_channels']})")
+    if values["web.tokens"]:
+        from .web import tokens
+        try:
+            values["web.tokens"] = tokens.resolve(values["web.tokens"], env)
+        except ValueError as e:
+            raise ConfigError(f"web.tokens: {e} ({sources['web.tokens']})") from None
     if values["database.data_dir"] is None:
         values["database.data_dir"] = default_data_dir(env)
     return Config(values, sources, path)

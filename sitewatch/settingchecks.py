@@ -55,6 +55,16 @@ def redact_web_auth(value):
     return redact_auth(value)
 
 
+def web_tokens(value):
+    from .web.tokens import check  # the same rules the web server reads the tokens by
+    return check(value)
+
+
+def redact_web_tokens(value):
+    from .web.tokens import redact
+    return redact(value)
+
+
 def base_url(value):
     from urllib.parse import urlsplit
     try:

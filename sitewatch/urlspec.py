@@ -450,8 +450,8 @@ def parse_import(text: str, source: str, check_config) -> list[UrlEntry]:
     """
     stripped = [line.strip() for line in text.splitlines()]
     meaningful = [line for line in stripped if line and not line.startswith("#")]
-    if meaningful and not meaningful[0].startswith("-") and "://" in meaningful[0] \
-            and ": " not in meaningful[0]:
+    if meaningful and not meaningful[0].startswith(("-", "[", "{")) and "://" in meaningful[0] \
+            and ": " not in meaningful[0]:      # "[" "{": JSON (the write API's apply), a YAML flow list
         # One URL per line (YAML would fold the lines into one string).
         items = []
         for number, line in enumerate(stripped, start=1):

@@ -62,6 +62,9 @@ def sample(setting):
         return '{"ops": "json://127.0.0.1:9/hook"}', {"ops": "json://127.0.0.1:9/hook"}
     if setting.name == "alerts.default_channels":
         return "[]", []
+    if setting.name == "web.tokens":
+        return ('{"ci": {"token": "0123456789abcdef-ci", "scope": "write"}}',
+                {"ci": {"token": "0123456789abcdef-ci", "scope": "write"}})
     if setting.name == "alerts.connectivity_url":
         return "http://127.0.0.1:9/", "http://127.0.0.1:9/"
     if setting.name == "web.base_url":

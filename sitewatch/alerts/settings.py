@@ -20,6 +20,11 @@ def redact_channel(url) -> str:
     return f"{scheme}://***"
 
 
+def redact_channels(value: dict) -> str:
+    """alerts.channels as `config show` shows it: names and schemes."""
+    return "{" + ", ".join(f"{name}: {redact_channel(url)}" for name, url in value.items()) + "}"
+
+
 def channel_problem(name, url) -> str | None:
     """Why a channel entry is unusable, or None. Loads Apprise (slow-ish) only when channels are set."""
     if not isinstance(name, str) or not CHANNEL_NAME.fullmatch(name):

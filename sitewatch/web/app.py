@@ -27,13 +27,15 @@ from .. import __version__, logs, requestspec
 from ..errors import DatabaseUnavailable
 from ..redact import printable, redact_url
 from . import data, glance, svg
-from .auth import AuthMiddleware, parse_auth, parse_public
+from .auth import AUTH_FAILURES_PER_MINUTE, AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
 from .ping import PING_POOL_SIZE, PingEndpoint
-from .pool import PingPool, ReadOnlyPool
+from .pool import PingPool, ReadOnlyPool, WritePool
 from .ratelimit import RateLimiter, TooMany
+from .tokens import parse as parse_tokens
 
 PAGE_SIZE = 100                 # URLs per page of /
+WRITE_POOL_SIZE = 2             # connections of the write API (writes are rare and short)
 MAX_LIMIT = 500                 # largest page the API hands out
 MAX_CHECKS = 1000
 MAX_ID = 2 ** 63 - 1
@@ -460,14 +462,23 @@ def create_app(cfg, dsn: str) -> Starlette:
         message = str(exc) if isinstance(exc, DatabaseUnavailable) else "database unavailable"
         return error(request, 503, message)
 
+    tokens = parse_tokens(cfg.web.tokens or {})
+    write_pool = None
+    if any(token.writes for token in tokens):      # the write API exists only with a write token
+        from . import writes
+        write_pool = WritePool(dsn, cfg.database.timeout, size=WRITE_POOL_SIZE)
+        routes += writes.routes(cfg, write_pool)
+    from . import openapi
+    routes.append(Route("/api/v1/openapi.json", lambda request: JSON(openapi.document())))
+
     app = Starlette(routes=routes, exception_handlers={
         BadParam: on_bad_param, NotFound: on_not_found, 404: on_not_found, TooMany: on_too_many,
         DatabaseUnavailable: on_database, psycopg2.OperationalError: on_database})
-    app.state.pool = pool
+    app.state.pool, app.state.write_pool = pool, write_pool
     app.add_middleware(ResponseCache, ttl=CACHE_SECONDS)
-    access = parse_auth(cfg.web.auth)
-    if access.enabled:
-        app.add_middleware(AuthMiddleware, access=access, public=parse_public(cfg.web.public))
+    # always: it also answers a write 404 while no write token is configured (auth.py)
+    app.add_middleware(AuthMiddleware, access=parse_auth(cfg.web.auth), public=parse_public(cfg.web.public),
+                       tokens=tokens, failures=RateLimiter(AUTH_FAILURES_PER_MINUTE))
     # outermost: on 401s too
     app.add_middleware(SecurityHeaders, frame_ancestors=cfg.web.frame_ancestors, script_hash=_SCRIPT_HASH)
     # outside everything: a push monitor's pings (no auth, no cache: web/ping.py)

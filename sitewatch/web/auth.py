@@ -1,8 +1,11 @@
-"""web.auth and web.public: who may see what (a pure ASGI middleware, no framework import).
+"""web.auth, web.tokens and web.public: who may see and change what (a pure ASGI middleware,
+no framework import).
 
 web.auth is space-separated entries, each `token:SECRET` (an `Authorization: Bearer SECRET`
 header) or `basic:USER:PASSWORD` (HTTP basic auth; one entry per user). Any one matching
-entry lets a request in. Paths in web.public (badges by default) stay open.
+entry, or a web.tokens token (tokens.py), lets a read in. Paths in web.public (badges by
+default) stay open. Writes take web.tokens tokens of scope write only: a browser never sends a
+Bearer token by itself, so a page elsewhere cannot make a visitor's browser write.
 """
 
 import base64
@@ -84,27 +87,85 @@ def allowed(access: Access, authorization: str | None) -> bool:
     return False
 
 
-class AuthMiddleware:
-    """Answer 401 unless the request is for a public path or carries a matching credential."""
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUTH_FAILURES_PER_MINUTE = 10     # failed authentications a client address may make a minute; then 429
 
-    def __init__(self, app, access: Access, public: tuple[str, ...]):
-        self.app, self.access, self.public = app, access, public
+
+class AuthMiddleware:
+    """Who may do what, before any handler runs.
+
+    * A read (GET, HEAD) is open unless web.auth is set; then it needs a web.auth entry or a
+      web.tokens token of either scope. Paths in web.public stay open.
+    * A write (POST, PUT, PATCH, DELETE under /api/) needs a web.tokens token of scope write:
+      401 without one, 403 with a read token. Without any write token configured the write API
+      does not exist: 404, so a server that never opted in offers nothing to probe.
+    * Failed authentications are counted per client address (`failures`, a RateLimiter): past
+      AUTH_FAILURES_PER_MINUTE every request of that address that needs credentials is answered
+      429 until the bucket refills, even with a right one, so guessing stays slow.
+
+    The token's name travels to the handler as scope["state"]["actor"] (the audit log's who).
+    """
+
+    def __init__(self, app, access: Access, public: tuple[str, ...], tokens=(), failures=None):
+        self.app, self.access, self.public, self.tokens = app, access, public, tuple(tokens)
+        self.failures = failures
+        self.writes = any(token.writes for token in self.tokens)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.access.enabled or is_public(scope["path"], self.public):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope["path"]
+        write = scope["method"] in WRITE_METHODS and path.startswith("/api/")
+        if write and not self.writes:
+            return await _json(send, 404, {"error": "not found: the write API is off (no web.tokens entry "
+                                                    "has scope write)", "field": None})
+        if not write and (not self.access.enabled or is_public(path, self.public)):
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("",))[0]
+        wait = self.failures.blocked(client) if self.failures is not None else None
+        if wait is not None:
+            return await _json(send, 429, {"error": f"too many failed authentications from this address: "
+                                                    f"retry in {wait} s", "field": None},
+                               [(b"retry-after", str(wait).encode())])
         header = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 header = value.decode("latin-1")
-        if allowed(self.access, header):
+        from .tokens import match
+        token = match(self.tokens, header)
+        if write and token is not None:
+            if not token.writes:
+                return await _json(send, 403, {"error": f"the token {token.name!r} has scope read: writes "
+                                                        f"need a token of scope write", "field": None})
+            scope.setdefault("state", {})["actor"] = token.name
             return await self.app(scope, receive, send)
+        if not write and (token is not None or allowed(self.access, header)):
+            return await self.app(scope, receive, send)
+        if self.failures is not None and header:      # no credentials at all is not a guess
+            from .ratelimit import TooMany
+            try:
+                self.failures.take(client)
+            except TooMany:
+                pass
+        if write:
+            return await _json(send, 401, {"error": "authentication required: Authorization: Bearer TOKEN "
+                                                    "(a web.tokens token of scope write)", "field": None},
+                               [(b"www-authenticate", f'Bearer realm="{REALM}"'.encode())])
         challenge = [(b"www-authenticate", f'Basic realm="{REALM}", charset="UTF-8"'.encode())] \
             if self.access.users else [(b"www-authenticate", f'Bearer realm="{REALM}"'.encode())]
-        body = b'{"error": "authentication required"}' if scope["path"].startswith("/api/") \
+        body = b'{"error": "authentication required"}' if path.startswith("/api/") \
             else b"authentication required\n"
-        kind = b"application/json" if scope["path"].startswith("/api/") else b"text/plain; charset=utf-8"
+        kind = b"application/json" if path.startswith("/api/") else b"text/plain; charset=utf-8"
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
                                 (b"cache-control", b"no-store"), *challenge]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send, status: int, content: dict, headers=()) -> None:
+    import json
+    body = json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store"), *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,10 +1,11 @@
-"""The web child's own small pools of connections: read-only ones for the pages, and two
-writable ones for pings (PingPool).
+"""The web child's own small pools of connections: read-only ones for the pages, two writable
+ones for pings (PingPool), and, with a write token, two for the write API (WritePool).
 
 Opened lazily in the process that serves (after spawn), shared by the request
 threads. Every connection of ReadOnlyPool is read-only at the session level
-(default_transaction_read_only), so no page, API or badge code path can write; the
-only writes are a push monitor's pings, one statement each (web/ping.py). All run
+(default_transaction_read_only), so no page, read API or badge code path can write; the
+only writes are a push monitor's pings, one statement each (web/ping.py), and the write API's
+changes, each recorded in the audit log (web/writes.py). All run
 in UTC so hour and day buckets match the rollups'.
 """
 
@@ -63,6 +64,19 @@ class ReadOnlyPool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class WritePool(ReadOnlyPool):
+    """The write API's connections (web/writes.py), open only when a write token is configured:
+    not autocommit, for the store's `with conn:` transactions take the change and its audit row
+    together. Few: writes are rare, and each is short."""
+
+    READ_ONLY = False
+
+    def _open(self):
+        conn = super()._open()
+        conn.autocommit = False
+        return conn
 
 
 class PingPool(ReadOnlyPool):

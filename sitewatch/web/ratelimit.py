@@ -1,4 +1,5 @@
-"""A per-client limit on expensive requests (web.rate_limit): a token bucket per IP address.
+"""A per-client limit on expensive requests (web.rate_limit) and on failed authentications
+(auth.AUTH_FAILURES_PER_MINUTE): a token bucket per IP address.
 
 Only requests that reach a handler are counted, that is those the response cache did not
 answer (app.ResponseCache sits outside the routes), and only the expensive kinds (a search,
@@ -46,6 +47,18 @@ class RateLimiter:
             if client not in self.buckets and len(self.buckets) >= MAX_CLIENTS:
                 self._forget(now)
             self.buckets[client] = (tokens - 1.0, now)
+
+    def blocked(self, client: str) -> int | None:
+        """Whole seconds until `client` has one request again when its budget is spent, else None
+        (nothing is spent: the auth middleware asks before it checks credentials, and spends one
+        with take() only when they fail)."""
+        if self.capacity <= 0:
+            return None
+        with self.lock:
+            now = self.clock()
+            tokens, at = self.buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - at) * self.rate)
+        return None if tokens >= 1.0 else max(1, int((1.0 - tokens) / self.rate + 0.999))
 
     def _forget(self, now: float) -> None:
         """Drop the buckets that have refilled (they hold nothing), else the oldest half."""

@@ -109,6 +109,8 @@ def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
     finally:
         app.state.pool.close()
         app.state.ping_pool.close()
+        if app.state.write_pool is not None:
+            app.state.write_pool.close()
 
 
 def run_child(ctx) -> None:
