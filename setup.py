@@ -78,6 +78,11 @@ setup(
                  "cryptography>=50,<51",   # test certificates with any dates (an expired one for the probe)
                  "aiosmtpd>=1.4",          # a real SMTP server for the mailto:// alert tests
                  "httpx>=0.27,<1",         # HTTP client for the web tests (real sockets)
+                 # GET /api/v1/openapi.json checked by the reference validator of OpenAPI 3.1 documents
+                 # (0.x: the 0 series, whose validate() API is stable), and each live response
+                 # against the document's schemas with jsonschema (which it brings), 4.x: the API used.
+                 "openapi-spec-validator>=0.7,<1",
+                 "jsonschema>=4.18,<5",
                  "selenium>=4.20,<5",      # drives Debian's headless Chromium in tests/test_web_browser.py
                  "dnslib>=0.9.24,<1",      # a real DNS server (UDP and TCP) for tests/test_kind_dns.py
                  ],

@@ -166,10 +166,11 @@ def build_parser() -> ArgumentParser:
     from .alerts import cli as alerts_cli
     alerts_cli.add_commands(commands, ArgumentParser)
 
-    web = commands.add_parser("web", help="serve the status page, JSON API and badges (read-only)",
+    web = commands.add_parser("web", help="serve the status page, JSON API and badges",
                               description="Run the web server alone (the same one `sitewatch run` starts "
-                                          "as its web child), against any sitewatch database. It never "
-                                          "writes. SIGTERM/SIGINT stop it.")
+                                          "as its web child), against any sitewatch database. It writes "
+                                          "only push:// pings and, with a web.tokens token of scope write, "
+                                          "the write API's changes. SIGTERM/SIGINT stop it.")
     web.add_argument("--listen", metavar="ADDR",
                      help="HOST:PORT to listen on (default: web.listen = 127.0.0.1:8080)")
 
@@ -466,7 +467,7 @@ def monitored_id(conn, text: str) -> str:
 
 
 def cmd_web(cfg) -> int:
-    """`sitewatch web`: bind first (a taken address is bad input, exit 2), then serve read-only."""
+    """`sitewatch web`: bind first (a taken address is bad input, exit 2), then serve."""
     from .db import schema
     from .db.database import Database
     from .errors import Failure
@@ -483,7 +484,7 @@ def cmd_web(cfg) -> int:
             conn.close()
         if version < schema.LATEST_VERSION:
             raise Failure(f"the database schema is at version {version}, this sitewatch needs "
-                          f"{schema.LATEST_VERSION}: run `sitewatch db migrate` (the web never writes)")
+                          f"{schema.LATEST_VERSION}: run `sitewatch db migrate` (the web does not migrate)")
         return server.run_alone(cfg, db.dsn, sock)
     finally:
         sock.close()
