@@ -150,7 +150,8 @@ SETTINGS = [
             "(checked by the notifier); while it fails, this host's failed checks count toward no incident.",
             optional=True),
     Setting("history", "raw_days", int, 7, "Days raw results (task_result) are kept; whole daily "
-            "partitions are dropped after that, once rolled up.", check=accepts.positive),
+            "partitions are dropped after that, once rolled up. The audit log is kept as long.",
+            check=accepts.positive),
     Setting("history", "hourly_days", int, 90, "Days hourly rollups (rollup_hour) are kept.", check=accepts.positive),
     Setting("history", "daily_days", int, 1825, "Days daily rollups (rollup_day) are kept.", check=accepts.positive),
     Setting("history", "partitions_ahead", int, 7, "Days of task_result partitions created ahead (at least 3).",

@@ -81,3 +81,16 @@ def test_outbox_silences_and_hosts_are_expired_after_raw_days(cli, db):
         cur.execute("SELECT host FROM alert_host")
         assert [h for (h,) in cur.fetchall()] == ["here"]
     assert _report(done.stdout)["alert_rows_expired"] == "4"
+
+
+def test_audit_rows_are_expired_after_raw_days(cli, db):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO audit (at, actor, action, target) VALUES"
+                    " (now() - interval '3 days', 'ci', 'url.add', 'old'),"
+                    " (now() - interval '1 day', 'ci', 'url.add', 'recent')")
+    done = cli("db", "maintain", env={"SITEWATCH_HISTORY__RAW_DAYS": "2"})
+    assert done.returncode == 0, done.stderr
+    with db.cursor() as cur:
+        cur.execute("SELECT target FROM audit")
+        assert [t for (t,) in cur.fetchall()] == ["recent"]
+    assert _report(done.stdout)["audit_rows_expired"] == "1"

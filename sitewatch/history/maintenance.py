@@ -16,6 +16,7 @@ import psycopg2
 from .. import logs
 from ..db.database import Reconnecting, connect, is_connection_error
 from ..errors import DatabaseUnavailable
+from ..manage import audit
 from . import analyze, partitions, prune, rollup, summary
 from .pacing import Pace
 
@@ -76,12 +77,13 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict |
         conn.autocommit = False
         expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days)
         pruned = prune.expire(conn, cfg.history.raw_days)       # the alerts' outbox, silences, hosts
+        audit_expired = audit.expire(conn, cfg.history.raw_days)
         report = {"partitions_created": len(created), "partitions_dropped": len(dropped),
                    "hours_rolled_up": hours["hours"], "hour_rows": hours["rows"],
                    "hours_final_until": hours["until"].isoformat() if hours["until"] else None,
                    "days_rolled_up": days["days"], "day_rows": days["rows"],
                    "rollup_rows_expired": sum(expired.values()), "brin_ranges_summarized": brin_ranges,
-                   "alert_rows_expired": sum(pruned.values()),
+                   "alert_rows_expired": sum(pruned.values()), "audit_rows_expired": audit_expired,
                    "tables_analyzed": len(analysed), **pace.report(),
                    "grace_s": grace, **uptime_summary,
                    "took_s": round(time.monotonic() - started, 3)}

@@ -68,6 +68,14 @@ def shown(settings: Mapping) -> str:
     return settings.get("name") or requestspec.shown_value("url", settings["url"])
 
 
+def expire(conn, days: int) -> int:
+    """Delete the rows older than `days` (history.raw_days: the audit log is kept as long as raw
+    results); how many. Called by the maintenance job, in a transaction of its own."""
+    with conn, conn.cursor() as cur:
+        cur.execute(QUERIES["expire"], {"days": days})
+        return cur.rowcount
+
+
 def rows(conn, limit: int = DEFAULT_LIMIT) -> list[dict]:
     """The newest `limit` rows, newest first."""
     with conn, conn.cursor() as cur:

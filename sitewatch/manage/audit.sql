@@ -11,3 +11,7 @@ SELECT id, at, actor, action, target, before, after
 FROM audit
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: expire
+-- Retention (history.raw_days, by the maintenance job): rows older than that go, as raw results do.
+DELETE FROM audit WHERE at < now() - make_interval(days => %(days)s);
