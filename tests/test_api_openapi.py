@@ -69,6 +69,7 @@ def example_calls(server, made: dict) -> dict:
         ("/api/v1/urls/{id}/uptime", "get"): (f"/api/v1/urls/{seeded}/uptime", {}),
         ("/api/v1/urls/{id}/daily", "get"): (f"/api/v1/urls/{seeded}/daily", {"params": {"days": 3}}),
         ("/api/v1/incidents", "get"): ("/api/v1/incidents", {}),
+        ("/api/v1/audit", "get"): ("/api/v1/audit", {"params": {"limit": 5}}),
         ("/api/v1/openapi.json", "get"): ("/api/v1/openapi.json", {}),
         ("/api/v1/silences", "post"): ("/api/v1/silences", {**json_body, "content": json.dumps(
             {"pattern": "openapi", "for": "1h"})}),

@@ -25,6 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__, logs, requestspec
 from ..errors import DatabaseUnavailable
+from ..manage import audit
 from ..redact import printable, redact_url
 from . import data, glance, svg
 from .auth import AUTH_FAILURES_PER_MINUTE, AuthMiddleware, parse_auth, parse_public
@@ -397,6 +398,11 @@ def create_app(cfg, dsn: str) -> Starlette:
                                   url_id=url_id, limit=limit, offset=offset)
         return JSON({"limit": limit, "offset": offset, "items": [incident_item(r) for r in rows]})
 
+    def api_audit(request: Request):
+        limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
+        with pool.connection() as conn:
+            return JSON({"limit": limit, "items": audit.rows(conn, limit)})    # redacted when written
+
     # --- badges ---
 
     def _badge(request: Request, make):
@@ -432,7 +438,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         Route("/api/v1/summary", api_summary), Route("/api/v1/urls", api_urls),
         Route("/api/v1/urls/{url_id}", api_url), Route("/api/v1/urls/{url_id}/checks", api_checks),
         Route("/api/v1/urls/{url_id}/uptime", api_uptime), Route("/api/v1/urls/{url_id}/daily", api_daily),
-        Route("/api/v1/incidents", api_incidents),
+        Route("/api/v1/incidents", api_incidents), Route("/api/v1/audit", api_audit),
         Route("/badge/{url_id}/status.svg", badge_status),
         Route("/badge/{url_id}/uptime-30d.svg", badge_uptime),
         Route("/badge/{url_id}/response-time-24h.svg", badge_response_time),

@@ -53,6 +53,10 @@ SCHEMAS = {
     "Incident": _object({"id": INTEGER, "url_id": _nullable("integer"), "url": _nullable("string"),
                          "started_at": TIME, "ended_at": TIME_OR_NULL, "duration_s": INTEGER,
                          "failed_checks": INTEGER}),
+    "AuditRow": _object({"id": INTEGER, "at": TIME, "actor": STRING, "action": STRING,
+                         "target": _nullable("string"), "before": {"type": ["object", "null"]},
+                         "after": {"type": ["object", "null"]}}),
+    "Audit": _object({"limit": INTEGER, "items": {"type": "array", "items": _ref("AuditRow")}}),
     "Incidents": _object({"limit": INTEGER, "offset": INTEGER, "items": {"type": "array", "items": _ref("Incident")}}),
     "Monitor": {"type": "object", "required": ["url"], "description":
                 "A monitor in the `url import`/`apply` format (README \"Check definitions\"); keys may be "
@@ -149,6 +153,8 @@ def document() -> dict:
                                    _param("open", "query", {"type": "string", "enum": ["true", "false"]}),
                                    _param("url_id", "query", {"type": "integer", "minimum": 1}), LIMIT, OFFSET,
                                    errors=(400, 401, 429)),
+        "/api/v1/audit": _read("the audit log, newest first: who changed what (secrets redacted)", "Audit",
+                               LIMIT, errors=(400, 401)),
         "/api/v1/silences": {"post": _write("silence a URL, a name or a glob, as `silence add` does", 201,
                                             "Silence", "SilenceRequest", errors=(413, 415))},
         "/api/v1/silences/{id}": {"delete": _write("end a silence now, as `silence remove` does", 200,
