@@ -391,7 +391,7 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
         return apply.run(conn, payload, default_channels(cfg), args.prune, args.dry_run,
                          audit.on_apply(actor, args.prune))
     if args.command == "audit":
-        return audit.print_rows(audit.rows(conn, args.limit), args.json)
+        return audit.print_rows(audit.rows(conn, args.limit, args.since), args.json)
     if args.command == "db":
         done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
         print(f"database schema at version {schema.check_version(conn)}: {done}")

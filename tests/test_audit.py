@@ -76,3 +76,8 @@ def test_a_refused_change_records_nothing_and_the_listing_is_newest_first(cli, d
     assert lines[0].split()[:4] == ["ID", "AT", "(UTC)", "ACTOR"] and "url.add" in lines[1] and len(lines) == 2
     bad = cli("audit", "--limit", "0", env=ENV)
     assert bad.returncode == 2 and "--limit" in bad.stderr
+    db.cursor().execute("UPDATE audit SET at = now() - interval '3 hours' WHERE target = 'https://a.example/'")
+    assert len(json.loads(ok(cli("audit", "--json", "--since", "2h", env=ENV)))) == 3
+    assert len(json.loads(ok(cli("audit", "--json", "--since", "2020-01-01T00:00:00", env=ENV)))) == 4
+    bad = cli("audit", "--since", "yesterday", env=ENV)
+    assert bad.returncode == 2 and "--since" in bad.stderr

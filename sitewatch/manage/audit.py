@@ -76,10 +76,14 @@ def expire(conn, days: int) -> int:
         return cur.rowcount
 
 
-def rows(conn, limit: int = DEFAULT_LIMIT) -> list[dict]:
-    """The newest `limit` rows, newest first."""
+def rows(conn, limit: int = DEFAULT_LIMIT, since: str | None = None) -> list[dict]:
+    """The newest `limit` rows (made `since` a duration back or a time, when given), newest first."""
     with conn, conn.cursor() as cur:
-        cur.execute(QUERIES["list"], {"limit": limit})
+        if since is not None:
+            from ..history.report import parse_time
+            cur.execute("SELECT now()")
+            since = parse_time(since, "--since", cur.fetchone()[0])
+        cur.execute(QUERIES["list"], {"limit": limit, "since": since})
         columns = [column.name for column in cur.description]
         return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
@@ -158,6 +162,8 @@ def add_command(commands) -> None:
                     "write API, with who made it (cli:USER@HOST, or the web.tokens name), and the "
                     "settings before and after, secrets redacted.")
     parser.add_argument("--json", action="store_true", help="print JSON (a list of rows)")
+    parser.add_argument("--since", metavar="DURATION|TIME", help="only changes since then: 2h, 7d, or an ISO "
+                        "8601 time (UTC without an offset)")
     parser.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
                         help=f"rows at most (default: {DEFAULT_LIMIT})")
 

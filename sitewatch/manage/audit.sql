@@ -9,6 +9,7 @@ VALUES (%(actor)s, %(action)s, %(target)s, %(before)s::jsonb, %(after)s::jsonb);
 -- The newest changes first (the primary key follows the order of commits closely enough).
 SELECT id, at, actor, action, target, before, after
 FROM audit
+WHERE %(since)s::timestamptz IS NULL OR at >= %(since)s
 ORDER BY id DESC
 LIMIT %(limit)s;
 
