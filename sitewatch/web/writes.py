@@ -210,8 +210,8 @@ def routes(cfg, pool) -> list[Route]:
     # --- apply ---
 
     def apply_file(conn, actor, text, prune, dry_run, as_text):
+        # push:// entries as `sitewatch apply` takes them: added with no token shown (url show-token)
         entries = parse_import(text, "body", cfg.check)
-        refuse_push(entries, HOW)
         check_channels_known(entries, cfg)
         plan = apply.plan_and_apply(conn, entries, default_channels(cfg), prune, dry_run,
                                     audit.on_apply(actor, prune))
