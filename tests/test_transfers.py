@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.serverless,
               pytest.mark.skipif(not engines.curl_available(), reason="pycurl is not installed")]
 
 
-def _loop_threads() -> int:
-    return sum(thread.name == "curl-transfers" for thread in threading.enumerate())
+def _loop_threads() -> set:
+    return {thread for thread in threading.enumerate() if thread.name == "curl-transfers"}
 
 
 def run_all(targets: list[Target], timeout: float = 30) -> list:
@@ -23,8 +23,9 @@ def run_all(targets: list[Target], timeout: float = 30) -> list:
 
     outcomes: dict[int, object] = {}
     all_done = threading.Event()
-    # Counted by name: the server fixtures' handler threads come and go meanwhile (CI once saw one end
-    # as the loop's began, and a count of all threads stayed level).
+    # Found by name: the server fixtures' handler threads come and go meanwhile (CI once saw one end
+    # as the loop's began, and a count of all threads stayed level). Compared as sets, not counts:
+    # the previous test's loop may still be ending (seen: it ended between the two looks).
     loops_before = _loop_threads()
 
     def on_start(task):
@@ -38,7 +39,7 @@ def run_all(targets: list[Target], timeout: float = 30) -> list:
     transfers = CurlTransfers(on_start, on_done)
     try:
         assert transfers.ensure(len(targets))
-        assert transfers.size == 1 and _loop_threads() == loops_before + 1  # one thread for all
+        assert transfers.size == 1 and len(_loop_threads() - loops_before) == 1  # one thread for all
         for index, target in enumerate(targets):
             transfers.submit(index, target)
         assert all_done.wait(timeout), f"{len(outcomes)} of {len(targets)} done"
