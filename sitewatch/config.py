@@ -53,14 +53,20 @@ class Setting:
 
     @property
     def name(self) -> str:
-        return f"{self.section}.{self.key}"
+        return f"{self.section}.{self.key}" if self.section else self.key    # top-level: `region`
 
     @property
     def env_var(self) -> str:
+        if not self.section:
+            return f"{ENV_PREFIX}{self.key.upper()}"
         return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
 
 
 SETTINGS = [
+    # Top-level (no section): the YAML key `region`, env SITEWATCH_REGION.
+    Setting("", "region", str, "", "This host's region (DESIGN.md section 12): its consumers check the "
+            "tasks of URLs listed in this region, and those of URLs without regions. Empty: no region "
+            "(only URLs without regions).", check=accepts.region),
     Setting("database", "dsn", str, None, "PostgreSQL DSN (URI or key=value). Unset: run an embedded "
             "PostgreSQL in database.data_dir.", optional=True, secret=True),
     Setting("database", "data_dir", str, None, "Data directory of the embedded PostgreSQL. Unset: "
@@ -86,6 +92,8 @@ SETTINGS = [
     # auto (curl where pycurl is installed): the same day's 100,000-URL soaks (docs/benchmarks.md,
     # ninth session) checked every slot on curl with 2 threads, where urllib3 fell behind from
     # minute 2 with 5,000.
+    Setting("check", "regions", list, [], "Default regions of URLs added without --regions: each slot is "
+            "checked once in each, by a host of that region. Empty: by any one host.", check=accepts.regions),
     Setting("check", "engine", str, "auto", "HTTP engine of the checks: urllib3, curl (libcurl, via "
             "pycurl), or auto (curl when pycurl imports, else urllib3).", check=accepts.engine),
     Setting("check", "source_address", str, "", "Local IP address every check binds to (HTTP, tcp://, "
@@ -133,6 +141,10 @@ SETTINGS = [
     Setting("alerts", "notify_degraded", bool, True, "Send the `degraded` and `recovered` notices when a "
             "URL turns degraded (its `degraded` assertions failed failure_threshold times in a row) and "
             "back up."),
+    Setting("alerts", "down_when", str, "majority", "For URLs with regions: how many regions must be down "
+            "for the URL to be down (any, all, majority or a number); fewer make it partial, with no "
+            "incident or notice. A URL may override it: url add --down-when.", check=accepts.down_when,
+            numbers_as_text=True),
     Setting("alerts", "repeat_interval", str, "0", "Remind every DURATION (90s, 15m, 2h, 7d) while a URL "
             "stays down; 0 = never.", check=accepts.alerts("check_duration"), numbers_as_text=True),
     Setting("alerts", "max_attempts", int, 6, "Tries per notice and channel before it is marked dead "
@@ -213,7 +225,8 @@ SETTINGS = [
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
+SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS if s.section))
+TOP_LEVEL = [s.key for s in SETTINGS if not s.section]
 
 
 class Config:
@@ -226,6 +239,8 @@ class Config:
         for section in SECTIONS:
             ns = SimpleNamespace(**{s.key: values[s.name] for s in SETTINGS if s.section == section})
             setattr(self, section, ns)
+        for key in TOP_LEVEL:
+            setattr(self, key, values[key])
 
     def warnings(self) -> list[str]:
         """What `config show` and the web server warn of: a web listener open to the network."""
@@ -367,9 +382,12 @@ def read_file(path: str) -> dict:
         raise ConfigError(f"config file {path}: must be a mapping of sections, got {type(data).__name__}")
     raw = {}
     for section, body in data.items():
+        if section in TOP_LEVEL:          # a setting of its own, not a section: `region: eu`
+            raw[section] = body
+            continue
         if section not in SECTIONS:
             raise ConfigError(f"config file {path}: unknown section {section!r} "
-                              f"(known: {', '.join(SECTIONS)})")
+                              f"(known: {', '.join(TOP_LEVEL + SECTIONS)})")
         if body is None:
             continue
         if not isinstance(body, dict):
@@ -419,8 +437,8 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
         if not var.startswith(ENV_PREFIX) or var == "SITEWATCH_CONFIG" or var.startswith("SITEWATCH_TEST"):
             continue
         section, sep, key = var[len(ENV_PREFIX):].lower().partition("__")
-        name = f"{section}.{key}"
-        if not sep or name not in SETTINGS_BY_NAME:
+        name = f"{section}.{key}" if sep else section     # SITEWATCH_REGION: a top-level setting
+        if (not sep and section not in TOP_LEVEL) or name not in SETTINGS_BY_NAME:
             raise ConfigError(f"unknown environment variable {var} (expected SITEWATCH_<SECTION>__<KEY>, "
                               f"e.g. SITEWATCH_CONSUMER__CONCURRENCY)")
         values[name] = _convert(SETTINGS_BY_NAME[name], text, f"env {var}", from_text=True)

@@ -109,3 +109,23 @@ def source_address(value):
     except OSError as e:
         return f"is not an address this host can bind ({e.strerror or e})"
     return None
+
+
+def region(value):
+    from .regions import region_problem
+    return region_problem(value)
+
+
+def regions(value):
+    from .errors import BadInput
+    from .regions import parse_regions  # the same rule as each URL's --regions
+    try:
+        parse_regions(value)
+    except BadInput as e:
+        return str(e)
+    return None
+
+
+def down_when(value):
+    from .regions import down_when_problem
+    return down_when_problem(value)

@@ -116,7 +116,7 @@ def insert_results(conn, url_ids, start, end, step_s: int = 60, checked_by: str 
                                  make_interval(secs => %(step)s)) AS t,
                  LATERAL (SELECT (extract(epoch FROM t)::bigint / %(step)s + u * 31) AS n) AS k
             ORDER BY t, u            -- in time order, as sitewatch writes them (BRIN relies on it)
-            ON CONFLICT (url_id, scheduled_at) DO NOTHING""",
+            ON CONFLICT (url_id, scheduled_at, region) DO NOTHING""",
                     {"urls": list(url_ids), "start": start, "end": end, "step": step_s, "by": checked_by})
         count = cur.rowcount
     conn.commit()

@@ -71,6 +71,12 @@ def sample(setting):
         return "https://status.example.com/", "https://status.example.com/"
     if setting.name == "web.max_connections":           # at least 8
         return "70", 70
+    if setting.name == "region":
+        return "eu-west", "eu-west"
+    if setting.name == "check.regions":
+        return "eu,us", ["eu", "us"]
+    if setting.name == "alerts.down_when":
+        return "all", "all"
     if setting.kind is bool:
         return "false", False
     if setting.kind is int:
@@ -190,17 +196,21 @@ def test_alias_overrides_the_file(tmp_path):
 @pytest.mark.parametrize("setting", config.SETTINGS, ids=lambda s: s.env_var)
 def test_every_setting_can_be_set_from_its_environment_variable(setting):
     text, value = sample(setting)
-    assert setting.env_var == f"SITEWATCH_{setting.section.upper()}__{setting.key.upper()}"
+    if setting.section:
+        assert setting.env_var == f"SITEWATCH_{setting.section.upper()}__{setting.key.upper()}"
+    else:                    # top-level (`region`): SITEWATCH_REGION
+        assert setting.env_var == f"SITEWATCH_{setting.key.upper()}"
     cfg = config.load({setting.env_var: text})
     assert cfg.values[setting.name] == value
-    assert getattr(getattr(cfg, setting.section), setting.key) == value
+    assert getattr(getattr(cfg, setting.section) if setting.section else cfg, setting.key) == value
     assert cfg.sources[setting.name] == f"env {setting.env_var}"
 
 
 @pytest.mark.parametrize("setting", config.SETTINGS, ids=lambda s: s.name)
 def test_every_setting_can_be_set_from_the_file(tmp_path, setting):
     _, value = sample(setting)
-    path = write(tmp_path, yaml.safe_dump({setting.section: {setting.key: value}}))
+    path = write(tmp_path, yaml.safe_dump({setting.section: {setting.key: value}} if setting.section
+                                          else {setting.key: value}))
     cfg = config.load({}, None, path)
     assert cfg.values[setting.name] == value
     assert cfg.sources[setting.name] == f"file {path}"
@@ -351,17 +361,23 @@ def test_config_example_documents_every_key_with_its_default():
     path = example_path()
     text = path.read_text()
     data = yaml.safe_load(text)
-    assert set(data) == set(config.SECTIONS)
+    assert set(data) == set(config.SECTIONS) | set(config.TOP_LEVEL)
     # Which keys have a comment right above them.
     commented, section, previous = set(), None, ""
     for line in text.splitlines():
         if re.match(r"^\w+:\s*(#.*)?$", line):
             section = line.split(":")[0]
+        elif match := re.match(r"^(\w+): ", line):         # a top-level setting
+            if previous.strip().startswith("#"):
+                commented.add(match.group(1))
         elif match := re.match(r"^\s+(\w+):", line):
             if previous.strip().startswith("#"):
                 commented.add(f"{section}.{match.group(1)}")
         previous = line
     for s in config.SETTINGS:
+        if not s.section:          # top-level (`region`)
+            assert data[s.key] == s.default and s.key in commented, f"{s.name} in config.example.yaml"
+            continue
         assert s.key in data[s.section], f"{s.name} missing from config.example.yaml"
         assert data[s.section][s.key] == s.default, \
             f"{s.name}: example says {data[s.section][s.key]!r}, default is {s.default!r}"

@@ -66,7 +66,7 @@ def test_migrate_creates_the_contract_tables(empty):
         assert result[column][1] is True, f"task_result.{column} must be nullable"
     assert result["ok"] == ("boolean", False)
 
-    assert ("url_id", "scheduled_at") in unique_constraints(empty, "task_result")
+    assert ("url_id", "scheduled_at", "region") in unique_constraints(empty, "task_result")   # 0013: a slot per region
     assert ("url",) in unique_constraints(empty, "url")
 
 

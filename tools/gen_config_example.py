@@ -23,17 +23,19 @@ out = ["# sitewatch configuration: every key, with its default.",
        "#     method: POST",
        "#     bearer: ${API_TOKEN}",
        "#     json: '{\"query\": \"{ users(first: 1) { id } }\"}'", ""]
-for section in SECTIONS:
-    out.append(f"{section}:")
+for section in [""] + SECTIONS:     # "": top-level settings (`region`), before the sections
+    indent = "  " if section else ""
+    if section:
+        out.append(f"{section}:")
     for s in SETTINGS:
         if s.section != section:
             continue
         note = f"{s.help} Env: {s.env_var}" + (f" (or {alias[s.name]})" if s.name in alias else "") + "."
-        out.extend(f"  # {line}" for line in textwrap.wrap(note, 96))
+        out.extend(f"{indent}# {line}" for line in textwrap.wrap(note, 96))
         value = s.default
         shown = "null" if value is None else "true" if value is True else "false" if value is False else value
         if isinstance(value, str):
             shown = f'"{value}"'
-        out.append(f"  {s.key}: {shown}")
+        out.append(f"{indent}{s.key}: {shown}")
     out.append("")
 print("\n".join(out), end="")

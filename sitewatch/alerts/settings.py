@@ -72,7 +72,8 @@ def alert_defaults(cfg) -> dict:
     return {"failure_threshold": cfg.alerts.failure_threshold,
             "success_threshold": cfg.alerts.success_threshold,
             "channels": default_channels(cfg),
-            "notify_degraded": cfg.alerts.notify_degraded}
+            "notify_degraded": cfg.alerts.notify_degraded,
+            "down_when": cfg.alerts.down_when}
 
 
 def parse_notify(raw) -> list[str] | None:

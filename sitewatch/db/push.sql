@@ -79,7 +79,7 @@ WITH monitor AS (
                              checked_by)
     SELECT s.id, s.slot, now(), %(signal)s = 'success', %(error_kind)s, %(error)s, %(message)s, 1, %(owner)s
     FROM settled s
-    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
 ), alerted AS (
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
@@ -99,7 +99,7 @@ SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS
 -- open /start run past its grace is recorded the same way (it overran). Exactly once across
 -- hosts, like enqueue_due: the due url rows are locked FOR UPDATE SKIP LOCKED and their cursor
 -- moves in the same statement (a second producer's recheck of next_check_at <= now() then
--- fails), and UNIQUE (url_id, scheduled_at) is the last guard. When several slots are overdue
+-- fails), and UNIQUE (url_id, scheduled_at, region) is the last guard. When several slots are overdue
 -- (no producer ran), the latest is recorded and the older ones skipped and counted, as
 -- enqueue_due does. Fixed-rate monitors only (cron ones: cron_due and cron_settle). Returns
 -- (monitors due, results recorded).
@@ -132,7 +132,7 @@ WITH due AS (
                 ELSE 'no ping within the period and grace (' || d.period || ' s + ' || d.grace || ' s)' END,
            1, %(owner)s
     FROM due d
-    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
 ), alerted AS (
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
@@ -165,7 +165,7 @@ LIMIT %(batch)s;
 -- and the alert state, as ping and record_missed do. Exactly once across hosts by
 -- compare-and-set: a row moves only if its cursor, deadline and open run are still the values
 -- read (seen_*); a host that read them too, or a ping meanwhile, has moved them, so the update
--- finds no row (the caller reads again), and UNIQUE (url_id, scheduled_at) is the last guard.
+-- finds no row (the caller reads again), and UNIQUE (url_id, scheduled_at, region) is the last guard.
 -- Returns (monitors moved, results recorded).
 WITH plan AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(seen_slot)s::timestamptz[], %(seen_next)s::timestamptz[],
@@ -186,7 +186,7 @@ WITH plan AS (
                              checked_by)
     SELECT m.id, m.slot, now(), m.ok, m.error_kind, m.error, m.message, 1, %(owner)s
     FROM moved m WHERE m.slot IS NOT NULL
-    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
 ), alerted AS (
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)

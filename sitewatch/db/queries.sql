@@ -170,19 +170,20 @@ ORDER BY u.url, u.name NULLS FIRST;
 
 -- name: enqueue_due
 -- The producer's one statement: lock due URLs (SKIP LOCKED: other producers take others),
--- enqueue one task per due URL and advance each cursor by whole periods (fixed rate), then
+-- enqueue one task per due URL (one per region for a URL with regions) and advance each cursor by whole periods (fixed rate), then
 -- wake the consumers. The task is for the latest slot already due (t0 + kP <= now): after a
 -- stall of a period or more, the older slots are skipped and counted, with no burst of
 -- backlog and no URL left unchecked for almost two periods. A slot is also skipped, and
--- counted, when the URL still has a task outstanding (no pile-up behind a slow site).
+-- counted, when the URL still has a task outstanding (no pile-up behind a slow site); with
+-- regions, when every region still has its task outstanding.
 -- Plan: the UPDATE reaches url through "id = ANY (ARRAY(SELECT id FROM due))" (primary-key
 -- probes) and tests "was it enqueued" with a hashed IN subplan. A plain join to the CTEs
 -- (estimated at batch rows) made the planner hash a seq scan of the whole url table on every
 -- statement at the default batch size, or nested-loop due x enqueued (batch squared).
 WITH due AS (
-    SELECT id, period, periods_late,
+    SELECT id, period, periods_late, regions,
            next_check_at + periods_late * make_interval(secs => period) AS slot
-    FROM (SELECT id, period, next_check_at,
+    FROM (SELECT id, period, next_check_at, regions,
                  floor(extract(epoch FROM now() - next_check_at) / period)::bigint AS periods_late
           FROM url
           WHERE next_check_at <= now() AND push_slot IS NULL   -- push monitors are never checked
@@ -190,9 +191,12 @@ WITH due AS (
           LIMIT %(batch)s
           FOR UPDATE SKIP LOCKED) AS locked
 ), enqueued AS (
-    INSERT INTO task (url_id, scheduled_at, available_at)
-    SELECT id, slot, now() FROM due
-    ON CONFLICT (url_id) DO NOTHING
+    -- one task per listed region, '' for a URL without regions (unnest of a one-element array)
+    INSERT INTO task (url_id, scheduled_at, available_at, region)
+    SELECT id, slot, now(), region
+    FROM due CROSS JOIN LATERAL unnest(CASE WHEN cardinality(due.regions) = 0 THEN '{""}'::text[]
+                                            ELSE due.regions END) AS r (region)
+    ON CONFLICT (url_id, region) DO NOTHING
     RETURNING url_id
 ), advanced AS (
     UPDATE url SET
@@ -222,23 +226,20 @@ SELECT extract(epoch FROM min(next_check_at) - now()) FROM url;
 -- Plan: the DELETE and UPDATE reach task through "id = ANY (ARRAY(SELECT id FROM candidate))"
 -- (primary-key probes); a join to the CTE let the planner seq-scan the whole (churning, often
 -- bloated) task table twice per claim.
-WITH candidate AS (
-    SELECT id FROM task
-    WHERE available_at <= now()
-    ORDER BY available_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), lost AS (
+-- Regions: {candidates} is claim_candidates for a host without a region (tasks of region ''
+-- only: one range of the index, the claim of an install without regions), else
+-- claim_candidates_region (store.py claim_tasks).
+WITH {candidates}, lost AS (
     DELETE FROM task
     WHERE task.id = ANY (ARRAY(SELECT id FROM candidate)) AND task.attempts >= %(max_attempts)s
-    RETURNING task.url_id, task.scheduled_at, task.attempts
+    RETURNING task.url_id, task.scheduled_at, task.attempts, task.region
 ), lost_recorded AS (
-    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, attempt, checked_by)
+    INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, attempt, checked_by, region)
     SELECT url_id, scheduled_at, now(), false, 'lost',
            'no result after ' || attempts || ' attempts (the consumers checking it died or lost their lease)',
-           attempts, %(owner)s
+           attempts, %(owner)s, region
     FROM lost
-    ON CONFLICT (url_id, scheduled_at) DO NOTHING
+    ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
     RETURNING 1
 ), claimed AS (
     UPDATE task SET
@@ -263,10 +264,43 @@ SELECT NULL, count(*)::integer, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM lost_recorded HAVING count(*) > 0;
 
+-- name: claim_candidates
+-- claim_tasks' candidates on a host without a region: the '' tasks, oldest first.
+candidate AS (
+    SELECT id FROM task
+    WHERE region = '' AND available_at <= now()
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+
+-- name: claim_candidates_region
+-- claim_tasks' candidates on a host of region %(region)s: its region's tasks and the '' ones
+-- (any host checks a URL without regions), oldest first. Two ranges of the index, each
+-- LIMITed and locked (FOR UPDATE is not allowed with UNION); rows locked beyond the outer
+-- LIMIT are let go when the claim commits, a moment later.
+own AS (
+    SELECT id, available_at FROM task
+    WHERE region = %(region)s AND available_at <= now()
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), shared AS (
+    SELECT id, available_at FROM task
+    WHERE region = '' AND available_at <= now()
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT id FROM (SELECT * FROM own UNION ALL SELECT * FROM shared) AS both_ranges
+    ORDER BY available_at
+    LIMIT %(limit)s
+)
+
 -- name: complete_tasks
 -- Write a batch of results and delete their tasks, one statement (one array per column).
 -- Fenced by the lease: only a task still leased by this owner at this attempt is finished, so
--- a consumer that lost its lease cannot record the slot; UNIQUE (url_id, scheduled_at) is the
+-- a consumer that lost its lease cannot record the slot; UNIQUE (url_id, scheduled_at, region) is the
 -- last guard. Every join to the deleted tasks is on id AND attempt: a batch may hold the same
 -- task twice (attempt 1, whose lease was lost, and attempt 2), and only the attempt whose lease
 -- is current may be recorded. Returns the task ids of the results refused.
@@ -282,26 +316,35 @@ WITH result AS (
 ), finished AS (
     DELETE FROM task USING result
     WHERE task.id = result.task_id AND task.attempts = result.attempt AND task.lease_owner = result.owner
-    RETURNING task.id, task.attempts, task.url_id, task.scheduled_at
+    RETURNING task.id, task.attempts, task.url_id, task.scheduled_at, task.region
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, response_time_ms, status_code,
                              regex_matched, ok, error_kind, error, cert_days_left, attempt, checked_by,
-                             dns_ms, connect_ms, tls_ms, first_byte_ms, degraded)
+                             dns_ms, connect_ms, tls_ms, first_byte_ms, degraded, region)
     SELECT f.url_id, f.scheduled_at, r.started_at, r.response_time_ms, r.status_code, r.regex_matched,
            r.ok, r.error_kind, r.error, r.cert_days_left, r.attempt, r.owner,
-           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms, r.degraded
+           r.dns_ms, r.connect_ms, r.tls_ms, r.first_byte_ms, r.degraded, f.region
     FROM result r JOIN finished f ON f.id = r.task_id AND f.attempts = r.attempt
-    ON CONFLICT (url_id, scheduled_at) DO NOTHING
-    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
+    ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
+    RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded, region
 ), alerted AS (
-    -- Alerts (0002_alerts.sql): url_state, incidents and the outbox move in this transaction,
-    -- fed by the rows actually recorded.
+    -- Alerts (0002_alerts.sql, regions.sql): url_state, url_region_state, incidents and the outbox
+    -- move in this transaction, fed by the rows actually recorded.
+    -- Results without a region (every result of an install without regions) take version 8's
+    -- path as before; those with one move their region's state and the URL's overall state by
+    -- down_when (regions.sql), a call that returns at once when there are none.
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
     SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
                                                             cert_days_left, checked_by, degraded)::alert_result)
-                                       FROM recorded),
+                                       FROM recorded WHERE region = ''),
                                       %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[],
                                       %(notify_degraded)s)
+    UNION ALL
+    SELECT * FROM alert_apply_region_results(
+        (SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded,
+                              region)::alert_region_result)
+         FROM recorded WHERE region <> ''),
+        %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[], %(notify_degraded)s, %(down_when)s)
     ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r

@@ -37,6 +37,10 @@ def load_queries(package: str = "sitewatch.db", filename: str = "queries.sql") -
 
 
 QUERIES = load_queries()
+# The claim with its candidates: a host without a region claims only '' tasks (claim_tasks), a
+# host of a region its own and the '' ones (claim_tasks_region); queries.sql claim_candidates*.
+QUERIES["claim_tasks_region"] = QUERIES["claim_tasks"].replace("{candidates}", QUERIES["claim_candidates_region"])
+QUERIES["claim_tasks"] = QUERIES["claim_tasks"].replace("{candidates}", QUERIES["claim_candidates"])
 
 
 # --- URLs (the CLI) ---------------------------------------------------------
@@ -301,12 +305,14 @@ def listen(conn) -> None:
         cur.execute(f"LISTEN {LISTEN_CHANNEL}")
 
 
-def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int) -> tuple[list[dict], int]:
-    """(the tasks claimed, how many slots this claim recorded as `lost`)."""
+def claim_tasks(conn, owner: str, limit: int, lease_margin: float, max_attempts: int,
+                region: str = "") -> tuple[list[dict], int]:
+    """(the tasks claimed, how many slots this claim recorded as `lost`); `region` is the host's."""
     # A plain cursor and zip: RealDictCursor costs several times more per row on the hot path.
     with conn.cursor() as cur:
-        cur.execute(QUERIES["claim_tasks"], {"owner": owner, "limit": limit, "lease_margin": lease_margin,
-                                             "max_attempts": max_attempts})
+        cur.execute(QUERIES["claim_tasks_region" if region else "claim_tasks"],
+                    {"owner": owner, "limit": limit, "lease_margin": lease_margin, "max_attempts": max_attempts,
+                     "region": region})
         columns = [column.name for column in cur.description]
         rows = cur.fetchall()
     lost = 0
@@ -325,7 +331,8 @@ RESULT_FIELDS = ("task_id", "attempt", "owner", "started_at", "response_time_ms"
 
 # Alert defaults for URLs without overrides (alerts.failure_threshold, alerts.success_threshold,
 # and the default channels' names); see sitewatch/alerts/settings.py alert_defaults().
-NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": [], "notify_degraded": True}
+NO_ALERT_CHANNELS = {"failure_threshold": 3, "success_threshold": 2, "channels": [], "notify_degraded": True,
+                     "down_when": "majority"}
 
 
 def _bool_text(value) -> str:
