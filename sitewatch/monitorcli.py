@@ -75,6 +75,18 @@ def add_request_options(parser, update: bool = False, check: bool = False) -> No
                         "escapes \\r \\n \\t \\xHH, e.g. 'PING\\r\\n'" + removes)
     parser.add_argument("--expect", metavar="REGEX", help="tcp:// only: RE2 regex the first 1 KiB read "
                         "must match; the read stops when it does" + removes)
+    if not check:       # where a monitor is checked from: nothing `check` (here, now) could use
+        add_region_options(parser, update)
+
+
+def add_region_options(parser, update: bool = False) -> None:
+    """--regions and --down-when (DESIGN.md section 12, Regions)."""
+    parser.add_argument("--regions", metavar="NAME,NAME", help="check each slot once in each of these "
+                        "regions, by a host of that region" + ("; '' removes them: any one host" if update else
+                                                               " (default: check.regions, empty = any one host)"))
+    parser.add_argument("--down-when", metavar="any|all|majority|N", help="how many of its regions must be "
+                        "down for it to be down; fewer make it partial, with no notice" +
+                        ("; '' returns to alerts.down_when" if update else " (default: alerts.down_when = majority)"))
 
 
 def request_options(args) -> dict:
@@ -83,7 +95,8 @@ def request_options(args) -> dict:
     return {"name": args.name, "headers": args.header, "body": requestspec.read_body_argument(args.body),
             "json": json_body, "bearer": args.bearer, "client_cert": args.client_cert,
             "client_key": args.client_key, "ip_version": args.ip_version, "send": args.send,
-            "expect": args.expect}
+            "expect": args.expect, "regions": getattr(args, "regions", None),
+            "down_when": getattr(args, "down_when", None)}
 
 
 def warn_unset(entry, env) -> None:
@@ -132,7 +145,7 @@ def add_update_command(url_commands, add_check_options) -> None:
 # Stored columns that are options of make_entry under the same name.
 _STORED = ("url", "period", "regex", "timeout", "method", "expected_status", "max_redirects", "verify_tls",
            "failure_threshold", "success_threshold", "notify", "name", "headers", "bearer", "client_cert",
-           "client_key", "ip_version", "grace", "cron", "tz")
+           "client_key", "ip_version", "grace", "cron", "tz", "regions", "down_when")
 # Those a push monitor has (the others keep their column defaults, and are no options of it).
 _PUSH_STORED = ("url", "period", "failure_threshold", "success_threshold", "notify", "name", "grace", "cron", "tz")
 

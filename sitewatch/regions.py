@@ -14,8 +14,7 @@ MAX_REGIONS = 32
 def region_problem(name) -> str | None:
     """Why `name` is not a region name, or None ('' is allowed: no region)."""
     if not isinstance(name, str) or (name and not NAME.fullmatch(name)):
-        return (f"a region is 1-32 lowercase letters, digits, '_', '.' or '-', starting with a letter or digit, "
-                f"got {name!r}")
+        return "must be 1-32 lowercase letters, digits, '_', '.' or '-', starting with a letter or digit"
     return None
 
 
@@ -32,9 +31,11 @@ def parse_regions(raw) -> list[str]:
         raise BadInput(f"regions must be a list of region names (eu,us,ap), got {raw!r}")
     names = []
     for item in items:
-        problem = region_problem(item) if item != "" else f"regions lists an empty name in {raw!r}"
+        if item == "":
+            raise BadInput(f"regions lists an empty name in {raw!r}")
+        problem = region_problem(item)
         if problem:
-            raise BadInput(problem)
+            raise BadInput(f"region {problem}, got {item!r}")
         if item in names:
             raise BadInput(f"regions lists {item!r} twice")
         names.append(item)
@@ -45,16 +46,16 @@ def parse_regions(raw) -> list[str]:
 
 def down_when_problem(value) -> str | None:
     if not isinstance(value, str) or not DOWN_WHEN.fullmatch(value):
-        return f"down_when must be any, all, majority or a number of regions (1-999), got {value!r}"
+        return "must be any, all, majority or a number of regions (1-999)"
     return None
 
 
 def parse_down_when(raw) -> str | None:
-    """--down-when any|all|majority|N; None keeps alerts.down_when."""
-    if raw is None:
+    """--down-when any|all|majority|N; None (or '', on url update) means alerts.down_when."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     value = str(raw).strip().lower() if not isinstance(raw, bool) else repr(raw)
     problem = down_when_problem(value)
     if problem:
-        raise BadInput(problem)
+        raise BadInput(f"down when {problem}, got {raw!r}")
     return value

@@ -19,6 +19,7 @@ from .check.address import normalise_host
 from .errors import BadInput
 from .redact import redact_url
 from .regex import compile_regex  # noqa: F401 - re-exported: check/probe.py and tests import it from here
+from .regions import parse_down_when, parse_regions
 
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000
@@ -58,6 +59,10 @@ class UrlEntry:
     grace: int | None = None             # push:// monitors only: seconds a ping may be late (check/push.py)
     cron: str | None = None              # push:// only: a cron schedule instead of the period (check/pushcron.py)
     tz: str | None = None                # ...and the zone it is read in
+    # Regions (DESIGN.md section 12): each slot is checked once in each ([] = by any one host);
+    # down_when: how many must be down for the monitor to be (None = alerts.down_when).
+    regions: list[str] = field(default_factory=list)
+    down_when: str | None = None
     # A tcp:// monitor's `send` is stored in `body` (the bytes written), its `expect` in `regex`.
 
     def as_row(self) -> dict:
@@ -250,8 +255,14 @@ def make_entry(options: dict, check_config) -> UrlEntry:
     try:
         url = normalise_url(options["url"])
         cron = tz = None
+        about = "regions"
+        regions = parse_regions(given("regions", getattr(check_config, "regions", [])))
         about = None       # which option a kind refuses is in its message (several may be given)
         if push.is_push(url):
+            if options.get("regions") or options.get("down_when") is not None:
+                raise BadInput("regions and down_when are for checked monitors: a push:// monitor's job pings it",
+                               field="regions" if options.get("regions") else "down_when")
+            regions = []          # check.regions is the default of checked monitors only
             push.check_options(options)
             if options.get("cron") is not None:
                 if options.get("period") is not None:
@@ -320,6 +331,8 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         ip_version = requestspec.validate_ip_version(options.get("ip_version"))
         about = "grace"
         grace = push.validate_grace(options.get("grace"), shortest if cron else period) if push.is_push(url) else None
+        about = "down_when"
+        down_when = parse_down_when(options.get("down_when"))
     except BadInput as e:
         if e.field is None and about is not None:
             e.field = option_key(about)
@@ -330,7 +343,7 @@ def make_entry(options: dict, check_config) -> UrlEntry:
         verify_tls=verify_tls, failure_threshold=failure_threshold, success_threshold=success_threshold,
         notify=notify, assertions=assertions, degraded=degraded, name=name, headers=headers, body=body,
         body_json=body_json, bearer=bearer, client_cert=client_cert, client_key=client_key,
-        ip_version=ip_version, grace=grace, cron=cron, tz=tz,
+        ip_version=ip_version, grace=grace, cron=cron, tz=tz, regions=regions, down_when=down_when,
     )
 
 

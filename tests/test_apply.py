@@ -118,7 +118,7 @@ def test_every_field_of_a_monitor_is_compared():
                     "success_threshold": 1, "notify": ["ops"], "assertions": ["status == 200"],
                     "degraded": ["status == 200"], "headers": ["X-A: 1"], "body": b"x", "body_json": True,
                     "bearer": "b", "client_cert": "/c", "client_key": "/k", "ip_version": 6, "grace": 300,
-                    "cron": "0 3 * * *", "tz": "Europe/Berlin"}
+                    "cron": "0 3 * * *", "tz": "Europe/Berlin", "regions": ["eu", "us"], "down_when": "all"}
     columns = store.ENTRY_COLUMNS
     stored = [(7, *(getattr(base, column) for column in columns))]
     for f in dataclasses.fields(UrlEntry):

@@ -317,6 +317,14 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " DROP COLUMN push_started_at; ALTER TABLE task_result DROP COLUMN message;"
                     # 0012_push_cron.sql
                     " ALTER TABLE url DROP COLUMN cron, DROP COLUMN tz;"
+                    # 0013_regions.py (task_result keeps its region and new key: the swap adopts them)
+                    " ALTER TABLE url DROP COLUMN regions, DROP COLUMN down_when; DROP TABLE url_region_state;"
+                    " DROP FUNCTION alert_apply_region_results; DROP FUNCTION alert_down_needed;"
+                    " DROP TYPE alert_region_result;"
+                    " ALTER TABLE incident DROP COLUMN first_region, DROP COLUMN regions;"
+                    " ALTER TABLE task DROP COLUMN region;"
+                    " ALTER TABLE task ADD CONSTRAINT task_url_id_key UNIQUE (url_id);"
+                    " CREATE INDEX task_available_at_idx ON task (available_at);"
                     # 0015_audit.sql
                     " DROP TABLE audit;"
                     " DELETE FROM schema_version WHERE version >= 9")

@@ -47,7 +47,7 @@ HTTP_SUBJECTS = frozenset({"status", "response_time", "body", "header", "json", 
 # verify-tls applies to https:// and tls:// (stored for every monitor too).
 COMMON_OPTIONS = frozenset({"url", "name", "period", "timeout", "failure_threshold", "success_threshold",
                             "notify", "assert", "degraded", "ip_version", "expected_status",
-                            "max_redirects", "verify_tls"})
+                            "max_redirects", "verify_tls", "regions", "down_when"})
 # Options that mean something only for http(s), and the value each has when not given
 # (`url update` passes every stored value back, a GET among them).
 _HTTP_OPTION_DEFAULTS = {"method": "GET", "headers": None, "body": None, "json": None, "bearer": None,

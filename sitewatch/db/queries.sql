@@ -6,11 +6,13 @@
 -- Refused (no row returned) when its identity is taken: its name, or, unnamed, its URL.
 INSERT INTO url (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
                  next_check_at, failure_threshold, success_threshold, notify, assertions, degraded,
-                 name, headers, body, body_json, bearer, client_cert, client_key, ip_version)
+                 name, headers, body, body_json, bearer, client_cert, client_key, ip_version, regions,
+                 down_when)
 VALUES (%(url)s, %(period)s, %(regex)s, %(timeout)s, %(method)s, %(expected_status)s,
         %(max_redirects)s, %(verify_tls)s, now(), %(failure_threshold)s, %(success_threshold)s,
         %(notify)s::text[], %(assertions)s::text[], %(degraded)s::text[], %(name)s, %(headers)s::text[],
-        %(body)s, %(body_json)s, %(bearer)s, %(client_cert)s, %(client_key)s, %(ip_version)s)
+        %(body)s, %(body_json)s, %(bearer)s, %(client_cert)s, %(client_key)s, %(ip_version)s,
+        %(regions)s::text[], %(down_when)s)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -25,14 +27,14 @@ RETURNING id;
 INSERT INTO url AS u (url, period, regex, timeout, method, expected_status, max_redirects,
                       verify_tls, next_check_at, failure_threshold, success_threshold, notify,
                       assertions, degraded, name, headers, body, body_json, bearer, client_cert, client_key,
-                      ip_version)
+                      ip_version, regions, down_when)
 SELECT v.url, v.period, v.regex, v.timeout, v.method, v.expected_status, v.max_redirects,
        v.verify_tls, clock_timestamp() + random() * make_interval(secs => v.period), v.failure_threshold,
        v.success_threshold, v.notify, v.assertions, v.degraded, v.name, v.headers, v.body, v.body_json,
-       v.bearer, v.client_cert, v.client_key, v.ip_version
+       v.bearer, v.client_cert, v.client_key, v.ip_version, v.regions, v.down_when
 FROM (VALUES %s) AS v (url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
                        failure_threshold, success_threshold, notify, assertions, degraded, name, headers,
-                       body, body_json, bearer, client_cert, client_key, ip_version)
+                       body, body_json, bearer, client_cert, client_key, ip_version, regions, down_when)
 ON CONFLICT {conflict} DO UPDATE SET
     url = EXCLUDED.url,
     period = EXCLUDED.period, regex = EXCLUDED.regex, timeout = EXCLUDED.timeout,
@@ -43,6 +45,7 @@ ON CONFLICT {conflict} DO UPDATE SET
     headers = EXCLUDED.headers, body = EXCLUDED.body,
     body_json = EXCLUDED.body_json, bearer = EXCLUDED.bearer, client_cert = EXCLUDED.client_cert,
     client_key = EXCLUDED.client_key, ip_version = EXCLUDED.ip_version,
+    regions = EXCLUDED.regions, down_when = EXCLUDED.down_when,
     next_check_at = CASE WHEN u.period = EXCLUDED.period THEN u.next_check_at
                          ELSE least(u.next_check_at, EXCLUDED.next_check_at) END
 RETURNING (xmax = 0) AS inserted;
@@ -58,7 +61,7 @@ ORDER BY name NULLS FIRST;
 -- One monitor's stored settings (url update reads them, changes some, writes them back).
 SELECT id, url, period, regex, timeout, method, expected_status, max_redirects, verify_tls,
        failure_threshold, success_threshold, notify, name, headers, body, body_json, bearer,
-       client_cert, client_key, ip_version, assertions, degraded, grace, cron, tz
+       client_cert, client_key, ip_version, assertions, degraded, grace, cron, tz, regions, down_when
 FROM url WHERE id = %(id)s FOR UPDATE;
 
 -- name: update_url
@@ -77,7 +80,7 @@ UPDATE url SET
     body_json = %(body_json)s, bearer = %(bearer)s, client_cert = %(client_cert)s,
     client_key = %(client_key)s, ip_version = %(ip_version)s,
     assertions = %(assertions)s::text[], degraded = %(degraded)s::text[], grace = %(grace)s,
-    cron = %(cron)s, tz = %(tz)s,
+    cron = %(cron)s, tz = %(tz)s, regions = %(regions)s::text[], down_when = %(down_when)s,
     push_slot = CASE WHEN (grace = %(grace)s AND cron IS NOT DISTINCT FROM %(cron)s AND tz IS NOT DISTINCT FROM %(tz)s AND (cron IS NOT NULL OR period = %(period)s)) THEN push_slot
                      WHEN push_slot IS NOT NULL THEN coalesce(%(first_slot)s::timestamptz, now()) END,
     push_started_at = CASE WHEN (grace = %(grace)s AND cron IS NOT DISTINCT FROM %(cron)s AND tz IS NOT DISTINCT FROM %(tz)s AND (cron IS NOT NULL OR period = %(period)s)) THEN push_started_at END,
@@ -159,6 +162,7 @@ WHERE u.id = v.id;
 SELECT u.url, u.name, u.period, u.regex, u.timeout, u.method, u.expected_status, u.max_redirects,
        u.verify_tls, u.headers, u.body, u.body_json, u.bearer, u.client_cert, u.client_key, u.ip_version,
        u.created_at, u.next_check_at, u.skipped_slots, u.assertions, u.degraded, u.grace, u.cron, u.tz,
+       u.regions, u.down_when,
        r.scheduled_at AS last_scheduled_at, r.started_at AS last_started_at, r.ok AS last_ok,
        r.degraded AS last_degraded, r.status_code AS last_status_code, r.response_time_ms AS last_response_time_ms,
        r.error_kind AS last_error_kind, r.error AS last_error

@@ -71,7 +71,7 @@ _IMPORT_TEMPLATE = ("(%(url)s, %(period)s::integer, %(regex)s::text, %(timeout)s
                     " %(assertions)s::text[], %(degraded)s::text[],"
                     " %(name)s::text, %(headers)s::text[], %(body)s::bytea, %(body_json)s::boolean,"
                     " %(bearer)s::text, %(client_cert)s::text, %(client_key)s::text,"
-                    " %(ip_version)s::smallint)")
+                    " %(ip_version)s::smallint, %(regions)s::text[], %(down_when)s::text)")
 # One upsert per identity kind: ON CONFLICT takes one arbiter index.
 _IMPORT_BY = {False: QUERIES["import_urls"].replace("{conflict}", "(url) WHERE name IS NULL"),
               True: QUERIES["import_urls"].replace("{conflict}", "(name)")}

@@ -269,7 +269,7 @@ class Consumer:
         if self.in_flight and room < self.wake_every:
             return
         tasks, lost = store.claim_tasks(conn, self.owner, room, self.cfg.consumer.lease_margin,
-                                        self.cfg.consumer.max_attempts)
+                                        self.cfg.consumer.max_attempts, self.cfg.region)
         for _ in range(lost):          # recorded by the claim itself: counted like any result
             self.counts.result(False, "lost", None)
         self.maybe_more = len(tasks) + lost == room

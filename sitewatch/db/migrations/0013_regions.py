@@ -106,7 +106,9 @@ def _swap(cur, record_version) -> None:
         if not _index_state(cur, _key_name(name)):
             cur.execute(f"DROP INDEX IF EXISTS {_key_name(name)}")
             cur.execute(f"CREATE UNIQUE INDEX {_key_name(name)} ON {name} {KEY_COLUMNS}")
-        cur.execute(f"ALTER INDEX {PARENT_KEY} ATTACH PARTITION {_key_name(name)}")
+        cur.execute("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (_key_name(name),))
+        if not cur.fetchone()[0]:      # attached already: a database this step once converted
+            cur.execute(f"ALTER INDEX {PARENT_KEY} ATTACH PARTITION {_key_name(name)}")
     cur.execute("ALTER TABLE task_result DROP CONSTRAINT IF EXISTS task_result_pkey")
     cur.execute(resources.files("sitewatch.db.migrations").joinpath("regions.sql").read_text(encoding="utf-8"))
     record_version(cur)
