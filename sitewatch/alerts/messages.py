@@ -83,6 +83,21 @@ def _error(detail, markdown: bool = False) -> str:
     return f"{kind}: {text}" if kind and text else (kind or text or "unknown error")
 
 
+def _regions(detail, markdown: bool) -> str:
+    """' (down from eu, us; up from ap; first eu: timeout)' for a monitor with regions, else ''.
+    Region names are validated when stored (sitewatch/regions.py): nothing to make inert."""
+    down, up = detail.get("down_regions"), detail.get("up_regions")
+    if down is None and up is None:
+        return ""
+    parts = [f"{state} from {', '.join(names)}" for state, names in (("down", down), ("up", up)) if names]
+    first = detail.get("first_region")
+    if first:
+        region = (detail.get("regions") or {}).get(first) or {}
+        parts.append(f"first {first}: {_error(region, markdown)}" if region.get("error_kind") or region.get("error")
+                     else f"first {first}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[str, str, str]:
     """(title, body, apprise notify type) of one notice; the body in CommonMark for a channel that
     reads it (Slack, Mattermost, Discord, ...), with the URL and the site's text as code."""
@@ -91,11 +106,12 @@ def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[s
     after = " (reported after a silence)" if detail.get("after_silence") else ""
     if kind == "down":
         title = f"DOWN: {url}"
-        body = f"{u} is down since {_when(detail.get('since'))}{after}: {_error(detail, markdown)}."
+        body = (f"{u} is down{_regions(detail, markdown)} since {_when(detail.get('since'))}{after}: "
+                f"{_error(detail, markdown)}.")
         level = "failure"
     elif kind == "up":
         title = f"UP: {url}"
-        body = (f"{u} is up again after {duration(detail.get('down_seconds'))} down "
+        body = (f"{u} is up again{_regions(detail, markdown)} after {duration(detail.get('down_seconds'))} down "
                 f"(since {_when(detail.get('since'))}, {detail.get('failed_checks')} failed checks){after}.")
         level = "success"
     elif kind == "reminder":

@@ -179,7 +179,8 @@ ORDER BY u.url, u.name NULLS FIRST;
 -- stall of a period or more, the older slots are skipped and counted, with no burst of
 -- backlog and no URL left unchecked for almost two periods. A slot is also skipped, and
 -- counted, when the URL still has a task outstanding (no pile-up behind a slow site); with
--- regions, when every region still has its task outstanding.
+-- regions, when every region still has its task outstanding. Returns the URLs due, the tasks
+-- enqueued (one per region: the checks asked for) and the slots skipped.
 -- Plan: the UPDATE reaches url through "id = ANY (ARRAY(SELECT id FROM due))" (primary-key
 -- probes) and tests "was it enqueued" with a hashed IN subplan. A plain join to the CTEs
 -- (estimated at batch rows) made the planner hash a seq scan of the whole url table on every
