@@ -250,3 +250,57 @@ def test_results_of_a_url_without_regions_move_only_its_own_state_as_before(db):
     assert q(db, "SELECT state, last_slot FROM url_state WHERE url_id = %s", (plain,)) == [("unknown", T0)]
     assert q(db, "SELECT count(*) FROM url_region_state") == [(0,)]
     assert q(db, "SELECT region FROM task_result") == [("",)]
+
+
+def test_another_regions_waiting_tasks_do_not_say_this_hosts_checks_are_behind(dsn, db):
+    """The maintenance job paces itself on how long claimable tasks wait: on a host of region b
+    (or without a region), only the tasks its consumers claim count."""
+    from sitewatch.history import maintenance
+    add(db, "http://r.example/", regions="a")
+    store.enqueue_due(db, 100)
+    q(db, "UPDATE task SET available_at = now() - interval '10 minutes'")
+    for region, behind in (("b", False), ("", False), ("a", True)):
+        probe = maintenance.ChecksBehind(dsn, 5.0, region)
+        try:
+            assert (probe() > 500) is behind, region
+        finally:
+            probe.close()
+
+
+# --------------------------------------------------------------------------- absent regions
+
+
+def test_an_absent_region_is_left_out_of_the_count_and_announced_once(dsn, db):
+    """c's hosts stopped: with down_when all, a and b down make the URL down (c does not hold it
+    partial), and one region_absent notice goes out however many notifiers sweep."""
+    from sitewatch.alerts import store as alerts_store
+    for owner, region, ago in (("h-a:n:1", "a", 0), ("h-b:n:1", "b", 0), ("h-c:n:1", "c", 600),
+                               ("h-c:n:2", "c", 700)):
+        alerts_store.region_heartbeat(db, owner, region)
+        q(db, "UPDATE region_host SET seen_at = now() - make_interval(secs => %s) WHERE owner = %s", (ago, owner))
+    sweeps = [connect(dsn) for _ in range(3)]
+    for conn in sweeps * 2:
+        alerts_store.announce_absent_regions(conn, 120, ["ops", "mail"])
+    absent = q(db, "SELECT kind, channel, detail->>'region' FROM alert_outbox ORDER BY channel")
+    assert absent == [("region_absent", "mail", "c"), ("region_absent", "ops", "c")]
+    title, body, _ = messages.render("region_absent", {"region": "c", "since": None}, "k")
+    assert title == "REGION ABSENT: c" and "not a site down" in body
+
+    u = Regions(db, down_when="all", url="http://absent.example/").round(times=2)
+    u.round(failing="ab", times=3)
+    assert u.state == "down"
+    [(kind, _, detail)] = u.notices()
+    assert kind == "down" and detail["absent_regions"] == ["c"] and detail["regions"]["c"]["state"] == "absent"
+    # c is back: counted again, so with all three needed the URL is only partial from now on
+    alerts_store.region_heartbeat(db, "h-c:n:3", "c")
+    alerts_store.announce_absent_regions(db, 120, ["ops"])
+    assert q(db, "SELECT count(*) FROM region_absence") == [(0,)]
+    u.round(failing="ab")
+    assert u.state == "partial"
+    for conn in sweeps:
+        conn.close()
+
+
+def test_a_region_never_seen_is_not_absent(db):
+    u = Regions(db, down_when="all").round(times=2).round(failing="ab", times=3)
+    assert u.state == "partial"

@@ -139,6 +139,13 @@ def render(kind: str, detail: dict, key: str, markdown: bool = False) -> tuple[s
         title = f"RECOVERED: {url}"
         body = f"{u} is no longer degraded{after}."
         level = "success"
+    elif kind == "region_absent":
+        region = detail.get("region")
+        title = f"REGION ABSENT: {region}"
+        body = (f"No sitewatch host of region {region} has been seen since {_when(detail.get('since'))}: "
+                f"checks from {region} are not running. URLs checked there leave it out of their count "
+                f"until a host of it is back. A monitoring problem, not a site down.")
+        level = "warning"
     elif kind == "flapping":
         if detail.get("flapping"):
             title = f"FLAPPING: {url}"

@@ -65,6 +65,7 @@ class Notifier:
         self.in_flight = {}          # outbox id -> (row, SendResult, deadline)
         self.next_sweep = 0.0
         self.next_connectivity = 0.0
+        self.next_region = 0.0       # this host's region heartbeat (region_host)
         self.connectivity = None     # the last check's verdict, waiting to be recorded
         self.connectivity_thread = None
         self.outcomes = Counter()    # (channel, sent|failed|dead) since the last stats message: /metrics
@@ -198,6 +199,13 @@ class Notifier:
             if not ok:
                 self.log.warning("connectivity check failed: this host's failed checks count toward "
                                  "no incident", connectivity_url=redact_url(self.cfg.connectivity_url))
+        if now >= self.next_region:
+            self.next_region = now + CONNECTIVITY_INTERVAL
+            if self.ctx.cfg.region:
+                store.region_heartbeat(conn, self.owner, self.ctx.cfg.region)
+            # absent: no host of the region seen for two periods (check.default_period); any
+            # host may notice, one announces
+            store.announce_absent_regions(conn, 2 * self.ctx.cfg.check.default_period, self.defaults)
         if now >= self.next_sweep:
             self.next_sweep = now + SWEEP_INTERVAL
             if self.repeat_interval > 0:

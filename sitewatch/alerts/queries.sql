@@ -84,6 +84,37 @@ ON CONFLICT (host) DO UPDATE SET
 -- No connectivity_url configured on this host: its failures always count.
 DELETE FROM alert_host WHERE host = %(host)s;
 
+-- name: region_heartbeat
+-- This host's region is alive (the notifier of a host with a region, every few seconds).
+INSERT INTO region_host (owner, region, seen_at) VALUES (%(owner)s, %(region)s, now())
+ON CONFLICT (owner) DO UPDATE SET region = EXCLUDED.region, seen_at = EXCLUDED.seen_at;
+
+-- name: announce_absent_regions
+-- A region none of whose hosts has been seen for %(after)s seconds is absent: one
+-- region_absent notice per absence, to the default channels (whichever notifier inserts the
+-- region_absence row first writes it: the others' inserts conflict). A region seen again is
+-- no longer absent. A host's old row goes after a day, unless it is its region's newest (a
+-- region that lost every host stays absent, not unknown).
+WITH seen AS (
+    SELECT region, max(seen_at) AS last_seen FROM region_host GROUP BY region
+), back AS (
+    DELETE FROM region_absence a
+    WHERE a.region IN (SELECT region FROM seen WHERE last_seen >= now() - make_interval(secs => %(after)s))
+), pruned AS (
+    DELETE FROM region_host h WHERE h.seen_at < now() - interval '1 day'
+      AND EXISTS (SELECT 1 FROM region_host n WHERE n.region = h.region AND n.seen_at > h.seen_at)
+), new AS (
+    INSERT INTO region_absence (region, since)
+    SELECT region, last_seen FROM seen WHERE last_seen < now() - make_interval(secs => %(after)s)
+    ON CONFLICT DO NOTHING
+    RETURNING region, since
+)
+INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
+SELECT 'region_absent:' || n.region || ':' || floor(extract(epoch FROM n.since))::bigint, c.channel, 0, NULL,
+       'region_absent', jsonb_build_object('region', n.region, 'since', n.since)
+FROM new n CROSS JOIN LATERAL unnest(%(channels)s::text[]) AS c (channel)
+ON CONFLICT (key, channel) DO NOTHING;
+
 -- name: queue_reminders
 -- Every alerts.repeat_interval while a URL stays down (not flapping, not silenced): one
 -- reminder per channel. SKIP LOCKED: notifiers on other hosts, and a consumer closing the

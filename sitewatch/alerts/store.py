@@ -51,6 +51,18 @@ def record_connectivity(conn, host: str, ok: bool | None, lookback: float = 10.0
             cur.execute(QUERIES["record_connectivity"], {"host": host, "ok": ok, "lookback": lookback})
 
 
+def region_heartbeat(conn, owner: str, region: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["region_heartbeat"], {"owner": owner, "region": region})
+
+
+def announce_absent_regions(conn, after: float, channels: list[str]) -> int:
+    """Queue region_absent notices for regions that lost every host; returns how many."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["announce_absent_regions"], {"after": after, "channels": channels})
+        return cur.rowcount
+
+
 def queue_reminders(conn, interval: float, channels: list[str]) -> int:
     with conn.cursor() as cur:
         cur.execute(QUERIES["queue_reminders"], {"interval": interval, "channels": channels})

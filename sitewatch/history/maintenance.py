@@ -106,15 +106,15 @@ class ChecksBehind:
     job's own sits in long REPEATABLE READ transactions). A probe that fails says 0: it never
     holds the job up."""
 
-    def __init__(self, dsn: str, timeout: float):
-        self.dsn, self.timeout, self.conn = dsn, timeout, None
+    def __init__(self, dsn: str, timeout: float, region: str = ""):
+        self.dsn, self.timeout, self.conn, self.region = dsn, timeout, None, region
 
     def __call__(self) -> float:
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = connect(self.dsn, self.timeout, "maintenance probe", autocommit=True)
             with self.conn.cursor() as cur:
-                cur.execute(rollup.QUERIES["checks_behind"])
+                cur.execute(rollup.QUERIES["checks_behind"], {"region": self.region})
                 return cur.fetchone()[0]
         except (psycopg2.Error, DatabaseUnavailable):
             self.close()
@@ -136,7 +136,7 @@ class Maintenance:
         self.log = logs.get()
         self.db = Reconnecting(ctx.dsn, self.cfg.database.timeout, ctx.role, self.log,
                                on_connect=schema.check_version)
-        self.behind = ChecksBehind(ctx.dsn, self.cfg.database.timeout)
+        self.behind = ChecksBehind(ctx.dsn, self.cfg.database.timeout, self.cfg.region)
 
     def run(self) -> None:
         self.log.info("maintenance started", interval_s=self.cfg.history.interval)

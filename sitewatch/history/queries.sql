@@ -132,7 +132,12 @@ SELECT least(now() - make_interval(secs => %(grace_s)s),
 -- How long the oldest claimable task has waited (0: none waits): the consumers are behind
 -- when it is more than a moment. The maintenance job asks on a connection of its own, outside
 -- its long REPEATABLE READ transactions, whose snapshot would show tasks claimed since.
-SELECT coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8 FROM task WHERE available_at <= now();
+-- Only the tasks this host's consumers claim (its region's and those without one): another
+-- region's tasks waiting for a host of theirs say nothing of this host's consumers.
+SELECT coalesce(extract(epoch FROM now() - least(
+           (SELECT min(available_at) FROM task WHERE region = '' AND available_at <= now()),
+           (SELECT min(available_at) FROM task WHERE region = %(region)s AND available_at <= now()))),
+       0)::float8;
 
 -- name: oldest_result
 -- Where the first rollup starts: the oldest raw row (once, when the watermark is still unset).

@@ -55,6 +55,27 @@ ALTER TABLE incident
     ADD COLUMN first_region text,           -- the region whose failures began first
     ADD COLUMN regions jsonb;               -- {region: {state, error_kind, error}}, kept current
 
+-- Absent regions: each host with a region says it is alive (its notifier, every few seconds;
+-- keyed by the notifier's owner, host:role:pid, as several hosts may share a machine name).
+-- A region whose hosts were all last seen over two periods ago is absent: left out of the
+-- quorum (alert_apply_region_results), and announced once per absence (region_absence,
+-- alerts/queries.sql announce_absent_regions). A region never seen is not absent: unknown.
+CREATE TABLE region_host (
+    owner   text PRIMARY KEY,
+    region  text NOT NULL,
+    seen_at timestamptz NOT NULL
+);
+CREATE INDEX region_host_region_idx ON region_host (region, seen_at);
+CREATE TABLE region_absence (
+    region text PRIMARY KEY,
+    since  timestamptz NOT NULL            -- its last host's last sign of life
+);
+-- A region_absent notice is about no URL: url_id 0.
+ALTER TABLE alert_outbox DROP CONSTRAINT alert_outbox_kind_check;
+ALTER TABLE alert_outbox ADD CONSTRAINT alert_outbox_kind_check
+    CHECK (kind IN ('down', 'up', 'reminder', 'cert_expiring', 'flapping', 'removed', 'degraded', 'recovered',
+                    'region_absent'));
+
 -- A result with its region, for alert_apply_region_results. alert_result itself is unchanged:
 -- results without a region keep going to version 8's alert_apply_results as they are.
 CREATE TYPE alert_region_result AS (
@@ -66,6 +87,14 @@ CREATE TYPE alert_region_result AS (
 CREATE OR REPLACE FUNCTION alert_up_or_down(state text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN state IN ('degraded', 'partial') THEN 'up' ELSE state END
+$$;
+
+-- Whether every host of `region` was last seen over `seconds` ago (see region_host).
+CREATE FUNCTION alert_region_absent(region text, seconds integer) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (SELECT 1 FROM region_host h WHERE h.region = $1)
+       AND NOT EXISTS (SELECT 1 FROM region_host h
+                       WHERE h.region = $1 AND h.seen_at > now() - make_interval(secs => $2))
 $$;
 
 -- How many of `regions` regions must be down for the URL to be down.
@@ -186,8 +215,8 @@ BEGIN
             SELECT t.*, u.url, s.state AS old_state, s.incident_id AS old_incident, s.notified_state,
                    s.degraded_seq, coalesce(u.notify, default_channels) AS channels,
                    u.url LIKE ANY (silenced) AS silenced,
-                   alert_down_needed(coalesce(u.down_when, default_down_when), cardinality(u.regions)) AS needed,
-                   g.*
+                   alert_down_needed(coalesce(u.down_when, default_down_when), a.present::integer) AS needed,
+                   g.*, a.absent_regions
             FROM touched t JOIN url u ON u.id = t.url_id JOIN url_state s ON s.url_id = t.url_id
             CROSS JOIN LATERAL (
                 SELECT coalesce(array_agg(reg.region ORDER BY reg.region) FILTER (WHERE rs.state = 'down'), '{}')
@@ -197,8 +226,9 @@ BEGIN
                        count(*) FILTER (WHERE rs.state = 'degraded') AS degraded_regions,
                        count(*) FILTER (WHERE rs.state = 'up') AS clean_regions,
                        jsonb_object_agg(reg.region, jsonb_build_object(
-                           'state', coalesce(rs.state, 'unknown'), 'error_kind', rs.last_error_kind,
-                           'error', rs.last_error)) AS regions,
+                           'state', CASE WHEN alert_region_absent(reg.region, 2 * u.period) THEN 'absent'
+                                         ELSE coalesce(rs.state, 'unknown') END,
+                           'error_kind', rs.last_error_kind, 'error', rs.last_error)) AS regions,
                        (array_agg(rs.region ORDER BY rs.streak_since, rs.region) FILTER (WHERE rs.state = 'down'))[1]
                            AS first_region,
                        (array_agg(rs.streak_error_kind ORDER BY rs.streak_since, rs.region)
@@ -210,7 +240,16 @@ BEGIN
                        max(rs.since) FILTER (WHERE rs.state = 'degraded') AS degraded_since
                 FROM unnest(u.regions) reg (region)
                 LEFT JOIN url_region_state rs ON rs.url_id = u.id AND rs.region = reg.region
+                    -- an absent region counts for nothing (its state row is left out)
+                    AND NOT alert_region_absent(reg.region, 2 * u.period)
             ) g
+            CROSS JOIN LATERAL (
+                SELECT count(*) FILTER (WHERE NOT alert_region_absent(reg.region, 2 * u.period)) AS present,
+                       coalesce(array_agg(reg.region ORDER BY reg.region)
+                                    FILTER (WHERE alert_region_absent(reg.region, 2 * u.period)), '{}')
+                           AS absent_regions
+                FROM unnest(u.regions) reg (region)
+            ) a
             WHERE cardinality(u.regions) > 0
         ), decided AS (
             SELECT o.*,
@@ -254,7 +293,8 @@ BEGIN
                    e.channels, jsonb_build_object('url', alert_redact_url(e.url), 'error_kind', e.first_error_kind,
                        'error', e.first_error, 'since', o.started_at, 'failed_checks', e.down_checks,
                        'first_region', e.first_region, 'down_regions', to_jsonb(e.down_regions),
-                       'up_regions', to_jsonb(e.up_regions), 'regions', e.regions) AS detail,
+                       'up_regions', to_jsonb(e.up_regions), 'absent_regions', to_jsonb(e.absent_regions),
+                       'regions', e.regions) AS detail,
                    NOT e.silenced AS send
             FROM events e JOIN opened o ON o.url_id = e.url_id
             UNION ALL
