@@ -196,11 +196,13 @@ WITH due AS (
           LIMIT %(batch)s
           FOR UPDATE SKIP LOCKED) AS locked
 ), enqueued AS (
-    -- one task per listed region, '' for a URL without regions (unnest of a one-element array)
+    -- one task per listed region; a URL without regions one task, region '' (no unnest: the
+    -- hot path of an install without regions stays as it was)
     INSERT INTO task (url_id, scheduled_at, available_at, region)
-    SELECT id, slot, now(), region
-    FROM due CROSS JOIN LATERAL unnest(CASE WHEN cardinality(due.regions) = 0 THEN '{""}'::text[]
-                                            ELSE due.regions END) AS r (region)
+    SELECT id, slot, now(), '' FROM due WHERE cardinality(regions) = 0
+    UNION ALL
+    SELECT id, slot, now(), r.region FROM due CROSS JOIN LATERAL unnest(due.regions) AS r (region)
+    WHERE cardinality(regions) > 0
     ON CONFLICT (url_id, region) DO NOTHING
     RETURNING url_id
 ), advanced AS (
@@ -337,7 +339,7 @@ WITH result AS (
     -- move in this transaction, fed by the rows actually recorded.
     -- Results without a region (every result of an install without regions) take version 8's
     -- path as before; those with one move their region's state and the URL's overall state by
-    -- down_when (regions.sql), a call that returns at once when there are none.
+    -- down_when (regions.sql), called only when there are some.
     INSERT INTO alert_outbox (key, channel, url_id, incident_id, kind, detail)
     SELECT * FROM alert_apply_results((SELECT array_agg(ROW(url_id, scheduled_at, ok, error_kind, error,
                                                             cert_days_left, checked_by, degraded)::alert_result)
@@ -350,6 +352,7 @@ WITH result AS (
                               region)::alert_region_result)
          FROM recorded WHERE region <> ''),
         %(failure_threshold)s, %(success_threshold)s, %(channels)s::text[], %(notify_degraded)s, %(down_when)s)
+    WHERE EXISTS (SELECT 1 FROM recorded WHERE region <> '')    -- a one-time filter: no call without one
     ON CONFLICT (key, channel) DO NOTHING
 )
 SELECT r.task_id FROM result r

@@ -5,7 +5,8 @@ What changes (the catalog part is regions.sql, beside this file):
   url_region_state holds each (URL, region)'s state, url_state stays the URL's overall one.
 * task_result.region (text NOT NULL DEFAULT '': existing rows read as '', and adding a column
   with a constant default is a catalog change, no rewrite), and the slot key becomes
-  (url_id, scheduled_at, region).
+  (url_id, scheduled_at, region). COLLATE "C": region names are plain ASCII, and the key's
+  comparisons then cost a memcmp, not the database's locale rules.
 
 Why Python and not one .sql file: the new key is a new unique index on every partition of
 task_result. Swapping the primary key in one transaction (DROP CONSTRAINT, ADD PRIMARY KEY)
@@ -50,7 +51,8 @@ def upgrade(conn, record_version) -> None:
     try:
         history_migration._with_lock_retries(
             conn, log, "add task_result.region",
-            lambda cur: cur.execute("ALTER TABLE task_result ADD COLUMN IF NOT EXISTS region text NOT NULL DEFAULT ''"))
+            lambda cur: cur.execute("ALTER TABLE task_result"
+                                    " ADD COLUMN IF NOT EXISTS region text COLLATE \"C\" NOT NULL DEFAULT ''"))
         _build_partition_keys(conn, log)
         history_migration._with_lock_retries(conn, log, "swap task_result's key",
                                              lambda cur: _swap(cur, record_version))

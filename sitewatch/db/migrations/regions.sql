@@ -17,7 +17,7 @@ ALTER TABLE url
     ADD COLUMN regions text[] NOT NULL DEFAULT '{}',
     ADD COLUMN down_when text CHECK (down_when ~ '^(any|all|majority|[1-9][0-9]{0,2})$');
 
-ALTER TABLE task ADD COLUMN region text NOT NULL DEFAULT '';
+ALTER TABLE task ADD COLUMN region text COLLATE "C" NOT NULL DEFAULT '';   -- "C": see 0013_regions.py
 ALTER TABLE task DROP CONSTRAINT task_url_id_key;
 -- a URL has at most one task outstanding per region: a slow site cannot pile up work
 ALTER TABLE task ADD CONSTRAINT task_url_id_region_key UNIQUE (url_id, region);
