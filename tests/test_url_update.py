@@ -320,7 +320,8 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     # 0013_regions.py (task_result keeps its region and new key: the swap adopts them)
                     " ALTER TABLE url DROP COLUMN regions, DROP COLUMN down_when; DROP TABLE url_region_state;"
                     " DROP FUNCTION alert_apply_region_results; DROP FUNCTION alert_down_needed;"
-                    " DROP TYPE alert_region_result;"
+                    " DROP TYPE alert_region_result; DROP TABLE region_host, region_absence;"
+                    " DROP FUNCTION alert_region_absent;"
                     " ALTER TABLE incident DROP COLUMN first_region, DROP COLUMN regions;"
                     " ALTER TABLE task DROP COLUMN region;"
                     " ALTER TABLE task ADD CONSTRAINT task_url_id_key UNIQUE (url_id);"
