@@ -304,3 +304,32 @@ def test_an_absent_region_is_left_out_of_the_count_and_announced_once(dsn, db):
 def test_a_region_never_seen_is_not_absent(db):
     u = Regions(db, down_when="all").round(times=2).round(failing="ab", times=3)
     assert u.state == "partial"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["url", "add", "http://x.example/", "--regions", "EU,us"], {}, "region must be"),
+    (["url", "add", "http://x.example/", "--regions", "eu,eu"], {}, "twice"),
+    (["url", "add", "http://x.example/", "--down-when", "most"], {}, "down when must be"),
+    (["url", "add", "push://job", "--regions", "eu"], {}, "checked monitors"),
+    (["url", "add", "http://x.example/"], {"SITEWATCH_REGION": "Eu West"}, "SITEWATCH_REGION"),
+    (["url", "add", "http://x.example/"], {"SITEWATCH_ALERTS__DOWN_WHEN": "0"}, "alerts.down_when"),
+    (["apply", "-"], {}, "entry 1 (line 1): down when must be"),
+])
+def test_bad_regions_or_down_when_exit_2_with_one_line_and_nothing_written(cli, db, args, env, says):
+    result = cli(*args, env=env, input="- url: http://x.example/\n  regions: [eu]\n  down_when: none\n")
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, result.stderr
+    assert q(db, "SELECT count(*) FROM url") == [(0,)]
+
+
+def test_regions_and_down_when_from_the_command_line_and_apply(cli, db):
+    assert cli("url", "add", "http://x.example/", "--regions", "eu,us", "--down-when", "any").returncode == 0
+    assert q(db, "SELECT regions, down_when FROM url") == [(["eu", "us"], "any")]
+    assert cli("url", "update", "http://x.example/", "--regions", "", "--down-when", "").returncode == 0
+    assert q(db, "SELECT regions, down_when FROM url") == [([], None)]
+    result = cli("apply", "-", input="- url: http://x.example/\n  regions: [ap]\n  down-when: all\n")
+    assert result.returncode == 0 and "~ http://x.example/: regions [] -> [\"ap\"]" in result.stdout, result
+    assert q(db, "SELECT regions, down_when FROM url") == [(["ap"], "all")]
