@@ -26,6 +26,7 @@ setup(
     package_data={"sitewatch.db": ["queries.sql", "push.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
                   "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"],
                   "sitewatch.manage": ["audit.sql"],
+                  "sitewatch.maintenance_windows": ["queries.sql"],
                   "sitewatch.web": ["templates/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",

@@ -6,6 +6,7 @@ line on stderr before anything is written; runtime failures exit 1.
 
 import argparse
 import gc
+import importlib
 import os
 import sys
 import traceback
@@ -163,8 +164,8 @@ def build_parser() -> ArgumentParser:
     history.add_argument("--format", choices=["csv", "json"], default="csv",
                          help="csv (with a header row) or json (one object per line) (default: csv)")
 
-    from .alerts import cli as alerts_cli
-    alerts_cli.add_commands(commands, ArgumentParser)
+    for subsystem in ("alerts", "maintenance_windows"):      # each adds its own commands
+        importlib.import_module(f"sitewatch.{subsystem}.cli").add_commands(commands, ArgumentParser)
 
     web = commands.add_parser("web", help="serve the status page, JSON API and badges",
                               description="Run the web server alone (the same one `sitewatch run` starts "
@@ -296,13 +297,20 @@ def dispatch(args, cfg, env, flags) -> int:
         code, results = alerts_cli.notify_test(args, cfg)
         audit.record_notify_test(lambda action: with_database(cfg, action), audit.cli_actor(env), results)
         return code
-    elif args.command in ("incidents", "silence"):
-        from .alerts import cli as alerts_cli
-        payload = alerts_cli.prepare(args, cfg)
+    elif args.command in SUBSYSTEM_COMMANDS:
+        payload = subsystem_cli(args).prepare(args, cfg)
     else:
         payload = None
     return with_database(cfg, lambda *opened: run_db_command(args, cfg, payload, env, *opened),
                          migrate=args.command == "db" and args.db_command == "migrate")
+
+
+# commands whose subsystem's cli module validates (prepare) and runs (run) them
+SUBSYSTEM_COMMANDS = {"incidents": "alerts", "silence": "alerts", "maintenance": "maintenance_windows"}
+
+
+def subsystem_cli(args):
+    return importlib.import_module(f"sitewatch.{SUBSYSTEM_COMMANDS[args.command]}.cli")
 
 
 def read_report_args(args):
@@ -382,9 +390,8 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
         return 0
     if args.command in ("status", "history"):
         return run_report(args, conn, connect)
-    if args.command in ("incidents", "silence"):
-        from .alerts import cli as alerts_cli
-        return alerts_cli.run(args, cfg, conn, payload, actor)
+    if args.command in SUBSYSTEM_COMMANDS:
+        return subsystem_cli(args).run(args, cfg, conn, payload, actor)
     if args.command == "apply":
         from . import apply
         from .alerts.settings import default_channels

@@ -24,6 +24,7 @@ from .. import logs
 from ..check import probe
 from ..db import schema
 from ..db.database import Reconnecting, is_connection_error
+from ..maintenance_windows import store as maintenance_windows
 from ..redact import redact_text, redact_url
 from . import store
 from .channels import Channels
@@ -32,6 +33,7 @@ from .settings import default_channels, parse_duration
 
 POLL_INTERVAL = 0.5         # seconds between looks at the outbox (notices are not latency-critical)
 SWEEP_INTERVAL = 1.0        # seconds between reminder / silence sweeps
+PLAN_INTERVAL = 60.0        # seconds between writing maintenance windows' occurrences ahead (a day)
 CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
 CONNECTIVITY_TIMEOUT = 5.0
 LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
@@ -64,6 +66,7 @@ class Notifier:
         self.lease = self.cfg.send_timeout + LEASE_MARGIN
         self.in_flight = {}          # outbox id -> (row, SendResult, deadline)
         self.next_sweep = 0.0
+        self.next_plan = 0.0
         self.next_connectivity = 0.0
         self.next_region = 0.0       # this host's region heartbeat (region_host)
         self.connectivity = None     # the last check's verdict, waiting to be recorded
@@ -199,6 +202,12 @@ class Notifier:
             if not ok:
                 self.log.warning("connectivity check failed: this host's failed checks count toward "
                                  "no incident", connectivity_url=redact_url(self.cfg.connectivity_url))
+        if now >= self.next_plan:
+            self.next_plan = now + PLAN_INTERVAL
+            # before the sweep: an occurrence must be a silence row before it starts
+            planned = maintenance_windows.plan(conn)
+            if planned:
+                self.log.info("maintenance occurrences planned", occurrences=planned)
         if now >= self.next_region:
             self.next_region = now + CONNECTIVITY_INTERVAL
             if self.ctx.cfg.region:

@@ -227,9 +227,10 @@ VALUES (%(pattern)s, %(like_pattern)s, now() + make_interval(secs => %(seconds)s
 RETURNING id, starts_at, ends_at;
 
 -- name: list_silences
--- Silences in force, and those over in the last day (for the record).
+-- Silences in force, and those over in the last day (for the record). A maintenance window's
+-- occurrences are silences too, listed by `maintenance list`.
 SELECT id, pattern, starts_at, ends_at, reason, ends_at > now() AS active
-FROM silence WHERE ends_at > now() - interval '1 day'
+FROM silence WHERE ends_at > now() - interval '1 day' AND maintenance_id IS NULL
 ORDER BY ends_at DESC;
 
 -- name: end_silence

@@ -25,6 +25,7 @@ DEFAULT_LIMIT = 100
 # What a row's `action` says (README "Audit").
 URL_ADD, URL_UPDATE, URL_REMOVE, URL_IMPORT = "url.add", "url.update", "url.remove", "url.import"
 APPLY, SILENCE_ADD, SILENCE_REMOVE, NOTIFY_TEST = "apply", "silence.add", "silence.remove", "notify.test"
+MAINTENANCE_ADD, MAINTENANCE_REMOVE = "maintenance.add", "maintenance.remove"
 
 
 def cli_actor(env: Mapping[str, str]) -> str:
@@ -129,6 +130,16 @@ def on_silence_add(actor: str):
 
 def on_silence_remove(actor: str):
     return lambda cur, found: record(cur, actor, SILENCE_REMOVE, str(found["id"]),
+                                     {"pattern": redact_url(found["pattern"])}, None)
+
+
+def on_maintenance_add(actor: str, pattern: str, schedule: str, reason: str | None):
+    return lambda cur, window_id: record(cur, actor, MAINTENANCE_ADD, str(window_id), None, {
+        "pattern": redact_url(pattern), "schedule": schedule, "reason": reason})
+
+
+def on_maintenance_remove(actor: str):
+    return lambda cur, found: record(cur, actor, MAINTENANCE_REMOVE, str(found["id"]),
                                      {"pattern": redact_url(found["pattern"])}, None)
 
 
