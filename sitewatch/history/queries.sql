@@ -22,12 +22,13 @@ CREATE TEMP TABLE rollup_stage (
 -- as numeric: exact, so reruns are identical bit for bit whatever order the rows come in.
 INSERT INTO rollup_stage
 SELECT url_id, date_trunc('hour', scheduled_at, 'UTC'), {bucket},
-       count(*), count(*) FILTER (WHERE ok),
-       -- A `lost` slot is the monitor's failure to check, not the site's: neither ok nor failed.
-       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'),
+       count(*), count(*) FILTER (WHERE ok AND outside_maintenance(ranges, scheduled_at)),
+       -- A `lost` slot is the monitor's failure to check, not the site's: neither ok nor failed;
+       -- a slot inside a maintenance window (migration 0014) is checked but counts neither.
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND outside_maintenance(ranges, scheduled_at)),
        count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299),
        sum(response_time_ms::numeric), min(response_time_ms), max(response_time_ms), min(cert_days_left)
-FROM task_result
+FROM task_result LEFT JOIN maintenance_ranges(%(from)s, %(to)s) USING (url_id)
 WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
 GROUP BY 1, 2, 3;
 
@@ -175,7 +176,7 @@ FROM (
     GROUP BY url_id
     UNION ALL
     SELECT url_id, {raw_sums}
-    FROM task_result
+    FROM task_result LEFT JOIN maintenance_ranges(%(raw_from)s, %(raw_until)s) USING (url_id)
     WHERE scheduled_at >= %(raw_from)s AND scheduled_at < %(raw_until)s AND (%(all)s OR url_id = ANY (%(ids)s))
     GROUP BY url_id
 ) AS parts
@@ -248,8 +249,10 @@ WHERE cardinality(u.degraded) > 0 AND (%(all)s OR u.id = ANY (%(ids)s)) AND t.er
 GROUP BY t.url_id;
 
 -- name: url_state
--- The alerts' state of each URL.
-SELECT url_id, state, since FROM url_state WHERE %(all)s OR url_id = ANY (%(ids)s);
+-- The alerts' state of each URL, or `maintenance` while a maintenance window covers it.
+SELECT s.url_id, CASE WHEN u.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE s.state END,
+       s.since
+FROM url_state s JOIN url u ON u.id = s.url_id WHERE %(all)s OR s.url_id = ANY (%(ids)s);
 
 -- name: hourly_bar
 -- One URL's ok/failed per UTC hour over [start, now): rollup_hour before the hour watermark,
@@ -257,9 +260,10 @@ SELECT url_id, state, since FROM url_state WHERE %(all)s OR url_id = ANY (%(ids)
 SELECT bucket, ok, failed FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
 UNION ALL
-SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
-       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost')
-FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok AND outside_maintenance(ranges, scheduled_at)),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND outside_maintenance(ranges, scheduled_at))
+FROM task_result LEFT JOIN maintenance_ranges(greatest(%(start)s, %(hour_to)s), 'infinity') USING (url_id)
+WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
 GROUP BY 1;
 
 -- name: last_failures
@@ -299,11 +303,12 @@ ON CONFLICT (one) DO UPDATE SET anchor = EXCLUDED.anchor, until = EXCLUDED.until
 -- new rows' histogram is itself cumulative, so adding two is one pass over the union of
 -- their buckets. Only the maintenance job writes the summary (under its lock).
 WITH delta AS (
-    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+    SELECT url_id, count(*) FILTER (WHERE ok AND counted) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND counted) AS failed,
            coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS sorted,
            min(bi) AS lo, max(bi) AS hi             -- null: no response time in the rows
-    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
+    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi, outside_maintenance(ranges, scheduled_at) AS counted
+          FROM task_result LEFT JOIN maintenance_ranges(%(from)s, %(to)s) USING (url_id)
           WHERE scheduled_at >= %(from)s AND scheduled_at < %(to)s
             AND url_id >= %(lo)s AND url_id < %(hi)s) AS raw
     GROUP BY url_id
@@ -342,10 +347,11 @@ ON CONFLICT (url_id) DO UPDATE SET
 -- `until` as read just before (it only moves forward, so never later than the one read
 -- here): a constant that shows the planner how few raw rows follow it.
 WITH recent AS (
-    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+    SELECT url_id, count(*) FILTER (WHERE ok AND outside_maintenance(ranges, scheduled_at)) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'
+                            AND outside_maintenance(ranges, scheduled_at)) AS failed,
            array_agg({bucket}) FILTER (WHERE response_time_ms IS NOT NULL) AS buckets
-    FROM task_result
+    FROM task_result LEFT JOIN maintenance_ranges(%(until_hint)s, 'infinity') USING (url_id)
     WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
       AND (%(all)s OR url_id = ANY (%(ids)s))
     GROUP BY url_id
@@ -374,10 +380,11 @@ FULL JOIN recent AS r ON r.url_id = s.url_id;
 -- URL). The URLs with ids in [id_from, id_to): report.py asks for two halves on two
 -- connections.
 WITH recent AS (
-    SELECT url_id, count(*) FILTER (WHERE ok) AS ok,
-           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost') AS failed,
+    SELECT url_id, count(*) FILTER (WHERE ok AND counted) AS ok,
+           count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND counted) AS failed,
            coalesce(array_agg(bi ORDER BY bi) FILTER (WHERE bi IS NOT NULL), '{}') AS buckets
-    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi FROM task_result
+    FROM (SELECT url_id, ok, error_kind, {bucket} AS bi, outside_maintenance(ranges, scheduled_at) AS counted
+          FROM task_result LEFT JOIN maintenance_ranges(%(until_hint)s, 'infinity') USING (url_id)
           WHERE scheduled_at >= (SELECT until FROM uptime_summary_state) AND scheduled_at >= %(until_hint)s
             AND (%(all)s OR url_id = ANY (%(ids)s)) AND url_id >= %(id_from)s AND url_id < %(id_to)s) AS raw
     GROUP BY url_id
@@ -459,7 +466,8 @@ SELECT id FROM url ORDER BY id OFFSET (SELECT count(*) / 2 FROM url) LIMIT 1;
 -- The JSON object of a status line (report.py redacts the URLs that may hold a secret: it
 -- replaces what comes before ', "name": ', which cannot occur inside the encoded URL).
 -- Concatenated rather than json_build_object (twice as fast); text goes through to_json.
-concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text, 'null'), ', "state": ', to_json(coalesce(st.state, 'unknown')),
+concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text, 'null'), ', "state": ', to_json(
+        CASE WHEN f.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END),
     ', "since": ', coalesce(to_json(st.since)::text, 'null'),
     ', "uptime_24h": ', coalesce((f.units_24h::float8 / 100000)::text, 'null'),
     ', "uptime_7d": ', coalesce((f.units_7d::float8 / 100000)::text, 'null'),
@@ -474,8 +482,8 @@ concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text,
 
 -- name: status_line_table
 -- A line of the status table after its URL column (report.py pads the URL).
-format('%%-7s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
-    coalesce(st.state, 'unknown'), coalesce(to_char(st.since, 'YYYY-MM-DD HH24:MI'), '-'),
+format('%%-11s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
+    CASE WHEN f.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END, coalesce(to_char(st.since, 'YYYY-MM-DD HH24:MI'), '-'),
     CASE WHEN f.units_24h IS NULL THEN '-' ELSE (f.units_24h / 1000) || '.' || lpad((f.units_24h %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.units_7d IS NULL THEN '-' ELSE (f.units_7d / 1000) || '.' || lpad((f.units_7d %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.units_30d IS NULL THEN '-' ELSE (f.units_30d / 1000) || '.' || lpad((f.units_30d %% 1000)::text, 3, '0') || '%%' END,

@@ -253,7 +253,7 @@ def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str
         cert = "-" if r["cert_days_left"] is None else f"{r['cert_days_left']}d"
         error = f"{r['last_error_kind']}: {printable(r['last_error'] or '')}" if r["last_error_kind"] else ""
         lines.append((url_id, monitor_shown(r["url"], r["name"]),
-                      f"{r['state']:7} {since:16} {percent(r['uptime_24h']):>8} "
+                      f"{r['state']:11} {since:16} {percent(r['uptime_24h']):>8} "
                       f"{percent(r['uptime_7d']):>8} {percent(r['uptime_30d']):>8} "
                       f"{coverage:>7} {p95:>8} {cert:>5}  {error}"))
     return lines
@@ -269,7 +269,7 @@ def print_status_lines(conn, lines: list[tuple[int, str, str]], as_json: bool, o
         print("no URLs to show", file=out)
         return
     width = min(60, max(len(url) for _, url, _ in lines))
-    header = (f"{'URL':{width}} {'STATE':7} {'SINCE (UTC)':16} {'UP 24H':>8} {'UP 7D':>8} {'UP 30D':>8} "
+    header = (f"{'URL':{width}} {'STATE':11} {'SINCE (UTC)':16} {'UP 24H':>8} {'UP 7D':>8} {'UP 30D':>8} "
               f"{'COV 24H':>7} {'P95 24H':>8} {'CERT':>5}  LAST ERROR")
     print("\n".join([header, *(f"{url:{width}} {rest}" for _, url, rest in lines)]), file=out)
     if len(lines) == 1:

@@ -45,8 +45,10 @@ def window_counts_sql(bounds: list[dict]) -> tuple[str, dict]:
         day_sums.append(f"sum(ok) FILTER (WHERE {in_days}) AS ok{k}, sum(failed) FILTER (WHERE {in_days}) AS failed{k}")
         hour_sums.append(f"sum(ok) FILTER (WHERE {in_hours}), sum(failed) FILTER (WHERE {in_hours})")
         # A lost slot is the monitor's failure, not the site's: neither ok nor failed (as in the rollups).
-        raw_sums.append(f"count(*) FILTER (WHERE ok AND {in_raw}), "
-                        f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND {in_raw})")
+        # outside_maintenance: maintenance windows' slots count neither way (migration 0014)
+        counted = f"{in_raw} AND outside_maintenance(ranges, scheduled_at)"
+        raw_sums.append(f"count(*) FILTER (WHERE ok AND {counted}), "
+                        f"count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost' AND {counted})")
         hour_ranges.append(f"({in_hours})")
         # bigint, not the numeric of sum(bigint): psycopg2 makes Decimals of those, slowly
         totals.append(f"coalesce(sum(ok{k}), 0)::bigint, coalesce(sum(failed{k}), 0)::bigint")

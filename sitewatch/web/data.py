@@ -11,7 +11,8 @@ The figures have one owner, the history subsystem: uptime, coverage and p95 per 
 three disjoint sources the same way: rollup_day before the day watermark, rollup_hour from
 there to the hour watermark, raw task_result rows after it. As in the rollups, failed =
 results that are not ok, except `lost` slots (the monitor's failure, not the site's: they
-count neither as up nor as down).
+count neither as up nor as down) and slots inside a maintenance window (likewise: the
+maintenance_ranges join, migration 0014).
 
 Indexes this relies on: the primary keys of the rollups (url_id, bucket), task_result's
 primary key (url_id, scheduled_at), url's index on (url, id) (0009: one URL may be several
@@ -59,9 +60,12 @@ SELECT date_trunc('day', bucket, 'UTC'), sum(ok), sum(failed) FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(day_to)s AND bucket < %(hour_to)s
 GROUP BY 1
 UNION ALL
-SELECT date_trunc('day', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
-       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost')
-FROM task_result WHERE url_id = %(id)s AND scheduled_at >= %(hour_to)s
+SELECT date_trunc('day', scheduled_at, 'UTC'),
+       count(*) FILTER (WHERE ok AND outside_maintenance(ranges, scheduled_at)),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'
+                        AND outside_maintenance(ranges, scheduled_at))
+FROM task_result LEFT JOIN maintenance_ranges(%(hour_to)s, 'infinity') USING (url_id)
+WHERE url_id = %(id)s AND scheduled_at >= %(hour_to)s
 GROUP BY 1
 """
 
@@ -71,16 +75,21 @@ HOURLY_SQL = """
 SELECT bucket, ok, failed, rt_hist, NULL::integer[] FROM rollup_hour
 WHERE url_id = %(id)s AND bucket >= %(start)s AND bucket < %(hour_to)s
 UNION ALL
-SELECT date_trunc('hour', scheduled_at, 'UTC'), count(*) FILTER (WHERE ok),
-       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'),
+SELECT date_trunc('hour', scheduled_at, 'UTC'),
+       count(*) FILTER (WHERE ok AND outside_maintenance(ranges, scheduled_at)),
+       count(*) FILTER (WHERE NOT ok AND error_kind IS DISTINCT FROM 'lost'
+                        AND outside_maintenance(ranges, scheduled_at)),
        NULL::integer[], array_agg(""" + histogram.BUCKET_SQL.format(rt="response_time_ms") + """)
                             FILTER (WHERE response_time_ms IS NOT NULL)
-FROM task_result WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
+FROM task_result LEFT JOIN maintenance_ranges(greatest(%(start)s, %(hour_to)s), 'infinity') USING (url_id)
+WHERE url_id = %(id)s AND scheduled_at >= greatest(%(start)s, %(hour_to)s)
 GROUP BY 1
 """
 
+# `maintenance` while a maintenance window covers the URL (maintenance_now(): once per statement)
 _URL_COLUMNS = """u.id, u.url, u.name, u.period, u.regex, u.created_at,
-       coalesce(s.state, 'unknown') AS state, s.since"""
+       CASE WHEN u.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance'
+            ELSE coalesce(s.state, 'unknown') END AS state, s.since"""
 
 _LAST_CHECK = """LEFT JOIN LATERAL (
     SELECT t.scheduled_at AS last_scheduled_at, t.started_at AS last_started_at, t.ok AS last_ok,

@@ -140,7 +140,8 @@ def axis_ticks(max_ms: float, most: int = 5) -> list[tuple[float, str]]:
 # --- Badges (shields.io look: two boxes, label on grey, message in colour) --------------------------
 
 BADGE_COLOURS = {"up": "#2e9e44", "down": "#d93a3a", "unknown": "#8a8f98", "warn": "#d9901a",
-                 "degraded": "#d9901a"}   # amber: up, but a `degraded` assertion keeps failing
+                 "degraded": "#d9901a",   # amber: up, but a `degraded` assertion keeps failing
+                 "maintenance": "#3b6fd9"}  # blue: a planned window, counted neither up nor down
 
 
 def _text_width(text: str) -> int:
