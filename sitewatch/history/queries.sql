@@ -250,7 +250,7 @@ GROUP BY t.url_id;
 
 -- name: url_state
 -- The alerts' state of each URL, or `maintenance` while a maintenance window covers it.
-SELECT s.url_id, CASE WHEN u.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE s.state END,
+SELECT s.url_id, CASE WHEN u.url LIKE ANY (ARRAY(SELECT maintenance_now())) THEN 'maintenance' ELSE s.state END,
        s.since
 FROM url_state s JOIN url u ON u.id = s.url_id WHERE %(all)s OR s.url_id = ANY (%(ids)s);
 
@@ -467,7 +467,7 @@ SELECT id FROM url ORDER BY id OFFSET (SELECT count(*) / 2 FROM url) LIMIT 1;
 -- replaces what comes before ', "name": ', which cannot occur inside the encoded URL).
 -- Concatenated rather than json_build_object (twice as fast); text goes through to_json.
 concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text, 'null'), ', "state": ', to_json(
-        CASE WHEN f.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END),
+        CASE WHEN f.url LIKE ANY (ARRAY(SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END),
     ', "since": ', coalesce(to_json(st.since)::text, 'null'),
     ', "uptime_24h": ', coalesce((f.units_24h::float8 / 100000)::text, 'null'),
     ', "uptime_7d": ', coalesce((f.units_7d::float8 / 100000)::text, 'null'),
@@ -483,7 +483,7 @@ concat('{"url": ', to_json(f.url), ', "name": ', coalesce(to_json(f.name)::text,
 -- name: status_line_table
 -- A line of the status table after its URL column (report.py pads the URL).
 format('%%-11s %%-16s %%8s %%8s %%8s %%7s %%8s %%5s  %%s',
-    CASE WHEN f.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END, coalesce(to_char(st.since, 'YYYY-MM-DD HH24:MI'), '-'),
+    CASE WHEN f.url LIKE ANY (ARRAY(SELECT maintenance_now())) THEN 'maintenance' ELSE coalesce(st.state, 'unknown') END, coalesce(to_char(st.since, 'YYYY-MM-DD HH24:MI'), '-'),
     CASE WHEN f.units_24h IS NULL THEN '-' ELSE (f.units_24h / 1000) || '.' || lpad((f.units_24h %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.units_7d IS NULL THEN '-' ELSE (f.units_7d / 1000) || '.' || lpad((f.units_7d %% 1000)::text, 3, '0') || '%%' END,
     CASE WHEN f.units_30d IS NULL THEN '-' ELSE (f.units_30d / 1000) || '.' || lpad((f.units_30d %% 1000)::text, 3, '0') || '%%' END,

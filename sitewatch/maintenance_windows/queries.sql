@@ -14,13 +14,14 @@ FROM maintenance m ORDER BY m.id;
 
 -- name: write_occurrences
 -- Occurrences as silence rows, once each (the unique key) however many notifiers plan them.
+-- One already over (`maintenance add` with a past start) is written settled: it held no notice.
 -- The windows' rows are share-locked: a `maintenance remove` running now waits, then deletes
 -- what this wrote (or this finds the window gone and writes nothing).
 WITH live AS (
     SELECT id, pattern, like_pattern, reason FROM maintenance WHERE id = ANY (%(ids)s) FOR SHARE
 )
-INSERT INTO silence (pattern, like_pattern, starts_at, ends_at, reason, maintenance_id)
-SELECT l.pattern, l.like_pattern, o.starts_at, o.ends_at, l.reason, l.id
+INSERT INTO silence (pattern, like_pattern, starts_at, ends_at, reason, maintenance_id, settled)
+SELECT l.pattern, l.like_pattern, o.starts_at, o.ends_at, l.reason, l.id, o.ends_at <= now()
 FROM unnest(%(ids)s::bigint[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS o (id, starts_at, ends_at)
 JOIN live l ON l.id = o.id
 ON CONFLICT (maintenance_id, starts_at) WHERE maintenance_id IS NOT NULL DO NOTHING;

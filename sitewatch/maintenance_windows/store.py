@@ -11,6 +11,9 @@ from .schedule import Window
 
 QUERIES = load_queries("sitewatch.maintenance_windows")
 HORIZON = datetime.timedelta(days=1)    # occurrences are written this far ahead
+# ...and by `maintenance add`, this far back: a window added late (the work began before it was
+# entered) still leaves its slots out of uptime, for the hours not rolled up yet.
+LOOKBACK = datetime.timedelta(days=1)
 
 
 def add_window(conn, pattern: str, window: Window, reason: str | None, audit=None) -> int:
@@ -20,7 +23,8 @@ def add_window(conn, pattern: str, window: Window, reason: str | None, audit=Non
             "pattern": pattern, "like_pattern": like_pattern(pattern), "start_local": window.start_local,
             "tz": window.tz, "duration": window.duration, "every": window.every, "reason": reason})
         window_id = cur.fetchone()[0]
-        _write(cur, [(window_id, window)], _now(cur))
+        now = _now(cur)
+        _write(cur, [(window_id, window)], now - LOOKBACK, now)
         if audit is not None:
             audit(cur, window_id)
     return window_id
@@ -44,7 +48,8 @@ def plan(conn) -> int:
     if not rows:
         return 0
     with conn, conn.cursor() as cur:
-        return _write(cur, [(row["id"], as_window(row)) for row in rows], _now(cur))
+        now = _now(cur)
+        return _write(cur, [(row["id"], as_window(row)) for row in rows], now, now)
 
 
 def _now(cur) -> datetime.datetime:
@@ -52,10 +57,11 @@ def _now(cur) -> datetime.datetime:
     return cur.fetchone()[0]
 
 
-def _write(cur, planned, now) -> int:
+def _write(cur, planned, since, now) -> int:
+    """Write the occurrences in force after `since` that start before now + HORIZON."""
     ids, starts, ends = [], [], []
     for window_id, window in planned:
-        for start, end in window.occurrences(now, now + HORIZON):
+        for start, end in window.occurrences(since, now + HORIZON):
             ids.append(window_id)
             starts.append(start)
             ends.append(end)

@@ -88,7 +88,7 @@ GROUP BY 1
 
 # `maintenance` while a maintenance window covers the URL (maintenance_now(): once per statement)
 _URL_COLUMNS = """u.id, u.url, u.name, u.period, u.regex, u.created_at,
-       CASE WHEN u.url LIKE ANY ((SELECT maintenance_now())) THEN 'maintenance'
+       CASE WHEN u.url LIKE ANY (ARRAY(SELECT maintenance_now())) THEN 'maintenance'
             ELSE coalesce(s.state, 'unknown') END AS state, s.since"""
 
 _LAST_CHECK = """LEFT JOIN LATERAL (

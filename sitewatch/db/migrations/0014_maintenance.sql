@@ -52,10 +52,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The LIKE patterns of the maintenance occurrences in force now: the page and `status` show a
--- URL matching one as "maintenance". Callers write `url LIKE ANY ((SELECT maintenance_now()))`,
+-- URL matching one as "maintenance". Callers write `url LIKE ANY (ARRAY(SELECT maintenance_now()))`,
 -- an uncorrelated subquery evaluated once per statement, not once per URL.
-CREATE FUNCTION maintenance_now() RETURNS text[]
+CREATE FUNCTION maintenance_now() RETURNS SETOF text
 LANGUAGE sql STABLE AS $$
-    SELECT ARRAY(SELECT like_pattern FROM silence
-                 WHERE maintenance_id IS NOT NULL AND starts_at <= now() AND ends_at > now())
+    SELECT like_pattern FROM silence
+    WHERE maintenance_id IS NOT NULL AND starts_at <= now() AND ends_at > now()
 $$;
