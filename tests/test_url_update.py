@@ -328,6 +328,9 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " CREATE INDEX task_available_at_idx ON task (available_at);"
                     # 0015_audit.sql
                     " DROP TABLE audit;"
+                    # 0014_maintenance.sql
+                    " DROP TABLE maintenance; ALTER TABLE silence DROP COLUMN maintenance_id;"
+                    " DROP FUNCTION maintenance_ranges, outside_maintenance, maintenance_now;"
                     " DELETE FROM schema_version WHERE version >= 9")
         cur.execute("INSERT INTO url (url, period, timeout, method, next_check_at) VALUES"
                     " ('https://a.example/', 60, 10, 'GET', now()), ('https://b.example/', 30, 5, 'HEAD', now())"
