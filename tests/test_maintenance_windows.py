@@ -125,6 +125,9 @@ def test_slots_inside_a_window_count_neither_up_nor_down(dsn, conn, cli, tmp_pat
         def on_the_web():
             item = web.client.get(f"/api/v1/urls/{a}").json()
             days = web.client.get(f"/api/v1/urls/{a}/daily").json()["days"]
+            # the summary's windows alone: read from the job's summary (summary_read) once built
+            summed = web.client.get(f"/api/v1/urls/{a}/uptime?windows=24h,7d,30d").json()["windows"]
+            assert summed["24h"]["uptime"] == item["uptime_24h"]
             return item["uptime_24h"], sum(d["ok"] for d in days), sum(d["failed"] for d in days)
 
         assert uptimes() == (0.95, 0.95, 0.63333)                      # raw rows
