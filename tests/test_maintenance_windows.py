@@ -255,6 +255,17 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(conn, cli, args, mes
     assert count(conn, "maintenance") == 0 and count(conn, "silence") == 0
 
 
+def test_one_off_windows_expire_after_raw_days_and_recurring_ones_stay(conn, cli):
+    add_url(conn, "http://a.maint.test/")
+    old = (datetime.datetime.now(UTC) - datetime.timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
+    recent = (datetime.datetime.now(UTC) - datetime.timedelta(hours=20)).strftime("%Y-%m-%d %H:%M")
+    ok(cli("maintenance", "add", "http://*", "--start", old, "--duration", "1h"))
+    ok(cli("maintenance", "add", "http://*", "--start", recent, "--duration", "1h"))
+    ok(cli("maintenance", "add", "http://*", "--start", old, "--duration", "1h", "--every", "day"))
+    ok(cli("db", "maintain", env={"SITEWATCH_HISTORY__RAW_DAYS": "2"}))
+    assert q(conn, "SELECT id, every FROM maintenance ORDER BY id") == [(2, None), (3, "day")]
+
+
 def test_removing_an_unknown_window_exits_2(cli):
     for arg, message in (("7", "no maintenance window with id 7"), ("x", "must be a number")):
         out = cli("maintenance", "remove", arg)
