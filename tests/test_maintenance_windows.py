@@ -65,7 +65,7 @@ def test_a_window_holds_notices_and_its_end_sends_the_one_owed(dsn, conn, cli):
     assert q(conn, "SELECT kind, url_id FROM alert_outbox") == [("down", c)]
     start = datetime.datetime.now(UTC)
     out = ok(cli("maintenance", "add", "http://*.maint.test/*", "--start", start.isoformat(),
-                 "--duration", "6s", "--reason", "upgrade"))
+                 "--duration", "10m", "--reason", "upgrade"))
     assert out.startswith("maintenance 1: http://*.maint.test/*")
     feed(conn, a, [False] * 3, n)
     feed(conn, b, [False] * 3 + [True] * 2, n)
@@ -82,8 +82,8 @@ def test_a_window_holds_notices_and_its_end_sends_the_one_owed(dsn, conn, cli):
         live = notifier.db.get()
         notifier.periodic(live)
         assert q(conn, "SELECT count(*) FROM alert_outbox") == [(2,)], "nothing owed while the window lasts"
-        while q(conn, "SELECT bool_and(ends_at <= now()) FROM silence")[0][0] is not True:
-            time.sleep(0.2)
+        # the window's end, brought forward (as the clock would bring it in 10 minutes)
+        q(conn, "UPDATE silence SET ends_at = now() WHERE maintenance_id = 1")
         notifier.next_sweep = 0.0
         notifier.periodic(live)                                         # the sweep after the end
         assert pump(notifier, lambda: len(hook.messages()) == 4)
