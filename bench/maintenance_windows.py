@@ -12,6 +12,10 @@ case: every row read is joined to a multirange and tested, and every URL shows m
 * `sitewatch status --json` on all URLs (the raw rows after the summary join it; the state
   column looks up the windows in force once).
 
+With --baseline-sql FILE (a history/queries.sql from before windows, e.g. `git show
+0babb9b:sitewatch/history/queries.sql > /tmp/q.sql`), a third case, "before", rolls up with
+that file's rollup_stage_slice and no window: what the join costs when no window exists.
+
 Prints one JSON object. The result path (complete_tasks, alert_apply_results) is not
 changed by windows and is not measured here.
 """
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-sql", help="a history/queries.sql from before windows (case \"before\")")
     args = parser.parse_args()
     dsn = create_database(args.dsn, f"sitewatch_mwbench_{os.getpid()}")
     try:
@@ -60,7 +65,21 @@ def measure(args, dsn) -> dict:
     cli(env, "db", "maintain")          # the summary, so that status takes its usual path
     window_start = (final - _hours(1)).strftime("%Y-%m-%d %H:%M")
 
-    from sitewatch.history import rollup
+    from sitewatch.db.store import load_queries
+    from sitewatch.history import histogram, rollup
+    ours = rollup.QUERIES["rollup_stage_slice"]
+    before = None
+    if args.baseline_sql:
+        import pathlib
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:      # the loader reads a package's file
+            pkg = pathlib.Path(tmp, "baseline_sql")
+            pkg.mkdir()
+            (pkg / "__init__.py").write_text("")
+            (pkg / "queries.sql").write_text(pathlib.Path(args.baseline_sql).read_text())
+            sys.path.insert(0, tmp)
+            before = load_queries("baseline_sql")["rollup_stage_slice"].replace(
+                "{bucket}", histogram.BUCKET_SQL.format(rt="response_time_ms"))
 
     def rollup_s() -> float:
         t0 = time.monotonic()
@@ -71,9 +90,11 @@ def measure(args, dsn) -> dict:
     def status_s() -> float:
         return cli(env, "status", "--json")[0]
 
-    timings = {"none": {"rollup_s": [], "status_s": []}, "all_urls": {"rollup_s": [], "status_s": []}}
+    cases = ("none", "all_urls") + (("before",) if before else ())
+    timings = {case: {"rollup_s": [], "status_s": []} for case in cases}
     for _ in range(args.repeat):
-        for case in ("none", "all_urls"):
+        for case in cases:
+            rollup.QUERIES["rollup_stage_slice"] = before if case == "before" else ours
             cur.execute("DELETE FROM maintenance; DELETE FROM silence")
             if case == "all_urls":
                 cli(env, "maintenance", "add", "http://*", "--start", window_start, "--duration", "2h")
