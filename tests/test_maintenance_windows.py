@@ -262,8 +262,8 @@ def test_one_off_windows_expire_after_raw_days_and_recurring_ones_stay(conn, cli
     ok(cli("maintenance", "add", "http://*", "--start", old, "--duration", "1h"))
     ok(cli("maintenance", "add", "http://*", "--start", recent, "--duration", "1h"))
     ok(cli("maintenance", "add", "http://*", "--start", old, "--duration", "1h", "--every", "day"))
-    ok(cli("db", "maintain", env={"SITEWATCH_HISTORY__RAW_DAYS": "2"}))
-    assert q(conn, "SELECT id, every FROM maintenance ORDER BY id") == [(2, None), (3, "day")]
+    done = ok(cli("db", "maintain", env={"SITEWATCH_HISTORY__RAW_DAYS": "2"}))
+    assert q(conn, "SELECT id, every FROM maintenance ORDER BY id") == [(2, None), (3, "day")], done
 
 
 def test_removing_an_unknown_window_exits_2(cli):

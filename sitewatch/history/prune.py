@@ -1,4 +1,5 @@
-"""Retention of the alerts' bookkeeping: the outbox, silences and hosts, kept history.raw_days.
+"""Retention of the alerts' bookkeeping: the outbox, silences, hosts and one-off maintenance
+windows, kept history.raw_days.
 
 Called by the maintenance job (history/maintenance.py) once per run. Only rows nothing can
 need any more are deleted:
@@ -11,6 +12,8 @@ need any more are deleted:
   still owes the notices that its end may release).
 * alert_host rows of hosts that have not reported their connectivity for raw_days (a host
   taken out of service, or renamed).
+* one-off maintenance windows over for raw_days (their occurrence, a silence, goes by the
+  rule above); recurring ones stay until `maintenance remove`.
 
 In batches, each its own transaction: no long lock, no huge transaction.
 """
@@ -19,6 +22,7 @@ TABLES = {
     "alert_outbox": "status IN ('sent', 'dead') AND created_at < %(cutoff)s",
     "silence": "settled AND ends_at < %(cutoff)s",
     "alert_host": "checked_at < %(cutoff)s",
+    "maintenance": "every IS NULL AND (start_local AT TIME ZONE tz) + make_interval(secs => duration) < %(cutoff)s",
 }
 
 
