@@ -52,7 +52,7 @@ def scalar(conn, sql, args=None):
 def test_existing_rows_get_region_empty_and_the_key_includes_the_region(v12):
     before = scalar(v12, "SELECT count(*) FROM task_result")
     applied = schema.migrate(v12)
-    assert applied == ["0013_regions.py"]
+    assert applied[0] == "0013_regions.py"      # then the later versions
     assert scalar(v12, "SELECT count(*) FROM task_result WHERE region = ''") == before == 2000
     assert scalar(v12, "SELECT count(*) FROM task WHERE region = ''") == 20
     assert scalar(v12, "SELECT count(*) FROM url WHERE regions = '{}' AND down_when IS NULL") == 20
@@ -88,6 +88,6 @@ def test_an_interrupted_key_build_is_resumed(v12):
         cur.execute(f"CREATE UNIQUE INDEX {partition}_slot_key ON {partition} (url_id, scheduled_at, region)")
         # what an interrupted concurrent build leaves: the index marked invalid
         cur.execute(f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{partition}_slot_key'::regclass")
-    assert schema.migrate(v12) == ["0013_regions.py"]
+    assert schema.migrate(v12)[0] == "0013_regions.py"
     assert scalar(v12, f"SELECT indisvalid FROM pg_index WHERE indexrelid = '{partition}_slot_key'::regclass")
     assert scalar(v12, "SELECT count(*) FROM task_result WHERE region = ''") == 2000

@@ -56,7 +56,8 @@ def test_status_table_coverage_is_exact_in_sql(db):
     """The status_line_table block of queries.sql, on every (results, expected) up to 300."""
     sql = f"""
         SELECT f.results, f.expected, {QUERIES["status_line_table"]}
-        FROM (SELECT r AS results, e AS expected, NULL::bigint AS units_24h, NULL::bigint AS units_7d,
+        FROM (SELECT r AS results, e AS expected, 'https://a.example/'::text AS url,
+                     NULL::bigint AS units_24h, NULL::bigint AS units_7d,
                      NULL::bigint AS units_30d, NULL::integer AS p95_bucket
               FROM generate_series(1, 300) e, generate_series(0, e) r) f,
              (SELECT 'up'::text AS state, NULL::timestamptz AS since) st,
@@ -75,7 +76,8 @@ def test_status_table_sql_line_has_no_control_characters(db):
     with db.cursor() as cur:
         cur.execute(f"""
             SELECT {QUERIES["status_line_table"]}
-            FROM (SELECT 1 AS results, 1 AS expected, NULL::bigint AS units_24h, NULL::bigint AS units_7d,
+            FROM (SELECT 1 AS results, 1 AS expected, 'https://a.example/'::text AS url,
+                     NULL::bigint AS units_24h, NULL::bigint AS units_7d,
                          NULL::bigint AS units_30d, NULL::integer AS p95_bucket) f,
                  (SELECT 'down'::text AS state, NULL::timestamptz AS since) st,
                  (SELECT 'redirects'::text AS error_kind, %(error)s::text AS error, NULL::integer AS cert_days_left) l,
