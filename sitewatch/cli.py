@@ -163,6 +163,9 @@ def build_parser() -> ArgumentParser:
     history.add_argument("--until", metavar="TIME", help="end, exclusive: a time or a duration back (default: now)")
     history.add_argument("--format", choices=["csv", "json"], default="csv",
                          help="csv (with a header row) or json (one object per line) (default: csv)")
+    history.add_argument("--region", metavar="REGION",
+                         help="only the raw results checked from this region (the hourly rollups "
+                              "sum every region); column `region` is empty without regions")
 
     for subsystem in ("alerts", "maintenance_windows"):      # each adds its own commands
         importlib.import_module(f"sitewatch.{subsystem}.cli").add_commands(commands, ArgumentParser)
@@ -443,6 +446,7 @@ def run_report(args, conn, connect) -> int:
             if args.down:
                 rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
             lines = report.lines_of(rows, args.json)
+        lines = report.with_regions(conn, lines, ids, args.json)
         report.print_status_lines(conn, lines, args.json)
         return 0
     from .history import lookup
@@ -451,7 +455,8 @@ def run_report(args, conn, connect) -> int:
     since = report.parse_time(args.since, "--since", now)
     until = report.parse_time(args.until, "--until", now) if args.until else now
     try:
-        report.print_history(report.history_rows(conn, url_id, since, until), args.format)
+        rows = report.history_rows(conn, url_id, since, until, report.parse_region(args.region))
+        report.print_history(rows, args.format)
         sys.stdout.flush()
     except BrokenPipeError:   # `sitewatch history URL | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -111,7 +111,7 @@ def test_csv_export_neutralises_formulas():
 def test_json_export_keeps_the_text_as_it_is():
     t = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
     out = io.StringIO()
-    row = (t, t, None, 500, None, False, "status", "=1+1", None, False, None, None, None, None, None, "raw")
+    row = (t, t, None, 500, None, False, "status", "=1+1", None, False, None, None, None, None, None, "raw", "")
     report.print_history(iter([row]), "json", out)
     assert '"error": "=1+1"' in out.getvalue()
 

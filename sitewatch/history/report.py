@@ -12,8 +12,9 @@ import orjson
 from .. import duration
 from ..errors import BadInput
 from ..redact import printable, redact_url
+from ..regions import region_problem
 from ..web.svg import pct
-from . import histogram, partitions, summary, uptime, windows
+from . import histogram, partitions, regionstate, summary, uptime, windows
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -21,7 +22,7 @@ _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")     # a duration, not a time: whole 
 FAILURES_SHOWN = 10
 HISTORY_COLUMNS = ("scheduled_at", "started_at", "response_time_ms", "status_code", "regex_matched", "ok",
                    "error_kind", "error", "cert_days_left", "degraded", "dns_ms", "connect_ms", "tls_ms",
-                   "first_byte_ms", "message", "source")
+                   "first_byte_ms", "message", "source", "region")
 STATUS_FIELDS = ("url", "name", "state", "since", "uptime_24h", "uptime_7d", "uptime_30d", "coverage_24h",
                  "p95_ms_24h", "last_error_kind", "last_error", "cert_days_left", "degraded_24h")
 
@@ -259,6 +260,35 @@ def lines_of(rows: list[tuple[int, dict]], as_json: bool) -> list[tuple[int, str
     return lines
 
 
+# The table's columns before LAST ERROR (status_line_table, lines_of): state, since (a time or
+# -), then six right-aligned figures, then two spaces.
+_BEFORE_ERROR = re.compile(r"\S+ +(?:-|\d{4}-\d\d-\d\d \d\d:\d\d) +(?:\S+ +){5}\S+  ")
+
+
+def with_regions(conn, lines: list[tuple[int, str, str]], ids: list[int] | None,
+                 as_json: bool) -> list[tuple[int, str, str]]:
+    """Lines of URLs with regions given their regions: JSON gains "regions" (a map from region to
+    its state, since and last error); the table's LAST ERROR column starts with what its regions
+    say ("down from a, b; absent c; "). Lines of URLs without regions are left as they are: one
+    statement finds the URLs with regions, and an install without any pays only that."""
+    found = regionstate.region_states(conn, ids)
+    if not found:
+        return lines
+    out = []
+    for url_id, shown, line in lines:
+        regions = found.get(url_id)
+        if regions is not None and as_json:
+            line = line[:-1] + ', "regions": ' + orjson.dumps(regionstate.jsonable(regions)).decode() + "}"
+        elif regions is not None:
+            said = regionstate.summary_text(regions)
+            match = _BEFORE_ERROR.match(line) if said else None
+            if match:
+                rest = line[match.end():]
+                line = line[:match.end()] + said + ("; " + rest if rest else "")
+        out.append((url_id, shown, line))
+    return out
+
+
 def print_status_lines(conn, lines: list[tuple[int, str, str]], as_json: bool, out=sys.stdout) -> None:
     """JSON: a list, one object a line, "url" first. Table: a header, then a line per URL.
     One write for all of it (not 100,000). One URL: its detail (print_detail) too."""
@@ -306,21 +336,34 @@ def print_detail(conn, url_id: int, out) -> None:
 
 # --- history ------------------------------------------------------------------------------
 
-def history_rows(conn, url_id: int, since, until):
-    """Rows in HISTORY_COLUMNS order: hourly rollups for the time raw rows no longer cover, then raw."""
+def parse_region(text: str | None) -> str | None:
+    """`history --region`: a region name (regions.py's rule), or None for every region."""
+    if text is None:
+        return None
+    problem = region_problem(text.strip()) if text.strip() else "must not be empty"
+    if problem:
+        raise BadInput(f"--region: {problem}, got {text!r}")
+    return text.strip()
+
+
+def history_rows(conn, url_id: int, since, until, region: str | None = None):
+    """Rows in HISTORY_COLUMNS order: hourly rollups for the time raw rows no longer cover, then raw.
+    With `region`, only that region's raw results: rollups sum every region (their region is
+    empty), so they are left out."""
     with conn.cursor() as cur:
         parts = partitions.attached(cur)
         raw_from = None if not parts or parts[0]["lower"] is None else parts[0]["lower"]
-        if raw_from is not None and since < raw_from:
+        if raw_from is not None and since < raw_from and region is None:
             cur.execute(QUERIES["hourly_history"], {"id": url_id, "since": since, "until": min(until, raw_from)})
             for bucket, checks, _ok, failed, rt_count, rt_sum, cert in cur.fetchall():
                 yield (bucket, None, None if not rt_count else round(rt_sum / rt_count, 3), None, None,
                        failed == 0, None,
                        None if failed == 0 else f"{failed} of {checks} checks failed", cert, None,
-                       None, None, None, None, None, "hourly")
-        cur.execute(QUERIES["raw_history"], {"id": url_id, "since": max(since, raw_from or since), "until": until})
-        for row in cur:
-            yield (*row, "raw")
+                       None, None, None, None, None, "hourly", None)
+        cur.execute(QUERIES["raw_history"], {"id": url_id, "since": max(since, raw_from or since), "until": until,
+                                             "region": region})
+        for *row, row_region in cur:
+            yield (*row, "raw", row_region)
     if not conn.autocommit:
         conn.rollback()
 
