@@ -27,7 +27,7 @@ from .. import __version__, logs, requestspec
 from ..errors import DatabaseUnavailable
 from ..manage import audit
 from ..redact import printable, redact_url
-from . import data, glance, svg
+from . import data, glance, regionrows, svg
 from .auth import AUTH_FAILURES_PER_MINUTE, AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
 from .ping import PING_POOL_SIZE, PingEndpoint
@@ -44,7 +44,7 @@ BAR_DAYS = 90
 CACHE_SECONDS = 5.0             # a GET response is reused this long (ResponseCache)
 BADGE_MAX_AGE = 60              # seconds badges may be cached (README images are proxied and cached)
 PAGE_REFRESH_S = 60
-STATES = ("up", "degraded", "down", "unknown")
+STATES = ("up", "degraded", "partial", "down", "unknown")
 DEEP_OFFSET = 1000              # an OFFSET from here on is expensive (web.rate_limit); `after` never is
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")      # ASCII digits only: str.isdigit() accepts '²' and '٣'
 _CURSOR = re.compile(r"([du])-([0-9]{1,19})")
@@ -268,6 +268,7 @@ def create_app(cfg, dsn: str) -> Starlette:
             recent = data.checks(conn, url_id, 50)
             incidents = [incident_item(i) for i in data.incidents(conn, url_id=url_id, limit=20)]
             cert = data.cert_days_left(conn, row)
+            regions = regionrows.for_url(conn, url_id, row["db_now"])
         now = row["db_now"]
         start = now.replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=23)
         bar_days = _days_list(days, BAR_DAYS, now.date())
@@ -275,7 +276,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         return page(request, "url.html", {
             "u": item, "windows": windows[url_id], "cert_days_left": cert, "now": now,
             "daily_svg": svg.daily_bar(bar_days), "chart_svg": svg.response_chart(hours, start),
-            "bar_first": bar_days[0][0], "checks": recent, "incidents": incidents, "refresh": True})
+            "bar_first": bar_days[0][0], "checks": recent, "incidents": incidents, "regions": regions, "refresh": True})
 
     def incidents_page(request: Request):
         with pool.connection() as conn:
@@ -337,7 +338,8 @@ def create_app(cfg, dsn: str) -> Starlette:
             item = url_item(row, windows)
             item.update(created_at=row["created_at"], regex=row["regex"],
                         cert_days_left=data.cert_days_left(conn, row),
-                        request=requestspec.shown_settings(row))     # secrets redacted
+                        request=requestspec.shown_settings(row),     # secrets redacted
+                        **regionrows.api_fields(regionrows.for_url(conn, url_id, row["db_now"])))
         return JSON(item)
 
     def api_checks(request: Request):

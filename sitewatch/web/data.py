@@ -149,11 +149,12 @@ WHERE u.id = %(id)s
 # Every URL has a url_state row (the alerts' trigger on url inserts it, in state 'unknown');
 # the LEFT JOINs and coalesce(..., 'unknown') only guard a hand-edited database.
 SUMMARY_SQL = """
-SELECT (SELECT count(*) FROM url) AS urls, s.up, s.degraded, s.down,
+SELECT (SELECT count(*) FROM url) AS urls, s.up, s.degraded, s.partial, s.down,
        (SELECT count(*) FROM incident WHERE ended_at IS NULL) AS open_incidents,
        s.last_result_slot, now() AS generated_at
 FROM (SELECT count(*) FILTER (WHERE state = 'up') AS up, count(*) FILTER (WHERE state = 'down') AS down,
              count(*) FILTER (WHERE state = 'degraded') AS degraded,
+             count(*) FILTER (WHERE state = 'partial') AS partial,
              max(last_slot) AS last_result_slot
       FROM url_state) s
 """
@@ -201,7 +202,7 @@ def _like(text: str | None) -> str | None:
 
 def summary(conn) -> dict:
     row = _rows(conn, SUMMARY_SQL, {})[0]
-    row["unknown"] = row["urls"] - row["up"] - row["degraded"] - row["down"]
+    row["unknown"] = row["urls"] - row["up"] - row["degraded"] - row["partial"] - row["down"]
     return row
 
 
