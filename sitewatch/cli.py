@@ -144,8 +144,9 @@ def build_parser() -> ArgumentParser:
                                              "30 d (truncated, never rounded up; - when there is no data), "
                                              "coverage (results / expected slots) over 24 h, p95 response "
                                              "time over 24 h, certificate days left, the latest check's "
-                                             "error. Given one URL, also an hour-by-hour bar for the last "
-                                             "24 h and its last 10 failures.")
+                                             "error (led by 'down from a, b' for a URL with regions; --json "
+                                             "adds a `regions` map from region to its state and last error). "
+                                             "Given one URL, also an hour-by-hour bar and its last 10 failures.")
     status.add_argument("urls", metavar="URL|NAME", nargs="*", help="monitors to show, by URL or name (default: all)")
     status.add_argument("--json", action="store_true", help="print a JSON list of objects")
     status.add_argument("--down", action="store_true", help="only URLs that are down")
