@@ -24,11 +24,13 @@ def _ref(name: str) -> dict:
 NUMBER, INTEGER, STRING, BOOLEAN = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
 TIME = {"type": "string", "format": "date-time"}
 TIME_OR_NULL = _nullable("string", format="date-time")
+REGIONS = {"type": "object", "additionalProperties": _ref("Region")}     # region name -> Region
+STATE_FILTER = {"type": "string", "enum": ["up", "degraded", "partial", "down", "unknown"]}
 
 SCHEMAS = {
     "Error": _object({"error": STRING}, {"field": _nullable("string")}),
-    "Summary": {"type": "object", "required": ["urls", "up", "down", "degraded", "unknown"],
-                "properties": {k: INTEGER for k in ("urls", "up", "down", "degraded", "unknown")}},
+    "Summary": {"type": "object", "required": ["urls", "up", "down", "degraded", "partial", "unknown"],
+                "properties": {k: INTEGER for k in ("urls", "up", "down", "degraded", "partial", "unknown")}},
     "UrlItem": _object({
         "id": INTEGER, "url": STRING, "name": _nullable("string"), "period": INTEGER,
         "state": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "partial"]},
@@ -40,7 +42,12 @@ SCHEMAS = {
     "UrlPage": _object({"total": INTEGER, "limit": INTEGER, "offset": INTEGER, "next_after": _nullable("string"),
                         "items": {"type": "array", "items": _ref("UrlItem")}}),
     "UrlDetail": {"allOf": [_ref("UrlItem"), _object({"created_at": TIME, "regex": _nullable("string"),
-                                                       "request": {"type": "object"}})]},
+                                                       "request": {"type": "object"}},
+                                                      {"regions": REGIONS})]},
+    # a URL with regions: each region's row (no `regions` key for a URL without regions)
+    "Region": _object({"state": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "absent"]},
+                       "since": TIME_OR_NULL, "last_error_kind": _nullable("string"), "last_error": _nullable("string"),
+                       "p95_ms_24h": _nullable("number")}),
     "Check": _object({"scheduled_at": TIME, "started_at": TIME_OR_NULL, "ok": _nullable("boolean"),
                       "status_code": _nullable("integer"), "response_time_ms": _nullable("number"),
                       "error_kind": _nullable("string"), "error": _nullable("string")}),
@@ -131,7 +138,7 @@ def document() -> dict:
         "/api/v1/summary": _read("counts of URLs by state", "Summary", errors=(401,)),
         "/api/v1/urls": {
             **_read("URLs, down first, a page at a time", "UrlPage",
-                    _param("state", "query", {"type": "string", "enum": ["up", "degraded", "down", "unknown"]}),
+                    _param("state", "query", STATE_FILTER),
                     _param("q", "query", STRING, "search in URL and name"), LIMIT, OFFSET,
                     _param("after", "query", STRING, "next_after of the page before"), errors=(400, 401, 429)),
             "post": _write("add a monitor, as `url add` does", 201, "Created", "Monitor", errors=(409, 413, 415)),
