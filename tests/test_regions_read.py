@@ -8,6 +8,7 @@ with its error, b up with response times 10..200 ms, c up but its only host last
 ago, so absent (two periods of 60 s)."""
 
 import csv
+import datetime
 import io
 import json
 import re
@@ -182,3 +183,20 @@ def test_the_api_carries_each_region(web, seeded):
     assert without_since(body["regions"]) == EXPECTED_REGIONS
     assert {name: r["p95_ms_24h"] for name, r in body["regions"].items()} == {"a": None, "b": 190.0, "c": 300.0}
     assert "regions" not in web.get(f"/api/v1/urls/{seeded['plain']}").json()
+
+
+def test_a_maintenance_window_still_shows_as_such_with_the_regions(module_db, seeded):
+    cli = module_db[1]
+    start = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M")
+    added = cli("maintenance", "add", "http://multi.example/", "--start", start, "--duration", "1h", "--tz", "UTC")
+    assert added.returncode == 0, added.stderr
+    windows = json.loads(cli("maintenance", "list", "--json").stdout)
+    try:
+        rows = {row["url"]: row for row in json.loads(cli("status", "--json").stdout)}
+        assert rows["http://multi.example/"]["state"] == "maintenance"
+        assert without_since(rows["http://multi.example/"]["regions"]) == EXPECTED_REGIONS
+        table = cli("status").stdout
+        assert re.search(r"http://multi\.example/ +maintenance .*\S  down from a; absent c", table), table
+    finally:
+        for window in windows:
+            assert cli("maintenance", "remove", str(window["id"])).returncode == 0
