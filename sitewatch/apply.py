@@ -1,6 +1,6 @@
 """`sitewatch apply FILE|-`: make the monitors match a file, and say what that changes.
 
-The file is the `url import` format, read by the same parser (urlspec.parse_import). A
+The file is the `url import` format, read by the same parser (manage/importfile.py). A
 monitor's identity is its name when it has one, else its URL (DESIGN.md section 12). The
 plan compares every field of UrlEntry with the stored row, so a field added to monitors is
 applied without a change here; a field the file leaves out means its default, so taking

@@ -14,6 +14,7 @@ import traceback
 from . import __version__, checkcli, config, logs, monitorcli, pushcli
 from .check import kinds, push
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, SitewatchError
+from .manage import importfile
 from .manage.entries import check_channels_known
 from .redact import redact_text, redact_url
 
@@ -291,7 +292,7 @@ def dispatch(args, cfg, env, flags) -> int:
     elif args.command == "url" and args.url_command == "show-token":
         payload = args.monitor
     elif args.command == "apply" or (args.command == "url" and args.url_command == "import"):
-        payload = read_import(args.file, cfg)
+        payload = importfile.read_import(args.file, cfg.check)
         check_channels_known(payload, cfg)
     elif args.command in ("status", "history"):
         payload = read_report_args(args)
@@ -332,24 +333,6 @@ def read_report_args(args):
         if args.until:
             report.parse_time(args.until, "--until", now)
     return None
-
-
-def read_import(path, cfg):
-    from .urlspec import parse_import
-    # 100,000 entries make about a million small objects, none in a cycle: the cyclic collector
-    # would walk them over and over (a quarter of the parse) for nothing. This command ends soon.
-    gc.disable()
-    try:
-        if path == "-":
-            text, source = sys.stdin.read(), "<stdin>"
-        else:
-            with open(path, encoding="utf-8") as f:
-                text, source = f.read(), path
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{path} is not UTF-8 text") from None
-    return parse_import(text, source, cfg.check)
 
 
 def with_database(cfg, action, migrate: bool = False) -> int:

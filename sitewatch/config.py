@@ -15,8 +15,8 @@ import yaml
 
 from . import settingchecks as accepts
 from .errors import ConfigError
+from .manage.importfile import YamlLoader
 from .redact import redact_dsn
-from .urlspec import YamlLoader
 
 ENV_PREFIX = "SITEWATCH_"
 

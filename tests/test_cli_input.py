@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sitewatch import urlspec
 from sitewatch.errors import BadInput
+from sitewatch.manage import importfile
 from tests.conftest import count
 
 SEEDED = "http://example.com/"
@@ -508,7 +509,7 @@ def test_check_option_validators_accept_or_refuse(raw):
 @given(st.text(max_size=200))
 def test_parse_import_returns_entries_or_one_line_refusal(text):
     try:
-        entries = urlspec.parse_import(text, "f", CHECK_DEFAULTS)
+        entries = importfile.parse_import(text, "f", CHECK_DEFAULTS)
     except BadInput as e:
         assert "\n" not in str(e)
         return
@@ -530,7 +531,7 @@ def test_import_yaml_reads_like_safe_load(doc):
     except yaml.YAMLError as e:
         expected = type(e)
     try:
-        got = urlspec.load_yaml(doc)[0]
+        got = importfile.load_yaml(doc)[0]
     except yaml.YAMLError as e:
         got = type(e)
     assert got == expected
@@ -539,4 +540,4 @@ def test_import_yaml_reads_like_safe_load(doc):
 def test_import_yaml_line_numbers_from_the_event_stream():
     doc = "# urls\n- https://a.example/\n- url: https://b.example/\n  period: 30\n\n- https://c.example/\n"
     assert urlspec._load_flat_list(doc) is not None               # the fast path read it
-    assert urlspec.load_yaml(doc)[1] == [2, 3, 6]
+    assert importfile.load_yaml(doc)[1] == [2, 3, 6]

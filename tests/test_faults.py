@@ -40,8 +40,9 @@ from hypothesis import strategies as st
 from sitewatch import config
 from sitewatch.db import embedded
 from sitewatch.errors import BadInput
+from sitewatch.manage.importfile import parse_import
 from sitewatch.redact import redact_url
-from sitewatch.urlspec import make_entry, parse_import
+from sitewatch.urlspec import make_entry
 from tests.conftest import clean_env, cli_for
 from tests.test_run import (
     Run,

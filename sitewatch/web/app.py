@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import threading
 import time
 
@@ -27,7 +26,7 @@ from .. import __version__, logs, requestspec
 from ..errors import DatabaseUnavailable
 from ..manage import audit
 from ..redact import printable, redact_url
-from . import data, glance, regionrows, svg
+from . import data, glance, params, regionrows, svg
 from .auth import AUTH_FAILURES_PER_MINUTE, AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
 from .ping import PING_POOL_SIZE, PingEndpoint
@@ -39,85 +38,17 @@ PAGE_SIZE = 100                 # URLs per page of /
 WRITE_POOL_SIZE = 2             # connections of the write API (writes are rare and short)
 MAX_LIMIT = 500                 # largest page the API hands out
 MAX_CHECKS = 1000
-MAX_ID = 2 ** 63 - 1
 BAR_DAYS = 90
 CACHE_SECONDS = 5.0             # a GET response is reused this long (ResponseCache)
 BADGE_MAX_AGE = 60              # seconds badges may be cached (README images are proxied and cached)
 PAGE_REFRESH_S = 60
 STATES = ("up", "degraded", "partial", "down", "unknown")
 DEEP_OFFSET = 1000              # an OFFSET from here on is expensive (web.rate_limit); `after` never is
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")      # ASCII digits only: str.isdigit() accepts '²' and '٣'
-_CURSOR = re.compile(r"([du])-([0-9]{1,19})")
-
 # The only script on the pages: reload every minute while the page is visible.
 REFRESH_SCRIPT = (f"setTimeout(function(){{if(document.visibilityState==='visible'){{location.reload()}}"
                   f"else{{document.addEventListener('visibilitychange',function(){{location.reload()}},"
                   f"{{once:true}})}}}},{PAGE_REFRESH_S * 1000});")
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(REFRESH_SCRIPT.encode()).digest()).decode()
-
-
-class BadParam(Exception):
-    """A query parameter or ID we refuse: 400 with a JSON error (or a short page)."""
-
-
-class NotFound(Exception):
-    pass
-
-
-# --- parameters ------------------------------------------------------------------------------------
-
-def _whole(text: str, low: int, high: int) -> int | None:
-    """`text` as an int in [low, high] when it is written in ASCII digits, else None."""
-    if not _WHOLE_NUMBER.fullmatch(text) or not low <= int(text) <= high:
-        return None
-    return int(text)
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    value = _whole(text, low, high)
-    if value is None:
-        raise BadParam(f"{name} must be a whole number from {low} to {high}")
-    return value
-
-
-def _choice(request: Request, name: str, choices) -> str | None:
-    value = request.query_params.get(name) or None
-    if value is not None and value not in choices:
-        raise BadParam(f"{name} must be one of {', '.join(choices)}")
-    return value
-
-
-def _url_id(request: Request) -> int:
-    text = request.path_params["url_id"]
-    value = _whole(text, 1, MAX_ID)
-    if value is None:
-        raise NotFound(f"no URL with ID {text[:40]!r}")
-    return value
-
-
-def _after(request: Request) -> tuple[bool, int] | None:
-    """The `after` cursor of /api/v1/urls: 'd-ID' or 'u-ID' (the next_after of the page before)."""
-    text = request.query_params.get("after") or None
-    if text is None:
-        return None
-    match = _CURSOR.fullmatch(text)
-    if not match or not 1 <= int(match.group(2)) <= MAX_ID:
-        raise BadParam("after must be the next_after of the page before, e.g. u-1234")
-    return match.group(1) == "d", int(match.group(2))
-
-
-def _cursor_text(cursor: tuple[bool, int] | None) -> str | None:
-    return None if cursor is None else f"{'d' if cursor[0] else 'u'}-{cursor[1]}"
-
-
-def _search(request: Request) -> str | None:
-    q = (request.query_params.get("q") or "").strip()
-    if len(q) > 200:
-        raise BadParam("q must be at most 200 characters")
-    return q or None
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -238,9 +169,9 @@ def create_app(cfg, dsn: str) -> Starlette:
     # --- pages ---
 
     def index(request: Request):
-        state = _choice(request, "state", STATES)
-        q = _search(request)
-        page_no = _int_param(request, "page", 1, 1, 10 ** 6)
+        state = params.choice(request, "state", STATES)
+        q = params.search(request)
+        page_no = params.int_param(request, "page", 1, 1, 10 ** 6)
         if q is not None or (page_no - 1) * PAGE_SIZE >= DEEP_OFFSET:
             expensive(request)
         with pool.connection() as conn:
@@ -257,11 +188,11 @@ def create_app(cfg, dsn: str) -> Starlette:
             "query_for": lambda p: _query(q, state, p), "refresh": True})
 
     def url_page(request: Request):
-        url_id = _url_id(request)
+        url_id = params.url_id(request)
         with pool.connection() as conn:
             row = data.url_one(conn, url_id)
             if row is None:
-                raise NotFound(f"no URL with ID {url_id}")
+                raise params.NotFound(f"no URL with ID {url_id}")
             windows = data.uptime_windows(conn, [url_id], names=("24h", "7d", "30d", "90d"))
             hours = data.hourly(conn, url_id, 24)
             days = data.daily(conn, url_id, BAR_DAYS)
@@ -306,32 +237,32 @@ def create_app(cfg, dsn: str) -> Starlette:
             return JSON(summary(conn))
 
     def api_urls(request: Request):
-        state = _choice(request, "state", STATES)
-        q = _search(request)
-        limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, 10 ** 9)
-        after = _after(request)
+        state = params.choice(request, "state", STATES)
+        q = params.search(request)
+        limit = params.int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
+        offset = params.int_param(request, "offset", 0, 0, 10 ** 9)
+        after = params.after(request)
         if after is not None and offset:
-            raise BadParam("after and offset cannot be used together")
+            raise params.BadParam("after and offset cannot be used together")
         if q is not None or offset >= DEEP_OFFSET:
             expensive(request)
         with pool.connection() as conn:
             try:
                 rows, total, cursor = data.url_page(conn, state, q, limit, offset, summary(conn), after)
             except data.CursorGone as e:
-                raise BadParam(f"after: {e}; start again from the first page") from None
+                raise params.BadParam(f"after: {e}; start again from the first page") from None
             windows = data.uptime_windows(conn, [r["id"] for r in rows])
-        return JSON({"total": total, "limit": limit, "offset": offset, "next_after": _cursor_text(cursor),
+        return JSON({"total": total, "limit": limit, "offset": offset, "next_after": params.cursor_text(cursor),
                      "items": [url_item(r, windows) for r in rows]})
 
     def _one(conn, url_id):
         row = data.url_one(conn, url_id)
         if row is None:
-            raise NotFound(f"no URL with ID {url_id}")
+            raise params.NotFound(f"no URL with ID {url_id}")
         return row
 
     def api_url(request: Request):
-        url_id = _url_id(request)
+        url_id = params.url_id(request)
         with pool.connection() as conn:
             row = _one(conn, url_id)
             windows = data.uptime_windows(conn, [url_id])
@@ -343,14 +274,14 @@ def create_app(cfg, dsn: str) -> Starlette:
         return JSON(item)
 
     def api_checks(request: Request):
-        url_id = _url_id(request)
-        limit = _int_param(request, "limit", 100, 1, MAX_CHECKS)
+        url_id = params.url_id(request)
+        limit = params.int_param(request, "limit", 100, 1, MAX_CHECKS)
         before = request.query_params.get("before") or None
         if before is not None:
             try:
                 before = datetime.datetime.fromisoformat(before.replace("Z", "+00:00"))
             except ValueError:
-                raise BadParam("before must be an ISO 8601 time, e.g. 2026-11-29T08:00:00+00:00") from None
+                raise params.BadParam("before must be an ISO 8601 time, e.g. 2026-11-29T08:00:00+00:00") from None
             if before.tzinfo is None:
                 before = before.replace(tzinfo=datetime.timezone.utc)
         with pool.connection() as conn:
@@ -360,11 +291,11 @@ def create_app(cfg, dsn: str) -> Starlette:
                      "next_before": rows[-1]["scheduled_at"] if len(rows) == limit else None})
 
     def api_uptime(request: Request):
-        url_id = _url_id(request)
+        url_id = params.url_id(request)
         names = [n.strip() for n in (request.query_params.get("windows") or "24h,7d,30d,90d").split(",")]
         unknown = [n for n in names if n not in data.WINDOWS]
         if unknown or not names:
-            raise BadParam(f"windows must be a comma-separated list of {', '.join(data.WINDOWS)}")
+            raise params.BadParam(f"windows must be a comma-separated list of {', '.join(data.WINDOWS)}")
         with pool.connection() as conn:
             _one(conn, url_id)
             figures = data.uptime_windows(conn, [url_id], names=tuple(dict.fromkeys(names)))[url_id]
@@ -372,8 +303,8 @@ def create_app(cfg, dsn: str) -> Starlette:
         return JSON({"url_id": url_id, "windows": figures, "p95_ms_24h": p95})
 
     def api_daily(request: Request):
-        url_id = _url_id(request)
-        days = _int_param(request, "days", BAR_DAYS, 1, 366)
+        url_id = params.url_id(request)
+        days = params.int_param(request, "days", BAR_DAYS, 1, 366)
         with pool.connection() as conn:
             row = _one(conn, url_id)
             by_day = data.daily(conn, url_id, days)
@@ -385,14 +316,14 @@ def create_app(cfg, dsn: str) -> Starlette:
     def api_incidents(request: Request):
         open_text = request.query_params.get("open")
         if open_text not in (None, "", "true", "false"):
-            raise BadParam("open must be true or false")
+            raise params.BadParam("open must be true or false")
         url_id = request.query_params.get("url_id") or None
         if url_id is not None:
-            url_id = _whole(url_id, 1, MAX_ID)
+            url_id = params.whole(url_id, 1, params.MAX_ID)
             if url_id is None:
-                raise BadParam("url_id must be a URL's ID (a whole number)")
-        limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, 10 ** 9)
+                raise params.BadParam("url_id must be a URL's ID (a whole number)")
+        limit = params.int_param(request, "limit", 100, 1, MAX_LIMIT)
+        offset = params.int_param(request, "offset", 0, 0, 10 ** 9)
         if offset >= DEEP_OFFSET:
             expensive(request)
         with pool.connection() as conn:
@@ -401,14 +332,14 @@ def create_app(cfg, dsn: str) -> Starlette:
         return JSON({"limit": limit, "offset": offset, "items": [incident_item(r) for r in rows]})
 
     def api_audit(request: Request):
-        limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
+        limit = params.int_param(request, "limit", PAGE_SIZE, 1, MAX_LIMIT)
         with pool.connection() as conn:
             return JSON({"limit": limit, "items": audit.rows(conn, limit)})    # redacted when written
 
     # --- badges ---
 
     def _badge(request: Request, make):
-        url_id = _url_id(request)
+        url_id = params.url_id(request)
         with pool.connection() as conn:
             row = _one(conn, url_id)
             label, message, colour = make(conn, row)
@@ -461,7 +392,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         return error(request, 400, str(exc))
 
     def on_not_found(request, exc):
-        return error(request, 404, str(exc) if isinstance(exc, NotFound) else "not found")
+        return error(request, 404, str(exc) if isinstance(exc, params.NotFound) else "not found")
 
     def on_too_many(request, exc):
         return error(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after)})
@@ -480,7 +411,7 @@ def create_app(cfg, dsn: str) -> Starlette:
     routes.append(Route("/api/v1/openapi.json", lambda request: JSON(openapi.document())))
 
     app = Starlette(routes=routes, exception_handlers={
-        BadParam: on_bad_param, NotFound: on_not_found, 404: on_not_found, TooMany: on_too_many,
+        params.BadParam: on_bad_param, params.NotFound: on_not_found, 404: on_not_found, TooMany: on_too_many,
         DatabaseUnavailable: on_database, psycopg2.OperationalError: on_database})
     app.state.pool, app.state.write_pool = pool, write_pool
     app.add_middleware(ResponseCache, ttl=CACHE_SECONDS)

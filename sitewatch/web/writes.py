@@ -26,8 +26,9 @@ from ..db import store
 from ..errors import BadInput, Conflict, Missing
 from ..manage import audit
 from ..manage.entries import check_channels_known, refuse_push
+from ..manage.importfile import YamlLoader, parse_import
 from ..redact import redact_url
-from ..urlspec import YamlLoader, make_entry, parse_import
+from ..urlspec import make_entry
 
 MAX_BODY = 2 * 1024 * 1024           # one monitor: a request body of its own is at most 1 MiB
 MAX_APPLY_BODY = 64 * 1024 * 1024    # a monitors file: 100,000 entries are about 10 MB
