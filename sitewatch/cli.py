@@ -393,7 +393,7 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     if args.url_command == "add" and push.is_push(payload.url):
         pushcli.add(conn, cfg, payload, audit.on_add(actor, payload))
     elif args.url_command == "show-token":
-        pushcli.show_token(conn, cfg, payload)
+        pushcli.show_token(conn, cfg, payload, audit.on_new_token(actor, payload))
     elif args.url_command == "add":
         store.add_url(conn, payload, audit.on_add(actor, payload))
         named = f" as {payload.name!r}" if payload.name else ""

@@ -50,11 +50,12 @@ def add(conn, cfg, entry, audit=None) -> None:
     print_ping_address(cfg, token)
 
 
-def show_token(conn, cfg, text: str) -> None:
+def show_token(conn, cfg, text: str, audit=None) -> None:
+    """audit: manage/audit.py's recorder, called in the change's transaction."""
     from .db import store
     url_id, url, name = store.find_monitor(conn, text)     # a name, a URL, or push://NAME's NAME
     token = push.new_token()
-    pushstore.new_token(conn, url_id, push.token_hash(token))
+    pushstore.new_token(conn, url_id, push.token_hash(token), audit)
     print(f"new token for {name or url} (the old one no longer works)")
     print_ping_address(cfg, token)
 

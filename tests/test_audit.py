@@ -81,3 +81,27 @@ def test_a_refused_change_records_nothing_and_the_listing_is_newest_first(cli, d
     assert len(json.loads(ok(cli("audit", "--json", "--since", "2020-01-01T00:00:00", env=ENV)))) == 4
     bad = cli("audit", "--since", "yesterday", env=ENV)
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_maintenance_windows_and_new_push_tokens_are_recorded(cli):
+    ok(cli("url", "add", "https://m.example/", "--name", "m", env=ENV))
+    ok(cli("maintenance", "add", "m", "--start", "2031-01-05T02:00", "--duration", "1h", "--every", "week",
+           "--tz", "Europe/Berlin", "--reason", "patching", env=ENV))
+    window_id = json.loads(ok(cli("maintenance", "list", "--json", env=ENV)))[-1]["id"]
+    ok(cli("maintenance", "remove", str(window_id), env=ENV))
+    added = ok(cli("url", "add", "push://nightly-audit", env=ENV))
+    ok(cli("url", "show-token", "nightly-audit", env=ENV))
+    shown = ok(cli("url", "show-token", "nightly-audit", env=ENV))
+
+    rows = audit_rows(cli)
+    assert [row["action"] for row in rows[:5]] == [
+        "url.show-token", "url.show-token", "url.add", "maintenance.remove", "maintenance.add"]
+    assert rows[4]["target"] == rows[3]["target"] == str(window_id)
+    assert rows[4]["after"]["pattern"] == "https://m.example/" and rows[4]["after"]["reason"] == "patching"
+    assert rows[3]["before"] == {"pattern": "https://m.example/"} and rows[3]["after"] is None
+    assert rows[0]["target"] == "nightly-audit" and rows[0]["actor"] == f"cli:alice@{socket.gethostname()}"
+    listed = ok(cli("audit", "--json", env=ENV))
+    for output in (added, shown):       # the tokens printed once never reach the audit log
+        token = output.split("/ping/")[1].split()[0]
+        assert token not in listed
+

@@ -539,5 +539,5 @@ def test_import_yaml_reads_like_safe_load(doc):
 
 def test_import_yaml_line_numbers_from_the_event_stream():
     doc = "# urls\n- https://a.example/\n- url: https://b.example/\n  period: 30\n\n- https://c.example/\n"
-    assert urlspec._load_flat_list(doc) is not None               # the fast path read it
+    assert importfile._load_flat_list(doc) is not None               # the fast path read it
     assert importfile.load_yaml(doc)[1] == [2, 3, 6]

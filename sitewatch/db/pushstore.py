@@ -87,11 +87,14 @@ def import_pushes(conn, entries, audit=None) -> tuple[list, int]:
     return added, updated
 
 
-def new_token(conn, url_id: int, token_hash: bytes) -> None:
+def new_token(conn, url_id: int, token_hash: bytes, audit=None) -> None:
+    """A push monitor's new token hash; audit(cur, id) in the same transaction."""
     with conn, conn.cursor() as cur:
         cur.execute(QUERIES["new_token"], {"id": url_id, "token_hash": token_hash})
         if cur.fetchone() is None:
             raise BadInput("not a push monitor: only push://NAME monitors have a token")
+        if audit is not None:
+            audit(cur, url_id)
 
 
 def ping(conn, token_hash: bytes, signal: str, owner: str, error_kind: str | None = None,

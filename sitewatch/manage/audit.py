@@ -26,6 +26,7 @@ DEFAULT_LIMIT = 100
 URL_ADD, URL_UPDATE, URL_REMOVE, URL_IMPORT = "url.add", "url.update", "url.remove", "url.import"
 APPLY, SILENCE_ADD, SILENCE_REMOVE, NOTIFY_TEST = "apply", "silence.add", "silence.remove", "notify.test"
 MAINTENANCE_ADD, MAINTENANCE_REMOVE = "maintenance.add", "maintenance.remove"
+PUSH_TOKEN = "url.show-token"
 
 
 def cli_actor(env: Mapping[str, str]) -> str:
@@ -131,6 +132,11 @@ def on_silence_add(actor: str):
 def on_silence_remove(actor: str):
     return lambda cur, found: record(cur, actor, SILENCE_REMOVE, str(found["id"]),
                                      {"pattern": redact_url(found["pattern"])}, None)
+
+
+def on_new_token(actor: str, shown: str):
+    """`url show-token` issues a new token (the old one stops working): who, never the token."""
+    return lambda cur, url_id: record(cur, actor, PUSH_TOKEN, shown, None, {"token": "new (not recorded)"})
 
 
 def on_maintenance_add(actor: str, pattern: str, schedule: str, reason: str | None):

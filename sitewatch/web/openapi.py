@@ -33,7 +33,7 @@ SCHEMAS = {
                 "properties": {k: INTEGER for k in ("urls", "up", "down", "degraded", "partial", "unknown")}},
     "UrlItem": _object({
         "id": INTEGER, "url": STRING, "name": _nullable("string"), "period": INTEGER,
-        "state": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "partial"]},
+        "state": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "partial", "maintenance"]},
         "since": TIME_OR_NULL, "uptime_24h": _nullable("number"), "uptime_7d": _nullable("number"),
         "uptime_30d": _nullable("number"), "coverage_24h": _nullable("number"), "p95_ms_24h": _nullable("number"),
         "last_check_at": TIME_OR_NULL, "last_ok": _nullable("boolean"), "last_status_code": _nullable("integer"),
