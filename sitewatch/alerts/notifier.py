@@ -36,6 +36,7 @@ SWEEP_INTERVAL = 1.0        # seconds between reminder / silence sweeps
 PLAN_INTERVAL = 60.0        # seconds between writing maintenance windows' occurrences ahead (a day)
 CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
 CONNECTIVITY_TIMEOUT = 5.0
+REGION_INTERVAL = 5.0       # seconds between region heartbeats, at most (see region_interval)
 LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
 MAX_IN_FLIGHT = 50          # sends at once per channel (and for all unknown channels together)
 # A notice for a channel this host does not know (another host's alerts.channels) is left this
@@ -48,6 +49,14 @@ def retry_delay(base: float, attempt: int) -> float:
     """Exponential backoff with jitter: base * 2^(attempt-1), plus up to a quarter more, capped."""
     delay = base * 2 ** (attempt - 1)
     return min(MAX_BACKOFF, delay * (1 + random.uniform(0, 0.25)))
+
+
+def region_interval(min_period: float) -> float:
+    """Seconds between this host's region heartbeats: a region is absent after two of a URL's
+    periods without one, so a host must beat well within two of the shortest period a URL may
+    have (check.min_period), or its region would be absent between beats (and left out of the
+    quorum) while its hosts run."""
+    return max(POLL_INTERVAL, min(REGION_INTERVAL, min_period / 2))
 
 
 class Notifier:
@@ -69,6 +78,7 @@ class Notifier:
         self.next_plan = 0.0
         self.next_connectivity = 0.0
         self.next_region = 0.0       # this host's region heartbeat (region_host)
+        self.region_interval = region_interval(ctx.cfg.check.min_period)
         self.connectivity = None     # the last check's verdict, waiting to be recorded
         self.connectivity_thread = None
         self.outcomes = Counter()    # (channel, sent|failed|dead) since the last stats message: /metrics
@@ -209,7 +219,7 @@ class Notifier:
             if planned:
                 self.log.info("maintenance occurrences planned", occurrences=planned)
         if now >= self.next_region:
-            self.next_region = now + CONNECTIVITY_INTERVAL
+            self.next_region = now + self.region_interval
             if self.ctx.cfg.region:
                 store.region_heartbeat(conn, self.owner, self.ctx.cfg.region)
             # absent: no host of the region seen for two periods (check.default_period); any
