@@ -1,9 +1,9 @@
-"""A consumer: claims tasks in batches, checks URLs on a thread pool, writes results in batches.
+"""A consumer: claims tasks in batches, checks them on the engine's transfers (run/dispatch.py:
+a CurlMulti loop, or threads), writes results in batches.
 
-The main thread owns the one database connection (LISTEN, claims, writes);
-worker threads only run probe.check(). No transaction is open while a check
-runs: a claim commits its lease at once, and a result batch is written later
-in one statement fenced by the lease.
+The main thread owns the one database connection (LISTEN, claims, writes); the checks never
+touch it. No transaction is open while a check runs: a claim commits its lease at once, and
+a result batch is written later in one statement fenced by the lease.
 
 How many checks run at once adapts: `consumer.concurrency` is a ceiling, and
 run/concurrency.py's limit decides within it.
@@ -41,9 +41,7 @@ TRANSIENT_RETRY = 1.0    # seconds before retrying after a deadlock, lock timeou
 LAG_SAMPLE = 200         # lags per stats message: a uniform sample, small enough for one pipe write
 CLOCK_RESYNC = 60.0      # seconds between measurements of the database clock's offset from ours
 MONITOR_RETRY_DELAY = 2.0  # a task handed back after a monitor failure is claimable again after this
-# A task whose ${VAR} is not set here: claimable again after this (by a host that has it, or
-# by this one again: the slot is never recorded down, and this is how often it is retried).
-MISSING_VARIABLE_RETRY_DELAY = 30.0
+MISSING_VARIABLE_RETRY_DELAY = 30.0  # a ${VAR} unset here: handed back, never recorded down, retried
 STOP_MARGIN = 1.0        # seconds before the grace period ends at which running checks are handed back
 MAX_CLAIM_WAIT = 50      # under load, claim once this many threads are free (or at the flush timer)
 
