@@ -34,9 +34,11 @@ def tree_for(rev: str, trees: str) -> str:
     python = os.path.join(path, ".venv", "bin", "python")
     if not os.path.exists(python):
         if not os.path.isdir(path):
-            subprocess.run(["git", "-C", NEW_TREE, "worktree", "add", "--detach", path, sha], check=True)
-        subprocess.run([sys.executable, "-m", "venv", os.path.join(path, ".venv")], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "-e", path, "psutil"], check=True)
+            # stdout is the report's: git's and pip's chatter goes to stderr
+            subprocess.run(["git", "-C", NEW_TREE, "worktree", "add", "--detach", path, sha], check=True,
+                           stdout=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", os.path.join(path, ".venv")], check=True, stdout=sys.stderr)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-e", path, "psutil"], check=True, stdout=sys.stderr)
     return path
 
 

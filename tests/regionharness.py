@@ -33,22 +33,12 @@ import time
 from pathlib import Path
 
 from tests.conftest import clean_env
+from tests.test_run import BASE_ENV
 
 SOURCE_ADDRESS_ENV = "SITEWATCH_CHECK__SOURCE_ADDRESS"
 REGION_ENV = "SITEWATCH_REGION"      # DESIGN.md section 12: the host's region
-# Short timings and one small consumer: tests and several runs side by side on 2 cores.
-RUN_ENV = {
-    "MIN_PERIOD": 1,
-    "HTTP_REQUEST_TIMEOUT": 5,
-    "SITEWATCH_SUPERVISOR__GRACE_PERIOD": 5,
-    "SITEWATCH_SUPERVISOR__HEARTBEAT_TIMEOUT": 10,
-    "SITEWATCH_SUPERVISOR__RESTART_BACKOFF_MAX": 1,
-    "SITEWATCH_CONSUMER__LEASE_MARGIN": 1,
-    "SITEWATCH_CONSUMER__POLL_INTERVAL": 0.5,
-    "SITEWATCH_CONSUMER__PROCESSES": 1,
-    "SITEWATCH_CONSUMER__CONCURRENCY": 10,
-    "SITEWATCH_METRICS__LISTEN": "127.0.0.1:0",     # a port of its own: runs side by side
-}
+# Short timings and one small consumer, as the run tests use: several runs side by side on 2 cores.
+RUN_ENV = dict(BASE_ENV)
 # What a check refused by SourceFilteringServer reports, by when the RST met it: "Connection reset
 # by peer" (connect, or curl's "Recv failure: ..."), urllib3's "connection lost
 # (ConnectionResetError)", or, reset before its getpeername(), "Transport endpoint is not
