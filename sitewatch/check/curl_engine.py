@@ -423,6 +423,11 @@ class _Transfer:
             # connect, with no errno: look before blaming the site (as resolve.py does).
             shortage = starved()
             exhausted = monitor_failure(shortage) if shortage else None
+            if not exhausted and _KINDS.get(code) == "connect" and not os_errno:
+                # A connect the system refused always leaves its errno (ECONNREFUSED,
+                # ENETUNREACH...); none means socket() itself failed, and another transfer
+                # may have freed a descriptor since, so the look above found none short.
+                exhausted = "could not open a socket (out of file descriptors?)"
         if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
             exhausted = exhausted or message
             return Failure("monitor", f"monitor failure while {stage}: {exhausted}; the site was not checked")
