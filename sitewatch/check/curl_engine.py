@@ -1,27 +1,25 @@
 """The curl engine: libcurl (pycurl) does DNS, connect, TLS and HTTP/1.1 in C.
 
-It keeps every promise of the check (engine.py) the way the urllib3 engine does,
-with these choices:
+It keeps every promise of the check (engine.py) the way the urllib3 engine does, with these choices:
 
-* Redirects are followed here, hop by hop (FOLLOWLOCATION off), by the same
-  policy object as the urllib3 engine (redirects.py): libcurl's own following
-  keeps a custom method on a 303, detects no loops, and would decide by itself
-  where credentials go. The URL's userinfo is never given to libcurl: the
+* Redirects are followed here, hop by hop (FOLLOWLOCATION off), by the same policy object as the urllib3
+  engine (redirects.py): libcurl's own following keeps a custom method on a 303, detects no loops, and
+  would decide by itself where credentials go. The URL's userinfo is never given to libcurl: the
   Authorization header is made here, like the urllib3 engine's.
 * One total deadline: each hop's TIMEOUT_MS is what is left of the check's.
-* The body is not decoded by libcurl (HTTP_CONTENT_DECODING off): the write
-  callback pushes the raw bytes through body.py, whose caps abort the transfer,
-  and which reports a truncated gzip or deflate stream.
-* A fresh connection, resolution and TLS session per check: FRESH_CONNECT,
-  FORBID_REUSE, DNS_CACHE_TIMEOUT 0, no TLS session cache.
-* HTTP/1.1, as the urllib3 engine speaks: a site whose HTTP/2 alone is broken
-  is judged the same by both engines.
-* Certificate days come from CERTINFO. When verification fails the handshake
-  stops before it, so a second, unverified handshake with the same host
-  (CONNECT_ONLY) reads the certificate, within the same deadline.
+* The body is not decoded by libcurl (HTTP_CONTENT_DECODING off): the write callback pushes the raw
+  bytes through body.py, whose caps abort the transfer, and which reports a truncated gzip or deflate
+  stream.
+* A fresh connection, resolution and TLS session per check: FRESH_CONNECT, FORBID_REUSE,
+  DNS_CACHE_TIMEOUT 0, no TLS session cache.
+* HTTP/1.1, as the urllib3 engine speaks: a site whose HTTP/2 alone is broken is judged the same by both
+  engines.
+* Certificate days come from CERTINFO. When verification fails the handshake stops before it, so a
+  second, unverified handshake with the same host (CONNECT_ONLY) reads the certificate, within the same
+  deadline.
 
-`_Transfer` is one fetch, step by step on one easy handle, so the same code runs
-under `perform()` on a caller's thread (CurlEngine.fetch) and in a CurlMulti loop.
+`_Transfer` is one fetch, step by step on one easy handle, so the same code runs under `perform()` on a
+caller's thread (CurlEngine.fetch) and in a CurlMulti loop.
 """
 
 from __future__ import annotations
@@ -67,10 +65,8 @@ _NOT_SENT = ("Accept:", "Expect:")
 # libcurl error codes by error_kind (curl/curl.h); anything else is `protocol`.
 _KINDS = {
     pycurl.E_COULDNT_RESOLVE_HOST: "dns", pycurl.E_COULDNT_RESOLVE_PROXY: "dns",
-    pycurl.E_COULDNT_CONNECT: "connect", pycurl.E_INTERFACE_FAILED: "connect",
-    pycurl.E_OPERATION_TIMEDOUT: "timeout",
-    pycurl.E_OUT_OF_MEMORY: "monitor",
-    pycurl.E_FILESIZE_EXCEEDED: "body_too_large",
+    pycurl.E_COULDNT_CONNECT: "connect", pycurl.E_INTERFACE_FAILED: "connect", pycurl.E_OPERATION_TIMEDOUT: "timeout",
+    pycurl.E_OUT_OF_MEMORY: "monitor", pycurl.E_FILESIZE_EXCEEDED: "body_too_large",
     **dict.fromkeys((pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
                      pycurl.E_SSL_CIPHER, pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_ENGINE_NOTFOUND,
                      pycurl.E_SSL_ENGINE_SETFAILED, pycurl.E_SSL_ENGINE_INITFAILED, pycurl.E_USE_SSL_FAILED,
@@ -100,9 +96,7 @@ def _leaf_days_left(handle) -> int | None:
         chain = handle.getinfo(pycurl.INFO_CERTINFO)
     except pycurl.error:
         return None
-    if not chain:
-        return None
-    pem = dict(chain[0]).get("Cert")
+    pem = dict(chain[0]).get("Cert") if chain else None
     if not pem:
         return None
     try:
@@ -424,9 +418,8 @@ class _Transfer:
             shortage = starved()
             exhausted = monitor_failure(shortage) if shortage else None
             if not exhausted and _KINDS.get(code) == "connect" and not os_errno:
-                # A connect the system refused always leaves its errno (ECONNREFUSED,
-                # ENETUNREACH...); none means socket() itself failed, and another transfer
-                # may have freed a descriptor since, so the look above found none short.
+                # A refused connect leaves its errno; none means socket() failed (another
+                # transfer may have freed a descriptor since the look above).
                 exhausted = "could not open a socket (out of file descriptors?)"
         if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
             exhausted = exhausted or message
