@@ -41,7 +41,7 @@ def main() -> None:
 
 
 def _statement(dsn) -> float:
-    from sitewatch.history import regionstate
+    from sitewatch.regions import state as regionstate
     conn = psycopg2.connect(dsn)
     try:
         t0 = time.monotonic()

@@ -112,13 +112,13 @@ def source_address(value):
 
 
 def region(value):
-    from .regions import region_problem
+    from .regions.names import region_problem
     return region_problem(value)
 
 
 def regions(value):
     from .errors import BadInput
-    from .regions import parse_regions  # the same rule as each URL's --regions
+    from .regions.names import parse_regions  # the same rule as each URL's --regions
     try:
         parse_regions(value)
     except BadInput as e:
@@ -127,5 +127,5 @@ def regions(value):
 
 
 def down_when(value):
-    from .regions import down_when_problem
+    from .regions.names import down_when_problem
     return down_when_problem(value)

@@ -18,7 +18,7 @@ from .check.address import normalise_host
 from .errors import BadInput
 from .redact import redact_url
 from .regex import compile_regex  # noqa: F401 - re-exported: check/probe.py and tests import it from here
-from .regions import parse_down_when, parse_regions
+from .regions.names import parse_down_when, parse_regions
 
 MAX_URL_LENGTH = 2048
 MAX_REGEX_LENGTH = 1000

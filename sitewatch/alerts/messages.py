@@ -85,7 +85,7 @@ def _error(detail, markdown: bool = False) -> str:
 
 def _regions(detail, markdown: bool) -> str:
     """' (down from eu, us; up from ap; first eu: timeout)' for a monitor with regions, else ''.
-    Region names are validated when stored (sitewatch/regions.py): nothing to make inert."""
+    Region names are validated when stored (sitewatch/regions/names.py): nothing to make inert."""
     down, up = detail.get("down_regions"), detail.get("up_regions")
     if down is None and up is None:
         return ""

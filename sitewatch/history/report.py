@@ -12,9 +12,10 @@ import orjson
 from .. import duration
 from ..errors import BadInput
 from ..redact import printable, redact_url
-from ..regions import region_problem
+from ..regions import state as regionstate
+from ..regions.names import region_problem
 from ..web.svg import pct
-from . import histogram, partitions, regionstate, summary, uptime, windows
+from . import histogram, partitions, summary, uptime, windows
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)

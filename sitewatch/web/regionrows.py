@@ -1,12 +1,12 @@
 """The URL page's and the API's rows per region (DESIGN.md section 12, Regions): each region of a
 URL with regions, its state (absent when it has no live host), since when, p95 response time
 over the page's 24 hours, and its latest error while failing. A map-free table: the region's
-name says where. The figures come from sitewatch.history.regionstate, as `status` shows them."""
+name says where. The figures come from sitewatch.regions.state, as `status` shows them."""
 
 import datetime
 
-from ..history import regionstate
 from ..redact import printable
+from ..regions import state as regionstate
 
 WINDOW = datetime.timedelta(hours=24)       # the page's response-time window (its "p95 24 h")
 

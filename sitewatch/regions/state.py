@@ -1,11 +1,13 @@
 """Each (URL, region)'s state as the readers show it (DESIGN.md section 12, Regions): the
 `regions` map of `status --json`, the table's "down from a, b", and the web page's and the
 API's row per region. Read-only; the states themselves are moved by the alerts' SQL
-(db/migrations/regions.sql)."""
+(db/migrations/regions.sql and 0016_region_confirm.sql)."""
 
 import datetime
 
-from .rollup import QUERIES
+from ..db.store import load_queries
+
+QUERIES = load_queries("sitewatch.regions", "queries.sql")
 
 ABSENT = "absent"      # no live host in the region: left out of the quorum, shown as such
 

@@ -1,10 +1,10 @@
 """Region names and down_when (DESIGN.md section 12, Regions): what the config, the CLI and
 import/apply accept. Pure: the producer, the claim and the quorum live in SQL (db/queries.sql,
-db/migrations/regions.sql)."""
+db/migrations/regions.sql); confirmation checks in regions/confirm.py and 0016_region_confirm.sql."""
 
 import re
 
-from .errors import BadInput
+from ..errors import BadInput
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 DOWN_WHEN = re.compile(r"any|all|majority|[1-9][0-9]{0,2}")
