@@ -336,3 +336,30 @@ def test_regions_and_down_when_from_the_command_line_and_apply(cli, db):
     result = cli("apply", "-", input="- url: http://x.example/\n  regions: [ap]\n  down-when: all\n")
     assert result.returncode == 0 and "~ http://x.example/: regions [] -> [\"ap\"]" in result.stdout, result
     assert q(db, "SELECT regions, down_when FROM url") == [(["ap"], "all")]
+
+
+def test_certificate_notices_for_a_url_with_regions_once_per_threshold_and_certificate(db):
+    """Schema 16: the certificate nearest expiry that any region saw gives alert_apply_results'
+    notices (one per threshold crossed per certificate), whichever region saw it first."""
+    u = Regions(db, url="https://cert.example/")
+
+    def round_with(days: dict):
+        scheduled = T0 + datetime.timedelta(minutes=u.slot)
+        u.slot += 1
+        q(db, "DELETE FROM task WHERE url_id = %s", (u.url_id,))
+        q(db, "INSERT INTO task (url_id, scheduled_at, available_at, region)"
+              " SELECT %s, %s, now(), unnest('{a,b,c}'::text[])", (u.url_id, scheduled))
+        for region in "abc":
+            owner = f"host-{region}:c:1"
+            [task] = claim(db, region, owner)
+            row = result(task, owner, True)[:-1] + (days[region],)
+            assert store.complete_tasks(db, [row], u.defaults) == []
+
+    round_with({"a": 40, "b": 40, "c": None})
+    assert u.notices() == []
+    round_with({"a": 40, "b": 12, "c": 40})          # b is served a certificate near expiry
+    round_with({"a": 12, "b": 12, "c": 11})          # the same one, everywhere: no second notice
+    [(kind, channel, detail)] = u.notices()
+    assert (kind, channel) == ("cert_expiring", "ops") and detail["days_left"] == 12 and detail["threshold"] == 14
+    round_with({"a": 6, "b": 6, "c": 6})             # the next threshold
+    assert [n[2]["threshold"] for n in u.notices()] == [14, 7]

@@ -22,6 +22,8 @@
 --   once its task is done. Task's UNIQUE (url_id, region) keeps one task per region, claimed
 --   by one host however many the region has. An absent region is not asked (nobody would
 --   claim it).
+-- * Also (not a confirmation): certificate notices for URLs with regions, from the certificate
+--   nearest expiry that a region saw, as alert_apply_results gives them for other URLs.
 -- * Regions off cost nothing: alert_apply_region_results is called only for batches with
 --   regional results, and a result that is not a first failure pays one FILTER.
 
@@ -94,9 +96,10 @@ END $$;
 -- Results with a region: each moves its (URL, region) state (the same rules as url_state);
 -- then each URL touched gets its overall state by down_when: down when enough regions are,
 -- partial when some are, else degraded, up or unknown from its regions. Incidents and
--- notices follow the overall state only, and name the regions. Flapping and certificate
--- notices are not derived for URLs with regions. Version 16: the first failures of a streak
--- are collected and ask for confirmations (alert_confirm_regions) once every state has moved.
+-- notices follow the overall state only, and name the regions. Flapping is not derived for
+-- URLs with regions. Version 16: the first failures of a streak are collected and ask for
+-- confirmations (alert_confirm_regions) once every state has moved; and certificate notices,
+-- as alert_apply_results gives them, from the certificate nearest expiry a region saw.
 CREATE OR REPLACE FUNCTION alert_apply_region_results(results alert_region_result[], default_failure integer,
                                            default_success integer, default_channels text[],
                                            notify_degraded boolean, default_down_when text)
@@ -212,11 +215,19 @@ BEGIN
         WITH touched AS (
             SELECT t.url_id, max(t.slot) AS slot, count(*) FILTER (WHERE NOT t.ok) AS failed,
                    (array_agg(t.error_kind ORDER BY t.region) FILTER (WHERE NOT t.ok))[1] AS error_kind,
-                   (array_agg(t.error ORDER BY t.region) FILTER (WHERE NOT t.ok))[1] AS error
+                   (array_agg(t.error ORDER BY t.region) FILTER (WHERE NOT t.ok))[1] AS error,
+                   -- the certificate closest to expiry that a region saw (a CDN may serve several)
+                   min(t.cert_days_left) AS cert_days_left,
+                   (array_agg(t.slot ORDER BY t.cert_days_left) FILTER (WHERE t.cert_days_left IS NOT NULL))[1]
+                       AS cert_slot
             FROM unnest(stepped) t GROUP BY t.url_id
         ), overall AS (
             SELECT t.*, u.url, s.state AS old_state, s.incident_id AS old_incident, s.notified_state,
                    s.degraded_seq, coalesce(u.notify, default_channels) AS channels,
+                   s.cert_seq, s.cert_known,
+                   extract(epoch FROM t.cert_slot) + t.cert_days_left * 86400.0 AS cert_expires,
+                   alert_cert_match(s.cert_known, extract(epoch FROM t.cert_slot) + t.cert_days_left * 86400.0)
+                       AS cert_match,
                    u.url LIKE ANY (silenced) AS silenced,
                    alert_down_needed(coalesce(u.down_when, default_down_when), a.present::integer) AS needed,
                    g.*, a.absent_regions
@@ -260,14 +271,22 @@ BEGIN
                         WHEN cardinality(o.down_regions) > 0 THEN 'partial'
                         WHEN o.degraded_regions > 0 THEN 'degraded'
                         WHEN o.clean_regions > 0 THEN 'up'
-                        ELSE 'unknown' END AS new_state
+                        ELSE 'unknown' END AS new_state,
+                   -- certificates as alert_apply_results (0008): a notice per threshold crossed
+                   -- per certificate
+                   coalesce((o.cert_match->>'seq')::integer, o.cert_seq) AS cert_key_seq,
+                   CASE WHEN o.cert_days_left <= 1 THEN 1 WHEN o.cert_days_left <= 7 THEN 7
+                        WHEN o.cert_days_left <= 14 THEN 14 WHEN o.cert_days_left <= 30 THEN 30
+                   END AS cert_threshold
             FROM overall o
         ), events AS (
             SELECT d.*,
                    d.new_state = 'down' AND d.old_state <> 'down' AS went_down,
                    d.old_state = 'down' AND d.new_state <> 'down' AS went_up,
                    d.new_state = 'degraded' AND d.old_state IN ('unknown', 'up') AS went_degraded,
-                   d.new_state = 'up' AND d.old_state = 'degraded' AS recovered
+                   d.new_state = 'up' AND d.old_state = 'degraded' AS recovered,
+                   d.cert_threshold IS NOT NULL AND d.cert_threshold
+                       < coalesce((d.cert_match->>'notified')::integer, 2147483647) AS cert_crossed
             FROM decided d
         ), opened AS (
             INSERT INTO incident (url_id, url, started_at, first_error_kind, first_error, last_error_kind,
@@ -318,12 +337,27 @@ BEGIN
                        'since', e.degraded_since, 'regions', e.regions),
                    NOT e.silenced AND notify_degraded
             FROM events e WHERE e.went_degraded OR e.recovered
+            UNION ALL
+            SELECT e.url_id, NULL, 'cert_expiring',
+                   'cert:' || e.url_id || ':' || e.cert_key_seq || ':' || e.cert_threshold, e.channels,
+                   jsonb_build_object('url', alert_redact_url(e.url), 'days_left', e.cert_days_left,
+                                      'threshold', e.cert_threshold),
+                   NOT e.silenced
+            FROM events e WHERE e.cert_crossed
         ), saved AS (
             UPDATE url_state s SET
                 state = e.new_state,
                 since = CASE WHEN e.new_state <> e.old_state THEN coalesce(e.down_since, e.slot) ELSE s.since END,
                 last_slot = greatest(s.last_slot, e.slot),
                 degraded_seq = e.degraded_seq + e.went_degraded::integer,
+                cert_days_left = coalesce(e.cert_days_left, s.cert_days_left),
+                cert_seq = e.cert_seq + (e.cert_crossed AND e.cert_match->>'seq' IS NULL)::integer,
+                cert_notified = CASE WHEN e.cert_crossed THEN e.cert_threshold ELSE s.cert_notified END,
+                cert_known = CASE WHEN e.cert_days_left IS NULL THEN s.cert_known
+                    ELSE alert_cert_remember(s.cert_known, e.cert_match, e.cert_expires,
+                        CASE WHEN e.cert_crossed THEN e.cert_key_seq ELSE (e.cert_match->>'seq')::integer END,
+                        CASE WHEN e.cert_crossed THEN e.cert_threshold ELSE (e.cert_match->>'notified')::integer END,
+                        extract(epoch FROM e.slot)) END,
                 incident_id = CASE WHEN e.went_down THEN (SELECT o.id FROM opened o WHERE o.url_id = e.url_id)
                                    WHEN e.went_up THEN NULL ELSE s.incident_id END,
                 notified_state = CASE WHEN e.silenced THEN s.notified_state
