@@ -98,6 +98,53 @@ def test_a_window_holds_notices_and_its_end_sends_the_one_owed(dsn, conn, cli):
     assert {r["url"]: r["state"] for r in json.loads(ok(cli("status", "--json")))}["http://a.maint.test/"] == "down"
 
 
+def test_a_window_holds_degraded_and_recovered_and_its_end_sends_the_ones_owed(dsn, conn, cli):
+    """The same for the degraded state (issue 19), through the real notifier and a webhook.
+    `inside` turns degraded inside the window and stays so: its `degraded` goes out after.
+    `recovers` was degraded (announced) before and is clean after: its `recovered` goes out.
+    `back` was down (announced) before and is up but degraded after: its `up` goes out, and
+    its `degraded` too (the state now differs from the last notice in both ways). `blip`
+    turns degraded and recovers inside: nothing. `other` is not covered: announced at once."""
+    from tests.test_alerts_run import keys
+    from tests.test_degraded import feed as feed_results
+    inside, recovers, back, blip = (add_url(conn, f"http://{n}.maint.test/")
+                                    for n in ("inside", "recovers", "back", "blip"))
+    other = add_url(conn, "http://other.test/")
+    n = feed_results(conn, recovers, ["slow"] * 3, defaults=DEFAULTS)
+    feed_results(conn, back, ["down"] * 3, defaults=DEFAULTS)
+    assert q(conn, "SELECT kind, url_id FROM alert_outbox ORDER BY id") == [("degraded", recovers), ("down", back)]
+    ok(cli("maintenance", "add", "http://*.maint.test/*", "--start", datetime.datetime.now(UTC).isoformat(),
+           "--duration", "10m"))
+    feed_results(conn, inside, ["slow"] * 3, n, defaults=DEFAULTS)
+    feed_results(conn, recovers, ["up"] * 2, n, defaults=DEFAULTS)
+    feed_results(conn, back, ["slow"] * 3, n, defaults=DEFAULTS)
+    feed_results(conn, blip, ["slow"] * 3 + ["up"] * 2, n, defaults=DEFAULTS)
+    feed_results(conn, other, ["slow"] * 3, n, defaults=DEFAULTS)
+    assert q(conn, "SELECT url_id, state FROM url_state ORDER BY url_id") == [
+        (inside, "degraded"), (recovers, "up"), (back, "degraded"), (blip, "up"), (other, "degraded")]
+    assert q(conn, "SELECT kind, url_id FROM alert_outbox ORDER BY id") == [
+        ("degraded", recovers), ("down", back), ("degraded", other)]
+    with WebhookReceiver() as hook:
+        notifier = notifier_for(dsn, {"hook": hook.apprise_url("json")})
+        live = notifier.db.get()
+        notifier.periodic(live)
+        assert q(conn, "SELECT count(*) FROM alert_outbox") == [(3,)], "nothing owed while the window lasts"
+        q(conn, "UPDATE silence SET ends_at = now() WHERE maintenance_id = 1")
+        notifier.next_sweep = 0.0
+        notifier.periodic(live)
+        assert pump(notifier, lambda: len(hook.messages()) == 7)
+        time.sleep(0.3)
+        notifier.db.close()
+        texts = hook.texts()
+    assert len(texts) == 7                                              # nothing more than these
+    after = q(conn, "SELECT url_id, kind, detail->>'after_silence' FROM alert_outbox WHERE id > 3 ORDER BY url_id, id")
+    assert after == [(inside, "degraded", "true"), (recovers, "recovered", "true"),
+                     (back, "up", "true"), (back, "degraded", "true")]
+    assert not [t for t in texts if "blip.maint.test" in t]
+    # one URL's notices reach a channel in the order they were queued
+    assert [kind for kind, _ in keys(t for t in texts if "back.maint.test" in t)] == ["down", "up", "degraded"]
+
+
 # --- uptime --------------------------------------------------------------------------------------
 
 def test_slots_inside_a_window_count_neither_up_nor_down(dsn, conn, cli, tmp_path):

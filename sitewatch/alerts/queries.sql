@@ -154,8 +154,10 @@ SELECT EXISTS (SELECT 1 FROM silence WHERE NOT settled AND ends_at <= now());
 -- says it. A URL degraded now is owed its episode's `degraded` notice when none is there (it
 -- turned degraded inside); one up now is owed `recovered` when its last episode's `degraded`
 -- went out and neither its `recovered` nor the `up` of an incident that began after it did
--- (it recovered inside). Degraded is no news beside a down or up owed now, and a URL down
--- now owes none.
+-- (it recovered inside). A URL owed an `up` that is degraded now is owed its `degraded` too,
+-- queued after the `up` (the UNION ALL below keeps that order): without it, a later
+-- `recovered` would follow no `degraded`. A `recovered` is no news beside an `up` owed now,
+-- and a URL down now owes none.
 WITH ended AS (
     UPDATE silence SET settled = true
     WHERE id IN (SELECT id FROM silence WHERE NOT settled AND ends_at <= now() FOR UPDATE SKIP LOCKED)
@@ -183,7 +185,7 @@ WITH ended AS (
     WHERE %(notify_degraded)s AND s.degraded_seq > 0 AND s.state IN ('degraded', 'up') AND NOT s.flapping
       AND u.url LIKE ANY (ARRAY(SELECT like_pattern FROM ended))
       AND NOT u.url LIKE ANY (ARRAY(SELECT like_pattern FROM silence WHERE starts_at <= now() AND ends_at > now()))
-      AND s.url_id NOT IN (SELECT url_id FROM changed)
+      AND (s.state = 'degraded' OR s.url_id NOT IN (SELECT url_id FROM changed))
 ), degraded_notice AS (
     SELECT e.url_id, e.key || 'start' AS key, 'degraded' AS kind, e.channels,
            jsonb_build_object('url', e.url, 'since', e.since, 'degraded_checks', e.degraded_streak,
