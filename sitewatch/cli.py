@@ -233,7 +233,8 @@ def main(argv=None, env=None) -> int:
             flags["consumer.concurrency"] = (args.concurrency, "--concurrency")
         if args.command == "web":
             flags["web.listen"] = (args.listen, "--listen")
-        cfg = config.load(env, flags, args.config)
+        # only `run` and `web` serve web.tokens: they alone refuse one that does not resolve
+        cfg = config.load(env, flags, args.config, serves_web=args.command in ("run", "web"))
         debug = cfg.log.level == "debug"
         logs.configure(cfg.log.level, cfg.log.format, role="cli")
         return dispatch(args, cfg, env, flags)

@@ -193,7 +193,8 @@ SETTINGS = [
     Setting("web", "tokens", dict, {}, "Bearer tokens of the API, a map NAME -> {token: SECRET, scope: read|write}: "
             "a read token reads as a web.auth entry does; a write token also changes monitors and silences "
             "(the write API, off unless one is set); NAME is who the audit log names. ${VAR} in a token "
-            "is read from the environment (a variable not set is an error). E.g. {ci: {token: "
+            "is read from the environment; not set, `web` and `run` (with web.listen) refuse to start, and "
+            "other commands, which never need a token, go on. E.g. {ci: {token: "
             "${SITEWATCH_CI_TOKEN}, scope: write}, grafana: {token: ${GRAFANA_TOKEN}, scope: read}}. "
             "Tokens: at least 16 characters (openssl rand -hex 32).", secret=True,
             check=accepts.web_tokens, redact=accepts.redact_web_tokens),
@@ -236,6 +237,8 @@ class Config:
         self.values = values        # "section.key" -> value
         self.sources = sources      # "section.key" -> "default" | "file PATH" | "env VAR" | "flag --x"
         self.path = path
+        # (why, web.tokens as written) when they did not resolve where nothing serves them (load)
+        self.unresolved_tokens = None
         for section in SECTIONS:
             ns = SimpleNamespace(**{s.key: values[s.name] for s in SETTINGS if s.section == section})
             setattr(self, section, ns)
@@ -243,19 +246,26 @@ class Config:
             setattr(self, key, values[key])
 
     def warnings(self) -> list[str]:
-        """What `config show` and the web server warn of: a web listener open to the network."""
+        """What `config show` and the web server warn of: a web listener open to the network, and
+        web.tokens that `web` and `run` would refuse (see load)."""
+        found = []
+        if self.unresolved_tokens:
+            found.append(f"{self.unresolved_tokens[0]}: `sitewatch web` and `sitewatch run` (with web.listen) "
+                         f"refuse to start")
         listen = self.values["web.listen"]
         if not listen.strip() or self.values["web.auth"] is not None or _loopback(listen):
-            return []
-        return [f"web.listen {listen} is reachable from other hosts and web.auth is unset: anyone who can "
-                f"connect reads every monitored URL, its errors and incidents. Set web.auth, or listen on "
-                f"127.0.0.1 behind a proxy that checks access."]
+            return found
+        return found + [f"web.listen {listen} is reachable from other hosts and web.auth is unset: anyone who "
+                        f"can connect reads every monitored URL, its errors and incidents. Set web.auth, or "
+                        f"listen on 127.0.0.1 behind a proxy that checks access."]
 
     def show(self) -> list[str]:
         """Lines for `sitewatch config show`, secrets redacted."""
         lines = []
         for s in SETTINGS:
             value = self.values[s.name]
+            if s.name == "web.tokens" and self.unresolved_tokens:
+                value = self.unresolved_tokens[1]      # names and scopes as written (warned of)
             shown = "null" if value is None else value
             if s.secret and isinstance(value, dict):
                 shown = s.redact(value)
@@ -413,8 +423,13 @@ def find_config_path(flag_path: str | None, env: Mapping[str, str]) -> str | Non
 
 
 def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
-         config_path: str | None = None) -> Config:
-    """Build the effective Config. `flags` maps "section.key" to values from the command line."""
+         config_path: str | None = None, serves_web: bool = False) -> Config:
+    """Build the effective Config. `flags` maps "section.key" to values from the command line.
+
+    `serves_web`: the caller serves web.listen when it is set (`web`, `run` and its reload),
+    so web.tokens must resolve (`${VAR}` set, long enough) or the configuration is refused.
+    Other commands never read a token: one that does not resolve is only a warning there
+    (Config.warnings), so a host or a CI job without the API's secrets can run them."""
     path = find_config_path(config_path, env)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -466,12 +481,19 @@ def load(env: Mapping[str, str], flags: Mapping[str, Any] | None = None,
     if unknown:
         raise ConfigError(f"alerts.default_channels names {unknown[0]!r}, which is not in alerts.channels "
                           f"({sources['alerts.default_channels']})")
+    unresolved = None
     if values["web.tokens"]:
         from .web import tokens
         try:
             values["web.tokens"] = tokens.resolve(values["web.tokens"], env)
-        except ValueError as e:
-            raise ConfigError(f"web.tokens: {e} ({sources['web.tokens']})") from None
+        except ValueError as e:     # the message names the variable, never a value
+            unresolved = f"web.tokens: {e} ({sources['web.tokens']})"
+            if serves_web and values["web.listen"].strip():
+                raise ConfigError(unresolved) from None
+            written, values["web.tokens"] = values["web.tokens"], {}   # no half-resolved token is kept
     if values["database.data_dir"] is None:
         values["database.data_dir"] = default_data_dir(env)
-    return Config(values, sources, path)
+    cfg = Config(values, sources, path)
+    if unresolved:
+        cfg.unresolved_tokens = (unresolved, written)
+    return cfg

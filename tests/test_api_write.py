@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import _fresh_database, cli_for, count
 from tests.conftest_web import WebServer
 
+# `sitewatch` is test_run's fixture (each test's `sitewatch run` processes, killed at teardown).
+from tests.test_run import sitewatch  # noqa: F401
+
 WRITE = "write-token-0f9e8d7c6b5a"
 READ = "read-token-1a2b3c4d5e6f"
 BROWSER = "page-token-77aa88bb99cc"         # a web.auth entry: reads only
@@ -249,9 +252,43 @@ def test_without_a_write_token_the_write_api_does_not_exist(server, tmp_path):
         alone.stop()
 
 
-def test_a_token_from_an_unset_variable_is_a_configuration_error(server):
-    result = server.cli("web", "--listen", "127.0.0.1:0", env={"SITEWATCH_WEB__TOKENS": TOKENS})
-    assert result.returncode == 2
-    assert "web.tokens: ci: ${SW_TEST_CI_TOKEN} is not set in the environment" in result.stderr
-    short = server.cli("config", "show", env={"SITEWATCH_WEB__TOKENS": '{"x": {"token": "short", "scope": "write"}}'})
-    assert short.returncode == 2 and "at least 16 characters" in short.stderr
+def test_a_token_from_an_unset_variable_refuses_web_and_run_alone(server, sitewatch, tmp_path):  # noqa: F811
+    """Only what serves web.tokens needs them: `web`, and `run` with web.listen, refuse an unset
+    `${VAR}` (one line, exit 2, naming the variable); every other command works, `config show`
+    warns, and no output ever holds a resolved token."""
+    unset = {"SITEWATCH_WEB__TOKENS": TOKENS}
+    for args, env in ((["web", "--listen", "127.0.0.1:0"], {}), (["run"], {"SITEWATCH_WEB__LISTEN": "127.0.0.1:0"})):
+        result = server.cli(*args, env={**unset, **env})
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr == "sitewatch: error: web.tokens: ci: ${SW_TEST_CI_TOKEN} is not set in the " \
+                                "environment (env SITEWATCH_WEB__TOKENS)\n"
+    entry = tmp_path / "one.yaml"
+    entry.write_text("- url: https://unset-token.example/\n")
+    for args in (["url", "list"], ["status"], ["audit", "--limit", "1"], ["apply", "--dry-run", str(entry)],
+                 ["silence", "list"], ["maintenance", "list"]):
+        result = server.cli(*args, env=unset)
+        assert result.returncode == 0 and "web.tokens" not in result.stderr, (args, result.stderr)
+    shown = server.cli("config", "show", env=unset)
+    assert shown.returncode == 0
+    assert "web.tokens = {ci: {token: ***, scope: write}, grafana: {token: ***, scope: read}}" in shown.stdout
+    warned = [line for line in shown.stderr.splitlines() if "web.tokens" in line]
+    assert warned == ["sitewatch: warning: web.tokens: ci: ${SW_TEST_CI_TOKEN} is not set in the environment "
+                      "(env SITEWATCH_WEB__TOKENS): `sitewatch web` and `sitewatch run` (with web.listen) "
+                      "refuse to start"]
+    run = sitewatch(env=unset)                     # web.listen empty (clean_env): no web child
+    run.wait_started()
+    assert "web.tokens" not in run.text()
+    # resolved, the secret appears nowhere: config show, a warning, a refusal for its length
+    short = "0123456789"
+    for env, args in (({"SW_TEST_CI_TOKEN": WRITE}, ["config", "show"]),
+                      ({"SW_TEST_CI_TOKEN": short}, ["config", "show"]),
+                      ({"SW_TEST_CI_TOKEN": short}, ["web", "--listen", "127.0.0.1:0"])):
+        result = server.cli(*args, env={**unset, **env})
+        assert env["SW_TEST_CI_TOKEN"] not in result.stdout + result.stderr and READ not in result.stdout
+    refused = server.cli("web", "--listen", "127.0.0.1:0", env={**unset, "SW_TEST_CI_TOKEN": short})
+    assert refused.returncode == 2 and "ci: the token from the environment must be at least 16" in refused.stderr
+    written = '{"x": {"token": "short", "scope": "write"}}'     # too short as written: refused everywhere
+    too_short = server.cli("config", "show", env={"SITEWATCH_WEB__TOKENS": written})
+    assert too_short.returncode == 2 and "at least 16 characters" in too_short.stderr
+
+

@@ -121,7 +121,7 @@ class Supervisor:
         if self.stopping:
             return
         try:
-            new = config.load(self.env, self.cli_flags, self.config_path)
+            new = config.load(self.env, self.cli_flags, self.config_path, serves_web=True)
             fit_open_files(new, self.log)
         except Exception as e:
             self.log.error("SIGHUP: configuration not reloaded, keeping the old one", error=str(e))

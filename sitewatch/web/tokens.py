@@ -2,7 +2,8 @@
 `{token, scope: read|write}`. The name is who the audit log says made a change; a `read` token
 reads (as a web.auth entry does), a `write` token reads and writes. `${VAR}` in a token is read
 from the environment when the configuration is loaded (config.load), so the secret need not be
-in the file; a variable that is not set is a configuration error.
+in the file; a variable that is not set is a configuration error where the tokens are served
+(`web`, `run` with web.listen), and a warning of `config show` elsewhere.
 """
 
 import hmac
