@@ -207,6 +207,10 @@ def test_silences_over_http(server):
                         ({"pattern": "quiet", "for": "1h", "until": "x"}, "until")):
         refused = send(server, "POST", "/api/v1/silences", body)
         assert refused.status_code in (400, 404) and refused.json()["field"] == field, refused.text
+    # a glob is over URLs: one matching only monitors' names would cover nothing (refused, as by the CLI)
+    names = send(server, "POST", "/api/v1/silences", {"pattern": "quie*", "for": "1h"})
+    assert names.status_code == 400 and names.json()["field"] == "pattern", names.text
+    assert "matches no monitored URL, only the names of quiet" in names.json()["error"]
     assert send(server, "DELETE", f"/api/v1/silences/{made.json()['id']}").status_code == 200
     assert send(server, "DELETE", "/api/v1/silences/987654").status_code == 404
 

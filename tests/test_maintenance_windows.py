@@ -273,6 +273,28 @@ def test_a_name_stands_for_its_url(conn, cli):
     assert q(conn, "SELECT pattern FROM maintenance") == [("http://a.maint.test/",)]
 
 
+def test_a_glob_is_over_urls_and_one_that_matches_only_names_is_refused(conn, cli):
+    """A glob covers the URLs it matches (README), not names: `shop-*` matching only the names
+    of monitors would cover nothing, so it is refused (exit 2, nothing written) naming them,
+    for silences too; a URL glob covers the named monitors' URLs, and a glob that matches
+    nothing yet is kept for URLs added later."""
+    ok(cli("url", "add", "http://a.maint.test/", "--name", "shop-api"))
+    ok(cli("url", "add", "http://b.maint.test/", "--name", "shop-web"))
+    for command in (["maintenance", "add", "shop-*", "--start", "2030-01-01 00:00", "--duration", "1h"],
+                    ["silence", "add", "shop-*", "--for", "1h"]):
+        out = cli(*command)
+        assert out.returncode == 2 and out.stdout == "", out.stderr
+        assert out.stderr == ("sitewatch: error: 'shop-*' matches no monitored URL, only the names of "
+                              "shop-api, shop-web: a glob is over URLs (e.g. 'https://*.example.com/*'); "
+                              "give a name alone to cover its monitor's URL\n")
+    assert count(conn, "maintenance") == 0 and count(conn, "silence") == 0 and count(conn, "audit") == 2
+    start = datetime.datetime.now(UTC).isoformat()
+    ok(cli("maintenance", "add", "http://*.maint.test/*", "--start", start, "--duration", "1h"))
+    ok(cli("maintenance", "add", "http://later.test/*", "--start", start, "--duration", "1h"))
+    states = {r["url"]: r["state"] for r in json.loads(ok(cli("status", "--json")))}
+    assert states == {"http://a.maint.test/": "maintenance", "http://b.maint.test/": "maintenance"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["http://nowhere.test/"], "not monitored"),
     (["nosuchname"], "no monitor is named"),

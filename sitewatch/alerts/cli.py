@@ -37,8 +37,9 @@ def add_commands(commands, parser_class) -> None:
                                       parser_class=parser_class)
     add = sil_commands.add_parser("add", help="silence URL or GLOB for DURATION")
     add.add_argument("pattern", metavar="URL|NAME|GLOB", help="a monitored URL, a monitor's name (its URL "
-                                                              "is silenced), or a glob with * (and ?), "
-                                                              "e.g. 'https://*.example.com/*'")
+                                                              "is silenced), or a glob with * (and ?) over "
+                                                              "URLs, e.g. 'https://*.example.com/*' (not "
+                                                              "over names)")
     add.add_argument("--for", dest="duration", metavar="DURATION", required=True, help="90s, 15m, 2h, 7d")
     add.add_argument("--reason", metavar="TEXT", help="why (shown by silence list)")
     listing = sil_commands.add_parser("list", help="silences in force (and those over in the last day)")
@@ -103,6 +104,20 @@ def silence_pattern(raw: str) -> str:
     return raw
 
 
+def refuse_name_glob(conn, pattern: str) -> None:
+    """A glob covers the URLs it matches. One that matches no monitored URL but monitors' names
+    (`shop-*`) would cover nothing, silently: refused, naming them (BadInput, exit 2 or 400).
+    A glob that matches nothing yet is kept: URLs added later under it are covered."""
+    if "*" not in pattern:
+        return
+    from .store import names_only_glob
+    names = names_only_glob(conn, pattern)
+    if names:
+        raise BadInput(f"{pattern!r} matches no monitored URL, only the names of {', '.join(names)}: a glob is "
+                       f"over URLs (e.g. 'https://*.example.com/*'); give a name alone to cover its "
+                       f"monitor's URL", field="pattern")
+
+
 def _json(rows) -> str:
     return json.dumps(rows, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v), indent=2)
 
@@ -119,6 +134,7 @@ def run(args, cfg, conn, payload, actor: str) -> int:
         payload = monitor_url(conn, payload)
     if args.command == "silence" and args.silence_command == "add":
         payload = {**payload, "pattern": monitor_url(conn, payload["pattern"])}
+        refuse_name_glob(conn, payload["pattern"])
     if args.command == "incidents":
         return print_incidents(store.list_incidents(conn, args.open, payload),
                                store.list_dead(conn, payload), args.json)

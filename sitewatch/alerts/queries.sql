@@ -223,6 +223,13 @@ SELECT d.key, ch.channel, d.url_id, NULL, d.kind, d.detail
 FROM degraded_notice d CROSS JOIN LATERAL unnest(d.channels) AS ch (channel)
 ON CONFLICT (key, channel) DO NOTHING;
 
+-- name: names_only_glob
+-- The monitors' names a glob matches (a few), when it matches no monitored URL: a glob is over
+-- URLs, so such a glob covers nothing and its user meant names (alerts/cli.py refuse_name_glob).
+SELECT name FROM url
+WHERE name LIKE %(like_pattern)s AND NOT EXISTS (SELECT 1 FROM url WHERE url LIKE %(like_pattern)s)
+ORDER BY name LIMIT 3;
+
 -- name: add_silence
 INSERT INTO silence (pattern, like_pattern, ends_at, reason)
 VALUES (%(pattern)s, %(like_pattern)s, now() + make_interval(secs => %(seconds)s), %(reason)s)

@@ -96,6 +96,12 @@ def like_pattern(pattern: str) -> str:
     return "".join(out)
 
 
+def names_only_glob(conn, pattern: str) -> list[str]:
+    """The names (a few) a glob matches when it matches no monitored URL; [] otherwise."""
+    with conn:
+        return [r["name"] for r in _rows(conn, "names_only_glob", {"like_pattern": like_pattern(pattern)})]
+
+
 def is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?") and fnmatch.translate(pattern) is not None
 

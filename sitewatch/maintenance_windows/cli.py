@@ -28,7 +28,7 @@ def add_commands(commands, parser_class) -> None:
     add = actions.add_parser("add", help="plan a window for a URL, a monitor's name, or a glob")
     add.add_argument("pattern", metavar="URL|NAME|GLOB",
                      help="a monitored URL, a monitor's name (its URL is covered), or a glob with * "
-                          "(and ?) over URLs, e.g. 'https://*.example.com/*'")
+                          "(and ?) over URLs, e.g. 'https://*.example.com/*' (not over names)")
     add.add_argument("--start", required=True, metavar="TIME",
                      help="the first occurrence, a wall-clock time in --tz: '2026-03-29 02:30' (or ISO 8601 "
                           "with an offset)")
@@ -69,6 +69,8 @@ def run(args, cfg, conn, payload, actor: str) -> int:
         if "*" not in pattern:          # a URL or a name: it must be monitored (exit 2 if not)
             from ..db.store import find_monitor
             pattern = find_monitor(conn, payload["raw"])[1]
+        from ..alerts.cli import refuse_name_glob
+        refuse_name_glob(conn, pattern)
         window_id = store.add_window(conn, pattern, payload["window"], payload["reason"],
                                      audit.on_maintenance_add(actor, pattern, describe(payload["window"]),
                                                               payload["reason"]))

@@ -190,6 +190,7 @@ def routes(cfg, pool) -> list[Route]:
             pattern = monitorcli.monitor_url(conn, wanted["pattern"])
         except BadInput as e:
             raise Missing(str(e), field="pattern") from None
+        alerts_cli.refuse_name_glob(conn, pattern)
         found = alerts_store.add_silence(conn, pattern, wanted["seconds"], wanted["reason"],
                                          audit.on_silence_add(actor))
         return JSONResponse({"id": found["id"], "pattern": redact_url(pattern),
