@@ -269,8 +269,11 @@ def test_recurring_windows_are_written_ahead_listed_and_removed(dsn, conn, cli):
 
 def test_a_name_stands_for_its_url(conn, cli):
     ok(cli("url", "add", "http://a.maint.test/", "--name", "shop"))
-    ok(cli("maintenance", "add", "shop", "--start", "2030-01-01 00:00", "--duration", "1h"))
+    out = ok(cli("maintenance", "add", "shop", "--start", "2030-01-01 00:00", "--duration", "1h"))
     assert q(conn, "SELECT pattern FROM maintenance") == [("http://a.maint.test/",)]
+    # a one-off window years ahead still has its occurrence to come
+    assert out.endswith("once; first 2030-01-01 00:00 UTC\n"), out
+    assert json.loads(ok(cli("maintenance", "list", "--json")))[0]["next_start"] == "2030-01-01T00:00:00+00:00"
 
 
 def test_a_glob_is_over_urls_and_one_that_matches_only_names_is_refused(conn, cli):

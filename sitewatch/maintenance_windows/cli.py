@@ -104,8 +104,12 @@ def describe(window: schedule.Window) -> str:
 
 
 def next_occurrence(window: schedule.Window, now=None):
+    """(start, end) of the occurrence in force or next; a recurring window is looked for 400
+    days ahead, a one-off one however far ahead it is (it was said to have none past 400)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    return next(iter(window.occurrences(now, now + datetime.timedelta(days=400))), None)
+    horizon = now + datetime.timedelta(days=400) if window.every else datetime.datetime.max.replace(
+        tzinfo=datetime.timezone.utc)
+    return next(iter(window.occurrences(now, horizon)), None)
 
 
 def listed(row: dict, window: schedule.Window) -> dict:
