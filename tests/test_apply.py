@@ -285,3 +285,26 @@ def test_a_monitor_added_meanwhile_by_another_command_is_planned_again(cli, db, 
     assert out.splitlines() == ["+ https://plain.example/", "~ api: period 99 -> 30", '~ api: regex none -> "ok"',
                                 "+ old"]
     assert q(db, "SELECT count(*), min(period) FROM url WHERE name = 'api'") == [(1, 30)]
+
+
+def test_the_readme_ci_job_runs_apply_in_its_environment(cli, tmp_path):
+    """README's GitHub Actions job: its `env` (DB_DSN pointed at the test's database) must be an
+    environment `sitewatch apply` accepts; a SITEWATCH_* name that is no setting is refused
+    (exit 2), as the job once had. Its two commands then plan and apply a file."""
+    import os
+    import re
+
+    import yaml
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                  encoding="utf-8").read()
+    block = re.search(r"A CI job \(GitHub Actions\).*?```yaml\n(.*?)```", readme, re.S).group(1)
+    job = yaml.safe_load(block)["jobs"]["monitors"]
+    env = {k: "placeholder" for k in job["env"] if k != "DB_DSN"}
+    (tmp_path / "monitors.yaml").write_text("- url: https://ci.example/\n")
+    commands = [step["run"] for step in job["steps"] if "sitewatch apply" in step.get("run", "")]
+    assert commands == ["sitewatch apply monitors.yaml --prune --dry-run", "sitewatch apply monitors.yaml --prune"]
+    planned = cli(*commands[0].split()[1:], env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout == "+ https://ci.example/\n"
+    applied = cli(*commands[1].split()[1:], env=env)
+    assert applied.returncode == 0 and applied.stdout == "+ https://ci.example/\n", applied.stderr
