@@ -211,7 +211,9 @@ def test_silences_over_http(server):
     names = send(server, "POST", "/api/v1/silences", {"pattern": "quie*", "for": "1h"})
     assert names.status_code == 400 and names.json()["field"] == "pattern", names.text
     assert "matches no monitored URL, only the names of quiet" in names.json()["error"]
-    assert send(server, "DELETE", f"/api/v1/silences/{made.json()['id']}").status_code == 200
+    ended = send(server, "DELETE", f"/api/v1/silences/{made.json()['id']}")
+    assert ended.status_code == 200       # as README's table and walk-through show it
+    assert ended.json() == {"id": made.json()["id"], "ended": True, "pattern": "https://*.example/*"}
     assert send(server, "DELETE", "/api/v1/silences/987654").status_code == 404
 
 
