@@ -35,6 +35,21 @@ def _forward_errors(_, method, event_dict):
     return event_dict
 
 
+class _LineWriter(structlog.WriteLogger):
+    """structlog's WriteLogger that drops a line it cannot write. When the reader of our log
+    pipe goes away, every write fails with EPIPE: raised from a log call, it would end the
+    supervisor's SIGTERM handling before its children were told to stop (a hung run), or stop a
+    consumer mid-batch. Monitoring goes on; what was logged meanwhile is lost with the reader."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):   # EPIPE, EIO; ValueError: the stream was closed
+            pass
+
+    log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
+
+
 def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=None) -> None:
     """Configure structlog for this process; call again after fork/spawn with the child's role."""
     global _role
@@ -61,7 +76,7 @@ def configure(level: str = "info", fmt: str = "auto", role: str = "cli", stream=
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # One write per line (print() writes the newline separately): with PYTHONUNBUFFERED, as
         # in our Dockerfile, lines from the supervisor and its children would interleave.
-        logger_factory=structlog.WriteLoggerFactory(stream),
+        logger_factory=lambda *args: _LineWriter(stream),
         cache_logger_on_first_use=False,
     )
 
