@@ -146,7 +146,9 @@ def build_parser() -> ArgumentParser:
                                              "coverage (results / expected slots) over 24 h, p95 response "
                                              "time over 24 h, certificate days left, the latest check's "
                                              "error (led by 'down from a, b' for a URL with regions; --json "
-                                             "adds a `regions` map from region to its state and last error). "
+                                             "adds a `regions` map from region to its state, last error and "
+                                             "uptime). A URL with regions: its uptime counts each slot once, "
+                                             "down by its down_when over the regions that reported for it. "
                                              "Given one URL, also an hour-by-hour bar and its last 10 failures.")
     status.add_argument("urls", metavar="URL|NAME", nargs="*", help="monitors to show, by URL or name (default: all)")
     status.add_argument("--json", action="store_true", help="print a JSON list of objects")
@@ -166,8 +168,9 @@ def build_parser() -> ArgumentParser:
     history.add_argument("--format", choices=["csv", "json"], default="csv",
                          help="csv (with a header row) or json (one object per line) (default: csv)")
     history.add_argument("--region", metavar="REGION",
-                         help="only the raw results checked from this region (the hourly rollups "
-                              "sum every region); column `region` is empty without regions")
+                         help="only the results checked from this region: its hourly rollups (checks "
+                              "and failures) where raw rows are no longer kept, then its raw results; "
+                              "column `region` is empty without regions")
 
     for subsystem in ("alerts", "maintenance_windows"):      # each adds its own commands
         importlib.import_module(f"sitewatch.{subsystem}.cli").add_commands(commands, ArgumentParser)
@@ -377,7 +380,7 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
               " ".join(f"{key}={value}" for key, value in summary.items()))
         return 0
     if args.command in ("status", "history"):
-        return run_report(args, conn, connect)
+        return run_report(args, conn, connect, cfg.alerts.down_when)
     if args.command in SUBSYSTEM_COMMANDS:
         return subsystem_cli(args).run(args, cfg, conn, payload, actor)
     if args.command == "apply":
@@ -415,7 +418,7 @@ def run_db_command(args, cfg, payload, env, conn, applied, connect) -> int:
     return 0
 
 
-def run_report(args, conn, connect) -> int:
+def run_report(args, conn, connect, down_when: str = "majority") -> int:
     from .db import store
     from .history import report
     report.configure_session(conn)
@@ -431,7 +434,7 @@ def run_report(args, conn, connect) -> int:
             if args.down:
                 rows = [(url_id, row) for url_id, row in rows if row["state"] == "down"]
             lines = report.lines_of(rows, args.json)
-        lines = report.with_regions(conn, lines, ids, args.json)
+        lines = report.with_regions(conn, lines, ids, args.json, down_when)
         report.print_status_lines(conn, lines, args.json)
         return 0
     from .history import lookup

@@ -5,7 +5,9 @@ the module, the real `sitewatch` command and `sitewatch web` as subprocesses.
 
 The seed: plain.example (no regions, up) and multi.example (regions a, b, c; partial): a down
 with its error, b up with response times 10..200 ms, c up but its only host last seen an hour
-ago, so absent (two periods of 60 s)."""
+ago, so absent (its region_absence row, as the notifiers' sweep leaves it). Its uptime: a 0%,
+b and c 100%, and the URL's own 100% (each slot once: one region of three down is not a
+majority), where counting every region's result gave 66.666%."""
 
 import csv
 import datetime
@@ -68,6 +70,7 @@ def seeded(module_db):
         cur.execute("""INSERT INTO region_host (owner, region, seen_at) VALUES
                            ('ha:notifier:1', 'a', now()), ('hb:notifier:1', 'b', now()),
                            ('hc:notifier:1', 'c', now() - interval '1 hour')""")
+        cur.execute("INSERT INTO region_absence (region, since) VALUES ('c', now() - interval '1 hour')")
     conn.commit()
     conn.close()
     return {"plain": plain, "multi": multi}
@@ -80,10 +83,12 @@ def web(module_db, seeded, tmp_path_factory):
     server.stop()
 
 
+EVERY = {"uptime_24h": 1.0, "uptime_7d": 1.0, "uptime_30d": 1.0}
+NEVER = {"uptime_24h": 0.0, "uptime_7d": 0.0, "uptime_30d": 0.0}
 EXPECTED_REGIONS = {
-    "a": {"state": "down", "last_error_kind": "connect", "last_error": "connection refused"},
-    "b": {"state": "up", "last_error_kind": None, "last_error": None},     # its old failure is over
-    "c": {"state": "absent", "last_error_kind": None, "last_error": None},
+    "a": {"state": "down", "last_error_kind": "connect", "last_error": "connection refused", **NEVER},
+    "b": {"state": "up", "last_error_kind": None, "last_error": None, **EVERY},     # its old failure is over
+    "c": {"state": "absent", "last_error_kind": None, "last_error": None, **EVERY},
 }
 
 
@@ -99,6 +104,9 @@ def test_status_json_has_a_regions_map_only_for_urls_with_regions(module_db, see
     rows = {row["url"]: row for row in json.loads(done.stdout)}
     multi, plain = rows["http://multi.example/"], rows["http://plain.example/"]
     assert multi["state"] == "partial"
+    # each slot once, by the quorum rule (majority): never down; every region's result: 66.666%
+    assert {k: multi[k] for k in EVERY} == EVERY
+    assert {k: plain[k] for k in EVERY} == EVERY
     assert list(multi["regions"]) == ["a", "b", "c"]                   # the URL's order of regions
     assert without_since(multi["regions"]) == EXPECTED_REGIONS
     assert multi["regions"]["a"]["since"] is not None and multi["regions"]["c"]["since"] is not None
@@ -111,6 +119,7 @@ def test_status_table_says_partial_and_down_from_which_regions(module_db, seeded
     multi = next(line for line in done.stdout.splitlines() if line.startswith("http://multi.example/"))
     plain = next(line for line in done.stdout.splitlines() if line.startswith("http://plain.example/"))
     assert re.match(r"http://multi\.example/ +partial ", multi)
+    assert re.match(r"http://multi\.example/ +partial +\S+ \S+ +100\.000% +100\.000% +100\.000% ", multi), multi
     # the LAST ERROR column starts with what the regions say
     assert re.search(r"\S  down from a; absent c(; |$)", multi), multi
     assert "down from" not in plain and "absent" not in plain
@@ -128,6 +137,13 @@ def test_both_status_paths_give_the_same_regions(module_db, seeded):
         one = report.with_regions(conn, report.lines_of(report.status_rows(conn, [seeded["multi"]]), False),
                                   [seeded["multi"]], False)
         assert re.search(r"\S  down from a; absent c(; |$)", one[0][2]), one
+        assert re.search(r" 100\.000% +100\.000% +100\.000% ", one[0][2]), one
+        # down_when any: a down in every slot makes every slot down; the regions' own are the same
+        strict = report.with_regions(conn, report.lines_of(report.status_rows(conn, [seeded["multi"]]), True),
+                                     [seeded["multi"]], True, "any")
+        row = json.loads(strict[0][2])
+        assert {k: row[k] for k in NEVER} == NEVER
+        assert without_since(row["regions"]) == EXPECTED_REGIONS
     finally:
         conn.close()
 
@@ -170,16 +186,20 @@ def test_the_summary_counts_partial_on_its_own(web, seeded):
 def test_the_url_page_has_a_row_per_region(web, seeded):
     page = web.get(f"/urls/{seeded['multi']}").text
     rows = re.findall(r'<tr data-region="([^"]+)"><td>[^<]+</td><td><span class="state (\w+)"[^>]*>\w+</span></td>\s*'
-                      r'<td[^>]*>[^<]*</td>\s*<td class="num">([^<]*)</td>\s*<td>(.*?)</td></tr>', page, re.S)
-    assert [(region, state, p95) for region, state, p95, _ in rows] == [
-        ("a", "down", "–"), ("b", "up", "190 ms"), ("c", "absent", "300 ms")]
-    assert "connection refused" in rows[0][3] and "an old failure" not in rows[1][3]
+                      r'<td[^>]*>[^<]*</td>\s*<td class="num">([^<]*)</td>\s*<td class="num">([^<]*)</td>\s*'
+                      r'<td>(.*?)</td></tr>', page, re.S)
+    assert [(region, state, up, p95) for region, state, up, p95, _ in rows] == [
+        ("a", "down", "0.00%", "–"), ("b", "up", "100.00%", "190 ms"), ("c", "absent", "100.00%", "300 ms")]
+    assert "connection refused" in rows[0][4] and "an old failure" not in rows[1][4]
+    # the URL's own uptime: each slot once, by the quorum rule
+    assert re.search(r'<span class="muted">uptime 24 h</span><b>100\.00%</b>', page), page
     assert 'id="regions"' not in web.get(f"/urls/{seeded['plain']}").text
 
 
 def test_the_api_carries_each_region(web, seeded):
     body = web.get(f"/api/v1/urls/{seeded['multi']}").json()
     assert body["state"] == "partial"
+    assert (body["uptime_24h"], body["uptime_7d"], body["uptime_30d"]) == (1.0, 1.0, 1.0)     # the quorum's
     assert without_since(body["regions"]) == EXPECTED_REGIONS
     assert {name: r["p95_ms_24h"] for name, r in body["regions"].items()} == {"a": None, "b": 190.0, "c": 300.0}
     assert "regions" not in web.get(f"/api/v1/urls/{seeded['plain']}").json()

@@ -37,6 +37,9 @@ PLAN_INTERVAL = 60.0        # seconds between writing maintenance windows' occur
 CONNECTIVITY_INTERVAL = 5.0  # seconds between checks of alerts.connectivity_url
 CONNECTIVITY_TIMEOUT = 5.0
 REGION_INTERVAL = 5.0       # seconds between region heartbeats, at most (see region_interval)
+# How often a host without a region asks whether any host has one (region_host not empty):
+# until one has, there is no absence to announce, and its notifier skips that statement.
+REGIONS_RECHECK = 60.0
 LEASE_MARGIN = 5.0          # a lease outlives the send deadline by this much
 MAX_IN_FLIGHT = 50          # sends at once per channel (and for all unknown channels together)
 # A notice for a channel this host does not know (another host's alerts.channels) is left this
@@ -52,9 +55,10 @@ def retry_delay(base: float, attempt: int) -> float:
 
 
 def region_interval(min_period: float) -> float:
-    """Seconds between this host's region heartbeats: a region is absent after two of a URL's
-    periods without one, so a host must beat well within two of the shortest period a URL may
-    have (check.min_period), or its region would be absent between beats (and left out of the
+    """Seconds between this host's region heartbeats: a region is absent after two
+    check.default_period without a sign of life (a heartbeat or one of its consumers' claims),
+    so a host beats well within that: at most every half check.min_period (never more than
+    check.default_period), or its region would be absent between beats (and left out of the
     quorum) while its hosts run."""
     return max(POLL_INTERVAL, min(REGION_INTERVAL, min_period / 2))
 
@@ -79,6 +83,8 @@ class Notifier:
         self.next_connectivity = 0.0
         self.next_region = 0.0       # this host's region heartbeat (region_host)
         self.region_interval = region_interval(ctx.cfg.check.min_period)
+        self.regions_seen = bool(ctx.cfg.region)     # whether any host has a region (see REGIONS_RECHECK)
+        self.next_regions_check = 0.0
         self.connectivity = None     # the last check's verdict, waiting to be recorded
         self.connectivity_thread = None
         self.outcomes = Counter()    # (channel, sent|failed|dead) since the last stats message: /metrics
@@ -222,9 +228,14 @@ class Notifier:
             self.next_region = now + self.region_interval
             if self.ctx.cfg.region:
                 store.region_heartbeat(conn, self.owner, self.ctx.cfg.region)
-            # absent: no host of the region seen for two periods (check.default_period); any
-            # host may notice, one announces
-            store.announce_absent_regions(conn, 2 * self.ctx.cfg.check.default_period, self.defaults)
+            if not self.regions_seen and now >= self.next_regions_check:
+                self.next_regions_check = now + REGIONS_RECHECK
+                self.regions_seen = store.regions_in_use(conn)
+            if self.regions_seen:
+                # absent: no sign of life from the region for two check.default_period; the one
+                # definition the quorum and the page use too (region_absence, migration 0017).
+                # Any host may notice, one announces.
+                store.announce_absent_regions(conn, 2 * self.ctx.cfg.check.default_period, self.defaults)
         if now >= self.next_sweep:
             self.next_sweep = now + SWEEP_INTERVAL
             if self.repeat_interval > 0:

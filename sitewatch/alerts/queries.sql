@@ -85,15 +85,18 @@ ON CONFLICT (host) DO UPDATE SET
 DELETE FROM alert_host WHERE host = %(host)s;
 
 -- name: region_heartbeat
--- This host's region is alive (the notifier of a host with a region, every few seconds).
+-- This host's region is alive (the notifier of a host with a region, every few seconds; its
+-- consumers' claims say so too: db/queries.sql claim_candidates_region).
 INSERT INTO region_host (owner, region, seen_at) VALUES (%(owner)s, %(region)s, now())
 ON CONFLICT (owner) DO UPDATE SET region = EXCLUDED.region, seen_at = EXCLUDED.seen_at;
 
 -- name: announce_absent_regions
--- A region none of whose hosts has been seen for %(after)s seconds is absent: one
--- region_absent notice per absence, to the default channels (whichever notifier inserts the
--- region_absence row first writes it: the others' inserts conflict). A region seen again is
--- no longer absent. A host's old row goes after a day, unless it is its region's newest (a
+-- A region none of whose hosts has been seen for %(after)s seconds (two check.default_period;
+-- seen: a notifier's heartbeat or a consumer's claim) is absent: its region_absence row is the
+-- one definition of absent, which the quorum (alert_region_absent) and the readers use too
+-- (migration 0017). One region_absent notice per absence, to the default channels
+-- (whichever notifier inserts the row first writes it: the others' inserts conflict). A
+-- region seen again is no longer absent. A host's old row goes after a day, unless it is its region's newest (a
 -- region that lost every host stays absent, not unknown).
 WITH seen AS (
     SELECT region, max(seen_at) AS last_seen FROM region_host GROUP BY region

@@ -56,6 +56,13 @@ def region_heartbeat(conn, owner: str, region: str) -> None:
         cur.execute(QUERIES["region_heartbeat"], {"owner": owner, "region": region})
 
 
+def regions_in_use(conn) -> bool:
+    """Whether any host ever had a region (a region's newest heartbeat row is never pruned)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM region_host)")
+        return cur.fetchone()[0]
+
+
 def announce_absent_regions(conn, after: float, channels: list[str]) -> int:
     """Queue region_absent notices for regions that lost every host; returns how many."""
     with conn.cursor() as cur:

@@ -302,6 +302,13 @@ own AS (
     SELECT id FROM (SELECT * FROM own UNION ALL SELECT * FROM shared) AS both_ranges
     ORDER BY available_at
     LIMIT %(limit)s
+), heartbeat AS (
+    -- A claim is a sign of life of the region too (region_host, as the notifier's heartbeat): a
+    -- stuck notifier does not make a region absent while its consumers check. At most one
+    -- write a second per consumer; a host without a region never runs this (claim_candidates).
+    INSERT INTO region_host AS h (owner, region, seen_at) VALUES (%(owner)s, %(region)s, now())
+    ON CONFLICT (owner) DO UPDATE SET region = EXCLUDED.region, seen_at = EXCLUDED.seen_at
+    WHERE h.seen_at < now() - interval '1 second'
 )
 
 -- name: complete_tasks

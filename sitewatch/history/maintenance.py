@@ -65,7 +65,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict |
         analysed = analyze.refresh(conn)      # likewise
         heartbeat()
         grace = grace_for(conn, cfg)
-        hours = rollup.catch_up_hours(conn, grace, heartbeat, pace)
+        hours = rollup.catch_up_hours(conn, grace, heartbeat, pace, cfg.alerts.down_when)
         days = rollup.catch_up_days(conn, heartbeat, pace)
         heartbeat()
         analysed += analyze.refresh(conn)   # a new hour of rollups: the summary build reads them

@@ -511,3 +511,87 @@ GROUP BY url_id;
 SELECT url_id, rt_hist
 FROM rollup_hour
 WHERE bucket >= %(anchor)s - interval '23 hours' AND bucket < %(start)s AND (%(all)s OR url_id = ANY (%(ids)s));
+
+-- name: regions_in_use
+-- Whether any host ever ran with a region (its heartbeats: a region's newest row is never
+-- pruned, alerts/queries.sql announce_absent_regions). Without one no result has a region:
+-- the rollup skips rollup_region_hour altogether (one probe of an empty table).
+SELECT EXISTS (SELECT 1 FROM region_host);
+
+-- name: rollup_region_clear
+-- The region rollups of [from, to) go before they are computed again (rollup_region_slice
+-- adds to them slice by slice), in the rollup's transaction.
+DELETE FROM rollup_region_hour WHERE bucket >= %(from)s AND bucket < %(to)s;
+
+-- name: rollup_region_slice
+-- The raw rows with a region of one time slice [from, to) into rollup_region_hour (migration
+-- 0017): per (URL, region, hour) the region's checks, ok and failed; and per (URL, '', hour)
+-- the URL's slots, each up or failed by its down_when (%(down_when)s, alerts.down_when, when
+-- the URL has none) over the regions that reported for it. A slot's rows share scheduled_at,
+-- so no slice splits one; an hour split over slices adds up (ON CONFLICT).
+WITH slot AS (
+    SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
+           outside_maintenance(m.ranges, t.scheduled_at) AS counted
+    FROM task_result t LEFT JOIN maintenance_ranges(%(from)s, %(to)s) AS m USING (url_id)
+    WHERE t.scheduled_at >= %(from)s AND t.scheduled_at < %(to)s AND t.region <> ''
+), quorum AS (
+    SELECT s.url_id, s.scheduled_at, bool_and(s.counted) AS counted,
+           history_slot_failed(coalesce(min(u.down_when), %(down_when)s), count(*) FILTER (WHERE NOT s.lost),
+                               count(*) FILTER (WHERE NOT s.ok AND NOT s.lost)) AS failed
+    FROM slot s LEFT JOIN url u ON u.id = s.url_id
+    GROUP BY s.url_id, s.scheduled_at
+)
+INSERT INTO rollup_region_hour AS r (url_id, region, bucket, checks, ok, failed)
+SELECT url_id, region, date_trunc('hour', scheduled_at, 'UTC'), count(*),
+       count(*) FILTER (WHERE ok AND counted), count(*) FILTER (WHERE NOT ok AND NOT lost AND counted)
+FROM slot GROUP BY 1, 2, 3
+UNION ALL
+SELECT url_id, '', date_trunc('hour', scheduled_at, 'UTC'), count(*),
+       count(*) FILTER (WHERE NOT failed AND counted), count(*) FILTER (WHERE failed AND counted)
+FROM quorum GROUP BY 1, 3
+ON CONFLICT (url_id, region, bucket) DO UPDATE SET
+    checks = r.checks + EXCLUDED.checks, ok = r.ok + EXCLUDED.ok, failed = r.failed + EXCLUDED.failed;
+
+-- name: region_window_counts
+-- Per URL with regions (the ids given, or all) and per region, plus region '' (the URL by the
+-- quorum rule, slot by slot): ok and failed in the 24h, 7d and 30d windows starting at
+-- %(start_24h)s, %(start_7d)s and %(start_30d)s (uptime.py's windows). Whole hours before the
+-- hourly watermark %(hour_until)s from rollup_region_hour, the rest from the raw rows, with
+-- the same rules as rollup_region_slice: one snapshot, nothing counted twice.
+WITH target AS (
+    SELECT id, down_when FROM url WHERE cardinality(regions) > 0 AND (%(all)s OR id = ANY (%(ids)s))
+), raw AS (
+    SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
+           outside_maintenance(m.ranges, t.scheduled_at) AS counted, g.down_when
+    FROM target g JOIN task_result t ON t.url_id = g.id
+    LEFT JOIN maintenance_ranges(%(hour_until)s, 'infinity') AS m ON m.url_id = t.url_id
+    WHERE t.scheduled_at >= %(hour_until)s AND t.scheduled_at >= %(start_30d)s AND t.region <> ''
+), quorum AS (
+    SELECT url_id, scheduled_at, bool_and(counted) AS counted,
+           history_slot_failed(coalesce(min(down_when), %(down_when)s), count(*) FILTER (WHERE NOT lost),
+                               count(*) FILTER (WHERE NOT ok AND NOT lost)) AS failed
+    FROM raw GROUP BY url_id, scheduled_at
+), counted AS (
+    SELECT r.url_id, r.region, r.bucket AS at, r.ok, r.failed
+    FROM target g JOIN rollup_region_hour r ON r.url_id = g.id
+    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s
+    UNION ALL
+    SELECT url_id, region, scheduled_at, (ok AND counted)::integer, (NOT ok AND NOT lost AND counted)::integer
+    FROM raw
+    UNION ALL
+    SELECT url_id, '', scheduled_at, (NOT failed AND counted)::integer, (failed AND counted)::integer
+    FROM quorum WHERE failed IS NOT NULL
+)
+SELECT url_id, region,
+       coalesce(sum(ok) FILTER (WHERE at >= %(start_24h)s), 0)::bigint,
+       coalesce(sum(failed) FILTER (WHERE at >= %(start_24h)s), 0)::bigint,
+       coalesce(sum(ok) FILTER (WHERE at >= %(start_7d)s), 0)::bigint,
+       coalesce(sum(failed) FILTER (WHERE at >= %(start_7d)s), 0)::bigint,
+       sum(ok)::bigint, sum(failed)::bigint
+FROM counted GROUP BY url_id, region;
+
+-- name: region_hourly_history
+-- `history --region R` for the time the raw rows no longer cover: R's hourly rollups.
+SELECT bucket, checks, ok, failed FROM rollup_region_hour
+WHERE url_id = %(id)s AND region = %(region)s AND bucket >= %(since)s AND bucket < %(until)s
+ORDER BY bucket;

@@ -15,7 +15,7 @@ from ..redact import printable, redact_url
 from ..regions import state as regionstate
 from ..regions.names import region_problem
 from ..web.svg import pct
-from . import histogram, partitions, summary, uptime, windows
+from . import histogram, partitions, regionuptime, summary, uptime, windows
 from .rollup import QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -267,27 +267,51 @@ _BEFORE_ERROR = re.compile(r"\S+ +(?:-|\d{4}-\d\d-\d\d \d\d:\d\d) +(?:\S+ +){5}\
 
 
 def with_regions(conn, lines: list[tuple[int, str, str]], ids: list[int] | None,
-                 as_json: bool) -> list[tuple[int, str, str]]:
+                 as_json: bool, down_when: str = "majority") -> list[tuple[int, str, str]]:
     """Lines of URLs with regions given their regions: JSON gains "regions" (a map from region to
-    its state, since and last error); the table's LAST ERROR column starts with what its regions
-    say ("down from a, b; absent c; "). Lines of URLs without regions are left as they are: one
-    statement finds the URLs with regions, and an install without any pays only that."""
+    its state, since, last error and uptime); the table's LAST ERROR column starts with what its
+    regions say ("down from a, b; absent c; "). Their uptime columns are the URL's by the quorum
+    rule, each slot once (regionuptime.py; `down_when` is alerts.down_when): the summary's count
+    every region's result. Lines of URLs without regions are left as they are: one statement
+    finds the URLs with regions, and an install without any pays only that."""
     found = regionstate.region_states(conn, ids)
     if not found:
         return lines
+    figures = regionuptime.for_urls(conn, ids, down_when)
     out = []
     for url_id, shown, line in lines:
         regions = found.get(url_id)
-        if regions is not None and as_json:
-            line = line[:-1] + ', "regions": ' + orjson.dumps(regionstate.jsonable(regions)).decode() + "}"
-        elif regions is not None:
-            said = regionstate.summary_text(regions)
-            match = _BEFORE_ERROR.match(line) if said else None
-            if match:
-                rest = line[match.end():]
-                line = line[:match.end()] + said + ("; " + rest if rest else "")
+        if regions is not None:
+            line = _quorum_line(line, regions, figures.get(url_id, {}), as_json)
         out.append((url_id, shown, line))
     return out
+
+
+# Where the table's three uptime columns are (status_line_table, lines_of): after the state
+# (11 wide), the since (16) and a space each.
+_UPTIME_COLUMNS = slice(29, 55)
+
+
+def _quorum_line(line: str, regions: dict, figures: dict, as_json: bool) -> str:
+    """One status line of a URL with regions: its uptime by the quorum rule, its regions."""
+    quorum = regionuptime.uptimes(figures.get(regionuptime.QUORUM))
+    if as_json:      # the line as written (status_line_json or lines_of), its uptimes replaced
+        for key, value in quorum.items():
+            line = re.sub(f'([,{{] ?)"{key}": ?[^,}}]+',
+                          lambda m, k=key, v=value: f'{m[1]}"{k}": {orjson.dumps(v).decode()}', line, count=1)
+        shown = {name: {**r, **regionuptime.uptimes(figures.get(name))}
+                 for name, r in regionstate.jsonable(regions).items()}
+        return line[:-1] + ', "regions": ' + orjson.dumps(shown).decode() + "}"
+    percent = uptime.format_percent
+    line = (line[:_UPTIME_COLUMNS.start] + " ".join(f"{percent(quorum[f'uptime_{w}']):>8}"
+                                                    for w in regionuptime.WINDOWS)
+            + line[_UPTIME_COLUMNS.stop:])
+    said = regionstate.summary_text(regions)
+    match = _BEFORE_ERROR.match(line) if said else None
+    if match:
+        rest = line[match.end():]
+        line = line[:match.end()] + said + ("; " + rest if rest else "")
+    return line
 
 
 def print_status_lines(conn, lines: list[tuple[int, str, str]], as_json: bool, out=sys.stdout) -> None:
@@ -349,11 +373,18 @@ def parse_region(text: str | None) -> str | None:
 
 def history_rows(conn, url_id: int, since, until, region: str | None = None):
     """Rows in HISTORY_COLUMNS order: hourly rollups for the time raw rows no longer cover, then raw.
-    With `region`, only that region's raw results: rollups sum every region (their region is
-    empty), so they are left out."""
+    With `region`, only that region's results: its own hourly rollups (rollup_region_hour:
+    checks and failures, no response times), then its raw rows."""
     with conn.cursor() as cur:
         parts = partitions.attached(cur)
         raw_from = None if not parts or parts[0]["lower"] is None else parts[0]["lower"]
+        if raw_from is not None and since < raw_from and region is not None:
+            cur.execute(QUERIES["region_hourly_history"], {"id": url_id, "region": region, "since": since,
+                                                           "until": min(until, raw_from)})
+            for bucket, checks, _ok, failed in cur.fetchall():
+                yield (bucket, None, None, None, None, failed == 0, None,
+                       None if failed == 0 else f"{failed} of {checks} checks failed", None, None,
+                       None, None, None, None, None, "hourly", region)
         if raw_from is not None and since < raw_from and region is None:
             cur.execute(QUERIES["hourly_history"], {"id": url_id, "since": since, "until": min(until, raw_from)})
             for bucket, checks, _ok, failed, rt_count, rt_sum, cert in cur.fetchall():

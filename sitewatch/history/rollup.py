@@ -45,16 +45,25 @@ def grace_seconds(longest_timeout: float, max_attempts: int, lease_margin: float
     return max(MIN_GRACE_S, 2 * longest_timeout, max_attempts * (longest_timeout + lease_margin))
 
 
-def recompute_hours(cur, start, end, pace: Pace | None = None) -> tuple[int, int]:
+def recompute_hours(cur, start, end, pace: Pace | None = None, down_when: str = "majority") -> tuple[int, int]:
     """Overwrite the hourly rollups of [start, end) from raw rows; returns (written, deleted).
 
     In short statements (pacing.py): the raw rows a time slice at a time into a staging
-    table, then the staged groups into rollup_hour a range of URLs at a time.
+    table, then the staged groups into rollup_hour a range of URLs at a time. Once any host
+    has had a region, the rows with a region also go, slice by slice, into rollup_region_hour
+    (per region, and the URL's slots by the quorum rule with `down_when`, alerts.down_when);
+    an install that never had one pays one probe of an empty table for it.
     """
     pace = pace or Pace(duty=1.0)
+    cur.execute(QUERIES["regions_in_use"])
+    regional = cur.fetchone()[0]
+    if regional:
+        pace.execute(cur, QUERIES["rollup_region_clear"], {"from": start, "to": end})
     partitions = _create_stage(cur)
     for lo, hi in time_slices(cur, start, end, pace):
         pace.execute(cur, QUERIES["rollup_stage_slice"], {"from": lo, "to": hi})
+        if regional:
+            pace.execute(cur, QUERIES["rollup_region_slice"], {"from": lo, "to": hi, "down_when": down_when})
     for name in partitions:     # the merges' plans (hash or sort, the anti-join) need their sizes
         pace.execute(cur, f"ANALYZE pg_temp.{name}")
     written = deleted = 0
@@ -112,7 +121,8 @@ def _advance(cur, level: str, until) -> None:
                 " WHERE level = %s AND (done_until IS NULL OR done_until < %s)", (until, level, until))
 
 
-def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | None = None) -> dict:
+def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | None = None,
+                   down_when: str = "majority") -> dict:
     """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts}.
 
     The caller holds the maintenance lock. Each chunk is one REPEATABLE READ transaction, so
@@ -144,7 +154,7 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
                 conn.commit()
                 return {"hours": hours, "rows": rows, "until": until}
             end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
-            written, _ = recompute_hours(cur, start, end, pace)
+            written, _ = recompute_hours(cur, start, end, pace, down_when)
             _advance(cur, "hour", end)
         conn.commit()
         hours += int((end - start) / HOUR)
@@ -185,12 +195,14 @@ def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000) -> dict
 
     In batches, each its own transaction, so no long lock and no huge transaction.
     """
-    deleted = {"rollup_hour": 0, "rollup_day": 0}
+    deleted = {"rollup_hour": 0, "rollup_day": 0, "rollup_region_hour": 0}
     with conn.cursor() as cur:
         cur.execute("SELECT least(date_trunc('day', now(), 'UTC') - make_interval(days => %s),"
                     " (SELECT done_until FROM rollup_watermark WHERE level = 'day')),"
                     " date_trunc('day', now(), 'UTC') - make_interval(days => %s)", (hourly_days, daily_days))
         cutoffs = dict(zip(("rollup_hour", "rollup_day"), cur.fetchone(), strict=True))
+        # the region rollups are hourly only: kept as long as the hourly ones
+        cutoffs["rollup_region_hour"] = cutoffs["rollup_hour"]
     conn.commit()
     for table, cutoff in cutoffs.items():
         if cutoff is None:

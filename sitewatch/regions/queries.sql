@@ -4,22 +4,20 @@
 
 -- name: region_states
 -- Each region of each URL with regions (the ids given, or all): its state from
--- url_region_state (unknown before its first result), or `absent` when every host of that
--- region was last seen over two of the URL's periods ago (alert_region_absent's rule, with
--- one max(seen_at) per region instead of a lookup per row), and its latest error while it is
--- failing. Regions in the URL's order. The URLs without regions are filtered out first
+-- url_region_state (unknown before its first result), or `absent` while the region has a
+-- region_absence row (alert_region_absent's rule, migration 0017: the one definition the
+-- quorum and the region_absent notice share), and its latest error while it is failing.
+-- Regions in the URL's order. The URLs without regions are filtered out first
 -- (cardinality(regions) = 0): an install without regions reads no row of url_region_state.
-WITH seen AS (SELECT region, max(seen_at) AS last_seen FROM region_host GROUP BY region)
 SELECT u.id, r.region,
-       CASE WHEN seen.last_seen <= now() - make_interval(secs => 2 * u.period) THEN 'absent'
-            ELSE coalesce(rs.state, 'unknown') END,
+       CASE WHEN a.region IS NOT NULL THEN 'absent' ELSE coalesce(rs.state, 'unknown') END,
        rs.since,
        CASE WHEN rs.fail_streak > 0 THEN rs.last_error_kind END,
        CASE WHEN rs.fail_streak > 0 THEN rs.last_error END
 FROM url u
 CROSS JOIN LATERAL unnest(u.regions) WITH ORDINALITY AS r(region, n)
 LEFT JOIN url_region_state rs ON rs.url_id = u.id AND rs.region = r.region
-LEFT JOIN seen ON seen.region = r.region
+LEFT JOIN region_absence a ON a.region = r.region
 WHERE cardinality(u.regions) > 0 AND (%(all)s OR u.id = ANY (%(ids)s))
 ORDER BY u.id, r.n;
 

@@ -142,6 +142,7 @@ def create_app(cfg, dsn: str) -> Starlette:
     env.filters.update(pct=svg.pct, ms=svg.ms, time=fmt_time, duration=fmt_duration)
     env.globals["ago"] = fmt_ago
     pool = ReadOnlyPool(dsn, cfg.database.timeout)
+    down_when = cfg.alerts.down_when      # a URL with regions: its uptime by the quorum rule
     feed_base = cfg.web.base_url.rstrip("/") + "/" if cfg.web.base_url else ""
     limiter = RateLimiter(cfg.web.rate_limit)
     for warning in cfg.warnings():
@@ -177,7 +178,7 @@ def create_app(cfg, dsn: str) -> Starlette:
         with pool.connection() as conn:
             totals = summary(conn)
             rows, total, _ = data.url_page(conn, state, q, PAGE_SIZE, (page_no - 1) * PAGE_SIZE, totals)
-            windows = data.uptime_windows(conn, [r["id"] for r in rows])
+            windows = data.uptime_windows(conn, [r["id"] for r in rows], down_when=down_when)
             strips = glance.for_page(conn, rows)
         items = [url_item(r, windows) for r in rows]
         pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -193,13 +194,13 @@ def create_app(cfg, dsn: str) -> Starlette:
             row = data.url_one(conn, url_id)
             if row is None:
                 raise params.NotFound(f"no URL with ID {url_id}")
-            windows = data.uptime_windows(conn, [url_id], names=("24h", "7d", "30d", "90d"))
+            windows = data.uptime_windows(conn, [url_id], names=("24h", "7d", "30d", "90d"), down_when=down_when)
             hours = data.hourly(conn, url_id, 24)
             days = data.daily(conn, url_id, BAR_DAYS)
             recent = data.checks(conn, url_id, 50)
             incidents = [incident_item(i) for i in data.incidents(conn, url_id=url_id, limit=20)]
             cert = data.cert_days_left(conn, row)
-            regions = regionrows.for_url(conn, url_id, row["db_now"])
+            regions = regionrows.for_url(conn, url_id, row["db_now"], down_when)
         now = row["db_now"]
         start = now.replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=23)
         bar_days = _days_list(days, BAR_DAYS, now.date())
@@ -251,7 +252,7 @@ def create_app(cfg, dsn: str) -> Starlette:
                 rows, total, cursor = data.url_page(conn, state, q, limit, offset, summary(conn), after)
             except data.CursorGone as e:
                 raise params.BadParam(f"after: {e}; start again from the first page") from None
-            windows = data.uptime_windows(conn, [r["id"] for r in rows])
+            windows = data.uptime_windows(conn, [r["id"] for r in rows], down_when=down_when)
         return JSON({"total": total, "limit": limit, "offset": offset, "next_after": params.cursor_text(cursor),
                      "items": [url_item(r, windows) for r in rows]})
 
@@ -265,12 +266,12 @@ def create_app(cfg, dsn: str) -> Starlette:
         url_id = params.url_id(request)
         with pool.connection() as conn:
             row = _one(conn, url_id)
-            windows = data.uptime_windows(conn, [url_id])
+            windows = data.uptime_windows(conn, [url_id], down_when=down_when)
             item = url_item(row, windows)
             item.update(created_at=row["created_at"], regex=row["regex"],
                         cert_days_left=data.cert_days_left(conn, row),
                         request=requestspec.shown_settings(row),     # secrets redacted
-                        **regionrows.api_fields(regionrows.for_url(conn, url_id, row["db_now"])))
+                        **regionrows.api_fields(regionrows.for_url(conn, url_id, row["db_now"], down_when)))
         return JSON(item)
 
     def api_checks(request: Request):
@@ -298,7 +299,8 @@ def create_app(cfg, dsn: str) -> Starlette:
             raise params.BadParam(f"windows must be a comma-separated list of {', '.join(data.WINDOWS)}")
         with pool.connection() as conn:
             _one(conn, url_id)
-            figures = data.uptime_windows(conn, [url_id], names=tuple(dict.fromkeys(names)))[url_id]
+            figures = data.uptime_windows(conn, [url_id], names=tuple(dict.fromkeys(names)),
+                                          down_when=down_when)[url_id]
         p95 = figures.pop("p95_ms_24h")
         return JSON({"url_id": url_id, "windows": figures, "p95_ms_24h": p95})
 
@@ -351,7 +353,8 @@ def create_app(cfg, dsn: str) -> Starlette:
 
     def badge_uptime(request: Request):
         def make(conn, row):
-            uptime = data.uptime_windows(conn, [row["id"]], names=("30d",))[row["id"]]["30d"]["uptime"]
+            uptime = data.uptime_windows(conn, [row["id"]], names=("30d",),
+                                         down_when=down_when)[row["id"]]["30d"]["uptime"]
             colour = svg.BADGE_COLOURS["unknown"] if uptime is None else svg.BADGE_COLOURS[
                 "up" if uptime >= 0.999 else "warn" if uptime >= 0.99 else "down"]
             return "uptime 30d", svg.pct(uptime), colour

@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import psycopg2.extras
 
-from ..history import histogram, uptime, windows
+from ..history import histogram, regionuptime, uptime, windows
 from ..history.rollup import QUERIES as HISTORY_QUERIES
 
 HOUR = datetime.timedelta(hours=1)
@@ -245,9 +245,13 @@ def url_one(conn, url_id: int) -> dict | None:
 WINDOWS = windows.WINDOWS
 
 
-def uptime_windows(conn, url_ids: list[int], names=("24h", "7d", "30d")) -> dict[int, dict]:
+def uptime_windows(conn, url_ids: list[int], names=("24h", "7d", "30d"),
+                   down_when: str = "majority") -> dict[int, dict]:
     """{url_id: {name: {ok, failed, expected, uptime, coverage}, "p95_ms_24h": ms}} for many URLs
-    in a fixed number of queries: sitewatch.history.uptime.for_urls, as plain dicts."""
+    in a fixed number of queries: sitewatch.history.uptime.for_urls, as plain dicts. A URL with
+    regions counts each slot once, by the quorum rule (regionuptime.py, `down_when` is
+    alerts.down_when), in the windows that has (24h, 7d, 30d; longer ones count every region's
+    result), its coverage then slots with a verdict / expected slots."""
     out: dict[int, dict] = {url_id: {} for url_id in url_ids}
     if not url_ids:
         return out
@@ -257,6 +261,12 @@ def uptime_windows(conn, url_ids: list[int], names=("24h", "7d", "30d")) -> dict
             entry[name] = {"ok": w.ok, "failed": w.failed, "expected": w.expected,
                            "uptime": w.uptime, "coverage": w.coverage}
         entry["p95_ms_24h"] = fig.p95_ms_24h
+    for url_id, regions in regionuptime.for_urls(conn, url_ids, down_when).items():
+        for name, w in regions.get(regionuptime.QUORUM, {}).items():
+            if name in out[url_id]:
+                entry = out[url_id][name]
+                slots = uptime.Window(w.ok, w.failed, entry["expected"])
+                entry.update(ok=w.ok, failed=w.failed, uptime=slots.uptime, coverage=slots.coverage)
     return out
 
 
