@@ -47,7 +47,8 @@ SCHEMAS = {
     # a URL with regions: each region's row (no `regions` key for a URL without regions)
     "Region": _object({"state": {"type": "string", "enum": ["unknown", "up", "degraded", "down", "absent"]},
                        "since": TIME_OR_NULL, "last_error_kind": _nullable("string"), "last_error": _nullable("string"),
-                       "p95_ms_24h": _nullable("number")}),
+                       "p95_ms_24h": _nullable("number"), "uptime_24h": _nullable("number"),
+                       "uptime_7d": _nullable("number"), "uptime_30d": _nullable("number")}),
     "Check": _object({"scheduled_at": TIME, "started_at": TIME_OR_NULL, "ok": _nullable("boolean"),
                       "status_code": _nullable("integer"), "response_time_ms": _nullable("number"),
                       "error_kind": _nullable("string"), "error": _nullable("string")}),
