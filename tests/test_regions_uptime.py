@@ -86,13 +86,13 @@ def test_each_slot_counts_once_by_the_quorum_rule_from_raw_rows_and_from_the_rol
     # alerts.down_when is the default of URLs without their own: `any` turns q's figure too
     assert uptimes(conn, "any")[default][""] == ANY and uptimes(conn, "any")[strict][""] == ANY
     # no host has had a region: the rollup writes no region rows
-    rollup.catch_up_hours(conn, 300, down_when="majority")
+    assert rollup.catch_up_hours(conn, 300, down_when="majority")["regional"] is False
     assert q(conn, "SELECT count(*) FROM rollup_region_hour") == [(0,)]
     q(conn, "UPDATE rollup_watermark SET done_until = NULL WHERE level = 'hour'")
     q(conn, "INSERT INTO region_host (owner, region, seen_at) VALUES ('h:notifier:1', 'a', now())")
     conn.commit()
     done = rollup.catch_up_hours(conn, 300, down_when="majority")
-    assert done["until"] > hour
+    assert done["until"] > hour and done["regional"] is True
     rows = q(conn, "SELECT region, checks, ok, failed FROM rollup_region_hour WHERE url_id = %s ORDER BY region",
              (default,))
     assert rows == [("", 10, 7, 2), ("a", 10, 4, 4), ("b", 10, 6, 3), ("c", 10, 9, 0)]
@@ -173,3 +173,22 @@ def test_a_consumers_claims_keep_its_region_present_with_its_notifier_stuck(db):
     store.claim_tasks(db, "ha:consumer:1", 10, 10.0, 3, "a")
     assert q(db, "SELECT seen_at > now() + interval '59 minutes' FROM region_host"
                  " WHERE owner = 'ha:consumer:1'") == [(True,)]
+
+
+def test_history_region_gives_its_hourly_rows_where_raw_rows_are_gone(conn):
+    """Before the oldest raw partition: `history --region a` has a's own hourly rows (its
+    checks and failures), not the URL's rollup_hour (every region's results together)."""
+    from sitewatch.history import report
+    default, _, _ = seed(conn)
+    old = q(conn, "SELECT date_trunc('day', now(), 'UTC') - interval '3 days'")[0][0]
+    q(conn, "INSERT INTO rollup_region_hour (url_id, region, bucket, checks, ok, failed) VALUES"
+            " (%(u)s, 'a', %(t)s, 60, 58, 2), (%(u)s, 'b', %(t)s, 60, 60, 0), (%(u)s, '', %(t)s, 60, 60, 0)",
+      {"u": default, "t": old})
+    q(conn, "INSERT INTO rollup_hour (url_id, bucket, checks, ok, failed, non_2xx, rt_count, rt_hist)"
+            " VALUES (%s, %s, 180, 178, 2, 2, 0, '{}')", (default, old))
+    conn.commit()
+    since, until = old - datetime.timedelta(hours=1), old + datetime.timedelta(days=1)
+    rows = [row for row in report.history_rows(conn, default, since, until, "a") if row[15] == "hourly"]
+    assert [(row[0], row[5], row[7], row[16]) for row in rows] == [(old, False, "2 of 60 checks failed", "a")]
+    every = [row for row in report.history_rows(conn, default, since, until) if row[15] == "hourly"]
+    assert [(row[0], row[7], row[16]) for row in every] == [(old, "2 of 180 checks failed", None)]

@@ -45,24 +45,28 @@ def grace_seconds(longest_timeout: float, max_attempts: int, lease_margin: float
     return max(MIN_GRACE_S, 2 * longest_timeout, max_attempts * (longest_timeout + lease_margin))
 
 
-def recompute_hours(cur, start, end, pace: Pace | None = None, down_when: str = "majority") -> tuple[int, int]:
+def recompute_hours(cur, start, end, pace: Pace | None = None, down_when: str = "majority",
+                    regional: list | None = None) -> tuple[int, int]:
     """Overwrite the hourly rollups of [start, end) from raw rows; returns (written, deleted).
 
     In short statements (pacing.py): the raw rows a time slice at a time into a staging
     table, then the staged groups into rollup_hour a range of URLs at a time. Once any host
     has had a region, the rows with a region also go, slice by slice, into rollup_region_hour
     (per region, and the URL's slots by the quorum rule with `down_when`, alerts.down_when);
-    an install that never had one pays one probe of an empty table for it.
+    an install that never had one pays one probe of an empty table for it. `regional`, a list,
+    gets whether it had.
     """
     pace = pace or Pace(duty=1.0)
     cur.execute(QUERIES["regions_in_use"])
-    regional = cur.fetchone()[0]
-    if regional:
+    regional_now = cur.fetchone()[0]
+    if regional is not None:
+        regional.append(regional_now)
+    if regional_now:
         pace.execute(cur, QUERIES["rollup_region_clear"], {"from": start, "to": end})
     partitions = _create_stage(cur)
     for lo, hi in time_slices(cur, start, end, pace):
         pace.execute(cur, QUERIES["rollup_stage_slice"], {"from": lo, "to": hi})
-        if regional:
+        if regional_now:
             pace.execute(cur, QUERIES["rollup_region_slice"], {"from": lo, "to": hi, "down_when": down_when})
     for name in partitions:     # the merges' plans (hash or sort, the anti-join) need their sizes
         pace.execute(cur, f"ANALYZE pg_temp.{name}")
@@ -123,13 +127,15 @@ def _advance(cur, level: str, until) -> None:
 
 def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | None = None,
                    down_when: str = "majority") -> dict:
-    """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts}.
+    """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts,
+    "regional": whether rollup_region_hour was written (expire() then has some to expire)}.
 
     The caller holds the maintenance lock. Each chunk is one REPEATABLE READ transaction, so
     the completeness bound and the raw rows it vouches for come from one snapshot.
     """
     hours = rows = 0
     until = None
+    regional: list[bool] = []
     while True:
         heartbeat()
         with conn.cursor() as cur:
@@ -145,16 +151,16 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
                 if oldest is None:
                     _advance(cur, "hour", target)     # nothing recorded yet: nothing to roll up
                     conn.commit()
-                    return {"hours": hours, "rows": rows, "until": target}
+                    return {"hours": hours, "rows": rows, "until": target, "regional": any(regional)}
                 cur.execute("SELECT date_trunc('hour', %s::timestamptz, 'UTC')", (oldest,))
                 start = cur.fetchone()[0]
             until = start
             if target <= start:
                 _advance(cur, "hour", min(start, target))   # remember where to start: scan for it once
                 conn.commit()
-                return {"hours": hours, "rows": rows, "until": until}
+                return {"hours": hours, "rows": rows, "until": until, "regional": any(regional)}
             end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
-            written, _ = recompute_hours(cur, start, end, pace, down_when)
+            written, _ = recompute_hours(cur, start, end, pace, down_when, regional)
             _advance(cur, "hour", end)
         conn.commit()
         hours += int((end - start) / HOUR)
@@ -190,10 +196,12 @@ def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dic
         rows += written
 
 
-def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000) -> dict:
+def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000, regions: bool = True) -> dict:
     """Delete rollups past their retention (hourly ones only once their day is rolled up).
 
     In batches, each its own transaction, so no long lock and no huge transaction.
+    regions=False leaves rollup_region_hour alone: the job passes whether its run wrote any
+    (an install without regions has none: no statement for it).
     """
     deleted = {"rollup_hour": 0, "rollup_day": 0, "rollup_region_hour": 0}
     with conn.cursor() as cur:
@@ -202,7 +210,7 @@ def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000) -> dict
                     " date_trunc('day', now(), 'UTC') - make_interval(days => %s)", (hourly_days, daily_days))
         cutoffs = dict(zip(("rollup_hour", "rollup_day"), cur.fetchone(), strict=True))
         # the region rollups are hourly only: kept as long as the hourly ones
-        cutoffs["rollup_region_hour"] = cutoffs["rollup_hour"]
+        cutoffs["rollup_region_hour"] = cutoffs["rollup_hour"] if regions else None
     conn.commit()
     for table, cutoff in cutoffs.items():
         if cutoff is None:
