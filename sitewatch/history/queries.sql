@@ -557,9 +557,21 @@ ON CONFLICT (url_id, region, bucket) DO UPDATE SET
 -- quorum rule, slot by slot): ok and failed in the 24h, 7d and 30d windows starting at
 -- %(start_24h)s, %(start_7d)s and %(start_30d)s (uptime.py's windows). Whole hours before the
 -- hourly watermark %(hour_until)s from rollup_region_hour, the rest from the raw rows, with
--- the same rules as rollup_region_slice: one snapshot, nothing counted twice.
+-- the same rules as rollup_region_slice: one snapshot, nothing counted twice. Each part is
+-- summed per (URL, region) on its own (hash aggregates: the hours' rows are most of it, one
+-- per hour and region, and a sort of them all spilled to disk), then the two are added.
 WITH target AS (
     SELECT id, down_when FROM url WHERE cardinality(regions) > 0 AND (%(all)s OR id = ANY (%(ids)s))
+), hours AS (
+    SELECT r.url_id, r.region,
+           sum(r.ok) FILTER (WHERE r.bucket >= %(start_24h)s) AS ok_24h,
+           sum(r.failed) FILTER (WHERE r.bucket >= %(start_24h)s) AS failed_24h,
+           sum(r.ok) FILTER (WHERE r.bucket >= %(start_7d)s) AS ok_7d,
+           sum(r.failed) FILTER (WHERE r.bucket >= %(start_7d)s) AS failed_7d,
+           sum(r.ok) AS ok_30d, sum(r.failed) AS failed_30d
+    FROM target g JOIN rollup_region_hour r ON r.url_id = g.id
+    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s
+    GROUP BY r.url_id, r.region
 ), raw AS (
     SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
            outside_maintenance(m.ranges, t.scheduled_at) AS counted, g.down_when
@@ -571,24 +583,28 @@ WITH target AS (
            history_slot_failed(coalesce(min(down_when), %(down_when)s), count(*) FILTER (WHERE NOT lost),
                                count(*) FILTER (WHERE NOT ok AND NOT lost)) AS failed
     FROM raw GROUP BY url_id, scheduled_at
-), counted AS (
-    SELECT r.url_id, r.region, r.bucket AS at, r.ok, r.failed
-    FROM target g JOIN rollup_region_hour r ON r.url_id = g.id
-    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s
-    UNION ALL
-    SELECT url_id, region, scheduled_at, (ok AND counted)::integer, (NOT ok AND NOT lost AND counted)::integer
-    FROM raw
-    UNION ALL
-    SELECT url_id, '', scheduled_at, (NOT failed AND counted)::integer, (failed AND counted)::integer
-    FROM quorum WHERE failed IS NOT NULL
+), recent AS (
+    SELECT url_id, region,
+           count(*) FILTER (WHERE up AND at >= %(start_24h)s) AS ok_24h,
+           count(*) FILTER (WHERE down AND at >= %(start_24h)s) AS failed_24h,
+           count(*) FILTER (WHERE up AND at >= %(start_7d)s) AS ok_7d,
+           count(*) FILTER (WHERE down AND at >= %(start_7d)s) AS failed_7d,
+           count(*) FILTER (WHERE up) AS ok_30d, count(*) FILTER (WHERE down) AS failed_30d
+    FROM (SELECT url_id, region, scheduled_at AS at, ok AND counted AS up, NOT ok AND NOT lost AND counted AS down
+          FROM raw
+          UNION ALL
+          SELECT url_id, '', scheduled_at, NOT failed AND counted, failed AND counted
+          FROM quorum WHERE failed IS NOT NULL) AS verdicts
+    GROUP BY url_id, region
 )
-SELECT url_id, region,
-       coalesce(sum(ok) FILTER (WHERE at >= %(start_24h)s), 0)::bigint,
-       coalesce(sum(failed) FILTER (WHERE at >= %(start_24h)s), 0)::bigint,
-       coalesce(sum(ok) FILTER (WHERE at >= %(start_7d)s), 0)::bigint,
-       coalesce(sum(failed) FILTER (WHERE at >= %(start_7d)s), 0)::bigint,
-       sum(ok)::bigint, sum(failed)::bigint
-FROM counted GROUP BY url_id, region;
+SELECT coalesce(h.url_id, x.url_id), coalesce(h.region, x.region),
+       (coalesce(h.ok_24h, 0) + coalesce(x.ok_24h, 0))::bigint,
+       (coalesce(h.failed_24h, 0) + coalesce(x.failed_24h, 0))::bigint,
+       (coalesce(h.ok_7d, 0) + coalesce(x.ok_7d, 0))::bigint,
+       (coalesce(h.failed_7d, 0) + coalesce(x.failed_7d, 0))::bigint,
+       (coalesce(h.ok_30d, 0) + coalesce(x.ok_30d, 0))::bigint,
+       (coalesce(h.failed_30d, 0) + coalesce(x.failed_30d, 0))::bigint
+FROM hours h FULL JOIN recent x ON x.url_id = h.url_id AND x.region = h.region;
 
 -- name: region_hourly_history
 -- `history --region R` for the time the raw rows no longer cover: R's hourly rollups.
