@@ -569,8 +569,8 @@ WITH target AS (
            sum(r.ok) FILTER (WHERE r.bucket >= %(start_7d)s) AS ok_7d,
            sum(r.failed) FILTER (WHERE r.bucket >= %(start_7d)s) AS failed_7d,
            sum(r.ok) AS ok_30d, sum(r.failed) AS failed_30d
-    FROM target g JOIN rollup_region_hour r ON r.url_id = g.id
-    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s
+    FROM rollup_region_hour r       -- summed first, then joined to the target URLs (below)
+    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s AND (%(all)s OR r.url_id = ANY (%(ids)s))
     GROUP BY r.url_id, r.region
 ), raw AS (
     SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
@@ -604,7 +604,8 @@ SELECT coalesce(h.url_id, x.url_id), coalesce(h.region, x.region),
        (coalesce(h.failed_7d, 0) + coalesce(x.failed_7d, 0))::bigint,
        (coalesce(h.ok_30d, 0) + coalesce(x.ok_30d, 0))::bigint,
        (coalesce(h.failed_30d, 0) + coalesce(x.failed_30d, 0))::bigint
-FROM hours h FULL JOIN recent x ON x.url_id = h.url_id AND x.region = h.region;
+FROM (SELECT h.* FROM hours h JOIN target g ON g.id = h.url_id) AS h
+FULL JOIN recent x ON x.url_id = h.url_id AND x.region = h.region;
 
 -- name: region_hourly_history
 -- `history --region R` for the time the raw rows no longer cover: R's hourly rollups.
