@@ -326,6 +326,8 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " ALTER TABLE task DROP COLUMN region;"
                     " ALTER TABLE task ADD CONSTRAINT task_url_id_key UNIQUE (url_id);"
                     " CREATE INDEX task_available_at_idx ON task (available_at);"
+                    # 0017_region_uptime.sql
+                    " DROP TABLE rollup_region_hour; DROP FUNCTION history_slot_failed;"
                     # 0016_region_confirm.sql (its column went with url_region_state)
                     " DROP FUNCTION alert_confirm_regions;"
                     # 0015_audit.sql
