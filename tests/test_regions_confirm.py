@@ -120,6 +120,7 @@ def test_no_confirmation_for_an_absent_region_nor_for_a_url_without_regions(db):
     from sitewatch.alerts import store as alerts_store
     alerts_store.region_heartbeat(db, "h-c:n:1", "c")
     q(db, "UPDATE region_host SET seen_at = now() - interval '1 hour'")
+    alerts_store.announce_absent_regions(db, 120, ["ops"])   # absent: announced (migration 0017)
     u = Url(db)
     u.slot(0)
     for region in "ab":

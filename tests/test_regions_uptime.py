@@ -42,12 +42,15 @@ def seed(conn) -> tuple[int, int, datetime.datetime]:
     returns their ids and the hour."""
     with conn.cursor() as cur:
         cur.execute("INSERT INTO url (url, period, timeout, next_check_at, regions, created_at)"
-                    " VALUES ('http://q.example/', 60, 5, now() + interval '1 hour', '{a,b,c}',"
+                    # next_check_at on the hour: the seeded slots (minutes of an hour) are on its grid
+                    " VALUES ('http://q.example/', 60, 5, date_trunc('hour', now(), 'UTC') + interval '1 hour',"
+                    " '{a,b,c}',"
                     " now() - interval '1 day')"
                     " RETURNING id")
         default = cur.fetchone()[0]
         cur.execute("INSERT INTO url (url, period, timeout, next_check_at, regions, down_when, created_at)"
-                    " VALUES ('http://any.example/', 60, 5, now() + interval '1 hour', '{a,b,c}', 'any',"
+                    " VALUES ('http://any.example/', 60, 5, date_trunc('hour', now(), 'UTC') + interval '1 hour',"
+                    " '{a,b,c}', 'any',"
                     " now() - interval '1 day') RETURNING id")
         strict = cur.fetchone()[0]
         cur.execute("SELECT date_trunc('hour', now(), 'UTC') - interval '3 hours'")
@@ -103,6 +106,25 @@ def test_each_slot_counts_once_by_the_quorum_rule_from_raw_rows_and_from_the_rol
     assert uptimes(conn) == expected(default, strict)
     # rollup_hour still counts every region's result (its checks are every check made)
     assert q(conn, "SELECT checks, ok, failed FROM rollup_hour WHERE url_id = %s", (default,)) == [(30, 19, 7)]
+
+
+def test_a_confirmation_counts_in_its_region_and_is_no_slot_of_the_url(conn):
+    # A failed confirmation from region a alone, off the URL's slot grid (regions/confirm.py):
+    # a's figure counts it; the URL's own, by the quorum rule, must not read it as a slot that
+    # one region of one reported down (it would be "down" by majority of one).
+    default, strict, hour = seed(conn)
+    q(conn, "INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, checked_by, region)"
+            " VALUES (%s, %s, now(), false, 'connect', 't', 'a')",
+      (default, hour + datetime.timedelta(minutes=4, seconds=3)))
+    conn.commit()
+    raw = uptimes(conn)[default]
+    assert raw[""] == MAJORITY and raw["a"] == 0.44444 and raw["b"] == PER_REGION["b"]
+    q(conn, "INSERT INTO region_host (owner, region, seen_at) VALUES ('h:notifier:1', 'a', now())")
+    conn.commit()
+    rollup.catch_up_hours(conn, 300, down_when="majority")
+    rows = q(conn, "SELECT region, checks, ok, failed FROM rollup_region_hour WHERE url_id = %s ORDER BY region",
+             (default,))
+    assert rows == [("", 10, 7, 2), ("a", 11, 4, 5), ("b", 10, 6, 3), ("c", 10, 9, 0)]
 
 
 def test_migration_17_keeps_the_hours_already_rolled_up(empty_dsn):

@@ -540,6 +540,10 @@ WITH slot AS (
                                count(*) FILTER (WHERE NOT s.ok AND NOT s.lost)) AS failed
     FROM slot s LEFT JOIN url u ON u.id = s.url_id
     GROUP BY s.url_id, s.scheduled_at
+    -- slots of the URL's schedule only: a confirmation check (off the grid t0 + kP, often from
+    -- the failing region alone) counts in its region's figure, not as a slot of the URL
+    HAVING mod(floor(extract(epoch FROM s.scheduled_at - min(u.next_check_at)) * 1000000)::bigint,
+               min(u.period)::bigint * 1000000) = 0
 )
 INSERT INTO rollup_region_hour AS r (url_id, region, bucket, checks, ok, failed)
 SELECT url_id, region, date_trunc('hour', scheduled_at, 'UTC'), count(*),
@@ -561,7 +565,8 @@ ON CONFLICT (url_id, region, bucket) DO UPDATE SET
 -- summed per (URL, region) on its own (hash aggregates: the hours' rows are most of it, one
 -- per hour and region, and a sort of them all spilled to disk), then the two are added.
 WITH target AS (
-    SELECT id, down_when FROM url WHERE cardinality(regions) > 0 AND (%(all)s OR id = ANY (%(ids)s))
+    SELECT id, down_when, next_check_at, period FROM url
+    WHERE cardinality(regions) > 0 AND (%(all)s OR id = ANY (%(ids)s))
 ), hours AS (
     SELECT r.url_id, r.region,
            sum(r.ok) FILTER (WHERE r.bucket >= %(start_24h)s) AS ok_24h,
@@ -574,7 +579,9 @@ WITH target AS (
     GROUP BY r.url_id, r.region
 ), raw AS (
     SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
-           outside_maintenance(m.ranges, t.scheduled_at) AS counted, g.down_when
+           outside_maintenance(m.ranges, t.scheduled_at) AS counted, g.down_when,
+           mod(floor(extract(epoch FROM t.scheduled_at - g.next_check_at) * 1000000)::bigint,
+               g.period::bigint * 1000000) = 0 AS on_grid
     FROM target g JOIN task_result t ON t.url_id = g.id
     LEFT JOIN maintenance_ranges(%(hour_until)s, 'infinity') AS m ON m.url_id = t.url_id
     WHERE t.scheduled_at >= %(hour_until)s AND t.scheduled_at >= %(start_30d)s AND t.region <> ''
@@ -582,7 +589,7 @@ WITH target AS (
     SELECT url_id, scheduled_at, bool_and(counted) AS counted,
            history_slot_failed(coalesce(min(down_when), %(down_when)s), count(*) FILTER (WHERE NOT lost),
                                count(*) FILTER (WHERE NOT ok AND NOT lost)) AS failed
-    FROM raw GROUP BY url_id, scheduled_at
+    FROM raw WHERE on_grid GROUP BY url_id, scheduled_at     -- a confirmation is no slot (above)
 ), recent AS (
     SELECT url_id, region,
            count(*) FILTER (WHERE up AND at >= %(start_24h)s) AS ok_24h,
