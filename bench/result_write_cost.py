@@ -3,7 +3,7 @@ on one fresh database so a loaded machine slows them alike:
 
 * `off`: the statement without its alert part (task, task_result only);
 * `v8`: the alert part through version 8's whole statement (alert_apply_changes, as before
-  migration 0016);
+  migration 0018);
 * `new`: through alert_apply_results, whose steady rows skip version 8's statement;
 * `null_timings`: as `new`, with the four phase timings null (urllib3-like rows).
 

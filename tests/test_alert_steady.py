@@ -1,4 +1,4 @@
-"""The steady path of alert_apply_results (migration 0016) against version 8's whole statement
+"""The steady path of alert_apply_results (migration 0018) against version 8's whole statement
 (alert_apply_changes), on a real PostgreSQL: every batch is applied both ways from the same
 state, in two transactions, and the state rows, incidents and notices must be the same.
 

@@ -326,6 +326,10 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " ALTER TABLE task DROP COLUMN region;"
                     " ALTER TABLE task ADD CONSTRAINT task_url_id_key UNIQUE (url_id);"
                     " CREATE INDEX task_available_at_idx ON task (available_at);"
+                    # 0018_alert_steady.sql
+                    " DROP FUNCTION alert_apply_results(alert_result[], integer, integer, text[], boolean);"
+                    " ALTER FUNCTION alert_apply_changes(alert_result[], integer, integer, text[], boolean)"
+                    " RENAME TO alert_apply_results;"
                     # 0017_region_uptime.sql
                     " DROP TABLE rollup_region_hour; DROP FUNCTION history_slot_failed;"
                     # 0016_region_confirm.sql (its column went with url_region_state)

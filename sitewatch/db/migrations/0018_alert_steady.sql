@@ -1,4 +1,4 @@
--- Schema version 16: the steady result's alert work, cut short (issues 19 and 23, Performance).
+-- Schema version 18: the steady result's alert work, cut short (issues 19 and 23, Performance).
 --
 -- Nearly every result on a saturated run is "steady": ok, not degraded, no certificate
 -- threshold near (none, or more than 30 days left), for a URL already up, neither flapping
