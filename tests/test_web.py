@@ -390,6 +390,32 @@ def test_address_in_use_exits_2_with_one_line(seeded, tmp_path):
                                                 f"address already in use"]
 
 
+def test_connections_on_the_bound_socket_send_without_delay():
+    """asyncio sets TCP_NODELAY on an accepted socket only when its proto says TCP; without it a
+    keep-alive response (headers, then body: two writes) waited ~40 ms for a delayed ACK."""
+    import asyncio
+
+    from sitewatch.web import server
+    sock = server.bind("127.0.0.1:0")
+    port = sock.getsockname()[1]
+
+    async def accept_one():
+        accepted = asyncio.get_running_loop().create_future()
+
+        class Record(asyncio.Protocol):
+            def connection_made(self, transport):
+                raw = transport.get_extra_info("socket")
+                accepted.set_result(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+        listener = await asyncio.get_running_loop().create_server(Record, sock=sock)
+        async with listener:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            nodelay = await asyncio.wait_for(accepted, 10)
+            writer.close()
+        return nodelay
+    assert asyncio.run(accept_one()) != 0
+
+
 @pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999", ":8080x"])
 def test_bad_listen_address_exits_2(tmp_path, dsn, listen):
     done = _web_command(tmp_path, dsn, "--listen", listen)

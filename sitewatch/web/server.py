@@ -37,8 +37,11 @@ def bind(listen: str) -> socket.socket:
     host, port = parse_listen(listen)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _, proto, _, address = infos[0]
+        # getaddrinfo's proto (IPPROTO_TCP), not 0: asyncio sets TCP_NODELAY only on accepted
+        # sockets whose proto says TCP, and without it a keep-alive response (headers, then the
+        # body: two writes) waited ~40 ms for the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(BACKLOG)
