@@ -35,9 +35,12 @@ UPDATE url SET push_token_hash = %(token_hash)s WHERE id = %(id)s AND push_slot 
 RETURNING id;
 
 -- name: ping
--- A job's ping, one statement, so a busy script costs one round trip: find the monitor by its
--- token's hash (one index probe), settle the slot the ping covers (check/push.py), move the
--- cursor, record the result and the alert state. %(signal)s is 'start', 'success' or 'failure'.
+-- Jobs' pings, a batch of them in one statement (web/pingwriter.py gathers the pings that
+-- arrive together and writes them in one transaction: one round trip and one commit for the
+-- batch, not for each ping). For each ping: find the monitor by its token's hash (one index
+-- probe), settle the slot the ping covers (check/push.py), move the cursor, record the result
+-- and the alert state. A token is at most once in a batch (pushstore.ping_many splits a batch
+-- into rounds), so each url row is moved at most once. Signals: 'start', 'success', 'failure'.
 -- * The slot settled is the cursor (the oldest slot with no result). When even its deadline has
 --   passed (no producer wrote it missed: no `sitewatch run` was running), the ping settles the
 --   slot it falls in, and the slots before are skipped and counted, as enqueue_due does after
@@ -46,28 +49,36 @@ RETURNING id;
 --   a failure always settles the cursor slot; 'start' settles nothing and opens a run.
 -- * next_check_at: when the new cursor slot is missed, or an open run overruns (least()
 --   ignores the null of no open run).
--- Returns (monitors found: 0 or 1, results recorded: 0 or 1).
-WITH monitor AS (
-    SELECT id, period, grace, push_slot, cron
-    FROM url WHERE push_token_hash = %(token_hash)s
-    FOR UPDATE
+-- * The url rows are locked in id order, so two batches (two web listeners) never wait on each
+--   other in a cycle.
+-- Returns one row per ping, in the batch's order: (its number from 1, the token is a monitor's,
+-- a result was recorded, the monitor is a cron one: its ping is pushcron.py's, nothing written).
+WITH ping AS (
+    SELECT * FROM unnest(%(token_hash)s::bytea[], %(signal)s::text[], %(error_kind)s::text[],
+                         %(error)s::text[], %(message)s::text[])
+        WITH ORDINALITY AS p(token_hash, signal, error_kind, error, message, n)
+), monitor AS (
+    SELECT u.id, u.period, u.grace, u.push_slot, u.cron, p.n, p.signal, p.error_kind, p.error, p.message
+    FROM url u JOIN ping p ON u.push_token_hash = p.token_hash
+    ORDER BY u.id
+    FOR UPDATE OF u
 ), fixed_rate AS (
-    SELECT * FROM monitor WHERE cron IS NULL    -- a cron monitor's ping is pushcron.py's (cron: 1)
+    SELECT * FROM monitor WHERE cron IS NULL
 ), settled AS (
-    SELECT m.id,
+    SELECT m.id, m.signal, m.error_kind, m.error, m.message,
            CASE WHEN m.push_slot + make_interval(secs => m.period + m.grace) <= now()
                 THEN m.push_slot + floor(extract(epoch FROM now() - m.push_slot) / m.period)
                                    * make_interval(secs => m.period)
                 ELSE m.push_slot END AS slot
     FROM fixed_rate m
-    WHERE %(signal)s = 'failure' OR (%(signal)s = 'success' AND m.push_slot <= now())
+    WHERE m.signal = 'failure' OR (m.signal = 'success' AND m.push_slot <= now())
 ), moved AS (
     UPDATE url SET
         push_slot = coalesce(s.slot + make_interval(secs => m.period), url.push_slot),
-        push_started_at = CASE WHEN %(signal)s = 'start' THEN now() END,
+        push_started_at = CASE WHEN m.signal = 'start' THEN now() END,
         next_check_at = least(coalesce(s.slot + make_interval(secs => m.period), url.push_slot)
                                   + make_interval(secs => m.period + m.grace),
-                              CASE WHEN %(signal)s = 'start' THEN now() + make_interval(secs => m.grace) END),
+                              CASE WHEN m.signal = 'start' THEN now() + make_interval(secs => m.grace) END),
         skipped_slots = url.skipped_slots
             + CASE WHEN s.slot > url.push_slot
                    THEN floor(extract(epoch FROM s.slot - url.push_slot) / m.period)::bigint ELSE 0 END
@@ -77,7 +88,7 @@ WITH monitor AS (
 ), recorded AS (
     INSERT INTO task_result (url_id, scheduled_at, started_at, ok, error_kind, error, message, attempt,
                              checked_by)
-    SELECT s.id, s.slot, now(), %(signal)s = 'success', %(error_kind)s, %(error)s, %(message)s, 1, %(owner)s
+    SELECT s.id, s.slot, now(), s.signal = 'success', s.error_kind, s.error, s.message, 1, %(owner)s
     FROM settled s
     ON CONFLICT (url_id, scheduled_at, region) DO NOTHING
     RETURNING url_id, scheduled_at, ok, error_kind, error, cert_days_left, checked_by, degraded
@@ -90,8 +101,10 @@ WITH monitor AS (
                                       %(notify_degraded)s)
     ON CONFLICT (key, channel) DO NOTHING
 )
-SELECT (SELECT count(*) FROM moved) AS found, (SELECT count(*) FROM recorded) AS recorded,
-       (SELECT count(*) FROM monitor WHERE cron IS NOT NULL) AS cron;
+SELECT p.n, m.id IS NOT NULL AS found, EXISTS (SELECT 1 FROM recorded r WHERE r.url_id = m.id) AS recorded,
+       coalesce(m.cron IS NOT NULL, false) AS cron
+FROM ping p LEFT JOIN monitor m ON m.n = p.n
+ORDER BY p.n;
 
 -- name: record_missed
 -- The producer's second statement (every host runs it): record each push monitor's slot that

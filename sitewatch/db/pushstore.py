@@ -5,6 +5,7 @@ transactions. The slot rules are written out in check/push.py.
 """
 
 from datetime import timedelta, timezone
+from typing import NamedTuple
 
 from ..check import push, pushcron
 from ..errors import BadInput
@@ -97,19 +98,58 @@ def new_token(conn, url_id: int, token_hash: bytes, audit=None) -> None:
             audit(cur, url_id)
 
 
+class Ping(NamedTuple):
+    """One ping to write: its token's hash, check/push.py START, SUCCESS or FAILURE, and for a
+    failure its error_kind and error; `message` is the body the job sent."""
+    token_hash: bytes
+    signal: str
+    error_kind: str | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+def ping_many(conn, pings: list[Ping], owner: str, alert_defaults: dict | None = None) -> list[tuple[bool, bool]]:
+    """Pings, in their order; returns for each (the token is a monitor's, a result was recorded).
+    The caller owns the transaction: web/pingwriter.py writes a batch in one. Each round is one
+    statement (push.sql ping) with each token at most once; a token pinged twice in the batch
+    is in two rounds, in order, as if its pings had come one by one."""
+    found: list = [None] * len(pings)
+    for round_ in _rounds(pings):
+        batch = [pings[i] for i in round_]
+        with conn.cursor() as cur:
+            cur.execute(QUERIES["ping"], {**{field: [getattr(p, field) for p in batch] for field in Ping._fields},
+                                          "owner": owner, **_alert_params(alert_defaults)})
+            rows = cur.fetchall()
+        for n, is_monitor, recorded, cron in rows:
+            i = round_[n - 1]
+            if cron:
+                p = pings[i]
+                found[i] = (True, _ping_cron(conn, p.token_hash, p.signal, owner, p.error_kind, p.error,
+                                             p.message, alert_defaults))
+            else:
+                found[i] = (bool(is_monitor), bool(recorded))
+    return found
+
+
+def _rounds(pings: list[Ping]) -> list[list[int]]:
+    """The pings' indexes in rounds: a token's first ping in the first round, its second in the
+    second, and so on (push.sql ping moves each monitor at most once a statement)."""
+    rounds: list[list[int]] = []
+    seen: dict[bytes, int] = {}
+    for i, p in enumerate(pings):
+        k = seen.get(p.token_hash, 0)
+        seen[p.token_hash] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds
+
+
 def ping(conn, token_hash: bytes, signal: str, owner: str, error_kind: str | None = None,
          error: str | None = None, message: str | None = None,
          alert_defaults: dict | None = None) -> tuple[bool, bool]:
-    """One ping (check/push.py START, SUCCESS or FAILURE); returns (the token is a monitor's,
-    a result was recorded). `conn` in autocommit mode: the statement is its own transaction."""
-    with conn.cursor() as cur:
-        cur.execute(QUERIES["ping"], {"token_hash": token_hash, "signal": signal, "owner": owner,
-                                      "error_kind": error_kind, "error": error, "message": message,
-                                      **_alert_params(alert_defaults)})
-        found, recorded, cron = cur.fetchone()
-    if cron:
-        return True, _ping_cron(conn, token_hash, signal, owner, error_kind, error, message, alert_defaults)
-    return bool(found), bool(recorded)
+    """One ping (ping_many of one); returns (the token is a monitor's, a result was recorded)."""
+    return ping_many(conn, [Ping(token_hash, signal, error_kind, error, message)], owner, alert_defaults)[0]
 
 
 CRON_ATTEMPTS = 5       # a cron monitor's cursor moved by another writer meanwhile: read it again

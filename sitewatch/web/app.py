@@ -29,8 +29,8 @@ from ..redact import printable, redact_url
 from . import data, glance, params, regionrows, svg
 from .auth import AUTH_FAILURES_PER_MINUTE, AuthMiddleware, parse_auth, parse_public
 from .middleware import ResponseCache, SecurityHeaders
-from .ping import PING_POOL_SIZE, PingEndpoint
-from .pool import PingPool, ReadOnlyPool, WritePool
+from .ping import PingEndpoint, ping_writer
+from .pool import ReadOnlyPool, WritePool
 from .ratelimit import RateLimiter, TooMany
 from .tokens import parse as parse_tokens
 
@@ -424,8 +424,8 @@ def create_app(cfg, dsn: str) -> Starlette:
     # outermost: on 401s too
     app.add_middleware(SecurityHeaders, frame_ancestors=cfg.web.frame_ancestors, script_hash=_SCRIPT_HASH)
     # outside everything: a push monitor's pings (no auth, no cache: web/ping.py)
-    app.state.ping_pool = PingPool(dsn, cfg.database.timeout, size=PING_POOL_SIZE)
-    app.add_middleware(PingEndpoint, cfg=cfg, pool=app.state.ping_pool)
+    app.state.ping_writer = ping_writer(cfg, dsn)
+    app.add_middleware(PingEndpoint, cfg=cfg, writer=app.state.ping_writer)
     return app
 
 

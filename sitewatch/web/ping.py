@@ -8,15 +8,15 @@ itself with its token, not with web.auth; the response cache would answer the ne
 job with the first one's 200 and record nothing; and the pages' security headers mean nothing
 to curl. A misbehaving script cannot load the database: a token of the wrong shape is refused
 before anything, each token has its budget (web.ping_rate_limit a minute, else 429), a body over
-10 KB is refused (413) before it is read whole, and a ping is one statement on one of two
-connections of its own (PingPool).
+10 KB is refused (413) before it is read whole, and pings are written by one thread on one
+connection of their own, the pings that arrive together in one transaction (web/pingwriter.py);
+a 200 is sent only once the ping's row is committed.
 """
 
 import os
 import socket
 
 import psycopg2
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 
 from .. import logs
@@ -24,11 +24,12 @@ from ..alerts.settings import alert_defaults
 from ..check import push
 from ..db import pushstore
 from ..errors import DatabaseUnavailable
+from .pingwriter import PingWriter
 from .pool import PingPool
 from .ratelimit import RateLimiter, TooMany
 
 PREFIX = "/ping/"
-PING_POOL_SIZE = 2          # connections for pings: they must not crowd out the producer and consumers
+PING_POOL_SIZE = 1          # the writer's connection: pings must not crowd out the producer and consumers
 METHODS = ("GET", "HEAD", "POST")
 
 
@@ -43,12 +44,10 @@ NOT_FOUND = "not found"     # no detail: an unknown token and a malformed path l
 class PingEndpoint:
     """ASGI middleware: answers /ping/..., passes everything else to the pages."""
 
-    def __init__(self, app, cfg, pool: PingPool):
+    def __init__(self, app, cfg, writer: PingWriter):
         self.app = app
-        self.pool = pool
+        self.writer = writer
         self.limiter = RateLimiter(cfg.web.ping_rate_limit)
-        self.alert_defaults = alert_defaults(cfg)
-        self.owner = f"{socket.gethostname()}:web:{os.getpid()}"     # checked_by of the results
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
@@ -82,7 +81,7 @@ class PingEndpoint:
         if kind == push.FAILURE:
             error_kind, error = push.ERROR_KIND_FAILED, push.failure_error(code, said)
         try:
-            found = await run_in_threadpool(self._record, token_hash, kind, error_kind, error, said)
+            found = await self.writer.record(pushstore.Ping(token_hash, kind, error_kind, error, said))
         except (DatabaseUnavailable, psycopg2.OperationalError) as e:
             logs.get().warning("ping not recorded: database unavailable", error=str(e).strip()[:200])
             return _text(503, "database unavailable")
@@ -91,11 +90,12 @@ class PingEndpoint:
             return _text(503, "busy: retry the ping", {"Retry-After": "1"})
         return _text(200, "OK") if found else _text(404, NOT_FOUND)
 
-    def _record(self, token_hash, kind, error_kind, error, said) -> bool:
-        with self.pool.connection() as conn:
-            found, _ = pushstore.ping(conn, token_hash, kind, self.owner, error_kind, error, said,
-                                      self.alert_defaults)
-        return found
+
+def ping_writer(cfg, dsn: str) -> PingWriter:
+    """The listener's writer of pings, on a PingPool of its own."""
+    return PingWriter(PingPool(dsn, cfg.database.timeout, size=PING_POOL_SIZE),
+                      owner=f"{socket.gethostname()}:web:{os.getpid()}",      # checked_by of the results
+                      alert_defaults=alert_defaults(cfg))
 
 
 async def _read_body(scope, receive):

@@ -4,7 +4,7 @@ ones for pings (PingPool), and, with a write token, two for the write API (Write
 Opened lazily in the process that serves (after spawn), shared by the request
 threads. Every connection of ReadOnlyPool is read-only at the session level
 (default_transaction_read_only), so no page, read API or badge code path can write; the
-only writes are a push monitor's pings, one statement each (web/ping.py), and the write API's
+only writes are a push monitor's pings, a batch a transaction (web/pingwriter.py), and the write API's
 changes, each recorded in the audit log (web/writes.py). All run
 in UTC so hour and day buckets match the rollups'.
 """
@@ -79,8 +79,7 @@ class WritePool(ReadOnlyPool):
         return conn
 
 
-class PingPool(ReadOnlyPool):
-    """The web's one way to write: a push monitor's pings (web/ping.py), each one statement.
-    Its own connections, so the read-only pool stays read-only and pings never wait behind pages."""
-
-    READ_ONLY = False
+class PingPool(WritePool):
+    """The web's connection for a push monitor's pings (web/pingwriter.py: one writer thread
+    writes each batch of pings in one transaction). Its own, so the read-only pool stays
+    read-only and pings never wait behind pages."""

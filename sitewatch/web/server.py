@@ -111,7 +111,7 @@ def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
         server.run(sockets=[sock])
     finally:
         app.state.pool.close()
-        app.state.ping_pool.close()
+        app.state.ping_writer.close()
         if app.state.write_pool is not None:
             app.state.write_pool.close()
 
