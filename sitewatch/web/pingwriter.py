@@ -43,19 +43,15 @@ class PingWriter:
     async def record(self, ping: pushstore.Ping) -> bool:
         """Write `ping`; returns whether its token is a monitor's, once the row is committed.
         Raises what the write raised (DatabaseUnavailable, psycopg2 errors, SlotContended)."""
-        self._start()
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((ping, future))
-        return await asyncio.wrap_future(future)
-
-    def _start(self) -> None:
-        # Lazily, in the process that serves (the app is built before uvicorn's loop runs).
-        with self._lock:
+        with self._lock:        # not after close(): nothing would answer
             if self._closed:
                 raise DatabaseUnavailable("the web server is stopping")
-            if self._thread is None:
+            if self._thread is None:    # lazily, in the process that serves (after spawn)
                 self._thread = threading.Thread(target=self._run, name="ping-writer", daemon=True)
                 self._thread.start()
+            self._queue.put((ping, future))
+        return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
         stopping = False
@@ -67,7 +63,9 @@ class PingWriter:
                 except queue.Empty:
                     break
             stopping = any(item is _STOP for item in batch)
-            batch = [item for item in batch if item is not _STOP]
+            # A handler cancelled meanwhile (server stopping) waits for nothing: its ping is not
+            # written. The others' futures are then running, and can no longer be cancelled.
+            batch = [item for item in batch if item is not _STOP and item[1].set_running_or_notify_cancel()]
             if batch:
                 self._write(batch)
         self._fail_queued()
@@ -98,7 +96,7 @@ class PingWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP:
+            if item is not _STOP and item[1].set_running_or_notify_cancel():
                 item[1].set_exception(DatabaseUnavailable("the web server is stopping"))
 
     def close(self) -> None:
