@@ -113,7 +113,7 @@ def ping_many(conn, pings: list[Ping], owner: str, alert_defaults: dict | None =
     The caller owns the transaction: web/pingwriter.py writes a batch in one. Each round is one
     statement (push.sql ping) with each token at most once; a token pinged twice in the batch
     is in two rounds, in order, as if its pings had come one by one."""
-    found: list = [None] * len(pings)
+    answers: list = [None] * len(pings)
     for round_ in _rounds(pings):
         batch = [pings[i] for i in round_]
         with conn.cursor() as cur:
@@ -124,11 +124,11 @@ def ping_many(conn, pings: list[Ping], owner: str, alert_defaults: dict | None =
             i = round_[n - 1]
             if cron:
                 p = pings[i]
-                found[i] = (True, _ping_cron(conn, p.token_hash, p.signal, owner, p.error_kind, p.error,
+                answers[i] = (True, _ping_cron(conn, p.token_hash, p.signal, owner, p.error_kind, p.error,
                                              p.message, alert_defaults))
             else:
-                found[i] = (bool(is_monitor), bool(recorded))
-    return found
+                answers[i] = (bool(is_monitor), bool(recorded))
+    return answers
 
 
 def _rounds(pings: list[Ping]) -> list[list[int]]:

@@ -1,12 +1,12 @@
-"""The web child's own small pools of connections: read-only ones for the pages, two writable
-ones for pings (PingPool), and, with a write token, two for the write API (WritePool).
+"""The web child's own small pools of connections: read-only ones for the pages, a writable
+one for pings (PingPool), and, with a write token, two for the write API (WritePool).
 
 Opened lazily in the process that serves (after spawn), shared by the request
 threads. Every connection of ReadOnlyPool is read-only at the session level
 (default_transaction_read_only), so no page, read API or badge code path can write; the
-only writes are a push monitor's pings, a batch a transaction (web/pingwriter.py), and the write API's
-changes, each recorded in the audit log (web/writes.py). All run
-in UTC so hour and day buckets match the rollups'.
+only writes are a push monitor's pings, a batch a transaction (web/pingwriter.py), and the
+write API's changes, each recorded in the audit log (web/writes.py). All run in UTC so hour
+and day buckets match the rollups'.
 """
 
 import queue
