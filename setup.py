@@ -23,11 +23,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sitewatch", "sitewatch.*"]),
-    package_data={"sitewatch.db": ["queries.sql", "push.sql", "migrations/*.sql"], "sitewatch.history": ["queries.sql"],
-                  "sitewatch.operations": ["queries.sql"], "sitewatch.alerts": ["queries.sql"],
-                  "sitewatch.manage": ["audit.sql"],
-                  "sitewatch.maintenance_windows": ["queries.sql"],
-                  "sitewatch.web": ["templates/*"]},
+    # Every package's SQL (queries.sql, migrations/*.sql...): a new one cannot be left out of
+    # an installed (non-editable) copy, as regions/queries.sql once was.
+    package_data={"": ["*.sql"], "sitewatch.web": ["templates/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "urllib3>=2.7",            # its decompression-bomb fixes bound the body cap
