@@ -35,6 +35,17 @@ def _forward_errors(_, method, event_dict):
     return event_dict
 
 
+def _to_devnull(stream) -> None:
+    """The reader of `stream`'s pipe is gone for good: what is written from now on (and the
+    flush at exit, whose failure would make the exit status 120) goes to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 class _LineWriter(structlog.WriteLogger):
     """structlog's WriteLogger that drops a line it cannot write. When the reader of our log
     pipe goes away, every write fails with EPIPE: raised from a log call, it would end the
@@ -44,7 +55,9 @@ class _LineWriter(structlog.WriteLogger):
     def msg(self, message: str) -> None:
         try:
             super().msg(message)
-        except (OSError, ValueError):   # EPIPE, EIO; ValueError: the stream was closed
+        except BrokenPipeError:
+            _to_devnull(self._file)
+        except (OSError, ValueError):   # EIO; ValueError: the stream was closed
             pass
 
     log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg

@@ -285,9 +285,12 @@ def test_two_runs_on_one_database_record_each_missed_slot_once(cli, db, sitewatc
     pids = set()
     for _, _, skipped, fail_streak, offsets, kinds, checked_by in rows:
         assert set(kinds) == {"missed"}
-        assert skipped == 0
-        # slot k at created_at + 2k (to the database clock's microsecond)
-        assert [round(o, 3) for o in offsets] == [2.0 * k for k in range(len(offsets))], offsets
+        # slot k at created_at + 2k (to the database clock's microsecond), each at most once; a
+        # slot a producer starved of CPU passed over is counted as skipped (CI's load does that
+        # to a 2 s period), never lost: recorded and skipped make up every slot up to the last
+        slots = [round(float(o), 3) / 2.0 for o in offsets]
+        assert all(k.is_integer() for k in slots) and slots == sorted(set(slots)), offsets
+        assert len(slots) + skipped == int(slots[-1]) + 1, (offsets, skipped)
         assert fail_streak == len(offsets)                      # each applied to alerts once
         pids |= set(checked_by)
     assert pids <= {str(r.pid) for r in runs} | _producer_pids(runs)
