@@ -219,8 +219,10 @@ def test_on_time_stopped_failing_and_overrunning_jobs(cli, db, sitewatch):   # n
     # overruns: a run may last a second, its period is long (its slot is missed only at 11 s)
     overruns = add_push(cli, "overruns", "--period", "10", "--grace", "1")
     assert web.get(f"/ping/{overruns}/start").status_code == 200
+    # steady last, so its first ping follows its creation at once (each `url add` takes a second
+    # or two under CI's load, longer than a slot's window of 3 s)
     tokens = {name: add_push(cli, name, "--period", "2", "--grace", "1", "--failure-threshold", "2")
-              for name in ("steady", "stops", "fails")}
+              for name in ("fails", "stops", "steady")}
     deadline = scalar(db, "SELECT now() + interval '7 seconds'")
     sent = 0
     while scalar(db, "SELECT now()") < deadline:
