@@ -262,3 +262,61 @@ def test_a_long_maintenance_run_keeps_heartbeating_and_the_beats_stop_with_it(ds
     assert len(ctx.beats) == beats
     job.db.close()
     job.behind.close()
+
+
+def test_the_job_holds_no_transaction_across_its_rests(conn, dsn, monkeypatch):
+    """Twelfth session's soak: the job's first run held one transaction for 324 s (REPEATABLE
+    READ across every paced statement of the rollup and of the summary build), so the queue's
+    deleted rows could not be vacuumed and lag passed 1 s. Now, at every rest of the rollups
+    and of a summary build, the job's backend is outside any transaction, and readers of the
+    summary still see the old rows, whole, until the build replaces them in one commit."""
+    monkeypatch.setattr(pacing, "SLICE_ROWS", 100)     # many slices and chunks: many rests
+    monkeypatch.setattr(pacing, "FIRST_CHUNK", 200)
+    ensure_past_partitions(conn, 2)
+    ids = add_urls(conn, 300)
+    with conn.cursor() as cur:
+        cur.execute("SELECT date_trunc('hour', now(), 'UTC') - interval '3 hours'")
+        start = cur.fetchone()[0]
+    conn.commit()
+    insert_results(conn, ids, start, start + 3 * HOUR, step_s=300)
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    pid = conn.get_backend_pid()
+    seen = {"states": [], "summaries": []}
+
+    def rest(_seconds):
+        with watcher.cursor() as cur:
+            cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+            seen["states"].append(cur.fetchone()[0])
+            cur.execute("SELECT count(*), coalesce(sum(ok_24h), 0) FROM uptime_summary")
+            seen["summaries"].append(cur.fetchone())
+
+    def paced():                                   # every chunk the smallest: many statements, many rests
+        return Pace(duty=0.5, target_s=1e-6, sleep=rest)
+    try:
+        rollup.catch_up_hours(conn, 0.0, pace=paced())
+        rollup.catch_up_days(conn, pace=paced())
+        assert assert_rollups_match_raw(conn, "rollup_hour", "hour", start + 3 * HOUR) == 3 * 300
+        assert len(seen["states"]) >= 10 and set(seen["states"]) == {"idle"}, seen["states"]
+        assert summary.refresh(conn, 0.0, pace=paced())["summary"] == "built"
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*), sum(ok_24h) FROM uptime_summary")
+            old = cur.fetchone()
+        conn.commit()
+        assert old[0] == 300 and old[1] > 0
+        with conn.cursor() as cur:                 # other rollups to build from, and a build due
+            cur.execute("UPDATE rollup_hour SET ok = ok + 1")
+            cur.execute("DELETE FROM uptime_summary_state")
+        conn.commit()
+        seen["states"].clear()
+        seen["summaries"].clear()
+        assert summary.refresh(conn, 0.0, pace=paced())["summary"] == "built"
+    finally:
+        watcher.close()
+    assert len(seen["states"]) >= 2 and set(seen["states"]) == {"idle"}, seen["states"]
+    assert set(seen["summaries"]) == {old}                   # the old summary, whole, at every rest
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), sum(ok_24h) FROM uptime_summary")
+        new = cur.fetchone()
+    conn.rollback()
+    assert new == (300, old[1] + 3 * 300)

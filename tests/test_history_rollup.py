@@ -12,7 +12,7 @@ import time
 
 import psycopg2
 
-from sitewatch.history import maintenance, rollup
+from sitewatch.history import maintenance, rollup, uptime
 from tests.conftest import clean_env
 from tests.historydata import (
     add_urls,
@@ -149,11 +149,22 @@ def test_concurrent_jobs_over_48_simulated_hours(dsn, conn):
     assert_rollups_match_raw(conn, "rollup_day", "day", watermark(conn, "day"))
 
 
-def test_job_killed_between_write_and_commit_leaves_nothing(dsn, conn, tmp_path):
+def test_job_killed_before_its_watermark_moves_changes_no_reader_and_is_redone(dsn, conn, tmp_path):
+    """The rollup's statements commit one by one (they must not hold a transaction across the
+    job's rests); the watermark moves last. A job killed before it moves leaves rows readers do
+    not take (they read rollup_hour only before the watermark), and the next run writes them
+    again, exactly."""
     ensure_past_partitions(conn, 3)
     urls = add_urls(conn, 3)
     _, hour = db_now(conn)
     insert_results(conn, urls, hour - 30 * HOUR, hour - HOUR)
+
+    def counts():
+        found = uptime.for_urls(conn, urls, p95=False, use_summary=False)
+        conn.rollback()
+        return {i: {name: (w.ok, w.failed) for name, w in f.windows.items()} for i, f in found.items()}
+    before = counts()
+    assert sum(w[0] + w[1] for f in before.values() for w in f.values()) > 0
     # Hold the watermark row: the job writes its rollups, then waits to move the watermark.
     blocker = psycopg2.connect(dsn)
     with blocker.cursor() as cur:
@@ -190,8 +201,9 @@ def test_job_killed_between_write_and_commit_leaves_nothing(dsn, conn, tmp_path)
         conn.commit()
         time.sleep(0.05)
     conn.commit()
-    assert rollup_rows(conn, "rollup_hour") == []          # its writes never committed
     assert watermark(conn, "hour") is None
+    assert rollup_rows(conn, "rollup_hour") != []          # written past the watermark...
+    assert counts() == before                              # ...and read by no one
     maintenance.run_once(conn, cfg())
     assert watermark(conn, "hour") == hour
     assert assert_rollups_match_raw(conn, "rollup_hour", "hour", hour) == 3 * 29

@@ -13,8 +13,15 @@ one core, with autovacuum on a large partition beside it, still pushed lag p99 t
 2-core host. The job's work is the same; it takes longer in wall time (minutes once an
 hour at 100,000 URLs). (A soak with another program taking a core during the job's first
 run still spiralled: the consumers' side of that is open, docs/benchmarks.md "Soak".)
+
+Where the work allows it (`with pace.committing(conn):`), each statement commits before the
+rest: a transaction held across minutes of rests keeps every row the checks' queue deletes
+from being vacuumed or pruned (100,000 task rows a minute at 100,000 URLs), the claims
+wade through them, and lag grew past 1 s during a 324 s transaction of the job's first run
+(docs/benchmarks.md "Twelfth session").
 """
 
+import contextlib
 import datetime
 import time
 
@@ -46,6 +53,17 @@ class Pace:
         self.work_s = 0.0
         self.rest_s = 0.0
         self.yield_s = 0.0
+        self._commit = None
+
+    @contextlib.contextmanager
+    def committing(self, conn):
+        """Within it, each statement run through this pace commits `conn` before its rest. For
+        work whose partial results no reader sees (rows past a watermark, a staging table)."""
+        self._commit = conn.commit
+        try:
+            yield
+        finally:
+            self._commit = None
 
     def execute(self, cur, sql, params=None) -> None:
         """cur.execute(sql, params), then a rest."""
@@ -55,6 +73,8 @@ class Pace:
         """work(*args) (the statements of one chunk), then a rest; returns what work returns."""
         started = self.clock()
         result = work(*args)
+        if self._commit is not None:
+            self._commit()
         took = self.clock() - started
         self.statements += 1
         self.longest_s = max(self.longest_s, took)

@@ -130,9 +130,11 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
     """Compute every complete hour after the watermark; returns {"hours": n, "rows": n, "until": ts,
     "regional": whether rollup_region_hour was written (expire() then has some to expire)}.
 
-    The caller holds the maintenance lock. Each chunk is one REPEATABLE READ transaction, so
-    the completeness bound and the raw rows it vouches for come from one snapshot.
+    The caller holds the maintenance lock. The completeness bound is read in a REPEATABLE
+    READ snapshot; the raw rows it vouches for no longer change, so each statement of the
+    rollup commits on its own.
     """
+    pace = pace or Pace(duty=1.0)
     hours = rows = 0
     until = None
     regional: list[bool] = []
@@ -160,7 +162,12 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
                 conn.commit()
                 return {"hours": hours, "rows": rows, "until": until, "regional": any(regional)}
             end = min(target, start + HOURS_PER_TRANSACTION * HOUR)
-            written, _ = recompute_hours(cur, start, end, pace, down_when, regional)
+            # [start, end) is complete in this snapshot: no result can still land in it, so the
+            # statements that roll it up need not share the snapshot, and each commits before
+            # its rest (pacing.py). Readers take rollup_hour only before the watermark, which
+            # moves last: until then they read these hours from raw rows, as before.
+            with pace.committing(conn):
+                written, _ = recompute_hours(cur, start, end, pace, down_when, regional)
             _advance(cur, "hour", end)
         conn.commit()
         hours += int((end - start) / HOUR)
@@ -170,6 +177,7 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
 
 def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dict:
     """Compute every day whose hours are all final; returns {"days": n, "rows": n, "until": ts}."""
+    pace = pace or Pace(duty=1.0)
     days = rows = 0
     while True:
         heartbeat()
@@ -189,7 +197,8 @@ def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dic
                 conn.commit()
                 return {"days": days, "rows": rows, "until": start}
             end = min(target, start + DAYS_PER_TRANSACTION * DAY)
-            written, _ = recompute_days(cur, start, end, pace)
+            with pace.committing(conn):     # rollup_day is read only before its watermark
+                written, _ = recompute_days(cur, start, end, pace)
             _advance(cur, "day", end)
         conn.commit()
         days += (end - start).days

@@ -82,7 +82,7 @@ def refresh(conn, grace_s: float = GRACE_S, add_every: datetime.timedelta = ADD_
             cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
             conn.commit()
             return {"summary": "added", "summary_rows": rows}
-        rows = _build(cur, anchor, until, watermark(cur, "day"), pace)
+        rows = _build(conn, cur, anchor, until, watermark(cur, "day"), pace)
         cur.execute(QUERIES["summary_set_state"], {"anchor": anchor, "until": until})
     conn.commit()
     return {"summary": "built", "summary_rows": rows}
@@ -98,16 +98,21 @@ def vacuum(conn) -> None:
         cur.execute("VACUUM (ANALYZE) uptime_summary")
 
 
-def _build(cur, anchor, until, day_until, pace: Pace) -> int:
+def _build(conn, cur, anchor, until, day_until, pace: Pace) -> int:
     """Overwrite every summary row from the rollups before `anchor` and raw rows up to
-    `until`, a chunk of URLs at a time (readers see the old rows until the commit)."""
+    `until`. The rows are computed a chunk of URLs at a time into a staging table, each chunk
+    committed before the pace's rest (what they read no longer changes: rollups before the
+    watermark, raw rows before the completeness bound); then one short transaction, with no
+    rest, replaces the summary: readers see the old rows or the new ones, never a mix."""
     bounds = [windows.window_bounds(anchor + _TINY, name, anchor, day_until) for name in WINDOWS]
     sql, params = windows.window_counts_sql(bounds)
-    pace.execute(cur, "DELETE FROM uptime_summary")
+    cur.execute(QUERIES["summary_stage_create"])
     written = 0
-    for _, _, ids in url_chunks(cur, pace):
-        if ids:
-            written += pace.call(_build_chunk, cur, sql, params, ids, bounds[0]["start"], anchor, until)
+    with pace.committing(conn):
+        for _, _, ids in url_chunks(cur, pace):
+            if ids:
+                written += pace.call(_build_chunk, cur, sql, params, ids, bounds[0]["start"], anchor, until)
+    cur.execute(QUERIES["summary_stage_swap"])
     return written
 
 
@@ -118,7 +123,7 @@ def _build_chunk(cur, sql, params, ids, start, anchor, until) -> int:
     cur.execute(QUERIES["window_histogram"], {"ids": ids, "all": False, "start": start,
                                               "hour_to": anchor, "raw_until": until})
     hists = windows.cells_to_histograms(cur.fetchall())
-    execute_values(cur, "INSERT INTO uptime_summary (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
+    execute_values(cur, "INSERT INTO pg_temp.summary_stage (url_id, ok_24h, failed_24h, ok_7d, failed_7d, ok_30d,"
                         " failed_30d, hist_from, cum_24h) VALUES %s",
                    ((url_id, *values, *_cumulative(hists.get(url_id, []))) for url_id, values in rows.items()),
                    template="(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer[])", page_size=5000)
