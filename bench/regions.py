@@ -18,6 +18,13 @@ after the soak's latency mix (0.1 s to 3 s). Only 127.0.0.x is contacted.
     python bench/regions.py --no-regions                      # the comparison: one host, no regions
     python bench/regions.py --dsn postgresql://postgres@127.0.0.1:5432/postgres   # PostgreSQL 15
     python bench/regions.py --no-regions --urls 2000 --duration 120   # the mechanics, quickly
+    python bench/regions.py --outage-at 150 --duration 360    # region a cut off from every site at 150 s
+
+--outage-at S: from S seconds on, the target answers 403 to region a's source address (nginx
+reloaded with `deny 127.0.0.2`): every URL fails in a, and each first failure asks the present
+regions for a confirmation check (regions/confirm.py). The report then also gives, per minute
+and region, the checks off the URLs' slot grid (the confirmations) and the notices queued:
+what the confirmations cost b and c (their lag), and that nobody is told the sites are down.
 
 A result's region is read from task_result.region when the column exists (the regions
 issue's migration); without it every result counts under region ''.
@@ -159,6 +166,31 @@ def results_per_minute(cur, started: float, minutes: int) -> dict:
     return dict(cur.fetchall())
 
 
+def off_grid_checks(cur, started: float, minutes: int) -> list:
+    """[minute, region, checks] of results whose scheduled_at is off the URL's slot grid
+    (t0 + kP): confirmation checks, which are keyed by when they were asked."""
+    cur.execute("""
+        SELECT floor(extract(epoch FROM r.scheduled_at - to_timestamp(%(t0)s)) / 60)::int + 1, r.region, count(*)
+        FROM task_result r JOIN url u ON u.id = r.url_id
+        WHERE r.scheduled_at >= to_timestamp(%(t0)s)
+          AND r.scheduled_at < to_timestamp(%(t0)s) + make_interval(mins => %(n)s)
+          AND mod(floor(extract(epoch FROM r.scheduled_at - u.next_check_at) * 1000000)::bigint,
+                  u.period::bigint * 1000000) <> 0
+        GROUP BY 1, 2 ORDER BY 1, 2""", {"t0": started, "n": minutes})
+    return [list(row) for row in cur.fetchall()]
+
+
+def notices(cur) -> dict:
+    """Incidents opened, and the notices queued in the alerts' outbox by kind (none when the
+    run has no channel: the incidents still say whether anyone would have been told)."""
+    cur.execute("SELECT kind, count(*) FROM alert_outbox GROUP BY 1 ORDER BY 1")
+    found = dict(cur.fetchall())
+    cur.execute("SELECT count(*) FROM incident")
+    incidents = cur.fetchone()[0]
+    cur.execute("SELECT state, count(*) FROM url_state GROUP BY 1 ORDER BY 1")
+    return {"incidents": incidents, "outbox": found, "url_states": dict(cur.fetchall())}
+
+
 def stop(runs) -> list:
     """SIGTERM to every run at once, then wait; SIGKILL to a group still there after STOP_TIMEOUT."""
     for proc in runs:
@@ -188,8 +220,12 @@ def main() -> int:
     parser.add_argument("--dsn", help="PostgreSQL server to create a fresh database on (default: embedded)")
     parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
                         help="extra environment for every run (repeatable)")
+    parser.add_argument("--outage-at", type=float, default=None, metavar="S",
+                        help="from S seconds on, region a's source address gets 403 from every site")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
+    if args.outage_at is not None and args.no_regions:
+        parser.error("--outage-at needs regions")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # the cleanup below still runs
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
 
@@ -234,7 +270,12 @@ def main() -> int:
                                              stdout=log, stderr=log, start_new_session=True))
         started = time.time()
         backends, server = CpuMeter(), CpuMeter()
+        outage_pending = args.outage_at is not None
         while time.time() < started + args.duration:
+            if outage_pending and time.time() >= started + args.outage_at:
+                delay.deny(SOURCES[0])
+                say(f"outage: region a gets 403 from every site from {args.outage_at:.0f} s on")
+                outage_pending = False
             minute = int((time.time() - started) // 60) + 1
             try:
                 backends.sample(backend_pids(meas), minute)
@@ -251,6 +292,10 @@ def main() -> int:
         with meas.cursor() as cur:
             rows = per_region_minute(cur, started, minutes)
             recorded = results_per_minute(cur, started, minutes)
+            if args.outage_at is not None:
+                report["outage_at_s"] = args.outage_at
+                report["off_grid_checks"] = off_grid_checks(cur, started, minutes)
+                report["notices"] = notices(cur)
         table = []
         for minute in range(1, minutes + 1):
             results = recorded.get(minute, 0)

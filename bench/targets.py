@@ -8,6 +8,7 @@ Everything listens on 127.0.0.1 only.
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -191,10 +192,7 @@ class DelayTarget:
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx and os.path.exists(ECHO_MODULE):
             self._dir = tempfile.mkdtemp(prefix="sitewatch-nginx-delay-")
-            conf = os.path.join(self._dir, "nginx.conf")
-            with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(head=f"load_module {ECHO_MODULE};", workers=1, prefix=self._dir,
-                                          port=self.port, location=DELAY_LOCATION))
+            conf = self._write_conf(DELAY_LOCATION)
             self._proc = subprocess.Popen([nginx, "-c", conf, "-p", self._dir],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.kind = "nginx + echo_sleep (1 worker)"
@@ -203,6 +201,21 @@ class DelayTarget:
             self.kind = "python asyncio delay server (fallback: nginx or libnginx-mod-http-echo not installed)"
         wait_for_port(self.port)
         return self
+
+    def _write_conf(self, location: str) -> str:
+        conf = os.path.join(self._dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(head=f"load_module {ECHO_MODULE};", workers=1, prefix=self._dir,
+                                      port=self.port, location=location))
+        return conf
+
+    def deny(self, address: str) -> None:
+        """From now on answer 403 to requests from `address` (a region's source address: its
+        network to every site "down"), by reloading nginx (SIGHUP). nginx only."""
+        if self._proc is None:
+            raise RuntimeError("deny needs nginx (libnginx-mod-http-echo)")
+        self._write_conf(f"deny {address}; {DELAY_LOCATION}")
+        self._proc.send_signal(signal.SIGHUP)
 
     def _start_asyncio(self) -> None:
         async def answer(reader, writer):
