@@ -155,11 +155,33 @@ def add_pushes(env, conn, count: int, grace: str) -> list[str]:
     return tokens
 
 
+def read_response(sock, buffer: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 response off a keep-alive socket: (its status, the bytes read past it). Only
+    what the ping answers need: a status line, a Content-Length, a body."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("closed by the server")
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next((int(line.partition(b":")[2]) for line in lines[1:]
+                   if line[:15].lower() == b"content-length:"), 0)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("closed by the server")
+        rest += chunk
+    return int(lines[0].split(b" ", 2)[1]), rest[length:]
+
+
 def serve_pings(port: int, tokens_path: str, period: float, connections: int) -> None:
     """The pinger process: each token pinged once a period, the pings spread over the period,
     on `connections` keep-alive connections (a thread each). On SIGTERM, prints the count of
-    answers by status as JSON."""
-    import http.client
+    answers by status as JSON. Requests are pre-built bytes and answers are read by
+    read_response, not http.client (whose request building and header parsing cost ~0.13 ms
+    of CPU a ping, 3% of the two cores the checks share at 500 pings a second)."""
+    import socket
     import threading
     with open(tokens_path) as f:
         tokens = f.read().split()
@@ -171,21 +193,25 @@ def serve_pings(port: int, tokens_path: str, period: float, connections: int) ->
             statuses[status] = statuses.get(status, 0) + 1
 
     def pinger(mine):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        requests = [f"GET /ping/{token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() for token in mine]
+        sock, buffer = None, b""
         t0, n = time.monotonic(), 0
         while not stop.is_set():
-            for i, token in enumerate(mine):
-                wait = t0 + n * period + i * period / len(mine) - time.monotonic()
+            for i, request in enumerate(requests):
+                wait = t0 + n * period + i * period / len(requests) - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
                 try:
-                    conn.request("GET", f"/ping/{token}")
-                    response = conn.getresponse()
-                    response.read()
-                    count(response.status)
-                except (OSError, http.client.HTTPException) as exc:
+                    if sock is None:
+                        sock, buffer = socket.create_connection(("127.0.0.1", port), timeout=10), b""
+                    sock.sendall(request)
+                    status, buffer = read_response(sock, buffer)
+                    count(status)
+                except OSError as exc:
                     count(type(exc).__name__)
-                    conn.close()
+                    if sock is not None:
+                        sock.close()
+                    sock = None
                     time.sleep(0.2)
             n += 1
 

@@ -33,3 +33,25 @@ def compile_regex_utf8(pattern: str):
     options.max_mem = REGEX_MAX_MEM
     options.log_errors = False
     return re2.compile(pattern.encode("utf-8"), options)
+
+
+def search_bytes(pattern: str, data: bytes) -> bool:
+    """Whether the user regex `pattern` matches somewhere in `data` (a body, what a tcp:// check
+    read), with Unicode semantics. Raises re2.error for an invalid pattern.
+
+    re2 on bytes works in UTF-8 mode where `.` does not match an invalid byte, so "caf.*text"
+    would miss a Latin-1 body: decoding with replacement keeps every byte matchable (as
+    U+FFFD). A valid UTF-8 body (most are; ASCII is checked in C at no cost) decodes to text
+    that encodes back to the same bytes, so it is searched as bytes: the same verdict, without
+    pyre2's decoding, re-encoding and offset mapping in Python."""
+    if data.isascii() or _valid_utf8(data):
+        return compile_regex_utf8(pattern).search(data) is not None
+    return compile_regex(pattern).search(data.decode("utf-8", errors="replace")) is not None
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

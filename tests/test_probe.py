@@ -888,7 +888,7 @@ def test_certificate_expiry_is_read_from_der_in_both_time_formats(tmp_path):
 def test_a_regex_gives_the_same_verdict_on_bytes_as_on_the_decoded_text():
     # Valid UTF-8 bodies are searched as bytes (no decoding); the verdict must be the one the
     # decoded text gives, and an invalid body still goes through the text (U+FFFD for bad bytes).
-    from sitewatch.check.probe import _regex_matches
+    from sitewatch.regex import search_bytes
     bodies = [b"", b"sitewatch bench ok\n", "café au lait".encode(), "\u00e9".encode(), b"caf\xe9",
               b"\xff\xfe ok", "日本語 ok".encode(), b"a\x00b", "x\u2028y".encode()]
     patterns = ["ok", "^ok$", "caf.", "caf. au", "^.$", "(?i)CAFÉ", r"\bok\b", "日本", "^...$",
@@ -896,7 +896,7 @@ def test_a_regex_gives_the_same_verdict_on_bytes_as_on_the_decoded_text():
     for body in bodies:
         for pattern in patterns:
             text_verdict = compile_regex(pattern).search(body.decode("utf-8", errors="replace")) is not None
-            assert _regex_matches(pattern, body) is text_verdict, (pattern, body)
+            assert search_bytes(pattern, body) is text_verdict, (pattern, body)
 
 
 def test_plain_urls_are_split_as_urllib3_splits_them():

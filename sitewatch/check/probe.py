@@ -20,7 +20,7 @@ import re2
 
 from sitewatch import assertions
 from sitewatch.redact import printable, redact_url
-from sitewatch.regex import compile_regex_utf8
+from sitewatch.regex import search_bytes
 from sitewatch.urlspec import compile_regex, parse_expected_status
 
 from . import kinds
@@ -132,25 +132,6 @@ def _shorten(text: str) -> str:
 # --------------------------------------------------------------------------- judging
 
 
-def _regex_matches(pattern: str, body: bytes) -> bool:
-    # re2 on bytes works in UTF-8 mode where `.` does not match an invalid byte, so
-    # "caf.*text" would miss a Latin-1 body. Decoding with replacement keeps every
-    # byte matchable (as U+FFFD) and gives Unicode semantics for UTF-8 bodies.
-    # A valid UTF-8 body (most are; ASCII is checked in C at no cost) decodes to text that
-    # encodes back to the same bytes, so it is searched as bytes: the same verdict, cheaper.
-    if body.isascii() or _valid_utf8(body):
-        return compile_regex_utf8(pattern).search(body) is not None
-    return compile_regex(pattern).search(body.decode("utf-8", errors="replace")) is not None
-
-
-def _valid_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
     return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
 
@@ -170,7 +151,7 @@ def _judge_regex(target: Target, body: bytes | None) -> tuple[tuple[str, str] | 
     if not kinds.is_http(target.url):       # a tcp:// monitor's `expect`, over what was read
         if body is None:
             return ("regex", f"expect {shown} not checked: nothing was read"), None
-        matched = _regex_matches(pattern, body)
+        matched = search_bytes(pattern, body)
         return (None, True) if matched else \
             (("regex", f"expect {shown} not found in the {len(body)} bytes read: {_shorten(repr(body[:80]))[1:]}"),
              False)
@@ -178,7 +159,7 @@ def _judge_regex(target: Target, body: bytes | None) -> tuple[tuple[str, str] | 
         reason = f"a {target.request.method.upper()} response has no body"
         return ("regex", f"regex {shown} not checked: {reason}"), None
     try:
-        matched = _regex_matches(pattern, body)
+        matched = search_bytes(pattern, body)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):  # re2 reports its parse errors as bytes

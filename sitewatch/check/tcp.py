@@ -14,7 +14,7 @@ when it was given: requestspec.validate_send); a ${VAR} in it is read on the che
 
 from __future__ import annotations
 
-from ..regex import compile_regex
+from ..regex import search_bytes
 from .address import normalise_host_port
 from .engine import WAITING, Request, Response
 from .stream import Stream
@@ -46,16 +46,17 @@ def _exchange(stream: Stream) -> Response:
         body = None
         if request.expect is not None:
             stream.stage = WAITING
-            body = _read(stream, sock, compile_regex(request.expect))
+            body = _read(stream, sock, request.expect)
         return stream.response(body)
     finally:
         stream.watch(None)     # before closing: the fd number may be reused by another check
         sock.close()
 
 
-def _read(stream: Stream, sock, pattern) -> bytes:
+def _read(stream: Stream, sock, pattern: str) -> bytes:
     """The answer, up to MAX_READ bytes: read until `pattern` matches, the server closes, or the
-    deadline passes (what was read by then is returned; nothing at all is a timeout)."""
+    deadline passes (what was read by then is returned; nothing at all is a timeout). The match
+    is probe.judge's (regex.search_bytes: bytes when they are UTF-8, so no decoding in Python)."""
     data = bytearray()
     while len(data) < MAX_READ:
         try:
@@ -70,7 +71,7 @@ def _read(stream: Stream, sock, pattern) -> bytes:
         if not data:
             stream.mark("first_byte")
         data += chunk
-        if pattern.search(data.decode("utf-8", errors="replace")):
+        if search_bytes(pattern, bytes(data)):
             break
     if not data and stream.deadline.passed():
         raise TimeoutError("total deadline passed")
