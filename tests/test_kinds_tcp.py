@@ -78,6 +78,23 @@ def test_an_answer_that_does_not_match_expect_is_a_regex_failure_quoting_it(serv
     assert "expect 'PONG' not found in the 6 bytes read" in outcome.error and "WHAT" in outcome.error
 
 
+@pytest.mark.parametrize("answer", ["café ok\n".encode(), b"caf\xe9 ok\n"])
+def test_expect_matches_utf8_and_latin1_answers_as_text_and_stops_reading(serve, answer):
+    # `.` is one character: the UTF-8 é, and the Latin-1 byte as U+FFFD (an invalid UTF-8
+    # answer is decoded with replacement; a valid one is searched as bytes, the same verdict).
+    # The server then holds the connection open: only the match ends the read before the deadline.
+    def answers_then_holds(conn, server):
+        server.received.append(conn.recv(64))
+        conn.sendall(answer)
+        silent(conn, server)
+    server = serve(answers_then_holds)
+    outcome, elapsed = timed(server.url(), send=r"HI\n", expect="^caf. ok")
+    assert outcome.ok and outcome.regex_matched is True, outcome
+    assert elapsed < 1.0
+    outcome, elapsed = timed(server.url(), send=r"HI\n", expect="^caf.. ok")   # not two characters
+    assert outcome.error_kind == "regex" and outcome.regex_matched is False, outcome
+
+
 def test_without_expect_nothing_is_read_so_a_silent_server_is_up_at_once(serve):
     server = serve(silent)
     outcome, elapsed = timed(server.url(), send=r"QUIT\r\n")
