@@ -46,7 +46,7 @@ def main() -> int:
         while bench.poll() is None:
             children = []
             for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
-                title = " ".join(p.info["cmdline"] or [])
+                title = " ".join(" ".join(p.info["cmdline"] or []).split())    # setproctitle pads it
                 if title.startswith(ROLES):
                     children.append((p, title))
             if time.time() >= next_cpu:
