@@ -1,20 +1,25 @@
-"""What uptime per region and by the quorum rule cost (issue 21, migration 0017). Exclusive lock:
+"""What uptime per region and by the quorum rule cost (issue 21, migrations 0017 and 0020). Exclusive lock:
 
-    flock /work/bench.lock python bench/region_uptime.py --urls 1000 --repeat 3
+    /work/bin/benchlock python bench/region_uptime.py --urls 1000 --repeat 3 --baseline-src /tmp/before
 
-A fresh database. First, an install without regions: the statements the change adds to its
-maintenance job (the probe of region_host, once per hour rolled up; none in idle runs) and
-the one it takes out of each notifier's sweep every 5 s (announce_absent_regions, skipped
-until any host has a region), each timed over many runs. Then N URLs with regions a, b, c
-and 30 days of rollup_region_hour (one row per URL, region or '' and hour) and times
-regionuptime.for_urls of all of them: what `status` adds for URLs with regions. Prints one
-JSON object.
+A fresh database. First, an install without regions: the statements regions add to its
+maintenance job (the probe of region_host, once per hour and once per day rolled up; none
+in idle runs) and the one they take out of each notifier's sweep every 5 s
+(announce_absent_regions, skipped until any host has a region), each timed over many runs.
+Then N URLs with regions a, b, c and 30 days of rollup_region_hour (one row per URL, region
+or '' and hour), rolled up into rollup_region_day by migration 0020's backfill and timed,
+the daily rollup of one day timed, and regionuptime.for_urls of all of them timed: what
+`status` adds for them. Each timing of for_urls runs in a process of its own, alternating
+this tree with --baseline-src (a tree from before the daily region rollups, which reads the
+hours alone), on the same database; both must give the same figures. Prints one JSON object.
 """
 
 import argparse
+import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -24,6 +29,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from history import DEFAULT_DSN, cli, env_for  # noqa: E402
 from throughput import create_database, drop_database  # noqa: E402
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Run in a process of its own with a tree's code (python -c puts the working directory, the
+# tree, first on the path): for_urls of every URL at a given now (the windows of every run
+# the same, whenever it runs), timed; the figures' digest.
+TIMED_READ = """
+import datetime, hashlib, json, sys, time
+import psycopg2
+from sitewatch.history import regionuptime
+conn = psycopg2.connect(sys.argv[1])
+conn.autocommit = True
+t0 = time.perf_counter()
+found = regionuptime.for_urls(conn, None, "majority", datetime.datetime.fromisoformat(sys.argv[2]))
+took = time.perf_counter() - t0
+figures = sorted((u, r, w, f.ok, f.failed) for u, regions in found.items()
+                 for r, windows in regions.items() for w, f in windows.items())
+print(json.dumps({"s": took, "urls": len(found), "digest": hashlib.sha256(repr(figures).encode()).hexdigest()}))
+"""
 
 
 def per_call_us(cur, sql, params=None, n=3000) -> float:
@@ -35,36 +59,79 @@ def per_call_us(cur, sql, params=None, n=3000) -> float:
     return round(1e6 * (time.perf_counter() - t0) / n, 1)
 
 
+def timed_read(tree: str, dsn: str, now: datetime.datetime) -> dict:
+    out = subprocess.run([sys.executable, "-c", TIMED_READ, dsn, now.isoformat()], cwd=tree,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": tree})
+    if out.returncode != 0:
+        raise SystemExit(f"for_urls in {tree} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def seed(cur, urls: int) -> dict:
+    """N URLs with regions, 30 days of hours, their days by migration 0020's backfill (timed)
+    and one day by the daily rollup (timed)."""
+    from sitewatch.history import rollup
+    cur.execute("INSERT INTO url (url, period, timeout, next_check_at, regions) SELECT 'http://s' || g"
+                " || '.example/', 60, 5, now() + interval '1 hour', '{a,b,c}' FROM generate_series(1, %s) g",
+                (urls,))
+    cur.execute("UPDATE rollup_watermark SET done_until = date_trunc('hour', now()) WHERE level = 'hour'")
+    cur.execute("UPDATE rollup_watermark SET done_until = date_trunc('day', now()) WHERE level = 'day'")
+    cur.execute("INSERT INTO region_host (owner, region, seen_at) VALUES ('h:notifier:1', 'a', now())")
+    t0 = time.perf_counter()
+    cur.execute("""INSERT INTO rollup_region_hour SELECT u, r, b, 60, 59, 1 FROM generate_series(1, %s) u,
+                   unnest('{"",a,b,c}'::text[]) r, generate_series(date_trunc('hour', now()) - interval '30 days',
+                   date_trunc('hour', now()) - interval '1 hour', interval '1 hour') b""", (urls,))
+    seeded_s = time.perf_counter() - t0
+    with open(os.path.join(HERE, "sitewatch/db/migrations/0020_region_day.sql")) as f:
+        backfill = f.read().split("INSERT INTO rollup_region_day", 1)[1]
+    cur.execute("TRUNCATE rollup_region_day")
+    t0 = time.perf_counter()
+    cur.execute("INSERT INTO rollup_region_day" + backfill)
+    backfill_s = time.perf_counter() - t0
+    cur.execute("SELECT date_trunc('day', now(), 'UTC') - interval '1 day'")
+    yesterday = cur.fetchone()[0]
+    t0 = time.perf_counter()
+    rollup.recompute_days(cur, yesterday, yesterday + datetime.timedelta(days=1))
+    day_s = time.perf_counter() - t0
+    cur.execute("VACUUM ANALYZE rollup_region_hour")
+    cur.execute("VACUUM ANALYZE rollup_region_day")
+    cur.execute("SELECT (SELECT count(*) FROM rollup_region_hour), (SELECT count(*) FROM rollup_region_day)")
+    hours, days = cur.fetchone()
+    return {"urls": urls, "rollup_region_hour_rows": hours, "rollup_region_day_rows": days,
+            "seed_hours_s": round(seeded_s, 1), "migration_0020_backfill_s": round(backfill_s, 2),
+            "daily_rollup_of_one_day_s (recompute_days, unpaced)": round(day_s, 2)}
+
+
 def measure(args, dsn) -> dict:
     from sitewatch.alerts.store import QUERIES as ALERTS
-    from sitewatch.history import regionuptime
     from sitewatch.history.rollup import QUERIES
     cli(env_for(dsn), "db", "migrate")
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
     report = {"without_regions_us": {
-        "regions_in_use (job: once per hour rolled up)": per_call_us(cur, QUERIES["regions_in_use"]),
+        "regions_in_use (job: once per hour and once per day rolled up)": per_call_us(cur, QUERIES["regions_in_use"]),
         "announce_absent_regions (notifier, every 5 s before; skipped now)": per_call_us(
             cur, ALERTS["announce_absent_regions"], {"after": 120, "channels": ["ops"]}),
     }}
-    cur.execute("INSERT INTO url (url, period, timeout, next_check_at, regions) SELECT 'http://s' || g"
-                " || '.example/', 60, 5, now() + interval '1 hour', '{a,b,c}' FROM generate_series(1, %s) g",
-                (args.urls,))
-    cur.execute("UPDATE rollup_watermark SET done_until = date_trunc('hour', now()) WHERE level = 'hour'")
-    cur.execute("""INSERT INTO rollup_region_hour SELECT u, r, b, 60, 59, 1 FROM generate_series(1, %s) u,
-                   unnest('{"",a,b,c}'::text[]) r, generate_series(date_trunc('hour', now()) - interval '30 days',
-                   date_trunc('hour', now()) - interval '1 hour', interval '1 hour') b""", (args.urls,))
-    cur.execute("VACUUM ANALYZE rollup_region_hour")
-    times = []
+    report["with_regions"] = seed(cur, args.urls)
+    cur.execute("SELECT now()")
+    now = cur.fetchone()[0]
+    trees = {"this": HERE, **({"baseline": os.path.abspath(args.baseline_src)} if args.baseline_src else {})}
+    runs = {name: [] for name in trees}
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        found = regionuptime.for_urls(conn, None, "majority")
-        times.append(time.perf_counter() - t0)
-    assert len(found) == args.urls and found[1][""]["30d"].uptime == 0.98333
-    report["with_regions"] = {"urls": args.urls, "rollup_region_hour_rows": args.urls * 4 * 720,
-                              "for_urls_s_median": round(statistics.median(times), 3),
-                              "for_urls_s": [round(t, 3) for t in times]}
+        for name, tree in trees.items():
+            runs[name].append(timed_read(tree, dsn, now))
+    digests = {run["digest"] for name in trees for run in runs[name]}
+    assert len(digests) == 1, f"the trees' figures differ: {runs}"
+    assert all(run["urls"] == args.urls for name in trees for run in runs[name])
+    from sitewatch.history import regionuptime
+    found = regionuptime.for_urls(conn, None, "majority", now)
+    assert found[1][""]["30d"].uptime == 0.98333 and found[1]["a"]["24h"].uptime == 0.98333
+    for name in trees:
+        times = [run["s"] for run in runs[name]]
+        report["with_regions"][f"for_urls_s_median_{name}"] = round(statistics.median(times), 3)
+        report["with_regions"][f"for_urls_s_{name}"] = [round(t, 3) for t in times]
     conn.close()
     return report
 
@@ -74,6 +141,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--urls", type=int, default=1000, help="URLs with regions a, b, c")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-src", help="a source tree from before the daily region rollups, timed alternately")
     args = parser.parse_args()
     dsn = create_database(args.dsn, f"sitewatch_rubench_{os.getpid()}")
     try:

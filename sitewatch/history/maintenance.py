@@ -76,7 +76,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict |
         dropped = partitions.drop_expired(conn, cfg.history.raw_days, hours["until"], log)
         conn.autocommit = False
         expired = rollup.expire(conn, cfg.history.hourly_days, cfg.history.daily_days,
-                                regions=hours["regional"])
+                                regions=hours["regional"] or days["regional"])
         pruned = prune.expire(conn, cfg.history.raw_days)       # the alerts' outbox, silences, hosts
         audit_expired = audit.expire(conn, cfg.history.raw_days)
         report = {"partitions_created": len(created), "partitions_dropped": len(dropped),

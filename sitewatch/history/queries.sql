@@ -568,26 +568,77 @@ FROM quorum GROUP BY 1, 3
 ON CONFLICT (url_id, region, bucket) DO UPDATE SET
     checks = r.checks + EXCLUDED.checks, ok = r.ok + EXCLUDED.ok, failed = r.failed + EXCLUDED.failed;
 
+-- name: rollup_region_days
+-- The daily region rollups (migration 0020) of URLs [lo, hi) in [from, to) (whole UTC days):
+-- the sums of their hours in rollup_region_hour, overwritten; rows of that range no hour
+-- supports any more are deleted (as rollup_days).
+WITH fresh AS (
+    SELECT url_id, region, date_trunc('day', bucket, 'UTC') AS bucket,
+           sum(checks) AS checks, sum(ok) AS ok, sum(failed) AS failed
+    FROM rollup_region_hour
+    WHERE bucket >= %(from)s AND bucket < %(to)s AND url_id >= %(lo)s AND url_id < %(hi)s
+    GROUP BY 1, 2, 3
+), written AS (
+    INSERT INTO rollup_region_day AS r (url_id, region, bucket, checks, ok, failed)
+    SELECT * FROM fresh
+    ON CONFLICT (url_id, region, bucket) DO UPDATE SET
+        checks = EXCLUDED.checks, ok = EXCLUDED.ok, failed = EXCLUDED.failed
+    RETURNING 1
+), stale AS (
+    DELETE FROM rollup_region_day r
+    WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.url_id >= %(lo)s AND r.url_id < %(hi)s
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.url_id = r.url_id AND f.region = r.region
+                                                 AND f.bucket = r.bucket)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM stale);
+
 -- name: region_window_counts
 -- Per URL with regions (the ids given, or all) and per region, plus region '' (the URL by the
--- quorum rule, slot by slot): ok and failed in the 24h, 7d and 30d windows starting at
--- %(start_24h)s, %(start_7d)s and %(start_30d)s (uptime.py's windows). Whole hours before the
--- hourly watermark %(hour_until)s from rollup_region_hour, the rest from the raw rows, with
--- the same rules as rollup_region_slice: one snapshot, nothing counted twice. Each part is
--- summed per (URL, region) on its own (hash aggregates: the hours' rows are most of it, one
--- per hour and region, and a sort of them all spilled to disk), then the two are added.
+-- quorum rule, slot by slot): ok and failed in the 24h, 7d and 30d windows, each from the
+-- three disjoint sources of uptime.py's window_counts, bounded by windows.py window_bounds
+-- (parameters start_W, day_from_W, day_to_W, hour_to_W of each window W): whole days
+-- [day_from, day_to) from rollup_region_day, the other hours [start, hour_to) from
+-- rollup_region_hour, raw rows from hour_to on, with the same rules as rollup_region_slice.
+-- One snapshot: nothing counted twice. A 30-day window reads about 30 day rows and at most
+-- about three days of hour rows per (URL, region) instead of 720 hours. Each part is summed
+-- per (URL, region) on its own (hash aggregates: a sort of all the hours' rows spilled to
+-- disk), joined to the target URLs, then the three are added.
 WITH target AS (
     SELECT id, down_when, next_check_at, period FROM url
     WHERE cardinality(regions) > 0 AND (%(all)s OR id = ANY (%(ids)s))
+), days AS (
+    SELECT r.url_id, r.region,
+           sum(r.ok) FILTER (WHERE r.bucket >= %(day_from_24h)s AND r.bucket < %(day_to_24h)s) AS ok_24h,
+           sum(r.failed) FILTER (WHERE r.bucket >= %(day_from_24h)s AND r.bucket < %(day_to_24h)s) AS failed_24h,
+           sum(r.ok) FILTER (WHERE r.bucket >= %(day_from_7d)s AND r.bucket < %(day_to_7d)s) AS ok_7d,
+           sum(r.failed) FILTER (WHERE r.bucket >= %(day_from_7d)s AND r.bucket < %(day_to_7d)s) AS failed_7d,
+           sum(r.ok) FILTER (WHERE r.bucket >= %(day_from_30d)s AND r.bucket < %(day_to_30d)s) AS ok_30d,
+           sum(r.failed) FILTER (WHERE r.bucket >= %(day_from_30d)s AND r.bucket < %(day_to_30d)s) AS failed_30d
+    FROM rollup_region_day r
+    WHERE r.bucket >= %(day_min)s AND r.bucket < %(day_max)s AND (%(all)s OR r.url_id = ANY (%(ids)s))
+    GROUP BY r.url_id, r.region
 ), hours AS (
     SELECT r.url_id, r.region,
-           sum(r.ok) FILTER (WHERE r.bucket >= %(start_24h)s) AS ok_24h,
-           sum(r.failed) FILTER (WHERE r.bucket >= %(start_24h)s) AS failed_24h,
-           sum(r.ok) FILTER (WHERE r.bucket >= %(start_7d)s) AS ok_7d,
-           sum(r.failed) FILTER (WHERE r.bucket >= %(start_7d)s) AS failed_7d,
-           sum(r.ok) AS ok_30d, sum(r.failed) AS failed_30d
-    FROM rollup_region_hour r       -- summed first, then joined to the target URLs (below)
-    WHERE r.bucket >= %(start_30d)s AND r.bucket < %(hour_until)s AND (%(all)s OR r.url_id = ANY (%(ids)s))
+           sum(r.ok) FILTER (WHERE in_24h) AS ok_24h, sum(r.failed) FILTER (WHERE in_24h) AS failed_24h,
+           sum(r.ok) FILTER (WHERE in_7d) AS ok_7d, sum(r.failed) FILTER (WHERE in_7d) AS failed_7d,
+           sum(r.ok) FILTER (WHERE in_30d) AS ok_30d, sum(r.failed) FILTER (WHERE in_30d) AS failed_30d
+    FROM rollup_region_hour r,
+         LATERAL (SELECT r.bucket >= %(start_24h)s AND r.bucket < %(hour_to_24h)s
+                         AND NOT (r.bucket >= %(day_from_24h)s AND r.bucket < %(day_to_24h)s) AS in_24h,
+                         r.bucket >= %(start_7d)s AND r.bucket < %(hour_to_7d)s
+                         AND NOT (r.bucket >= %(day_from_7d)s AND r.bucket < %(day_to_7d)s) AS in_7d,
+                         r.bucket >= %(start_30d)s AND r.bucket < %(hour_to_30d)s
+                         AND NOT (r.bucket >= %(day_from_30d)s AND r.bucket < %(day_to_30d)s) AS in_30d) AS w
+    -- each window's edges only, [start, day_from) and [day_to, hour_to) (an OR of ranges: a
+    -- BitmapOr of the bucket index), never the hours of the days read above
+    WHERE ((r.bucket >= %(start_24h)s AND r.bucket < least(%(day_from_24h)s, %(hour_to_24h)s))
+           OR (r.bucket >= %(day_to_24h)s AND r.bucket < %(hour_to_24h)s)
+           OR (r.bucket >= %(start_7d)s AND r.bucket < least(%(day_from_7d)s, %(hour_to_7d)s))
+           OR (r.bucket >= %(day_to_7d)s AND r.bucket < %(hour_to_7d)s)
+           OR (r.bucket >= %(start_30d)s AND r.bucket < least(%(day_from_30d)s, %(hour_to_30d)s))
+           OR (r.bucket >= %(day_to_30d)s AND r.bucket < %(hour_to_30d)s))
+      AND (%(all)s OR r.url_id = ANY (%(ids)s))
     GROUP BY r.url_id, r.region
 ), raw AS (
     SELECT t.url_id, t.scheduled_at, t.region, t.ok, t.error_kind IS NOT DISTINCT FROM 'lost' AS lost,
@@ -595,36 +646,41 @@ WITH target AS (
            mod(floor(extract(epoch FROM t.scheduled_at - g.next_check_at) * 1000000)::bigint,
                g.period::bigint * 1000000) = 0 AS on_grid
     FROM target g JOIN task_result t ON t.url_id = g.id
-    LEFT JOIN maintenance_ranges(%(hour_until)s, 'infinity') AS m ON m.url_id = t.url_id
-    WHERE t.scheduled_at >= %(hour_until)s AND t.scheduled_at >= %(start_30d)s AND t.region <> ''
+    LEFT JOIN maintenance_ranges(%(raw_from)s, 'infinity') AS m ON m.url_id = t.url_id
+    WHERE t.scheduled_at >= %(raw_from)s AND t.region <> ''
 ), quorum AS (
     SELECT url_id, scheduled_at, bool_and(counted) AS counted,
            history_slot_failed(coalesce(min(down_when), %(down_when)s), count(*) FILTER (WHERE NOT lost),
                                count(*) FILTER (WHERE NOT ok AND NOT lost)) AS failed
     FROM raw WHERE on_grid GROUP BY url_id, scheduled_at     -- a confirmation is no slot (above)
 ), recent AS (
+    -- a window's raw rows: from its hour_to (never before its start: window_bounds)
     SELECT url_id, region,
-           count(*) FILTER (WHERE up AND at >= %(start_24h)s) AS ok_24h,
-           count(*) FILTER (WHERE down AND at >= %(start_24h)s) AS failed_24h,
-           count(*) FILTER (WHERE up AND at >= %(start_7d)s) AS ok_7d,
-           count(*) FILTER (WHERE down AND at >= %(start_7d)s) AS failed_7d,
-           count(*) FILTER (WHERE up) AS ok_30d, count(*) FILTER (WHERE down) AS failed_30d
+           count(*) FILTER (WHERE up AND at >= %(hour_to_24h)s) AS ok_24h,
+           count(*) FILTER (WHERE down AND at >= %(hour_to_24h)s) AS failed_24h,
+           count(*) FILTER (WHERE up AND at >= %(hour_to_7d)s) AS ok_7d,
+           count(*) FILTER (WHERE down AND at >= %(hour_to_7d)s) AS failed_7d,
+           count(*) FILTER (WHERE up AND at >= %(hour_to_30d)s) AS ok_30d,
+           count(*) FILTER (WHERE down AND at >= %(hour_to_30d)s) AS failed_30d
     FROM (SELECT url_id, region, scheduled_at AS at, ok AND counted AS up, NOT ok AND NOT lost AND counted AS down
           FROM raw
           UNION ALL
           SELECT url_id, '', scheduled_at, NOT failed AND counted, failed AND counted
           FROM quorum WHERE failed IS NOT NULL) AS verdicts
     GROUP BY url_id, region
+), parts AS (
+    SELECT d.* FROM days d JOIN target g ON g.id = d.url_id
+    UNION ALL
+    SELECT h.* FROM hours h JOIN target g ON g.id = h.url_id
+    UNION ALL
+    SELECT * FROM recent
 )
-SELECT coalesce(h.url_id, x.url_id), coalesce(h.region, x.region),
-       (coalesce(h.ok_24h, 0) + coalesce(x.ok_24h, 0))::bigint,
-       (coalesce(h.failed_24h, 0) + coalesce(x.failed_24h, 0))::bigint,
-       (coalesce(h.ok_7d, 0) + coalesce(x.ok_7d, 0))::bigint,
-       (coalesce(h.failed_7d, 0) + coalesce(x.failed_7d, 0))::bigint,
-       (coalesce(h.ok_30d, 0) + coalesce(x.ok_30d, 0))::bigint,
-       (coalesce(h.failed_30d, 0) + coalesce(x.failed_30d, 0))::bigint
-FROM (SELECT h.* FROM hours h JOIN target g ON g.id = h.url_id) AS h
-FULL JOIN recent x ON x.url_id = h.url_id AND x.region = h.region;
+SELECT url_id, region,
+       coalesce(sum(ok_24h), 0)::bigint, coalesce(sum(failed_24h), 0)::bigint,
+       coalesce(sum(ok_7d), 0)::bigint, coalesce(sum(failed_7d), 0)::bigint,
+       coalesce(sum(ok_30d), 0)::bigint, coalesce(sum(failed_30d), 0)::bigint
+FROM parts
+GROUP BY url_id, region;
 
 -- name: region_hourly_history
 -- `history --region R` for the time the raw rows no longer cover: R's hourly rollups.

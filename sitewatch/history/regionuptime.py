@@ -8,13 +8,16 @@ the quorum rule per slot.
 A URL with regions has one result per slot and region. Its own figure counts each slot once:
 failed when at least down_when of the regions that reported for that slot failed (regions
 whose result is `lost` report nothing; a slot no region reported counts neither way), else
-up. Each region's figure counts its own results by the rules of uptime.py. Whole hours come
-from rollup_region_hour (migration 0017), the rest from raw rows: one statement
-(queries.sql region_window_counts) for any number of URLs; URLs without regions are left
-out (an install without regions reads no row).
+up. Each region's figure counts its own results by the rules of uptime.py. Whole UTC days
+come from rollup_region_day (migration 0020), the other whole hours from rollup_region_hour
+(migration 0017), the rest from raw rows, bounded as uptime.py bounds a URL's (windows.py
+window_bounds): one statement (queries.sql region_window_counts) for any number of URLs;
+URLs without regions are left out (an install without regions reads no row).
 
 Windows: 24h, 7d and 30d (uptime.py's, starting at the first whole UTC hour inside the
-window), the ones `status` shows; the region rollups are hourly, kept history.hourly_days.
+window), the ones `status` shows. The daily region rollups are kept history.daily_days, the
+hourly ones history.hourly_days: a 30d window needs hours 30 days back only for its first
+partial day (as a URL's own 30d figure does).
 """
 
 import datetime
@@ -44,11 +47,13 @@ def for_urls(conn, ids: list[int] | None, down_when: str,
                 conn.rollback()
             return {}
         now = now or db_now
-        starts = {name: window_bounds(now, name, hour_until, day_until)["start"] for name in WINDOWS}
+        bounds = {name: window_bounds(now, name, hour_until, day_until) for name in WINDOWS}
         cur.execute(QUERIES["region_window_counts"], {
             "ids": ids or [], "all": ids is None, "down_when": down_when,
-            "hour_until": hour_until or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc),
-            **{f"start_{name}": start for name, start in starts.items()}})
+            **{f"{key}_{name}": value for name, b in bounds.items() for key, value in b.items()},
+            "day_min": min(b["day_from"] for b in bounds.values()),
+            "day_max": max(b["day_to"] for b in bounds.values()),
+            "raw_from": min(b["hour_to"] for b in bounds.values())})
         rows = cur.fetchall()
     if not conn.autocommit:
         conn.rollback()

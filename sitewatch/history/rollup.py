@@ -101,15 +101,26 @@ def _create_stage(cur) -> list[str]:
     return names
 
 
-def recompute_days(cur, start, end, pace: Pace | None = None) -> tuple[int, int]:
+def recompute_days(cur, start, end, pace: Pace | None = None, regional: list | None = None) -> tuple[int, int]:
     """Overwrite the daily rollups of [start, end) from the hourly ones, a range of URLs at a
-    time; returns (written, deleted)."""
+    time; returns (written, deleted) of rollup_day.
+
+    Once any host has had a region, the same ranges' rollup_region_day too, from
+    rollup_region_hour (an install that never had one pays one probe of an empty table per
+    call, as recompute_hours). `regional`, a list, gets whether it had.
+    """
     pace = pace or Pace(duty=1.0)
+    cur.execute(QUERIES["regions_in_use"])
+    regional_now = cur.fetchone()[0]
+    if regional is not None:
+        regional.append(regional_now)
     written = deleted = 0
     for lo, hi, _ in url_chunks(cur, pace):
         pace.execute(cur, QUERIES["rollup_days"], {"from": start, "to": end, "lo": lo, "hi": hi})
         w, d = cur.fetchone()
         written, deleted = written + w, deleted + d
+        if regional_now:
+            pace.execute(cur, QUERIES["rollup_region_days"], {"from": start, "to": end, "lo": lo, "hi": hi})
     return written, deleted
 
 
@@ -176,16 +187,18 @@ def catch_up_hours(conn, grace_s: float, heartbeat=lambda: None, pace: Pace | No
 
 
 def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dict:
-    """Compute every day whose hours are all final; returns {"days": n, "rows": n, "until": ts}."""
+    """Compute every day whose hours are all final; returns {"days": n, "rows": n, "until": ts,
+    "regional": whether rollup_region_day was written (expire() then has some to expire)}."""
     pace = pace or Pace(duty=1.0)
     days = rows = 0
+    regional: list[bool] = []
     while True:
         heartbeat()
         with conn.cursor() as cur:
             hours_until = watermark(cur, "hour")
             if hours_until is None:
                 conn.commit()
-                return {"days": days, "rows": rows, "until": None}
+                return {"days": days, "rows": rows, "until": None, "regional": any(regional)}
             cur.execute("SELECT date_trunc('day', %s::timestamptz, 'UTC')", (hours_until,))
             target = cur.fetchone()[0]
             start = watermark(cur, "day")
@@ -195,10 +208,10 @@ def catch_up_days(conn, heartbeat=lambda: None, pace: Pace | None = None) -> dic
             if target <= start:
                 _advance(cur, "day", start)
                 conn.commit()
-                return {"days": days, "rows": rows, "until": start}
+                return {"days": days, "rows": rows, "until": start, "regional": any(regional)}
             end = min(target, start + DAYS_PER_TRANSACTION * DAY)
-            with pace.committing(conn):     # rollup_day is read only before its watermark
-                written, _ = recompute_days(cur, start, end, pace)
+            with pace.committing(conn):     # the day rollups are read only before their watermark
+                written, _ = recompute_days(cur, start, end, pace, regional)
             _advance(cur, "day", end)
         conn.commit()
         days += (end - start).days
@@ -209,17 +222,19 @@ def expire(conn, hourly_days: int, daily_days: int, batch: int = 50_000, regions
     """Delete rollups past their retention (hourly ones only once their day is rolled up).
 
     In batches, each its own transaction, so no long lock and no huge transaction.
-    regions=False leaves rollup_region_hour alone: the job passes whether its run wrote any
-    (an install without regions has none: no statement for it).
+    regions=False leaves rollup_region_hour and rollup_region_day alone: the job passes
+    whether its run wrote any (an install without regions has none: no statement for them).
     """
-    deleted = {"rollup_hour": 0, "rollup_day": 0, "rollup_region_hour": 0}
+    deleted = {"rollup_hour": 0, "rollup_day": 0, "rollup_region_hour": 0, "rollup_region_day": 0}
     with conn.cursor() as cur:
         cur.execute("SELECT least(date_trunc('day', now(), 'UTC') - make_interval(days => %s),"
                     " (SELECT done_until FROM rollup_watermark WHERE level = 'day')),"
                     " date_trunc('day', now(), 'UTC') - make_interval(days => %s)", (hourly_days, daily_days))
         cutoffs = dict(zip(("rollup_hour", "rollup_day"), cur.fetchone(), strict=True))
-        # the region rollups are hourly only: kept as long as the hourly ones
+        # the region rollups are kept as long as the URLs' of their level (hours only once
+        # their day is rolled up: rollup_region_day is written with rollup_day)
         cutoffs["rollup_region_hour"] = cutoffs["rollup_hour"] if regions else None
+        cutoffs["rollup_region_day"] = cutoffs["rollup_day"] if regions else None
     conn.commit()
     for table, cutoff in cutoffs.items():
         if cutoff is None:
