@@ -119,9 +119,12 @@ def measure(args, dsn) -> dict:
     now = cur.fetchone()[0]
     trees = {"this": HERE, **({"baseline": os.path.abspath(args.baseline_src)} if args.baseline_src else {})}
     runs = {name: [] for name in trees}
+    status: dict[str, list] = {"this": []}
     for _ in range(args.repeat):
         for name, tree in trees.items():
             runs[name].append(timed_read(tree, dsn, now))
+            if name == "this":      # (the baseline refuses a database migrated past its version)
+                status[name].append(round(cli(env_for(dsn), "status", "--json")[0], 3))
     digests = {run["digest"] for name in trees for run in runs[name]}
     assert len(digests) == 1, f"the trees' figures differ: {runs}"
     assert all(run["urls"] == args.urls for name in trees for run in runs[name])
@@ -132,8 +135,40 @@ def measure(args, dsn) -> dict:
         times = [run["s"] for run in runs[name]]
         report["with_regions"][f"for_urls_s_median_{name}"] = round(statistics.median(times), 3)
         report["with_regions"][f"for_urls_s_{name}"] = [round(t, 3) for t in times]
+    report["with_regions"]["status_json_s_median_this"] = statistics.median(status["this"])
+    report["with_regions"]["status_json_s_this"] = status["this"]
+    report["where_the_time_goes_this"] = where_the_time_goes(cur, now)
     conn.close()
     return report
+
+
+def where_the_time_goes(cur, now) -> dict:
+    """This tree's statement alone (timed, and EXPLAIN ANALYZE: its scans and aggregates)."""
+    from sitewatch.history import regionuptime
+    from sitewatch.history.rollup import QUERIES
+    cur.execute("SELECT (SELECT done_until FROM rollup_watermark WHERE level = 'hour'),"
+                " (SELECT done_until FROM rollup_watermark WHERE level = 'day')")
+    params = regionuptime.counts_params(None, "majority", now, *cur.fetchone())
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        cur.execute(QUERIES["region_window_counts"], params)
+        rows = cur.fetchall()
+        times.append(time.perf_counter() - t0)
+    cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["region_window_counts"], params)
+    plan = cur.fetchone()[0][0]
+    nodes = []
+
+    def walk(node, depth):
+        if "Relation Name" in node or node["Node Type"] in ("Aggregate", "Hash Join", "Append"):
+            nodes.append({"depth": depth, "node": node["Node Type"], "relation": node.get("Relation Name"),
+                          "rows": node["Actual Rows"] * node["Actual Loops"],
+                          "ms": round(node["Actual Total Time"] * node["Actual Loops"], 1)})
+        for child in node.get("Plans", []):
+            walk(child, depth + 1)
+    walk(plan["Plan"], 0)
+    return {"statement_s_median (execute + fetch)": round(statistics.median(times), 3), "rows_out": len(rows),
+            "explain_execution_ms": round(plan["Execution Time"], 1), "plan_nodes": nodes}
 
 
 def main() -> None:

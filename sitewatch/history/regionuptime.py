@@ -46,14 +46,8 @@ def for_urls(conn, ids: list[int] | None, down_when: str,
             if not conn.autocommit:
                 conn.rollback()
             return {}
-        now = now or db_now
-        bounds = {name: window_bounds(now, name, hour_until, day_until) for name in WINDOWS}
-        cur.execute(QUERIES["region_window_counts"], {
-            "ids": ids or [], "all": ids is None, "down_when": down_when,
-            **{f"{key}_{name}": value for name, b in bounds.items() for key, value in b.items()},
-            "day_min": min(b["day_from"] for b in bounds.values()),
-            "day_max": max(b["day_to"] for b in bounds.values()),
-            "raw_from": min(b["hour_to"] for b in bounds.values())})
+        cur.execute(QUERIES["region_window_counts"],
+                    counts_params(ids, down_when, now or db_now, hour_until, day_until))
         rows = cur.fetchall()
     if not conn.autocommit:
         conn.rollback()
@@ -62,6 +56,16 @@ def for_urls(conn, ids: list[int] | None, down_when: str,
         found.setdefault(url_id, {})[region] = {
             name: Window(counts[2 * k], counts[2 * k + 1], None) for k, name in enumerate(WINDOWS)}
     return found
+
+
+def counts_params(ids: list[int] | None, down_when: str, now, hour_until, day_until) -> dict:
+    """queries.sql region_window_counts's parameters: each window's bounds (windows.py)."""
+    bounds = {name: window_bounds(now, name, hour_until, day_until) for name in WINDOWS}
+    return {"ids": ids or [], "all": ids is None, "down_when": down_when,
+            **{f"{key}_{name}": value for name, b in bounds.items() for key, value in b.items()},
+            "day_min": min(b["day_from"] for b in bounds.values()),
+            "day_max": max(b["day_to"] for b in bounds.values()),
+            "raw_from": min(b["hour_to"] for b in bounds.values())}
 
 
 def uptimes(figures: dict[str, Window] | None) -> dict[str, float | None]:
