@@ -80,7 +80,8 @@ def seed(cur, urls: int) -> dict:
     t0 = time.perf_counter()
     cur.execute("""INSERT INTO rollup_region_hour SELECT u, r, b, 60, 59, 1 FROM generate_series(1, %s) u,
                    unnest('{"",a,b,c}'::text[]) r, generate_series(date_trunc('hour', now()) - interval '30 days',
-                   date_trunc('hour', now()) - interval '1 hour', interval '1 hour') b""", (urls,))
+                   date_trunc('hour', now()) - interval '1 hour', interval '1 hour') b
+                   ORDER BY b""", (urls,))     # in time order, as the hourly rollup writes them
     seeded_s = time.perf_counter() - t0
     with open(os.path.join(HERE, "sitewatch/db/migrations/0020_region_day.sql")) as f:
         backfill = f.read().split("INSERT INTO rollup_region_day", 1)[1]
