@@ -1,4 +1,4 @@
-"""What uptime per region and by the quorum rule cost (issue 21, migrations 0017 and 0020). Exclusive lock:
+"""What uptime per region and by the quorum rule cost (issue 21, migrations 0017 and 0019). Exclusive lock:
 
     /work/bin/benchlock python bench/region_uptime.py --urls 1000 --repeat 3 --baseline-src /tmp/before
 
@@ -7,7 +7,7 @@ maintenance job (the probe of region_host, once per hour and once per day rolled
 in idle runs) and the one they take out of each notifier's sweep every 5 s
 (announce_absent_regions, skipped until any host has a region), each timed over many runs.
 Then N URLs with regions a, b, c and 30 days of rollup_region_hour (one row per URL, region
-or '' and hour), rolled up into rollup_region_day by migration 0020's backfill and timed,
+or '' and hour), rolled up into rollup_region_day by migration 0019's backfill and timed,
 the daily rollup of one day timed, and regionuptime.for_urls of all of them timed: what
 `status` adds for them. Each timing of for_urls runs in a process of its own, alternating
 this tree with --baseline-src (a tree from before the daily region rollups, which reads the
@@ -68,7 +68,7 @@ def timed_read(tree: str, dsn: str, now: datetime.datetime) -> dict:
 
 
 def seed(cur, urls: int) -> dict:
-    """N URLs with regions, 30 days of hours, their days by migration 0020's backfill (timed)
+    """N URLs with regions, 30 days of hours, their days by migration 0019's backfill (timed)
     and one day by the daily rollup (timed)."""
     from sitewatch.history import rollup
     cur.execute("INSERT INTO url (url, period, timeout, next_check_at, regions) SELECT 'http://s' || g"
@@ -83,7 +83,7 @@ def seed(cur, urls: int) -> dict:
                    date_trunc('hour', now()) - interval '1 hour', interval '1 hour') b
                    ORDER BY b""", (urls,))     # in time order, as the hourly rollup writes them
     seeded_s = time.perf_counter() - t0
-    with open(os.path.join(HERE, "sitewatch/db/migrations/0020_region_day.sql")) as f:
+    with open(os.path.join(HERE, "sitewatch/db/migrations/0019_region_day.sql")) as f:
         backfill = f.read().split("INSERT INTO rollup_region_day", 1)[1]
     cur.execute("TRUNCATE rollup_region_day")
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def seed(cur, urls: int) -> dict:
     cur.execute("SELECT (SELECT count(*) FROM rollup_region_hour), (SELECT count(*) FROM rollup_region_day)")
     hours, days = cur.fetchone()
     return {"urls": urls, "rollup_region_hour_rows": hours, "rollup_region_day_rows": days,
-            "seed_hours_s": round(seeded_s, 1), "migration_0020_backfill_s": round(backfill_s, 2),
+            "seed_hours_s": round(seeded_s, 1), "migration_0019_backfill_s": round(backfill_s, 2),
             "daily_rollup_of_one_day_s (recompute_days, unpaced)": round(day_s, 2)}
 
 

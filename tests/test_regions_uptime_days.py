@@ -1,10 +1,10 @@
-"""Daily region rollups (issue 21, migration 0020) on a real PostgreSQL: the per-region and
+"""Daily region rollups (issue 21, migration 0019) on a real PostgreSQL: the per-region and
 quorum uptime read (regionuptime.for_urls) takes whole days from rollup_region_day, the
 windows' edge hours from rollup_region_hour and the rest raw, and gives exactly the counts of
 a direct computation from the raw rows, over 32 days of results with failures, lost results,
 slots no region reported, confirmation checks off the slot grid and maintenance windows
 (one across a day boundary, one on the 30-day window's first hour, one in the raw rows).
-Also: migration 0020's backfill, and an install without regions paying nothing new.
+Also: migration 0019's backfill, and an install without regions paying nothing new.
 """
 
 import datetime
@@ -200,7 +200,7 @@ def test_migration_20_rolls_up_the_days_before_the_day_watermark(empty_dsn):
                 "                 interval '1 hour') b", (today, today))
         q(conn, "UPDATE rollup_watermark SET done_until = %s WHERE level = 'day'", (today - DAY,))
         q(conn, "UPDATE rollup_watermark SET done_until = %s WHERE level = 'hour'", (today,))
-        assert "0020_region_day.sql" in schema.migrate(conn)
+        assert "0019_region_day.sql" in schema.migrate(conn)
         conn.commit()
         # the two days before the watermark, 24 hours each (12 with a failure); not the one after
         assert q(conn, "SELECT url_id, region, bucket, checks, ok, failed FROM rollup_region_day ORDER BY 1, 2, 3") == [

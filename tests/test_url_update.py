@@ -326,7 +326,7 @@ def test_migration_0009_keeps_every_url_result_and_incident(cli, db):
                     " ALTER TABLE task DROP COLUMN region;"
                     " ALTER TABLE task ADD CONSTRAINT task_url_id_key UNIQUE (url_id);"
                     " CREATE INDEX task_available_at_idx ON task (available_at);"
-                    # 0020_region_day.sql
+                    # 0019_region_day.sql
                     " DROP TABLE rollup_region_day;"
                     # 0018_alert_steady.sql
                     " DROP FUNCTION alert_apply_results(alert_result[], integer, integer, text[], boolean);"

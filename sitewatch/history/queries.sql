@@ -569,7 +569,7 @@ ON CONFLICT (url_id, region, bucket) DO UPDATE SET
     checks = r.checks + EXCLUDED.checks, ok = r.ok + EXCLUDED.ok, failed = r.failed + EXCLUDED.failed;
 
 -- name: rollup_region_days
--- The daily region rollups (migration 0020) of URLs [lo, hi) in [from, to) (whole UTC days):
+-- The daily region rollups (migration 0019) of URLs [lo, hi) in [from, to) (whole UTC days):
 -- the sums of their hours in rollup_region_hour, overwritten; rows of that range no hour
 -- supports any more are deleted (as rollup_days).
 WITH fresh AS (

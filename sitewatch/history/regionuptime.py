@@ -9,7 +9,7 @@ A URL with regions has one result per slot and region. Its own figure counts eac
 failed when at least down_when of the regions that reported for that slot failed (regions
 whose result is `lost` report nothing; a slot no region reported counts neither way), else
 up. Each region's figure counts its own results by the rules of uptime.py. Whole UTC days
-come from rollup_region_day (migration 0020), the other whole hours from rollup_region_hour
+come from rollup_region_day (migration 0019), the other whole hours from rollup_region_hour
 (migration 0017), the rest from raw rows, bounded as uptime.py bounds a URL's (windows.py
 window_bounds): one statement (queries.sql region_window_counts) for any number of URLs;
 URLs without regions are left out (an install without regions reads no row).

@@ -1,4 +1,4 @@
--- Schema version 20: daily region rollups (issue 21). (Numbered 20: 19 is another change's.)
+-- Schema version 19: daily region rollups (issue 21).
 --
 -- The per-region and quorum uptime (history/regionuptime.py) summed up to 720 rows of
 -- rollup_region_hour per (URL, region or '') for its 30-day window: `status` grew linearly,
