@@ -45,7 +45,8 @@ def main() -> int:
         cur.execute("SELECT max(id) FROM url")
         max_id = cur.fetchone()[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SITEWATCH_") and k != "DB_DSN"}
-    env.update(DB_DSN=dsn, SITEWATCH_LOG__LEVEL="warning")
+    # web.rate_limit off: the bench measures what the server can serve, from one client address
+    env.update(DB_DSN=dsn, SITEWATCH_LOG__LEVEL="warning", SITEWATCH_WEB__RATE_LIMIT="0")
     server = subprocess.Popen([sys.executable, "-m", "sitewatch", "web", "--listen", "127.0.0.1:0"],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
