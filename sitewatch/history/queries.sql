@@ -301,7 +301,8 @@ CREATE TEMP TABLE summary_stage (LIKE uptime_summary);
 
 -- name: summary_stage_swap
 -- The built rows replace the summary in the build's last transaction (summary_set_state
--- follows in it): 100,000 rows, well under a second.
+-- follows in it), with no rest: the one part of a build the pace cannot cut (100,000 rows;
+-- in the soak on this code no statement of any connection took over 1.6 s after minute 1).
 DELETE FROM uptime_summary;
 INSERT INTO uptime_summary SELECT * FROM pg_temp.summary_stage;
 DROP TABLE pg_temp.summary_stage;
