@@ -17,6 +17,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from sitewatch.check import choice as engines
 from sitewatch.check import dns as dnskind
 from sitewatch.check import probe
 from sitewatch.check.engine import Request
@@ -132,15 +133,27 @@ def replying_resolver():
     sock.close()
 
 
-def ask(port, name, rdtype=None, timeout=5.0, resolver="127.0.0.1"):
-    url = f"dns://{resolver}:{port}/{name}" + (f"?type={rdtype}" if rdtype else "")
-    return dnskind.fetch(Request(url=url, timeout=timeout))
+@pytest.fixture(params=["thread", "loop"])
+def ask(request):
+    """ask(port, name, ...): the Response of one dns:// check, on a thread (fetch: the urllib3
+    engine's consumers, `sitewatch check`) or on the curl engine's loop (run/transfers.py
+    driving the same steps); every test that asks runs both ways and expects the same."""
+    if request.param == "loop" and not engines.curl_available():
+        pytest.skip("pycurl is not installed")
+
+    def ask(port, name, rdtype=None, timeout=5.0, resolver="127.0.0.1"):
+        url = f"dns://{resolver}:{port}/{name}" + (f"?type={rdtype}" if rdtype else "")
+        if request.param == "loop":
+            from tests.test_transfers import run_all
+            return run_all([probe.Target(url, timeout=timeout)], raw=True)[0]
+        return dnskind.fetch(Request(url=url, timeout=timeout))
+    return ask
 
 
 # --------------------------------------------------------------------------- fetch
 
 
-def test_a_records_are_the_answer_and_pass_the_default(dns_server):
+def test_a_records_are_the_answer_and_pass_the_default(dns_server, ask):
     response = ask(dns_server, "ok.test")
     assert response.error_kind is None, response.error
     values = dict(response.values)
@@ -153,13 +166,13 @@ def test_a_records_are_the_answer_and_pass_the_default(dns_server):
     assert dnskind.default_failure(response.values) is None
 
 
-def test_a_resolver_given_by_host_name_is_looked_up_first(dns_server):
+def test_a_resolver_given_by_host_name_is_looked_up_first(dns_server, ask):
     response = ask(dns_server, "ok.test", resolver="localhost")
     assert response.error_kind is None, response.error
     assert dict(response.values)["answer"] == ("192.0.2.1", "192.0.2.2")
 
 
-def test_nxdomain_is_a_reply_that_fails_by_default_unless_rcode_is_asserted(dns_server):
+def test_nxdomain_is_a_reply_that_fails_by_default_unless_rcode_is_asserted(dns_server, ask):
     response = ask(dns_server, "missing.test")
     assert response.error_kind is None  # the resolver answered: a transport success
     assert dict(response.values)["rcode"] == "NXDOMAIN"
@@ -169,14 +182,14 @@ def test_nxdomain_is_a_reply_that_fails_by_default_unless_rcode_is_asserted(dns_
     assert dnskind.default_failure(response.values, frozenset({"rcode"})) is None
 
 
-def test_servfail_fails_by_default(dns_server):
+def test_servfail_fails_by_default(dns_server, ask):
     response = ask(dns_server, "broken.test")
     assert response.error_kind is None
     assert dict(response.values)["rcode"] == "SERVFAIL"
     assert dnskind.default_failure(response.values) == "SERVFAIL for broken.test A"
 
 
-def test_nodata_fails_by_default_unless_the_answer_is_asserted(dns_server):
+def test_nodata_fails_by_default_unless_the_answer_is_asserted(dns_server, ask):
     response = ask(dns_server, "ok.test", "AAAA")
     assert response.error_kind is None
     assert dict(response.values) == {"rcode": "NOERROR", "answer": (), "question": "ok.test AAAA"}
@@ -185,7 +198,7 @@ def test_nodata_fails_by_default_unless_the_answer_is_asserted(dns_server):
     assert dnskind.default_failure(response.values, frozenset({"answer"})) is None
 
 
-def test_a_different_answer_shows_the_actual_records(dns_server):
+def test_a_different_answer_shows_the_actual_records(dns_server, ask):
     """The records an assertion like `answer contains "192.0.2.9"` is judged against, as the server sent them."""
     response = ask(dns_server, "ok.test")
     answer = dict(response.values)["answer"]
@@ -193,22 +206,22 @@ def test_a_different_answer_shows_the_actual_records(dns_server):
     assert answer == ("192.0.2.1", "192.0.2.2")
 
 
-def test_only_records_of_the_asked_type_are_the_answer(dns_server):
+def test_only_records_of_the_asked_type_are_the_answer(dns_server, ask):
     response = ask(dns_server, "www.test")  # CNAME ok.test, then ok.test's A record
     assert dict(response.values)["answer"] == ("192.0.2.1",)
 
 
-def test_mx_records_read_as_preference_and_name_without_final_dot(dns_server):
+def test_mx_records_read_as_preference_and_name_without_final_dot(dns_server, ask):
     response = ask(dns_server, "mail.test", "MX")
     assert dict(response.values)["answer"] == ("10 mx1.mail.test", "20 mx2.mail.test")
 
 
-def test_txt_records_read_as_their_strings_joined_unquoted(dns_server):
+def test_txt_records_read_as_their_strings_joined_unquoted(dns_server, ask):
     response = ask(dns_server, "spf.test", "txt")
     assert dict(response.values)["answer"] == ("v=spf1 -all",)
 
 
-def test_a_truncated_udp_reply_is_asked_again_over_tcp(dns_server):
+def test_a_truncated_udp_reply_is_asked_again_over_tcp(dns_server, ask):
     response = ask(dns_server, "big.test", "TXT")
     assert response.error_kind is None, response.error
     answer = dict(response.values)["answer"]
@@ -216,7 +229,7 @@ def test_a_truncated_udp_reply_is_asked_again_over_tcp(dns_server):
     assert answer[0] == "record 00 " + "x" * 48
 
 
-def test_a_resolver_that_never_answers_is_a_timeout_within_the_deadline(silent_resolver):
+def test_a_resolver_that_never_answers_is_a_timeout_within_the_deadline(silent_resolver, ask):
     port, queries = silent_resolver
     started = time.monotonic()
     response = ask(port, "ok.test", timeout=1.0)
@@ -228,7 +241,7 @@ def test_a_resolver_that_never_answers_is_a_timeout_within_the_deadline(silent_r
     assert elapsed < 1.0 + 1.0  # a bound that guards a hang, not a speed claim
 
 
-def test_a_malformed_reply_is_a_protocol_failure(replying_resolver):
+def test_a_malformed_reply_is_a_protocol_failure(replying_resolver, ask):
     port, reply_with = replying_resolver
     reply_with(lambda query: query[:2] + b"\x81\x80 not a DNS message")  # the query's ID, then junk
     response = ask(port, "ok.test", timeout=2.0)
@@ -247,7 +260,7 @@ def _answered(query: bytes, *, ident: bytes | None = None, question: bytes | Non
     return wire
 
 
-def test_a_reply_to_another_query_is_a_protocol_failure(replying_resolver):
+def test_a_reply_to_another_query_is_a_protocol_failure(replying_resolver, ask):
     """The ID and the question must be ours (a spoofed or stale reply is not the answer)."""
     port, reply_with = replying_resolver
     reply_with(_answered)
@@ -261,7 +274,7 @@ def test_a_reply_to_another_query_is_a_protocol_failure(replying_resolver):
     assert wrong_name.error_kind == "protocol", wrong_name.error
 
 
-def test_each_query_has_its_own_id_and_the_same_question(silent_resolver):
+def test_each_query_has_its_own_id_and_the_same_question(silent_resolver, ask):
     """The query is built once per URL, but every check sends a fresh random ID (RFC 5452)."""
     port, queries = silent_resolver
     for _ in range(3):
@@ -272,7 +285,7 @@ def test_each_query_has_its_own_id_and_the_same_question(silent_resolver):
     assert DNSRecord.parse(queries[0]).q.qname == "ok.test." and QTYPE[DNSRecord.parse(queries[0]).q.qtype] == "MX"
 
 
-def test_a_closed_resolver_port_is_a_connect_failure():
+def test_a_closed_resolver_port_is_a_connect_failure(ask):
     """Nothing listening on the resolver's port: the ICMP refusal ends the check at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -282,7 +295,7 @@ def test_a_closed_resolver_port_is_a_connect_failure():
     assert response.error == f"cannot ask 127.0.0.1:{port} for ok.test A: 127.0.0.1:{port}: Connection refused"
 
 
-def test_the_question_type_is_not_taken_for_a_secret(silent_resolver, dns_server):
+def test_the_question_type_is_not_taken_for_a_secret(silent_resolver, dns_server, ask):
     """A dns:// URL's query is its ?type=, not a key: AAAA stays in every message."""
     port, _ = silent_resolver
     timed_out = ask(port, "ok.test", "AAAA", timeout=0.2)

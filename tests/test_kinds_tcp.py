@@ -11,6 +11,7 @@ import time
 import pytest
 
 from sitewatch import config
+from sitewatch.check import choice as engines
 from sitewatch.check import definition, kinds, probe, tls
 from sitewatch.errors import BadInput
 from sitewatch.urlspec import make_entry
@@ -32,14 +33,26 @@ SLACK = 1.0
 CFG = config.load({}, {}, None)
 
 
-def check(url, **options):
+# tcp:// checks run on a thread (probe.check: the urllib3 engine's consumers, `sitewatch check`)
+# or on the curl engine's loop (run/transfers.py: libcurl connects, the same steps follow);
+# every tcp:// test runs both ways and expects the same.
+VIA = pytest.mark.parametrize("via", ["thread", "loop"])
+
+
+def check(url, via="thread", **options):
     entry = make_entry({"url": url, "timeout": TIMEOUT, **options}, CFG.check)
-    return probe.check(definition.target_for(entry.as_row(), CFG.check.max_body_bytes))
+    target = definition.target_for(entry.as_row(), CFG.check.max_body_bytes)
+    if via == "loop":
+        if not engines.curl_available():
+            pytest.skip("pycurl is not installed")
+        from tests.test_transfers import run_all
+        return run_all([target])[0]
+    return probe.check(target)
 
 
-def timed(url, **options):
+def timed(url, via="thread", **options):
     start = time.monotonic()
-    outcome = check(url, **options)
+    outcome = check(url, via, **options)
     return outcome, time.monotonic() - start
 
 
@@ -58,9 +71,10 @@ def serve():
 
 # --- tcp:// ------------------------------------------------------------------------------------
 
-def test_send_and_expect_match(serve):
+@VIA
+def test_send_and_expect_match(serve, via):
     server = serve(ping_pong)
-    outcome = check(server.url(), send=r"PING\r\n", expect="^PONG")
+    outcome = check(server.url(), via, send=r"PING\r\n", expect="^PONG")
     assert outcome.ok and outcome.error_kind is None, outcome
     assert outcome.regex_matched is True
     assert server.received == [b"PING\r\n"]          # the escapes were decoded before sending
@@ -68,18 +82,20 @@ def test_send_and_expect_match(serve):
     assert outcome.timings.connect_ms is not None and outcome.timings.first_byte_ms is not None
 
 
-def test_an_answer_that_does_not_match_expect_is_a_regex_failure_quoting_it(serve):
+@VIA
+def test_an_answer_that_does_not_match_expect_is_a_regex_failure_quoting_it(serve, via):
     server = serve(ping_pong)
-    outcome = check(server.url(), send="HELO", expect="PONG")   # no line end: the server waits...
+    outcome = check(server.url(), via, send="HELO", expect="PONG")   # no line end: the server waits...
     assert outcome.error_kind == "timeout"                      # ...and nothing comes back
-    outcome = check(server.url(), send=r"HELO\n", expect="PONG")
+    outcome = check(server.url(), via, send=r"HELO\n", expect="PONG")
     assert not outcome.ok and outcome.error_kind == "regex", outcome
     assert outcome.regex_matched is False
     assert "expect 'PONG' not found in the 6 bytes read" in outcome.error and "WHAT" in outcome.error
 
 
+@VIA
 @pytest.mark.parametrize("answer", ["café ok\n".encode(), b"caf\xe9 ok\n"])
-def test_expect_matches_utf8_and_latin1_answers_as_text_and_stops_reading(serve, answer):
+def test_expect_matches_utf8_and_latin1_answers_as_text_and_stops_reading(serve, answer, via):
     # `.` is one character: the UTF-8 é, and the Latin-1 byte as U+FFFD (an invalid UTF-8
     # answer is decoded with replacement; a valid one is searched as bytes, the same verdict).
     # The server then holds the connection open: only the match ends the read before the deadline.
@@ -88,16 +104,17 @@ def test_expect_matches_utf8_and_latin1_answers_as_text_and_stops_reading(serve,
         conn.sendall(answer)
         silent(conn, server)
     server = serve(answers_then_holds)
-    outcome, elapsed = timed(server.url(), send=r"HI\n", expect="^caf. ok")
+    outcome, elapsed = timed(server.url(), via, send=r"HI\n", expect="^caf. ok")
     assert outcome.ok and outcome.regex_matched is True, outcome
     assert elapsed < 1.0
-    outcome, elapsed = timed(server.url(), send=r"HI\n", expect="^caf.. ok")   # not two characters
+    outcome, elapsed = timed(server.url(), via, send=r"HI\n", expect="^caf.. ok")   # not two characters
     assert outcome.error_kind == "regex" and outcome.regex_matched is False, outcome
 
 
-def test_without_expect_nothing_is_read_so_a_silent_server_is_up_at_once(serve):
+@VIA
+def test_without_expect_nothing_is_read_so_a_silent_server_is_up_at_once(serve, via):
     server = serve(silent)
-    outcome, elapsed = timed(server.url(), send=r"QUIT\r\n")
+    outcome, elapsed = timed(server.url(), via, send=r"QUIT\r\n")
     assert outcome.ok, outcome
     assert elapsed < 1.0
     deadline = time.monotonic() + 2      # the server's accept thread may come round later
@@ -106,33 +123,37 @@ def test_without_expect_nothing_is_read_so_a_silent_server_is_up_at_once(serve):
     assert server.accepted == 1
 
 
-def test_expect_reads_at_most_one_kib(serve):
+@VIA
+def test_expect_reads_at_most_one_kib(serve, via):
     server = serve(chatter)
-    outcome, elapsed = timed(server.url(), expect="PONG")
+    outcome, elapsed = timed(server.url(), via, expect="PONG")
     assert outcome.error_kind == "regex", outcome
     assert "not found in the 1024 bytes read" in outcome.error
     assert elapsed < 1.0       # it stopped at 1 KiB, not at the deadline
 
 
-def test_a_refused_port_is_connect():
+@VIA
+def test_a_refused_port_is_connect(via):
     probe_sock = socket.socket()
     probe_sock.bind(("127.0.0.1", 0))
     port = probe_sock.getsockname()[1]
     probe_sock.close()          # bound once, never listening: refused
-    outcome = check(f"tcp://127.0.0.1:{port}", expect="x")
+    outcome = check(f"tcp://127.0.0.1:{port}", via, expect="x")
     assert outcome.error_kind == "connect", outcome
     assert f"cannot connect to 127.0.0.1 port {port}" in outcome.error
 
 
-def test_a_server_that_never_answers_times_out_at_the_deadline(serve):
+@VIA
+def test_a_server_that_never_answers_times_out_at_the_deadline(serve, via):
     server = serve(silent)
-    outcome, elapsed = timed(server.url(), send=r"PING\r\n", expect="PONG")
+    outcome, elapsed = timed(server.url(), via, send=r"PING\r\n", expect="PONG")
     assert outcome.error_kind == "timeout", outcome
     assert "waiting for the response" in outcome.error
     assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + SLACK
 
 
-def test_a_name_that_does_not_resolve_is_dns():
+@VIA
+def test_a_name_that_does_not_resolve_is_dns(via):
     start = time.monotonic()
     try:
         socket.getaddrinfo("nonexistent.invalid", 80)
@@ -140,31 +161,34 @@ def test_a_name_that_does_not_resolve_is_dns():
         pass
     if time.monotonic() - start > 1.0:
         pytest.skip("the system resolver does not fail fast here (no local answer for .invalid)")
-    outcome = check("tcp://nonexistent.invalid:25")
+    outcome = check("tcp://nonexistent.invalid:25", via)
     assert outcome.error_kind == "dns", outcome
     assert "cannot resolve nonexistent.invalid" in outcome.error
 
 
-def test_status_ranges_do_not_apply_to_a_tcp_check(serve):
+@VIA
+def test_status_ranges_do_not_apply_to_a_tcp_check(serve, via):
     server = serve(ping_pong)
-    outcome = check(server.url(), send=r"PING\n", expect="PONG", expected_status="500")
+    outcome = check(server.url(), via, send=r"PING\n", expect="PONG", expected_status="500")
     assert outcome.ok, outcome
 
 
-def test_assertions_on_what_was_read_and_the_time(serve):
+@VIA
+def test_assertions_on_what_was_read_and_the_time(serve, via):
     server = serve(ping_pong)
-    outcome = check(server.url(), send=r"PING\n", expect="PONG", **{"assert": ['body contains "PONG"']},
+    outcome = check(server.url(), via, send=r"PING\n", expect="PONG", **{"assert": ['body contains "PONG"']},
                     degraded=["response_time < 0.001"])
     assert outcome.ok and outcome.degraded, outcome
     assert outcome.error.startswith("response_time < 0.001: got")
-    outcome = check(server.url(), send=r"PING\n", expect="PONG", **{"assert": ['body not contains "PONG"']})
+    outcome = check(server.url(), via, send=r"PING\n", expect="PONG", **{"assert": ['body not contains "PONG"']})
     assert outcome.error_kind == "assertion" and "body not contains" in outcome.error
 
 
-def test_a_variable_in_send_is_read_here_and_kept_out_of_errors(serve, monkeypatch):
+@VIA
+def test_a_variable_in_send_is_read_here_and_kept_out_of_errors(serve, monkeypatch, via):
     server = serve(echo)         # the answer, quoted by the error, holds the secret
     monkeypatch.setenv("TCP_SECRET", "hunter2-s3cret")
-    outcome = check(server.url(), send=r"PING ${TCP_SECRET}\n", expect="nothing-like-this")
+    outcome = check(server.url(), via, send=r"PING ${TCP_SECRET}\n", expect="nothing-like-this")
     assert server.received == [b"PING hunter2-s3cret\n"]
     assert outcome.error_kind == "regex" and "'PING ***\\n'" in outcome.error, outcome.error
     assert "hunter2" not in outcome.error

@@ -32,8 +32,10 @@ asked type are listed (a CNAME followed on the way to an A record is not).
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -58,8 +60,19 @@ from sitewatch.urlspec import MAX_URL_LENGTH
 
 from .address import normalise_host
 from .deadline import Deadline
-from .engine import Request, Response, Timings, address_version, failed, monitor_failure, never_raises
+from .engine import (
+    Request,
+    Response,
+    Timings,
+    address_version,
+    failed,
+    monitor_failure,
+    never_raises,
+    unexpected,
+    url_secrets,
+)
 from .resolve import resolve
+from .steps import READ, WRITE, Wait, run
 
 SCHEME = "dns"
 SUBJECTS = frozenset({"rcode", "answer", "response_time"})  # len(answer) is implied by answer
@@ -248,50 +261,71 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def _udp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None) -> bytes:
-    """One datagram out, the first one back. Connected, so the kernel passes only the server's
-    datagrams (a stray one from elsewhere never reaches us), and a closed port is refused at once."""
+def _udp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None):
+    """Steps: one datagram out, the first one back. Connected, so the kernel passes only the
+    server's datagrams (a stray one from elsewhere never reaches us), and a closed port is
+    refused at once."""
     with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
         if source:
             sock.bind((source, 0))
         sock.connect((address, port))
-        sock.settimeout(deadline.left())
         sock.send(wire)
-        return sock.recv(MAX_UDP_REPLY)
+        while True:
+            try:
+                return sock.recv(MAX_UDP_REPLY)
+            except BlockingIOError:
+                if not (yield Wait(sock.fileno(), READ, deadline.at)):
+                    raise TimeoutError("total deadline passed") from None
 
 
-def _tcp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None) -> bytes:
-    """The query again over TCP (RFC 1035 4.2.2: a two-byte length before each message)."""
+def _tcp(wire: bytes, address: str, port: int, deadline: Deadline, source: str | None):
+    """Steps: the query again over TCP (RFC 1035 4.2.2: a two-byte length before each message)."""
     with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
         if source:
             sock.bind((source, 0))
-        sock.settimeout(deadline.left())
-        sock.connect((address, port))
-        sock.settimeout(deadline.left())
-        sock.sendall(len(wire).to_bytes(2, "big") + wire)
-        length = int.from_bytes(_receive(sock, 2, deadline), "big")
-        return _receive(sock, length, deadline)
+        error = sock.connect_ex((address, port))
+        if error == errno.EINPROGRESS:
+            if not (yield Wait(sock.fileno(), WRITE, deadline.at)):
+                raise TimeoutError("total deadline passed")
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+        view = memoryview(len(wire).to_bytes(2, "big") + wire)
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                if not (yield Wait(sock.fileno(), WRITE, deadline.at)):
+                    raise TimeoutError("total deadline passed") from None
+        length = int.from_bytes((yield from _receive(sock, 2, deadline)), "big")
+        return (yield from _receive(sock, length, deadline))
 
 
-def _receive(sock: socket.socket, size: int, deadline: Deadline) -> bytes:
+def _receive(sock: socket.socket, size: int, deadline: Deadline):
     data = bytearray()
     while len(data) < size:
-        sock.settimeout(deadline.left())
-        chunk = sock.recv(size - len(data))
+        try:
+            chunk = sock.recv(size - len(data))
+        except BlockingIOError:
+            if not (yield Wait(sock.fileno(), READ, deadline.at)):
+                raise TimeoutError("total deadline passed") from None
+            continue
         if not chunk:
             raise dns.exception.FormError("the server closed the TCP connection before the whole reply")
         data += chunk
     return bytes(data)
 
 
-def _ask(query: _Query, address: str, port: int, deadline: Deadline,
-         source: str | None = None) -> tuple[str, tuple[str, ...]]:
-    """One server: UDP, and TCP again when the reply is truncated, both within the deadline,
-    from the host's source address when it has one."""
+def _ask(query: _Query, address: str, port: int, deadline: Deadline, source: str | None = None):
+    """Steps: one server, UDP, and TCP again when the reply is truncated, both within the
+    deadline, from the host's source address when it has one. Returns (rcode, answer)."""
     sent = randbits(16).to_bytes(2, "big") + query.wire[2:]   # a fresh ID per query
-    rcode, answer, truncated = _read(_udp(sent, address, port, deadline, source), sent, query.rdtype)
+    rcode, answer, truncated = _read((yield from _udp(sent, address, port, deadline, source)), sent, query.rdtype)
     if truncated:
-        rcode, answer, truncated = _read(_tcp(sent, address, port, deadline, source), sent, query.rdtype)
+        rcode, answer, truncated = _read((yield from _tcp(sent, address, port, deadline, source)), sent,
+                                         query.rdtype)
     return rcode, answer
 
 
@@ -313,10 +347,34 @@ def _servers(query: _Query, deadline: Deadline) -> tuple | list:
     return [(address, query.port) for address in addresses]
 
 
+def steps_on_loop(request: Request) -> bool:
+    """Whether the check runs on the curl loop: not when its RESOLVER is a host name, which is
+    looked up first, blocking (resolve.py); that check runs on a thread."""
+    try:
+        query = _query(request.url)
+    except BadInput:
+        return False
+    return query.servers is not None or query.resolver is None
+
+
+def steps(request: Request):
+    """The check as steps (steps.py), for the curl loop. Returns the Response; never raises."""
+    secrets = url_secrets(request.url) | request.secrets
+    try:
+        return (yield from _steps(request, secrets))
+    except Exception as exc:
+        return unexpected(exc, "the name", secrets)
+
+
 # Called as fetch(request): never_raises gathers the secrets and turns any exception into a
 # classified failure (engine.py), so a bug here cannot crash the worker.
 @never_raises("the name")
 def fetch(request: Request, secrets: set[str]) -> Response:
+    """The check on this thread (the urllib3 engine's consumers, `sitewatch check`)."""
+    return run(_steps(request, secrets))
+
+
+def _steps(request: Request, secrets: set[str]):
     deadline = Deadline(request.timeout)
     try:
         query = _query(request.url)
@@ -349,7 +407,7 @@ def fetch(request: Request, secrets: set[str]) -> Response:
             try:
                 # This server's share of the time left: one that never answers leaves time for the next.
                 share = Deadline(deadline.left() / (len(servers) - index))
-                reply = _ask(query, address, server_port, share, source)
+                reply = yield from _ask(query, address, server_port, share, source)
             except TimeoutError:
                 continue
             except OSError as exc:

@@ -253,10 +253,16 @@ def never_raises(what: str):
             try:
                 return inner(request, secrets)
             except Exception as exc:
-                exhausted = monitor_failure(exc)
-                if exhausted:
-                    return failed("monitor", f"monitor failure: {exhausted}; {what} was not checked", secrets)
-                return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)
+                return unexpected(exc, what, secrets)
         return fetch
     return decorate
+
+
+def unexpected(exc: BaseException, what: str, secrets) -> Response:
+    """The failure of a fetch that raised (never_raises): `monitor` when the host ran out of
+    something, else `protocol` with the class name only (str(exc) may hold secrets)."""
+    exhausted = monitor_failure(exc)
+    if exhausted:
+        return failed("monitor", f"monitor failure: {exhausted}; {what} was not checked", secrets)
+    return failed("protocol", f"unexpected error: {type(exc).__name__}", secrets)
 

@@ -18,7 +18,13 @@ other scheme is a kind: a sibling module under check/ with
 
 registered below by one line, and imported only when a URL of its scheme is met (so `url list`
 does not pay for dnspython). probe.check() hands a kind's Request to its fetch() and judges the
-Response like any other (probe.judge); the consumer runs kinds on threads beside the curl loop.
+Response like any other (probe.judge). A kind may also offer its check as steps (steps.py),
+
+    def steps(request: Request)           # a generator of steps; returns the Response
+    def steps_on_loop(request) -> bool    # whether this check cannot block the loop
+
+so the curl engine's consumer loop drives it (run/transfers.py); other checks run on threads
+beside the loop (run/dispatch.py).
 
 Blackbox_exporter's prober map is the model: one function per kind, one result type.
 """

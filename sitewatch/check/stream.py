@@ -100,8 +100,8 @@ class Stream:
         """Make `sock` the one the watchdog cuts at the deadline (None before closing it)."""
         WATCHDOG.watch(self.deadline, sock)
 
-    def mark(self, phase: str) -> None:
-        self._marks[phase] = time.monotonic()
+    def mark(self, phase: str, at: float | None = None) -> None:
+        self._marks[phase] = time.monotonic() if at is None else at
 
     def timings(self) -> Timings:
         """Each phase reached, as its own duration (ms), like the engines'."""

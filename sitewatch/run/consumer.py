@@ -65,7 +65,7 @@ class Consumer:
         self.last_ceiling_log = self.last_unreadable_log = self.last_missing_log = -CEILING_LOG_EVERY
         threading.stack_size(THREAD_STACK_BYTES)
         if self.engine.name == "curl":   # one CurlMulti loop drives every HTTP check: no thread per check
-            from .dispatch import CurlAndThreads  # other kinds (tcp://, tls://) on threads beside it
+            from .dispatch import CurlAndThreads  # the kinds that could block it on threads beside it
             from .transfers import CurlTransfers
             self.threads = CurlAndThreads(CurlTransfers(self._check_started, self._check_done), self._check)
         else:

@@ -1,19 +1,20 @@
-"""A consumer's checks on the curl engine: HTTP on the CurlMulti loop, other kinds on threads.
+"""A consumer's checks on the curl engine: HTTP and stepped kinds on the loop, the rest on threads.
 
-The CurlMulti loop (transfers.py) drives libcurl transfers only. A tcp:// or tls:// check
-(check/kinds.py) blocks its thread on a socket like a urllib3 check, so those run on a
-CheckThreads pool beside the loop. Both are counted in the consumer's one `in_flight` and
-bounded by its one adaptive limit (concurrency.py): this class only routes, with the interface
-the consumer uses (submit, ensure, take_unstarted, stop, size, died). An HTTP task pays one
-string test.
+The CurlMulti loop (transfers.py) drives libcurl transfers, and the checks of kinds written
+as steps (check/steps.py): tcp://, and dns:// unless its resolver is named by a host name. A
+tls:// or icmp:// check, or a dns:// one whose resolver must be looked up first, blocks its
+thread like a urllib3 check, so those run on a CheckThreads pool beside the loop. Both are
+counted in the consumer's one `in_flight` and bounded by its one adaptive limit
+(concurrency.py): this class only routes, with the interface the consumer uses (submit,
+ensure, take_unstarted, stop, size, died). An HTTP task pays one string test.
 """
 
 from __future__ import annotations
 
 import threading
 
-from ..check.kinds import is_http
 from .concurrency import CheckThreads
+from .transfers import runs_on_loop
 
 
 class CurlAndThreads:
@@ -34,7 +35,7 @@ class CurlAndThreads:
                 self.kinds_held -= 1
 
     def submit(self, task, target) -> None:
-        if is_http(target.request.url):
+        if runs_on_loop(target.request):
             self.transfers.submit(task, target)
             return
         with self._lock:

@@ -7,6 +7,10 @@ with their stacks (README "Check engines"). Each check is a curl_engine._Transfe
 the very steps the curl engine's fetch() runs with perform(), so both judge and
 classify alike; probe.judge() turns the response into the Outcome.
 
+Checks of the kinds that write their exchange as steps (check/steps.py: tcp://, dns://) run
+on the same loop: their sockets on the same poller, their deadlines on a heap, and a tcp://
+connection made by libcurl in the same CurlMulti. No thread, no hand-off.
+
 CurlTransfers has the interface of run/concurrency.CheckThreads that the consumer
 uses (submit, ensure, take_unstarted, stop, size): the consumer's adaptive limit
 then bounds transfers in flight.
@@ -15,6 +19,8 @@ then bounds transfers in flight.
 from __future__ import annotations
 
 import datetime
+import heapq
+import itertools
 import os
 import queue
 import select
@@ -24,9 +30,11 @@ import time
 
 import pycurl
 
+from ..check import kinds
 from ..check.curl_engine import _Transfer
 from ..check.engine import failed, monitor_failure
 from ..check.probe import judge
+from ..check.steps import Wait
 from ..redact import redact_text
 
 # How long the loop sleeps with nothing to do before it looks at the queue again (it is
@@ -108,6 +116,26 @@ _WATCH = {pycurl.POLL_IN: select.POLLIN, pycurl.POLL_OUT: select.POLLOUT,
 _NOT_READ, _NOT_WRITE = ~select.POLLOUT, ~select.POLLIN
 
 
+class _Stepped:
+    """A check of a kind driven by its steps (check/steps.py) on the loop."""
+
+    __slots__ = ("steps", "task", "target", "t0", "started_at", "handle", "fd", "turn")
+
+    def __init__(self, steps, task, target, t0, started_at) -> None:
+        self.steps, self.task, self.target, self.t0, self.started_at = steps, task, target, t0, started_at
+        self.handle = None      # the easy handle of its libcurl connection, kept in the multi until it ends
+        self.fd: int | None = None     # the descriptor it waits for
+        self.turn: int | None = None   # its current wait's entry on the deadline heap (older ones are stale)
+
+
+def runs_on_loop(request) -> bool:
+    """Whether a check of `request` runs on the loop: HTTP, and the kinds with steps for it."""
+    if kinds.is_http(request.url):
+        return True
+    on_loop = getattr(kinds.kind_of(request.url), "steps_on_loop", None)
+    return on_loop is not None and on_loop(request)
+
+
 class CurlTransfers:
     def __init__(self, on_start, on_done) -> None:
         """on_start(task) -> t0 when a check starts; on_done(task, outcome, t0) when it ends (loop thread)."""
@@ -172,8 +200,12 @@ class CurlTransfers:
         self._poller = POLLER()
         self._poller.watch(self._wake_r, select.POLLIN)
         self._timer_at: float | None = None
-        self._active: dict[pycurl.Curl, tuple] = {}
+        self._active: dict[pycurl.Curl, tuple | _Stepped] = {}
         self._spare: list[pycurl.Curl] = []
+        self._waiting: dict[int, _Stepped] = {}        # fd -> the stepped check waiting for it
+        self._deadlines: list[tuple[float, int, _Stepped]] = []    # a heap; entries of past waits are stale
+        self._turns = itertools.count()
+        self._stepping: set[_Stepped] = set()
         self._multi = multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -189,6 +221,10 @@ class CurlTransfers:
             self.died = redact_text(f"{type(exc).__name__}: {exc}")[:300]
             raise                  # threading.excepthook prints the traceback
         finally:
+            for stepped in self._stepping:
+                stepped.steps.close()           # a dns:// check's socket closes with its generator
+                if stepped.handle is not None and stepped.handle not in self._active:
+                    self._active[stepped.handle] = stepped
             for handle in list(self._active):
                 multi.remove_handle(handle)
                 handle.close()
@@ -209,6 +245,12 @@ class CurlTransfers:
     def _start(self, task, target) -> None:
         t0 = self._on_start(task)
         started_at = datetime.datetime.now(datetime.timezone.utc)
+        if not kinds.is_http(target.request.url):
+            stepped = _Stepped(kinds.kind_of(target.request.url).steps(target.request), task, target, t0, started_at)
+            self._stepping.add(stepped)
+            self.in_flight += 1
+            self._advance(stepped, None)
+            return
         try:
             handle = self._spare.pop() if self._spare else pycurl.Curl()
             transfer = _Transfer(target.request, handle)
@@ -227,6 +269,8 @@ class CurlTransfers:
     def _wait_and_act(self) -> None:
         now = time.monotonic()
         wait = IDLE_WAIT if self._timer_at is None else max(0.0, self._timer_at - now)
+        if self._deadlines:
+            wait = min(wait, max(0.0, self._deadlines[0][0] - now))
         self._asleep = True
         if not self._queue.empty():  # a submission raced the flag: do not sleep on it
             wait = 0.0
@@ -240,12 +284,70 @@ class CurlTransfers:
                 except BlockingIOError:
                     pass
                 continue
+            stepped = self._waiting.pop(fd, None)
+            if stepped is not None:
+                self._poller.forget(fd)
+                stepped.turn = None
+                self._advance(stepped, True)
+                continue
             action = (pycurl.CSELECT_IN if mask & _NOT_READ else 0) | \
                      (pycurl.CSELECT_OUT if mask & _NOT_WRITE else 0)
             self._multi.socket_action(fd, action)
         if self._timer_at is not None and time.monotonic() >= self._timer_at:
             self._timer_at = None
             self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
+        deadlines, now = self._deadlines, time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            _, turn, stepped = heapq.heappop(deadlines)
+            if stepped.turn == turn:        # still waiting: its deadline came first
+                del self._waiting[stepped.fd]
+                self._poller.forget(stepped.fd)
+                stepped.turn = None
+                self._advance(stepped, False)
+
+    # ---- stepped checks (tcp://, dns://)
+
+    def _advance(self, stepped: _Stepped, value, error: BaseException | None = None) -> None:
+        """Resume `stepped` with what it waited for, until it waits again or ends."""
+        try:
+            wait = stepped.steps.send(value) if error is None else stepped.steps.throw(error)
+        except StopIteration as stop:
+            self._stepped_done(stepped, stop.value)
+            return
+        except Exception as exc:   # a bug of ours: steps never raise; never lose the slot
+            exhausted = monitor_failure(exc)
+            self._stepped_done(stepped, failed("monitor" if exhausted else "protocol",
+                                               exhausted or f"unexpected error: {type(exc).__name__}", ()))
+            return
+        if isinstance(wait, Wait):
+            stepped.fd, stepped.turn = wait.fd, next(self._turns)
+            self._waiting[wait.fd] = stepped
+            self._poller.watch(wait.fd, wait.events)
+            heapq.heappush(self._deadlines, (wait.at, stepped.turn, stepped))
+            return
+        try:       # a connection for libcurl to make (check/curl_connect.py)
+            handle = self._spare.pop() if self._spare else pycurl.Curl()
+        except Exception as exc:
+            self._advance(stepped, None, exc)
+            return
+        try:
+            wait.start(handle)
+        except Exception as exc:
+            self._spare.append(handle)
+            self._advance(stepped, None, exc)
+            return
+        stepped.handle = handle
+        self._active[handle] = stepped
+        self._multi.add_handle(handle)
+
+    def _stepped_done(self, stepped: _Stepped, response) -> None:
+        self._stepping.discard(stepped)
+        self.in_flight -= 1
+        handle = stepped.handle
+        if handle is not None:
+            self._multi.remove_handle(handle)   # libcurl closes the connection now
+            self._spare_handle(handle)
+        self._judged(stepped.task, stepped.target, response, stepped.started_at, stepped.t0)
 
     def _on_socket(self, what: int, fd: int, multi, data) -> None:
         if what == pycurl.POLL_REMOVE:
@@ -269,7 +371,12 @@ class CurlTransfers:
                 return
 
     def _hop_ended(self, handle, code: int, message: str) -> None:
-        transfer, task, target, t0, started_at = self._active[handle]
+        entry = self._active[handle]
+        if isinstance(entry, _Stepped):    # connected (or not): the handle stays in the multi until it ends
+            del self._active[handle]
+            self._advance(entry, (code, message))
+            return
+        transfer, task, target, t0, started_at = entry
         self._multi.remove_handle(handle)
         if transfer.end(code, message):   # another hop (a redirect, the certificate's look)
             self._multi.add_handle(handle)
@@ -279,12 +386,18 @@ class CurlTransfers:
         self._done(handle, transfer, task, target, t0, started_at)
 
     def _done(self, handle, transfer, task, target, t0, started_at) -> None:
+        self._spare_handle(handle)
+        self._judged(task, target, transfer.result, started_at, t0)
+
+    def _spare_handle(self, handle) -> None:
         if len(self._spare) < MAX_SPARE_HANDLES:
             self._spare.append(handle)
         else:
             handle.close()
+
+    def _judged(self, task, target, response, started_at, t0) -> None:
         try:
-            outcome = judge(target, transfer.result, started_at)
+            outcome = judge(target, response, started_at)
         except Exception as exc:  # a bug of ours: never lose the slot, never kill the loop
             exhausted = monitor_failure(exc)
             kind = "monitor" if exhausted else "protocol"
