@@ -44,6 +44,10 @@ setup(
         # its API between minor versions, so it is pinned to the 0.x line we test; uvicorn likewise.
         "starlette>=0.40,<1",
         "uvicorn>=0.30,<1",
+        # uvicorn's C HTTP/1.1 parser (llhttp): with h11's pure Python, parsing and answering took
+        # more than half of a ping's CPU (docs/benchmarks.md). Wheels for Linux, macOS and Windows;
+        # 0.x since 2017 and stable across its minors, so the pin is the 0 series.
+        "httptools>=0.6,<1",
         "jinja2>=3.1,<4",          # server-side templates with autoescaping
         "orjson>=3.10,<4",         # `status --json` of 100,000 URLs: 8x faster than the json module
         # The curl check engine (check.engine auto|curl): 2-4x the checks per core, no thread per

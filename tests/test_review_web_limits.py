@@ -89,8 +89,37 @@ def test_silent_and_half_sent_requests_are_closed_within_the_request_timeout(tmp
             sock.close()
         # and a prompt client is served as before
         assert httpx.get(f"http://{address[0]}:{address[1]}/api/v1/summary", timeout=10).status_code == 200
+        # A request's head is bounded (16 KiB): one that arrives whole, and one that never ends,
+        # sent in pieces (its last piece crosses the bound, so nothing follows the server's close).
+        # One just under the bound is served, whole or in pieces.
+        for pieces in (1024, None):
+            assert _head_answer(address, 15 * 1024, pieces).startswith(b"HTTP/1.1 200")
+        for too_large in (_head_answer(address, 17 * 1024, None), _head_answer(address, 16 * 1024, 1024, end=False)):
+            assert too_large.startswith(b"HTTP/1.1 400") and b"Request head too large" in too_large, too_large[:200]
     finally:
         _stop(proc)
+
+
+def _head_answer(address, header_bytes: int, pieces: int | None, end: bool = True) -> bytes:
+    """What the server answers, up to its close, to a GET (Connection: close) whose head carries a
+    header of `header_bytes`, sent in pieces of that many bytes, or whole (None); without `end`,
+    the header and the head never end."""
+    with socket.create_connection(address) as sock:
+        head = (b"GET /api/v1/summary HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                b"X-Filler: " + b"x" * header_bytes + (b"\r\n\r\n" if end else b""))
+        try:
+            for start in range(0, len(head), pieces or len(head)):
+                sock.sendall(head[start:start + (pieces or len(head))])
+        except (ConnectionResetError, BrokenPipeError):
+            pass                # closed while we sent: the answer is already waiting
+        sock.settimeout(DEADLINE)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
 
 
 def test_the_page_answers_while_many_idle_sockets_are_open_under_a_low_fd_limit(tmp_path, dsn):

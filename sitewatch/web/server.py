@@ -92,7 +92,7 @@ def _uvicorn_config(app, cfg) -> uvicorn.Config:
     return uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, proxy_headers=False,
                           http=guard.protocol_class(cfg.web.request_timeout, cap), ws="none",
-                          limit_concurrency=cap + 1, backlog=BACKLOG, h11_max_incomplete_event_size=16 * 1024)
+                          limit_concurrency=cap + 1, backlog=BACKLOG)
 
 
 def serve(cfg, dsn: str, sock: socket.socket, on_tick=None) -> None:
