@@ -180,3 +180,30 @@ def test_a_batch_rolled_back_by_a_cancel_is_written_again_ping_by_ping(dsn, db, 
     lockers[1].rollback()
     assert [a.status_code for a in batch()] == [200, 200]
     assert recorded(db) == {f"push://job-{i}": 1 for i in range(3)}
+
+
+def test_the_ping_statement_is_prepared_once_per_session_and_survives_a_rollback(dsn, db):
+    """Pings are written by a prepared statement (pushstore._ping_statement): one PREPARE per
+    session, kept across a rolled-back batch, and made again on a new connection."""
+    from sitewatch.check import push
+    from sitewatch.db import pushstore
+    token = add_pushes(dsn, 1)[0]
+    ping = pushstore.Ping(push.token_hash(token), "success", None, None, None)
+    # The first session: a batch rolled back, then the same ping written; the second session:
+    # the slot's success is in already, so its ping records nothing (and needs the statement too).
+    for recorded in ([(True, True), (True, True)], [(True, False)]):
+        conn = psycopg2.connect(dsn)
+        try:
+            for number, answer in enumerate(recorded, 1):
+                assert pushstore.ping_many(conn, [ping], "test") == [answer]
+                if number < len(recorded):
+                    conn.rollback()
+            conn.commit()
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'sitewatch_ping'")
+                assert cur.fetchone()[0] == 1
+                cur.execute("SELECT count(*) FROM task_result r JOIN url u ON u.id = r.url_id "
+                            "WHERE u.url = 'push://job-0' AND r.ok")
+                assert cur.fetchone()[0] == 1          # one slot, recorded once
+        finally:
+            conn.close()

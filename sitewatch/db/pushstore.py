@@ -4,6 +4,7 @@ Like store.py: functions take an open psycopg2 connection; the caller owns conne
 transactions. The slot rules are written out in check/push.py.
 """
 
+import weakref
 from datetime import timedelta, timezone
 from typing import NamedTuple
 
@@ -14,6 +15,13 @@ from .store import NO_ALERT_CHANNELS, load_queries
 from .store import QUERIES as STORE_QUERIES
 
 QUERIES = load_queries("sitewatch.db", "push.sql")
+
+# The ping statement's parameters and their types, for its prepared form (_ping_statement).
+_PING_PARAMS = (("token_hash", "bytea[]"), ("signal", "text[]"), ("error_kind", "text[]"), ("error", "text[]"),
+                ("message", "text[]"), ("owner", "text"), ("failure_threshold", "integer"),
+                ("success_threshold", "integer"), ("channels", "text[]"), ("notify_degraded", "boolean"))
+_PING_PREPARED = "sitewatch_ping"
+_prepared_on: weakref.WeakSet = weakref.WeakSet()      # connections whose session has it prepared
 
 
 def _alert_params(alert_defaults: dict | None) -> dict:
@@ -117,8 +125,8 @@ def ping_many(conn, pings: list[Ping], owner: str, alert_defaults: dict | None =
     for round_ in _rounds(pings):
         batch = [pings[i] for i in round_]
         with conn.cursor() as cur:
-            cur.execute(QUERIES["ping"], {**{field: [getattr(p, field) for p in batch] for field in Ping._fields},
-                                          "owner": owner, **_alert_params(alert_defaults)})
+            cur.execute(_ping_statement(cur), {**{field: [getattr(p, field) for p in batch] for field in Ping._fields},
+                                               "owner": owner, **_alert_params(alert_defaults)})
             rows = cur.fetchall()
         for n, is_monitor, recorded, cron in rows:
             i = round_[n - 1]
@@ -129,6 +137,20 @@ def ping_many(conn, pings: list[Ping], owner: str, alert_defaults: dict | None =
             else:
                 answers[i] = (bool(is_monitor), bool(recorded))
     return answers
+
+
+def _ping_statement(cur) -> str:
+    """EXECUTE of push.sql's ping, prepared once per session (PREPARE outlives a rollback). Pings
+    arrive a few at a time, so a batch is small, and planning the statement (its CTEs, the alert
+    function's call) took about as long as running it (~0.9 ms each, docs/benchmarks.md)."""
+    if cur.connection not in _prepared_on:
+        body = QUERIES["ping"]
+        for number, (name, _) in enumerate(_PING_PARAMS, 1):
+            body = body.replace(f"%({name})s", f"${number}")
+        types = ", ".join(kind for _, kind in _PING_PARAMS)
+        cur.execute(f"PREPARE {_PING_PREPARED} ({types}) AS {body}")
+        _prepared_on.add(cur.connection)
+    return f"EXECUTE {_PING_PREPARED} ({', '.join(f'%({name})s' for name, _ in _PING_PARAMS)})"
 
 
 def _rounds(pings: list[Ping]) -> list[list[int]]:
