@@ -45,7 +45,8 @@ BASE_ENV = {
     # which), so runs side by side never collide on the default 9464.
     "SITEWATCH_METRICS__LISTEN": "127.0.0.1:0",
 }
-START_TIMEOUT = 20      # seconds for `sitewatch run` to have its children up
+START_TIMEOUT = 60      # seconds for `sitewatch run` to log a line: a bound against a hang, not a speed claim
+# (under CI's load, coverage and four workers on two slow cores, a run once logged nothing for 20 s)
 # Seconds a run gets to stop on SIGTERM at teardown before SIGKILL: stopping normally writes the
 # coverage data of its processes; a check hanging until its timeout is not waited for past this.
 TEARDOWN_GRACE = 8      # the supervisor's own grace period in these tests is 5 s (BASE_ENV)
