@@ -8,6 +8,7 @@ brackets.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -61,3 +62,11 @@ def host_port(url: str) -> tuple[str, int]:
     """(host, port) of a normalised `SCHEME://HOST:PORT` (an IPv6 literal without its brackets)."""
     parts = urlsplit(url)
     return parts.hostname, parts.port
+
+
+def literal_version(host: str) -> int | None:
+    """4 or 6 when `host` is an IP address literal (without brackets); None for a name."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None

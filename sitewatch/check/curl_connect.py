@@ -10,15 +10,14 @@ connection when the handle leaves it. Failures are classified as the blocking pa
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 
 import pycurl
 
-from .curl_engine import _IP_RESOLVE, _KINDS
-from .engine import CONNECTING, RESOLVING, Failure, address_version, checked_version, monitor_failure, no_address
-from .resolve import starved
+from .address import literal_version
+from .curl_engine import _IP_RESOLVE, _KINDS, exhausted_by
+from .engine import CONNECTING, RESOLVING, Failure, address_version, checked_version, no_address
 
 
 class Connect:
@@ -34,7 +33,7 @@ class Connect:
         literal of another IP version than the check may use, the deadline gone)."""
         stream, request = self.stream, self.stream.request
         version = checked_version(request) if request.source_address else request.ip_version
-        if version is not None and _literal_version(stream.host) not in (None, version):
+        if version is not None and literal_version(stream.host) not in (None, version):
             raise no_address(stream.host, request, version)
         left_ms = int((stream.deadline.at - time.monotonic()) * 1000)
         if left_ms <= 0:
@@ -68,7 +67,7 @@ class Connect:
         if code == 0 and connected > 0:
             stream.mark("connect", start + connected / 1e6)
         if code:
-            stream.stage = CONNECTING if looked_up > 0 or _literal_version(stream.host) else RESOLVING
+            stream.stage = CONNECTING if looked_up > 0 or literal_version(stream.host) else RESOLVING
             raise self._classify(code, message)
         stream.stage = CONNECTING
         fd = handle.getinfo(pycurl.ACTIVESOCKET)
@@ -79,18 +78,11 @@ class Connect:
     def _classify(self, code: int, message: str) -> Failure:
         stream = self.stream
         os_errno = self.handle.getinfo(pycurl.OS_ERRNO)
-        exhausted = monitor_failure(OSError(os_errno, os.strerror(os_errno))) if os_errno else None
-        kind = _KINDS.get(code, "protocol")
-        if not exhausted and kind in ("dns", "connect"):
-            # As the curl engine's: a socket() that failed for want of descriptors is reported
-            # as a failed connect with no errno; a real refusal always carries one.
-            shortage = starved()
-            exhausted = monitor_failure(shortage) if shortage else None
-            if not exhausted and kind == "connect" and not os_errno:
-                exhausted = "could not open a socket (out of file descriptors?)"
-        if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
-            return Failure("monitor", f"monitor failure while {stream.stage}: {exhausted or message}; "
+        exhausted = exhausted_by(code, message, os_errno)     # the curl engine's rules
+        if exhausted:
+            return Failure("monitor", f"monitor failure while {stream.stage}: {exhausted}; "
                                       "the site was not checked")
+        kind = _KINDS.get(code, "protocol")
         if kind == "timeout" or stream.deadline.passed():
             return Failure("timeout", f"timed out after {stream.deadline.seconds} s (total deadline) "
                                       f"while {stream.stage}")
@@ -102,9 +94,3 @@ class Connect:
         return Failure("protocol", f"connection to {stream.host} port {stream.port} failed while "
                                    f"{stream.stage}: {message}")
 
-
-def _literal_version(host: str) -> int | None:
-    try:
-        return ipaddress.ip_address(host).version
-    except ValueError:
-        return None

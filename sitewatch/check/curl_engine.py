@@ -34,6 +34,7 @@ import time
 import pycurl
 
 from . import tls
+from .address import literal_version
 from .body import BadEncoding, BodyDecoder, BodyTooLarge
 from .engine import (
     CONNECTING,
@@ -106,6 +107,23 @@ def _leaf_days_left(handle) -> int | None:
     return None if expires is None else int((expires - time.time()) // 86400)
 
 
+def exhausted_by(code: int, message: str, os_errno: int) -> str | None:
+    """What ran out when libcurl's failure `code` is the monitor's own, not the site's; else None."""
+    exhausted = monitor_failure(OSError(os_errno, os.strerror(os_errno))) if os_errno else None
+    if not exhausted and _KINDS.get(code) in ("dns", "connect"):
+        # libcurl reports a socket() that failed for want of descriptors as a failed connect
+        # with no errno: look before blaming the site (as resolve.py does). A refused connect
+        # leaves its errno; none means socket() failed (another transfer may have freed a
+        # descriptor since the look).
+        shortage = starved()
+        exhausted = monitor_failure(shortage) if shortage else None
+        if not exhausted and _KINDS.get(code) == "connect" and not os_errno:
+            exhausted = "could not open a socket (out of file descriptors?)"
+    if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
+        return exhausted or message
+    return None
+
+
 class _Transfer:
     """One fetch on libcurl: `begin()` a hop on the handle, run it, `end()` it; repeat while True."""
 
@@ -127,7 +145,6 @@ class _Transfer:
         self._final_headers = False  # the final (non-1xx) response's head is being read
         self._in_body = False  # ...and it has ended: what follows is the body
         self._decoder: BodyDecoder | None = None
-        self._final_headers = False
         self._host = ""
         self._port = 0
         self._https = False
@@ -395,12 +412,7 @@ class _Transfer:
         if timings.connect_ms is None and self._https and self.handle.getinfo(pycurl.NUM_CONNECTS) > 0:
             return TLS_HANDSHAKE
         if timings.connect_ms is None:
-            try:
-                ipaddress.ip_address(self._host)
-                literal = True
-            except ValueError:
-                literal = False
-            return CONNECTING if timings.dns_ms is not None or literal else RESOLVING
+            return CONNECTING if timings.dns_ms is not None or literal_version(self._host) else RESOLVING
         if self._https and timings.tls_ms is None:
             return TLS_HANDSHAKE
         return READING if self._in_body else WAITING
@@ -411,18 +423,8 @@ class _Transfer:
     def _classify(self, code: int, message: str) -> Failure:
         stage = self._stage()
         os_errno = self.handle.getinfo(pycurl.OS_ERRNO)
-        exhausted = monitor_failure(OSError(os_errno, os.strerror(os_errno))) if os_errno else None
-        if not exhausted and _KINDS.get(code) in ("dns", "connect"):
-            # libcurl reports a socket() that failed for want of descriptors as a failed
-            # connect, with no errno: look before blaming the site (as resolve.py does).
-            shortage = starved()
-            exhausted = monitor_failure(shortage) if shortage else None
-            if not exhausted and _KINDS.get(code) == "connect" and not os_errno:
-                # A refused connect leaves its errno; none means socket() failed (another
-                # transfer may have freed a descriptor since the look above).
-                exhausted = "could not open a socket (out of file descriptors?)"
-        if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
-            exhausted = exhausted or message
+        exhausted = exhausted_by(code, message, os_errno)
+        if exhausted:
             return Failure("monitor", f"monitor failure while {stage}: {exhausted}; the site was not checked")
         kind = _KINDS.get(code, "protocol")
         if kind == "timeout" or time.monotonic() >= self.at:
