@@ -120,7 +120,7 @@ def exhausted_by(code: int, message: str, os_errno: int) -> str | None:
         if not exhausted and _KINDS.get(code) == "connect" and not os_errno:
             exhausted = "could not open a socket (out of file descriptors?)"
     if exhausted or code == pycurl.E_OUT_OF_MEMORY or "thread failed to start" in message:
-        return exhausted or message
+        return exhausted or message or "out of memory"
     return None
 
 
