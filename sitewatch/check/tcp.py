@@ -23,7 +23,7 @@ import os
 
 from ..regex import search_bytes
 from .address import normalise_host_port
-from .engine import WAITING, Failure, Request, Response, failed, monitor_failure
+from .engine import WAITING, Failure, Request, Response, unexpected
 from .steps import READ, WRITE, Wait, run
 from .stream import Stream
 
@@ -66,8 +66,7 @@ def steps(request: Request):
         return stream.failed(exc)
     except Exception as exc:
         if stream is None:   # Stream(request) itself failed: a bug of ours, or out of memory
-            return failed("monitor" if monitor_failure(exc) else "protocol",
-                          monitor_failure(exc) or f"unexpected error: {type(exc).__name__}", ())
+            return unexpected(exc, "the site", ())
         return stream.failed(stream.classify(exc))
 
 

@@ -32,7 +32,7 @@ import pycurl
 
 from ..check import kinds
 from ..check.curl_engine import _Transfer
-from ..check.engine import failed, monitor_failure
+from ..check.engine import failed, monitor_failure, unexpected
 from ..check.probe import judge
 from ..check.steps import Wait
 from ..redact import redact_text
@@ -315,9 +315,7 @@ class CurlTransfers:
             self._stepped_done(stepped, stop.value)
             return
         except Exception as exc:   # a bug of ours: steps never raise; never lose the slot
-            exhausted = monitor_failure(exc)
-            self._stepped_done(stepped, failed("monitor" if exhausted else "protocol",
-                                               exhausted or f"unexpected error: {type(exc).__name__}", ()))
+            self._stepped_done(stepped, unexpected(exc, "the site", ()))
             return
         if isinstance(wait, Wait):
             stepped.fd, stepped.turn = wait.fd, next(self._turns)
