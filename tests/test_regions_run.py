@@ -70,7 +70,9 @@ def hosts(region_dsn, site, hook, tmp_path_factory):
         for down_when in ("majority", "any", "all")])
     env = {"SITEWATCH_ALERTS__CHANNELS": json.dumps({name: hook.apprise_url("json", name) for name in CHANNELS}),
            "SITEWATCH_ALERTS__FAILURE_THRESHOLD": 1, "SITEWATCH_ALERTS__SUCCESS_THRESHOLD": 1,
-           "SITEWATCH_ALERTS__SEND_TIMEOUT": 3, "SITEWATCH_ALERTS__RETRY_BACKOFF": 0.5,
+           # Delivery is at least once: a send that outlives its timeout is retried even if the
+           # hook got it. 3 s was once too little on a loaded CI machine (an `up` came twice).
+           "SITEWATCH_ALERTS__SEND_TIMEOUT": 15, "SITEWATCH_ALERTS__RETRY_BACKOFF": 0.5,
            "SITEWATCH_CHECK__DEFAULT_PERIOD": PERIOD}
     runs = {}
     try:

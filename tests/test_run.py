@@ -395,7 +395,7 @@ def test_second_sigint_stops_at_once(sitewatch, cli, db, server):
     t0 = time.monotonic()
     run.signal(signal.SIGINT)
     code = run.proc.wait(10)
-    assert time.monotonic() - t0 < 4, "the second SIGINT did not stop at once"
+    assert time.monotonic() - t0 < 20, "the second SIGINT did not stop at once"     # grace is 60 s
     assert code in (0, 130), run.text()[-2000:]
     assert run.events("second SIGINT: stopping at once")
     wait_until(lambda: not group_processes(run.pid), 3, "every child to be gone")
@@ -623,7 +623,7 @@ def test_schema_too_new_refuses_to_run(sitewatch, db):
     code = run.proc.wait(60)        # room past the bound below, so a slow refusal fails the assertion
     took = time.monotonic() - t0
     assert code == 1
-    assert took < 10, f"refused only after {took:.1f} s: retried?"     # it takes about 1 s
+    assert took < 30, f"refused only after {took:.1f} s: retried?"     # about 1 s; slack for a loaded CI
     assert "newer" in run.text() and "upgrade sitewatch" in run.text(), run.text()
     assert not run.events("consumer started")
 
@@ -637,7 +637,7 @@ def test_schema_upgraded_under_a_running_sitewatch_stops_it_without_restart_stor
     code = run.proc.wait(60)
     took = time.monotonic() - t0
     assert code == 1, run.text()[-2000:]
-    assert took < 15, f"stopped only after {took:.1f} s"
+    assert took < 30, f"stopped only after {took:.1f} s"
     text = run.text()
     assert "newer than this sitewatch" in text, text[-2000:]
     assert len(run.events("consumer started")) <= 2, "restarted over and over"
@@ -699,12 +699,15 @@ def test_sighup_does_not_leave_checking_stalled_behind_a_hanging_check(sitewatch
                              (hang,)) == [(1,)], 10, "the hanging check in flight")
 
     run.signal(signal.SIGHUP)
-    t0 = time.monotonic()
     new = run.wait_for("consumer started", count=2, timeout=grace + 5)[-1]
+    # Had checking stalled behind the hanging check, the new consumer's first result would come
+    # when the check gave up, 60 s on; half that bounds a loaded CI machine's slowness, not a
+    # timing promise.
     wait_until(lambda: scalar(db, "SELECT count(*) FROM task_result r JOIN url u ON u.id = r.url_id"
                                   " WHERE u.url = %s AND r.checked_by LIKE %s", (ok, f"%:{new['pid']}")) >= 1,
-               grace + 5, "results from the new consumer")
-    assert time.monotonic() - t0 < grace + 3, "checking stalled until the hanging check gave up"
+               30, "results from the new consumer while the hanging check still hangs")
+    assert scalar(db, "SELECT count(*) FROM task_result r JOIN url u ON u.id = r.url_id WHERE u.url = %s",
+                  (hang,)) == 0, "the hanging check gave up before checking went on"
     # The old consumer had the grace period to finish; then it handed the hanging check back
     # (attempt not counted: a slow healthy check cut short by reloads never becomes `lost`) and
     # left by itself: no process is left behind.
