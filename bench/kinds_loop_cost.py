@@ -1,4 +1,5 @@
-"""CPU per tcp:// and dns:// check: on the curl loop (run/transfers.py) vs on a thread each.
+"""CPU per tcp:// and dns:// check: on the curl loop (run/transfers.py) vs on a thread each,
+and an http:// check on the loop for reference.
 
 One process, no database: the consumer's two ways of running a check of another kind, fed the
 same targets with the same number in flight, timed by this process's CPU (time.process_time:
@@ -37,7 +38,8 @@ from sitewatch.urlspec import make_entry  # noqa: E402
 def targets_for(kind: str, port: int, count: int) -> list:
     cfg = config.load({}, {}, None)
     options = {"send": "GET / HTTP/1.0\\r\\n\\r\\n", "expect": "HTTP/1"} if kind == "tcp" else {}
-    url = f"tcp://127.0.0.1:{port}" if kind == "tcp" else f"dns://127.0.0.1:{port}/x.{DNS_ZONE[:-1]}"
+    url = {"tcp": f"tcp://127.0.0.1:{port}", "dns": f"dns://127.0.0.1:{port}/x.{DNS_ZONE[:-1]}",
+           "http": f"http://127.0.0.1:{port}/"}[kind]
     entry = make_entry({"url": url, "timeout": 5, **options}, cfg.check)
     target = definition.target_for(entry.as_row(), cfg.check.max_body_bytes)
     return [target] * count
@@ -81,22 +83,26 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=4000, help="checks per run")
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2, help="A/B pairs per kind (loop, then threads)")
+    parser.add_argument("--kinds", default="http,tcp,dns",
+                        help="http (the reference: a GET of nginx, on the loop only), tcp, dns")
     args = parser.parse_args()
     nginx = FastTarget().start()
     dns_proc, dns_port = start_dns()
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
               "checks": args.checks, "in_flight": args.in_flight, "runs": [], "median_cpu_ms_per_check": {}}
     try:
-        for kind, port in (("tcp", nginx.port), ("dns", dns_port)):
+        for kind in args.kinds.split(","):
+            port = dns_port if kind == "dns" else nginx.port
+            ways = ("loop",) if kind == "http" else ("loop", "threads")
             targets = targets_for(kind, port, args.checks)
-            run("loop", targets[:200], args.in_flight)          # warm-up: imports, handles, caches
-            run("threads", targets[:200], args.in_flight)
+            for way in ways:
+                run(way, targets[:200], args.in_flight)          # warm-up: imports, handles, caches
             for _ in range(args.rounds):
-                for way in ("loop", "threads"):
+                for way in ways:
                     result = {"kind": kind, "way": way, **run(way, targets, args.in_flight)}
                     print(json.dumps(result), file=sys.stderr)
                     report["runs"].append(result)
-            for way in ("loop", "threads"):
+            for way in ways:
                 report["median_cpu_ms_per_check"][f"{kind} {way}"] = statistics.median(
                     r["cpu_ms_per_check"] for r in report["runs"] if r["kind"] == kind and r["way"] == way)
     finally:
