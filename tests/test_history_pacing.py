@@ -78,6 +78,21 @@ def test_checks_behind_reads_the_oldest_claimable_task(dsn, conn):
     assert maintenance.ChecksBehind("postgresql://nobody@127.0.0.1:1/none", 1.0)() == 0.0   # never holds the job
 
 
+def test_checks_behind_reads_a_due_url_the_producer_holds_back(dsn, conn):
+    """While the consumers are a batch behind the producer enqueues nothing (run/producer.py):
+    the wait is then in the due cursors, not in the queue, and the job must still see it."""
+    behind = maintenance.ChecksBehind(dsn, 5.0)
+    try:
+        [uid] = add_urls(conn, 1)                      # due in an hour: not behind
+        assert behind() == 0.0
+        with conn.cursor() as cur:
+            cur.execute("UPDATE url SET next_check_at = now() - interval '20 s' WHERE id = %s", (uid,))
+        conn.commit()
+        assert 19.0 <= behind() < 60.0
+    finally:
+        behind.close()
+
+
 def test_url_chunks_cover_every_id_and_follow_the_statements_time(conn):
     ids = add_urls(conn, 30)
     with conn.cursor() as cur:

@@ -628,6 +628,17 @@ def test_enqueue_executes_without_quadratic_joins(big_queue):
     assert "url_next_check_at_idx" in plan and "Seq Scan" not in plan, plan
 
 
+def test_tasks_ready_counts_the_claimable_tasks_up_to_the_limit_from_the_index(big_queue):
+    """The producer's backpressure asks this several times a second: it must read at most
+    `limit` index entries, never the queue."""
+    claimable = q1(big_queue, "SELECT count(*) FROM task WHERE available_at <= now()")
+    assert 0 < claimable < q1(big_queue, "SELECT count(*) FROM task")     # leased ones are not ready
+    assert store.tasks_ready(big_queue, "", 100) == 100
+    assert store.tasks_ready(big_queue, "", 100_000) == store.tasks_ready(big_queue, "a", 100_000) == claimable
+    plan = explain(big_queue, "tasks_ready", {"regions": ["", "a"], "limit": 2000})
+    assert "task_available_at_idx" in plan and "Seq Scan" not in plan, plan
+
+
 @pytest.mark.parametrize("limit", [10, 200])
 def test_claim_plan_uses_the_available_at_index(big_queue, limit):
     plan = explain(big_queue, "claim_tasks", {"owner": "o", "limit": limit, "lease_margin": MARGIN,

@@ -179,6 +179,64 @@ def test_producer_does_not_spin_while_the_due_rows_are_locked_elsewhere(db, dsn)
         holder.close()
 
 
+def test_producer_holds_while_a_batch_of_tasks_waits_and_counts_the_held_slots_once(db, dsn):
+    """Backpressure: with a batch of claimable tasks waiting, the producer enqueues nothing and
+    rewrites no url row (it rewrote each due row once a period to count a skip: most of a
+    saturated run's database time); once the consumers claim, it goes on, oldest first, and the
+    slots held back are skipped and counted once, as after any stall."""
+    from sitewatch.db import store
+    from sitewatch.run.producer import HOLD_SLEEP, Producer
+    for i in range(25):                              # each 2.5 periods late: 2 older slots skipped
+        add_url(db, f"http://held{i}.example/", period=60, due_in=-150 - i)
+    producer = Producer(make_ctx(dsn, role="producer", producer__batch_size=10))
+    conn = producer.db.get()
+    try:
+        def versions():
+            return query(db, "SELECT id, xmin::text FROM url ORDER BY id")
+
+        assert producer.step(conn) == HOLD_SLEEP     # one batch enqueued, then it holds
+        assert query(db, "SELECT count(*) FROM task") == [(10,)]
+        before = versions()
+        assert producer.step(conn) == HOLD_SLEEP     # nothing claimed: nothing enqueued, no row rewritten
+        assert query(db, "SELECT count(*) FROM task") == [(10,)] and versions() == before
+        assert store.claim_tasks(db, "c", 10, 10.0, 3)[0]                       # a consumer claims them
+        assert producer.step(conn) == HOLD_SLEEP
+        assert store.claim_tasks(db, "c", 10, 10.0, 3)[0]
+        assert producer.step(conn) != HOLD_SLEEP     # the last 5: fewer than a batch waits
+        assert producer.held == 3 and producer.enqueued == 25
+        # The oldest first, each slot once: one task per URL, for its latest due slot; 2 skipped each.
+        assert query(db, """SELECT count(DISTINCT t.url_id), sum(u.skipped_slots),
+                                   bool_and(t.scheduled_at + interval '60 s' = u.next_check_at
+                                            AND u.next_check_at > now())
+                            FROM task t JOIN url u ON u.id = t.url_id""") == [(25, 50, True)]
+    finally:
+        producer.db.close()
+
+
+def test_producer_is_not_held_by_another_regions_waiting_tasks(db, dsn):
+    """A host counts only the tasks its own consumers claim: region b's waiting tasks (a region
+    with no host up, say) must not stop a host without a region from enqueueing."""
+    from sitewatch.run.producer import HOLD_SLEEP, Producer
+    for i in range(12):
+        uid = add_url(db, f"http://elsewhere{i}.example/", due_in=30)
+        query(db, "INSERT INTO task (url_id, scheduled_at, available_at, region) VALUES (%s, now(), now(), 'b') "
+              "RETURNING id",
+              (uid,))
+    add_url(db, "http://here.example/", due_in=-1)
+    producer = Producer(make_ctx(dsn, role="producer", producer__batch_size=10))
+    conn = producer.db.get()
+    try:
+        assert producer.step(conn) != HOLD_SLEEP and producer.enqueued == 1 and producer.held == 0
+        region_b = Producer(make_ctx(dsn, role="producer", producer__batch_size=10, region="b"))
+        try:
+            add_url(db, "http://there.example/", due_in=-1)
+            assert region_b.step(region_b.db.get()) == HOLD_SLEEP and region_b.enqueued == 0
+        finally:
+            region_b.db.close()
+    finally:
+        producer.db.close()
+
+
 def test_database_connections_bound_unacknowledged_sends(dsn):
     import psycopg2.extensions
 

@@ -220,6 +220,14 @@ SELECT (SELECT count(*) FROM due) AS due,
        (SELECT coalesce(sum(skipped), 0) FROM advanced) AS skipped,
        (SELECT pg_notify('sitewatch_task', '') FROM (SELECT 1 FROM enqueued LIMIT 1) AS any_task) AS notified;
 
+-- name: tasks_ready
+-- The producer's backpressure: tasks this host's consumers could claim now (claim_candidates'
+-- ranges of task_available_at_idx: %(regions)s is '' and the host's region), counted up to
+-- %(limit)s, so the count reads at most that many index entries however deep the queue.
+SELECT count(*) FROM (
+    SELECT 1 FROM task WHERE region = ANY (%(regions)s) AND available_at <= now() LIMIT %(limit)s
+) AS ready;
+
 -- name: seconds_until_due
 -- How long the producer may sleep: seconds until the earliest cursor (index scan, one row).
 SELECT extract(epoch FROM min(next_check_at) - now()) FROM url;

@@ -291,6 +291,13 @@ def enqueue_due(conn, batch: int) -> tuple[int, int, int]:
     return due, enqueued, int(skipped)
 
 
+def tasks_ready(conn, region: str, limit: int) -> int:
+    """Tasks a host of `region` ('' for none) could claim now, counted up to `limit`."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["tasks_ready"], {"regions": ["", region] if region else [""], "limit": limit})
+        return cur.fetchone()[0]
+
+
 def seconds_until_due(conn) -> float | None:
     with conn.cursor() as cur:
         cur.execute(QUERIES["seconds_until_due"])

@@ -103,7 +103,7 @@ def run_once(conn, cfg, log=None, heartbeat=lambda: None, behind=None) -> dict |
 
 
 class ChecksBehind:
-    """How long the oldest claimable task has waited, asked on a connection of its own (the
+    """How long the oldest claimable task or due URL has waited, asked on a connection of its own (the
     job's own sits in long REPEATABLE READ transactions). A probe that fails says 0: it never
     holds the job up."""
 

@@ -6,8 +6,9 @@ finished late, the consumers read that as slow sites and grew to their ceiling, 
 spiralled (issue 18). So the job's heavy work runs in chunks sized to take about
 TARGET_S each (by URL or by time: the caller decides what a chunk is, Pace decides how
 big), and after each statement the job rests in proportion to it, so that it uses at most
-DUTY of one core while it has work. And while the checks are behind (a claimable task has
-waited BEHIND_S or more: the consumers cannot keep up), it waits for them to catch up, up
+DUTY of one core while it has work. And while the checks are behind (a claimable task, or
+a due URL the producer holds back, has waited BEHIND_S or more: the consumers cannot keep
+up), it waits for them to catch up, up
 to MAX_YIELD_S before each statement: a soak at 100,000 URLs showed that a job at 40% of
 one core, with autovacuum on a large partition beside it, still pushed lag p99 to 3 s on a
 2-core host. The job's work is the same; it takes longer in wall time (minutes once an
@@ -28,7 +29,7 @@ import time
 TARGET_S = 0.5      # aim for statements this long
 DUTY = 0.4          # share of the time the job works while it has work; it rests the rest
 GROWTH = 4.0        # a chunk grows or shrinks at most this much from one statement to the next
-BEHIND_S = 1.0      # the checks are behind when a claimable task has waited this long
+BEHIND_S = 1.0      # the checks are behind when a claimable task (or a due URL) has waited this long
 MAX_YIELD_S = 30.0  # the job waits at most this long for them before each statement (it must progress)
 YIELD_POLL_S = 1.0
 SLICE_ROWS = 300_000                            # raw rows in a rollup's first time slice
@@ -45,7 +46,7 @@ class Pace:
 
     def __init__(self, heartbeat=lambda: None, duty: float = DUTY, target_s: float = TARGET_S,
                  sleep=time.sleep, clock=time.monotonic, behind=None):
-        """`behind()`: seconds the oldest claimable task has waited (None: never yield)."""
+        """`behind()`: seconds the oldest claimable task or due URL has waited (None: never yield)."""
         self.heartbeat, self.duty, self.target_s = heartbeat, duty, target_s
         self.sleep, self.clock, self.behind = sleep, clock, behind
         self.statements = 0

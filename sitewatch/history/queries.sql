@@ -135,9 +135,12 @@ SELECT least(now() - make_interval(secs => %(grace_s)s),
 -- its long REPEATABLE READ transactions, whose snapshot would show tasks claimed since.
 -- Only the tasks this host's consumers claim (its region's and those without one): another
 -- region's tasks waiting for a host of theirs say nothing of this host's consumers.
+-- And how long the oldest due cursor has waited: while the consumers are a batch behind, the
+-- producer holds the due URLs back (run/producer.py), so the wait shows there, not in the queue.
 SELECT coalesce(extract(epoch FROM now() - least(
            (SELECT min(available_at) FROM task WHERE region = '' AND available_at <= now()),
-           (SELECT min(available_at) FROM task WHERE region = %(region)s AND available_at <= now()))),
+           (SELECT min(available_at) FROM task WHERE region = %(region)s AND available_at <= now()),
+           (SELECT min(next_check_at) FROM url WHERE next_check_at <= now()))),
        0)::float8;
 
 -- name: oldest_result
