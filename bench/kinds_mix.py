@@ -41,7 +41,7 @@ import psutil
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from targets import FastTarget, stop_process  # noqa: E402
+from targets import FastTarget, stop_process, wait_for_port  # noqa: E402
 from throughput import SITEWATCH, base_env, cpu_seconds, postgres_procs, sitewatch, tree  # noqa: E402
 
 from sitewatch.db import embedded  # noqa: E402
@@ -253,15 +253,18 @@ def one_run(args, label: str, shares: dict, target, dns_proc, dns_port, workdir)
     run = pinger = None
     pings: dict = {}
     try:
+        with open(log_path, "w") as log:
+            run = subprocess.Popen([*SITEWATCH, "run"], env=env, stdout=log, stderr=log, start_new_session=True)
+        started = time.time()
         if tokens and not args.no_pings:
             tokens_path = os.path.join(run_dir, "tokens")
             with open(tokens_path, "w") as f:
                 f.write("\n".join(tokens))
+            # Once the web listener answers: a pinger started before it counted hundreds of refused
+            # connections (harmless, before the window, but noise in pings_by_status).
+            wait_for_port(web_port, timeout=args.warmup)
             pinger = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-pings", str(web_port),
                                        tokens_path, str(args.pinger_connections)], stdout=subprocess.PIPE, text=True)
-        with open(log_path, "w") as log:
-            run = subprocess.Popen([*SITEWATCH, "run"], env=env, stdout=log, stderr=log, start_new_session=True)
-        started = time.time()
         window = (started + args.warmup, started + args.warmup + args.duration)
         others = {"nginx": lambda: [psutil.Process(pid) for pid in target.pids()] + [
                       c for pid in target.pids() for c in psutil.Process(pid).children()],
