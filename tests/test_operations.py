@@ -151,6 +151,29 @@ def test_scrape_parses_and_check_counters_equal_the_rows_in_task_result(sitewatc
     assert any(name.startswith("process_") for name, _ in samples), "the supervisor's process metrics"
 
 
+def test_schedule_behind_gauge_reads_the_oldest_due_cursor(db, dsn):
+    """With backpressure the queue stays near a batch under overload (run/producer.py): the
+    wait shows in the due cursors, and this gauge is how a dashboard sees it."""
+    from sitewatch import logs
+    from sitewatch.db.database import Reconnecting
+    from sitewatch.operations.registry import ClusterGauges
+
+    def behind():
+        connection = Reconnecting(dsn, 5.0, "test", logs.get())
+        try:
+            return {s.name: s.value for family in Metrics(ClusterGauges(connection)).collect()
+                    for s in family.samples}["sitewatch_schedule_behind_seconds"]
+        finally:
+            connection.close()
+
+    query(db, "INSERT INTO url (url, period, timeout, next_check_at) VALUES "
+              "('http://later.example/', 60, 5, now() + interval '30 s') RETURNING id")
+    assert behind() == 0.0                              # nothing due
+    query(db, "INSERT INTO url (url, period, timeout, next_check_at) VALUES "
+              "('http://held.example/', 60, 5, now() - interval '40 s') RETURNING id")
+    assert 39.0 <= behind() < 60.0
+
+
 def test_killed_and_frozen_consumers_leave_every_counter_and_readyz_follows(sitewatch, cli, hostile_server):
     """Issue 11, test 2, and /readyz, in one run of 2 consumers (were two tests starting the same
     run): /healthz and /readyz answer 200; consumer 1 killed with SIGKILL and replaced, then

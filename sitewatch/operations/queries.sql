@@ -12,6 +12,13 @@ SELECT coalesce(s.state, 'unknown'), count(*) FROM url u LEFT JOIN url_state s O
 -- URLs cluster-wide, before the alerts subsystem tracks their state: all 'unknown'.
 SELECT 'unknown', count(*) FROM url;
 
+-- name: schedule_behind
+-- Seconds the oldest due URL has waited to be enqueued (0: none due), cluster-wide. The
+-- producers hold due URLs back while the consumers are a batch behind (run/producer.py), so
+-- an overloaded fleet shows here, not in the queue. One probe of url_next_check_at_idx.
+SELECT coalesce(extract(epoch FROM now() - min(next_check_at)), 0)::float8 FROM url
+WHERE next_check_at <= now();
+
 -- name: ping
 -- Readiness: the database answers.
 SELECT 1;

@@ -66,6 +66,7 @@ class ClusterGauges:
         self._lock = threading.Lock()
         self._at = None
         self.queue = None             # (waiting, leased); None while unknown
+        self.behind = None            # seconds the oldest due URL has waited to be enqueued
         self.urls = None              # {state: count}
         self.last_results = None      # [(id, url, ok, response_time_ms, status_code, cert_days_left, started)]
 
@@ -82,6 +83,7 @@ class ClusterGauges:
                 if conn is None:
                     raise ConnectionError("database unavailable")
                 queue = tuple(store.queue_depth(conn))
+                behind = _query(conn, "schedule_behind")[0][0]
                 exists = _query(conn, "url_state_exists")[0][0]
                 urls = {state: 0 for state in URL_STATES}
                 urls.update(dict(_query(conn, "urls_by_state" if exists else "urls_total")))
@@ -91,9 +93,9 @@ class ClusterGauges:
             except Exception as e:
                 if conn is not None:
                     self._db.broken(e)
-                self.queue = self.urls = self.last_results = None
+                self.queue = self.behind = self.urls = self.last_results = None
                 return
-            self.queue, self.urls, self.last_results, self._at = queue, urls, last, now
+            self.queue, self.behind, self.urls, self.last_results, self._at = queue, behind, urls, last, now
 
     def ping(self) -> bool:
         """Is the database reachable right now? (A read in the last second counts; otherwise ask it.)"""
@@ -206,7 +208,8 @@ class Metrics:
         yield self.lag.family(f"{PREFIX}_schedule_lag_seconds",
                               "How late a check started after its slot was due (started_at - scheduled_at).")
         yield CounterMetricFamily(f"{PREFIX}_slots_skipped", "Slots not checked because the URL was still "
-                                  "being checked or the producer was a period or more behind.",
+                                  "being checked, or the producer was a period or more behind or held "
+                                  "back while the consumers were.",
                                   value=self.skipped)
         yield CounterMetricFamily(f"{PREFIX}_results_refused", "Results refused by the lease fence (the "
                                   "lease was lost, or the URL removed).", value=self.refused)
@@ -235,6 +238,12 @@ class Metrics:
             for state, n in zip(QUEUE_STATES, self.cluster.queue, strict=True):
                 queue.add_metric([state], n)
             yield queue
+        if self.cluster is not None and self.cluster.behind is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_schedule_behind_seconds", "How long the oldest due URL has "
+                                    "waited to be enqueued, cluster-wide (from the database, cached a few "
+                                    "seconds): more than a moment while the producers hold due URLs back because "
+                                    "the consumers cannot keep up, or while no producer runs.",
+                                    value=self.cluster.behind)
         if self.cluster is not None and self.cluster.urls is not None:
             urls = GaugeMetricFamily(f"{PREFIX}_urls", "Monitored URLs by state, cluster-wide (from the "
                                      "database, cached a few seconds).", labels=["state"])
