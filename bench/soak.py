@@ -9,6 +9,7 @@ table) happen only then. This bench reports every minute on its own:
 * lag p99 (started_at - scheduled_at) of the fast URLs (those answering in 0.1 s);
 * failed checks of URLs that always answer (a false "down" in the making);
 * check threads (the consumers' summary lines), sitewatch's RSS (sampled every second);
+* seconds the producer held due URLs back, its consumers a batch behind (its log lines);
 * the maintenance job's longest statement (pg_stat_activity of its connection, sampled
   every 0.25 s) and the longest statement of any connection in the database.
 
@@ -249,6 +250,16 @@ def summary_threads(log_path: str, started: float) -> dict:
     return threads
 
 
+def producer_held(log_path: str, started: float) -> dict:
+    """Per minute: seconds the producers held due URLs back (their `producer holding` lines:
+    a batch of tasks already waited for the consumers, run/producer.py)."""
+    held = collections.defaultdict(float)
+    for entry in log_events(log_path, "producer holding"):
+        at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+        held[int((at - started) // 60) + 1] += entry.get("held_s", 0.0)
+    return held
+
+
 def job_runs(log_path: str) -> list[dict]:
     return [{k: entry.get(k) for k in ("timestamp", "took_s", "hours_rolled_up", "summary", "statements",
                                        "longest_statement_s", "work_s", "rest_s", "yield_s")}
@@ -337,11 +348,13 @@ def main() -> int:
             rows = per_minute(cur, started, minutes, delay.url(0.1, "%"), f"http://127.0.0.1:{delay.port}/d/%")
             due = due_per_minute(cur, started, minutes)
         threads = summary_threads(log_path, started)
+        held = producer_held(log_path, started)
         for row in rows:
             m = row["minute"]
             row["due"] = due.get(m - 1, 0)
             row["checked_share"] = round(row["checks"] / row["due"], 4) if row["due"] else None
             row["check_threads"] = threads.get(m)
+            row["producer_held_s"] = round(held.get(m, 0.0), 1)
             waits = sorted(sampler.waits.get(m, ()))
             row["main_thread_wait_p50_p90"] = [round(waits[int(q * (len(waits) - 1))], 2) for q in (0.5, 0.9)] \
                 if waits else None
