@@ -217,7 +217,12 @@ def test_the_job_analyses_what_its_plans_rely_on(conn):
         cur.execute("SELECT date_trunc('day', now(), 'UTC'), now()")
         today, now = cur.fetchone()
     conn.commit()
-    insert_results(conn, ids, max(today, now - 4 * HOUR), now, step_s=60)
+    # Four hours of today's partition, and a five-minute slice of them. Early in the UTC day
+    # the hours run past now (the plan is the point, not the clock): today's rows from
+    # midnight to now made the slice a third of the partition at 00:16, and a scan was right.
+    start = max(today, now - 4 * HOUR)
+    insert_results(conn, ids, start, start + 4 * HOUR, step_s=60)
+    at = min(max(now, today + 10 * MINUTE), start + 4 * HOUR)
     with conn.cursor() as cur:
         assert "url" in analyze.stale(cur, [])
     conn.rollback()
@@ -227,7 +232,7 @@ def test_the_job_analyses_what_its_plans_rely_on(conn):
         assert analyze.stale(cur, []) == []
         cur.execute("SET max_parallel_workers_per_gather = 0")
         cur.execute("EXPLAIN (FORMAT JSON) " + rollup.QUERIES["rollup_stage_slice"].replace(
-            "INSERT INTO rollup_stage", ""), {"from": now - 10 * MINUTE, "to": now - 5 * MINUTE})
+            "INSERT INTO rollup_stage", ""), {"from": at - 10 * MINUTE, "to": at - 5 * MINUTE})
         plan = cur.fetchone()[0][0]["Plan"]
     conn.rollback()
     scans = {n["Node Type"] for n in _plan_nodes(plan) if "Relation Name" in n or "Index Name" in n}

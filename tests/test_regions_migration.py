@@ -34,10 +34,12 @@ def v12(empty_dsn):
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO url (url, period, timeout, next_check_at)"
                     " SELECT 'http://u' || g || '.example/', 60, 5, now() FROM generate_series(1, 20) g")
-        # two days of results (two partitions), and a task outstanding
+        # results of two days (two partitions: today's and yesterday's, the only past one there
+        # is), and a task outstanding. They reach back 12 hours before midnight, whatever the
+        # time of day: 2,000 minutes back left yesterday before 09:20 UTC (no partition there).
         cur.execute("INSERT INTO task_result (url_id, scheduled_at, started_at, ok, checked_by)"
-                    " SELECT 1 + g % 20, date_trunc('minute', now()) - g * interval '1 minute', now(), g % 5 <> 0,"
-                    " 'v12' FROM generate_series(1, 2000) g")
+                    " SELECT 1 + g % 20, date_trunc('second', now() - g * ((now() - date_trunc('day', now(), 'UTC')"
+                    " + interval '12 hours') / 2000)), now(), g % 5 <> 0, 'v12' FROM generate_series(1, 2000) g")
         cur.execute("INSERT INTO task (url_id, scheduled_at, available_at) SELECT id, now(), now() FROM url")
     yield conn
     conn.close()

@@ -238,7 +238,7 @@ def test_an_install_without_regions_reads_no_region_table_in_idle_runs(conn):
     clear_of_hour_turn(conn, 120, offset_s=300)
     before = _scans(conn)
     report = maintenance.run_once(conn, cfg())
-    assert report["days_rolled_up"] == 2 and report["hours_rolled_up"] > 48
+    assert report["days_rolled_up"] == 2 and report["hours_rolled_up"] >= 48     # 48 in today's first hour
     worked = _scans(conn)
     assert worked["region_host"] > before["region_host"]
     assert (worked["rollup_region_hour"], worked["rollup_region_day"]) == (
