@@ -348,13 +348,13 @@ def main() -> int:
             rows = per_minute(cur, started, minutes, delay.url(0.1, "%"), f"http://127.0.0.1:{delay.port}/d/%")
             due = due_per_minute(cur, started, minutes)
         threads = summary_threads(log_path, started)
-        held = producer_held(log_path, started)
+        holds = producer_held(log_path, started)
         for row in rows:
             m = row["minute"]
             row["due"] = due.get(m - 1, 0)
             row["checked_share"] = round(row["checks"] / row["due"], 4) if row["due"] else None
             row["check_threads"] = threads.get(m)
-            row["producer_held_s"] = round(held.get(m, 0.0), 1)
+            row["producer_held_s"] = round(holds.get(m, 0.0), 1)
             waits = sorted(sampler.waits.get(m, ()))
             row["main_thread_wait_p50_p90"] = [round(waits[int(q * (len(waits) - 1))], 2) for q in (0.5, 0.9)] \
                 if waits else None

@@ -236,9 +236,15 @@ def test_an_install_without_regions_reads_no_region_table_in_idle_runs(conn):
             " SELECT 1, t, t, true, 't' FROM generate_series(date_trunc('day', now(), 'UTC') - interval '2 days',"
             " now() - interval '10 minutes', interval '10 minutes') t")
     clear_of_hour_turn(conn, 120, offset_s=300)
+    first = q(conn, "SELECT min(scheduled_at) FROM task_result")[0][0]       # two days before midnight
     before = _scans(conn)
     report = maintenance.run_once(conn, cfg())
-    assert report["days_rolled_up"] == 2 and report["hours_rolled_up"] >= 48     # 48 in today's first hour
+    # Every final hour and day since the first row: two days and today's final hours, or (in
+    # the first minutes after midnight, before 23:00's hour is final) a day and 47 hours.
+    until = datetime.datetime.fromisoformat(report["hours_final_until"])
+    day_until = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert report["hours_rolled_up"] == (until - first) // HOUR >= 47
+    assert report["days_rolled_up"] == (day_until - first) // DAY >= 1
     worked = _scans(conn)
     assert worked["region_host"] > before["region_host"]
     assert (worked["rollup_region_hour"], worked["rollup_region_day"]) == (

@@ -9,6 +9,7 @@ import datetime
 import psycopg2
 
 from sitewatch.history import uptime, windows
+from tests.historydata import clear_of_hour_turn
 
 UTC = datetime.timezone.utc
 HOUR = datetime.timedelta(hours=1)
@@ -29,6 +30,7 @@ def test_365d_window_has_full_coverage_after_hourly_rollups_expired(dsn):
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
+        clear_of_hour_turn(conn, 30)    # the hour read here is the one uptime.for_urls reads
         with conn.cursor() as cur:
             cur.execute("SELECT now(), date_trunc('hour', now(), 'UTC'), date_trunc('day', now(), 'UTC')")
             now, this_hour, today = cur.fetchone()
