@@ -320,10 +320,12 @@ def test_terminated_connections_are_reopened_and_listen_renewed(runs, tmp_path, 
     assert all(figures["skipped"] <= 6 for figures in report.values()), report
     assert scalar(db, "SELECT count(*) FROM task_result WHERE error_kind = 'lost'") == 0
     assert not run.events("child died, restarting") and not run.events("crashed")
-    # one line when it went away and one when it came back, per process (producer, notifier,
-    # consumer) and kill
+    # one line when it went away and one when it came back, per process and kill (counted per
+    # process: the run has a consumer per CPU and a maintenance child, and a loaded CI host can
+    # see each of them notice; a total for three processes failed there with 13 lines)
     lines = [line for line in run.lines() if "database" in line.get("event", "")]
-    assert len(lines) <= 2 * 3 * 2, lines
+    per_role = Counter(line.get("role") for line in lines)
+    assert lines and None not in per_role and all(n <= 2 * 2 for n in per_role.values()), lines
 
 
 @pytest.mark.parametrize("table", ["task_result", "task"])
